@@ -1,0 +1,44 @@
+//! The time-series store: where telemetry becomes durable and queryable.
+//!
+//! Place on the data path: `pipeline → **WAL (durable ack) → write buffer → Parquet**`, and
+//! `SQL (DataFusion) ◄── write buffer + Parquet + registry`.
+//!
+//! - [`Store::write`] checks a request's batches against each table's schema (schema on write: new
+//!   fields add nullable columns, a type conflict is a 400 naming the field and stores nothing),
+//!   appends them as one WAL record, and returns after the group-commit fsync that holds it; then
+//!   the rows join the table's Arrow write buffer.
+//! - [`Store::persist`] (run by [`Store::run_persister`] when the buffer is big or old) writes
+//!   Parquet files per table and UTC day, commits them in `manifest.json`, and drops the WAL
+//!   segments they cover. Start-up replays whatever the manifest does not cover.
+//! - [`QueryEngine`] runs read-only SQL over buffer and files together, plus the `devices` table
+//!   from a [`DeviceDirectory`] the binary provides.
+//!
+//! Layout of the store's directory: `wal/` (segments), `tables/<table>/<YYYY-MM-DD>/<id>.parquet`,
+//! `manifest.json`.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), corral_store::StoreError> {
+//! use corral_model::{Batch, FieldValue, Row, TableName};
+//! let store = corral_store::Store::open(corral_store::StoreConfig::new("/tmp/corral-store"))?;
+//! let mut batch = Batch::new(TableName::telemetry());
+//! batch.rows.push(Row::new(1_700_000_000_000_000_000, "truck-7").field("speed", FieldValue::Float(62.0)));
+//! store.write(vec![batch]).await?; // durable when this returns
+//! store.persist().await?;          // now also in Parquet
+//! # Ok(()) }
+//! ```
+
+mod buffer;
+mod error;
+mod manifest;
+pub mod metrics;
+mod persist;
+mod record;
+mod schema;
+mod sql;
+mod store;
+
+pub use error::StoreError;
+pub use manifest::FileMeta;
+pub use schema::{Column, ColumnKind};
+pub use sql::{DeviceDirectory, QueryEngine, QueryOutput};
+pub use store::{Store, StoreConfig, TableSnapshot};

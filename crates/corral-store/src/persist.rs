@@ -1,0 +1,109 @@
+//! Persistence: a table's buffered batches become Parquet files, one per UTC day, rows sorted by
+//! device then time (runs of one device compress well and answer per-device queries fast).
+
+use crate::manifest::{FileMeta, sync_dir};
+use arrow::array::{Array, AsArray, RecordBatch, UInt32Array};
+use arrow::compute::{SortColumn, lexsort_to_indices, take_record_batch};
+use arrow::datatypes::{SchemaRef, TimestampNanosecondType};
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+const NANOS_PER_DAY: i64 = 86_400 * 1_000_000_000;
+
+/// Writes `batch` (all rows of one table from one snapshot) as one file per UTC day under
+/// `<dir>/tables/<table>/<YYYY-MM-DD>/`. Files are fsynced and renamed into place; the caller
+/// commits them by listing them in the manifest.
+pub fn write_table(
+    dir: &Path,
+    table: &str,
+    schema: &SchemaRef,
+    batch: &RecordBatch,
+    next_file_id: &mut u64,
+) -> std::io::Result<Vec<FileMeta>> {
+    let times = batch.column(0).as_primitive::<TimestampNanosecondType>();
+    let mut days: BTreeMap<i64, Vec<u32>> = BTreeMap::new();
+    for (row, t) in times.values().iter().enumerate() {
+        days.entry(t.div_euclid(NANOS_PER_DAY)).or_default().push(row as u32);
+    }
+    let mut files = Vec::new();
+    for (day, rows) in days {
+        let part = take_record_batch(batch, &UInt32Array::from(rows)).map_err(io_err)?;
+        let sorted = sort_by_device_time(&part)?;
+        let date = chrono_day(day);
+        let rel_dir = format!("tables/{table}/{date}");
+        std::fs::create_dir_all(dir.join(&rel_dir))?;
+        let rel = format!("{rel_dir}/{:016}.parquet", *next_file_id);
+        *next_file_id += 1;
+        let size_bytes = write_file(&dir.join(&rel), schema, &sorted)?;
+        sync_dir(&dir.join(&rel_dir))?;
+        let times = sorted.column(0).as_primitive::<TimestampNanosecondType>();
+        let values: usize =
+            sorted.columns()[2..].iter().map(|c| c.len() - c.null_count()).sum();
+        files.push(FileMeta {
+            path: rel,
+            size_bytes,
+            rows: sorted.num_rows() as u64,
+            values: values as u64,
+            min_time_ns: times.values().iter().copied().min().unwrap_or(0),
+            max_time_ns: times.values().iter().copied().max().unwrap_or(0),
+        });
+    }
+    Ok(files)
+}
+
+fn sort_by_device_time(batch: &RecordBatch) -> std::io::Result<RecordBatch> {
+    let columns = [
+        SortColumn { values: batch.column(1).clone(), options: None },
+        SortColumn { values: batch.column(0).clone(), options: None },
+    ];
+    let indices = lexsort_to_indices(&columns, None).map_err(io_err)?;
+    take_record_batch(batch, &indices).map_err(io_err)
+}
+
+fn write_file(path: &Path, schema: &SchemaRef, batch: &RecordBatch) -> std::io::Result<u64> {
+    let tmp = path.with_extension("parquet.tmp");
+    let file = std::fs::File::create(&tmp)?;
+    let props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).map_err(io_err)?))
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .set_max_row_group_row_count(Some(1024 * 1024))
+        .build();
+    let mut writer = ArrowWriter::try_new(file, schema.clone(), Some(props)).map_err(io_err)?;
+    writer.write(batch).map_err(io_err)?;
+    let file = writer.into_inner().map_err(io_err)?;
+    file.sync_all()?;
+    let size = file.metadata()?.len();
+    std::fs::rename(&tmp, path)?;
+    Ok(size)
+}
+
+fn chrono_day(day: i64) -> String {
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm), to avoid a date crate here.
+    let z = day + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+fn io_err(e: impl std::fmt::Display) -> std::io::Error {
+    std::io::Error::other(e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn days_are_civil_dates() {
+        assert_eq!(super::chrono_day(0), "1970-01-01");
+        assert_eq!(super::chrono_day(20_413), "2025-11-21");
+        assert_eq!(super::chrono_day(-1), "1969-12-31");
+    }
+}

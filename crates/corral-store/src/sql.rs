@@ -1,0 +1,202 @@
+//! SQL over the platform: DataFusion sees every telemetry table (write buffer and Parquet files
+//! together) and the registry's `devices` table, resolved lazily per query.
+
+use crate::{Store, StoreError, TableSnapshot};
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use async_trait::async_trait;
+use datafusion::catalog::{CatalogProvider, MemoryCatalogProvider, SchemaProvider, Session, TableProvider};
+use datafusion::common::{DataFusionError, Result as DfResult};
+use datafusion::datasource::MemTable;
+use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
+use datafusion::datasource::source::DataSourceExec;
+use datafusion::datasource::{TableType, ViewTable, provider_as_source};
+use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::logical_expr::{Expr, JoinType, LogicalPlanBuilder, TableProviderFilterPushDown};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::union::UnionExec;
+use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
+use futures::StreamExt;
+use std::sync::Arc;
+
+/// The registry as SQL needs it. Implemented by the binary over `corral-registry`, so the store
+/// never depends on the registry.
+#[async_trait]
+pub trait DeviceDirectory: Send + Sync + std::fmt::Debug {
+    /// The `devices` table as `tenant` may see it (`None`: every tenant).
+    async fn devices(&self, tenant: Option<&str>) -> Result<RecordBatch, String>;
+}
+
+pub struct QueryOutput {
+    pub schema: SchemaRef,
+    pub batches: Vec<RecordBatch>,
+    pub rows: usize,
+    /// More rows matched than `max_rows`; the rest were not computed.
+    pub truncated: bool,
+}
+
+/// Runs read-only SQL. One per server; each query gets a fresh DataFusion session over a
+/// consistent snapshot of the store.
+#[derive(Clone)]
+pub struct QueryEngine {
+    store: Store,
+    directory: Arc<dyn DeviceDirectory>,
+}
+
+impl QueryEngine {
+    pub fn new(store: Store, directory: Arc<dyn DeviceDirectory>) -> Self {
+        QueryEngine { store, directory }
+    }
+
+    /// Runs one statement. `tenant` scopes every table to that tenant's devices. DDL, DML and
+    /// other statements (COPY, CREATE, SET...) are refused: this endpoint only reads.
+    pub async fn query(&self, sql: &str, tenant: Option<&str>, max_rows: usize) -> Result<QueryOutput, StoreError> {
+        let config = SessionConfig::new()
+            .with_information_schema(true)
+            .with_create_default_catalog_and_schema(false)
+            .with_default_catalog_and_schema("corral", "public");
+        let ctx = SessionContext::new_with_config(config);
+        let catalog = MemoryCatalogProvider::new();
+        let schema = CorralSchema { store: self.store.clone(), directory: self.directory.clone(), tenant: tenant.map(str::to_string) };
+        catalog.register_schema("public", Arc::new(schema))?;
+        ctx.register_catalog("corral", Arc::new(catalog));
+        let options = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
+        let df = ctx.sql_with_options(sql, options).await?;
+        let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+        let mut stream = df.execute_stream().await?;
+        let (mut batches, mut rows, mut truncated) = (Vec::new(), 0usize, false);
+        while let Some(batch) = stream.next().await {
+            let batch = batch?;
+            if rows + batch.num_rows() > max_rows {
+                batches.push(batch.slice(0, max_rows - rows));
+                rows = max_rows;
+                truncated = true;
+                break;
+            }
+            rows += batch.num_rows();
+            batches.push(batch);
+        }
+        Ok(QueryOutput { schema, batches, rows, truncated })
+    }
+}
+
+#[derive(Debug)]
+struct CorralSchema {
+    store: Store,
+    directory: Arc<dyn DeviceDirectory>,
+    tenant: Option<String>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("dir", &self.dir()).finish()
+    }
+}
+
+impl CorralSchema {
+    async fn devices_table(&self) -> DfResult<Arc<MemTable>> {
+        let batch = self.directory.devices(self.tenant.as_deref()).await.map_err(|e| DataFusionError::External(e.into()))?;
+        Ok(Arc::new(MemTable::try_new(batch.schema(), vec![vec![batch]])?))
+    }
+}
+
+#[async_trait]
+impl SchemaProvider for CorralSchema {
+    fn table_names(&self) -> Vec<String> {
+        let mut names = self.store.table_names();
+        names.push("devices".to_string());
+        names
+    }
+
+    async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
+        if name == "devices" {
+            return Ok(Some(self.devices_table().await?));
+        }
+        let Some(snapshot) = self.store.snapshot_table(name) else { return Ok(None) };
+        let telemetry: Arc<dyn TableProvider> = Arc::new(TelemetryTable { snapshot, dir: self.store.dir().to_path_buf() });
+        let Some(_) = &self.tenant else { return Ok(Some(telemetry)) };
+        // Tenant scope: only rows of devices this tenant may see (a semi-join with its devices).
+        let devices = self.devices_table().await?;
+        let plan = LogicalPlanBuilder::scan(name, provider_as_source(telemetry), None)?
+            .join(
+                LogicalPlanBuilder::scan("scoped_devices", provider_as_source(devices), None)?.build()?,
+                JoinType::LeftSemi,
+                (vec!["device"], vec!["device"]),
+                None,
+            )?
+            .build()?;
+        Ok(Some(Arc::new(ViewTable::new(plan, None))))
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        name == "devices" || self.store.table_names().iter().any(|t| t == name)
+    }
+}
+
+/// A telemetry table as of one snapshot: buffered batches unioned with Parquet files.
+#[derive(Debug)]
+struct TelemetryTable {
+    snapshot: TableSnapshot,
+    dir: std::path::PathBuf,
+}
+
+impl std::fmt::Debug for TableSnapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TableSnapshot").field("name", &self.name).field("files", &self.files.len()).finish()
+    }
+}
+
+#[async_trait]
+impl TableProvider for TelemetryTable {
+    fn schema(&self) -> SchemaRef {
+        self.snapshot.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(&self, filters: &[&Expr]) -> DfResult<Vec<TableProviderFilterPushDown>> {
+        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let schema = self.snapshot.schema.clone();
+        let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
+        let partitions = state.config().target_partitions().max(1);
+        let mut memory: Vec<Vec<RecordBatch>> = vec![Vec::new(); partitions];
+        for (i, batch) in self.snapshot.batches.iter().enumerate() {
+            memory[i % partitions].push(batch.clone());
+        }
+        inputs.push(MemorySourceConfig::try_new_exec(&memory, schema.clone(), projection.cloned())?);
+        if !self.snapshot.files.is_empty() {
+            let mut source = ParquetSource::new(schema.clone());
+            if let Some(predicate) = filters.iter().cloned().reduce(Expr::and) {
+                let df_schema = datafusion::common::DFSchema::try_from(schema.as_ref().clone())?;
+                source = source.with_predicate(state.create_physical_expr(predicate, &df_schema)?);
+            }
+            let files: Vec<PartitionedFile> = self
+                .snapshot
+                .files
+                .iter()
+                .map(|f| PartitionedFile::new(self.dir.join(&f.path).to_string_lossy().into_owned(), f.size_bytes))
+                .collect();
+            let groups = FileGroup::new(files).split_files(partitions);
+            let config = FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), Arc::new(source))
+                .with_file_groups(groups)
+                .with_projection_indices(projection.cloned())?
+                .with_limit(limit)
+                .build();
+            inputs.push(DataSourceExec::from_data_source(config));
+        }
+        UnionExec::try_new(inputs)
+    }
+}

@@ -1,0 +1,418 @@
+//! The store: schema check → WAL (durable ack) → write buffer → Parquet snapshots.
+
+use crate::buffer::{TableBuffer, concat_aligned, estimate_bytes};
+use crate::manifest::{FileMeta, Manifest, TableManifest};
+use crate::metrics::{StoreMetrics, TableCounters};
+use crate::schema::{Column, TableSchema};
+use crate::{StoreError, record};
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use corral_model::Batch;
+use corral_wal::{Wal, WalConfig};
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use tokio::sync::{Notify, RwLock};
+
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// Holds `wal/`, `tables/` and `manifest.json`.
+    pub dir: PathBuf,
+    /// Most bytes of unpersisted rows held in memory; writers wait, then get 503, above it.
+    pub buffer_ceiling_bytes: usize,
+    /// Persist when the buffer holds this much...
+    pub persist_bytes: usize,
+    /// ...or when its oldest row has waited this long.
+    pub persist_age: Duration,
+    /// How long a writer waits for room under the ceiling before it is told to retry.
+    pub backpressure_wait: Duration,
+    pub wal_segment_bytes: u64,
+}
+
+impl StoreConfig {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        StoreConfig {
+            dir: dir.into(),
+            buffer_ceiling_bytes: 256 << 20,
+            persist_bytes: 64 << 20,
+            persist_age: Duration::from_secs(600),
+            backpressure_wait: Duration::from_secs(10),
+            wal_segment_bytes: 64 << 20,
+        }
+    }
+}
+
+/// One table's live state: its schema, unpersisted rows and committed files.
+struct TableState {
+    schema: TableSchema,
+    buffer: TableBuffer,
+    buffer_bytes: usize,
+    counters: Arc<TableCounters>,
+}
+
+/// Rows taken from a buffer by a snapshot, still visible to queries until their files commit.
+struct Persisting {
+    table: String,
+    schema: SchemaRef,
+    batches: Vec<RecordBatch>,
+    bytes: usize,
+}
+
+struct State {
+    tables: BTreeMap<String, TableState>,
+    persisting: Vec<Persisting>,
+    manifest: Manifest,
+    oldest_unpersisted: Option<Instant>,
+}
+
+impl State {
+    fn table(&mut self, name: &str) -> &mut TableState {
+        self.tables.entry(name.to_string()).or_insert_with(|| {
+            let schema = TableSchema::default();
+            TableState {
+                buffer: TableBuffer::new(&schema),
+                schema,
+                buffer_bytes: 0,
+                counters: Arc::default(),
+            }
+        })
+    }
+}
+
+/// What a query sees of one table: buffered batches and committed files, taken together under one
+/// lock so no row is seen twice or missed while a snapshot commits.
+pub struct TableSnapshot {
+    pub name: String,
+    pub schema: SchemaRef,
+    pub batches: Vec<RecordBatch>,
+    pub files: Vec<FileMeta>,
+}
+
+/// The time-series store. Cheap to clone; every clone is the same store.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: StoreConfig,
+    wal: Wal,
+    /// Writers hold it shared from WAL append to buffer insert; a snapshot holds it exclusively
+    /// while it rotates the WAL and takes the buffers, so no acknowledged row can fall between.
+    gate: RwLock<()>,
+    state: Mutex<State>,
+    /// One snapshot at a time.
+    persist_lock: tokio::sync::Mutex<()>,
+    buffer_bytes: AtomicUsize,
+    room: Notify,
+    persist_wanted: Notify,
+    metrics: StoreMetrics,
+}
+
+impl Store {
+    /// Opens the store: loads the manifest, removes files of an unfinished snapshot, replays the
+    /// WAL into the write buffer. Blocking; call before serving.
+    pub fn open(config: StoreConfig) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(&config.dir).map_err(StoreError::io(format!("creating {}", config.dir.display())))?;
+        let manifest = Manifest::load(&config.dir).map_err(StoreError::io("reading manifest.json"))?;
+        manifest.remove_orphans(&config.dir).map_err(StoreError::io("removing unfinished snapshot files"))?;
+        let mut state = State { tables: BTreeMap::new(), persisting: Vec::new(), manifest, oldest_unpersisted: None };
+        for (name, t) in &state.manifest.tables.clone() {
+            let table = state.table(name);
+            table.schema = TableSchema::from_columns(t.columns.clone());
+            table.buffer = TableBuffer::new(&table.schema);
+        }
+        let floor = state.manifest.wal_floor;
+        let mut wal_config = WalConfig::new(config.dir.join("wal"));
+        wal_config.start_seq = floor;
+        wal_config.segment_bytes = config.wal_segment_bytes;
+        let mut replayed_bytes = 0usize;
+        let mut skipped = 0u64;
+        let (wal, report) = Wal::open(wal_config, |rec| {
+            if rec.seq < floor {
+                skipped += 1; // already in Parquet: the crash came between manifest commit and WAL truncation
+                return;
+            }
+            match record::decode(rec.payload) {
+                Ok(batches) => replayed_bytes += apply(&mut state, &batches),
+                Err(e) => tracing::error!(seq = rec.seq, error = %e, "skipping undecodable WAL record"),
+            }
+        })?;
+        if !state.tables.values().all(|t| t.buffer.rows() == 0) {
+            state.oldest_unpersisted = Some(Instant::now());
+        }
+        tracing::info!(
+            segments = report.segments, records = report.records, skipped_persisted = skipped,
+            damaged = report.damage.len(), "WAL replayed"
+        );
+        let inner = Inner {
+            config,
+            wal,
+            gate: RwLock::new(()),
+            state: Mutex::new(state),
+            persist_lock: tokio::sync::Mutex::new(()),
+            buffer_bytes: AtomicUsize::new(replayed_bytes),
+            room: Notify::new(),
+            persist_wanted: Notify::new(),
+            metrics: StoreMetrics::default(),
+        };
+        Ok(Store { inner: Arc::new(inner) })
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.inner.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Stores every batch of one request, atomically: either all rows become durable (the call
+    /// returns after the WAL fsync that holds them) or none is stored.
+    pub async fn write(&self, batches: Vec<Batch>) -> Result<(), StoreError> {
+        self.claim_columns(&batches)?;
+        self.wait_for_room().await?;
+        let (payload, batch_bytes) = record::encode_with_sizes(&batches);
+        let bytes: usize = batches.iter().map(|b| estimate_bytes(&b.rows)).sum();
+        let _gate = self.inner.gate.read().await;
+        if let Err(e) = self.inner.wal.append(payload).await {
+            self.inner.metrics.failed_writes.fetch_add(1, Ordering::Relaxed);
+            return Err(if e.is_storage_full() { StoreError::DiskFull } else { StoreError::Wal(e) });
+        }
+        let mut state = self.state();
+        for (batch, encoded) in batches.iter().zip(batch_bytes) {
+            let table = state.table(batch.table.as_str());
+            table.buffer.append(&table.schema, &batch.rows);
+            table.buffer_bytes += estimate_bytes(&batch.rows);
+            table.counters.record(batch.rows.len(), batch.value_count(), encoded);
+        }
+        state.oldest_unpersisted.get_or_insert_with(Instant::now);
+        drop(state);
+        if self.inner.buffer_bytes.fetch_add(bytes, Ordering::Relaxed) + bytes >= self.inner.config.persist_bytes {
+            self.inner.persist_wanted.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Schema on write: checks every batch of the request, then adds all new columns at once.
+    fn claim_columns(&self, batches: &[Batch]) -> Result<(), StoreError> {
+        let mut state = self.state();
+        let mut claims: HashMap<&str, Vec<Column>> = HashMap::new();
+        for batch in batches {
+            let pending = claims.entry(batch.table.as_str()).or_default();
+            let result = match state.tables.get(batch.table.as_str()) {
+                Some(t) => t.schema.check(batch, pending),
+                None => TableSchema::default().check(batch, pending),
+            };
+            result.map_err(StoreError::Schema)?;
+        }
+        for (table, columns) in claims {
+            if !columns.is_empty() {
+                state.table(table).schema.extend(columns);
+            }
+        }
+        Ok(())
+    }
+
+    /// Backpressure: above the ceiling a writer waits for a snapshot to free memory, then gives up.
+    async fn wait_for_room(&self) -> Result<(), StoreError> {
+        let ceiling = self.inner.config.buffer_ceiling_bytes;
+        if self.inner.buffer_bytes.load(Ordering::Relaxed) < ceiling {
+            return Ok(());
+        }
+        self.inner.metrics.backpressure_waits.fetch_add(1, Ordering::Relaxed);
+        self.inner.persist_wanted.notify_one();
+        let deadline = tokio::time::Instant::now() + self.inner.config.backpressure_wait;
+        while self.inner.buffer_bytes.load(Ordering::Relaxed) >= ceiling {
+            if tokio::time::timeout_at(deadline, self.inner.room.notified()).await.is_err() {
+                self.inner.metrics.rejected_overload.fetch_add(1, Ordering::Relaxed);
+                return Err(StoreError::Overloaded { ceiling_bytes: ceiling });
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes every buffer to Parquet, commits the files in the manifest, then drops the WAL
+    /// segments they cover. Returns the number of files written.
+    pub async fn persist(&self) -> Result<usize, StoreError> {
+        let _one_at_a_time = self.inner.persist_lock.lock().await;
+        let floor = {
+            let _gate = self.inner.gate.write().await;
+            let floor = self.inner.wal.rotate().await?;
+            let mut state = self.state();
+            let mut taken = Vec::new();
+            for (name, table) in state.tables.iter_mut() {
+                if table.buffer.rows() > 0 {
+                    let batches = table.buffer.take(&table.schema);
+                    taken.push(Persisting {
+                        table: name.clone(),
+                        schema: table.schema.arrow(),
+                        batches,
+                        bytes: std::mem::take(&mut table.buffer_bytes),
+                    });
+                }
+            }
+            state.persisting.extend(taken);
+            state.oldest_unpersisted = None;
+            floor
+        };
+        let started = Instant::now();
+        let (jobs, mut manifest) = {
+            let state = self.state();
+            let jobs: Vec<(String, SchemaRef, Vec<RecordBatch>)> =
+                state.persisting.iter().map(|p| (p.table.clone(), p.schema.clone(), p.batches.clone())).collect();
+            (jobs, state.manifest.clone())
+        };
+        let job_count = jobs.len();
+        let dir = self.inner.config.dir.clone();
+        let next_file_id = manifest.next_file_id;
+        let written = tokio::task::spawn_blocking(move || {
+            let mut next = next_file_id;
+            let mut out = Vec::new();
+            for (table, schema, batches) in jobs {
+                let all = concat_aligned(&schema, &batches);
+                match crate::persist::write_table(&dir, &table, &schema, &all, &mut next) {
+                    Ok(files) => out.push((table, files)),
+                    Err(e) => {
+                        // Files written so far are not in the manifest: remove them now (a restart would too).
+                        for f in out.iter().flat_map(|(_, files): &(String, Vec<FileMeta>)| files) {
+                            let _ = std::fs::remove_file(dir.join(&f.path));
+                        }
+                        return Err((e, next));
+                    }
+                }
+            }
+            Ok((out, next))
+        })
+        .await
+        .expect("persist task does not panic");
+        let (written, next_file_id) = match written {
+            Ok(w) => w,
+            Err((e, next)) => {
+                self.state().manifest.next_file_id = next;
+                self.inner.metrics.persist_failures.fetch_add(1, Ordering::Relaxed);
+                return Err(StoreError::Io { context: "writing Parquet".into(), source: e });
+            }
+        };
+        let file_count = written.iter().map(|(_, f)| f.len()).sum();
+        {
+            let state = self.state();
+            for (name, table) in &state.tables {
+                manifest.tables.entry(name.clone()).or_default().columns = table.schema.columns().to_vec();
+            }
+        }
+        for (table, files) in written {
+            manifest.tables.entry(table).or_insert_with(TableManifest::default).files.extend(files);
+        }
+        manifest.wal_floor = floor;
+        manifest.next_file_id = next_file_id;
+        let dir = self.inner.config.dir.clone();
+        let saved = manifest.clone();
+        tokio::task::spawn_blocking(move || saved.save(&dir))
+            .await
+            .expect("manifest save does not panic")
+            .map_err(StoreError::io("committing manifest.json"))?;
+        let freed: usize = {
+            let mut state = self.state();
+            let committed: Vec<Persisting> = state.persisting.drain(..job_count).collect();
+            state.manifest = manifest;
+            committed.iter().map(|p| p.bytes).sum()
+        };
+        self.inner.buffer_bytes.fetch_sub(freed.min(self.inner.buffer_bytes.load(Ordering::Relaxed)), Ordering::Relaxed);
+        self.inner.room.notify_waiters();
+        self.inner.wal.remove_segments_before(floor)?;
+        self.inner.metrics.persist_seconds_total.record(started.elapsed());
+        tracing::info!(files = file_count, tables = job_count, ms = started.elapsed().as_millis() as u64, "persisted buffers to Parquet");
+        Ok(file_count)
+    }
+
+    /// Runs until the task is dropped: persists when the buffer is big or old enough.
+    pub async fn run_persister(self) {
+        loop {
+            let _ = tokio::time::timeout(Duration::from_secs(1), self.inner.persist_wanted.notified()).await;
+            let bytes = self.inner.buffer_bytes.load(Ordering::Relaxed);
+            let old = self.state().oldest_unpersisted.is_some_and(|t| t.elapsed() >= self.inner.config.persist_age);
+            if bytes >= self.inner.config.persist_bytes || old || self.has_failed_persist() {
+                if let Err(e) = self.persist().await {
+                    tracing::error!(error = %e, "persisting the write buffer failed; data stays in the WAL, retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+
+    fn has_failed_persist(&self) -> bool {
+        !self.state().persisting.is_empty()
+    }
+
+    /// Flushes everything to Parquet and stops the WAL writer. Call once, at shutdown.
+    pub async fn close(&self) -> Result<(), StoreError> {
+        let result = self.persist().await;
+        self.inner.wal.shutdown();
+        result.map(|_| ())
+    }
+
+    /// Every table as a query sees it now.
+    pub fn snapshot(&self) -> Vec<TableSnapshot> {
+        let mut state = self.state();
+        let names: Vec<String> = state.tables.keys().cloned().collect();
+        names.into_iter().filter_map(|name| self.snapshot_locked(&mut state, &name)).collect()
+    }
+
+    pub fn snapshot_table(&self, name: &str) -> Option<TableSnapshot> {
+        let mut state = self.state();
+        self.snapshot_locked(&mut state, name)
+    }
+
+    fn snapshot_locked(&self, state: &mut State, name: &str) -> Option<TableSnapshot> {
+        let files = state.manifest.tables.get(name).map(|t| t.files.clone()).unwrap_or_default();
+        let persisting: Vec<RecordBatch> =
+            state.persisting.iter().filter(|p| p.table == name).flat_map(|p| p.batches.clone()).collect();
+        let table = state.tables.get_mut(name)?;
+        let schema = table.schema.arrow();
+        let mut batches: Vec<RecordBatch> =
+            persisting.iter().map(|b| crate::buffer::align(&schema, b)).collect();
+        batches.extend(table.buffer.snapshot(&table.schema));
+        Some(TableSnapshot { name: name.to_string(), schema, batches, files })
+    }
+
+    pub fn table_names(&self) -> Vec<String> {
+        self.state().tables.keys().cloned().collect()
+    }
+
+    pub fn dir(&self) -> &std::path::Path {
+        &self.inner.config.dir
+    }
+
+    pub fn metrics(&self) -> crate::metrics::StoreMetricsSnapshot {
+        let state = self.state();
+        let tables = state.tables.iter().map(|(n, t)| (n.clone(), t.counters.snapshot())).collect();
+        let (files, file_bytes) = state
+            .manifest
+            .tables
+            .values()
+            .flat_map(|t| &t.files)
+            .fold((0u64, 0u64), |(n, b), f| (n + 1, b + f.size_bytes));
+        drop(state);
+        self.inner.metrics.snapshot(tables, self.inner.buffer_bytes.load(Ordering::Relaxed), files, file_bytes, self.inner.wal.metrics())
+    }
+}
+
+/// Replays one WAL record into the buffers, extending schemas as the original write did.
+fn apply(state: &mut State, batches: &[Batch]) -> usize {
+    let mut bytes = 0;
+    for batch in batches {
+        let table = state.table(batch.table.as_str());
+        let mut pending = Vec::new();
+        if let Err(e) = table.schema.check(batch, &mut pending) {
+            // Cannot happen for records this server wrote; keep the rest of the row (the
+            // conflicting value becomes null) rather than drop acknowledged data.
+            tracing::error!(table = %batch.table, error = %e, "replayed record conflicts with the schema");
+        }
+        table.schema.extend(pending);
+        table.buffer.append(&table.schema, &batch.rows);
+        let b = estimate_bytes(&batch.rows);
+        table.buffer_bytes += b;
+        table.counters.record(batch.rows.len(), batch.value_count(), 0);
+        bytes += b;
+    }
+    bytes
+}

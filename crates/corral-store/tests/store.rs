@@ -1,0 +1,110 @@
+//! The store on its own: write → query (buffer) → persist → reopen → query (Parquet + buffer),
+//! schema evolution across files, and persistence crash windows.
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::{DataType, Field, Schema};
+use arrow::util::pretty::pretty_format_batches;
+use async_trait::async_trait;
+use corral_model::{Batch, FieldValue, Row, TableName};
+use corral_store::{DeviceDirectory, QueryEngine, Store, StoreConfig};
+use std::sync::Arc;
+
+#[derive(Debug)]
+struct Sites;
+
+#[async_trait]
+impl DeviceDirectory for Sites {
+    async fn devices(&self, tenant: Option<&str>) -> Result<RecordBatch, String> {
+        let all = [("d1", "north", "t1"), ("d2", "south", "t2")];
+        let rows: Vec<_> = all.iter().filter(|(_, _, t)| tenant.is_none_or(|x| x == *t)).collect();
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("device", DataType::Utf8, false),
+            Field::new("site", DataType::Utf8, false),
+        ]));
+        RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(arrow::array::StringArray::from_iter_values(rows.iter().map(|r| r.0))),
+                Arc::new(arrow::array::StringArray::from_iter_values(rows.iter().map(|r| r.1))),
+            ],
+        )
+        .map_err(|e| e.to_string())
+    }
+}
+
+fn batch(table: &str, rows: Vec<Row>) -> Batch {
+    Batch { table: TableName::new(table).unwrap(), rows }
+}
+
+async fn sql(store: &Store, query: &str, tenant: Option<&str>) -> String {
+    let engine = QueryEngine::new(store.clone(), Arc::new(Sites));
+    let out = engine.query(query, tenant, 1000).await.unwrap();
+    pretty_format_batches(&out.batches).unwrap().to_string()
+}
+
+const DAY: i64 = 86_400_000_000_000;
+
+#[tokio::test]
+async fn buffer_and_parquet_answer_together_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+    store
+        .write(vec![batch("t", vec![
+            Row::new(0, "d1").field("a", FieldValue::Float(1.0)),
+            Row::new(DAY + 1, "d2").field("a", FieldValue::Float(2.0)),
+        ])])
+        .await
+        .unwrap();
+    assert_eq!(store.persist().await.unwrap(), 2, "one file per UTC day");
+    // A column added after the first files exist.
+    store.write(vec![batch("t", vec![Row::new(5, "d1").field("b", FieldValue::Str("x".into()))])]).await.unwrap();
+    let expected = sql(&store, "SELECT device, a, b FROM t ORDER BY time", None).await;
+    assert!(expected.contains("| d1     | 1.0 |   |") && expected.contains("| d1     |     | x |"), "{expected}");
+    drop(store);
+
+    let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+    assert_eq!(sql(&store, "SELECT device, a, b FROM t ORDER BY time", None).await, expected);
+    let joined = sql(&store, "SELECT d.site, count(*) AS n FROM t JOIN devices d USING (device) GROUP BY d.site ORDER BY d.site", None).await;
+    assert!(joined.contains("| north | 2 |") && joined.contains("| south | 1 |"), "{joined}");
+    let scoped = sql(&store, "SELECT device, a FROM t ORDER BY time", Some("t2")).await;
+    assert!(scoped.contains("d2") && !scoped.contains("d1"), "{scoped}");
+    store.persist().await.unwrap();
+    drop(store);
+    let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+    assert_eq!(sql(&store, "SELECT device, a, b FROM t ORDER BY time", None).await, expected);
+}
+
+#[tokio::test]
+async fn a_snapshot_that_crashed_before_commit_is_replayed_not_duplicated() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+    store.write(vec![batch("t", vec![Row::new(1, "d1").field("a", FieldValue::Float(1.0))])]).await.unwrap();
+    store.persist().await.unwrap();
+    store.write(vec![batch("t", vec![Row::new(2, "d1").field("a", FieldValue::Float(2.0))])]).await.unwrap();
+    drop(store);
+    // An orphan Parquet file (written, never committed) must be removed, not read.
+    let orphan = dir.path().join("tables/t/1970-01-01/9999999999999999.parquet");
+    std::fs::write(&orphan, b"PAR1 not really").unwrap();
+    let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+    assert!(!orphan.exists());
+    let out = sql(&store, "SELECT count(*) AS n, sum(a) AS s FROM t", None).await;
+    assert!(out.contains("| 2 | 3.0 |"), "{out}");
+}
+
+#[tokio::test]
+async fn type_conflicts_store_nothing_of_the_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+    store.write(vec![batch("t", vec![Row::new(1, "d1").field("a", FieldValue::Float(1.0))])]).await.unwrap();
+    let err = store
+        .write(vec![
+            batch("u", vec![Row::new(1, "d1").field("z", FieldValue::Float(1.0))]),
+            batch("t", vec![Row::new(2, "d1").field("a", FieldValue::Bool(true))]),
+        ])
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("\"a\""), "{err}");
+    assert!(store.snapshot_table("u").is_none(), "a refused request created a table");
+    let out = sql(&store, "SELECT count(*) AS n FROM t", None).await;
+    assert!(out.contains("| 1 |"), "{out}");
+}

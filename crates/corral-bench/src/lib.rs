@@ -1,0 +1,6 @@
+//! Whole-system benchmarks: load generators that drive a real `corral` process over its public
+//! interfaces and report throughput, durability cost and footprint. `corral-bench --help` lists
+//! the workloads; `scripts/bench-*.sh` wrap them with the build and the peers.
+
+pub mod ingest;
+pub mod server;

@@ -1,0 +1,69 @@
+//! `/api/v1/devices`: the inventory. Authorization (role, tenant scope) is the registry's job; the
+//! handlers only parse and render.
+
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiResult};
+use crate::AppState;
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use corral_registry::{Device, DeviceFilter, DevicePage, DevicePatch, NewDevice};
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+/// Parses a JSON body with an error that says what and where (serde_json names the field/line).
+pub fn parse_json<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> ApiResult<T> {
+    let body = body?;
+    serde_json::from_slice(&body).map_err(|e| ApiError::bad_input(format!("invalid request body: {e}")))
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let new: NewDevice = parse_json(body)?;
+    let (device, token) = state.registry.create_device(&caller, new).await?;
+    Ok((StatusCode::CREATED, Json(json!({ "device": device, "token": token }))))
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Query(filter): Query<DeviceFilter>,
+) -> ApiResult<Json<DevicePage>> {
+    Ok(Json(state.registry.list_devices(&caller, &filter).await?))
+}
+
+pub async fn show(State(state): State<AppState>, Caller(caller): Caller, Path(id): Path<String>) -> ApiResult<Json<Device>> {
+    Ok(Json(state.registry.get_device(&caller, &id).await?))
+}
+
+pub async fn update(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<Device>> {
+    let patch: DevicePatch = parse_json(body)?;
+    Ok(Json(state.registry.update_device(&caller, &id, patch).await?))
+}
+
+pub async fn decommission(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Device>> {
+    Ok(Json(state.registry.decommission_device(&caller, &id).await?))
+}
+
+pub async fn rotate_token(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let token = state.registry.rotate_device_token(&caller, &id).await?;
+    Ok(Json(json!({ "device": id, "token": token })))
+}

@@ -1,0 +1,120 @@
+//! The HTTP listener: REST API, HTTP ingest, SQL, health and Prometheus metrics.
+//!
+//! Place on the data path: a **transport**. Ingest handlers ask the registry who the device is,
+//! decode with `corral-ingest`, and hand the batch to the pipeline's [`Sink`]; they return 2xx only
+//! after the sink said the data is durable. Query handlers call a [`SqlService`]; operations
+//! metrics come from a [`MetricsSource`]. This crate never touches storage directly.
+//!
+//! Routes (all JSON; errors are `{"error": "..."}` with the status that fits):
+//! - `POST/GET /api/v1/devices`, `GET/PATCH/DELETE /api/v1/devices/{id}`,
+//!   `POST /api/v1/devices/{id}/token`
+//! - `POST /api/v1/ingest[/{table}]` (device token; JSON or SenML)
+//! - `POST /api/v1/query` (`{"sql": ...}`; `Accept: text/csv` for CSV)
+//! - `GET/POST /api/v1/tokens`, `DELETE /api/v1/tokens/{id}`, `GET/PUT /api/v1/profiles[/{name}]`,
+//!   `GET/POST /api/v1/tenants`, `GET /api/v1/audit`
+//! - `GET /healthz`, `GET /readyz`, `GET /metrics`, `GET /` (landing page)
+
+mod admin;
+mod auth;
+mod console;
+mod devices;
+mod encode;
+mod error;
+mod ingest;
+mod ops;
+mod query;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use async_trait::async_trait;
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use corral_ingest::Sink;
+use corral_ingest::decode::Limits;
+use corral_model::WireError;
+use corral_registry::Registry;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+pub use error::ApiError;
+pub use ops::HttpMetrics;
+
+/// Result of a SQL statement as the HTTP layer renders it.
+pub struct SqlResult {
+    pub schema: SchemaRef,
+    pub batches: Vec<RecordBatch>,
+    pub truncated: bool,
+}
+
+/// Read-only SQL, scoped to a tenant when the caller's token is.
+#[async_trait]
+pub trait SqlService: Send + Sync {
+    async fn query(&self, sql: &str, tenant: Option<&str>, max_rows: usize) -> Result<SqlResult, WireError>;
+}
+
+/// Anything that appends Prometheus text-format lines to `/metrics` (store, WAL, later broker).
+pub trait MetricsSource: Send + Sync {
+    fn render(&self, out: &mut String);
+}
+
+#[derive(Debug, Clone)]
+pub struct HttpLimits {
+    /// Largest request body accepted (413 above it).
+    pub max_body_bytes: usize,
+    pub query_timeout: Duration,
+    /// Most rows a JSON query answer carries; `"truncated": true` says more matched.
+    pub max_query_rows: usize,
+    pub decode: Limits,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            max_body_bytes: 16 << 20,
+            query_timeout: Duration::from_secs(30),
+            max_query_rows: 100_000,
+            decode: Limits::default(),
+        }
+    }
+}
+
+/// Everything handlers share. Cloned per request (all fields are handles).
+#[derive(Clone)]
+pub struct AppState {
+    pub registry: Registry,
+    pub sink: Arc<dyn Sink>,
+    pub sql: Arc<dyn SqlService>,
+    pub metrics_sources: Vec<Arc<dyn MetricsSource>>,
+    pub http_metrics: Arc<HttpMetrics>,
+    pub limits: HttpLimits,
+    /// False until start-up (WAL replay, migrations) is done, and again while shutting down.
+    pub ready: Arc<AtomicBool>,
+}
+
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/devices", post(devices::create).get(devices::list))
+        .route("/devices/{id}", get(devices::show).patch(devices::update).delete(devices::decommission))
+        .route("/devices/{id}/token", post(devices::rotate_token))
+        .route("/ingest", post(ingest::ingest_default))
+        .route("/ingest/{table}", post(ingest::ingest_table))
+        .route("/query", post(query::query))
+        .route("/tokens", post(admin::create_token).get(admin::list_tokens))
+        .route("/tokens/{id}", axum::routing::delete(admin::revoke_token))
+        .route("/profiles", get(admin::list_profiles))
+        .route("/profiles/{name}", get(admin::show_profile).put(admin::put_profile))
+        .route("/tenants", get(admin::list_tenants).post(admin::create_tenant))
+        .route("/audit", get(admin::audit));
+    Router::new()
+        .nest("/api/v1", api)
+        .route("/", get(console::landing))
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .fallback(ops::not_found)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), ops::count_requests))
+        .layer(DefaultBodyLimit::max(state.limits.max_body_bytes))
+        .with_state(state)
+}

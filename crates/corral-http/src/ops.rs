@@ -1,0 +1,76 @@
+//! Operations: liveness, readiness, Prometheus metrics, and the per-status request counter.
+
+use crate::AppState;
+use crate::error::ApiError;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use corral_model::ErrorKind;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// HTTP requests answered, by status code.
+pub struct HttpMetrics {
+    by_status: Vec<AtomicU64>,
+}
+
+impl Default for HttpMetrics {
+    fn default() -> Self {
+        HttpMetrics { by_status: (0..600).map(|_| AtomicU64::new(0)).collect() }
+    }
+}
+
+impl HttpMetrics {
+    pub fn record(&self, status: StatusCode) {
+        if let Some(counter) = self.by_status.get(status.as_u16() as usize) {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn render(&self, out: &mut String) {
+        out.push_str("# HELP corral_http_requests_total HTTP requests answered, by status code.\n");
+        out.push_str("# TYPE corral_http_requests_total counter\n");
+        for (status, counter) in self.by_status.iter().enumerate() {
+            let n = counter.load(Ordering::Relaxed);
+            if n > 0 {
+                let _ = writeln!(out, "corral_http_requests_total{{status=\"{status}\"}} {n}");
+            }
+        }
+    }
+}
+
+pub async fn count_requests(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    state.http_metrics.record(response.status());
+    response
+}
+
+pub async fn healthz() -> impl IntoResponse {
+    axum::Json(serde_json::json!({ "status": "ok" }))
+}
+
+pub async fn readyz(State(state): State<AppState>) -> Response {
+    if state.ready.load(Ordering::Relaxed) {
+        axum::Json(serde_json::json!({ "status": "ready" })).into_response()
+    } else {
+        ApiError::new(ErrorKind::Unavailable, "not ready: starting up or shutting down").into_response()
+    }
+}
+
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    let mut out = String::with_capacity(4096);
+    for source in &state.metrics_sources {
+        source.render(&mut out);
+    }
+    state.http_metrics.render(&mut out);
+    let mut response = out.into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
+    response
+}
+
+pub async fn not_found(request: Request) -> ApiError {
+    ApiError::new(ErrorKind::NotFound, format!("no route for {} {}", request.method(), request.uri().path()))
+}

@@ -1,0 +1,304 @@
+//! Device lifecycle: register, read, patch, decommission, rotate the token.
+//!
+//! Each mutation runs in one write transaction with its audit row, and drops the device's entries
+//! from the authentication cache after committing, so a changed status, gateway or token takes
+//! effect at the very next request.
+
+use crate::auth::{DEVICE_TOKEN_PREFIX, generate_secret, hash_secret};
+use crate::device::{DEVICE_COLUMNS, attributes_json, check_name, check_site, device_from_row, normalize_tags};
+use crate::profiles::ensure_profile;
+use crate::tenants::ensure_tenant;
+use crate::time::{from_ms, now_ms};
+use crate::{Device, DevicePatch, DeviceStatus, NewDevice, Principal, Registry, RegistryError, audit};
+use corral_model::{DeviceId, TenantId};
+use serde_json::json;
+use sqlx::{Row, SqliteConnection};
+
+/// How far up a gateway chain the loop check walks. Real chains are one or two hops deep.
+const MAX_GATEWAY_DEPTH: usize = 32;
+
+async fn fetch(conn: &mut SqliteConnection, id: &str) -> Result<Option<Device>, RegistryError> {
+    let row = sqlx::query(&format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE id = ?"))
+        .bind(id)
+        .fetch_optional(conn)
+        .await?;
+    row.as_ref().map(device_from_row).transpose()
+}
+
+/// The device if the principal may see it. Another tenant's device is reported exactly like a
+/// missing one, so a scoped principal cannot probe for ids it does not own.
+async fn fetch_visible(conn: &mut SqliteConnection, actor: &Principal, id: &str) -> Result<Device, RegistryError> {
+    match fetch(conn, id).await? {
+        Some(d) if actor.sees_tenant(&d.tenant) => Ok(d),
+        _ => Err(RegistryError::not_found("device", id)),
+    }
+}
+
+/// A gateway must be a live device of the same tenant, and must not lead back to the device.
+async fn check_gateway(
+    conn: &mut SqliteConnection,
+    device: &DeviceId,
+    gateway: &DeviceId,
+    tenant: &TenantId,
+) -> Result<(), RegistryError> {
+    if gateway == device {
+        return Err(RegistryError::BadInput("gateway: a device cannot be its own gateway".into()));
+    }
+    let gw = match fetch(conn, gateway.as_str()).await? {
+        Some(gw) if gw.tenant == *tenant => gw,
+        // Same message for "missing" and "other tenant": the latter must not leak.
+        _ => return Err(RegistryError::BadInput(format!("gateway: no device {gateway} in tenant {tenant}"))),
+    };
+    if gw.status == DeviceStatus::Decommissioned {
+        return Err(RegistryError::BadInput(format!("gateway: device {gateway} is decommissioned")));
+    }
+    let mut next = gw.gateway;
+    for _ in 0..MAX_GATEWAY_DEPTH {
+        let Some(hop) = next else { return Ok(()) };
+        if hop == *device {
+            return Err(RegistryError::BadInput(format!(
+                "gateway: {gateway} is already served through {device}; that would make a loop"
+            )));
+        }
+        next = sqlx::query("SELECT gateway FROM devices WHERE id = ?")
+            .bind(hop.as_str())
+            .fetch_optional(&mut *conn)
+            .await?
+            .and_then(|r| r.try_get::<Option<String>, _>("gateway").ok().flatten())
+            .and_then(|g| DeviceId::new(g).ok());
+    }
+    Err(RegistryError::BadInput(format!("gateway: chain above {gateway} is deeper than {MAX_GATEWAY_DEPTH}")))
+}
+
+fn refuse_decommissioned(d: &Device) -> Result<(), RegistryError> {
+    if d.status == DeviceStatus::Decommissioned {
+        return Err(RegistryError::Conflict(format!("device {} is decommissioned and can no longer change", d.id)));
+    }
+    Ok(())
+}
+
+impl Registry {
+    /// Registers a device and returns it with its token, which is shown this once.
+    pub async fn create_device(&self, actor: &Principal, new: NewDevice) -> Result<(Device, String), RegistryError> {
+        actor.require_write()?;
+        let tenant = actor.resolve_tenant(new.tenant)?;
+        if let Some(p) = &new.profile {
+            check_name("profile", p, 64)?;
+        }
+        if let Some(s) = &new.site {
+            check_site(s)?;
+        }
+        let tags = normalize_tags(new.tags.unwrap_or_default())?;
+        let attributes = new.attributes.unwrap_or_default();
+        let attributes_text = attributes_json(&attributes)?;
+        let token = generate_secret(DEVICE_TOKEN_PREFIX);
+        let now = now_ms();
+
+        let mut tx = self.write_tx().await?;
+        if fetch(&mut tx, new.id.as_str()).await?.is_some() {
+            return Err(RegistryError::Conflict(format!("device {} already exists", new.id)));
+        }
+        ensure_tenant(&mut tx, actor, &tenant).await?;
+        if let Some(p) = &new.profile {
+            ensure_profile(&mut tx, actor, p).await?;
+        }
+        if let Some(gw) = &new.gateway {
+            check_gateway(&mut tx, &new.id, gw, &tenant).await?;
+        }
+        sqlx::query(
+            "INSERT INTO devices (id, profile, tenant, site, attributes, tags, status, gateway, created_at, updated_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'active', ?7, ?8, ?8)",
+        )
+        .bind(new.id.as_str())
+        .bind(new.profile.as_deref())
+        .bind(tenant.as_str())
+        .bind(new.site.as_deref())
+        .bind(&attributes_text)
+        .bind(serde_json::to_string(&tags).map_err(|e| RegistryError::storage(e.to_string()))?)
+        .bind(new.gateway.as_ref().map(DeviceId::as_str))
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("INSERT INTO device_tokens (hash, device_id, created_at) VALUES (?, ?, ?)")
+            .bind(hash_secret(&token))
+            .bind(new.id.as_str())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        let detail = json!({"profile": new.profile, "site": new.site, "gateway": new.gateway, "tags": tags});
+        audit::record(&mut tx, actor, "device.create", new.id.as_str(), Some(&tenant), detail).await?;
+        tx.commit().await?;
+
+        let device = Device {
+            id: new.id,
+            profile: new.profile,
+            tenant,
+            site: new.site,
+            attributes,
+            tags,
+            status: DeviceStatus::Active,
+            gateway: new.gateway,
+            last_seen: None,
+            created_at: from_ms(now),
+            updated_at: from_ms(now),
+        };
+        Ok((device, token))
+    }
+
+    pub async fn get_device(&self, actor: &Principal, id: &str) -> Result<Device, RegistryError> {
+        let mut conn = self.pool().acquire().await?;
+        let mut device = fetch_visible(&mut conn, actor, id).await?;
+        self.inner.presence.merge_into(&mut device);
+        Ok(device)
+    }
+
+    /// Applies a [`DevicePatch`]. Decommissioned devices are frozen (`Conflict`). Setting
+    /// `status` to `decommissioned` here is the same as [`Registry::decommission_device`].
+    pub async fn update_device(
+        &self,
+        actor: &Principal,
+        id: &str,
+        patch: DevicePatch,
+    ) -> Result<Device, RegistryError> {
+        actor.require_write()?;
+        // Pure validation first, so bad input never waits for the write lock.
+        if let Some(Some(p)) = &patch.profile {
+            check_name("profile", p, 64)?;
+        }
+        if let Some(Some(s)) = &patch.site {
+            check_site(s)?;
+        }
+        if let Some(a) = &patch.attributes {
+            attributes_json(a)?;
+        }
+        let tags = patch.tags.map(normalize_tags).transpose()?;
+
+        let mut tx = self.write_tx().await?;
+        let mut d = fetch_visible(&mut tx, actor, id).await?;
+        refuse_decommissioned(&d)?;
+        let mut changed: Vec<&str> = Vec::new();
+        if let Some(profile) = patch.profile
+            && profile != d.profile
+        {
+            if let Some(p) = &profile {
+                ensure_profile(&mut tx, actor, p).await?;
+            }
+            d.profile = profile;
+            changed.push("profile");
+        }
+        if let Some(site) = patch.site
+            && site != d.site
+        {
+            d.site = site;
+            changed.push("site");
+        }
+        if let Some(attributes) = patch.attributes
+            && attributes != d.attributes
+        {
+            d.attributes = attributes;
+            changed.push("attributes");
+        }
+        if let Some(tags) = tags
+            && tags != d.tags
+        {
+            d.tags = tags;
+            changed.push("tags");
+        }
+        if let Some(gateway) = patch.gateway
+            && gateway != d.gateway
+        {
+            if let Some(gw) = &gateway {
+                check_gateway(&mut tx, &d.id, gw, &d.tenant).await?;
+            }
+            d.gateway = gateway;
+            changed.push("gateway");
+        }
+        if let Some(status) = patch.status
+            && status != d.status
+        {
+            d.status = status;
+            changed.push("status");
+        }
+        if changed.is_empty() {
+            drop(tx);
+            self.inner.presence.merge_into(&mut d);
+            return Ok(d);
+        }
+        let now = now_ms();
+        let attributes_text = attributes_json(&d.attributes)?;
+        sqlx::query(
+            "UPDATE devices SET profile = ?, site = ?, attributes = ?, tags = ?, status = ?, gateway = ?, \
+             updated_at = ? WHERE id = ?",
+        )
+        .bind(d.profile.as_deref())
+        .bind(d.site.as_deref())
+        .bind(attributes_text)
+        .bind(serde_json::to_string(&d.tags).map_err(|e| RegistryError::storage(e.to_string()))?)
+        .bind(d.status.as_str())
+        .bind(d.gateway.as_ref().map(DeviceId::as_str))
+        .bind(now)
+        .bind(d.id.as_str())
+        .execute(&mut *tx)
+        .await?;
+        let action = if d.status == DeviceStatus::Decommissioned { "device.decommission" } else { "device.update" };
+        let detail = json!({"changed": changed, "status": d.status});
+        audit::record(&mut tx, actor, action, d.id.as_str(), Some(&d.tenant), detail).await?;
+        tx.commit().await?;
+        self.forget_device(&d.id);
+        d.updated_at = from_ms(now);
+        self.inner.presence.merge_into(&mut d);
+        Ok(d)
+    }
+
+    /// `DELETE`: the device becomes `decommissioned` and its token is refused from the next
+    /// request on; the row stays for history. Decommissioning twice is a no-op.
+    pub async fn decommission_device(&self, actor: &Principal, id: &str) -> Result<Device, RegistryError> {
+        let patch = DevicePatch { status: Some(DeviceStatus::Decommissioned), ..DevicePatch::default() };
+        match self.update_device(actor, id, patch).await {
+            Err(RegistryError::Conflict(_)) => self.get_device(actor, id).await,
+            other => other,
+        }
+    }
+
+    /// Issues a new token for the device; the old one stops working at once. The new token is
+    /// returned this once. A quarantined device may be rotated (the usual response to a leaked
+    /// token), a decommissioned one may not (`Conflict`).
+    pub async fn rotate_device_token(&self, actor: &Principal, id: &str) -> Result<String, RegistryError> {
+        actor.require_write()?;
+        let token = generate_secret(DEVICE_TOKEN_PREFIX);
+        let now = now_ms();
+        let mut tx = self.write_tx().await?;
+        let d = fetch_visible(&mut tx, actor, id).await?;
+        refuse_decommissioned(&d)?;
+        let revoked = sqlx::query("UPDATE device_tokens SET revoked_at = ? WHERE device_id = ? AND revoked_at IS NULL")
+            .bind(now)
+            .bind(d.id.as_str())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        sqlx::query("INSERT INTO device_tokens (hash, device_id, created_at) VALUES (?, ?, ?)")
+            .bind(hash_secret(&token))
+            .bind(d.id.as_str())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        audit::record(
+            &mut tx,
+            actor,
+            "device.rotate_token",
+            d.id.as_str(),
+            Some(&d.tenant),
+            json!({"revoked": revoked}),
+        )
+        .await?;
+        tx.commit().await?;
+        self.forget_device(&d.id);
+        Ok(token)
+    }
+
+    /// Every registered device, decommissioned ones included (they are history, not deletions).
+    pub async fn device_count(&self) -> Result<u64, RegistryError> {
+        let n: i64 = sqlx::query("SELECT COUNT(*) AS n FROM devices").fetch_one(self.pool()).await?.try_get("n")?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+}

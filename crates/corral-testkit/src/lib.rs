@@ -1,0 +1,212 @@
+//! Test-only (a dev-dependency): [`TestServer`] starts the real `corral` binary on port 0 in a
+//! temporary data directory, reads the bound address from its `listening proto=http addr=...`
+//! log line, and offers the few calls whole-server tests repeat (register a device, ingest, SQL).
+//! Tests talk to it over real HTTP; nothing is mocked.
+//!
+//! ```no_run
+//! # async fn t() {
+//! let server = corral_testkit::TestServer::start(env!("CARGO_BIN_EXE_corral")).await;
+//! let token = server.register_device("sensor-1", serde_json::json!({})).await;
+//! server.ingest(&token, "telemetry", r#"{"temperature": 21.5}"#).await;
+//! let rows = server.query("SELECT temperature FROM telemetry").await;
+//! # }
+//! ```
+
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789abcdef";
+
+/// A running `corral serve`. Killed (SIGKILL) when dropped.
+pub struct TestServer {
+    binary: PathBuf,
+    _temp: tempfile::TempDir,
+    data_dir: PathBuf,
+    child: Option<Child>,
+    pub base: String,
+    pub http: reqwest::Client,
+    log: Arc<Mutex<Vec<String>>>,
+    extra_args: Vec<String>,
+}
+
+impl TestServer {
+    pub async fn start(binary: &str) -> TestServer {
+        Self::start_with(binary, &[]).await
+    }
+
+    /// Starts with extra `corral serve` flags (e.g. `--max-body-bytes 2048`).
+    pub async fn start_with(binary: &str, extra_args: &[&str]) -> TestServer {
+        let temp = tempfile::tempdir().expect("temp dir");
+        let dir = temp.path().to_path_buf();
+        Self::start_in(binary, temp, dir, extra_args)
+    }
+
+    /// Starts with its data in `data_dir` (e.g. a small filesystem for disk-full tests).
+    pub async fn start_in_dir(binary: &str, data_dir: &Path, extra_args: &[&str]) -> TestServer {
+        Self::start_in(binary, tempfile::tempdir().expect("temp dir"), data_dir.to_path_buf(), extra_args)
+    }
+
+    fn start_in(binary: &str, temp: tempfile::TempDir, data_dir: PathBuf, extra_args: &[&str]) -> TestServer {
+        let mut server = TestServer {
+            binary: PathBuf::from(binary),
+            _temp: temp,
+            data_dir,
+            child: None,
+            base: String::new(),
+            http: reqwest::Client::new(),
+            log: Arc::default(),
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+        };
+        server.spawn();
+        server
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    fn spawn(&mut self) {
+        let mut child = Command::new(&self.binary)
+            .arg("serve")
+            .args(["--http", "127.0.0.1:0", "--data-dir"])
+            .arg(&self.data_dir)
+            .args(&self.extra_args)
+            .env("CORRAL_ADMIN_TOKEN", ADMIN_TOKEN)
+            .env("CORRAL_LOG", "info")
+            .env_remove("CORRAL_HTTP")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start corral");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let log = self.log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("listening proto=http addr=").nth(1) {
+                    let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_string());
+                }
+                log.lock().unwrap().push(line);
+            }
+        });
+        let addr = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_else(|_| {
+            panic!("corral did not report its HTTP address; log:\n{}", self.log_text())
+        });
+        self.base = format!("http://{addr}");
+        self.child = Some(child);
+    }
+
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// SIGKILL: no flush, no goodbye. What a power cut looks like to the process.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM and wait; returns the exit code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let mut child = self.child.take()?;
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("corral did not exit within 60 s of SIGTERM; log:\n{}", self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts again on the same data directory (after `kill9` or `terminate`).
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    pub async fn admin(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        self.call(method, path, ADMIN_TOKEN, body).await
+    }
+
+    pub async fn call(&self, method: reqwest::Method, path: &str, token: &str, body: Option<Value>) -> (u16, Value) {
+        let mut request = self.http.request(method, self.url(path)).bearer_auth(token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("request");
+        let status = response.status().as_u16();
+        let text = response.text().await.expect("body");
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    /// Registers a device (as admin) and returns its token. `extra` adds fields (site, tenant...).
+    pub async fn register_device(&self, id: &str, extra: Value) -> String {
+        let mut body = json!({ "id": id });
+        if let Value::Object(map) = extra {
+            body.as_object_mut().unwrap().extend(map);
+        }
+        let (status, created) = self.admin(reqwest::Method::POST, "/api/v1/devices", Some(body)).await;
+        assert_eq!(status, 201, "register {id}: {created}");
+        created["token"].as_str().expect("token").to_string()
+    }
+
+    /// Posts a raw JSON body to `/api/v1/ingest/<table>` with a device token.
+    pub async fn ingest(&self, token: &str, table: &str, body: &str) -> (u16, Value) {
+        self.ingest_as(token, table, body, "application/json").await
+    }
+
+    pub async fn ingest_as(&self, token: &str, table: &str, body: &str, content_type: &str) -> (u16, Value) {
+        let response = self
+            .http
+            .post(self.url(&format!("/api/v1/ingest/{table}")))
+            .bearer_auth(token)
+            .header("Content-Type", content_type)
+            .body(body.to_string())
+            .send()
+            .await
+            .expect("ingest request");
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    /// Runs SQL as admin; panics on error. Returns the rows.
+    pub async fn query(&self, sql: &str) -> Vec<Vec<Value>> {
+        let (status, out) = self.admin(reqwest::Method::POST, "/api/v1/query", Some(json!({ "sql": sql }))).await;
+        assert_eq!(status, 200, "query {sql}: {out}");
+        serde_json::from_value(out["rows"].clone()).expect("rows")
+    }
+
+    /// `SELECT count(*)` of a table, 0 when the table does not exist yet.
+    pub async fn count(&self, table: &str) -> u64 {
+        let (status, out) = self
+            .admin(reqwest::Method::POST, "/api/v1/query", Some(json!({ "sql": format!("SELECT count(*) FROM \"{table}\"") })))
+            .await;
+        if status == 400 && out["error"].as_str().is_some_and(|e| e.contains("not found")) {
+            return 0; // the table was never created: nothing was stored in it
+        }
+        assert_eq!(status, 200, "count {table}: {out}");
+        out["rows"][0][0].as_u64().unwrap_or(0)
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}

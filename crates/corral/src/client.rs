@@ -1,0 +1,362 @@
+//! Client commands: `corral device|token|sql` against a running server's REST API.
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand, ValueEnum};
+use serde_json::{Map, Value, json};
+
+#[derive(Debug, Clone, Args)]
+pub struct Conn {
+    /// Server base URL.
+    #[arg(long, env = "CORRAL_URL", default_value = "http://127.0.0.1:8080")]
+    server: String,
+    /// API token [default: read from ./corral-data/admin.token or ./corral-demo/admin.token].
+    #[arg(long, env = "CORRAL_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Print the server's JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeviceCommand {
+    /// Register a device; prints its token once.
+    Add {
+        id: String,
+        #[arg(long)]
+        profile: Option<String>,
+        #[arg(long)]
+        tenant: Option<String>,
+        #[arg(long)]
+        site: Option<String>,
+        /// Attribute as key=value (repeatable); values that parse as JSON (numbers, true) keep their type.
+        #[arg(long = "attr", value_name = "KEY=VALUE")]
+        attributes: Vec<String>,
+        /// Tag (repeatable).
+        #[arg(long = "tag")]
+        tags: Vec<String>,
+        #[arg(long)]
+        gateway: Option<String>,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// List devices, filtered; follows pages up to --limit.
+    List {
+        #[arg(long)]
+        tenant: Option<String>,
+        #[arg(long)]
+        site: Option<String>,
+        #[arg(long)]
+        profile: Option<String>,
+        #[arg(long)]
+        status: Option<String>,
+        /// Free-text search over id, site, profile, tags and attributes.
+        #[arg(long)]
+        q: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Show one device.
+    Show {
+        id: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Decommission a device (its token stops working; its data stays).
+    Rm {
+        id: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Issue a new token for a device; the old one stops working at once.
+    RotateToken {
+        id: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create an API token; prints it once.
+    Create {
+        #[arg(long)]
+        name: String,
+        #[arg(long, value_parser = ["admin", "operator", "viewer"], default_value = "viewer")]
+        role: String,
+        /// Restrict the token to one tenant's devices and data.
+        #[arg(long)]
+        tenant: Option<String>,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// List API tokens (never their secrets).
+    List {
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Revoke an API token by id.
+    Revoke {
+        id: i64,
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+    Csv,
+}
+
+#[derive(Debug, Args)]
+pub struct SqlArgs {
+    /// The query, e.g. "SELECT site, count(*) FROM devices GROUP BY site".
+    sql: String,
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    format: Format,
+    #[command(flatten)]
+    conn: Conn,
+}
+
+struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl Client {
+    fn new(conn: &Conn) -> anyhow::Result<Client> {
+        let token = match &conn.token {
+            Some(t) => t.clone(),
+            None => ["./corral-data/admin.token", "./corral-demo/admin.token"]
+                .iter()
+                .find_map(|p| std::fs::read_to_string(p).ok())
+                .map(|s| s.trim().to_string())
+                .context("no API token: pass --token or set CORRAL_TOKEN")?,
+        };
+        Ok(Client { http: reqwest::Client::new(), base: conn.server.trim_end_matches('/').to_string(), token })
+    }
+
+    async fn send(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<reqwest::Response> {
+        let mut request = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(&self.token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.with_context(|| format!("cannot reach {}", self.base))?;
+        if !response.status().is_success() {
+            let status = response.status();
+            let text = response.text().await.unwrap_or_default();
+            let message = serde_json::from_str::<Value>(&text)
+                .ok()
+                .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_string))
+                .unwrap_or(text);
+            bail!("{status}: {message}");
+        }
+        Ok(response)
+    }
+
+    async fn json(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+        Ok(self.send(method, path, body).await?.json().await?)
+    }
+}
+
+pub async fn device(cmd: DeviceCommand) -> anyhow::Result<()> {
+    use reqwest::Method;
+    match cmd {
+        DeviceCommand::Add { id, profile, tenant, site, attributes, tags, gateway, conn } => {
+            let mut attrs = Map::new();
+            for kv in attributes {
+                let (k, v) = kv.split_once('=').with_context(|| format!("--attr {kv:?} is not KEY=VALUE"))?;
+                attrs.insert(k.to_string(), serde_json::from_str(v).unwrap_or_else(|_| Value::String(v.to_string())));
+            }
+            let mut body = json!({ "id": id, "attributes": attrs, "tags": tags });
+            for (key, value) in [("profile", profile), ("tenant", tenant), ("site", site), ("gateway", gateway)] {
+                if let Some(v) = value {
+                    body[key] = json!(v);
+                }
+            }
+            let client = Client::new(&conn)?;
+            let created = client.json(Method::POST, "/api/v1/devices", Some(body)).await?;
+            if conn.json {
+                println!("{}", serde_json::to_string_pretty(&created)?);
+            } else {
+                println!("registered {id}\ntoken (shown once): {}", created["token"].as_str().unwrap_or(""));
+                println!("\nsend data:\n  curl -X POST {}/api/v1/ingest -H 'Authorization: Bearer {}' \\\n    -H 'Content-Type: application/json' -d '{{\"temperature\": 21.5}}'",
+                    client.base, created["token"].as_str().unwrap_or(""));
+            }
+        }
+        DeviceCommand::List { tenant, site, profile, status, q, limit, conn } => {
+            let client = Client::new(&conn)?;
+            let mut params: Vec<(&str, String)> = Vec::new();
+            for (k, v) in [("tenant", tenant), ("site", site), ("profile", profile), ("status", status), ("q", q)] {
+                if let Some(v) = v {
+                    params.push((k, v));
+                }
+            }
+            let mut devices = Vec::new();
+            let mut after: Option<String> = None;
+            let mut total = 0;
+            while devices.len() < limit {
+                let mut query = params.clone();
+                query.push(("limit", (limit - devices.len()).min(1000).to_string()));
+                if let Some(a) = &after {
+                    query.push(("after", a.clone()));
+                }
+                let qs = serde_urlencoded(&query);
+                let page = client.json(Method::GET, &format!("/api/v1/devices?{qs}"), None).await?;
+                total = page["total"].as_u64().unwrap_or(0);
+                devices.extend(page["devices"].as_array().cloned().unwrap_or_default());
+                match page["next"].as_str() {
+                    Some(next) => after = Some(next.to_string()),
+                    None => break,
+                }
+            }
+            if conn.json {
+                println!("{}", serde_json::to_string_pretty(&json!({ "devices": devices, "total": total }))?);
+            } else {
+                let columns = ["id", "profile", "tenant", "site", "status", "last_seen"];
+                let rows: Vec<Vec<String>> =
+                    devices.iter().map(|d| columns.iter().map(|c| cell(&d[*c])).collect()).collect();
+                print_table(&columns, &rows);
+                println!("({} of {total} devices)", devices.len());
+            }
+        }
+        DeviceCommand::Show { id, conn } => {
+            let device = Client::new(&conn)?.json(Method::GET, &format!("/api/v1/devices/{id}"), None).await?;
+            println!("{}", serde_json::to_string_pretty(&device)?);
+        }
+        DeviceCommand::Rm { id, conn } => {
+            let device = Client::new(&conn)?.json(Method::DELETE, &format!("/api/v1/devices/{id}"), None).await?;
+            if conn.json {
+                println!("{}", serde_json::to_string_pretty(&device)?);
+            } else {
+                println!("decommissioned {id}");
+            }
+        }
+        DeviceCommand::RotateToken { id, conn } => {
+            let out = Client::new(&conn)?.json(Method::POST, &format!("/api/v1/devices/{id}/token"), None).await?;
+            println!("{}", if conn.json { serde_json::to_string_pretty(&out)? } else { format!("new token for {id} (shown once): {}", cell(&out["token"])) });
+        }
+    }
+    Ok(())
+}
+
+pub async fn token(cmd: TokenCommand) -> anyhow::Result<()> {
+    use reqwest::Method;
+    match cmd {
+        TokenCommand::Create { name, role, tenant, conn } => {
+            let body = json!({ "name": name, "role": role, "tenant": tenant });
+            let out = Client::new(&conn)?.json(Method::POST, "/api/v1/tokens", Some(body)).await?;
+            println!("{}", if conn.json { serde_json::to_string_pretty(&out)? } else { format!("token (shown once): {}", cell(&out["token"])) });
+        }
+        TokenCommand::List { conn } => {
+            let out = Client::new(&conn)?.json(Method::GET, "/api/v1/tokens", None).await?;
+            if conn.json {
+                println!("{}", serde_json::to_string_pretty(&out)?);
+            } else {
+                let columns = ["id", "name", "role", "tenant", "revoked", "created_at"];
+                let rows: Vec<Vec<String>> = out["tokens"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|t| columns.iter().map(|c| cell(&t[*c])).collect())
+                    .collect();
+                print_table(&columns, &rows);
+            }
+        }
+        TokenCommand::Revoke { id, conn } => {
+            Client::new(&conn)?.send(Method::DELETE, &format!("/api/v1/tokens/{id}"), None).await?;
+            println!("revoked token {id}");
+        }
+    }
+    Ok(())
+}
+
+pub async fn sql(args: SqlArgs) -> anyhow::Result<()> {
+    let client = Client::new(&args.conn)?;
+    let body = json!({ "sql": args.sql });
+    if let Format::Csv = args.format {
+        let response = client
+            .http
+            .post(format!("{}/api/v1/query", client.base))
+            .bearer_auth(&client.token)
+            .header("Accept", "text/csv")
+            .json(&body)
+            .send()
+            .await?;
+        let status = response.status();
+        let text = response.text().await?;
+        if !status.is_success() {
+            bail!("{status}: {text}");
+        }
+        print!("{text}");
+        return Ok(());
+    }
+    let out = client.json(reqwest::Method::POST, "/api/v1/query", Some(body)).await?;
+    if matches!(args.format, Format::Json) || args.conn.json {
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    let columns: Vec<String> = out["columns"].as_array().into_iter().flatten().map(cell).collect();
+    let rows: Vec<Vec<String>> = out["rows"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| r.as_array().into_iter().flatten().map(cell).collect())
+        .collect();
+    let headers: Vec<&str> = columns.iter().map(String::as_str).collect();
+    print_table(&headers, &rows);
+    let truncated = if out["truncated"].as_bool() == Some(true) { ", truncated" } else { "" };
+    println!("({} rows{truncated})", rows.len());
+    Ok(())
+}
+
+fn cell(v: &Value) -> String {
+    match v {
+        Value::Null => String::new(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn print_table(headers: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (w, c) in widths.iter_mut().zip(row) {
+            *w = (*w).max(c.chars().count()).min(60);
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{:<w$}", c.chars().take(*w).collect::<String>(), w = *w))
+            .collect();
+        println!("{}", padded.join("  ").trim_end());
+    };
+    line(headers.iter().map(|h| h.to_string()).collect());
+    line(widths.iter().map(|w| "-".repeat(*w)).collect());
+    for row in rows {
+        line(row.clone());
+    }
+}
+
+fn serde_urlencoded(pairs: &[(&str, String)]) -> String {
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{k}={}", percent_encode(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}

@@ -1,0 +1,227 @@
+//! The configuration tree. Precedence: flag > `CORRAL_*` environment variable > TOML file
+//! (`--config`) > default. Clap merges flags and environment; this module lays the result over
+//! the file and the defaults, validates, and renders the effective config for `corral config`.
+
+use anyhow::{Context, bail};
+use clap::Args;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub http: String,
+    pub log: String,
+    pub storage: StorageConfig,
+    pub limits: LimitsConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    pub buffer_ceiling_mb: usize,
+    pub persist_mb: usize,
+    pub persist_age_secs: u64,
+    pub backpressure_wait_secs: u64,
+    pub wal_segment_mb: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    pub max_body_bytes: usize,
+    pub query_timeout_secs: u64,
+    pub max_query_rows: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("./corral-data"),
+            http: "0.0.0.0:8080".into(),
+            log: "info".into(),
+            storage: StorageConfig::default(),
+            limits: LimitsConfig::default(),
+        }
+    }
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig { buffer_ceiling_mb: 256, persist_mb: 64, persist_age_secs: 600, backpressure_wait_secs: 10, wal_segment_mb: 64 }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig { max_body_bytes: 16 << 20, query_timeout_secs: 30, max_query_rows: 100_000 }
+    }
+}
+
+/// Flags shared by `serve`, `demo` and `config`. Each is also an environment variable.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ServeArgs {
+    /// TOML config file (keys as printed by `corral config`).
+    #[arg(long, env = "CORRAL_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Directory for the registry, WAL and Parquet files [default: ./corral-data].
+    #[arg(long, env = "CORRAL_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// HTTP listener: REST API, ingest, SQL, /metrics [default: 0.0.0.0:8080]. Port 0 picks a free port.
+    #[arg(long, env = "CORRAL_HTTP")]
+    pub http: Option<String>,
+    /// Log filter, e.g. `info` or `corral_store=debug,info` [default: info].
+    #[arg(long, env = "CORRAL_LOG")]
+    pub log: Option<String>,
+    /// Write-buffer memory ceiling in MiB; writers wait, then get 503, above it [default: 256].
+    #[arg(long, env = "CORRAL_BUFFER_CEILING_MB")]
+    pub buffer_ceiling_mb: Option<usize>,
+    /// Persist the write buffer to Parquet once it holds this many MiB [default: 64].
+    #[arg(long, env = "CORRAL_PERSIST_MB")]
+    pub persist_mb: Option<usize>,
+    /// ...or once its oldest row is this many seconds old [default: 600].
+    #[arg(long, env = "CORRAL_PERSIST_AGE_SECS")]
+    pub persist_age_secs: Option<u64>,
+    /// Largest accepted request body in bytes (413 above) [default: 16777216].
+    #[arg(long, env = "CORRAL_MAX_BODY_BYTES")]
+    pub max_body_bytes: Option<usize>,
+    /// SQL query timeout in seconds [default: 30].
+    #[arg(long, env = "CORRAL_QUERY_TIMEOUT_SECS")]
+    pub query_timeout_secs: Option<u64>,
+    /// Most rows in a JSON query answer [default: 100000].
+    #[arg(long, env = "CORRAL_MAX_QUERY_ROWS")]
+    pub max_query_rows: Option<usize>,
+}
+
+impl ServeArgs {
+    /// The effective config: these flags/env over the file over the defaults, validated.
+    pub fn resolve(&self) -> anyhow::Result<Config> {
+        let mut config = match &self.config {
+            Some(path) => load_file(path)?,
+            None => Config::default(),
+        };
+        if let Some(v) = &self.data_dir {
+            config.data_dir = v.clone();
+        }
+        if let Some(v) = &self.http {
+            config.http = v.clone();
+        }
+        if let Some(v) = &self.log {
+            config.log = v.clone();
+        }
+        let s = &mut config.storage;
+        s.buffer_ceiling_mb = self.buffer_ceiling_mb.unwrap_or(s.buffer_ceiling_mb);
+        s.persist_mb = self.persist_mb.unwrap_or(s.persist_mb);
+        s.persist_age_secs = self.persist_age_secs.unwrap_or(s.persist_age_secs);
+        let l = &mut config.limits;
+        l.max_body_bytes = self.max_body_bytes.unwrap_or(l.max_body_bytes);
+        l.query_timeout_secs = self.query_timeout_secs.unwrap_or(l.query_timeout_secs);
+        l.max_query_rows = self.max_query_rows.unwrap_or(l.max_query_rows);
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+fn load_file(path: &Path) -> anyhow::Result<Config> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("in config file {}", path.display()))
+}
+
+impl Config {
+    pub fn validate(&self) -> anyhow::Result<()> {
+        self.http_addr()?;
+        let s = &self.storage;
+        if s.buffer_ceiling_mb == 0 || s.persist_mb == 0 || s.persist_mb > s.buffer_ceiling_mb {
+            bail!("storage: need 0 < persist_mb ({}) <= buffer_ceiling_mb ({})", s.persist_mb, s.buffer_ceiling_mb);
+        }
+        if s.persist_age_secs == 0 || s.wal_segment_mb == 0 {
+            bail!("storage: persist_age_secs and wal_segment_mb must be positive");
+        }
+        let l = &self.limits;
+        if l.max_body_bytes < 1024 || l.query_timeout_secs == 0 || l.max_query_rows == 0 {
+            bail!("limits: max_body_bytes must be >= 1024, query_timeout_secs and max_query_rows positive");
+        }
+        Ok(())
+    }
+
+    pub fn http_addr(&self) -> anyhow::Result<SocketAddr> {
+        self.http.parse().with_context(|| format!("http: {:?} is not an address like 0.0.0.0:8080", self.http))
+    }
+
+    /// The effective config as commented TOML, ready to save as a config file.
+    pub fn render(&self) -> String {
+        let s = &self.storage;
+        let l = &self.limits;
+        format!(
+            "# Corral effective configuration (flag > CORRAL_* env > this file > default)\n\
+             # Directory for the registry (registry.db), WAL (store/wal) and Parquet (store/tables).\n\
+             data_dir = {data_dir:?}\n\
+             # HTTP listener: REST API, ingest, SQL, /metrics. Port 0 picks a free port.\n\
+             http = {http:?}\n\
+             # Log filter (tracing EnvFilter syntax).\n\
+             log = {log:?}\n\n\
+             [storage]\n\
+             # Memory ceiling of the write buffer; above it writers wait, then get 503 + Retry-After.\n\
+             buffer_ceiling_mb = {ceiling}\n\
+             # Persist the buffer to Parquet when it holds this much...\n\
+             persist_mb = {persist}\n\
+             # ...or when its oldest row is this old.\n\
+             persist_age_secs = {age}\n\
+             # How long a writer waits at the ceiling before it gets 503.\n\
+             backpressure_wait_secs = {wait}\n\
+             # WAL segment size.\n\
+             wal_segment_mb = {segment}\n\n\
+             [limits]\n\
+             # Largest request body (413 above it).\n\
+             max_body_bytes = {body}\n\
+             query_timeout_secs = {timeout}\n\
+             # Most rows in one JSON query answer (\"truncated\": true beyond).\n\
+             max_query_rows = {rows}\n",
+            data_dir = self.data_dir.display().to_string(),
+            http = self.http,
+            log = self.log,
+            ceiling = s.buffer_ceiling_mb,
+            persist = s.persist_mb,
+            age = s.persist_age_secs,
+            wait = s.backpressure_wait_secs,
+            segment = s.wal_segment_mb,
+            body = l.max_body_bytes,
+            timeout = l.query_timeout_secs,
+            rows = l.max_query_rows,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_beat_file_beats_default_and_render_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("corral.toml");
+        std::fs::write(&path, "http = \"127.0.0.1:9000\"\nlog = \"debug\"\n[storage]\npersist_mb = 8\n").unwrap();
+        let args = ServeArgs { config: Some(path.clone()), log: Some("warn".into()), ..Default::default() };
+        let config = args.resolve().unwrap();
+        assert_eq!(config.http, "127.0.0.1:9000"); // file over default
+        assert_eq!(config.log, "warn"); // flag over file
+        assert_eq!(config.storage.persist_mb, 8);
+        assert_eq!(config.storage.buffer_ceiling_mb, 256); // default
+        std::fs::write(&path, config.render()).unwrap();
+        let again = ServeArgs { config: Some(path), ..Default::default() }.resolve().unwrap();
+        assert_eq!(again.render(), config.render());
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("corral.toml");
+        std::fs::write(&path, "htp = \"x\"\n").unwrap();
+        let err = ServeArgs { config: Some(path.clone()), ..Default::default() }.resolve().unwrap_err();
+        assert!(format!("{err:#}").contains("unknown field"), "{err:#}");
+        let err = ServeArgs { http: Some("nonsense".into()), ..Default::default() }.resolve().unwrap_err();
+        assert!(format!("{err:#}").contains("nonsense"));
+    }
+}

@@ -1,0 +1,147 @@
+//! Adapters between rooms. Each trait lives in the crate that uses it; the binary, the only place
+//! that knows every room, implements them over the concrete types.
+
+use arrow::array::{ArrayRef, BooleanBuilder, Float64Builder, RecordBatch, StringBuilder, TimestampNanosecondBuilder};
+use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use async_trait::async_trait;
+use corral_http::{MetricsSource, SqlResult, SqlService};
+use corral_ingest::{DurableStore, Presence};
+use corral_model::{Batch, Envelope, TenantId, WireError};
+use corral_registry::{Device, Registry};
+use corral_store::{DeviceDirectory, QueryEngine, Store};
+use std::sync::Arc;
+
+/// The pipeline stores through the store.
+pub struct StoreSink(pub Store);
+
+#[async_trait]
+impl DurableStore for StoreSink {
+    async fn write(&self, batches: Vec<Batch>) -> Result<(), WireError> {
+        self.0.write(batches).await.map_err(|e| e.to_wire())
+    }
+}
+
+/// The pipeline reports presence to the registry (`last_seen`, kept in memory and flushed).
+pub struct RegistryPresence(pub Registry);
+
+impl Presence for RegistryPresence {
+    fn heard_from(&self, envelope: &Envelope) {
+        let at = chrono::DateTime::from_timestamp_nanos(envelope.received_at_ns);
+        self.0.touch(&envelope.device, at);
+    }
+}
+
+/// SQL's `devices` table, read from the registry at query time.
+#[derive(Debug)]
+pub struct RegistryDirectory(pub Registry);
+
+impl std::fmt::Debug for RegistryPresence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RegistryPresence")
+    }
+}
+
+#[async_trait]
+impl DeviceDirectory for RegistryDirectory {
+    async fn devices(&self, tenant: Option<&str>) -> Result<RecordBatch, String> {
+        let tenant = tenant.map(TenantId::new).transpose().map_err(|e| e.to_string())?;
+        let devices = self.0.devices_for_sql(tenant.as_ref()).await.map_err(|e| e.to_string())?;
+        let declared = self.0.declared_attributes().await.map_err(|e| e.to_string())?;
+        devices_batch(&devices, &declared).map_err(|e| e.to_string())
+    }
+}
+
+const BASE_COLUMNS: &[&str] =
+    &["device", "profile", "tenant", "site", "status", "gateway", "tags", "attributes", "last_seen", "created_at"];
+
+/// One row per device; attributes a profile declares become typed columns, the rest stay in the
+/// `attributes` JSON text column (query it with `attributes LIKE` or `json` functions later).
+fn devices_batch(devices: &[Device], declared: &[corral_registry::AttributeDecl]) -> Result<RecordBatch, arrow::error::ArrowError> {
+    let text = |f: &dyn Fn(&Device) -> Option<String>| -> ArrayRef {
+        let mut b = StringBuilder::new();
+        for d in devices {
+            b.append_option(f(d));
+        }
+        Arc::new(b.finish())
+    };
+    let time = |f: &dyn Fn(&Device) -> Option<i64>| -> ArrayRef {
+        let mut b = TimestampNanosecondBuilder::new().with_timezone("UTC");
+        for d in devices {
+            b.append_option(f(d));
+        }
+        Arc::new(b.finish())
+    };
+    let mut fields = vec![
+        Field::new("device", DataType::Utf8, false),
+        Field::new("profile", DataType::Utf8, true),
+        Field::new("tenant", DataType::Utf8, false),
+        Field::new("site", DataType::Utf8, true),
+        Field::new("status", DataType::Utf8, false),
+        Field::new("gateway", DataType::Utf8, true),
+        Field::new("tags", DataType::Utf8, false),
+        Field::new("attributes", DataType::Utf8, false),
+        Field::new("last_seen", DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())), true),
+        Field::new("created_at", DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())), false),
+    ];
+    let mut columns: Vec<ArrayRef> = vec![
+        text(&|d| Some(d.id.to_string())),
+        text(&|d| d.profile.clone()),
+        text(&|d| Some(d.tenant.to_string())),
+        text(&|d| d.site.clone()),
+        text(&|d| serde_json::to_value(d.status).ok().and_then(|v| v.as_str().map(str::to_string))),
+        text(&|d| d.gateway.as_ref().map(|g| g.to_string())),
+        text(&|d| Some(serde_json::to_string(&d.tags).unwrap_or_default())),
+        text(&|d| Some(serde_json::Value::Object(d.attributes.clone()).to_string())),
+        time(&|d| d.last_seen.and_then(|t| t.timestamp_nanos_opt())),
+        time(&|d| d.created_at.timestamp_nanos_opt()),
+    ];
+    let mut seen: Vec<&str> = BASE_COLUMNS.to_vec();
+    for decl in declared {
+        if seen.contains(&decl.name.as_str()) {
+            continue; // a base column wins; the value is still in `attributes`
+        }
+        seen.push(&decl.name);
+        let name = decl.name.as_str();
+        let (data_type, array): (DataType, ArrayRef) = match decl.r#type.as_str() {
+            "number" => {
+                let mut b = Float64Builder::new();
+                devices.iter().for_each(|d| b.append_option(d.attributes.get(name).and_then(|v| v.as_f64())));
+                (DataType::Float64, Arc::new(b.finish()))
+            }
+            "boolean" => {
+                let mut b = BooleanBuilder::new();
+                devices.iter().for_each(|d| b.append_option(d.attributes.get(name).and_then(|v| v.as_bool())));
+                (DataType::Boolean, Arc::new(b.finish()))
+            }
+            _ => (
+                DataType::Utf8,
+                text(&|d| {
+                    d.attributes.get(name).map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string))
+                }),
+            ),
+        };
+        fields.push(Field::new(name, data_type, true));
+        columns.push(array);
+    }
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+}
+
+/// The HTTP query endpoint runs SQL through the store's engine.
+pub struct Sql(pub QueryEngine);
+
+#[async_trait]
+impl SqlService for Sql {
+    async fn query(&self, sql: &str, tenant: Option<&str>, max_rows: usize) -> Result<SqlResult, WireError> {
+        let out = self.0.query(sql, tenant, max_rows).await.map_err(|e| e.to_wire())?;
+        Ok(SqlResult { schema: out.schema, batches: out.batches, truncated: out.truncated })
+    }
+}
+
+/// `/metrics` lines for the store and its WAL.
+pub struct StoreMetrics(pub Store);
+
+impl MetricsSource for StoreMetrics {
+    fn render(&self, out: &mut String) {
+        self.0.metrics().render_prometheus(out);
+    }
+}

@@ -1,0 +1,100 @@
+//! `corral`: one binary for the whole platform and its client commands.
+//!
+//! `corral serve` runs the platform on embedded storage; `corral demo` adds a simulated fleet;
+//! `corral device|token|sql` talk to a running server over its REST API.
+
+mod client;
+mod config;
+mod demo;
+mod glue;
+mod serve;
+
+use clap::{Parser, Subcommand};
+use config::ServeArgs;
+
+#[derive(Parser)]
+#[command(name = "corral", version, about = "Corral: connect, know, secure and analyse every connected asset.",
+    long_about = "Corral: connect, know, secure and analyse every connected asset.\n\n\
+    Start with `corral demo` to see a simulated fleet, or `corral serve` for an empty platform.\n\
+    Client commands (`device`, `token`, `sql`) talk to a running server: set --server/CORRAL_URL and\n\
+    --token/CORRAL_TOKEN (default: the admin token in ./corral-data/admin.token).")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the platform: REST API, ingest, SQL, storage in --data-dir.
+    Serve(ServeArgs),
+    /// Run the platform with a simulated fleet (3 profiles, 5 sites, 2 tenants, 60 devices).
+    Demo {
+        #[command(flatten)]
+        serve: ServeArgs,
+        /// Seconds between two messages of one simulated device.
+        #[arg(long, default_value_t = 5)]
+        interval_secs: u64,
+    },
+    /// Print the effective configuration (flags > env > file > defaults) as commented TOML.
+    Config(ServeArgs),
+    /// Manage devices in the registry (add, list, show, rm).
+    #[command(subcommand)]
+    Device(client::DeviceCommand),
+    /// Manage API tokens for people and programs.
+    #[command(subcommand)]
+    Token(client::TokenCommand),
+    /// Run a read-only SQL query, e.g. `corral sql "SELECT count(*) FROM telemetry"`.
+    Sql(client::SqlArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let log = match &cli.command {
+        Command::Serve(a) | Command::Config(a) | Command::Demo { serve: a, .. } => {
+            a.log.clone().unwrap_or_else(|| "info".into())
+        }
+        _ => "warn".into(),
+    };
+    init_logging(&log);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    match runtime.block_on(run(cli.command)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Serve(args) => serve::run(args.resolve()?).await,
+        Command::Demo { serve, interval_secs } => {
+            let mut config = serve.resolve()?;
+            if serve.data_dir.is_none() && serve.config.is_none() {
+                config.data_dir = "./corral-demo".into();
+            }
+            demo::run(config, std::time::Duration::from_secs(interval_secs.max(1))).await
+        }
+        Command::Config(args) => {
+            print!("{}", args.resolve()?.render());
+            Ok(())
+        }
+        Command::Device(cmd) => client::device(cmd).await,
+        Command::Token(cmd) => client::token(cmd).await,
+        Command::Sql(args) => client::sql(args).await,
+    }
+}
+
+fn init_logging(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|e| {
+        eprintln!("warning: log filter {filter:?} is invalid ({e}); using info");
+        tracing_subscriber::EnvFilter::new("info")
+    });
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
+}

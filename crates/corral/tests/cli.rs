@@ -1,0 +1,119 @@
+//! The command line as a user types it: `corral device|token|sql|config` against a live server,
+//! and the README's curl tour.
+
+use corral_testkit::{ADMIN_TOKEN, TestServer};
+use std::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_corral");
+
+fn corral(server: &TestServer, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .env("CORRAL_URL", &server.base)
+        .env("CORRAL_TOKEN", ADMIN_TOKEN)
+        .output()
+        .expect("run corral");
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[tokio::test]
+async fn device_token_and_sql_commands_work_end_to_end() {
+    let server = TestServer::start(BIN).await;
+    let (ok, out, err) = corral(&server, &["device", "add", "pump-1", "--site", "plant-a", "--profile", "pump", "--attr", "rated_kw=7.5", "--tag", "critical"]);
+    assert!(ok, "{err}");
+    let token = out.lines().find_map(|l| l.strip_prefix("token (shown once): ")).expect(&out).to_string();
+    assert!(token.starts_with("cdt_"), "{out}");
+    assert_eq!(server.ingest(&token, "telemetry", r#"{"flow": 12.5}"#).await.0, 200);
+
+    let (ok, out, err) = corral(&server, &["device", "list", "--site", "plant-a"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("pump-1") && out.contains("(1 of 1 devices)"), "{out}");
+    let (ok, out, _) = corral(&server, &["device", "list", "--json"]);
+    assert!(ok);
+    let parsed: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(parsed["devices"][0]["attributes"]["rated_kw"], 7.5);
+
+    let (ok, out, err) = corral(&server, &["sql", "SELECT device, flow FROM telemetry"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("pump-1") && out.contains("12.5") && out.contains("(1 rows)"), "{out}");
+    let (ok, out, _) = corral(&server, &["sql", "--format", "csv", "SELECT device, flow FROM telemetry"]);
+    assert!(ok);
+    assert_eq!(out, "device,flow\npump-1,12.5\n");
+    let (ok, _, err) = corral(&server, &["sql", "SELECT nope FROM telemetry"]);
+    assert!(!ok && err.contains("400") && err.contains("nope"), "{err}");
+
+    let (ok, out, err) = corral(&server, &["token", "create", "--name", "grafana", "--role", "viewer"]);
+    assert!(ok, "{err}");
+    let viewer = out.trim().strip_prefix("token (shown once): ").expect(&out).to_string();
+    let out = Command::new(BIN)
+        .args(["device", "rm", "pump-1"])
+        .env("CORRAL_URL", &server.base)
+        .env("CORRAL_TOKEN", &viewer)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "a viewer decommissioned a device");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("403"));
+
+    let (ok, _, err) = corral(&server, &["device", "rm", "pump-1"]);
+    assert!(ok, "{err}");
+    let (ok, out, _) = corral(&server, &["device", "show", "pump-1"]);
+    assert!(ok);
+    assert!(out.contains("\"decommissioned\""), "{out}");
+}
+
+#[test]
+fn config_prints_the_effective_settings_with_their_sources_applied() {
+    let out = Command::new(BIN)
+        .args(["config", "--persist-mb", "32"])
+        .env("CORRAL_HTTP", "127.0.0.1:9999")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("http = \"127.0.0.1:9999\""), "{text}");
+    assert!(text.contains("persist_mb = 32"), "{text}");
+    assert!(text.contains("buffer_ceiling_mb = 256"), "{text}");
+    // The flag beats the environment.
+    let out = Command::new(BIN).args(["config", "--http", "127.0.0.1:1"]).env("CORRAL_HTTP", "127.0.0.1:9999").output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("http = \"127.0.0.1:1\""));
+}
+
+/// The README's tour, with curl: what a newcomer runs must keep working.
+#[tokio::test]
+async fn readme_curl_tour() {
+    let server = TestServer::start(BIN).await;
+    let base = server.base.clone();
+    let run = move |args: Vec<String>| {
+        let out = Command::new("curl").args(["-sS", "-w", "\\n%{http_code}"]).args(&args).output().expect("curl is installed");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap();
+        (code.to_string(), body.to_string())
+    };
+    let auth = format!("Authorization: Bearer {ADMIN_TOKEN}");
+    let (code, body) = tokio::task::spawn_blocking({
+        let (run, base, auth) = (run.clone(), base.clone(), auth.clone());
+        move || run(vec![format!("{base}/api/v1/devices"), "-H".into(), auth, "-H".into(), "Content-Type: application/json".into(),
+            "-d".into(), r#"{"id": "reefer-42", "profile": "reefer", "site": "rotterdam", "attributes": {"cargo": "vaccines"}}"#.into()])
+    }).await.unwrap();
+    assert_eq!(code, "201", "{body}");
+    let token = serde_json::from_str::<serde_json::Value>(&body).unwrap()["token"].as_str().unwrap().to_string();
+    let (code, body) = tokio::task::spawn_blocking({
+        let (run, base) = (run.clone(), base.clone());
+        move || run(vec![format!("{base}/api/v1/ingest"), "-H".into(), format!("Authorization: Bearer {token}"),
+            "-H".into(), "Content-Type: application/json".into(), "-d".into(), r#"{"temperature": 4.2, "door_open": false}"#.into()])
+    }).await.unwrap();
+    assert_eq!(code, "200", "{body}");
+    let (code, body) = tokio::task::spawn_blocking({
+        let (run, base, auth) = (run.clone(), base.clone(), auth.clone());
+        move || run(vec![format!("{base}/api/v1/query"), "-H".into(), auth, "-d".into(),
+            r#"{"sql": "SELECT d.site, avg(t.temperature) AS avg_t FROM telemetry t JOIN devices d USING (device) GROUP BY d.site"}"#.into()])
+    }).await.unwrap();
+    assert_eq!(code, "200", "{body}");
+    let out: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(out["rows"], serde_json::json!([["rotterdam", 4.2]]));
+    let (code, body) = tokio::task::spawn_blocking(move || run(vec![format!("{base}/metrics")])).await.unwrap();
+    assert_eq!(code, "200");
+    assert!(body.contains("corral_ingest_rows_total{table=\"telemetry\"} 1"), "{body}");
+    assert!(body.contains("corral_wal_fsync_seconds_bucket"), "{body}");
+    assert!(body.contains("corral_http_requests_total{status=\"201\"} 1"), "{body}");
+}

@@ -83,8 +83,9 @@ impl TenantId {
     }
 }
 
-/// A telemetry table (measurement) name: 1-64 characters of `[A-Za-z0-9._-]`, not starting with
-/// `_` and not one of the platform's own tables (`devices`), so it can never shadow them in SQL.
+/// A telemetry table (measurement) name: 1-64 characters of `[A-Za-z0-9._-]` starting with a
+/// letter or digit (so it is a safe directory name: never `.` or `..`), and not one of the
+/// platform's own tables (`devices`...), so it can never shadow them in SQL.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(transparent)]
 pub struct TableName(String);
@@ -96,7 +97,10 @@ impl TableName {
     pub fn new(value: impl Into<String>) -> Result<Self, IdError> {
         let value = value.into();
         check_name("table", &value, 64)?;
-        if value.starts_with('_') || RESERVED_TABLES.contains(&value.to_ascii_lowercase().as_str()) {
+        if !value.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+            return Err(IdError { what: "table", value, rule: "must start with a letter or digit" });
+        }
+        if RESERVED_TABLES.contains(&value.to_ascii_lowercase().as_str()) {
             return Err(IdError { what: "table", value, rule: "is reserved for the platform" });
         }
         Ok(TableName(value))
@@ -140,6 +144,8 @@ mod tests {
         assert!(TableName::new("devices").is_err());
         assert!(TableName::new("DEVICES").is_err());
         assert!(TableName::new("_internal").is_err());
+        assert!(TableName::new("..").is_err(), "a table name is a directory name");
+        assert!(TableName::new(".hidden").is_err());
         assert!(TableName::new("readings").is_ok());
     }
 }

@@ -192,22 +192,19 @@ pub fn concat_aligned(schema: &SchemaRef, batches: &[RecordBatch]) -> RecordBatc
     arrow::compute::concat_batches(schema, &aligned).expect("aligned batches share the schema")
 }
 
-/// Rough bytes a row costs in the buffer, for the memory ceiling. Builders grow by doubling, so
-/// this under-counts by up to 2x between seals; the ceiling's headroom covers that.
-pub fn estimate_bytes(rows: &[Row]) -> usize {
-    rows.iter()
+/// Rough bytes rows cost in the buffer, for the memory ceiling: every column of the table takes a
+/// slot in every row (a null float still occupies 8 bytes), plus string contents. Builders grow by
+/// doubling, so this under-counts by up to 2x between seals; the ceiling's headroom covers that.
+pub fn estimate_bytes(rows: &[Row], table_columns: usize) -> usize {
+    let strings: usize = rows
+        .iter()
         .map(|r| {
-            24 + r.device.len()
-                + r.tags.iter().map(|(_, v)| 8 + v.len()).sum::<usize>()
-                + r.fields
-                    .iter()
-                    .map(|(_, v)| match v {
-                        FieldValue::Str(s) => 9 + s.len(),
-                        _ => 9,
-                    })
-                    .sum::<usize>()
+            r.device.len()
+                + r.tags.iter().map(|(_, v)| v.len()).sum::<usize>()
+                + r.fields.iter().map(|(_, v)| if let FieldValue::Str(s) = v { s.len() } else { 0 }).sum::<usize>()
         })
-        .sum()
+        .sum();
+    rows.len() * (table_columns * 9 + 8) + strings
 }
 
 #[cfg(test)]

@@ -34,7 +34,7 @@ pub fn write_table(
         let sorted = sort_by_device_time(&part)?;
         let date = chrono_day(day);
         let rel_dir = format!("tables/{table}/{date}");
-        std::fs::create_dir_all(dir.join(&rel_dir))?;
+        create_dirs_durably(dir, &rel_dir)?;
         let rel = format!("{rel_dir}/{:016}.parquet", *next_file_id);
         *next_file_id += 1;
         let size_bytes = write_file(&dir.join(&rel), schema, &sorted)?;
@@ -52,6 +52,21 @@ pub fn write_table(
         });
     }
     Ok(files)
+}
+
+/// Creates each missing directory of `rel` under `root` and fsyncs its parent, so a committed
+/// manifest never lists a file whose directory entry a power cut could take away.
+fn create_dirs_durably(root: &Path, rel: &str) -> std::io::Result<()> {
+    let mut path = root.to_path_buf();
+    for part in rel.split('/') {
+        let parent = path.clone();
+        path.push(part);
+        if !path.is_dir() {
+            std::fs::create_dir(&path).or_else(|e| if path.is_dir() { Ok(()) } else { Err(e) })?;
+            sync_dir(&parent)?;
+        }
+    }
+    Ok(())
 }
 
 fn sort_by_device_time(batch: &RecordBatch) -> std::io::Result<RecordBatch> {

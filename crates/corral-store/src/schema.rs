@@ -28,6 +28,13 @@ pub struct Column {
     pub kind: ColumnKind,
 }
 
+/// Columns a request adds, in first-seen order, with a by-name index (a request may carry many).
+#[derive(Debug, Default)]
+pub struct NewColumns {
+    pub columns: Vec<Column>,
+    kinds: HashMap<String, ColumnKind>,
+}
+
 /// The columns of one telemetry table, in the order they were first seen.
 #[derive(Debug, Clone)]
 pub struct TableSchema {
@@ -79,8 +86,10 @@ impl TableSchema {
     }
 
     /// Checks `batch` against this schema plus the columns `pending` already claims for the same
-    /// request, and appends any new columns to `pending`. Nothing is changed on error.
-    pub fn check(&self, batch: &Batch, pending: &mut Vec<Column>) -> Result<(), WireError> {
+    /// request, and adds any new columns to `pending`. A table may not grow beyond `max_columns`
+    /// (so one device cannot make every row of a shared table arbitrarily wide). Nothing is
+    /// changed on error.
+    pub fn check(&self, batch: &Batch, pending: &mut NewColumns, max_columns: usize) -> Result<(), WireError> {
         let table = batch.table.as_str();
         for (row_no, row) in batch.rows.iter().enumerate() {
             let tags = row.tags.iter().map(|(k, _)| (k, ColumnKind::Tag));
@@ -92,10 +101,8 @@ impl TableSchema {
                         row_no + 1
                     )));
                 }
-                let existing = self
-                    .position(name)
-                    .map(|i| self.columns[i].kind)
-                    .or_else(|| pending.iter().find(|c| &c.name == name).map(|c| c.kind));
+                let existing =
+                    self.position(name).map(|i| self.columns[i].kind).or_else(|| pending.kinds.get(name).copied());
                 match existing {
                     Some(have) if have == kind => {}
                     Some(have) => {
@@ -107,7 +114,17 @@ impl TableSchema {
                             describe(kind)
                         )));
                     }
-                    None => pending.push(Column { name: name.clone(), kind }),
+                    None if self.columns.len() + pending.columns.len() >= max_columns => {
+                        return Err(WireError::bad_input(format!(
+                            "row {}: field \"{name}\" would give table \"{table}\" more than {max_columns} columns \
+                             (the limit is max_columns_per_table); nothing from this request was stored",
+                            row_no + 1
+                        )));
+                    }
+                    None => {
+                        pending.kinds.insert(name.clone(), kind);
+                        pending.columns.push(Column { name: name.clone(), kind });
+                    }
                 }
             }
         }
@@ -145,12 +162,12 @@ mod tests {
     #[test]
     fn new_fields_are_claimed_and_conflicts_name_the_field() {
         let mut schema = TableSchema::default();
-        let mut pending = Vec::new();
-        schema.check(&batch(vec![Row::new(0, "d").field("t", FieldValue::Float(1.0))]), &mut pending).unwrap();
-        assert_eq!(pending.len(), 1);
-        schema.extend(pending);
+        let mut pending = NewColumns::default();
+        schema.check(&batch(vec![Row::new(0, "d").field("t", FieldValue::Float(1.0))]), &mut pending, 100).unwrap();
+        assert_eq!(pending.columns.len(), 1);
+        schema.extend(pending.columns);
         let err = schema
-            .check(&batch(vec![Row::new(0, "d").field("t", FieldValue::Str("x".into()))]), &mut Vec::new())
+            .check(&batch(vec![Row::new(0, "d").field("t", FieldValue::Str("x".into()))]), &mut NewColumns::default(), 100)
             .unwrap_err();
         assert!(err.message.contains("field \"t\""), "{}", err.message);
         assert!(err.message.contains("float"), "{}", err.message);
@@ -163,7 +180,15 @@ mod tests {
             Row::new(0, "d").field("x", FieldValue::Float(1.0)),
             Row::new(1, "d").field("x", FieldValue::Bool(true)),
         ];
-        let err = schema.check(&batch(rows), &mut Vec::new()).unwrap_err();
+        let err = schema.check(&batch(rows), &mut NewColumns::default(), 100).unwrap_err();
         assert!(err.message.starts_with("row 2"), "{}", err.message);
+    }
+
+    #[test]
+    fn tables_stop_growing_at_the_column_limit() {
+        let schema = TableSchema::default();
+        let row = (0..10).fold(Row::new(0, "d"), |r, i| r.field(format!("f{i}"), FieldValue::Float(1.0)));
+        let err = schema.check(&batch(vec![row]), &mut NewColumns::default(), 8).unwrap_err();
+        assert!(err.message.contains("more than 8 columns"), "{}", err.message);
     }
 }

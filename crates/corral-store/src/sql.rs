@@ -14,6 +14,7 @@ use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, Pa
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::datasource::{TableType, ViewTable, provider_as_source};
 use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::logical_expr::{Expr, JoinType, LogicalPlanBuilder, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::union::UnionExec;
@@ -43,11 +44,15 @@ pub struct QueryOutput {
 pub struct QueryEngine {
     store: Store,
     directory: Arc<dyn DeviceDirectory>,
+    /// Shared by all queries: its memory pool bounds what they may hold at once (sorts and joins
+    /// beyond it spill to disk or fail with a clear error instead of exhausting the machine).
+    runtime: Arc<RuntimeEnv>,
 }
 
 impl QueryEngine {
-    pub fn new(store: Store, directory: Arc<dyn DeviceDirectory>) -> Self {
-        QueryEngine { store, directory }
+    pub fn new(store: Store, directory: Arc<dyn DeviceDirectory>, memory_limit_bytes: usize) -> Result<Self, StoreError> {
+        let runtime = RuntimeEnvBuilder::new().with_memory_limit(memory_limit_bytes, 1.0).build_arc()?;
+        Ok(QueryEngine { store, directory, runtime })
     }
 
     /// Runs one statement. `tenant` scopes every table to that tenant's devices. DDL, DML and
@@ -57,7 +62,7 @@ impl QueryEngine {
             .with_information_schema(true)
             .with_create_default_catalog_and_schema(false)
             .with_default_catalog_and_schema("corral", "public");
-        let ctx = SessionContext::new_with_config(config);
+        let ctx = SessionContext::new_with_config_rt(config, self.runtime.clone());
         let catalog = MemoryCatalogProvider::new();
         let schema = CorralSchema { store: self.store.clone(), directory: self.directory.clone(), tenant: tenant.map(str::to_string) };
         catalog.register_schema("public", Arc::new(schema))?;

@@ -3,7 +3,7 @@
 use crate::buffer::{TableBuffer, concat_aligned, estimate_bytes};
 use crate::manifest::{FileMeta, Manifest, TableManifest};
 use crate::metrics::{StoreMetrics, TableCounters};
-use crate::schema::{Column, TableSchema};
+use crate::schema::{NewColumns, TableSchema};
 use crate::{StoreError, record};
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
@@ -29,6 +29,10 @@ pub struct StoreConfig {
     /// How long a writer waits for room under the ceiling before it is told to retry.
     pub backpressure_wait: Duration,
     pub wal_segment_bytes: u64,
+    /// A table never grows beyond this many columns (400 for the request that would).
+    pub max_columns_per_table: usize,
+    /// One request may span at most this many UTC days (each day is a Parquet partition).
+    pub max_days_per_request: usize,
 }
 
 impl StoreConfig {
@@ -40,6 +44,8 @@ impl StoreConfig {
             persist_age: Duration::from_secs(600),
             backpressure_wait: Duration::from_secs(10),
             wal_segment_bytes: 64 << 20,
+            max_columns_per_table: 1000,
+            max_days_per_request: 400,
         }
     }
 }
@@ -103,8 +109,9 @@ struct Inner {
     /// while it rotates the WAL and takes the buffers, so no acknowledged row can fall between.
     gate: RwLock<()>,
     state: Mutex<State>,
-    /// One snapshot at a time.
-    persist_lock: tokio::sync::Mutex<()>,
+    /// One snapshot at a time. Owned by the task doing the snapshot, so cancelling the caller
+    /// (shutdown aborting the persister) never lets a second snapshot start beside the first.
+    persist_lock: Arc<tokio::sync::Mutex<()>>,
     buffer_bytes: AtomicUsize,
     room: Notify,
     persist_wanted: Notify,
@@ -117,6 +124,16 @@ impl Store {
     pub fn open(config: StoreConfig) -> Result<Store, StoreError> {
         std::fs::create_dir_all(&config.dir).map_err(StoreError::io(format!("creating {}", config.dir.display())))?;
         let manifest = Manifest::load(&config.dir).map_err(StoreError::io("reading manifest.json"))?;
+        if manifest.tables.is_empty() && has_entries(&config.dir.join("tables")) {
+            // Without a manifest every file would look like an unfinished snapshot and be deleted.
+            return Err(StoreError::Io {
+                context: format!("{} has Parquet data but no manifest.json", config.dir.display()),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "refusing to start: restore manifest.json, or move tables/ away to start empty",
+                ),
+            });
+        }
         manifest.remove_orphans(&config.dir).map_err(StoreError::io("removing unfinished snapshot files"))?;
         let mut state = State { tables: BTreeMap::new(), persisting: Vec::new(), manifest, oldest_unpersisted: None };
         for (name, t) in &state.manifest.tables.clone() {
@@ -152,7 +169,7 @@ impl Store {
             wal,
             gate: RwLock::new(()),
             state: Mutex::new(state),
-            persist_lock: tokio::sync::Mutex::new(()),
+            persist_lock: Arc::new(tokio::sync::Mutex::new(())),
             buffer_bytes: AtomicUsize::new(replayed_bytes),
             room: Notify::new(),
             persist_wanted: Notify::new(),
@@ -168,20 +185,30 @@ impl Store {
     /// Stores every batch of one request, atomically: either all rows become durable (the call
     /// returns after the WAL fsync that holds them) or none is stored.
     pub async fn write(&self, batches: Vec<Batch>) -> Result<(), StoreError> {
+        check_days(&batches, self.inner.config.max_days_per_request)?;
         self.claim_columns(&batches)?;
         self.wait_for_room().await?;
+        // Append and buffer insert run as their own task: once the record is queued in the WAL it
+        // must reach the buffer even if the client disconnects and this future is dropped.
+        let store = self.clone();
+        tokio::spawn(async move { store.append_and_buffer(batches).await }).await.map_err(|_| StoreError::ShuttingDown)?
+    }
+
+    async fn append_and_buffer(&self, batches: Vec<Batch>) -> Result<(), StoreError> {
         let (payload, batch_bytes) = record::encode_with_sizes(&batches);
-        let bytes: usize = batches.iter().map(|b| estimate_bytes(&b.rows)).sum();
         let _gate = self.inner.gate.read().await;
         if let Err(e) = self.inner.wal.append(payload).await {
             self.inner.metrics.failed_writes.fetch_add(1, Ordering::Relaxed);
             return Err(if e.is_storage_full() { StoreError::DiskFull } else { StoreError::Wal(e) });
         }
         let mut state = self.state();
+        let mut bytes = 0;
         for (batch, encoded) in batches.iter().zip(batch_bytes) {
             let table = state.table(batch.table.as_str());
             table.buffer.append(&table.schema, &batch.rows);
-            table.buffer_bytes += estimate_bytes(&batch.rows);
+            let b = estimate_bytes(&batch.rows, table.schema.columns().len());
+            table.buffer_bytes += b;
+            bytes += b;
             table.counters.record(batch.rows.len(), batch.value_count(), encoded);
         }
         state.oldest_unpersisted.get_or_insert_with(Instant::now);
@@ -194,19 +221,20 @@ impl Store {
 
     /// Schema on write: checks every batch of the request, then adds all new columns at once.
     fn claim_columns(&self, batches: &[Batch]) -> Result<(), StoreError> {
+        let max_columns = self.inner.config.max_columns_per_table;
         let mut state = self.state();
-        let mut claims: HashMap<&str, Vec<Column>> = HashMap::new();
+        let mut claims: HashMap<&str, NewColumns> = HashMap::new();
         for batch in batches {
             let pending = claims.entry(batch.table.as_str()).or_default();
             let result = match state.tables.get(batch.table.as_str()) {
-                Some(t) => t.schema.check(batch, pending),
-                None => TableSchema::default().check(batch, pending),
+                Some(t) => t.schema.check(batch, pending, max_columns),
+                None => TableSchema::default().check(batch, pending, max_columns),
             };
             result.map_err(StoreError::Schema)?;
         }
-        for (table, columns) in claims {
-            if !columns.is_empty() {
-                state.table(table).schema.extend(columns);
+        for (table, new) in claims {
+            if !new.columns.is_empty() {
+                state.table(table).schema.extend(new.columns);
             }
         }
         Ok(())
@@ -221,19 +249,35 @@ impl Store {
         self.inner.metrics.backpressure_waits.fetch_add(1, Ordering::Relaxed);
         self.inner.persist_wanted.notify_one();
         let deadline = tokio::time::Instant::now() + self.inner.config.backpressure_wait;
-        while self.inner.buffer_bytes.load(Ordering::Relaxed) >= ceiling {
-            if tokio::time::timeout_at(deadline, self.inner.room.notified()).await.is_err() {
+        loop {
+            // Register for the wake-up before checking, so a snapshot finishing in between is not missed.
+            let freed = self.inner.room.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            if self.inner.buffer_bytes.load(Ordering::Relaxed) < ceiling {
+                return Ok(());
+            }
+            if tokio::time::timeout_at(deadline, freed).await.is_err() {
                 self.inner.metrics.rejected_overload.fetch_add(1, Ordering::Relaxed);
                 return Err(StoreError::Overloaded { ceiling_bytes: ceiling });
             }
         }
-        Ok(())
     }
 
     /// Takes every buffer to Parquet, commits the files in the manifest, then drops the WAL
     /// segments they cover. Returns the number of files written.
     pub async fn persist(&self) -> Result<usize, StoreError> {
-        let _one_at_a_time = self.inner.persist_lock.lock().await;
+        let one_at_a_time = self.inner.persist_lock.clone().lock_owned().await;
+        let store = self.clone();
+        tokio::spawn(async move {
+            let _held_until_done = one_at_a_time;
+            store.persist_locked().await
+        })
+        .await
+        .map_err(|_| StoreError::ShuttingDown)?
+    }
+
+    async fn persist_locked(&self) -> Result<usize, StoreError> {
         let floor = {
             let _gate = self.inner.gate.write().await;
             let floor = self.inner.wal.rotate().await?;
@@ -396,20 +440,42 @@ impl Store {
     }
 }
 
+fn has_entries(dir: &std::path::Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_some())
+}
+
+const NANOS_PER_DAY: i64 = 86_400 * 1_000_000_000;
+
+/// Each UTC day a request touches becomes a Parquet partition; a request may not scatter rows
+/// over more days than the limit (a device with a wild clock could otherwise create thousands).
+fn check_days(batches: &[Batch], max_days: usize) -> Result<(), StoreError> {
+    let mut days = std::collections::HashSet::new();
+    for row in batches.iter().flat_map(|b| &b.rows) {
+        days.insert(row.time_ns.div_euclid(NANOS_PER_DAY));
+        if days.len() > max_days {
+            return Err(StoreError::Schema(corral_model::WireError::bad_input(format!(
+                "the request's timestamps span more than {max_days} UTC days; send long backfills in \
+                 smaller requests (nothing from this request was stored)"
+            ))));
+        }
+    }
+    Ok(())
+}
+
 /// Replays one WAL record into the buffers, extending schemas as the original write did.
 fn apply(state: &mut State, batches: &[Batch]) -> usize {
     let mut bytes = 0;
     for batch in batches {
         let table = state.table(batch.table.as_str());
-        let mut pending = Vec::new();
-        if let Err(e) = table.schema.check(batch, &mut pending) {
+        let mut pending = NewColumns::default();
+        if let Err(e) = table.schema.check(batch, &mut pending, usize::MAX) {
             // Cannot happen for records this server wrote; keep the rest of the row (the
             // conflicting value becomes null) rather than drop acknowledged data.
             tracing::error!(table = %batch.table, error = %e, "replayed record conflicts with the schema");
         }
-        table.schema.extend(pending);
+        table.schema.extend(pending.columns);
         table.buffer.append(&table.schema, &batch.rows);
-        let b = estimate_bytes(&batch.rows);
+        let b = estimate_bytes(&batch.rows, table.schema.columns().len());
         table.buffer_bytes += b;
         table.counters.record(batch.rows.len(), batch.value_count(), 0);
         bytes += b;

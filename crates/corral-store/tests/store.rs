@@ -37,7 +37,7 @@ fn batch(table: &str, rows: Vec<Row>) -> Batch {
 }
 
 async fn sql(store: &Store, query: &str, tenant: Option<&str>) -> String {
-    let engine = QueryEngine::new(store.clone(), Arc::new(Sites));
+    let engine = QueryEngine::new(store.clone(), Arc::new(Sites), 256 << 20).unwrap();
     let out = engine.query(query, tenant, 1000).await.unwrap();
     pretty_format_batches(&out.batches).unwrap().to_string()
 }
@@ -107,4 +107,29 @@ async fn type_conflicts_store_nothing_of_the_request() {
     assert!(store.snapshot_table("u").is_none(), "a refused request created a table");
     let out = sql(&store, "SELECT count(*) AS n FROM t", None).await;
     assert!(out.contains("| 1 |"), "{out}");
+}
+
+#[tokio::test]
+async fn at_the_ceiling_writers_wait_then_get_a_retryable_error_and_lose_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = StoreConfig::new(dir.path());
+    config.buffer_ceiling_bytes = 2000;
+    config.persist_bytes = usize::MAX; // no background persister runs in this test anyway
+    config.backpressure_wait = std::time::Duration::from_millis(200);
+    let store = Store::open(config).unwrap();
+    let rows = |from: i64| (from..from + 100).map(|i| Row::new(i, "d1").field("a", FieldValue::Float(i as f64))).collect();
+    store.write(vec![batch("t", rows(0))]).await.unwrap(); // crosses the ceiling
+    let err = store.write(vec![batch("t", rows(100))]).await.unwrap_err();
+    assert!(err.to_wire().kind == corral_model::ErrorKind::Unavailable, "{err}");
+    assert!(err.to_string().contains("ceiling"), "{err}");
+    // A writer waiting at the ceiling proceeds as soon as a snapshot frees memory.
+    let waiting = tokio::spawn({
+        let store = store.clone();
+        async move { store.write(vec![batch("t", rows(200))]).await }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    store.persist().await.unwrap();
+    waiting.await.unwrap().unwrap();
+    let out = sql(&store, "SELECT count(*) AS n FROM t", None).await;
+    assert!(out.contains("| 200 |"), "{out}");
 }

@@ -5,7 +5,7 @@
 //!
 //! ```no_run
 //! # async fn t() {
-//! let server = corral_testkit::TestServer::start(env!("CARGO_BIN_EXE_corral")).await;
+//! let server = corral_testkit::TestServer::start("target/debug/corral").await;
 //! let token = server.register_device("sensor-1", serde_json::json!({})).await;
 //! server.ingest(&token, "telemetry", r#"{"temperature": 21.5}"#).await;
 //! let rows = server.query("SELECT temperature FROM telemetry").await;

@@ -225,11 +225,11 @@ pub async fn device(cmd: DeviceCommand) -> anyhow::Result<()> {
             }
         }
         DeviceCommand::Show { id, conn } => {
-            let device = Client::new(&conn)?.json(Method::GET, &format!("/api/v1/devices/{id}"), None).await?;
+            let device = Client::new(&conn)?.json(Method::GET, &format!("/api/v1/devices/{}", percent_encode(&id)), None).await?;
             println!("{}", serde_json::to_string_pretty(&device)?);
         }
         DeviceCommand::Rm { id, conn } => {
-            let device = Client::new(&conn)?.json(Method::DELETE, &format!("/api/v1/devices/{id}"), None).await?;
+            let device = Client::new(&conn)?.json(Method::DELETE, &format!("/api/v1/devices/{}", percent_encode(&id)), None).await?;
             if conn.json {
                 println!("{}", serde_json::to_string_pretty(&device)?);
             } else {
@@ -237,7 +237,7 @@ pub async fn device(cmd: DeviceCommand) -> anyhow::Result<()> {
             }
         }
         DeviceCommand::RotateToken { id, conn } => {
-            let out = Client::new(&conn)?.json(Method::POST, &format!("/api/v1/devices/{id}/token"), None).await?;
+            let out = Client::new(&conn)?.json(Method::POST, &format!("/api/v1/devices/{}/token", percent_encode(&id)), None).await?;
             println!("{}", if conn.json { serde_json::to_string_pretty(&out)? } else { format!("new token for {id} (shown once): {}", cell(&out["token"])) });
         }
     }

@@ -34,6 +34,8 @@ pub struct LimitsConfig {
     pub max_body_bytes: usize,
     pub query_timeout_secs: u64,
     pub max_query_rows: usize,
+    pub query_memory_mb: usize,
+    pub max_columns_per_table: usize,
 }
 
 impl Default for Config {
@@ -56,7 +58,13 @@ impl Default for StorageConfig {
 
 impl Default for LimitsConfig {
     fn default() -> Self {
-        LimitsConfig { max_body_bytes: 16 << 20, query_timeout_secs: 30, max_query_rows: 100_000 }
+        LimitsConfig {
+            max_body_bytes: 16 << 20,
+            query_timeout_secs: 30,
+            max_query_rows: 100_000,
+            query_memory_mb: 512,
+            max_columns_per_table: 1000,
+        }
     }
 }
 
@@ -84,6 +92,12 @@ pub struct ServeArgs {
     /// ...or once its oldest row is this many seconds old [default: 600].
     #[arg(long, env = "CORRAL_PERSIST_AGE_SECS")]
     pub persist_age_secs: Option<u64>,
+    /// Seconds a writer waits at the buffer ceiling before it gets 503 [default: 10].
+    #[arg(long, env = "CORRAL_BACKPRESSURE_WAIT_SECS")]
+    pub backpressure_wait_secs: Option<u64>,
+    /// WAL segment size in MiB [default: 64].
+    #[arg(long, env = "CORRAL_WAL_SEGMENT_MB")]
+    pub wal_segment_mb: Option<u64>,
     /// Largest accepted request body in bytes (413 above) [default: 16777216].
     #[arg(long, env = "CORRAL_MAX_BODY_BYTES")]
     pub max_body_bytes: Option<usize>,
@@ -93,6 +107,12 @@ pub struct ServeArgs {
     /// Most rows in a JSON query answer [default: 100000].
     #[arg(long, env = "CORRAL_MAX_QUERY_ROWS")]
     pub max_query_rows: Option<usize>,
+    /// Memory all running SQL queries may hold together, MiB [default: 512].
+    #[arg(long, env = "CORRAL_QUERY_MEMORY_MB")]
+    pub query_memory_mb: Option<usize>,
+    /// Most columns one telemetry table may grow to [default: 1000].
+    #[arg(long, env = "CORRAL_MAX_COLUMNS_PER_TABLE")]
+    pub max_columns_per_table: Option<usize>,
 }
 
 impl ServeArgs {
@@ -115,10 +135,14 @@ impl ServeArgs {
         s.buffer_ceiling_mb = self.buffer_ceiling_mb.unwrap_or(s.buffer_ceiling_mb);
         s.persist_mb = self.persist_mb.unwrap_or(s.persist_mb);
         s.persist_age_secs = self.persist_age_secs.unwrap_or(s.persist_age_secs);
+        s.backpressure_wait_secs = self.backpressure_wait_secs.unwrap_or(s.backpressure_wait_secs);
+        s.wal_segment_mb = self.wal_segment_mb.unwrap_or(s.wal_segment_mb);
         let l = &mut config.limits;
         l.max_body_bytes = self.max_body_bytes.unwrap_or(l.max_body_bytes);
         l.query_timeout_secs = self.query_timeout_secs.unwrap_or(l.query_timeout_secs);
         l.max_query_rows = self.max_query_rows.unwrap_or(l.max_query_rows);
+        l.query_memory_mb = self.query_memory_mb.unwrap_or(l.query_memory_mb);
+        l.max_columns_per_table = self.max_columns_per_table.unwrap_or(l.max_columns_per_table);
         config.validate()?;
         Ok(config)
     }
@@ -142,6 +166,9 @@ impl Config {
         let l = &self.limits;
         if l.max_body_bytes < 1024 || l.query_timeout_secs == 0 || l.max_query_rows == 0 {
             bail!("limits: max_body_bytes must be >= 1024, query_timeout_secs and max_query_rows positive");
+        }
+        if l.query_memory_mb < 16 || l.max_columns_per_table < 8 {
+            bail!("limits: query_memory_mb must be >= 16 and max_columns_per_table >= 8");
         }
         Ok(())
     }
@@ -178,7 +205,11 @@ impl Config {
              max_body_bytes = {body}\n\
              query_timeout_secs = {timeout}\n\
              # Most rows in one JSON query answer (\"truncated\": true beyond).\n\
-             max_query_rows = {rows}\n",
+             max_query_rows = {rows}\n\
+             # Memory all running queries may hold together; beyond it a query fails with a clear error.\n\
+             query_memory_mb = {query_memory}\n\
+             # A telemetry table never grows beyond this many columns (400 for the request that would).\n\
+             max_columns_per_table = {max_columns}\n",
             data_dir = self.data_dir.display().to_string(),
             http = self.http,
             log = self.log,
@@ -190,6 +221,8 @@ impl Config {
             body = l.max_body_bytes,
             timeout = l.query_timeout_secs,
             rows = l.max_query_rows,
+            query_memory = l.query_memory_mb,
+            max_columns = l.max_columns_per_table,
         )
     }
 }

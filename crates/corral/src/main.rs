@@ -49,9 +49,10 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    // The log filter is part of the config (flag > env > file); a config error is reported below.
     let log = match &cli.command {
         Command::Serve(a) | Command::Config(a) | Command::Demo { serve: a, .. } => {
-            a.log.clone().unwrap_or_else(|| "info".into())
+            a.resolve().map(|c| c.log).unwrap_or_else(|_| "info".into())
         }
         _ => "warn".into(),
     };

@@ -38,6 +38,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     store_config.persist_age = Duration::from_secs(config.storage.persist_age_secs);
     store_config.backpressure_wait = Duration::from_secs(config.storage.backpressure_wait_secs);
     store_config.wal_segment_bytes = config.storage.wal_segment_mb << 20;
+    store_config.max_columns_per_table = config.limits.max_columns_per_table;
     let store = tokio::task::spawn_blocking(move || Store::open(store_config))
         .await?
         .context("opening the store (WAL replay)")?;
@@ -47,7 +48,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         Arc::new(glue::StoreSink(store.clone())),
         Arc::new(glue::RegistryPresence(registry.clone())),
     );
-    let engine = QueryEngine::new(store.clone(), Arc::new(glue::RegistryDirectory(registry.clone())));
+    let directory = Arc::new(glue::RegistryDirectory(registry.clone()));
+    let engine = QueryEngine::new(store.clone(), directory, config.limits.query_memory_mb << 20)
+        .context("setting up the SQL engine")?;
     let ready = Arc::new(AtomicBool::new(false));
     let state = AppState {
         registry: registry.clone(),
@@ -115,16 +118,21 @@ async fn bootstrap_admin(registry: &Registry, data_dir: &Path) -> anyhow::Result
     let token_file = data_dir.join("admin.token");
     match created {
         Some(secret) if preset.is_none() => {
+            // Written whole or not at all (tmp + rename), replacing any stale file from an earlier
+            // registry, so the file always holds the token that works.
             use std::io::Write;
             use std::os::unix::fs::OpenOptionsExt;
+            let tmp = data_dir.join("admin.token.tmp");
+            let _ = std::fs::remove_file(&tmp);
             let mut file = std::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
                 .mode(0o600)
-                .open(&token_file)
-                .with_context(|| format!("writing {}", token_file.display()))?;
+                .open(&tmp)
+                .with_context(|| format!("writing {}", tmp.display()))?;
             writeln!(file, "{secret}")?;
             file.sync_all()?;
+            std::fs::rename(&tmp, &token_file).with_context(|| format!("writing {}", token_file.display()))?;
             println!("\nFirst start: created the administrator token (shown once, also in {}):\n\n    {secret}\n", token_file.display());
             Ok(Some(secret))
         }

@@ -39,6 +39,25 @@ async fn each_bad_request_is_refused_whole_with_a_clear_message() {
 }
 
 #[tokio::test]
+async fn timestamps_over_too_many_days_are_refused() {
+    let server = TestServer::start(BIN).await;
+    let token = server.register_device("d1", json!({})).await;
+    let scattered = json!((0..401).map(|d| json!({"ts": d as i64 * 86_400_000, "t": 1})).collect::<Vec<_>>());
+    assert_rejected(&server, &token, &scattered.to_string(), "application/json", 400, "UTC days").await;
+    let year = json!((0..365).map(|d| json!({"ts": d as i64 * 86_400_000, "t": 1})).collect::<Vec<_>>());
+    assert_eq!(server.ingest(&token, "telemetry", &year.to_string()).await.0, 200);
+    assert_eq!(server.count("telemetry").await, 365);
+}
+
+#[tokio::test]
+async fn strangers_are_refused_before_their_body_is_read() {
+    let server = TestServer::start_with(BIN, &["--max-body-bytes", "4096"]).await;
+    let big = format!(r#"{{"blob": "{}"}}"#, "x".repeat(50_000));
+    let (status, out) = server.ingest("cdt_unknown", "telemetry", &big).await;
+    assert_eq!(status, 401, "{out}");
+}
+
+#[tokio::test]
 async fn a_rotated_token_stops_working_at_once() {
     let server = TestServer::start(BIN).await;
     let old = server.register_device("d1", json!({})).await;

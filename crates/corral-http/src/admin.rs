@@ -1,7 +1,7 @@
 //! Administration routes: API tokens, profiles (device kinds), tenants, audit log.
 
 use crate::auth::Caller;
-use crate::devices::parse_json;
+use crate::body::parse_json;
 use crate::error::{ApiError, ApiResult};
 use crate::AppState;
 use axum::Json;

@@ -2,7 +2,8 @@
 //! handlers only parse and render.
 
 use crate::auth::Caller;
-use crate::error::{ApiError, ApiResult};
+use crate::body::parse_json;
+use crate::error::ApiResult;
 use crate::AppState;
 use axum::Json;
 use axum::body::Bytes;
@@ -10,14 +11,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use corral_registry::{Device, DeviceFilter, DevicePage, DevicePatch, NewDevice};
-use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
-
-/// Parses a JSON body with an error that says what and where (serde_json names the field/line).
-pub fn parse_json<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> ApiResult<T> {
-    let body = body?;
-    serde_json::from_slice(&body).map_err(|e| ApiError::bad_input(format!("invalid request body: {e}")))
-}
 
 pub async fn create(
     State(state): State<AppState>,

@@ -3,17 +3,16 @@
 
 use crate::AppState;
 use crate::auth::bearer;
+use crate::body::read_body;
 use crate::error::ApiResult;
 use axum::Json;
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use corral_ingest::decode::{decode_json, decode_senml_json};
 use corral_model::{Door, Envelope, TableName};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use crate::error::ApiError;
-use corral_model::ErrorKind;
 
 #[derive(Debug, Default, Deserialize)]
 pub struct IngestParams {
@@ -66,22 +65,4 @@ async fn ingest(
     let envelope = Envelope { device: device.id, tenant: device.tenant, door: Door::Http, received_at_ns };
     let accepted = state.sink.submit(&envelope, vec![batch]).await?;
     Ok(Json(json!({ "table": table, "rows": accepted.rows, "values": accepted.values })))
-}
-
-/// Reads at most `limit` bytes; more is a 413 (checked while streaming, so a chunked body that
-/// lies about nothing still cannot make us hold more than the limit).
-async fn read_body(body: Body, limit: usize) -> ApiResult<Bytes> {
-    axum::body::to_bytes(body, limit).await.map_err(|e| {
-        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
-        while let Some(err) = source {
-            if err.is::<http_body_util::LengthLimitError>() {
-                return ApiError::new(
-                    ErrorKind::TooLarge,
-                    format!("request body is larger than the limit of {limit} bytes (max_body_bytes); nothing was stored"),
-                );
-            }
-            source = err.source();
-        }
-        ApiError::bad_input(format!("could not read the request body: {e}"))
-    })
 }

@@ -16,6 +16,7 @@
 
 mod admin;
 mod auth;
+mod body;
 mod console;
 mod devices;
 mod encode;

@@ -1,7 +1,7 @@
 //! `POST /api/v1/query`: read-only SQL. JSON by default, CSV with `Accept: text/csv`.
 
 use crate::auth::Caller;
-use crate::devices::parse_json;
+use crate::body::parse_json;
 use crate::encode::{to_csv, to_json};
 use crate::error::{ApiError, ApiResult};
 use crate::AppState;

@@ -111,6 +111,12 @@ async fn readme_curl_tour() {
     assert_eq!(code, "200", "{body}");
     let out: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(out["rows"], serde_json::json!([["rotterdam", 4.2]]));
+    let (code, body) = tokio::task::spawn_blocking({
+        let (run, base) = (run.clone(), base.clone());
+        move || run(vec![format!("{base}/")])
+    }).await.unwrap();
+    assert_eq!(code, "200");
+    assert!(body.contains("<title>Corral</title>") && body.contains("/api/v1/query"), "{body}");
     let (code, body) = tokio::task::spawn_blocking(move || run(vec![format!("{base}/metrics")])).await.unwrap();
     assert_eq!(code, "200");
     assert!(body.contains("corral_ingest_rows_total{table=\"telemetry\"} 1"), "{body}");

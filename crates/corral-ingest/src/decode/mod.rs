@@ -48,6 +48,7 @@
 //! over is bad input naming the limit.
 
 mod json;
+mod line_protocol;
 mod senml;
 pub mod time;
 
@@ -59,6 +60,7 @@ mod tests_json;
 mod tests_senml;
 
 pub use json::decode_json;
+pub use line_protocol::{Precision, decode_line_protocol};
 pub use senml::decode_senml_json;
 
 use corral_model::WireError;

@@ -1,6 +1,6 @@
-//! Telemetry decoders: a device's bytes in, one [`Batch`](corral_model::Batch) out.
+//! Telemetry decoders: a device's bytes in, [`Batch`](corral_model::Batch)es out.
 //!
-//! Both decoders are pure (no I/O, no clock: the caller passes the receive time) and atomic: a bad
+//! All decoders are pure (no I/O, no clock: the caller passes the receive time) and atomic: a bad
 //! element anywhere fails the whole body with [`WireError::bad_input`] and nothing is stored.
 //! Error messages name where the problem is (`message 3: field "gps.lat": ...`,
 //! `record 2: base name "bn" must be a string`, `invalid JSON at line 1 column 17: ...`);
@@ -42,6 +42,13 @@
 //!   rejected; other unknown keys are ignored.
 //! - Records with the same resolved time are merged into one row (fields in record order, rows
 //!   in order of first appearance); the same name twice at the same time is rejected.
+//!
+//! # InfluxDB line protocol ([`decode_line_protocol`])
+//! `measurement[,tag=value...] field=value[,field=value...] [timestamp]`, one point per line, with
+//! InfluxDB's escaping, `i`/`u` integer suffixes, booleans, quoted strings and a timestamp in the
+//! given [`Precision`]. Each measurement is a table (one batch each); the row's device is the value
+//! of the chosen device tag (consumed, not kept as a tag column) or the writer's own identity.
+//! Errors start with the 1-based line number. See the `line_protocol` module for every rule.
 //!
 //! # Limits
 //! [`Limits`] bound fields per row, rows per body, string value size and field name size; going

@@ -374,11 +374,10 @@ impl Store {
             let _ = tokio::time::timeout(Duration::from_secs(1), self.inner.persist_wanted.notified()).await;
             let bytes = self.inner.buffer_bytes.load(Ordering::Relaxed);
             let old = self.state().oldest_unpersisted.is_some_and(|t| t.elapsed() >= self.inner.config.persist_age);
-            if bytes >= self.inner.config.persist_bytes || old || self.has_failed_persist() {
-                if let Err(e) = self.persist().await {
-                    tracing::error!(error = %e, "persisting the write buffer failed; data stays in the WAL, retrying");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
+            let due = bytes >= self.inner.config.persist_bytes || old || self.has_failed_persist();
+            if due && let Err(e) = self.persist().await {
+                tracing::error!(error = %e, "persisting the write buffer failed; data stays in the WAL, retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
     }

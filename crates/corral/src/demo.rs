@@ -157,7 +157,7 @@ async fn simulate(http: reqwest::Client, base: String, id: String, profile: &'st
                     tokio::time::sleep(interval).await;
                     continue; // silent: its last_seen goes stale
                 }
-                let mode: Value = if id == "hvac-11" && ticks % 7 == 0 { json!(2) } else { json!(["eco", "comfort"][ticks as usize % 2]) };
+                let mode: Value = if id == "hvac-11" && ticks.is_multiple_of(7) { json!(2) } else { json!(["eco", "comfort"][ticks as usize % 2]) };
                 json!({"supply_temp": 16.0 + level * 3.0, "return_temp": 22.0 + level * 2.0,
                        "power_kw": 5.0 + level * 30.0, "mode": mode})
             }

@@ -78,46 +78,42 @@ fn config_prints_the_effective_settings_with_their_sources_applied() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("http = \"127.0.0.1:1\""));
 }
 
+/// Runs curl with `args`; returns the HTTP status and the body.
+fn curl(args: &[&str]) -> (String, String) {
+    let out = Command::new("curl").args(["-sS", "-w", "\\n%{http_code}"]).args(args).output().expect("curl is installed");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap();
+    (code.to_string(), body.to_string())
+}
+
 /// The README's tour, with curl: what a newcomer runs must keep working.
 #[tokio::test]
 async fn readme_curl_tour() {
     let server = TestServer::start(BIN).await;
-    let base = server.base.clone();
-    let run = move |args: Vec<String>| {
-        let out = Command::new("curl").args(["-sS", "-w", "\\n%{http_code}"]).args(&args).output().expect("curl is installed");
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let (body, code) = text.rsplit_once('\n').unwrap();
-        (code.to_string(), body.to_string())
-    };
+    let url = |path: &str| server.url(path);
     let auth = format!("Authorization: Bearer {ADMIN_TOKEN}");
-    let (code, body) = tokio::task::spawn_blocking({
-        let (run, base, auth) = (run.clone(), base.clone(), auth.clone());
-        move || run(vec![format!("{base}/api/v1/devices"), "-H".into(), auth, "-H".into(), "Content-Type: application/json".into(),
-            "-d".into(), r#"{"id": "reefer-42", "profile": "reefer", "site": "rotterdam", "attributes": {"cargo": "vaccines"}}"#.into()])
-    }).await.unwrap();
+    let json = "Content-Type: application/json";
+    let device = r#"{"id": "reefer-42", "profile": "reefer", "site": "rotterdam", "attributes": {"cargo": "vaccines"}}"#;
+    let (code, body) = curl(&[&url("/api/v1/devices"), "-H", &auth, "-H", json, "-d", device]);
     assert_eq!(code, "201", "{body}");
     let token = serde_json::from_str::<serde_json::Value>(&body).unwrap()["token"].as_str().unwrap().to_string();
-    let (code, body) = tokio::task::spawn_blocking({
-        let (run, base) = (run.clone(), base.clone());
-        move || run(vec![format!("{base}/api/v1/ingest"), "-H".into(), format!("Authorization: Bearer {token}"),
-            "-H".into(), "Content-Type: application/json".into(), "-d".into(), r#"{"temperature": 4.2, "door_open": false}"#.into()])
-    }).await.unwrap();
+
+    let device_auth = format!("Authorization: Bearer {token}");
+    let reading = r#"{"temperature": 4.2, "door_open": false}"#;
+    let (code, body) = curl(&[&url("/api/v1/ingest"), "-H", &device_auth, "-H", json, "-d", reading]);
     assert_eq!(code, "200", "{body}");
-    let (code, body) = tokio::task::spawn_blocking({
-        let (run, base, auth) = (run.clone(), base.clone(), auth.clone());
-        move || run(vec![format!("{base}/api/v1/query"), "-H".into(), auth, "-d".into(),
-            r#"{"sql": "SELECT d.site, avg(t.temperature) AS avg_t FROM telemetry t JOIN devices d USING (device) GROUP BY d.site"}"#.into()])
-    }).await.unwrap();
+
+    let sql = r#"{"sql": "SELECT d.site, avg(t.temperature) AS avg_t FROM telemetry t JOIN devices d USING (device) GROUP BY d.site"}"#;
+    let (code, body) = curl(&[&url("/api/v1/query"), "-H", &auth, "-d", sql]);
     assert_eq!(code, "200", "{body}");
     let out: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(out["rows"], serde_json::json!([["rotterdam", 4.2]]));
-    let (code, body) = tokio::task::spawn_blocking({
-        let (run, base) = (run.clone(), base.clone());
-        move || run(vec![format!("{base}/")])
-    }).await.unwrap();
+
+    let (code, body) = curl(&[&url("/")]);
     assert_eq!(code, "200");
     assert!(body.contains("<title>Corral</title>") && body.contains("/api/v1/query"), "{body}");
-    let (code, body) = tokio::task::spawn_blocking(move || run(vec![format!("{base}/metrics")])).await.unwrap();
+
+    let (code, body) = curl(&[&url("/metrics")]);
     assert_eq!(code, "200");
     assert!(body.contains("corral_ingest_rows_total{table=\"telemetry\"} 1"), "{body}");
     assert!(body.contains("corral_wal_fsync_seconds_bucket"), "{body}");

@@ -122,3 +122,17 @@ async fn bad_sql_is_a_400_with_the_engine_message_and_writes_are_refused() {
     }
     assert!(!std::path::Path::new("/tmp/corral-copy-test.csv").exists());
 }
+
+#[tokio::test]
+async fn a_query_over_its_timeout_is_stopped_with_503() {
+    let server = TestServer::start_with(BIN, &["--query-timeout-secs", "1"]).await;
+    let started = std::time::Instant::now();
+    let (status, out) = server
+        .admin(Method::POST, "/api/v1/query", Some(json!({"sql": "SELECT count(*) FROM range(100000000000) WHERE value % 7 = 3"})))
+        .await;
+    assert_eq!(status, 503, "{out}");
+    assert!(out["error"].as_str().unwrap().contains("timeout"), "{out}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10), "the timeout did not stop the query");
+    // The server is still answering.
+    assert_eq!(server.query("SELECT 1").await, vec![vec![json!(1)]]);
+}

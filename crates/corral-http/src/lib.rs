@@ -10,6 +10,7 @@
 //!   `POST /api/v1/devices/{id}/token`
 //! - `POST /api/v1/ingest[/{table}]` (device token; JSON or SenML)
 //! - `POST /api/v1/query` (`{"sql": ...}`; `Accept: text/csv` for CSV)
+//! - `POST /write`, `POST /api/v2/write` (InfluxDB line protocol, v1 and v2 APIs)
 //! - `GET/POST /api/v1/tokens`, `DELETE /api/v1/tokens/{id}`, `GET/PUT /api/v1/profiles[/{name}]`,
 //!   `GET/POST /api/v1/tenants`, `GET /api/v1/audit`
 //! - `GET /healthz`, `GET /readyz`, `GET /metrics`, `GET /` (landing page)
@@ -22,6 +23,7 @@ mod devices;
 mod encode;
 mod error;
 mod ingest;
+mod line_protocol;
 mod ops;
 mod query;
 
@@ -110,6 +112,8 @@ pub fn router(state: AppState) -> Router {
         .route("/audit", get(admin::audit));
     Router::new()
         .nest("/api/v1", api)
+        .route("/write", post(line_protocol::write_v1))
+        .route("/api/v2/write", post(line_protocol::write_v2))
         .route("/", get(console::landing))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))

@@ -128,3 +128,32 @@ async fn mint(server: &TestServer, name: &str, role: &str, tenant: Option<&str>)
     assert_eq!(status, 201, "{out}");
     out["token"].as_str().unwrap().to_string()
 }
+
+/// The official InfluxDB Python clients (v2 `influxdb-client`, v1 `influxdb`) write unchanged.
+#[tokio::test]
+async fn official_influx_python_clients_write_unchanged() {
+    let server = TestServer::start(BIN).await;
+    let device = server.register_device("truck-9", json!({})).await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/influx_clients.py");
+    let base = server.base.clone();
+    let out = tokio::task::spawn_blocking(move || Command::new("python3").args([script, &base, &device, ADMIN_TOKEN]).output())
+        .await
+        .unwrap()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "the Influx clients failed (pip install influxdb-client influxdb):\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows = server.query("SELECT time, device, model, rpm, gear, running, note FROM engine ORDER BY time").await;
+    assert_eq!(
+        rows,
+        vec![
+            vec![json!("2026-11-21T10:00:00Z"), json!("truck-9"), json!("FH16"), json!(1450.5), json!(6), json!(true), json!("say \"hi\", ok")],
+            vec![json!("2026-11-21T10:01:00Z"), json!("truck-9"), json!("FH16"), json!(1500.25), json!(7), json!(null), json!(null)],
+        ]
+    );
+    let rows = server.query("SELECT device, usage FROM cpu ORDER BY device").await;
+    assert_eq!(rows, vec![vec![json!("web-1"), json!(12.5)], vec![json!("web-2"), json!(80.0)]]);
+}

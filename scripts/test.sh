@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The whole test suite. Tests drive the real server with real clients, so this first installs
+# what they use when it is missing: curl and gzip (Debian packages) and the official InfluxDB
+# Python clients (PyPI). The disk-full test mounts a small tmpfs and so needs root.
+# Extra arguments go to `cargo test`, e.g. `scripts/test.sh -p corral --test crash`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v curl >/dev/null || need+=(curl)
+command -v gzip >/dev/null || need+=(gzip)
+if ((${#need[@]})); then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
+  else
+    echo "missing: ${need[*]} (install them, e.g. sudo apt-get install ${need[*]})" >&2
+    exit 1
+  fi
+fi
+python3 -c "import influxdb_client, influxdb" 2>/dev/null ||
+  python3 -m pip install -q --disable-pip-version-check influxdb-client==1.50.0 influxdb==5.3.2
+
+cargo test --workspace --locked "$@"

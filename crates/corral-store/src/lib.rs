@@ -10,6 +10,8 @@
 //! - [`Store::persist`] (run by [`Store::run_persister`] when the buffer is big or old) writes
 //!   Parquet files per table and UTC day, commits them in `manifest.json`, and drops the WAL
 //!   segments they cover. Start-up replays whatever the manifest does not cover.
+//! - [`Store::compact`] (every minute from the same task) rewrites a day partition that has
+//!   collected many small files as one, and deletes the replaced files after a grace period.
 //! - [`QueryEngine`] runs read-only SQL over buffer and files together, plus the `devices` table
 //!   from a [`DeviceDirectory`] the binary provides.
 //!

@@ -16,6 +16,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, RwLock};
 
+mod compact;
+
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
     /// Holds `wal/`, `tables/` and `manifest.json`.
@@ -33,6 +35,12 @@ pub struct StoreConfig {
     pub max_columns_per_table: usize,
     /// One request may span at most this many UTC days (each day is a Parquet partition).
     pub max_days_per_request: usize,
+    /// A table's day partition with this many files is compacted into one...
+    pub compact_min_files: usize,
+    /// ...merging at most this many bytes of Parquet at once (bounds compaction's memory).
+    pub compact_max_bytes: u64,
+    /// How long a compacted-away file stays on disk for queries that may still read it.
+    pub retired_grace: Duration,
 }
 
 impl StoreConfig {
@@ -46,6 +54,9 @@ impl StoreConfig {
             wal_segment_bytes: 64 << 20,
             max_columns_per_table: 1000,
             max_days_per_request: 400,
+            compact_min_files: 8,
+            compact_max_bytes: 16 << 20,
+            retired_grace: Duration::from_secs(600),
         }
     }
 }
@@ -71,6 +82,8 @@ struct State {
     persisting: Vec<Persisting>,
     manifest: Manifest,
     oldest_unpersisted: Option<Instant>,
+    /// Files compaction replaced, with when; deleted once their grace period is over.
+    retired: Vec<(PathBuf, Instant)>,
 }
 
 impl State {
@@ -135,7 +148,8 @@ impl Store {
             });
         }
         manifest.remove_orphans(&config.dir).map_err(StoreError::io("removing unfinished snapshot files"))?;
-        let mut state = State { tables: BTreeMap::new(), persisting: Vec::new(), manifest, oldest_unpersisted: None };
+        let mut state =
+            State { tables: BTreeMap::new(), persisting: Vec::new(), manifest, oldest_unpersisted: None, retired: Vec::new() };
         for (name, t) in &state.manifest.tables.clone() {
             let table = state.table(name);
             table.schema = TableSchema::from_columns(t.columns.clone());
@@ -368,9 +382,18 @@ impl Store {
         Ok(file_count)
     }
 
-    /// Runs until the task is dropped: persists when the buffer is big or old enough.
+    /// Runs until the task is dropped: persists when the buffer is big or old enough, compacts
+    /// partitions that collected many files, deletes compacted-away files after their grace.
     pub async fn run_persister(self) {
+        let mut last_compaction = Instant::now();
         loop {
+            if last_compaction.elapsed() >= Duration::from_secs(60) {
+                last_compaction = Instant::now();
+                if let Err(e) = self.compact().await {
+                    tracing::error!(error = %e, "compaction failed; the files stay as they are");
+                }
+                self.remove_retired();
+            }
             let _ = tokio::time::timeout(Duration::from_secs(1), self.inner.persist_wanted.notified()).await;
             let bytes = self.inner.buffer_bytes.load(Ordering::Relaxed);
             let old = self.state().oldest_unpersisted.is_some_and(|t| t.elapsed() >= self.inner.config.persist_age);

@@ -133,3 +133,33 @@ async fn at_the_ceiling_writers_wait_then_get_a_retryable_error_and_lose_nothing
     let out = sql(&store, "SELECT count(*) AS n FROM t", None).await;
     assert!(out.contains("| 200 |"), "{out}");
 }
+
+#[tokio::test]
+async fn compaction_merges_a_days_files_into_one_and_answers_stay_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = StoreConfig::new(dir.path());
+    config.compact_min_files = 3;
+    config.retired_grace = std::time::Duration::ZERO;
+    let store = Store::open(config.clone()).unwrap();
+    for i in 0..4i64 {
+        let mut row = Row::new(i * 1000, format!("d{}", i % 2 + 1)).field("a", FieldValue::Float(i as f64));
+        if i == 3 {
+            row = row.field("b", FieldValue::Str("late column".into())); // only in the newest file
+        }
+        store.write(vec![batch("t", vec![row])]).await.unwrap();
+        store.persist().await.unwrap();
+    }
+    let parquet_files = |dir: &std::path::Path| {
+        std::fs::read_dir(dir.join("tables/t/1970-01-01")).unwrap().filter(|e| e.as_ref().unwrap().path().extension().unwrap() == "parquet").count()
+    };
+    assert_eq!(parquet_files(dir.path()), 4);
+    let before = sql(&store, "SELECT time, device, a, b FROM t ORDER BY time", None).await;
+    assert_eq!(store.compact().await.unwrap(), 4);
+    assert_eq!(sql(&store, "SELECT time, device, a, b FROM t ORDER BY time", None).await, before);
+    store.remove_retired();
+    assert_eq!(parquet_files(dir.path()), 1);
+    assert_eq!(store.compact().await.unwrap(), 0, "nothing left to compact");
+    drop(store);
+    let store = Store::open(config).unwrap();
+    assert_eq!(sql(&store, "SELECT time, device, a, b FROM t ORDER BY time", None).await, before);
+}

@@ -62,6 +62,18 @@ impl ColumnBuilder {
         }
     }
 
+    /// A copy of what the builder holds, leaving it open (for queries between seals).
+    fn finish_cloned(&self) -> ArrayRef {
+        match self {
+            ColumnBuilder::Time(b) => Arc::new(b.finish_cloned()),
+            ColumnBuilder::Str(b) => Arc::new(b.finish_cloned()),
+            ColumnBuilder::Float(b) => Arc::new(b.finish_cloned()),
+            ColumnBuilder::Int(b) => Arc::new(b.finish_cloned()),
+            ColumnBuilder::UInt(b) => Arc::new(b.finish_cloned()),
+            ColumnBuilder::Bool(b) => Arc::new(b.finish_cloned()),
+        }
+    }
+
     fn finish(&mut self) -> ArrayRef {
         match self {
             ColumnBuilder::Time(b) => Arc::new(b.finish()),
@@ -160,11 +172,20 @@ impl TableBuffer {
         }
     }
 
-    /// Seals and returns the chunks, aligned to the current schema; the buffer keeps them.
-    pub fn snapshot(&mut self, schema: &TableSchema) -> Vec<RecordBatch> {
-        self.seal(schema);
+    /// The chunks as a query sees them, aligned to the current schema; the buffer keeps them.
+    /// The open chunk is copied rather than sealed, so frequent queries do not fragment the
+    /// buffer into tiny batches (and the merges those would cost).
+    pub fn snapshot(&self, schema: &TableSchema) -> Vec<RecordBatch> {
         let arrow = schema.arrow();
-        self.sealed.iter().map(|b| align(&arrow, b)).collect()
+        let mut out: Vec<RecordBatch> = self.sealed.iter().map(|b| align(&arrow, b)).collect();
+        if self.open_rows > 0 {
+            let columns: Vec<ArrayRef> = self.builders.iter().map(ColumnBuilder::finish_cloned).collect();
+            let fields = arrow.fields()[..columns.len()].to_vec();
+            let open = RecordBatch::try_new(Arc::new(arrow::datatypes::Schema::new(fields)), columns)
+                .expect("builders follow the schema");
+            out.push(align(&arrow, &open));
+        }
+        out
     }
 
     /// Seals and hands over every chunk, leaving the buffer empty (for persistence).

@@ -93,11 +93,12 @@ impl TestServer {
                 log.lock().unwrap().push(line);
             }
         });
+        // Held before waiting, so a failed start is still killed when the test panics.
+        self.child = Some(child);
         let addr = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_else(|_| {
             panic!("corral did not report its HTTP address; log:\n{}", self.log_text())
         });
         self.base = format!("http://{addr}");
-        self.child = Some(child);
     }
 
     pub fn log_text(&self) -> String {

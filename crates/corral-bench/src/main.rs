@@ -14,11 +14,19 @@ enum Command {
     /// Concurrent HTTP writers of JSON batches with durable acks: rows/s, values/s, fsyncs/s,
     /// bytes on disk per value after persistence, peak RSS.
     Ingest(corral_bench::ingest::IngestArgs),
+    /// Write a deterministic TSBS-"iot"-shaped truck fleet (readings, diagnostics) as line
+    /// protocol and CSV.
+    FleetGen(corral_bench::fleet::FleetArgs),
+    /// Load the fleet into Corral, InfluxDB, VictoriaMetrics and PostgreSQL (each started here on
+    /// loopback) and compare ingest rate, bytes per value and fleet query latency.
+    Peers(corral_bench::peers::PeersArgs),
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Ingest(args) => corral_bench::ingest::run(args).await,
+        Command::FleetGen(args) => corral_bench::fleet::run(args),
+        Command::Peers(args) => corral_bench::peers::run(args).await,
     }
 }

@@ -18,26 +18,8 @@ pub struct Server {
 impl Server {
     pub fn start(binary: &Path, extra: &[String]) -> anyhow::Result<Server> {
         let data_dir = tempfile::Builder::new().prefix("corral-bench-").tempdir_in(bench_tmp())?;
-        let mut child = Command::new(binary)
-            .args(["serve", "--http", "127.0.0.1:0", "--log", "warn,corral=info", "--data-dir"])
-            .arg(data_dir.path())
-            .args(extra)
-            .env("CORRAL_ADMIN_TOKEN", ADMIN_TOKEN)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .with_context(|| format!("starting {}", binary.display()))?;
-        let stderr = child.stderr.take().expect("piped");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("listening proto=http addr=").nth(1) {
-                    let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_string());
-                }
-            }
-        });
-        let addr = rx.recv_timeout(Duration::from_secs(60)).context("corral did not start")?;
-        Ok(Server { child, base: format!("http://{addr}"), data_dir })
+        let (child, base) = spawn(binary, data_dir.path(), extra)?;
+        Ok(Server { child, base, data_dir })
     }
 
     /// Peak resident set size so far (VmHWM), bytes.
@@ -52,17 +34,54 @@ impl Server {
 
     /// SIGTERM (the server persists its buffer to Parquet) and wait.
     pub fn stop(mut self) -> anyhow::Result<tempfile::TempDir> {
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let status = self.child.wait()?;
-        if !status.success() {
-            bail!("corral exited with {status} after SIGTERM");
-        }
+        terminate(&mut self.child).context("corral")?;
         Ok(self.data_dir)
     }
 }
 
+/// Starts `corral serve` on a free loopback port with data in `data_dir` (which may hold data of
+/// an earlier run) and returns the process and its base URL once it listens.
+pub fn spawn(binary: &Path, data_dir: &Path, extra: &[String]) -> anyhow::Result<(Child, String)> {
+    let mut child = Command::new(binary)
+        .args(["serve", "--http", "127.0.0.1:0", "--log", "warn,corral=info", "--data-dir"])
+        .arg(data_dir)
+        .args(extra)
+        .env("CORRAL_ADMIN_TOKEN", ADMIN_TOKEN)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {}", binary.display()))?;
+    let stderr = child.stderr.take().expect("piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(rest) = line.split("listening proto=http addr=").nth(1) {
+                let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_string());
+            }
+        }
+    });
+    match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(addr) => Ok((child, format!("http://{addr}"))),
+        Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("corral did not start")
+        }
+    }
+}
+
+/// SIGTERM a child and wait for it; an error unless it exits 0.
+pub fn terminate(child: &mut Child) -> anyhow::Result<()> {
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait()?;
+    if !status.success() {
+        bail!("{} exited with {status} after SIGTERM", child.id());
+    }
+    Ok(())
+}
+
 /// Benchmarks write to disk for real; /tmp may be a tmpfs where fsync costs nothing.
-fn bench_tmp() -> PathBuf {
+pub fn bench_tmp() -> PathBuf {
     std::env::var_os("CORRAL_BENCH_DIR").map(PathBuf::from).unwrap_or_else(|| std::env::current_dir().unwrap_or_default())
 }
 

@@ -112,8 +112,8 @@ pub fn router(state: AppState) -> Router {
         .route("/audit", get(admin::audit));
     Router::new()
         .nest("/api/v1", api)
-        .route("/write", post(line_protocol::write_v1))
-        .route("/api/v2/write", post(line_protocol::write_v2))
+        .route("/write", post(line_protocol::write))
+        .route("/api/v2/write", post(line_protocol::write))
         .route("/", get(console::landing))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))

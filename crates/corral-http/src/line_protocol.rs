@@ -36,22 +36,17 @@ pub struct WriteParams {
     device_tag: Option<String>,
 }
 
-pub async fn write_v1(
+/// `POST /write` (v1) and `POST /api/v2/write` (v2): the same handler, since the two APIs differ
+/// only in parameters Corral ignores (`db`/`rp` against `bucket`/`org`).
+pub async fn write(
     State(state): State<AppState>,
     Query(params): Query<WriteParams>,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<StatusCode> {
-    write(state, params, headers, body).await
-}
-
-pub async fn write_v2(
-    State(state): State<AppState>,
-    Query(params): Query<WriteParams>,
-    headers: HeaderMap,
-    body: Body,
-) -> ApiResult<StatusCode> {
-    write(state, params, headers, body).await
+    let token = credentials(&params, &headers)?;
+    let writer = identify(&state, &token).await?;
+    store(state, params, writer, headers, body).await
 }
 
 /// Who is writing: a device for itself, or an application for devices it may write for.
@@ -60,9 +55,7 @@ enum Writer {
     App(Principal),
 }
 
-async fn write(state: AppState, params: WriteParams, headers: HeaderMap, body: Body) -> ApiResult<StatusCode> {
-    let token = credentials(&params, &headers)?;
-    let writer = identify(&state, &token).await?;
+async fn store(state: AppState, params: WriteParams, writer: Writer, headers: HeaderMap, body: Body) -> ApiResult<StatusCode> {
     let precision = match params.precision.as_deref() {
         None | Some("") => Precision::Nanoseconds,
         Some(p) => Precision::parse(p)

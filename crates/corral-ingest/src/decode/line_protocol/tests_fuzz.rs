@@ -8,20 +8,7 @@ use std::collections::HashSet;
 
 const NOW: i64 = 1_795_255_200_000_000_000;
 
-/// xorshift64* (Vigna): tiny, deterministic, good enough to pick bytes.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
+use crate::decode::tests_fuzz::Rng;
 
 const SEEDS: &[&str] = &[
     "weather,site=north,device=truck-7 temp=21.5,ok=t,n=3i,u=7u 1795255200000000001\n",

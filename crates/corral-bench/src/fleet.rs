@@ -94,40 +94,13 @@ pub fn run(args: FleetArgs) -> anyhow::Result<()> {
 }
 
 pub fn parse_rfc3339_ns(s: &str) -> anyhow::Result<i64> {
-    // YYYY-MM-DDTHH:MM:SSZ only; enough for a benchmark parameter.
-    let b = s.trim().trim_end_matches('Z');
-    let (date, time) = b.split_once(['T', ' ']).context("start must look like 2026-01-01T00:00:00Z")?;
-    let d: Vec<i64> = date.split('-').map(|x| x.parse()).collect::<Result<_, _>>()?;
-    let t: Vec<i64> = time.split(':').map(|x| x.parse()).collect::<Result<_, _>>()?;
-    anyhow::ensure!(d.len() == 3 && t.len() == 3, "start must look like 2026-01-01T00:00:00Z");
-    let days = days_from_civil(d[0], d[1], d[2]);
-    Ok(((days * 86_400) + t[0] * 3600 + t[1] * 60 + t[2]) * 1_000_000_000)
-}
-
-/// Days since 1970-01-01 (Howard Hinnant's algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+    let t = chrono::DateTime::parse_from_rfc3339(s.trim()).context("start must look like 2026-01-01T00:00:00Z")?;
+    t.timestamp_nanos_opt().context("start is out of range")
 }
 
 /// RFC 3339 UTC text of a ns timestamp (whole seconds).
 pub fn format_ns(ns: i64) -> String {
-    let secs = ns.div_euclid(1_000_000_000);
-    let (days, sod) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", sod / 3600, sod % 3600 / 60, sod % 60)
+    chrono::DateTime::from_timestamp_nanos(ns).format("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
 fn walk(rng: &mut StdRng, v: f64, step: f64, lo: f64, hi: f64) -> f64 {

@@ -95,18 +95,9 @@ fn write_file(path: &Path, schema: &SchemaRef, batch: &RecordBatch) -> std::io::
     Ok(size)
 }
 
+/// `YYYY-MM-DD` of a day counted from 1970-01-01 (UTC).
 fn chrono_day(day: i64) -> String {
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm), to avoid a date crate here.
-    let z = day + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}")
+    chrono::DateTime::from_timestamp(day * 86_400, 0).map_or_else(|| format!("day{day}"), |t| t.format("%Y-%m-%d").to_string())
 }
 
 fn io_err(e: impl std::fmt::Display) -> std::io::Error {

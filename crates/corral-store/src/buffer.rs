@@ -118,7 +118,7 @@ impl TableBuffer {
     }
 
     /// Appends rows whose columns the schema already has (the write path checked and extended it).
-    pub fn append(&mut self, schema: &TableSchema, rows: &[Row]) {
+    pub fn append<'a>(&mut self, schema: &TableSchema, rows: impl IntoIterator<Item = &'a Row>) {
         self.follow_schema(schema);
         for row in rows {
             self.touched.iter_mut().for_each(|t| *t = false);

@@ -31,6 +31,7 @@
 
 mod buffer;
 mod error;
+mod latest;
 mod manifest;
 pub mod metrics;
 mod persist;

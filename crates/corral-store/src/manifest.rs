@@ -23,6 +23,9 @@ pub struct Manifest {
 pub struct TableManifest {
     pub columns: Vec<Column>,
     pub files: Vec<FileMeta>,
+    /// The file with each device's latest row as of this snapshot (relative path), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latest: Option<String>,
 }
 
 /// One persisted Parquet file: a table's rows of one UTC day from one snapshot.
@@ -65,7 +68,7 @@ impl Manifest {
         let listed: std::collections::HashSet<PathBuf> = self
             .tables
             .values()
-            .flat_map(|t| t.files.iter().map(|f| dir.join(&f.path)))
+            .flat_map(|t| t.files.iter().map(|f| dir.join(&f.path)).chain(t.latest.iter().map(|p| dir.join(p))))
             .collect();
         let mut removed = 0;
         let mut stack = vec![dir.join("tables")];

@@ -1,15 +1,25 @@
 //! Persistence: a table's buffered batches become Parquet files, one per UTC day, rows sorted by
-//! device then time (runs of one device compress well and answer per-device queries fast).
+//! device then time (runs of one device compress well, see `encoding`, and answer per-device
+//! queries fast).
+//!
+//! One row group per file: row groups by the hour were tried to let time-range queries skip most
+//! of a file, but every row group restarts each device's run, and the jump between two devices'
+//! values poisons a delta block; on the fleet benchmark that cost 26% more bytes for a 1.5x faster
+//! "last 10 minutes" query.
 
 use crate::manifest::{FileMeta, sync_dir};
 use arrow::array::{Array, AsArray, RecordBatch, UInt32Array};
 use arrow::compute::{SortColumn, lexsort_to_indices, take_record_batch};
 use arrow::datatypes::{SchemaRef, TimestampNanosecondType};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use std::collections::BTreeMap;
 use std::path::Path;
+
+mod encoding;
+use encoding::to_table_types;
 
 const NANOS_PER_DAY: i64 = 86_400 * 1_000_000_000;
 
@@ -19,7 +29,6 @@ const NANOS_PER_DAY: i64 = 86_400 * 1_000_000_000;
 pub fn write_table(
     dir: &Path,
     table: &str,
-    schema: &SchemaRef,
     batch: &RecordBatch,
     next_file_id: &mut u64,
 ) -> std::io::Result<Vec<FileMeta>> {
@@ -37,7 +46,7 @@ pub fn write_table(
         create_dirs_durably(dir, &rel_dir)?;
         let rel = format!("{rel_dir}/{:016}.parquet", *next_file_id);
         *next_file_id += 1;
-        let size_bytes = write_file(&dir.join(&rel), schema, &sorted)?;
+        let size_bytes = write_file(&dir.join(&rel), &sorted)?;
         sync_dir(&dir.join(&rel_dir))?;
         let times = sorted.column(0).as_primitive::<TimestampNanosecondType>();
         let values: usize =
@@ -52,6 +61,26 @@ pub fn write_table(
         });
     }
     Ok(files)
+}
+
+/// Writes a table's latest rows (see `latest.rs`) as `<dir>/tables/<table>/latest/<id>.parquet`,
+/// fsynced; the caller commits it in the manifest. Returns the file's path relative to `dir`.
+pub fn write_latest(dir: &Path, table: &str, batch: &RecordBatch, next_file_id: &mut u64) -> std::io::Result<String> {
+    let rel_dir = format!("tables/{table}/latest");
+    create_dirs_durably(dir, &rel_dir)?;
+    let rel = format!("{rel_dir}/{:016}.parquet", *next_file_id);
+    *next_file_id += 1;
+    write_file(&dir.join(&rel), batch)?;
+    sync_dir(&dir.join(&rel_dir))?;
+    Ok(rel)
+}
+
+/// Reads a whole file written here back in the table's types.
+pub fn read_file(path: &Path, table: &SchemaRef) -> std::io::Result<Vec<RecordBatch>> {
+    let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(path)?)
+        .and_then(|b| b.build())
+        .map_err(io_err)?;
+    reader.map(|batch| to_table_types(table, &batch.map_err(io_err)?).map_err(io_err)).collect()
 }
 
 /// Creates each missing directory of `rel` under `root` and fsyncs its parent, so a committed
@@ -78,16 +107,16 @@ fn sort_by_device_time(batch: &RecordBatch) -> std::io::Result<RecordBatch> {
     take_record_batch(batch, &indices).map_err(io_err)
 }
 
-fn write_file(path: &Path, schema: &SchemaRef, batch: &RecordBatch) -> std::io::Result<u64> {
+fn write_file(path: &Path, batch: &RecordBatch) -> std::io::Result<u64> {
     let tmp = path.with_extension("parquet.tmp");
     let file = std::fs::File::create(&tmp)?;
     let props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).map_err(io_err)?))
         .set_statistics_enabled(EnabledStatistics::Page)
-        .set_max_row_group_row_count(Some(1024 * 1024))
-        .build();
-    let mut writer = ArrowWriter::try_new(file, schema.clone(), Some(props)).map_err(io_err)?;
-    writer.write(batch).map_err(io_err)?;
+        .set_max_row_group_row_count(Some(1024 * 1024));
+    let (batch, props) = encoding::for_file(batch, props);
+    let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(props.build())).map_err(io_err)?;
+    writer.write(&batch).map_err(io_err)?;
     let file = writer.into_inner().map_err(io_err)?;
     file.sync_all()?;
     let size = file.metadata()?.len();
@@ -106,10 +135,12 @@ fn io_err(e: impl std::fmt::Display) -> std::io::Error {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn days_are_civil_dates() {
-        assert_eq!(super::chrono_day(0), "1970-01-01");
-        assert_eq!(super::chrono_day(20_413), "2025-11-21");
-        assert_eq!(super::chrono_day(-1), "1969-12-31");
+        assert_eq!(chrono_day(0), "1970-01-01");
+        assert_eq!(chrono_day(20_413), "2025-11-21");
+        assert_eq!(chrono_day(-1), "1969-12-31");
     }
 }

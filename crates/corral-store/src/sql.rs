@@ -1,11 +1,12 @@
 //! SQL over the platform: DataFusion sees every telemetry table (write buffer and Parquet files
-//! together) and the registry's `devices` table, resolved lazily per query.
+//! together) and the registry's `devices` table, resolved lazily per query; the schema `latest`
+//! has the same telemetry tables with only each device's newest row (`latest.readings`).
 
 use crate::{Store, StoreError, TableSnapshot};
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
-use datafusion::catalog::{CatalogProvider, MemoryCatalogProvider, SchemaProvider, Session, TableProvider};
+use datafusion::catalog::{CatalogProvider, CatalogProviderList, MemoryCatalogProvider, MemoryCatalogProviderList, SchemaProvider, Session, TableProvider};
 use datafusion::common::{DataFusionError, Result as DfResult};
 use datafusion::datasource::MemTable;
 use datafusion::datasource::listing::PartitionedFile;
@@ -14,7 +15,9 @@ use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, Pa
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::datasource::{TableType, ViewTable, provider_as_source};
 use datafusion::execution::object_store::ObjectStoreUrl;
-use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::datasource::physical_plan::parquet::CachedParquetFileReaderFactory;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::execution::{SessionState, SessionStateBuilder};
 use datafusion::logical_expr::{Expr, JoinType, LogicalPlanBuilder, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::union::UnionExec;
@@ -38,35 +41,45 @@ pub struct QueryOutput {
     pub truncated: bool,
 }
 
-/// Runs read-only SQL. One per server; each query gets a fresh DataFusion session over a
+/// Runs read-only SQL. One per server; each query gets its own DataFusion session over a
 /// consistent snapshot of the store.
 #[derive(Clone)]
 pub struct QueryEngine {
     store: Store,
     directory: Arc<dyn DeviceDirectory>,
-    /// Shared by all queries: its memory pool bounds what they may hold at once (sorts and joins
-    /// beyond it spill to disk or fail with a clear error instead of exhausting the machine).
-    runtime: Arc<RuntimeEnv>,
+    /// Built once (registering DataFusion's functions and rules costs milliseconds) and copied per
+    /// query. Its runtime is shared by all queries: the memory pool bounds what they may hold at
+    /// once (sorts and joins beyond it fail with a clear error instead of exhausting the machine),
+    /// and the Parquet metadata cache spares re-reading footers of files, which never change.
+    base: SessionState,
 }
 
 impl QueryEngine {
     pub fn new(store: Store, directory: Arc<dyn DeviceDirectory>, memory_limit_bytes: usize) -> Result<Self, StoreError> {
         let runtime = RuntimeEnvBuilder::new().with_memory_limit(memory_limit_bytes, 1.0).build_arc()?;
-        Ok(QueryEngine { store, directory, runtime })
+        let config = SessionConfig::new()
+            .with_information_schema(true)
+            .with_create_default_catalog_and_schema(false)
+            .with_default_catalog_and_schema("corral", "public");
+        let base = SessionStateBuilder::new().with_config(config).with_runtime_env(runtime).with_default_features().build();
+        Ok(QueryEngine { store, directory, base })
     }
 
     /// Runs one statement. `tenant` scopes every table to that tenant's devices. DDL, DML and
     /// other statements (COPY, CREATE, SET...) are refused: this endpoint only reads.
     pub async fn query(&self, sql: &str, tenant: Option<&str>, max_rows: usize) -> Result<QueryOutput, StoreError> {
-        let config = SessionConfig::new()
-            .with_information_schema(true)
-            .with_create_default_catalog_and_schema(false)
-            .with_default_catalog_and_schema("corral", "public");
-        let ctx = SessionContext::new_with_config_rt(config, self.runtime.clone());
         let catalog = MemoryCatalogProvider::new();
-        let schema = CorralSchema { store: self.store.clone(), directory: self.directory.clone(), tenant: tenant.map(str::to_string) };
-        catalog.register_schema("public", Arc::new(schema))?;
-        ctx.register_catalog("corral", Arc::new(catalog));
+        for (name, view) in [("public", View::History), ("latest", View::Latest)] {
+            let schema =
+                CorralSchema { store: self.store.clone(), directory: self.directory.clone(), tenant: tenant.map(str::to_string), view };
+            catalog.register_schema(name, Arc::new(schema))?;
+        }
+        let catalogs = MemoryCatalogProviderList::new();
+        catalogs.register_catalog("corral".to_string(), Arc::new(catalog));
+        // The query's own catalog list: a clone of the base state would share (and let concurrent
+        // queries of other tenants overwrite) the base's list.
+        let state = SessionStateBuilder::new_from_existing(self.base.clone()).with_catalog_list(Arc::new(catalogs)).build();
+        let ctx = SessionContext::new_with_state(state);
         let options = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
         let df = ctx.sql_with_options(sql, options).await?;
         let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
@@ -87,11 +100,21 @@ impl QueryEngine {
     }
 }
 
+/// What a schema's tables hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum View {
+    /// `public`: every row of each telemetry table, and `devices`.
+    History,
+    /// `latest`: one row per device of each telemetry table, its newest (see `latest.rs`).
+    Latest,
+}
+
 #[derive(Debug)]
 struct CorralSchema {
     store: Store,
     directory: Arc<dyn DeviceDirectory>,
     tenant: Option<String>,
+    view: View,
 }
 
 impl std::fmt::Debug for Store {
@@ -111,16 +134,24 @@ impl CorralSchema {
 impl SchemaProvider for CorralSchema {
     fn table_names(&self) -> Vec<String> {
         let mut names = self.store.table_names();
-        names.push("devices".to_string());
+        if self.view == View::History {
+            names.push("devices".to_string());
+        }
         names
     }
 
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
-        if name == "devices" {
-            return Ok(Some(self.devices_table().await?));
-        }
-        let Some(snapshot) = self.store.snapshot_table(name) else { return Ok(None) };
-        let telemetry: Arc<dyn TableProvider> = Arc::new(TelemetryTable { snapshot, dir: self.store.dir().to_path_buf() });
+        let telemetry: Arc<dyn TableProvider> = match self.view {
+            View::History if name == "devices" => return Ok(Some(self.devices_table().await?)),
+            View::History => {
+                let Some(snapshot) = self.store.snapshot_table(name) else { return Ok(None) };
+                Arc::new(TelemetryTable { snapshot, dir: self.store.dir().to_path_buf() })
+            }
+            View::Latest => {
+                let Some(batch) = self.store.latest_rows(name) else { return Ok(None) };
+                Arc::new(MemTable::try_new(batch.schema(), vec![vec![batch]])?)
+            }
+        };
         let Some(_) = &self.tenant else { return Ok(Some(telemetry)) };
         // Tenant scope: only rows of devices this tenant may see (a semi-join with its devices).
         let devices = self.devices_table().await?;
@@ -136,7 +167,7 @@ impl SchemaProvider for CorralSchema {
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        name == "devices" || self.store.table_names().iter().any(|t| t == name)
+        (self.view == View::History && name == "devices") || self.store.table_names().iter().any(|t| t == name)
     }
 }
 
@@ -183,7 +214,15 @@ impl TableProvider for TelemetryTable {
         }
         inputs.push(MemorySourceConfig::try_new_exec(&memory, schema.clone(), projection.cloned())?);
         if !self.snapshot.files.is_empty() {
-            let mut source = ParquetSource::new(schema.clone());
+            let runtime = state.runtime_env();
+            let files = runtime.object_store(ObjectStoreUrl::local_filesystem())?;
+            let metadata = runtime.cache_manager.get_file_metadata_cache();
+            let mut source = ParquetSource::new(schema.clone())
+                .with_parquet_file_reader_factory(Arc::new(CachedParquetFileReaderFactory::new(files, metadata)))
+                // Filters are evaluated while decoding, so other columns are decoded only for rows
+                // that pass (a tag filter like `fleet = 'South'` skips most of a float column).
+                .with_pushdown_filters(true)
+                .with_reorder_filters(true);
             if let Some(predicate) = filters.iter().cloned().reduce(Expr::and) {
                 let df_schema = datafusion::common::DFSchema::try_from(schema.as_ref().clone())?;
                 source = source.with_predicate(state.create_physical_expr(predicate, &df_schema)?);

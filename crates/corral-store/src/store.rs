@@ -1,6 +1,7 @@
 //! The store: schema check → WAL (durable ack) → write buffer → Parquet snapshots.
 
 use crate::buffer::{TableBuffer, concat_aligned, estimate_bytes};
+use crate::latest::LatestRows;
 use crate::manifest::{FileMeta, Manifest, TableManifest};
 use crate::metrics::{StoreMetrics, TableCounters};
 use crate::schema::{NewColumns, TableSchema};
@@ -67,6 +68,8 @@ struct TableState {
     buffer: TableBuffer,
     buffer_bytes: usize,
     counters: Arc<TableCounters>,
+    /// Each device's newest row, for `latest.<table>` in SQL.
+    latest: LatestRows,
 }
 
 /// Rows taken from a buffer by a snapshot, still visible to queries until their files commit.
@@ -74,6 +77,8 @@ struct Persisting {
     table: String,
     schema: SchemaRef,
     batches: Vec<RecordBatch>,
+    /// The table's latest rows at the snapshot, which cover every row in `batches`.
+    latest: RecordBatch,
     bytes: usize,
 }
 
@@ -95,6 +100,7 @@ impl State {
                 schema,
                 buffer_bytes: 0,
                 counters: Arc::default(),
+                latest: LatestRows::default(),
             }
         })
     }
@@ -154,6 +160,12 @@ impl Store {
             let table = state.table(name);
             table.schema = TableSchema::from_columns(t.columns.clone());
             table.buffer = TableBuffer::new(&table.schema);
+            if let Some(path) = &t.latest {
+                let schema = table.schema.arrow();
+                let batches = crate::persist::read_file(&config.dir.join(path), &schema)
+                    .map_err(StoreError::io(format!("reading {path}")))?;
+                table.latest = LatestRows::with_persisted(concat_aligned(&schema, &batches));
+            }
         }
         let floor = state.manifest.wal_floor;
         let mut wal_config = WalConfig::new(config.dir.join("wal"));
@@ -220,6 +232,7 @@ impl Store {
         for (batch, encoded) in batches.iter().zip(batch_bytes) {
             let table = state.table(batch.table.as_str());
             table.buffer.append(&table.schema, &batch.rows);
+            table.latest.observe(&batch.rows);
             let b = estimate_bytes(&batch.rows, table.schema.columns().len());
             table.buffer_bytes += b;
             bytes += b;
@@ -304,6 +317,7 @@ impl Store {
                         table: name.clone(),
                         schema: table.schema.arrow(),
                         batches,
+                        latest: table.latest.batch(&table.schema),
                         bytes: std::mem::take(&mut table.buffer_bytes),
                     });
                 }
@@ -315,8 +329,11 @@ impl Store {
         let started = Instant::now();
         let (jobs, mut manifest) = {
             let state = self.state();
-            let jobs: Vec<(String, SchemaRef, Vec<RecordBatch>)> =
-                state.persisting.iter().map(|p| (p.table.clone(), p.schema.clone(), p.batches.clone())).collect();
+            let jobs: Vec<(String, SchemaRef, Vec<RecordBatch>, RecordBatch)> = state
+                .persisting
+                .iter()
+                .map(|p| (p.table.clone(), p.schema.clone(), p.batches.clone(), p.latest.clone()))
+                .collect();
             (jobs, state.manifest.clone())
         };
         let job_count = jobs.len();
@@ -325,14 +342,20 @@ impl Store {
         let written = tokio::task::spawn_blocking(move || {
             let mut next = next_file_id;
             let mut out = Vec::new();
-            for (table, schema, batches) in jobs {
+            for (table, schema, batches, latest) in jobs {
                 let all = concat_aligned(&schema, &batches);
-                match crate::persist::write_table(&dir, &table, &schema, &all, &mut next) {
-                    Ok(files) => out.push((table, files)),
+                let written = crate::persist::write_table(&dir, &table, &all, &mut next).and_then(|files| {
+                    let latest_path = crate::persist::write_latest(&dir, &table, &latest, &mut next)?;
+                    Ok(Written { table, files, latest_path, latest })
+                });
+                match written {
+                    Ok(w) => out.push(w),
                     Err(e) => {
                         // Files written so far are not in the manifest: remove them now (a restart would too).
-                        for f in out.iter().flat_map(|(_, files): &(String, Vec<FileMeta>)| files) {
-                            let _ = std::fs::remove_file(dir.join(&f.path));
+                        for w in &out {
+                            for path in w.files.iter().map(|f| &f.path).chain([&w.latest_path]) {
+                                let _ = std::fs::remove_file(dir.join(path));
+                            }
                         }
                         return Err((e, next));
                     }
@@ -350,15 +373,18 @@ impl Store {
                 return Err(StoreError::Io { context: "writing Parquet".into(), source: e });
             }
         };
-        let file_count = written.iter().map(|(_, f)| f.len()).sum();
+        let file_count = written.iter().map(|w| w.files.len()).sum();
         {
             let state = self.state();
             for (name, table) in &state.tables {
                 manifest.tables.entry(name.clone()).or_default().columns = table.schema.columns().to_vec();
             }
         }
-        for (table, files) in written {
-            manifest.tables.entry(table).or_insert_with(TableManifest::default).files.extend(files);
+        let mut replaced_latest = Vec::new();
+        for w in &written {
+            let table = manifest.tables.entry(w.table.clone()).or_insert_with(TableManifest::default);
+            table.files.extend(w.files.iter().cloned());
+            replaced_latest.extend(table.latest.replace(w.latest_path.clone()));
         }
         manifest.wal_floor = floor;
         manifest.next_file_id = next_file_id;
@@ -372,10 +398,17 @@ impl Store {
             let mut state = self.state();
             let committed: Vec<Persisting> = state.persisting.drain(..job_count).collect();
             state.manifest = manifest;
+            for w in written {
+                state.table(&w.table).latest.set_persisted(w.latest);
+            }
             committed.iter().map(|p| p.bytes).sum()
         };
         self.inner.buffer_bytes.fetch_sub(freed.min(self.inner.buffer_bytes.load(Ordering::Relaxed)), Ordering::Relaxed);
         self.inner.room.notify_waiters();
+        for path in replaced_latest {
+            // Queries hold latest rows in memory, never this file: it can go at once.
+            let _ = std::fs::remove_file(self.inner.config.dir.join(path));
+        }
         self.inner.wal.remove_segments_before(floor)?;
         self.inner.metrics.persist_seconds_total.record(started.elapsed());
         tracing::info!(files = file_count, tables = job_count, ms = started.elapsed().as_millis() as u64, "persisted buffers to Parquet");
@@ -440,6 +473,13 @@ impl Store {
         Some(TableSnapshot { name: name.to_string(), schema, batches, files })
     }
 
+    /// Each device's latest row in `name` (see `latest.rs`), with the table's schema.
+    pub fn latest_rows(&self, name: &str) -> Option<RecordBatch> {
+        let state = self.state();
+        let table = state.tables.get(name)?;
+        Some(table.latest.batch(&table.schema))
+    }
+
     pub fn table_names(&self) -> Vec<String> {
         self.state().tables.keys().cloned().collect()
     }
@@ -460,6 +500,14 @@ impl Store {
         drop(state);
         self.inner.metrics.snapshot(tables, self.inner.buffer_bytes.load(Ordering::Relaxed), files, file_bytes, self.inner.wal.metrics())
     }
+}
+
+/// What a snapshot wrote for one table, not yet committed.
+struct Written {
+    table: String,
+    files: Vec<FileMeta>,
+    latest_path: String,
+    latest: RecordBatch,
 }
 
 fn has_entries(dir: &std::path::Path) -> bool {
@@ -497,6 +545,7 @@ fn apply(state: &mut State, batches: &[Batch]) -> usize {
         }
         table.schema.extend(pending.columns);
         table.buffer.append(&table.schema, &batch.rows);
+        table.latest.observe(&batch.rows);
         let b = estimate_bytes(&batch.rows, table.schema.columns().len());
         table.buffer_bytes += b;
         table.counters.record(batch.rows.len(), batch.value_count(), 0);

@@ -91,9 +91,10 @@ async fn sigterm_persists_to_parquet_and_restart_reads_it_back() {
     assert_eq!(status, 200);
     assert_eq!(server.terminate(), Some(0), "SIGTERM must exit 0; log:\n{}", server.log_text());
     let tables = server.data_dir().join("store/tables/telemetry");
-    let days: Vec<String> =
+    let mut days: Vec<String> =
         std::fs::read_dir(&tables).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
-    assert_eq!(days.len(), 2, "one Parquet partition per UTC day, got {days:?}");
+    days.sort();
+    assert_eq!(days, ["2026-11-21", "2026-11-22", "latest"], "one Parquet partition per UTC day, and each device's latest row");
 
     server.restart();
     // Parquet (old rows) and the write buffer (a new row) answer together.

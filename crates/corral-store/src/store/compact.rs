@@ -8,7 +8,6 @@ use crate::buffer::{align, concat_aligned};
 use crate::manifest::{FileMeta, TableManifest};
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -136,14 +135,10 @@ impl Store {
 fn merge(dir: &Path, plan: &Plan, next_file_id: &mut u64) -> std::io::Result<Vec<FileMeta>> {
     let mut batches: Vec<RecordBatch> = Vec::new();
     for file in &plan.files {
-        let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(dir.join(&file.path))?)
-            .and_then(|b| b.build())
-            .map_err(std::io::Error::other)?;
-        for batch in reader {
-            // Older files lack columns added since: widen them (columns only ever append).
-            batches.push(align(&plan.schema, &batch.map_err(std::io::Error::other)?));
-        }
+        // Older files lack columns added since: widen them (columns only ever append).
+        let read = crate::persist::read_file(&dir.join(&file.path), &plan.schema)?;
+        batches.extend(read.iter().map(|batch| align(&plan.schema, batch)));
     }
     let all = concat_aligned(&plan.schema, &batches);
-    crate::persist::write_table(dir, &plan.table, &plan.schema, &all, next_file_id)
+    crate::persist::write_table(dir, &plan.table, &all, next_file_id)
 }

@@ -43,7 +43,7 @@ impl Server {
 /// an earlier run) and returns the process and its base URL once it listens.
 pub fn spawn(binary: &Path, data_dir: &Path, extra: &[String]) -> anyhow::Result<(Child, String)> {
     let mut child = Command::new(binary)
-        .args(["serve", "--http", "127.0.0.1:0", "--log", "warn,corral=info", "--data-dir"])
+        .args(["serve", "--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0", "--log", "warn,corral=info", "--data-dir"])
         .arg(data_dir)
         .args(extra)
         .env("CORRAL_ADMIN_TOKEN", ADMIN_TOKEN)

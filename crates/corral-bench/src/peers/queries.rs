@@ -3,7 +3,8 @@
 //!
 //! Corral's line protocol door consumes the `name` tag as the device (`?device_tag=name`), so
 //! Corral's SQL says `device` where PostgreSQL's says `name`; Corral's tags are strings, so numeric
-//! tags are cast. PostgreSQL uses the TSBS TimescaleDB-style `DISTINCT ON` for "latest per truck".
+//! tags are cast. PostgreSQL uses the TSBS TimescaleDB-style `DISTINCT ON` for "latest per truck";
+//! Corral reads its `latest` schema, which holds exactly those rows (each device's newest).
 //! VictoriaMetrics gets MetricsQL only where a faithful equivalent exists; otherwise `n/a` and why.
 
 use crate::fleet::format_ns;
@@ -29,16 +30,10 @@ pub fn fleet_queries(start_ns: i64, end_ns: i64) -> Vec<Query> {
     // (t - 1 ms) so that MetricsQL's (t - d, t] windows are [start, end) for 10 s-aligned samples
     let vm_end = end_ns as f64 / 1e9 - 0.001;
     let span_s = (end_ns - start_ns) / 1_000_000_000;
-    let latest = |cols: &str, table: &str, dev: &str, filter: &str| {
-        format!(
-            "SELECT {cols} FROM (SELECT {cols}, row_number() OVER (PARTITION BY {dev} ORDER BY time DESC) AS rn \
-             FROM {table}{filter}) t WHERE rn = 1"
-        )
-    };
     vec![
         Query {
             name: "last location per truck (fleet South)",
-            corral: latest("device, driver, latitude, longitude", "readings", "device", " WHERE fleet = 'South'"),
+            corral: "SELECT device, driver, latitude, longitude FROM latest.readings WHERE fleet = 'South'".into(),
             postgres: "SELECT DISTINCT ON (name) name, driver, latitude, longitude FROM readings \
                        WHERE fleet = 'South' ORDER BY name, time DESC"
                 .into(),
@@ -52,7 +47,7 @@ pub fn fleet_queries(start_ns: i64, end_ns: i64) -> Vec<Query> {
         },
         Query {
             name: "trucks with fuel below 10% (latest diagnostics)",
-            corral: format!("{} AND fuel_state < 0.1", latest("device, driver, fuel_state", "diagnostics", "device", "")),
+            corral: "SELECT device, driver, fuel_state FROM latest.diagnostics WHERE fuel_state < 0.1".into(),
             postgres: "SELECT name, driver, fuel_state FROM (SELECT DISTINCT ON (name) name, driver, fuel_state \
                        FROM diagnostics ORDER BY name, time DESC) d WHERE fuel_state < 0.1"
                 .into(),
@@ -63,10 +58,9 @@ pub fn fleet_queries(start_ns: i64, end_ns: i64) -> Vec<Query> {
         },
         Query {
             name: "trucks with load above 90% of capacity",
-            corral: format!(
-                "{} AND current_load > 0.9 * CAST(load_capacity AS DOUBLE)",
-                latest("device, driver, current_load, load_capacity", "diagnostics", "device", "")
-            ),
+            corral: "SELECT device, driver, current_load, load_capacity FROM latest.diagnostics \
+                     WHERE current_load > 0.9 * CAST(load_capacity AS DOUBLE)"
+                .into(),
             postgres: "SELECT name, driver, current_load, load_capacity FROM (SELECT DISTINCT ON (name) name, driver, \
                        current_load, load_capacity FROM diagnostics ORDER BY name, time DESC) d \
                        WHERE current_load > 0.9 * load_capacity"

@@ -73,13 +73,14 @@ pub fn print(ctx: &Ctx, reports: &[SystemReport]) {
         println!(
             "{}",
             json!({"workload": {"rows": ctx.rows, "values": ctx.values, "concurrency": ctx.args.concurrency,
-                   "batch": ctx.args.batch, "query_runs": ctx.args.runs}, "systems": systems, "checks": checks})
+                   "batch": ctx.args.batch, "query_runs": ctx.args.runs, "rounds": ctx.args.rounds}, "systems": systems, "checks": checks})
         );
         return;
     }
     println!(
-        "\nfleet benchmark: {} rows / {} values sent, {} client writers, {} rows per request; query latency = median of {} runs",
-        ctx.rows, ctx.values, ctx.args.concurrency, ctx.args.batch, ctx.args.runs
+        "\nfleet benchmark: {} rows / {} values sent, {} client writers, {} rows per request; medians of {} rounds \
+         (each a fresh start, load and queries); query latency per round = median of {} runs",
+        ctx.rows, ctx.values, ctx.args.concurrency, ctx.args.batch, ctx.args.rounds, ctx.args.runs
     );
     let peers: Vec<&SystemReport> = reports.iter().filter(|r| r.name != "corral").collect();
     let mut header = format!("{:<66}", "metric");

@@ -1,0 +1,166 @@
+//! Least-privilege topic access rules for each kind of [`Identity`].
+//!
+//! - Device: only `devices/<own id or child>/<something>` for both publish and subscribe; a
+//!   wildcard in the device level (`devices/+/...`, `#`) is denied.
+//! - Application: may subscribe to anything (a tenant scope then filters what it receives).
+//!   Viewers may not publish; operators and admins may, but not to the device→platform topics
+//!   (telemetry, attributes, reported twin: those speak for a device), and a tenant-scoped one
+//!   only to devices of its tenant.
+//! - Anonymous (open mode): anything outside `devices/`.
+//! - Nobody publishes to `$`-topics (reserved for the server).
+
+use crate::hooks::{BrokerHooks, Identity, Role};
+use crate::topic;
+
+/// May `who` publish to `topic` (a valid topic name)?
+pub(crate) fn may_publish(who: &Identity, topic_name: &str, hooks: &dyn BrokerHooks) -> bool {
+    if topic_name.starts_with('$') {
+        return false;
+    }
+    match who {
+        Identity::Device { id, children, .. } => match topic::device_of(topic_name) {
+            Some(device) => device == id || children.iter().any(|c| c == device),
+            None => false,
+        },
+        Identity::Application { role, tenant, .. } => {
+            if *role == Role::Viewer || topic::platform_topic(topic_name).is_some() {
+                return false;
+            }
+            match (tenant, topic::device_of(topic_name)) {
+                (Some(tenant), Some(device)) => {
+                    hooks.device_tenant(device).as_deref() == Some(tenant.as_str())
+                }
+                _ => true,
+            }
+        }
+        Identity::Anonymous => first_level(topic_name) != "devices",
+    }
+}
+
+/// May `who` subscribe to `filter` (valid, with any `$share/<group>/` prefix removed)?
+pub(crate) fn may_subscribe(who: &Identity, filter: &str) -> bool {
+    match who {
+        Identity::Device { id, children, .. } => {
+            let mut levels = filter.split('/');
+            let (Some("devices"), Some(device), Some(_)) =
+                (levels.next(), levels.next(), levels.next())
+            else {
+                return false;
+            };
+            device == id || children.iter().any(|c| c == device)
+        }
+        Identity::Application { .. } => true,
+        Identity::Anonymous => !matches!(first_level(filter), "devices" | "+" | "#"),
+    }
+}
+
+fn first_level(s: &str) -> &str {
+    s.split('/').next().unwrap_or("")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hooks::{ConnectRefusal, ConnectRequest, InboundPublish, PublishRefusal};
+
+    struct Tenants;
+    #[async_trait::async_trait]
+    impl BrokerHooks for Tenants {
+        async fn authenticate(&self, _: &ConnectRequest) -> Result<Identity, ConnectRefusal> {
+            Err(ConnectRefusal::NotAuthorized)
+        }
+        async fn on_platform_publish(
+            &self,
+            _: &Identity,
+            _: &InboundPublish,
+        ) -> Result<(), PublishRefusal> {
+            Ok(())
+        }
+        fn device_tenant(&self, device: &str) -> Option<String> {
+            match device {
+                "a1" => Some("acme".into()),
+                "b1" => Some("beta".into()),
+                _ => None,
+            }
+        }
+    }
+
+    fn device() -> Identity {
+        Identity::Device {
+            id: "gw".into(),
+            tenant: "acme".into(),
+            children: vec!["c1".into()],
+        }
+    }
+
+    fn app(role: Role, tenant: Option<&str>) -> Identity {
+        Identity::Application {
+            name: "app".into(),
+            role,
+            tenant: tenant.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn devices_stay_under_their_own_and_childrens_topics() {
+        let d = device();
+        assert!(may_publish(&d, "devices/gw/telemetry", &Tenants));
+        assert!(may_publish(&d, "devices/c1/telemetry", &Tenants));
+        assert!(!may_publish(&d, "devices/other/telemetry", &Tenants));
+        assert!(!may_publish(&d, "devices/gw", &Tenants));
+        assert!(!may_publish(&d, "elsewhere", &Tenants));
+        assert!(may_subscribe(&d, "devices/gw/commands/#"));
+        assert!(may_subscribe(&d, "devices/c1/+"));
+        assert!(!may_subscribe(&d, "devices/+/commands/#"));
+        assert!(!may_subscribe(&d, "#"));
+        assert!(!may_subscribe(&d, "devices/gw"));
+        assert!(!may_subscribe(&d, "devices/#"));
+    }
+
+    #[test]
+    fn applications_by_role_and_tenant() {
+        assert!(may_subscribe(&app(Role::Viewer, None), "#"));
+        assert!(!may_publish(
+            &app(Role::Viewer, None),
+            "devices/a1/commands/x",
+            &Tenants
+        ));
+        assert!(may_publish(
+            &app(Role::Operator, None),
+            "devices/a1/commands/x",
+            &Tenants
+        ));
+        assert!(may_publish(
+            &app(Role::Operator, Some("acme")),
+            "devices/a1/commands/x",
+            &Tenants
+        ));
+        assert!(!may_publish(
+            &app(Role::Operator, Some("acme")),
+            "devices/b1/commands/x",
+            &Tenants
+        ));
+        assert!(!may_publish(
+            &app(Role::Admin, Some("acme")),
+            "devices/unknown/commands/x",
+            &Tenants
+        ));
+        assert!(!may_publish(
+            &app(Role::Admin, None),
+            "devices/a1/telemetry",
+            &Tenants
+        ));
+        assert!(!may_publish(&app(Role::Admin, None), "$SYS/x", &Tenants));
+    }
+
+    #[test]
+    fn anonymous_stays_outside_devices() {
+        let a = Identity::Anonymous;
+        assert!(may_publish(&a, "lobby/chat", &Tenants));
+        assert!(!may_publish(&a, "devices/a1/telemetry", &Tenants));
+        assert!(may_subscribe(&a, "lobby/#"));
+        assert!(!may_subscribe(&a, "#"));
+        assert!(!may_subscribe(&a, "+/a1/telemetry"));
+        assert!(!may_subscribe(&a, "devices/#"));
+    }
+}

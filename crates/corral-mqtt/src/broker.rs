@@ -1,0 +1,244 @@
+//! [`Broker`]: the handle the binary holds. Construction (recovering durable state), listeners,
+//! platform-side operations (publish, kick), housekeeping, shutdown and metrics.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, watch};
+
+use crate::codec::{QoS, ReasonCode};
+use crate::config::BrokerConfig;
+use crate::connection::{self, Transport};
+use crate::error::BrokerError;
+use crate::hooks::{BrokerHooks, Identity};
+use crate::message::Message;
+use crate::metrics::{Gauges, Metrics, MetricsSnapshot};
+use crate::persist::{self, Persist, StateCapture};
+use crate::retained::RetainedStore;
+use crate::state::{BrokerState, read};
+use crate::trie::SubscriptionTrie;
+use crate::will::PendingWills;
+
+/// The MQTT broker. Cheap to clone; all clones drive the same broker.
+#[derive(Clone)]
+pub struct Broker {
+    state: Arc<BrokerState>,
+}
+
+impl Broker {
+    /// Validates `config`, recovers persistent sessions and retained messages from
+    /// `config.data_dir` and starts the housekeeping and state-writer tasks. Must run inside a
+    /// Tokio runtime.
+    pub fn new(config: BrokerConfig, hooks: Arc<dyn BrokerHooks>) -> Result<Broker, BrokerError> {
+        config.validate()?;
+        tokio::runtime::Handle::try_current().map_err(|_| BrokerError::NoRuntime)?;
+        let opened = match &config.data_dir {
+            Some(dir) => Some(persist::open(dir)?),
+            None => None,
+        };
+        let snapshot_every = config.snapshot_every_ops;
+        let (shutdown, _) = watch::channel(false);
+        let mut recovered = None;
+        let state = Arc::new_cyclic(|me: &Weak<BrokerState>| {
+            let persist = opened.map(|opened| {
+                let capture: Weak<dyn StateCapture> = me.clone();
+                let (persist, rec) = Persist::start(opened, capture, snapshot_every);
+                recovered = Some(rec);
+                persist
+            });
+            BrokerState {
+                config,
+                hooks,
+                sessions: Mutex::new(HashMap::new()),
+                trie: RwLock::new(SubscriptionTrie::default()),
+                retained: RwLock::new(RetainedStore::default()),
+                persist,
+                metrics: Metrics::default(),
+                wills: PendingWills::default(),
+                next_msg_id: AtomicU64::new(1),
+                next_generation: AtomicU64::new(1),
+                shutdown,
+                live_tasks: AtomicUsize::new(0),
+                all_tasks_done: Notify::new(),
+                me: me.clone(),
+            }
+        });
+        if let Some(rec) = recovered {
+            state
+                .next_msg_id
+                .store(rec.max_msg_id + 1, Ordering::Relaxed);
+            {
+                let mut retained = crate::state::write(&state.retained);
+                for (_, message) in rec.retained {
+                    retained.set(message);
+                }
+            }
+            state.install_recovered(rec.sessions);
+        }
+        tokio::spawn(housekeeping(Arc::downgrade(&state)));
+        Ok(Broker { state })
+    }
+
+    /// Accepts MQTT-over-TCP connections until [`Broker::shutdown`].
+    pub async fn serve_tcp(&self, listener: TcpListener) -> std::io::Result<()> {
+        let mut stop = self.state.shutdown.subscribe();
+        loop {
+            if *stop.borrow() {
+                return Ok(());
+            }
+            tokio::select! {
+                _ = stop.changed() => return Ok(()),
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, peer)) => {
+                        let broker = self.clone();
+                        tokio::spawn(async move { broker.serve_tcp_stream(stream, peer).await });
+                    }
+                    Err(e) => {
+                        // EMFILE and friends: back off instead of spinning.
+                        tracing::warn!(error = %e, "MQTT accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+            }
+        }
+    }
+
+    /// Serves one accepted TCP connection (the low-memory path: no read buffer while idle).
+    pub async fn serve_tcp_stream(&self, stream: TcpStream, peer: SocketAddr) {
+        let _ = stream.set_nodelay(true);
+        connection::run(self.state.clone(), Transport::tcp(stream), peer, "tcp").await;
+    }
+
+    /// Serves MQTT over any byte stream (WebSocket, TLS, ...) until it closes. `transport` is a
+    /// label for logs and [`ConnectRequest::transport`](crate::ConnectRequest).
+    pub async fn serve_connection<S>(&self, stream: S, peer: SocketAddr, transport: &'static str)
+    where
+        S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    {
+        connection::run(
+            self.state.clone(),
+            Transport::stream(stream),
+            peer,
+            transport,
+        )
+        .await;
+    }
+
+    /// Publishes a message as the platform (alarms, commands). Messages on `devices/<id>/...`
+    /// carry that device's tenant. Resolves once routed (and durable where that applies).
+    pub async fn publish_from_platform(
+        &self,
+        topic: &str,
+        payload: impl Into<Bytes>,
+        qos: QoS,
+        retain: bool,
+    ) -> Result<(), BrokerError> {
+        if self.state.is_shutting_down() {
+            return Err(BrokerError::ShuttingDown);
+        }
+        if !crate::topic::is_valid_topic_name(topic) {
+            return Err(BrokerError::InvalidTopic(topic.to_owned()));
+        }
+        let origin_tenant = crate::topic::device_of(topic)
+            .and_then(|device| self.state.hooks.device_tenant(device))
+            .map(Arc::from);
+        let message = Arc::new(Message {
+            id: self.state.new_message_id(),
+            topic: Arc::from(topic),
+            payload: payload.into(),
+            qos,
+            retain,
+            props: None,
+            expires_at_ms: None,
+            origin_client: None,
+            origin_tenant,
+        });
+        if self.state.route(message)
+            && let Some(p) = &self.state.persist
+            && !p.barrier().await.unwrap_or(false)
+        {
+            return Err(BrokerError::State {
+                path: "mqtt state log".into(),
+                message: "write failed".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Disconnects every client whose identity matches (v5: DISCONNECT with `reason`, e.g.
+    /// 0x98 administrative action). Returns how many were asked to leave.
+    pub fn disconnect_client_where(
+        &self,
+        reason: ReasonCode,
+        pred: impl Fn(&Identity) -> bool,
+    ) -> usize {
+        self.state.kick_where(reason, &pred)
+    }
+
+    /// Disconnects the device `device_id` (quarantined, decommissioned, token rotated).
+    pub fn kick_device(&self, device_id: &str, reason: ReasonCode) -> usize {
+        self.disconnect_client_where(
+            reason,
+            |who| matches!(who, Identity::Device { id, .. } if id == device_id),
+        )
+    }
+
+    /// Stops listeners, disconnects every client (v5: 0x8B server shutting down), waits up to
+    /// `grace` for connection tasks, then flushes and snapshots durable state.
+    pub async fn shutdown(&self, grace: Duration) {
+        let state = &self.state;
+        state.shutdown.send_replace(true);
+        let deadline = Instant::now() + grace;
+        while state.live_tasks.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+            let notified = state.all_tasks_done.notified();
+            if state.live_tasks.load(Ordering::Acquire) == 0 {
+                break;
+            }
+            let _ = tokio::time::timeout(Duration::from_millis(50), notified).await;
+        }
+        if let Some(p) = &state.persist {
+            p.shutdown().await;
+        }
+        tracing::info!("MQTT broker stopped");
+    }
+
+    pub fn metrics(&self) -> MetricsSnapshot {
+        let state = &self.state;
+        let (sessions, persistent) = {
+            let sessions = state.sessions();
+            let persistent = sessions.values().filter(|s| s.is_persistent()).count();
+            (sessions.len() as u64, persistent as u64)
+        };
+        state.metrics.snapshot(Gauges {
+            sessions,
+            persistent_sessions: persistent,
+            retained_messages: read(&state.retained).len() as u64,
+            subscriptions: read(&state.trie).len() as u64,
+            pending_wills: state.wills.len() as u64,
+        })
+    }
+}
+
+/// Fires due wills (every 100 ms) and expires sessions (every second) until the broker is gone.
+async fn housekeeping(state: Weak<BrokerState>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ticks = 0u64;
+    loop {
+        tick.tick().await;
+        let Some(state) = state.upgrade() else { return };
+        for will in state.wills.take_due(Instant::now()) {
+            state.publish_will(will.message, &will.identity);
+        }
+        ticks += 1;
+        if ticks.is_multiple_of(10) {
+            state.expire_sessions();
+        }
+    }
+}

@@ -1,0 +1,564 @@
+//! Packets from the client: PUBLISH (ACL, platform hook, routing, ordered durable acks), the
+//! acknowledgements of our own publishes, SUBSCRIBE/UNSUBSCRIBE, PINGREQ, DISCONNECT.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::{Connection, Exit};
+use crate::codec::{
+    Disconnect, Packet, PubAck, Publish, QoS, ReasonCode, SubAck, Subscribe, UnsubAck, Unsubscribe,
+};
+use crate::hooks::{Identity, InboundPublish, PublishRefusal};
+use crate::message::{Message, forwarded_properties, now_ms};
+use crate::persist::{Op, Persist};
+use crate::session::{Phase, Subscription};
+use crate::{acl, metrics, topic};
+
+/// Payloads up to this size are copied out of the read buffer, so a queued small message does
+/// not pin a whole read buffer in memory; larger ones are shared without copying.
+const COPY_PAYLOAD_BELOW: usize = 512;
+
+/// A publish that went through the (ordered) first stage.
+pub(crate) enum Staged {
+    Accept {
+        message: Arc<Message>,
+        qos: QoS,
+        packet_id: u16,
+    },
+    /// Not routed; acknowledged with `reason` (v5 0x87 on ACL denial; success for 3.1.1).
+    Refuse {
+        qos: QoS,
+        packet_id: u16,
+        reason: ReasonCode,
+    },
+    PlatformRefused {
+        qos: QoS,
+        packet_id: u16,
+        topic: Arc<str>,
+        refusal: PublishRefusal,
+    },
+    /// A QoS 2 resend of a packet id we already hold: PUBREC again, route nothing.
+    Duplicate { packet_id: u16 },
+}
+
+/// The hook's view of a message on a platform topic; `None` if the topic is not one.
+pub(crate) fn platform_publish_of(
+    message: &Message,
+    identity: &Identity,
+) -> Option<InboundPublish> {
+    let _ = identity;
+    let (device, kind) = topic::platform_topic(&message.topic)?;
+    let props = message.props.as_deref();
+    Some(InboundPublish {
+        client_id: message
+            .origin_client
+            .clone()
+            .unwrap_or_else(|| Arc::from("")),
+        topic: message.topic.clone(),
+        device: device.to_owned(),
+        kind,
+        payload: message.payload.clone(),
+        qos: message.qos,
+        retain: message.retain,
+        content_type: props.and_then(|p| p.content_type.clone()),
+        user_properties: props.map(|p| p.user_properties.clone()).unwrap_or_default(),
+    })
+}
+
+impl Connection {
+    pub(super) fn on_packet(&mut self, packet: Packet) {
+        match packet {
+            Packet::Publish(p) => self.on_publish(p),
+            Packet::PubAck(a) => self.on_outbound_ack(a, Phase::AwaitPubAck),
+            Packet::PubComp(a) => self.on_outbound_ack(a, Phase::AwaitPubComp),
+            Packet::PubRec(a) => self.on_pubrec(a),
+            Packet::PubRel(a) => self.on_pubrel(a),
+            Packet::Subscribe(s) => self.on_subscribe(s),
+            Packet::Unsubscribe(u) => self.on_unsubscribe(u),
+            Packet::PingReq => self.send(&Packet::PingResp),
+            Packet::Disconnect(d) => self.on_disconnect(d),
+            other => {
+                tracing::info!(client_id = %self.client_id, packet = other.kind(), "unexpected packet from client");
+                metrics::inc(&self.state.metrics.protocol_errors);
+                self.fail(Exit::Protocol(ReasonCode::PROTOCOL_ERROR));
+            }
+        }
+    }
+
+    fn on_publish(&mut self, p: Publish) {
+        let qos = p.qos;
+        let packet_id = p.packet_id;
+        self.state.metrics.message_in(qos);
+        if let Some(bucket) = &mut self.rate {
+            let now = Instant::now();
+            if let Some(wait) = bucket.take(now) {
+                metrics::inc(&self.state.metrics.throttled);
+                self.throttled_until = Some(now + wait.max(Duration::from_millis(1)));
+            }
+        }
+        if !p.properties.subscription_identifiers.is_empty() {
+            // Only the server puts subscription identifiers into a PUBLISH (MQTT 5 §3.3.4).
+            metrics::inc(&self.state.metrics.protocol_errors);
+            return self.fail(Exit::Protocol(ReasonCode::PROTOCOL_ERROR));
+        }
+        let topic = match self.resolve_topic(&p) {
+            Ok(t) => t,
+            Err(reason) => {
+                metrics::inc(&self.state.metrics.protocol_errors);
+                return self.fail(Exit::Protocol(reason));
+            }
+        };
+        if qos != QoS::AtMostOnce {
+            let held = self.session.lock().inbound_qos2.len();
+            if self.unacked_inbound + held >= usize::from(self.state.config.receive_maximum) {
+                tracing::info!(client_id = %self.client_id, "receive maximum exceeded");
+                metrics::inc(&self.state.metrics.protocol_errors);
+                return self.fail(Exit::Protocol(ReasonCode::RECEIVE_MAXIMUM_EXCEEDED));
+            }
+            self.unacked_inbound += 1;
+        }
+        if qos == QoS::ExactlyOnce && self.session.lock().inbound_qos2.contains(&packet_id) {
+            return self.stage_ready(Staged::Duplicate { packet_id });
+        }
+        if !acl::may_publish(&self.identity, &topic, &*self.state.hooks) {
+            metrics::inc(&self.state.metrics.denied_publish);
+            tracing::info!(client_id = %self.client_id, topic = %topic, qos = qos as u8, "publish denied by ACL");
+            if qos == QoS::AtMostOnce {
+                return;
+            }
+            // 3.1.1 has no negative ack: acknowledge and drop, like Mosquitto.
+            let reason = if self.is_v5() {
+                ReasonCode::NOT_AUTHORIZED
+            } else {
+                ReasonCode::SUCCESS
+            };
+            return self.stage_ready(Staged::Refuse {
+                qos,
+                packet_id,
+                reason,
+            });
+        }
+        let now = now_ms();
+        let payload = if p.payload.len() < COPY_PAYLOAD_BELOW {
+            Bytes::copy_from_slice(&p.payload)
+        } else {
+            p.payload
+        };
+        let origin_tenant = self.origin_tenant(&topic);
+        let message = Arc::new(Message {
+            id: self.state.new_message_id(),
+            topic,
+            payload,
+            qos,
+            retain: p.retain,
+            props: if self.is_v5() {
+                forwarded_properties(&p.properties)
+            } else {
+                None
+            },
+            expires_at_ms: p
+                .properties
+                .message_expiry_interval
+                .map(|s| now + u64::from(s) * 1000),
+            origin_client: Some(self.client_id.clone()),
+            origin_tenant,
+        });
+        match platform_publish_of(&message, &self.identity) {
+            Some(publish) => {
+                let hooks = self.state.hooks.clone();
+                let who = self.identity.clone();
+                self.staged.push_back(Box::pin(async move {
+                    match hooks.on_platform_publish(&who, &publish).await {
+                        Ok(()) => Staged::Accept {
+                            message,
+                            qos,
+                            packet_id,
+                        },
+                        Err(refusal) => Staged::PlatformRefused {
+                            qos,
+                            packet_id,
+                            topic: publish.topic,
+                            refusal,
+                        },
+                    }
+                }));
+            }
+            None => self.stage_ready(Staged::Accept {
+                message,
+                qos,
+                packet_id,
+            }),
+        }
+    }
+
+    /// Topic of a PUBLISH after MQTT 5 topic alias resolution, or the DISCONNECT reason.
+    fn resolve_topic(&mut self, p: &Publish) -> Result<Arc<str>, ReasonCode> {
+        let Some(alias) = p.properties.topic_alias.filter(|_| self.is_v5()) else {
+            return if p.topic.is_empty() {
+                Err(ReasonCode::PROTOCOL_ERROR)
+            } else {
+                Ok(p.topic.clone())
+            };
+        };
+        if alias == 0 || alias > self.state.config.topic_alias_maximum {
+            return Err(ReasonCode::TOPIC_ALIAS_INVALID);
+        }
+        if p.topic.is_empty() {
+            self.inbound_aliases
+                .get(&alias)
+                .cloned()
+                .ok_or(ReasonCode::PROTOCOL_ERROR)
+        } else {
+            self.inbound_aliases.insert(alias, p.topic.clone());
+            Ok(p.topic.clone())
+        }
+    }
+
+    /// The tenant a message on `topic` from this client belongs to.
+    pub(super) fn origin_tenant(&self, topic_name: &str) -> Option<Arc<str>> {
+        match topic::device_of(topic_name) {
+            Some(device) => match &*self.identity {
+                Identity::Device { id, .. } if id == device => self.tenant.clone(),
+                _ => self
+                    .state
+                    .hooks
+                    .device_tenant(device)
+                    .map(Arc::from)
+                    .or_else(|| self.tenant.clone()),
+            },
+            None => self.tenant.clone(),
+        }
+    }
+
+    /// Handles `staged` now if nothing is ahead of it, else queues it behind the others.
+    fn stage_ready(&mut self, staged: Staged) {
+        if self.staged.is_empty() {
+            self.on_staged(staged);
+        } else {
+            self.staged.push_back(Box::pin(async move { staged }));
+        }
+    }
+
+    /// A publish left the first stage (in arrival order): route it and schedule its ack.
+    pub(super) fn on_staged(&mut self, staged: Staged) {
+        match staged {
+            Staged::Accept {
+                message,
+                qos,
+                packet_id,
+            } => {
+                let logged = self.state.route(message);
+                match qos {
+                    QoS::AtMostOnce => {}
+                    QoS::AtLeastOnce => self.ack_after(
+                        Packet::PubAck(PubAck::new(packet_id, ReasonCode::SUCCESS)),
+                        logged,
+                    ),
+                    QoS::ExactlyOnce => {
+                        let stored = self.hold_inbound_qos2(packet_id);
+                        self.ack_after(
+                            Packet::PubRec(PubAck::new(packet_id, ReasonCode::SUCCESS)),
+                            logged || stored,
+                        );
+                    }
+                }
+            }
+            Staged::Refuse {
+                qos,
+                packet_id,
+                reason,
+            } => self.ack_now_or_in_order(qos, packet_id, reason),
+            Staged::PlatformRefused {
+                qos,
+                packet_id,
+                topic,
+                refusal,
+            } => {
+                metrics::inc(&self.state.metrics.platform_refused);
+                tracing::info!(client_id = %self.client_id, topic = %topic, error = %refusal, "platform refused publish");
+                match (qos, self.is_v5()) {
+                    (QoS::AtMostOnce, _) => {}
+                    (_, true) => {
+                        let allowed = [0x80, 0x83, 0x87, 0x90, 0x97, 0x99];
+                        let reason = if allowed.contains(&refusal.reason.0) {
+                            refusal.reason
+                        } else {
+                            ReasonCode::UNSPECIFIED_ERROR
+                        };
+                        self.ack_now_or_in_order(qos, packet_id, reason);
+                    }
+                    (_, false) => self.fail(Exit::Refused),
+                }
+            }
+            Staged::Duplicate { packet_id } => {
+                let durable = self.state.persist_for(&self.session).is_some();
+                self.ack_after(
+                    Packet::PubRec(PubAck::new(packet_id, ReasonCode::SUCCESS)),
+                    durable,
+                );
+            }
+        }
+    }
+
+    fn ack_now_or_in_order(&mut self, qos: QoS, packet_id: u16, reason: ReasonCode) {
+        let ack = PubAck::new(packet_id, reason);
+        let packet = if qos == QoS::ExactlyOnce {
+            Packet::PubRec(ack)
+        } else {
+            Packet::PubAck(ack)
+        };
+        self.ack_after(packet, false);
+    }
+
+    /// Remembers an inbound QoS 2 packet id until PUBREL; true if that was logged.
+    fn hold_inbound_qos2(&mut self, packet_id: u16) -> bool {
+        let persist = self.state.persist_for(&self.session);
+        let _gate = persist.map(Persist::gate);
+        let mut st = self.session.lock();
+        if !st.owned_by(self.generation) {
+            return false;
+        }
+        st.inbound_qos2.insert(packet_id);
+        if let Some(p) = persist {
+            p.log(&Op::InboundQos2 {
+                client_id: self.client_id.clone(),
+                packet_id,
+                stored: true,
+            });
+        }
+        persist.is_some()
+    }
+
+    /// Sends `packet` once everything logged so far is durable (when `wait`), keeping acks in
+    /// arrival order behind any still waiting.
+    fn ack_after(&mut self, packet: Packet, wait: bool) {
+        let barrier = self
+            .state
+            .persist
+            .as_ref()
+            .filter(|_| wait)
+            .map(Persist::barrier);
+        if barrier.is_none() && self.acks.is_empty() {
+            return self.send_ack(packet);
+        }
+        self.acks.push_back(Box::pin(async move {
+            match barrier {
+                Some(durable) => durable.await.unwrap_or(false).then_some(packet),
+                None => Some(packet),
+            }
+        }));
+    }
+
+    pub(super) fn on_ack_ready(&mut self, ack: Option<Packet>) {
+        match ack {
+            Some(packet) => self.send_ack(packet),
+            None => {
+                // The state log could not be written: the publish is not acknowledged; the
+                // client resends it after reconnecting.
+                self.fail(Exit::Protocol(ReasonCode::UNSPECIFIED_ERROR));
+            }
+        }
+    }
+
+    fn send_ack(&mut self, packet: Packet) {
+        if matches!(packet, Packet::PubAck(_) | Packet::PubRec(_)) {
+            self.unacked_inbound = self.unacked_inbound.saturating_sub(1);
+        }
+        self.send(&packet);
+    }
+
+    fn on_pubrel(&mut self, ack: PubAck) {
+        let persist = self.state.persist_for(&self.session);
+        let released = {
+            let _gate = persist.map(Persist::gate);
+            let mut st = self.session.lock();
+            let released = st.owned_by(self.generation) && st.inbound_qos2.remove(&ack.packet_id);
+            if released && let Some(p) = persist {
+                p.log(&Op::InboundQos2 {
+                    client_id: self.client_id.clone(),
+                    packet_id: ack.packet_id,
+                    stored: false,
+                });
+            }
+            released
+        };
+        let reason = if released || !self.is_v5() {
+            ReasonCode::SUCCESS
+        } else {
+            ReasonCode::PACKET_IDENTIFIER_NOT_FOUND
+        };
+        // Durable before PUBCOMP: a forgotten release would swallow a later publish reusing the id.
+        self.ack_after(
+            Packet::PubComp(PubAck::new(ack.packet_id, reason)),
+            released && persist.is_some(),
+        );
+    }
+
+    /// PUBACK (QoS 1 done) or PUBCOMP (QoS 2 done) for a message we sent.
+    fn on_outbound_ack(&mut self, ack: PubAck, expected: Phase) {
+        let persist = self.state.persist_for(&self.session);
+        let _gate = persist.map(Persist::gate);
+        let mut st = self.session.lock();
+        if !st.owned_by(self.generation) {
+            return;
+        }
+        if st
+            .inflight
+            .get(&ack.packet_id)
+            .is_some_and(|i| i.phase == expected)
+            && let Some(done) = st.inflight.remove(&ack.packet_id)
+            && let Some(p) = persist
+        {
+            p.log(&Op::Done {
+                client_id: self.client_id.clone(),
+                msg_id: done.out.message.id,
+            });
+        }
+    }
+
+    fn on_pubrec(&mut self, ack: PubAck) {
+        let persist = self.state.persist_for(&self.session);
+        let reply = {
+            let _gate = persist.map(Persist::gate);
+            let mut st = self.session.lock();
+            if !st.owned_by(self.generation) {
+                return;
+            }
+            match st.inflight.get_mut(&ack.packet_id) {
+                Some(inflight) if inflight.phase == Phase::AwaitPubRec && ack.reason.is_error() => {
+                    let msg_id = inflight.out.message.id;
+                    st.inflight.remove(&ack.packet_id);
+                    if let Some(p) = persist {
+                        p.log(&Op::Done {
+                            client_id: self.client_id.clone(),
+                            msg_id,
+                        });
+                    }
+                    None
+                }
+                Some(inflight) if inflight.phase != Phase::AwaitPubAck => {
+                    inflight.phase = Phase::AwaitPubComp;
+                    if let Some(p) = persist {
+                        p.log(&Op::Released {
+                            client_id: self.client_id.clone(),
+                            msg_id: inflight.out.message.id,
+                        });
+                    }
+                    Some(ReasonCode::SUCCESS)
+                }
+                _ if self.version == crate::codec::ProtocolVersion::V5 => {
+                    Some(ReasonCode::PACKET_IDENTIFIER_NOT_FOUND)
+                }
+                _ => Some(ReasonCode::SUCCESS),
+            }
+        };
+        if let Some(reason) = reply {
+            self.send(&Packet::PubRel(PubAck::new(ack.packet_id, reason)));
+        }
+    }
+
+    fn on_subscribe(&mut self, s: Subscribe) {
+        let id = s.properties.subscription_identifiers.first().copied();
+        let scope: Option<Arc<str>> = self.identity.receive_scope().map(Arc::from);
+        let now = now_ms();
+        let mut reasons = Vec::with_capacity(s.filters.len());
+        let mut retained = Vec::new();
+        for (filter, options) in s.filters {
+            let inner = topic::parse_shared(&filter).map_or(filter.as_str(), |(_, f)| f);
+            if !acl::may_subscribe(&self.identity, inner) {
+                metrics::inc(&self.state.metrics.denied_subscribe);
+                tracing::info!(client_id = %self.client_id, filter = %filter, "subscription denied by ACL");
+                reasons.push(if self.is_v5() {
+                    ReasonCode::NOT_AUTHORIZED
+                } else {
+                    ReasonCode::UNSPECIFIED_ERROR
+                });
+                continue;
+            }
+            let sub = Subscription {
+                options,
+                id,
+                tenant_scope: scope.clone(),
+            };
+            let existed =
+                self.state
+                    .subscribe(&self.session, self.generation, &filter, sub.clone());
+            retained.extend(self.state.retained_for(&filter, &sub, existed, now));
+            reasons.push(ReasonCode(options.qos as u8));
+        }
+        self.send(&Packet::SubAck(SubAck {
+            packet_id: s.packet_id,
+            properties: Default::default(),
+            reasons,
+        }));
+        // After the SUBACK, as the spec wants; the drain that follows sends them.
+        for out in retained {
+            self.state.deliver_to(&self.session, out);
+        }
+    }
+
+    fn on_unsubscribe(&mut self, u: Unsubscribe) {
+        let mut reasons = Vec::with_capacity(u.filters.len());
+        for filter in &u.filters {
+            let removed = self
+                .state
+                .unsubscribe(&self.session, self.generation, filter);
+            reasons.push(if removed {
+                ReasonCode::SUCCESS
+            } else {
+                ReasonCode::NO_SUBSCRIPTION_EXISTED
+            });
+        }
+        if !self.is_v5() {
+            reasons.clear();
+        }
+        self.send(&Packet::UnsubAck(UnsubAck {
+            packet_id: u.packet_id,
+            properties: Default::default(),
+            reasons,
+        }));
+    }
+
+    fn on_disconnect(&mut self, d: Disconnect) {
+        if self.is_v5()
+            && let Some(expiry) = d.properties.session_expiry_interval
+        {
+            if self.session_expiry_secs == 0 && expiry != 0 {
+                // MQTT 5 §3.14.2.2.2: a session that was not durable cannot become durable here.
+                return self.fail(Exit::Protocol(ReasonCode::PROTOCOL_ERROR));
+            }
+            self.set_session_expiry(expiry);
+        }
+        let with_will = self.is_v5() && d.reason == ReasonCode::DISCONNECT_WITH_WILL;
+        self.fail(Exit::ClientDisconnect { with_will });
+    }
+
+    fn set_session_expiry(&mut self, expiry: u32) {
+        self.session_expiry_secs = expiry;
+        let _gate = self.state.persist.as_ref().map(Persist::gate);
+        let mut st = self.session.lock();
+        if !st.owned_by(self.generation) {
+            return;
+        }
+        st.expiry_secs = expiry;
+        let was = self
+            .session
+            .persistent
+            .swap(expiry > 0, std::sync::atomic::Ordering::AcqRel);
+        if let Some(p) = &self.state.persist {
+            if expiry > 0 {
+                p.log(&Op::SessionUpsert {
+                    client_id: self.client_id.clone(),
+                    expiry_secs: expiry,
+                    protocol: st.protocol,
+                });
+            } else if was {
+                p.log(&Op::SessionDelete {
+                    client_id: self.client_id.clone(),
+                });
+            }
+        }
+    }
+}

@@ -1,0 +1,185 @@
+//! The seam between the broker and the platform: who a client is, what happens to platform
+//! publishes, and connection lifecycle notifications. The broker knows nothing of storage; the
+//! binary implements [`BrokerHooks`] on top of the registry and the ingest pipeline.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::codec::{ProtocolVersion, QoS, ReasonCode};
+use crate::topic::PlatformTopic;
+
+/// Role of an application (API token) identity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    Admin,
+    Operator,
+    Viewer,
+}
+
+/// Who a connected client is, as decided by [`BrokerHooks::authenticate`]. Drives the ACL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Identity {
+    /// A device; `children` are the devices this gateway may speak for.
+    Device {
+        id: String,
+        tenant: String,
+        children: Vec<String>,
+    },
+    /// A program or person holding an API token.
+    Application {
+        name: String,
+        role: Role,
+        /// `Some` limits what it receives (and may command) to that tenant.
+        tenant: Option<String>,
+    },
+    /// Only when `BrokerConfig::allow_anonymous` is on and the client sent no user name.
+    Anonymous,
+}
+
+impl Identity {
+    /// The tenant messages published by this identity carry (`None` for unscoped ones).
+    pub fn tenant(&self) -> Option<&str> {
+        match self {
+            Identity::Device { tenant, .. } => Some(tenant),
+            Identity::Application { tenant, .. } => tenant.as_deref(),
+            Identity::Anonymous => None,
+        }
+    }
+
+    /// The tenant this identity may receive messages of (`None` = all).
+    pub fn receive_scope(&self) -> Option<&str> {
+        match self {
+            Identity::Application { tenant, .. } => tenant.as_deref(),
+            // A device's subscriptions are confined to its own topics by the ACL already.
+            Identity::Device { .. } | Identity::Anonymous => None,
+        }
+    }
+}
+
+/// What [`BrokerHooks::authenticate`] gets to decide on.
+#[derive(Debug, Clone)]
+pub struct ConnectRequest {
+    pub client_id: String,
+    pub username: Option<String>,
+    pub password: Option<Bytes>,
+    pub protocol: ProtocolVersion,
+    pub peer_addr: SocketAddr,
+    /// Label given to `serve_connection` ("tcp", "ws", "tls", ...).
+    pub transport: &'static str,
+    /// True when the broker assigned the client id (the client sent an empty one).
+    pub client_id_assigned: bool,
+}
+
+/// Why a CONNECT is refused; maps to the CONNACK code of either protocol version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ConnectRefusal {
+    /// v5 0x86, v3 4
+    #[error("bad user name or password")]
+    BadCredentials,
+    /// v5 0x87, v3 5
+    #[error("not authorized")]
+    NotAuthorized,
+    /// v5 0x85, v3 2
+    #[error("client identifier not valid")]
+    ClientIdNotValid,
+    /// v5 0x88, v3 3
+    #[error("server unavailable")]
+    ServerUnavailable,
+    /// v5 0x8A, v3 5
+    #[error("banned")]
+    Banned,
+}
+
+impl ConnectRefusal {
+    pub fn reason_code(self) -> ReasonCode {
+        match self {
+            ConnectRefusal::BadCredentials => ReasonCode::BAD_USER_NAME_OR_PASSWORD,
+            ConnectRefusal::NotAuthorized => ReasonCode::NOT_AUTHORIZED,
+            ConnectRefusal::ClientIdNotValid => ReasonCode::CLIENT_IDENTIFIER_NOT_VALID,
+            ConnectRefusal::ServerUnavailable => ReasonCode::SERVER_UNAVAILABLE,
+            ConnectRefusal::Banned => ReasonCode::BANNED,
+        }
+    }
+}
+
+/// Why the platform did not accept a platform publish. The reason code goes into the v5
+/// PUBACK/PUBREC; 3.1.1 QoS 1/2 publishers are disconnected instead (no negative ack exists).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message} (reason {reason})")]
+pub struct PublishRefusal {
+    /// An MQTT 5 PUBACK reason: 0x99 payload format invalid, 0x97 quota exceeded, 0x80 ...
+    pub reason: ReasonCode,
+    /// For the log (never sent to the client).
+    pub message: String,
+}
+
+impl PublishRefusal {
+    pub fn new(reason: ReasonCode, message: impl Into<String>) -> Self {
+        PublishRefusal {
+            reason,
+            message: message.into(),
+        }
+    }
+}
+
+/// A PUBLISH on a platform topic, handed to [`BrokerHooks::on_platform_publish`].
+#[derive(Debug, Clone)]
+pub struct InboundPublish {
+    pub client_id: Arc<str>,
+    pub topic: Arc<str>,
+    /// The `<id>` of `devices/<id>/...` (the publisher itself or one of a gateway's children).
+    pub device: String,
+    pub kind: PlatformTopic,
+    pub payload: Bytes,
+    pub qos: QoS,
+    pub retain: bool,
+    /// MQTT 5 content type, if the client set one.
+    pub content_type: Option<String>,
+    pub user_properties: Vec<(String, String)>,
+}
+
+/// How a client's connection ended, for [`BrokerHooks::on_disconnected`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DisconnectKind {
+    /// DISCONNECT with reason 0x00: no will.
+    Clean,
+    /// Ended without a clean DISCONNECT (or with v5 0x04); the will, if any, was published
+    /// or scheduled.
+    Will,
+    /// Keep-alive expired.
+    Timeout,
+    /// Another connection with the same client id took the session over.
+    Takeover,
+    /// The platform disconnected it (`kick_device`, `disconnect_client_where`) or the broker
+    /// stopped.
+    Kicked,
+    /// Protocol violation (malformed packet, ...).
+    ProtocolError,
+}
+
+/// What the platform plugs into the broker. Implementations must be cheap to call: `device_tenant`
+/// and the notifications run on connection tasks.
+#[async_trait]
+pub trait BrokerHooks: Send + Sync + 'static {
+    /// Decides who a CONNECT is (called for every CONNECT unless anonymous access applies).
+    async fn authenticate(&self, request: &ConnectRequest) -> Result<Identity, ConnectRefusal>;
+
+    /// A PUBLISH on a platform topic that passed the ACL. Resolve only once the data is durable;
+    /// the broker routes and acknowledges it only after `Ok`.
+    async fn on_platform_publish(
+        &self,
+        who: &Identity,
+        publish: &InboundPublish,
+    ) -> Result<(), PublishRefusal>;
+
+    /// The tenant of a device, for tenant-scoped applications publishing to `devices/<id>/...`
+    /// and for tagging platform-originated messages. `None` = unknown device.
+    fn device_tenant(&self, device: &str) -> Option<String>;
+
+    fn on_connected(&self, _who: &Identity, _client_id: &str) {}
+
+    fn on_disconnected(&self, _who: &Identity, _client_id: &str, _how: DisconnectKind) {}
+}

@@ -1,0 +1,103 @@
+//! MQTT 3.1.1 and 5.0 broker for Corral: codec, sessions, subscription trie, retained messages,
+//! wills, inflight windows, least-privilege ACL and durable broker state.
+//!
+//! # Place on the data path
+//!
+//! ```text
+//! device ──MQTT──► corral-mqtt ──► identity (hooks.authenticate) ──► ACL
+//!                      │  platform topic (devices/<id>/telemetry, attributes, twin/reported)
+//!                      ├──► hooks.on_platform_publish (decode + WAL fsync) ──► then route + ack
+//!                      └──► route to subscribers (live fan-out, persistent sessions, retained)
+//! ```
+//!
+//! The broker is the MQTT transport and live fan-out; it knows nothing of storage. The binary
+//! plugs the platform in through [`BrokerHooks`]: who a client is ([`Identity`]), what happens
+//! to telemetry, and lifecycle notifications. The broker's own durable state (persistent
+//! sessions, queued QoS 1/2 messages, retained messages) lives in `BrokerConfig::data_dir` as an
+//! operation log on `corral-wal` plus snapshots; a QoS 1/2 PUBACK/PUBREC leaves only after every
+//! state change it caused is fsynced.
+//!
+//! # Main types
+//!
+//! - [`Broker`]: `new`, `serve_tcp`, `serve_connection` (WebSocket/TLS streams),
+//!   `publish_from_platform`, `kick_device`, `disconnect_client_where`, `shutdown`, `metrics`.
+//! - [`BrokerConfig`]: limits (packet size, inflight, queues, rate limit, timeouts).
+//! - [`BrokerHooks`], [`Identity`], [`ConnectRequest`], [`ConnectRefusal`], [`PublishRefusal`],
+//!   [`InboundPublish`], [`DisconnectKind`]: the platform seam.
+//! - [`codec`]: the pure wire format (also used by tests and load generators).
+//! - [`MetricsSnapshot`]: counters for `/metrics`.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use corral_mqtt::*;
+//!
+//! struct Platform;
+//!
+//! #[async_trait::async_trait]
+//! impl BrokerHooks for Platform {
+//!     async fn authenticate(&self, req: &ConnectRequest) -> Result<Identity, ConnectRefusal> {
+//!         match req.password.as_deref() {
+//!             Some(b"secret") => Ok(Identity::Device {
+//!                 id: req.client_id.clone(),
+//!                 tenant: "default".into(),
+//!                 children: vec![],
+//!             }),
+//!             _ => Err(ConnectRefusal::BadCredentials),
+//!         }
+//!     }
+//!     async fn on_platform_publish(&self, _who: &Identity, p: &InboundPublish) -> Result<(), PublishRefusal> {
+//!         println!("{} bytes of telemetry from {}", p.payload.len(), p.device);
+//!         Ok(()) // only once durable
+//!     }
+//!     fn device_tenant(&self, _device: &str) -> Option<String> {
+//!         Some("default".into())
+//!     }
+//! }
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = BrokerConfig { data_dir: Some("corral-data/mqtt".into()), ..Default::default() };
+//! let broker = Broker::new(config, Arc::new(Platform))?;
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:1883").await?;
+//! let server = tokio::spawn({
+//!     let broker = broker.clone();
+//!     async move { broker.serve_tcp(listener).await }
+//! });
+//! broker.publish_from_platform("devices/d1/commands/reboot", "{}", QoS::AtLeastOnce, false).await?;
+//! broker.shutdown(std::time::Duration::from_secs(5)).await;
+//! server.await??;
+//! # Ok(())
+//! # }
+//! ```
+
+pub mod codec;
+pub mod topic;
+
+mod acl;
+mod broker;
+mod config;
+mod connection;
+mod error;
+mod hooks;
+mod message;
+mod metrics;
+mod persist;
+mod ratelimit;
+mod retained;
+mod router;
+mod session;
+mod state;
+mod trie;
+mod will;
+
+pub use broker::Broker;
+pub use codec::{QoS, ReasonCode};
+pub use config::{BrokerConfig, QueueOverflow, RateLimit};
+pub use error::{BrokerError, DecodeError};
+pub use hooks::{
+    BrokerHooks, ConnectRefusal, ConnectRequest, DisconnectKind, Identity, InboundPublish,
+    PublishRefusal, Role,
+};
+pub use metrics::MetricsSnapshot;
+pub use topic::PlatformTopic;

@@ -1,0 +1,230 @@
+//! Routing a message: retained store, subscription matching, per-session aggregation of
+//! overlapping subscriptions, queueing, and the log ops that make it durable.
+
+use std::sync::Arc;
+
+use crate::codec::{QoS, RetainHandling};
+use crate::hooks::Identity;
+use crate::message::{Message, Outgoing};
+use crate::metrics;
+use crate::persist::{Op, Persist, RouteTarget};
+use crate::session::{Enqueued, Session, Subscription};
+use crate::state::{BrokerState, read, write};
+use crate::trie::Subscriber;
+
+/// Does a subscription with this tenant scope receive a message of `origin` tenant?
+fn tenant_allows(scope: &Option<Arc<str>>, origin: &Option<Arc<str>>) -> bool {
+    match scope {
+        None => true,
+        Some(scope) => origin.as_deref() == Some(&**scope),
+    }
+}
+
+impl BrokerState {
+    /// Routes `msg` to every matching subscription (and the retained store if flagged).
+    /// Returns true if it logged durable state, i.e. a QoS 1/2 acknowledgement must wait for
+    /// [`Persist::barrier`].
+    pub fn route(&self, msg: Arc<Message>) -> bool {
+        let mut logged = false;
+        if msg.retain {
+            logged |= self.store_retained(&msg);
+        }
+        let mut matched: Vec<(Arc<Session>, crate::codec::SubscriptionOptions, Option<u32>)> =
+            Vec::new();
+        {
+            let accept = |s: &Subscriber| {
+                !(s.options.no_local && msg.origin_client.as_ref() == Some(&s.session.client_id))
+                    && tenant_allows(&s.tenant_scope, &msg.origin_tenant)
+            };
+            read(&self.trie).for_each_match(&msg.topic, &accept, &mut |s| {
+                matched.push((s.session.clone(), s.options, s.id));
+            });
+        }
+        if matched.is_empty() {
+            return logged;
+        }
+        // Overlapping subscriptions of one session: one delivery with the highest QoS and every
+        // subscription identifier (MQTT 5 §3.3.4).
+        if matched.len() > 1 {
+            matched.sort_by_key(|(s, _, _)| Arc::as_ptr(s) as usize);
+        }
+        let mut deliveries: Vec<(Arc<Session>, Outgoing)> = Vec::with_capacity(matched.len());
+        for (session, options, id) in matched {
+            if let Some((last, out)) = deliveries.last_mut()
+                && Arc::ptr_eq(last, &session)
+            {
+                out.qos = out.qos.max(options.qos.min(msg.qos));
+                out.retain |= options.retain_as_published && msg.retain;
+                out.subscription_ids.extend(id);
+                continue;
+            }
+            let out = Outgoing {
+                message: msg.clone(),
+                qos: options.qos.min(msg.qos),
+                retain: options.retain_as_published && msg.retain,
+                subscription_ids: id.into_iter().collect(),
+            };
+            deliveries.push((session, out));
+        }
+
+        let persist = self.persist.as_ref();
+        let durable: Vec<RouteTarget> = match persist {
+            Some(_) => deliveries
+                .iter()
+                .filter(|(s, out)| out.qos != QoS::AtMostOnce && s.is_persistent())
+                .map(|(s, out)| RouteTarget {
+                    client_id: s.client_id.clone(),
+                    qos: out.qos,
+                    retain: out.retain,
+                    subscription_ids: out.subscription_ids.clone(),
+                })
+                .collect(),
+            None => Vec::new(),
+        };
+        let gate = match (persist, durable.is_empty()) {
+            (Some(p), false) => {
+                let gate = p.gate();
+                // Logged before queueing so no Done for it can precede it in the log.
+                p.log(&Op::Route {
+                    message: msg.clone(),
+                    targets: durable,
+                });
+                logged = true;
+                Some((p, gate))
+            }
+            _ => None,
+        };
+        for (session, out) in deliveries {
+            self.enqueue(&session, out, gate.as_ref().map(|(p, _)| *p));
+        }
+        logged
+    }
+
+    /// Queues one copy; counts and logs what the queue limits dropped.
+    fn enqueue(&self, session: &Session, out: Outgoing, persist: Option<&Persist>) {
+        match session.deliver(out, &self.config) {
+            Enqueued::Queued => {}
+            Enqueued::OfflineQos0 => metrics::inc(&self.metrics.dropped_offline_qos0),
+            Enqueued::Qos0Backlog => metrics::inc(&self.metrics.dropped_qos0_backlog),
+            Enqueued::Dropped(dropped) => {
+                if dropped.qos == QoS::AtMostOnce {
+                    metrics::inc(&self.metrics.dropped_qos0_backlog);
+                } else {
+                    metrics::inc(&self.metrics.dropped_queue_full);
+                    tracing::debug!(client_id = %session.client_id, topic = %dropped.message.topic, "session queue full: message dropped");
+                    if let Some(p) = persist.filter(|_| session.is_persistent()) {
+                        p.log(&Op::Done {
+                            client_id: session.client_id.clone(),
+                            msg_id: dropped.message.id,
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    /// Queues one copy for one session (retained on subscribe); logs it if durable. Returns
+    /// true if it logged.
+    pub fn deliver_to(&self, session: &Session, out: Outgoing) -> bool {
+        match self
+            .persist_for(session)
+            .filter(|_| out.qos != QoS::AtMostOnce)
+        {
+            Some(p) => {
+                let _gate = p.gate();
+                self.log_route_one(p, session, &out);
+                self.enqueue(session, out, Some(p));
+                true
+            }
+            None => {
+                self.enqueue(session, out, None);
+                false
+            }
+        }
+    }
+
+    /// Sets or (empty payload) deletes the retained message of its topic. Always logged when
+    /// persistence is on: retained messages survive restarts whatever their QoS.
+    fn store_retained(&self, msg: &Arc<Message>) -> bool {
+        let gate = self.persist.as_ref().map(|p| (p, p.gate()));
+        let mut retained = write(&self.retained);
+        let op = if msg.payload.is_empty() {
+            retained.delete(&msg.topic);
+            Op::RetainDelete {
+                topic: msg.topic.clone(),
+            }
+        } else {
+            retained.set(msg.clone());
+            Op::RetainSet {
+                message: msg.clone(),
+            }
+        };
+        match gate {
+            Some((p, _gate)) => {
+                p.log(&op);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Retained messages a new subscription should receive, already as copies to queue.
+    pub fn retained_for(
+        &self,
+        filter: &str,
+        sub: &Subscription,
+        existed: bool,
+        now_ms: u64,
+    ) -> Vec<Outgoing> {
+        let send = match sub.options.retain_handling {
+            RetainHandling::SendAtSubscribe => true,
+            RetainHandling::SendIfNew => !existed,
+            RetainHandling::DoNotSend => false,
+        };
+        // Shared subscriptions never get retained messages (MQTT 5 §4.8.2).
+        if !send || crate::topic::parse_shared(filter).is_some() {
+            return Vec::new();
+        }
+        read(&self.retained)
+            .matching(filter)
+            .into_iter()
+            .filter(|m| !m.is_expired(now_ms) && tenant_allows(&sub.tenant_scope, &m.origin_tenant))
+            .map(|message| Outgoing {
+                qos: sub.options.qos.min(message.qos),
+                message,
+                retain: true,
+                subscription_ids: sub.id.into_iter().collect(),
+            })
+            .collect()
+    }
+
+    /// Publishes a will (now due). Platform topics go through the platform hook first, in a
+    /// task of their own since the hook is async.
+    pub fn publish_will(self: &BrokerState, message: Arc<Message>, identity: &Arc<Identity>) {
+        metrics::inc(&self.metrics.wills_published);
+        match crate::topic::platform_topic(&message.topic) {
+            None => {
+                self.route(message);
+            }
+            Some(_) => {
+                let Some(state) = self.self_ref() else { return };
+                let identity = identity.clone();
+                tokio::spawn(async move {
+                    let Some(publish) = crate::connection::platform_publish_of(&message, &identity)
+                    else {
+                        return;
+                    };
+                    match state.hooks.on_platform_publish(&identity, &publish).await {
+                        Ok(()) => {
+                            state.route(message);
+                        }
+                        Err(refusal) => {
+                            metrics::inc(&state.metrics.platform_refused);
+                            tracing::info!(topic = %message.topic, error = %refusal, "will refused by the platform");
+                        }
+                    }
+                });
+            }
+        }
+    }
+}

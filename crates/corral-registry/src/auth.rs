@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use std::fmt;
 use std::str::FromStr;
 
-pub(crate) const DEVICE_TOKEN_PREFIX: &str = "cdt_";
+pub const DEVICE_TOKEN_PREFIX: &str = "cdt_";
 pub(crate) const API_TOKEN_PREFIX: &str = "cat_";
 
 /// What an API token may do. Ordered from most to least powerful in the docs, not in `Ord`.

@@ -118,6 +118,20 @@ impl Registry {
         self.inner.device_auth.invalidate(|d| d.id == *id);
     }
 
+    /// After what a live connection was authenticated with stopped holding as it was: the
+    /// device's token was rotated, its status or its gateway changed.
+    pub(crate) fn credentials_changed(&self, id: &DeviceId) {
+        // No receiver (no broker running) is not an error.
+        let _ = self.inner.credential_changes.send(id.clone());
+    }
+
+    /// Device ids whose token, status or gateway changed, as they change. Transports holding
+    /// long-lived connections (MQTT) disconnect those devices, which must reconnect with
+    /// credentials that still hold. A receiver that lags too far skips ahead (and is told so).
+    pub fn credential_changes(&self) -> tokio::sync::broadcast::Receiver<DeviceId> {
+        self.inner.credential_changes.subscribe()
+    }
+
     /// After an API token was revoked.
     pub(crate) fn forget_api_token(&self, token_id: i64) {
         self.inner.api_auth.invalidate(|p| p.token_id == token_id);

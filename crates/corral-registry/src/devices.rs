@@ -128,6 +128,9 @@ impl Registry {
         let detail = json!({"profile": new.profile, "site": new.site, "gateway": new.gateway, "tags": tags});
         audit::record(&mut tx, actor, "device.create", new.id.as_str(), Some(&tenant), detail).await?;
         tx.commit().await?;
+        if let Some(gateway) = &new.gateway {
+            self.credentials_changed(gateway); // it now speaks for one more device
+        }
 
         let device = Device {
             id: new.id,
@@ -204,6 +207,7 @@ impl Registry {
             d.tags = tags;
             changed.push("tags");
         }
+        let old_gateway = d.gateway.clone();
         if let Some(gateway) = patch.gateway
             && gateway != d.gateway
         {
@@ -245,6 +249,15 @@ impl Registry {
         audit::record(&mut tx, actor, action, d.id.as_str(), Some(&d.tenant), detail).await?;
         tx.commit().await?;
         self.forget_device(&d.id);
+        if changed.iter().any(|c| *c == "status" || *c == "gateway") {
+            self.credentials_changed(&d.id);
+        }
+        if changed.contains(&"gateway") {
+            // Both gateways' lists of devices they speak for changed.
+            for gateway in old_gateway.iter().chain(&d.gateway) {
+                self.credentials_changed(gateway);
+            }
+        }
         d.updated_at = from_ms(now);
         self.inner.presence.merge_into(&mut d);
         Ok(d)
@@ -293,6 +306,7 @@ impl Registry {
         .await?;
         tx.commit().await?;
         self.forget_device(&d.id);
+        self.credentials_changed(&d.id);
         Ok(token)
     }
 

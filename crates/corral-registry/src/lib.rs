@@ -61,7 +61,7 @@ mod time;
 mod tokens;
 
 pub use audit::AuditEntry;
-pub use auth::{Principal, Role};
+pub use auth::{DEVICE_TOKEN_PREFIX, Principal, Role};
 pub use device::{Device, DeviceFilter, DeviceIdentity, DevicePage, DevicePatch, DeviceStatus, NewDevice};
 pub use error::RegistryError;
 pub use profiles::{AttributeDecl, FieldDecl, Profile, ValueType};
@@ -94,6 +94,8 @@ struct Inner {
     device_auth: AuthCache<DeviceIdentity>,
     api_auth: AuthCache<Principal>,
     presence: Presence,
+    /// See [`Registry::credential_changes`].
+    credential_changes: tokio::sync::broadcast::Sender<corral_model::DeviceId>,
 }
 
 impl fmt::Debug for Registry {
@@ -152,6 +154,7 @@ impl Registry {
                 device_auth: AuthCache::new(),
                 api_auth: AuthCache::new(),
                 presence: Presence::default(),
+                credential_changes: tokio::sync::broadcast::channel(1024).0,
             }),
         })
     }

@@ -3,7 +3,7 @@
 
 use crate::device::{DEVICE_COLUMNS, device_from_row};
 use crate::{Device, DeviceFilter, DevicePage, Principal, Registry, RegistryError};
-use corral_model::TenantId;
+use corral_model::{DeviceId, TenantId};
 use sqlx::Row;
 
 const DEFAULT_LIMIT: u32 = 100;
@@ -116,5 +116,30 @@ impl Registry {
             self.inner.presence.merge_into(d);
         }
         Ok(devices)
+    }
+
+    /// The devices that name `gateway` as their gateway and are not decommissioned: those an MQTT
+    /// gateway may publish and subscribe for.
+    pub async fn children_of(&self, gateway: &DeviceId) -> Result<Vec<DeviceId>, RegistryError> {
+        let rows = sqlx::query("SELECT id FROM devices WHERE gateway = ? AND status != 'decommissioned' ORDER BY id")
+            .bind(gateway.as_str())
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let id: String = r.try_get("id")?;
+                DeviceId::new(id).map_err(|e| RegistryError::storage(format!("device id in registry: {e}")))
+            })
+            .collect()
+    }
+
+    /// The tenant of a registered device, if there is one.
+    pub async fn tenant_of(&self, device: &str) -> Result<Option<TenantId>, RegistryError> {
+        let row = sqlx::query("SELECT tenant FROM devices WHERE id = ?").bind(device).fetch_optional(self.pool()).await?;
+        row.map(|r| {
+            let tenant: String = r.try_get("tenant")?;
+            TenantId::new(tenant).map_err(|e| RegistryError::storage(format!("tenant in registry: {e}")))
+        })
+        .transpose()
     }
 }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite. Tests drive the real server with real clients, so this first installs
-# what they use when it is missing: curl and gzip (Debian packages) and the official InfluxDB
-# Python clients (PyPI). The disk-full test mounts a small tmpfs and so needs root.
+# what they use when it is missing: curl, gzip and mosquitto-clients (Debian packages), the
+# official InfluxDB Python clients and paho-mqtt (PyPI). The disk-full test mounts a small tmpfs
+# and so needs root.
 # Extra arguments go to `cargo test`, e.g. `scripts/test.sh -p corral --test crash`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,6 +10,7 @@ cd "$(dirname "$0")/.."
 need=()
 command -v curl >/dev/null || need+=(curl)
 command -v gzip >/dev/null || need+=(gzip)
+command -v mosquitto_pub >/dev/null || need+=(mosquitto-clients)
 if ((${#need[@]})); then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq
@@ -18,7 +20,7 @@ if ((${#need[@]})); then
     exit 1
   fi
 fi
-python3 -c "import influxdb_client, influxdb" 2>/dev/null ||
-  python3 -m pip install -q --disable-pip-version-check influxdb-client==1.50.0 influxdb==5.3.2
+python3 -c "import influxdb_client, influxdb, paho.mqtt" 2>/dev/null ||
+  python3 -m pip install -q --disable-pip-version-check influxdb-client==1.50.0 influxdb==5.3.2 paho-mqtt==2.1.0
 
 cargo test --workspace --locked "$@"

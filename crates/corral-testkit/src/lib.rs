@@ -1,6 +1,7 @@
 //! Test-only (a dev-dependency): [`TestServer`] starts the real `corral` binary on port 0 in a
-//! temporary data directory, reads the bound address from its `listening proto=http addr=...`
-//! log line, and offers the few calls whole-server tests repeat (register a device, ingest, SQL).
+//! temporary data directory (HTTP and MQTT on port 0), reads the bound addresses from its
+//! `listening proto=... addr=...` log lines, and offers the few calls whole-server tests repeat
+//! (register a device, ingest, SQL).
 //! Tests talk to it over real HTTP; nothing is mocked.
 //!
 //! ```no_run
@@ -28,6 +29,8 @@ pub struct TestServer {
     data_dir: PathBuf,
     child: Option<Child>,
     pub base: String,
+    /// `host:port` of the MQTT listener.
+    pub mqtt: String,
     pub http: reqwest::Client,
     log: Arc<Mutex<Vec<String>>>,
     extra_args: Vec<String>,
@@ -57,6 +60,7 @@ impl TestServer {
             data_dir,
             child: None,
             base: String::new(),
+            mqtt: String::new(),
             http: reqwest::Client::new(),
             log: Arc::default(),
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
@@ -72,12 +76,13 @@ impl TestServer {
     fn spawn(&mut self) {
         let mut child = Command::new(&self.binary)
             .arg("serve")
-            .args(["--http", "127.0.0.1:0", "--data-dir"])
+            .args(["--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0", "--data-dir"])
             .arg(&self.data_dir)
             .args(&self.extra_args)
             .env("CORRAL_ADMIN_TOKEN", ADMIN_TOKEN)
             .env("CORRAL_LOG", "info")
             .env_remove("CORRAL_HTTP")
+            .env_remove("CORRAL_MQTT")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -87,18 +92,28 @@ impl TestServer {
         let log = self.log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("listening proto=http addr=").nth(1) {
-                    let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_string());
+                for proto in ["http", "mqtt"] {
+                    if let Some(rest) = line.split(&format!("listening proto={proto} addr=")).nth(1) {
+                        let _ = tx.send((proto, rest.split_whitespace().next().unwrap_or("").to_string()));
+                    }
                 }
                 log.lock().unwrap().push(line);
             }
         });
         // Held before waiting, so a failed start is still killed when the test panics.
         self.child = Some(child);
-        let addr = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_else(|_| {
-            panic!("corral did not report its HTTP address; log:\n{}", self.log_text())
-        });
-        self.base = format!("http://{addr}");
+        // The MQTT listener (unless `--mqtt off`) is logged before the HTTP one.
+        loop {
+            let (proto, addr) = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_else(|_| {
+                panic!("corral did not report its HTTP address; log:\n{}", self.log_text())
+            });
+            if proto == "mqtt" {
+                self.mqtt = addr;
+            } else {
+                self.base = format!("http://{addr}");
+                break;
+            }
+        }
     }
 
     pub fn log_text(&self) -> String {

@@ -16,6 +16,35 @@ pub struct Config {
     pub log: String,
     pub storage: StorageConfig,
     pub limits: LimitsConfig,
+    pub mqtt: MqttConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MqttConfig {
+    /// `host:port`, or `off`.
+    pub listen: String,
+    pub allow_anonymous: bool,
+    pub max_packet_bytes: u32,
+    pub max_connections: usize,
+    pub max_inflight: u16,
+    pub max_queued_messages: usize,
+    /// Messages per second one client may publish; 0 = unlimited.
+    pub publish_rate: u32,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        MqttConfig {
+            listen: "0.0.0.0:1883".into(),
+            allow_anonymous: false,
+            max_packet_bytes: 1 << 20,
+            max_connections: 100_000,
+            max_inflight: 128,
+            max_queued_messages: 1000,
+            publish_rate: 0,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -46,6 +75,7 @@ impl Default for Config {
             log: "info".into(),
             storage: StorageConfig::default(),
             limits: LimitsConfig::default(),
+            mqtt: MqttConfig::default(),
         }
     }
 }
@@ -113,6 +143,27 @@ pub struct ServeArgs {
     /// Most columns one telemetry table may grow to [default: 1000].
     #[arg(long, env = "CORRAL_MAX_COLUMNS_PER_TABLE")]
     pub max_columns_per_table: Option<usize>,
+    /// MQTT 3.1.1/5.0 listener, or `off` [default: 0.0.0.0:1883]. Port 0 picks a free port.
+    #[arg(long, env = "CORRAL_MQTT")]
+    pub mqtt: Option<String>,
+    /// Open mode for labs and interoperability tests: clients without credentials may connect and
+    /// use any topic outside `devices/` [default: off].
+    #[arg(long, env = "CORRAL_MQTT_ALLOW_ANONYMOUS")]
+    pub mqtt_allow_anonymous: bool,
+    /// Largest MQTT packet accepted, bytes [default: 1048576].
+    #[arg(long, env = "CORRAL_MQTT_MAX_PACKET_BYTES")]
+    pub mqtt_max_packet_bytes: Option<u32>,
+    /// Most MQTT connections at once [default: 100000].
+    #[arg(long, env = "CORRAL_MQTT_MAX_CONNECTIONS")]
+    pub mqtt_max_connections: Option<usize>,
+    /// Most undelivered QoS 1/2 messages one session queues; the oldest are dropped beyond it
+    /// [default: 1000].
+    #[arg(long, env = "CORRAL_MQTT_MAX_QUEUED")]
+    pub mqtt_max_queued: Option<usize>,
+    /// Messages per second one MQTT client may publish, 0 = unlimited; a faster client is slowed
+    /// down (the broker stops reading it), not disconnected [default: 0].
+    #[arg(long, env = "CORRAL_MQTT_PUBLISH_RATE")]
+    pub mqtt_publish_rate: Option<u32>,
 }
 
 impl ServeArgs {
@@ -143,6 +194,15 @@ impl ServeArgs {
         l.max_query_rows = self.max_query_rows.unwrap_or(l.max_query_rows);
         l.query_memory_mb = self.query_memory_mb.unwrap_or(l.query_memory_mb);
         l.max_columns_per_table = self.max_columns_per_table.unwrap_or(l.max_columns_per_table);
+        let m = &mut config.mqtt;
+        if let Some(v) = &self.mqtt {
+            m.listen = v.clone();
+        }
+        m.allow_anonymous |= self.mqtt_allow_anonymous;
+        m.max_packet_bytes = self.mqtt_max_packet_bytes.unwrap_or(m.max_packet_bytes);
+        m.max_connections = self.mqtt_max_connections.unwrap_or(m.max_connections);
+        m.max_queued_messages = self.mqtt_max_queued.unwrap_or(m.max_queued_messages);
+        m.publish_rate = self.mqtt_publish_rate.unwrap_or(m.publish_rate);
         config.validate()?;
         Ok(config)
     }
@@ -170,7 +230,21 @@ impl Config {
         if l.query_memory_mb < 16 || l.max_columns_per_table < 8 {
             bail!("limits: query_memory_mb must be >= 16 and max_columns_per_table >= 8");
         }
+        self.mqtt_addr()?;
+        let m = &self.mqtt;
+        if m.max_packet_bytes < 64 || m.max_connections == 0 || m.max_inflight == 0 || m.max_queued_messages == 0 {
+            bail!("mqtt: max_packet_bytes must be >= 64; max_connections, max_inflight, max_queued_messages positive");
+        }
         Ok(())
+    }
+
+    /// The MQTT listener's address, `None` when it is `off`.
+    pub fn mqtt_addr(&self) -> anyhow::Result<Option<SocketAddr>> {
+        if self.mqtt.listen == "off" {
+            return Ok(None);
+        }
+        let addr = self.mqtt.listen.parse();
+        Ok(Some(addr.with_context(|| format!("mqtt.listen: {:?} is not an address like 0.0.0.0:1883 or `off`", self.mqtt.listen))?))
     }
 
     pub fn http_addr(&self) -> anyhow::Result<SocketAddr> {
@@ -209,7 +283,21 @@ impl Config {
              # Memory all running queries may hold together; beyond it a query fails with a clear error.\n\
              query_memory_mb = {query_memory}\n\
              # A telemetry table never grows beyond this many columns (400 for the request that would).\n\
-             max_columns_per_table = {max_columns}\n",
+             max_columns_per_table = {max_columns}\n\n\
+             [mqtt]\n\
+             # MQTT 3.1.1/5.0 over TCP (\"off\" disables it).\n\
+             listen = {mqtt_listen:?}\n\
+             # Open mode for labs: clients without credentials may use topics outside devices/.\n\
+             allow_anonymous = {mqtt_anonymous}\n\
+             # Largest packet accepted (v5 clients are told; larger ones get DISCONNECT 0x95).\n\
+             max_packet_bytes = {mqtt_packet}\n\
+             max_connections = {mqtt_connections}\n\
+             # QoS 1/2 messages in flight to one client.\n\
+             max_inflight = {mqtt_inflight}\n\
+             # Undelivered QoS 1/2 messages one session keeps (oldest dropped and counted beyond it).\n\
+             max_queued_messages = {mqtt_queued}\n\
+             # Messages per second one client may publish; 0 = unlimited. Faster clients are slowed down.\n\
+             publish_rate = {mqtt_rate}\n",
             data_dir = self.data_dir.display().to_string(),
             http = self.http,
             log = self.log,
@@ -223,6 +311,13 @@ impl Config {
             rows = l.max_query_rows,
             query_memory = l.query_memory_mb,
             max_columns = l.max_columns_per_table,
+            mqtt_listen = self.mqtt.listen,
+            mqtt_anonymous = self.mqtt.allow_anonymous,
+            mqtt_packet = self.mqtt.max_packet_bytes,
+            mqtt_connections = self.mqtt.max_connections,
+            mqtt_inflight = self.mqtt.max_inflight,
+            mqtt_queued = self.mqtt.max_queued_messages,
+            mqtt_rate = self.mqtt.publish_rate,
         )
     }
 }

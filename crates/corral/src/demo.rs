@@ -58,6 +58,10 @@ pub async fn run(config: Config, interval: Duration) -> anyhow::Result<()> {
     println!("  login:    API token {admin}");
     println!("  try:      curl -s -H 'Authorization: Bearer {admin}' {base}/api/v1/query \\");
     println!("              -d '{{\"sql\": \"SELECT d.site, avg(t.temperature) FROM telemetry t JOIN devices d USING (device) GROUP BY d.site\"}}'");
+    if let Some(mqtt) = running.mqtt_addr {
+        let mqtt = loopback(mqtt);
+        println!("  mqtt:     {mqtt} (a device: client id = user name = device id, password = its token)");
+    }
     println!("Stop with Ctrl-C.\n");
     let mut tasks = Vec::new();
     for (i, (id, profile, token)) in devices.into_iter().enumerate() {

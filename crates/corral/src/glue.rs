@@ -33,7 +33,7 @@ impl Presence for RegistryPresence {
 
 /// SQL's `devices` table, read from the registry at query time.
 #[derive(Debug)]
-pub struct RegistryDirectory(pub Registry);
+pub struct RegistryDirectory(pub Registry, pub crate::broker::ConnectedDevices);
 
 impl std::fmt::Debug for RegistryPresence {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -47,16 +47,21 @@ impl DeviceDirectory for RegistryDirectory {
         let tenant = tenant.map(TenantId::new).transpose().map_err(|e| e.to_string())?;
         let devices = self.0.devices_for_sql(tenant.as_ref()).await.map_err(|e| e.to_string())?;
         let declared = self.0.declared_attributes().await.map_err(|e| e.to_string())?;
-        devices_batch(&devices, &declared).map_err(|e| e.to_string())
+        devices_batch(&devices, &declared, &|id| self.1.is_online(id)).map_err(|e| e.to_string())
     }
 }
 
 const BASE_COLUMNS: &[&str] =
-    &["device", "profile", "tenant", "site", "status", "gateway", "tags", "attributes", "last_seen", "created_at"];
+    &["device", "profile", "tenant", "site", "status", "gateway", "tags", "attributes", "last_seen", "created_at", "online"];
 
 /// One row per device; attributes a profile declares become typed columns, the rest stay in the
 /// `attributes` JSON text column (query it with `attributes LIKE` or `json` functions later).
-fn devices_batch(devices: &[Device], declared: &[corral_registry::AttributeDecl]) -> Result<RecordBatch, arrow::error::ArrowError> {
+/// `online`: the device holds an MQTT connection right now.
+fn devices_batch(
+    devices: &[Device],
+    declared: &[corral_registry::AttributeDecl],
+    online: &dyn Fn(&str) -> bool,
+) -> Result<RecordBatch, arrow::error::ArrowError> {
     let text = |f: &dyn Fn(&Device) -> Option<String>| -> ArrayRef {
         let mut b = StringBuilder::new();
         for d in devices {
@@ -82,6 +87,7 @@ fn devices_batch(devices: &[Device], declared: &[corral_registry::AttributeDecl]
         Field::new("attributes", DataType::Utf8, false),
         Field::new("last_seen", DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())), true),
         Field::new("created_at", DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())), false),
+        Field::new("online", DataType::Boolean, false),
     ];
     let mut columns: Vec<ArrayRef> = vec![
         text(&|d| Some(d.id.to_string())),
@@ -94,6 +100,7 @@ fn devices_batch(devices: &[Device], declared: &[corral_registry::AttributeDecl]
         text(&|d| Some(serde_json::Value::Object(d.attributes.clone()).to_string())),
         time(&|d| d.last_seen.and_then(|t| t.timestamp_nanos_opt())),
         time(&|d| d.created_at.timestamp_nanos_opt()),
+        Arc::new(devices.iter().map(|d| Some(online(d.id.as_str()))).collect::<arrow::array::BooleanArray>()),
     ];
     let mut seen: Vec<&str> = BASE_COLUMNS.to_vec();
     for decl in declared {
@@ -143,5 +150,52 @@ pub struct StoreMetrics(pub Store);
 impl MetricsSource for StoreMetrics {
     fn render(&self, out: &mut String) {
         self.0.metrics().render_prometheus(out);
+    }
+}
+
+/// The MQTT broker's counters in `/metrics`.
+pub struct MqttMetrics(pub corral_mqtt::Broker, pub crate::broker::ConnectedDevices);
+
+impl MetricsSource for MqttMetrics {
+    fn render(&self, out: &mut String) {
+        use std::fmt::Write;
+        let m = self.0.metrics();
+        let mut metric = |name: &str, kind: &str, help: &str, samples: &[(&str, u64)]| {
+            let _ = writeln!(out, "# HELP corral_mqtt_{name} {help}\n# TYPE corral_mqtt_{name} {kind}");
+            for (labels, v) in samples {
+                let _ = writeln!(out, "corral_mqtt_{name}{labels} {v}");
+            }
+        };
+        metric("connections", "gauge", "MQTT connections past CONNACK.", &[("", m.connections_current)]);
+        metric("devices_online", "gauge", "Devices with a live MQTT connection.", &[("", self.1.count() as u64)]);
+        metric("connects_total", "counter", "Accepted CONNECTs.", &[("", m.connections_total)]);
+        metric("connects_refused_total", "counter", "CONNECTs refused (credentials, limits, client id).", &[("", m.connects_refused)]);
+        metric("sessions", "gauge", "Sessions held, connected or not.", &[("", m.sessions), ("{persistent=\"true\"}", m.persistent_sessions)]);
+        metric("retained_messages", "gauge", "Retained messages.", &[("", m.retained_messages)]);
+        metric("subscriptions", "gauge", "Subscriptions.", &[("", m.subscriptions)]);
+        let by_qos = |v: [u64; 3]| [("{qos=\"0\"}", v[0]), ("{qos=\"1\"}", v[1]), ("{qos=\"2\"}", v[2])];
+        metric("messages_received_total", "counter", "PUBLISH packets received, by QoS.", &by_qos(m.messages_in_by_qos));
+        metric("messages_sent_total", "counter", "PUBLISH packets sent (not resends), by QoS.", &by_qos(m.messages_out_by_qos));
+        metric("bytes_received_total", "counter", "Bytes read from MQTT clients.", &[("", m.bytes_in)]);
+        metric("bytes_sent_total", "counter", "Bytes written to MQTT clients.", &[("", m.bytes_out)]);
+        metric("denied_total", "counter", "ACL denials.", &[("{what=\"publish\"}", m.denied_publish), ("{what=\"subscribe\"}", m.denied_subscribe)]);
+        metric("platform_refused_total", "counter", "Platform publishes refused (bad payload, disk full...).", &[("", m.platform_publish_refused)]);
+        metric(
+            "dropped_total",
+            "counter",
+            "Messages not delivered, by cause.",
+            &[
+                ("{cause=\"qos0_backlog\"}", m.dropped_qos0_backlog),
+                ("{cause=\"queue_full\"}", m.dropped_queue_full),
+                ("{cause=\"expired\"}", m.dropped_expired),
+                ("{cause=\"too_large\"}", m.dropped_too_large),
+                ("{cause=\"offline_qos0\"}", m.dropped_offline_qos0),
+            ],
+        );
+        metric("protocol_errors_total", "counter", "Connections closed for malformed packets or protocol errors.", &[("", m.protocol_errors)]);
+        metric("keep_alive_timeouts_total", "counter", "Connections closed by keep-alive.", &[("", m.keep_alive_timeouts)]);
+        metric("takeovers_total", "counter", "Sessions taken over by a new connection.", &[("", m.takeovers)]);
+        metric("wills_published_total", "counter", "Wills published.", &[("", m.wills_published)]);
+        metric("throttled_total", "counter", "Times a client hit its publish rate limit.", &[("", m.publishes_throttled)]);
     }
 }

@@ -6,6 +6,7 @@
 mod client;
 mod config;
 mod demo;
+mod broker;
 mod glue;
 mod serve;
 

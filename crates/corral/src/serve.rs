@@ -1,10 +1,11 @@
 //! `corral serve`: wires every room in data-path order. No business logic lives here.
 //!
-//! registry → store (WAL replay) → pipeline → HTTP listener; then wait for SIGTERM/SIGINT, drain
-//! in-flight requests, persist the write buffer, flush presence, exit.
+//! registry → store (WAL replay) → pipeline → MQTT broker and HTTP listeners; then wait for
+//! SIGTERM/SIGINT, disconnect MQTT clients, drain in-flight requests, persist the write buffer,
+//! flush presence, exit.
 
 use crate::config::Config;
-use crate::glue;
+use crate::{broker, glue};
 use anyhow::Context;
 use corral_http::{AppState, HttpLimits, HttpMetrics};
 use corral_ingest::Pipeline;
@@ -20,6 +21,7 @@ use tokio::sync::watch;
 /// A running platform: where it listens, how to stop it, and the admin credential a client may use.
 pub struct Running {
     pub http_addr: SocketAddr,
+    pub mqtt_addr: Option<SocketAddr>,
     pub admin_token: Option<String>,
     pub stop: watch::Sender<bool>,
     pub done: tokio::task::JoinHandle<anyhow::Result<()>>,
@@ -48,7 +50,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         Arc::new(glue::StoreSink(store.clone())),
         Arc::new(glue::RegistryPresence(registry.clone())),
     );
-    let directory = Arc::new(glue::RegistryDirectory(registry.clone()));
+    let connected = broker::ConnectedDevices::default();
+    let mqtt = start_broker(&config, &data_dir, &registry, &pipeline, &connected).await?;
+    let directory = Arc::new(glue::RegistryDirectory(registry.clone(), connected.clone()));
     let engine = QueryEngine::new(store.clone(), directory, config.limits.query_memory_mb << 20)
         .context("setting up the SQL engine")?;
     let ready = Arc::new(AtomicBool::new(false));
@@ -56,7 +60,13 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         registry: registry.clone(),
         sink: Arc::new(pipeline),
         sql: Arc::new(glue::Sql(engine)),
-        metrics_sources: vec![Arc::new(glue::StoreMetrics(store.clone()))],
+        metrics_sources: {
+            let mut sources: Vec<Arc<dyn corral_http::MetricsSource>> = vec![Arc::new(glue::StoreMetrics(store.clone()))];
+            if let Some((broker, _, _)) = &mqtt {
+                sources.push(Arc::new(glue::MqttMetrics(broker.clone(), connected.clone())));
+            }
+            sources
+        },
         http_metrics: Arc::new(HttpMetrics::default()),
         limits: HttpLimits {
             max_body_bytes: config.limits.max_body_bytes,
@@ -77,11 +87,17 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let (stop, mut stopped) = watch::channel(false);
     let app = corral_http::router(state);
     ready.store(true, Ordering::Relaxed);
+    let mqtt_addr = mqtt.as_ref().map(|(_, addr, _)| *addr);
     let done = tokio::spawn(async move {
         let shutdown = async move {
             let _ = stopped.wait_for(|s| *s).await;
             ready.store(false, Ordering::Relaxed);
-            tracing::info!("shutting down: draining in-flight requests");
+            tracing::info!("shutting down: disconnecting MQTT clients, draining in-flight requests");
+            if let Some((broker, _, served)) = mqtt {
+                // Clients get DISCONNECT 0x8B; publishes already being made durable finish first.
+                broker.shutdown(Duration::from_secs(5)).await;
+                let _ = served.await;
+            }
         };
         axum::serve(listener, app).with_graceful_shutdown(shutdown).await.context("HTTP server")?;
         presence.abort();
@@ -91,7 +107,80 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         tracing::info!("stopped cleanly");
         Ok(())
     });
-    Ok(Running { http_addr, admin_token, stop, done })
+    Ok(Running { http_addr, mqtt_addr, admin_token, stop, done })
+}
+
+/// The MQTT broker on its listener (unless `off`), with its state under `<data>/mqtt`, and a task
+/// that disconnects devices whose token, status or gateway changes. Returns the broker, its
+/// address and the task serving it.
+async fn start_broker(
+    config: &Config,
+    data_dir: &Path,
+    registry: &Registry,
+    pipeline: &Pipeline,
+    connected: &broker::ConnectedDevices,
+) -> anyhow::Result<Option<(corral_mqtt::Broker, SocketAddr, tokio::task::JoinHandle<()>)>> {
+    let Some(addr) = config.mqtt_addr()? else { return Ok(None) };
+    let m = &config.mqtt;
+    let broker_config = corral_mqtt::BrokerConfig {
+        data_dir: Some(data_dir.join("mqtt")),
+        allow_anonymous: m.allow_anonymous,
+        max_packet_size: m.max_packet_bytes,
+        max_connections: m.max_connections,
+        max_inflight: m.max_inflight,
+        max_queued_messages: m.max_queued_messages,
+        publish_rate_limit: (m.publish_rate > 0)
+            .then(|| corral_mqtt::RateLimit { messages_per_second: m.publish_rate, burst: m.publish_rate.max(10) }),
+        ..corral_mqtt::BrokerConfig::default()
+    };
+    let hooks = broker::PlatformHooks {
+        registry: registry.clone(),
+        pipeline: pipeline.clone(),
+        limits: corral_ingest::decode::Limits::default(),
+        connected: connected.clone(),
+    };
+    let broker = corral_mqtt::Broker::new(broker_config, Arc::new(hooks)).context("starting the MQTT broker (state replay)")?;
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding the MQTT listener to {addr}"))?;
+    let mqtt_addr = listener.local_addr()?;
+    tracing::info!(proto = %"mqtt", addr = %mqtt_addr, "listening");
+    let served = tokio::spawn({
+        let broker = broker.clone();
+        async move {
+            if let Err(e) = broker.serve_tcp(listener).await {
+                tracing::error!(error = %e, "MQTT listener failed");
+            }
+        }
+    });
+    tokio::spawn(disconnect_on_credential_changes(registry.clone(), broker.clone()));
+    Ok(Some((broker, mqtt_addr, served)))
+}
+
+/// A device whose token was rotated, or whose status or gateway changed, is disconnected (MQTT 5
+/// reason 0x98), and so is a gateway speaking for it: each must reconnect with what holds now.
+async fn disconnect_on_credential_changes(registry: Registry, broker: corral_mqtt::Broker) {
+    use tokio::sync::broadcast::error::RecvError;
+    let mut changes = registry.credential_changes();
+    loop {
+        let device = match changes.recv().await {
+            Ok(device) => device,
+            Err(RecvError::Lagged(n)) => {
+                tracing::warn!(missed = n, "credential changes came faster than handled; disconnecting every device");
+                broker.disconnect_client_where(corral_mqtt::ReasonCode::ADMINISTRATIVE_ACTION, |who| {
+                    matches!(who, corral_mqtt::Identity::Device { .. })
+                });
+                continue;
+            }
+            Err(RecvError::Closed) => return,
+        };
+        let id = device.as_str();
+        let n = broker.disconnect_client_where(corral_mqtt::ReasonCode::ADMINISTRATIVE_ACTION, |who| match who {
+            corral_mqtt::Identity::Device { id: d, children, .. } => d == id || children.iter().any(|c| c == id),
+            _ => false,
+        });
+        if n > 0 {
+            tracing::info!(device = id, connections = n, "credentials changed: disconnected");
+        }
+    }
 }
 
 /// Runs until SIGTERM or SIGINT, then stops cleanly.

@@ -1,0 +1,197 @@
+//! The MQTT broker's view of the platform ([`BrokerHooks`]): who a client is (the registry), where
+//! a device's telemetry goes (decode → pipeline → WAL, the same corridor as HTTP), and which
+//! devices are connected right now.
+
+use async_trait::async_trait;
+use corral_ingest::decode::{Limits, decode_json, decode_senml_json};
+use corral_ingest::{Pipeline, Sink};
+use corral_model::{DeviceId, Door, Envelope, ErrorKind, TableName, TenantId, WireError};
+use corral_mqtt::codec::ReasonCode;
+use corral_mqtt::topic::PlatformTopic;
+use corral_mqtt::{BrokerHooks, ConnectRefusal, ConnectRequest, DisconnectKind, Identity, InboundPublish, PublishRefusal, Role};
+use corral_registry::{DevicePatch, Principal, Registry, RegistryError};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// Devices with a live MQTT connection, counted per device: a takeover connects the new session
+/// before the old one's disconnect is reported, so a set would briefly call the device offline.
+#[derive(Debug, Default, Clone)]
+pub struct ConnectedDevices(Arc<Mutex<HashMap<String, usize>>>);
+
+impl ConnectedDevices {
+    pub fn is_online(&self, device: &str) -> bool {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).contains_key(device)
+    }
+
+    pub fn count(&self) -> usize {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    fn change(&self, device: &str, up: bool) {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if up {
+            *map.entry(device.to_string()).or_default() += 1;
+        } else if let Some(n) = map.get_mut(device) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(device);
+            }
+        }
+    }
+}
+
+pub struct PlatformHooks {
+    pub registry: Registry,
+    pub pipeline: Pipeline,
+    pub limits: Limits,
+    pub connected: ConnectedDevices,
+}
+
+#[async_trait]
+impl BrokerHooks for PlatformHooks {
+    async fn authenticate(&self, req: &ConnectRequest) -> Result<Identity, ConnectRefusal> {
+        let refuse = |refusal: ConnectRefusal, why: &str| {
+            tracing::info!(client_id = %req.client_id, peer = %req.peer_addr, transport = req.transport, why, "mqtt connect refused");
+            Err(refusal)
+        };
+        let Some(password) = req.password.as_deref() else {
+            return refuse(ConnectRefusal::NotAuthorized, "no credentials (password = device or API token)");
+        };
+        let Ok(secret) = std::str::from_utf8(password) else {
+            return refuse(ConnectRefusal::BadCredentials, "password is not a token");
+        };
+        if secret.starts_with(corral_registry::DEVICE_TOKEN_PREFIX) {
+            let device = match self.registry.authenticate_device(secret).await {
+                Ok(d) => d,
+                Err(e) => return refuse(refusal_for(&e), &e.to_string()),
+            };
+            // Client id = device id (the contract), so a device holds one session and the ACL
+            // can name its topics; the user name, when sent, must say the same.
+            if req.client_id != device.id.as_str() || req.username.as_deref().is_some_and(|u| u != device.id.as_str()) {
+                return refuse(ConnectRefusal::ClientIdNotValid, "client id and user name must be the device id");
+            }
+            let children = match self.registry.children_of(&device.id).await {
+                Ok(c) => c.into_iter().map(|c| c.as_str().to_string()).collect(),
+                Err(e) => return refuse(ConnectRefusal::ServerUnavailable, &e.to_string()),
+            };
+            return Ok(Identity::Device { id: device.id.as_str().to_string(), tenant: device.tenant.as_str().to_string(), children });
+        }
+        let principal = match self.registry.authenticate_api(secret).await {
+            Ok(p) => p,
+            Err(e) => return refuse(refusal_for(&e), &e.to_string()),
+        };
+        if req.username.as_deref().is_some_and(|u| u != "token" && u != principal.name) {
+            return refuse(ConnectRefusal::BadCredentials, "user name must be the API token's name or `token`");
+        }
+        Ok(application(&principal))
+    }
+
+    async fn on_platform_publish(&self, who: &Identity, publish: &InboundPublish) -> Result<(), PublishRefusal> {
+        let Some(tenant) = who.tenant().and_then(|t| TenantId::new(t).ok()) else {
+            return Err(PublishRefusal::new(ReasonCode::NOT_AUTHORIZED, "only devices publish platform topics"));
+        };
+        let device = DeviceId::new(publish.device.as_str())
+            .map_err(|e| PublishRefusal::new(ReasonCode::TOPIC_NAME_INVALID, format!("device id in topic: {e}")))?;
+        match &publish.kind {
+            PlatformTopic::Telemetry { table } => {
+                let table = match table {
+                    Some(t) => TableName::new(t.as_str())
+                        .map_err(|e| PublishRefusal::new(ReasonCode::TOPIC_NAME_INVALID, format!("table in topic: {e}")))?,
+                    None => TableName::telemetry(),
+                };
+                let received_at_ns = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0);
+                let senml = publish.content_type.as_deref().is_some_and(|c| c.starts_with("application/senml+json"));
+                let decoded = if senml {
+                    decode_senml_json(&publish.payload, device.as_str(), &table, received_at_ns, &self.limits)
+                } else {
+                    decode_json(&publish.payload, device.as_str(), &table, received_at_ns, &self.limits)
+                };
+                let batch = decoded.map_err(|e| refusal(&e, &publish.topic))?;
+                let envelope = Envelope { device, tenant, door: Door::Mqtt, received_at_ns };
+                self.pipeline.submit(&envelope, vec![batch]).await.map_err(|e| refusal(&e, &publish.topic))?;
+                Ok(())
+            }
+            PlatformTopic::Attributes => self.report_attributes(&device, &publish.payload).await,
+            // No twin store yet: routed to subscribers like any other message.
+            PlatformTopic::TwinReported => Ok(()),
+        }
+    }
+
+    fn device_tenant(&self, device: &str) -> Option<String> {
+        // Asked only when a tenant-scoped application publishes to a device topic (commands),
+        // which is rare; a blocking registry read is acceptable there.
+        let registry = self.registry.clone();
+        let device = device.to_string();
+        tokio::task::block_in_place(|| {
+            tokio::runtime::Handle::current().block_on(async move { registry.tenant_of(&device).await.ok().flatten() })
+        })
+        .map(|t| t.as_str().to_string())
+    }
+
+    fn on_connected(&self, who: &Identity, _client_id: &str) {
+        if let Identity::Device { id, .. } = who {
+            self.connected.change(id, true);
+            self.touch(id);
+        }
+    }
+
+    fn on_disconnected(&self, who: &Identity, _client_id: &str, how: DisconnectKind) {
+        if let Identity::Device { id, .. } = who {
+            self.connected.change(id, false);
+            self.touch(id);
+            if how != DisconnectKind::Clean {
+                tracing::info!(device = %id, how = ?how, "device connection lost");
+            }
+        }
+    }
+}
+
+impl PlatformHooks {
+    fn touch(&self, device: &str) {
+        if let Ok(id) = DeviceId::new(device) {
+            self.registry.touch(&id, chrono::Utc::now());
+        }
+    }
+
+    /// `devices/<id>/attributes`: a JSON object merged into the device's attributes.
+    async fn report_attributes(&self, device: &DeviceId, payload: &[u8]) -> Result<(), PublishRefusal> {
+        let invalid = |why: String| PublishRefusal::new(ReasonCode::PAYLOAD_FORMAT_INVALID, why);
+        let reported: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_slice(payload).map_err(|e| invalid(format!("attributes must be a JSON object: {e}")))?;
+        let system = Principal::system();
+        let current = self.registry.get_device(&system, device.as_str()).await.map_err(|e| refusal(&e.to_wire(), "attributes"))?;
+        let mut attributes = current.attributes;
+        attributes.extend(reported);
+        let patch = DevicePatch { attributes: Some(attributes), ..DevicePatch::default() };
+        self.registry.update_device(&system, device.as_str(), patch).await.map_err(|e| refusal(&e.to_wire(), "attributes"))?;
+        Ok(())
+    }
+}
+
+fn application(principal: &Principal) -> Identity {
+    let role = match principal.role {
+        corral_registry::Role::Admin => Role::Admin,
+        corral_registry::Role::Operator => Role::Operator,
+        corral_registry::Role::Viewer => Role::Viewer,
+    };
+    Identity::Application { name: principal.name.clone(), role, tenant: principal.tenant.as_ref().map(|t| t.as_str().to_string()) }
+}
+
+fn refusal_for(e: &RegistryError) -> ConnectRefusal {
+    match e {
+        RegistryError::Unauthenticated(_) => ConnectRefusal::BadCredentials,
+        RegistryError::Forbidden(_) => ConnectRefusal::NotAuthorized,
+        _ => ConnectRefusal::ServerUnavailable,
+    }
+}
+
+/// The MQTT 5 PUBACK reason for an error the HTTP door would answer with a status.
+fn refusal(e: &WireError, topic: &str) -> PublishRefusal {
+    let reason = match e.kind {
+        ErrorKind::BadInput | ErrorKind::TooLarge | ErrorKind::Conflict => ReasonCode::PAYLOAD_FORMAT_INVALID,
+        ErrorKind::Unavailable => ReasonCode::QUOTA_EXCEEDED,
+        ErrorKind::Unauthenticated | ErrorKind::Forbidden | ErrorKind::NotFound => ReasonCode::NOT_AUTHORIZED,
+        ErrorKind::Internal => ReasonCode::UNSPECIFIED_ERROR,
+    };
+    PublishRefusal::new(reason, format!("{topic}: {e}"))
+}

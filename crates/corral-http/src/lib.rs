@@ -14,6 +14,7 @@
 //! - `GET/POST /api/v1/tokens`, `DELETE /api/v1/tokens/{id}`, `GET/PUT /api/v1/profiles[/{name}]`,
 //!   `GET/POST /api/v1/tenants`, `GET /api/v1/audit`
 //! - `GET /healthz`, `GET /readyz`, `GET /metrics`, `GET /` (landing page)
+//! - `GET /mqtt`: MQTT over WebSocket (subprotocol `mqtt`), handed to a [`MqttOverWebSocket`]
 
 mod admin;
 mod auth;
@@ -24,6 +25,7 @@ mod encode;
 mod error;
 mod ingest;
 mod line_protocol;
+mod mqtt_ws;
 mod ops;
 mod query;
 
@@ -42,6 +44,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 pub use error::ApiError;
+pub use mqtt_ws::MqttOverWebSocket;
 pub use ops::HttpMetrics;
 
 /// Result of a SQL statement as the HTTP layer renders it.
@@ -94,6 +97,8 @@ pub struct AppState {
     pub limits: HttpLimits,
     /// False until start-up (WAL replay, migrations) is done, and again while shutting down.
     pub ready: Arc<AtomicBool>,
+    /// `GET /mqtt` hands WebSocket connections here; `None` when MQTT is off.
+    pub mqtt_ws: Option<Arc<dyn MqttOverWebSocket>>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -118,6 +123,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
+        .route("/mqtt", get(mqtt_ws::upgrade))
         .fallback(ops::not_found)
         .layer(axum::middleware::from_fn_with_state(state.clone(), ops::count_requests))
         .layer(DefaultBodyLimit::max(state.limits.max_body_bytes))

@@ -16,8 +16,10 @@ use arrow::array::{AsArray, BooleanArray, RecordBatch};
 use arrow::compute::filter_record_batch;
 use arrow::datatypes::TimestampNanosecondType;
 use corral_model::Row;
-use std::collections::HashMap;
 use std::collections::hash_map::Entry;
+
+/// Looked up for every row written: foldhash rather than SipHash (see `schema.rs`).
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 #[derive(Default)]
 pub struct LatestRows {
@@ -38,7 +40,7 @@ impl LatestRows {
 
     /// Takes note of rows just made durable. Clones one row per device per call at most.
     pub fn observe(&mut self, rows: &[Row]) {
-        let mut newest: HashMap<&str, &Row> = HashMap::new();
+        let mut newest: HashMap<&str, &Row> = HashMap::default();
         for row in rows {
             match newest.entry(row.device.as_str()) {
                 Entry::Occupied(mut e) if row.time_ns >= e.get().time_ns => {

@@ -4,8 +4,12 @@
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use corral_model::{Batch, FieldType, WireError};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
 use std::sync::Arc;
+
+/// Column lookups run for every field of every row written, so they use foldhash (randomly
+/// seeded, several times faster than SipHash); the column limit bounds what a hostile writer can
+/// put in these maps.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 /// Every table's first two columns.
 pub const TIME: &str = "time";

@@ -285,7 +285,7 @@ impl Config {
              # A telemetry table never grows beyond this many columns (400 for the request that would).\n\
              max_columns_per_table = {max_columns}\n\n\
              [mqtt]\n\
-             # MQTT 3.1.1/5.0 over TCP (\"off\" disables it).\n\
+             # MQTT 3.1.1/5.0 over TCP (\"off\" disables it; also MQTT over WebSocket at /mqtt on the HTTP listener).\n\
              listen = {mqtt_listen:?}\n\
              # Open mode for labs: clients without credentials may use topics outside devices/.\n\
              allow_anonymous = {mqtt_anonymous}\n\

@@ -199,3 +199,13 @@ impl MetricsSource for MqttMetrics {
         metric("throttled_total", "counter", "Times a client hit its publish rate limit.", &[("", m.publishes_throttled)]);
     }
 }
+
+/// MQTT over WebSocket (`GET /mqtt` on the HTTP listener) into the same broker.
+pub struct MqttWebSocket(pub corral_mqtt::Broker);
+
+#[async_trait]
+impl corral_http::MqttOverWebSocket for MqttWebSocket {
+    async fn serve(&self, stream: tokio::io::DuplexStream, peer: std::net::SocketAddr) {
+        self.0.serve_connection(stream, peer, "ws").await;
+    }
+}

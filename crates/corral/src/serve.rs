@@ -75,6 +75,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             ..HttpLimits::default()
         },
         ready: ready.clone(),
+        mqtt_ws: mqtt.as_ref().map(|(broker, _, _)| Arc::new(glue::MqttWebSocket(broker.clone())) as Arc<dyn corral_http::MqttOverWebSocket>),
     };
 
     let listener = tokio::net::TcpListener::bind(config.http_addr()?)
@@ -99,7 +100,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                 let _ = served.await;
             }
         };
-        axum::serve(listener, app).with_graceful_shutdown(shutdown).await.context("HTTP server")?;
+        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(shutdown)
+            .await
+            .context("HTTP server")?;
         presence.abort();
         persister.abort();
         store.close().await.context("persisting the write buffer at shutdown")?;

@@ -1,7 +1,7 @@
 //! MQTT into the platform, with real clients (mosquitto_pub/sub, paho-mqtt) against the real
 //! binary: device identity from the registry, telemetry through the same pipeline as HTTP and
 //! durable before the PUBACK, least-privilege topics, applications subscribing by API token,
-//! and sessions cut when a device's credentials change.
+//! sessions cut when a device's credentials change, and MQTT over WebSocket at `/mqtt`.
 
 use corral_testkit::TestServer;
 use reqwest::Method;
@@ -210,4 +210,25 @@ async fn qos1_acknowledged_telemetry_survives_kill_9() {
     server.kill9();
     server.restart();
     assert_eq!(server.query("SELECT count(DISTINCT seq) FROM telemetry").await, vec![vec![json!(20)]]);
+}
+
+#[tokio::test]
+async fn paho_over_websocket_publishes_through_the_http_listener() {
+    let server = TestServer::start(BIN).await;
+    let token = server.register_device("tracker-1", json!({})).await;
+    let http = server.base.trim_start_matches("http://").to_string();
+    let (host, port) = http.rsplit_once(':').unwrap();
+    for (version, speed) in [("5", 1), ("311", 2)] {
+        let out = Command::new("python3")
+            .args([PAHO, "publish", host, port, "tracker-1", "tracker-1", &token, version, "devices/tracker-1/telemetry"])
+            .arg(format!(r#"{{"speed": {speed}}}"#))
+            .env("MQTT_TRANSPORT", "websockets")
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "puback 0", "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    assert_eq!(server.query("SELECT speed FROM telemetry ORDER BY time").await, vec![vec![json!(1.0)], vec![json!(2.0)]]);
+    // A plain GET (no WebSocket upgrade) is a 4xx, not a crash.
+    let status = server.http.get(server.url("/mqtt")).send().await.unwrap().status().as_u16();
+    assert!((400..500).contains(&status), "{status}");
 }

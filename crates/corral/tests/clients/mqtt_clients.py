@@ -7,7 +7,11 @@
         Publishes one QoS 1 message and prints "puback <reason>" (v5 reason code; 0 on 3.1.1)
         or "refused <reason>" when the CONNECT is refused, or "closed" when the server drops
         the connection instead of acknowledging.
+
+With MQTT_TRANSPORT=websockets in the environment, clients connect over WebSocket to
+ws://HOST:PORT/mqtt (PORT is then the HTTP listener).
 """
+import os
 import sys
 import threading
 
@@ -18,7 +22,10 @@ from paho.mqtt.packettypes import PacketTypes
 
 def client(client_id, user, password, version):
     proto = mqtt.MQTTv5 if version == "5" else mqtt.MQTTv311
-    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=proto)
+    transport = os.environ.get("MQTT_TRANSPORT", "tcp")
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=proto, transport=transport)
+    if transport == "websockets":
+        c.ws_set_options(path="/mqtt")
     c.username_pw_set(user, password)
     return c
 

@@ -62,8 +62,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         sql: Arc::new(glue::Sql(engine)),
         metrics_sources: {
             let mut sources: Vec<Arc<dyn corral_http::MetricsSource>> = vec![Arc::new(glue::StoreMetrics(store.clone()))];
-            if let Some((broker, _, _)) = &mqtt {
-                sources.push(Arc::new(glue::MqttMetrics(broker.clone(), connected.clone())));
+            if let Some(mqtt) = &mqtt {
+                sources.push(Arc::new(glue::MqttMetrics(mqtt.broker.clone(), connected.clone())));
             }
             sources
         },
@@ -75,7 +75,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             ..HttpLimits::default()
         },
         ready: ready.clone(),
-        mqtt_ws: mqtt.as_ref().map(|(broker, _, _)| Arc::new(glue::MqttWebSocket(broker.clone())) as Arc<dyn corral_http::MqttOverWebSocket>),
+        mqtt_ws: mqtt
+            .as_ref()
+            .map(|mqtt| Arc::new(glue::MqttWebSocket(mqtt.broker.clone())) as Arc<dyn corral_http::MqttOverWebSocket>),
     };
 
     let listener = tokio::net::TcpListener::bind(config.http_addr()?)
@@ -88,16 +90,16 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let (stop, mut stopped) = watch::channel(false);
     let app = corral_http::router(state);
     ready.store(true, Ordering::Relaxed);
-    let mqtt_addr = mqtt.as_ref().map(|(_, addr, _)| *addr);
+    let mqtt_addr = mqtt.as_ref().map(|mqtt| mqtt.addr);
     let done = tokio::spawn(async move {
         let shutdown = async move {
             let _ = stopped.wait_for(|s| *s).await;
             ready.store(false, Ordering::Relaxed);
             tracing::info!("shutting down: disconnecting MQTT clients, draining in-flight requests");
-            if let Some((broker, _, served)) = mqtt {
+            if let Some(mqtt) = mqtt {
                 // Clients get DISCONNECT 0x8B; publishes already being made durable finish first.
-                broker.shutdown(Duration::from_secs(5)).await;
-                let _ = served.await;
+                mqtt.broker.shutdown(Duration::from_secs(5)).await;
+                let _ = mqtt.served.await;
             }
         };
         axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
@@ -114,16 +116,23 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     Ok(Running { http_addr, mqtt_addr, admin_token, stop, done })
 }
 
+/// The running MQTT broker: dropped at shutdown, after `broker.shutdown` and `served` ended.
+struct MqttListener {
+    broker: corral_mqtt::Broker,
+    addr: SocketAddr,
+    /// The task accepting TCP connections; ends when the broker shuts down.
+    served: tokio::task::JoinHandle<()>,
+}
+
 /// The MQTT broker on its listener (unless `off`), with its state under `<data>/mqtt`, and a task
-/// that disconnects devices whose token, status or gateway changes. Returns the broker, its
-/// address and the task serving it.
+/// that disconnects devices whose token, status or gateway changes.
 async fn start_broker(
     config: &Config,
     data_dir: &Path,
     registry: &Registry,
     pipeline: &Pipeline,
     connected: &broker::ConnectedDevices,
-) -> anyhow::Result<Option<(corral_mqtt::Broker, SocketAddr, tokio::task::JoinHandle<()>)>> {
+) -> anyhow::Result<Option<MqttListener>> {
     let Some(addr) = config.mqtt_addr()? else { return Ok(None) };
     let m = &config.mqtt;
     let broker_config = corral_mqtt::BrokerConfig {
@@ -156,7 +165,7 @@ async fn start_broker(
         }
     });
     tokio::spawn(disconnect_on_credential_changes(registry.clone(), broker.clone()));
-    Ok(Some((broker, mqtt_addr, served)))
+    Ok(Some(MqttListener { broker, addr: mqtt_addr, served }))
 }
 
 /// A device whose token was rotated, or whose status or gateway changed, is disconnected (MQTT 5

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite. Tests drive the real server with real clients, so this first installs
-# what they use when it is missing: curl, gzip and mosquitto-clients (Debian packages), the
+# what they use when it is missing: curl, gzip, openssl and mosquitto-clients (Debian packages), the
 # official InfluxDB Python clients and paho-mqtt (PyPI). The disk-full test mounts a small tmpfs
 # and so needs root.
 # Extra arguments go to `cargo test`, e.g. `scripts/test.sh -p corral --test crash`.
@@ -11,6 +11,7 @@ need=()
 command -v curl >/dev/null || need+=(curl)
 command -v gzip >/dev/null || need+=(gzip)
 command -v mosquitto_pub >/dev/null || need+=(mosquitto-clients)
+command -v openssl >/dev/null || need+=(openssl)
 if ((${#need[@]})); then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq

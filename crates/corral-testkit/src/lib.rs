@@ -31,6 +31,8 @@ pub struct TestServer {
     pub base: String,
     /// `host:port` of the MQTT listener.
     pub mqtt: String,
+    /// `host:port` of the MQTTS listener, when started with a certificate.
+    pub mqtts: String,
     pub http: reqwest::Client,
     log: Arc<Mutex<Vec<String>>>,
     extra_args: Vec<String>,
@@ -61,6 +63,7 @@ impl TestServer {
             child: None,
             base: String::new(),
             mqtt: String::new(),
+            mqtts: String::new(),
             http: reqwest::Client::new(),
             log: Arc::default(),
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
@@ -92,7 +95,7 @@ impl TestServer {
         let log = self.log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                for proto in ["http", "mqtt"] {
+                for proto in ["http", "mqtt", "mqtts"] {
                     if let Some(rest) = line.split(&format!("listening proto={proto} addr=")).nth(1) {
                         let _ = tx.send((proto, rest.split_whitespace().next().unwrap_or("").to_string()));
                     }
@@ -102,13 +105,15 @@ impl TestServer {
         });
         // Held before waiting, so a failed start is still killed when the test panics.
         self.child = Some(child);
-        // The MQTT listener (unless `--mqtt off`) is logged before the HTTP one.
+        // The MQTT listeners (unless `--mqtt off`) are logged before the HTTP one.
         loop {
             let (proto, addr) = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_else(|_| {
                 panic!("corral did not report its HTTP address; log:\n{}", self.log_text())
             });
             if proto == "mqtt" {
                 self.mqtt = addr;
+            } else if proto == "mqtts" {
+                self.mqtts = addr;
             } else {
                 self.base = format!("http://{addr}");
                 break;

@@ -31,6 +31,11 @@ pub struct MqttConfig {
     pub max_queued_messages: usize,
     /// Messages per second one client may publish; 0 = unlimited.
     pub publish_rate: u32,
+    /// MQTT over TLS listens here once `tls_cert` and `tls_key` are set.
+    pub tls_listen: String,
+    /// PEM certificate chain (leaf first) and private key of the MQTTS listener.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for MqttConfig {
@@ -43,6 +48,9 @@ impl Default for MqttConfig {
             max_inflight: 128,
             max_queued_messages: 1000,
             publish_rate: 0,
+            tls_listen: "0.0.0.0:8883".into(),
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -164,6 +172,15 @@ pub struct ServeArgs {
     /// down (the broker stops reading it), not disconnected [default: 0].
     #[arg(long, env = "CORRAL_MQTT_PUBLISH_RATE")]
     pub mqtt_publish_rate: Option<u32>,
+    /// MQTT over TLS listener; on only with --tls-cert and --tls-key [default: 0.0.0.0:8883].
+    #[arg(long, env = "CORRAL_MQTTS")]
+    pub mqtts: Option<String>,
+    /// PEM certificate chain (server certificate first) for MQTTS.
+    #[arg(long, env = "CORRAL_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of that certificate (keep it mode 0600).
+    #[arg(long, env = "CORRAL_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
 }
 
 impl ServeArgs {
@@ -203,8 +220,24 @@ impl ServeArgs {
         m.max_connections = self.mqtt_max_connections.unwrap_or(m.max_connections);
         m.max_queued_messages = self.mqtt_max_queued.unwrap_or(m.max_queued_messages);
         m.publish_rate = self.mqtt_publish_rate.unwrap_or(m.publish_rate);
+        if let Some(v) = &self.mqtts {
+            m.tls_listen = v.clone();
+        }
+        m.tls_cert = self.tls_cert.clone().or(m.tls_cert.take());
+        m.tls_key = self.tls_key.clone().or(m.tls_key.take());
+        if self.mqtts.is_some() && m.tls_cert.is_none() {
+            bail!("--mqtts needs a certificate: --tls-cert and --tls-key (PEM files)");
+        }
         config.validate()?;
         Ok(config)
+    }
+}
+
+/// `key = "path"`, or the key commented out with an example when unset.
+fn optional_path(key: &str, path: &Option<PathBuf>, example: &str) -> String {
+    match path {
+        Some(p) => format!("{key} = {:?}", p.display().to_string()),
+        None => format!("# {key} = {example:?}"),
     }
 }
 
@@ -234,6 +267,12 @@ impl Config {
         let m = &self.mqtt;
         if m.max_packet_bytes < 64 || m.max_connections == 0 || m.max_inflight == 0 || m.max_queued_messages == 0 {
             bail!("mqtt: max_packet_bytes must be >= 64; max_connections, max_inflight, max_queued_messages positive");
+        }
+        if m.tls_cert.is_some() != m.tls_key.is_some() {
+            bail!("mqtt: tls_cert and tls_key go together (PEM certificate chain and its private key)");
+        }
+        if m.tls_cert.is_some() {
+            crate::tls::listen_addr(&m.tls_listen)?;
         }
         Ok(())
     }
@@ -297,7 +336,11 @@ impl Config {
              # Undelivered QoS 1/2 messages one session keeps (oldest dropped and counted beyond it).\n\
              max_queued_messages = {mqtt_queued}\n\
              # Messages per second one client may publish; 0 = unlimited. Faster clients are slowed down.\n\
-             publish_rate = {mqtt_rate}\n",
+             publish_rate = {mqtt_rate}\n\
+             # MQTT over TLS: listens on tls_listen once both PEM files are set.\n\
+             tls_listen = {tls_listen:?}\n\
+             {tls_cert}\n\
+             {tls_key}\n",
             data_dir = self.data_dir.display().to_string(),
             http = self.http,
             log = self.log,
@@ -318,6 +361,9 @@ impl Config {
             mqtt_inflight = self.mqtt.max_inflight,
             mqtt_queued = self.mqtt.max_queued_messages,
             mqtt_rate = self.mqtt.publish_rate,
+            tls_listen = self.mqtt.tls_listen,
+            tls_cert = optional_path("tls_cert", &self.mqtt.tls_cert, "/etc/corral/mqtt-cert.pem"),
+            tls_key = optional_path("tls_key", &self.mqtt.tls_key, "/etc/corral/mqtt-key.pem"),
         )
     }
 }

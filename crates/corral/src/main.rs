@@ -9,6 +9,7 @@ mod demo;
 mod broker;
 mod glue;
 mod serve;
+mod tls;
 
 use clap::{Parser, Subcommand};
 use config::ServeArgs;

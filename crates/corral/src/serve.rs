@@ -97,6 +97,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             ready.store(false, Ordering::Relaxed);
             tracing::info!("shutting down: disconnecting MQTT clients, draining in-flight requests");
             if let Some(mqtt) = mqtt {
+                if let Some(tls) = mqtt.tls {
+                    tls.abort(); // no new MQTTS clients; connected ones are in the broker's hands
+                }
                 // Clients get DISCONNECT 0x8B; publishes already being made durable finish first.
                 mqtt.broker.shutdown(Duration::from_secs(5)).await;
                 let _ = mqtt.served.await;
@@ -122,6 +125,8 @@ struct MqttListener {
     addr: SocketAddr,
     /// The task accepting TCP connections; ends when the broker shuts down.
     served: tokio::task::JoinHandle<()>,
+    /// The MQTTS accept loop, if TLS is configured; aborted at shutdown.
+    tls: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// The MQTT broker on its listener (unless `off`), with its state under `<data>/mqtt`, and a task
@@ -164,8 +169,18 @@ async fn start_broker(
             }
         }
     });
+    let tls = match (&m.tls_cert, &m.tls_key) {
+        (Some(cert), Some(key)) => {
+            let acceptor = crate::tls::acceptor(cert, key)?;
+            let addr = crate::tls::listen_addr(&m.tls_listen)?;
+            let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding the MQTTS listener to {addr}"))?;
+            tracing::info!(proto = %"mqtts", addr = %listener.local_addr()?, "listening");
+            Some(tokio::spawn(crate::tls::serve_mqtts(listener, acceptor, broker.clone())))
+        }
+        _ => None,
+    };
     tokio::spawn(disconnect_on_credential_changes(registry.clone(), broker.clone()));
-    Ok(Some(MqttListener { broker, addr: mqtt_addr, served }))
+    Ok(Some(MqttListener { broker, addr: mqtt_addr, served, tls }))
 }
 
 /// A device whose token was rotated, or whose status or gateway changed, is disconnected (MQTT 5

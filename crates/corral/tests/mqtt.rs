@@ -1,7 +1,7 @@
 //! MQTT into the platform, with real clients (mosquitto_pub/sub, paho-mqtt) against the real
 //! binary: device identity from the registry, telemetry through the same pipeline as HTTP and
 //! durable before the PUBACK, least-privilege topics, applications subscribing by API token,
-//! sessions cut when a device's credentials change, and MQTT over WebSocket at `/mqtt`.
+//! sessions cut when a device's credentials change, MQTT over WebSocket at `/mqtt` and over TLS.
 
 use corral_testkit::TestServer;
 use reqwest::Method;
@@ -231,4 +231,57 @@ async fn paho_over_websocket_publishes_through_the_http_listener() {
     // A plain GET (no WebSocket upgrade) is a 4xx, not a crash.
     let status = server.http.get(server.url("/mqtt")).send().await.unwrap().status().as_u16();
     assert!((400..500).contains(&status), "{status}");
+}
+
+/// A CA and a server certificate for 127.0.0.1, made with the openssl CLI in `dir`.
+fn make_certificates(dir: &std::path::Path) {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl").args(args).current_dir(dir).output().expect("openssl is installed");
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    run(&["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "2", "-subj", "/CN=Test CA", "-keyout", "ca.key", "-out", "ca.pem"]);
+    run(&["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-subj", "/CN=localhost", "-keyout", "server.key", "-out", "server.csr"]);
+    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1,DNS:localhost\n").unwrap();
+    run(&["x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2", "-extfile", "san.ext", "-out", "server.pem"]);
+    run(&["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "2", "-subj", "/CN=Other CA", "-keyout", "other.key", "-out", "other.pem"]);
+}
+
+#[tokio::test]
+async fn mqtts_with_a_configured_certificate_carries_durable_telemetry() {
+    let certs = tempfile::tempdir().unwrap();
+    make_certificates(certs.path());
+    let path = |f: &str| certs.path().join(f).display().to_string();
+    let (cert, key) = (path("server.pem"), path("server.key"));
+    let server = TestServer::start_with(BIN, &["--mqtts", "127.0.0.1:0", "--tls-cert", &cert, "--tls-key", &key]).await;
+    let token = server.register_device("gauge-1", json!({})).await;
+    let (host, port) = server.mqtts.rsplit_once(':').expect("MQTTS address logged");
+    let publish = |cafile: &str, value: u32| {
+        Command::new("mosquitto_pub")
+            .args(["-h", host, "-p", port, "--cafile", cafile, "-V", "mqttv5", "-q", "1"])
+            .args(["-i", "gauge-1", "-u", "gauge-1", "-P", &token, "-t", "devices/gauge-1/telemetry"])
+            .args(["-m", &format!(r#"{{"bar": {value}}}"#)])
+            .output()
+            .unwrap()
+    };
+    let out = publish(&path("ca.pem"), 7);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // A client that does not trust the server's CA gives up during the handshake; the server
+    // goes on serving.
+    let out = publish(&path("other.pem"), 8);
+    assert!(!out.status.success());
+    let out = publish(&path("ca.pem"), 9);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(server.query("SELECT bar FROM telemetry ORDER BY time").await, vec![vec![json!(7.0)], vec![json!(9.0)]]);
+}
+
+#[tokio::test]
+async fn mqtts_without_a_certificate_is_a_clear_start_up_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["serve", "--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0", "--mqtts", "127.0.0.1:0"])
+        .env("CORRAL_DATA_DIR", dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--tls-cert and --tls-key"), "{}", String::from_utf8_lossy(&out.stderr));
 }

@@ -985,3 +985,36 @@ async fn slow_subscriber_backlog_is_bounded() {
     assert_eq!(m.dropped_queue_full, 50 - 1 - 20);
     let _ = Arc::new(());
 }
+
+/// Regression: a 3.1.1 client cannot know the Receive Maximum, so one that pipelines more QoS 1
+/// publishes than that while the platform is still making them durable must be slowed down (the
+/// broker stops reading), not disconnected for a limit it was never told.
+#[tokio::test]
+async fn v311_publisher_beyond_the_receive_maximum_is_slowed_not_disconnected() {
+    let t = start(BrokerConfig { receive_maximum: 8, ..BrokerConfig::default() }).await;
+    let mut dev = Raw::ok(t.addr, V3, ConnectOpts::new("dev1").user("dev1", "pw1")).await;
+    let count = 40u16;
+    let mut bytes = bytes::BytesMut::new();
+    for i in 1..=count {
+        let packet = Packet::Publish(publish("devices/dev1/telemetry", format!("{{\"n\":{i}}}").as_bytes(), QoS::AtLeastOnce, i, false));
+        encode_packet(&packet, V3, &mut bytes);
+    }
+    dev.send_bytes(&bytes).await; // all at once: 5x the limit waiting on a 2 ms "fsync" each
+    for i in 1..=count {
+        assert_eq!(dev.recv().await, Packet::PubAck(ack(i)), "ack {i}");
+    }
+    assert_eq!(t.hooks.platform_topics().len(), usize::from(count));
+    // An MQTT 5 client was told the limit; exceeding it is a protocol error (0x93).
+    let mut dev5 = Raw::ok(t.addr, V5, ConnectOpts::new("dev1").user("dev1", "pw1")).await;
+    let mut bytes = bytes::BytesMut::new();
+    for i in 1..=count {
+        let packet = Packet::Publish(publish("devices/dev1/telemetry", b"{}", QoS::AtLeastOnce, i, false));
+        encode_packet(&packet, V5, &mut bytes);
+    }
+    dev5.send_bytes(&bytes).await;
+    let closing = dev5.expect_closed().await;
+    assert!(
+        closing.iter().any(|p| matches!(p, Packet::Disconnect(d) if d.reason == ReasonCode::RECEIVE_MAXIMUM_EXCEEDED)),
+        "{closing:?}"
+    );
+}

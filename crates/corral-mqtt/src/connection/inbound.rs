@@ -112,7 +112,9 @@ impl Connection {
         };
         if qos != QoS::AtMostOnce {
             let held = self.session.lock().inbound_qos2.len();
-            if self.unacked_inbound + held >= usize::from(self.state.config.receive_maximum) {
+            // Only an MQTT 5 client was told the Receive Maximum; a 3.1.1 client is held back by
+            // not reading from it (see `inbound_paused`) and never gets here over the limit.
+            if self.is_v5() && self.unacked_inbound + held >= usize::from(self.state.config.receive_maximum) {
                 tracing::info!(client_id = %self.client_id, "receive maximum exceeded");
                 metrics::inc(&self.state.metrics.protocol_errors);
                 return self.fail(Exit::Protocol(ReasonCode::RECEIVE_MAXIMUM_EXCEEDED));
@@ -360,6 +362,13 @@ impl Connection {
                 self.fail(Exit::Protocol(ReasonCode::UNSPECIFIED_ERROR));
             }
         }
+    }
+
+    /// A 3.1.1 client with `receive_maximum` QoS 1/2 publishes awaiting their (durable) ack is
+    /// not read from until one completes: TCP back-pressure slows it down, as MQTT 5's Receive
+    /// Maximum would, instead of a disconnect it could not have seen coming.
+    pub(super) fn inbound_paused(&self) -> bool {
+        !self.is_v5() && self.unacked_inbound >= usize::from(self.state.config.receive_maximum)
     }
 
     fn send_ack(&mut self, packet: Packet) {

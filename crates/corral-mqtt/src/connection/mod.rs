@@ -165,6 +165,10 @@ impl Connection {
         self.resend_inflight();
         self.drain();
         loop {
+            if self.throttled_until.is_none() && !self.rbuf.is_empty() && !self.inbound_paused() {
+                // Packets read before a pause ended (a partial packet decodes to nothing).
+                self.on_bytes();
+            }
             if let Err(e) = self.flush().await {
                 tracing::debug!(client_id = %self.client_id, error = %e, "write failed");
                 return Exit::Closed;
@@ -179,6 +183,7 @@ impl Connection {
                 self.rbuf = BytesMut::new();
             }
             let throttled = self.throttled_until.is_some();
+            let paused = throttled || self.inbound_paused();
             if let Some(until) = self.throttled_until
                 && until < timer.deadline().into_std()
             {
@@ -189,7 +194,7 @@ impl Connection {
                 _ = self.session.wake.notified() => self.on_wake(),
                 Some(staged) = self.staged.next(), if !self.staged.is_empty() => self.on_staged(staged),
                 Some(ack) = self.acks.next(), if !self.acks.is_empty() => self.on_ack_ready(ack),
-                read = self.reader.read_into(&mut self.rbuf), if !throttled => match read {
+                read = self.reader.read_into(&mut self.rbuf), if !paused => match read {
                     Ok(0) => return Exit::Closed,
                     Ok(n) => {
                         metrics::add(&self.state.metrics.bytes_in, n as u64);
@@ -253,7 +258,7 @@ impl Connection {
     /// Decodes and handles every complete packet in the read buffer.
     fn on_bytes(&mut self) {
         let max = self.state.config.max_packet_size as usize;
-        while self.exit.is_none() && self.throttled_until.is_none() {
+        while self.exit.is_none() && self.throttled_until.is_none() && !self.inbound_paused() {
             match crate::codec::decode_packet(&mut self.rbuf, self.version, max) {
                 Ok(Some(packet)) => {
                     self.last_packet_at = Instant::now();

@@ -4,5 +4,6 @@
 
 pub mod fleet;
 pub mod ingest;
+pub mod mqtt;
 pub mod peers;
 pub mod server;

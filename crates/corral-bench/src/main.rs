@@ -20,6 +20,9 @@ enum Command {
     /// Load the fleet into Corral, InfluxDB, VictoriaMetrics and PostgreSQL (each started here on
     /// loopback) and compare ingest rate, bytes per value and fleet query latency.
     Peers(corral_bench::peers::PeersArgs),
+    /// Corral's MQTT broker against Mosquitto 2.0 (both started here on loopback): fan-in QoS 0/1
+    /// (durable for Corral), fan-out, 1:1 pairs, idle connections' RSS, publish-to-subscriber latency.
+    Mqtt(corral_bench::mqtt::MqttArgs),
 }
 
 #[tokio::main]
@@ -28,5 +31,6 @@ async fn main() -> anyhow::Result<()> {
         Command::Ingest(args) => corral_bench::ingest::run(args).await,
         Command::FleetGen(args) => corral_bench::fleet::run(args),
         Command::Peers(args) => corral_bench::peers::run(args).await,
+        Command::Mqtt(args) => corral_bench::mqtt::run(args).await,
     }
 }

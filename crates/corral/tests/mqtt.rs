@@ -285,3 +285,21 @@ async fn mqtts_without_a_certificate_is_a_clear_start_up_error() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--tls-cert and --tls-key"), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[tokio::test]
+async fn reported_attributes_merge_into_the_registry() {
+    let server = TestServer::start(BIN).await;
+    let token = server.register_device("hvac-1", json!({"attributes": {"model": "X200", "floor": 3}})).await;
+    let (ok, out) = mosquitto_pub(
+        &server,
+        &["-q", "1", "-i", "hvac-1", "-u", "hvac-1", "-P", &token, "-t", "devices/hvac-1/attributes", "-m", r#"{"firmware": "2.1.0", "floor": 4}"#],
+    );
+    assert!(ok, "{out}");
+    let (_, device) = server.admin(Method::GET, "/api/v1/devices/hvac-1", None).await;
+    assert_eq!(device["attributes"], json!({"model": "X200", "floor": 4, "firmware": "2.1.0"}), "{device}");
+    // Not an object: MQTT 5 0x99, and the attributes stay as they were.
+    let out = paho(&server, &["publish", "hvac-1", "hvac-1", &token, "5", "devices/hvac-1/attributes", "[1, 2]"]);
+    assert_eq!(out, "puback 153");
+    let (_, device) = server.admin(Method::GET, "/api/v1/devices/hvac-1", None).await;
+    assert_eq!(device["attributes"]["firmware"], json!("2.1.0"));
+}

@@ -45,7 +45,15 @@ fn profiles() -> Vec<Value> {
     ]
 }
 
-pub async fn run(config: Config, interval: Duration) -> anyhow::Result<()> {
+pub async fn run(mut config: Config, interval: Duration) -> anyhow::Result<()> {
+    // A machine that already runs a broker (a mosquitto service, say) holds 1883; the demo then
+    // takes any free port and prints it, rather than failing to start.
+    if let Ok(Some(addr)) = config.mqtt_addr()
+        && std::net::TcpListener::bind(addr).is_err_and(|e| e.kind() == std::io::ErrorKind::AddrInUse)
+    {
+        tracing::warn!(%addr, "MQTT port in use; the demo listens on a free port instead");
+        config.mqtt.listen = std::net::SocketAddr::new(addr.ip(), 0).to_string();
+    }
     let running = serve::start(config).await?;
     let Some(admin) = running.admin_token.clone() else {
         bail!("the demo needs the admin token: set CORRAL_ADMIN_TOKEN, or use a fresh --data-dir");

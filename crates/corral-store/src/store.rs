@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Notify, RwLock};
 
 mod compact;
+mod group;
 
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
@@ -135,6 +136,8 @@ struct Inner {
     room: Notify,
     persist_wanted: Notify,
     metrics: StoreMetrics,
+    /// Requests waiting to be appended together; see `group.rs`.
+    groups: group::Groups,
 }
 
 impl Store {
@@ -200,6 +203,7 @@ impl Store {
             room: Notify::new(),
             persist_wanted: Notify::new(),
             metrics: StoreMetrics::default(),
+            groups: group::Groups::default(),
         };
         Ok(Store { inner: Arc::new(inner) })
     }
@@ -214,10 +218,10 @@ impl Store {
         check_days(&batches, self.inner.config.max_days_per_request)?;
         self.claim_columns(&batches)?;
         self.wait_for_room().await?;
-        // Append and buffer insert run as their own task: once the record is queued in the WAL it
-        // must reach the buffer even if the client disconnects and this future is dropped.
-        let store = self.clone();
-        tokio::spawn(async move { store.append_and_buffer(batches).await }).await.map_err(|_| StoreError::ShuttingDown)?
+        // From here on only storage can fail, the same way for every request: the request joins
+        // a group that shares one WAL record (see `group.rs`). The group's append runs as its own
+        // task, so a client that disconnects after this point still gets its rows stored.
+        self.append_grouped(batches).await
     }
 
     async fn append_and_buffer(&self, batches: Vec<Batch>) -> Result<(), StoreError> {

@@ -236,3 +236,31 @@ async fn latest_rows_match_the_history_across_persist_and_restart() {
     let latest_files = std::fs::read_dir(dir.path().join("tables/t/latest")).unwrap().count();
     assert_eq!(latest_files, 1, "a snapshot replaces the previous latest file");
 }
+
+/// Many small concurrent writes share WAL records (write groups) and every one of them is stored
+/// exactly once, durable when its call returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_small_writes_share_wal_records_and_all_land() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+    let writes = 300i64;
+    let tasks: Vec<_> = (0..writes)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let row = Row::new(i, format!("d{}", i % 7)).field("seq", FieldValue::Int(i));
+                store.write(vec![batch("t", vec![row])]).await
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    let appends = store.metrics().wal.appends;
+    assert!(appends < writes as u64, "{appends} WAL records for {writes} writes: no grouping");
+    let counted = sql(&store, "SELECT count(*) AS n, count(DISTINCT seq) AS d FROM t", None).await;
+    assert!(counted.contains("| 300 | 300 |"), "{counted}");
+    drop(store);
+    let store = Store::open(StoreConfig::new(dir.path())).unwrap(); // replayed from the WAL
+    assert_eq!(sql(&store, "SELECT count(*) AS n, count(DISTINCT seq) AS d FROM t", None).await, counted);
+}

@@ -3,6 +3,7 @@
 
 use anyhow::{Context, bail};
 use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -24,12 +25,7 @@ impl Server {
 
     /// Peak resident set size so far (VmHWM), bytes.
     pub fn peak_rss_bytes(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-            .map_or(0, |kb| kb * 1024)
+        proc_status_bytes(self.child.id(), "VmHWM")
     }
 
     /// SIGTERM (the server persists its buffer to Parquet) and wait.
@@ -39,11 +35,23 @@ impl Server {
     }
 }
 
-/// Starts `corral serve` on a free loopback port with data in `data_dir` (which may hold data of
-/// an earlier run) and returns the process and its base URL once it listens.
-pub fn spawn(binary: &Path, data_dir: &Path, extra: &[String]) -> anyhow::Result<(Child, String)> {
+/// A started `corral serve` and where it listens.
+pub struct Listening {
+    pub child: Child,
+    /// Base URL of the HTTP listener.
+    pub http: String,
+    pub mqtt: SocketAddr,
+}
+
+/// Starts `corral serve` with HTTP and MQTT on free loopback ports and data in `data_dir` (which
+/// may hold data of an earlier run); returns once both listen. Its warnings, errors and refusals
+/// are echoed to stderr; with `CORRAL_BENCH_LOG` set (a log filter), everything it logs at that level.
+pub fn start(binary: &Path, data_dir: &Path, extra: &[String]) -> anyhow::Result<Listening> {
+    let log = std::env::var("CORRAL_BENCH_LOG").ok();
     let mut child = Command::new(binary)
-        .args(["serve", "--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0", "--log", "warn,corral=info", "--data-dir"])
+        .args(["serve", "--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0", "--log"])
+        .arg(log.as_deref().unwrap_or("warn,corral=info"))
+        .arg("--data-dir")
         .arg(data_dir)
         .args(extra)
         .env("CORRAL_ADMIN_TOKEN", ADMIN_TOKEN)
@@ -53,21 +61,53 @@ pub fn spawn(binary: &Path, data_dir: &Path, extra: &[String]) -> anyhow::Result
         .with_context(|| format!("starting {}", binary.display()))?;
     let stderr = child.stderr.take().expect("piped");
     let (tx, rx) = std::sync::mpsc::channel();
+    let verbose = log.is_some();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(rest) = line.split("listening proto=http addr=").nth(1) {
-                let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_string());
+            if verbose || line.contains("WARN") || line.contains("ERROR") || line.contains("refused") {
+                eprintln!("corral: {line}");
+            }
+            for proto in ["http", "mqtt"] {
+                if let Some(rest) = line.split(&format!("listening proto={proto} addr=")).nth(1) {
+                    let _ = tx.send((proto, rest.split_whitespace().next().unwrap_or("").to_string()));
+                }
             }
         }
     });
-    match rx.recv_timeout(Duration::from_secs(60)) {
-        Ok(addr) => Ok((child, format!("http://{addr}"))),
-        Err(_) => {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!("corral did not start")
+    let (mut http, mut mqtt) = (None, None);
+    while http.is_none() || mqtt.is_none() {
+        match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(("http", addr)) => http = Some(format!("http://{addr}")),
+            Ok((_, addr)) => mqtt = Some(addr.parse().context("MQTT listen address")?),
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!("corral did not start (no `listening proto=http/mqtt` lines)")
+            }
         }
     }
+    Ok(Listening { child, http: http.expect("set"), mqtt: mqtt.expect("set") })
+}
+
+/// [`start`], for callers that only use HTTP: the process and its base URL.
+pub fn spawn(binary: &Path, data_dir: &Path, extra: &[String]) -> anyhow::Result<(Child, String)> {
+    let listening = start(binary, data_dir, extra)?;
+    Ok((listening.child, listening.http))
+}
+
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// A byte figure from `/proc/<pid>/status` (`VmRSS`, `VmHWM`: reported in kB), 0 if unreadable.
+pub fn proc_status_bytes(pid: u32, key: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
 }
 
 /// SIGTERM a child and wait for it; an error unless it exits 0.

@@ -9,7 +9,7 @@ use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
-use corral_ingest::decode::{decode_json, decode_senml_json};
+use corral_ingest::decode::TelemetryFormat;
 use corral_model::{Door, Envelope, TableName};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -55,13 +55,11 @@ async fn ingest(
         .get(axum::http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("application/json");
-    let senml = params.format.as_deref() == Some("senml") || content_type.starts_with("application/senml+json");
-    let limits = &state.limits.decode;
-    let batch = if senml {
-        decode_senml_json(&body, device.id.as_str(), &table, received_at_ns, limits)?
-    } else {
-        decode_json(&body, device.id.as_str(), &table, received_at_ns, limits)?
+    let format = match params.format.as_deref() {
+        Some("senml") => TelemetryFormat::SenmlJson,
+        _ => TelemetryFormat::from_content_type(content_type),
     };
+    let batch = format.decode(&body, device.id.as_str(), &table, received_at_ns, &state.limits.decode)?;
     let envelope = Envelope { device: device.id, tenant: device.tenant, door: Door::Http, received_at_ns };
     let accepted = state.sink.submit(&envelope, vec![batch]).await?;
     Ok(Json(json!({ "table": table, "rows": accepted.rows, "values": accepted.values })))

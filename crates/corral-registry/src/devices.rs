@@ -263,6 +263,19 @@ impl Registry {
         Ok(d)
     }
 
+    /// Merges what a device reports about itself (MQTT `devices/<id>/attributes`) into its
+    /// attributes: reported keys replace the same keys, the others stay.
+    pub async fn merge_attributes(
+        &self,
+        actor: &Principal,
+        id: &str,
+        reported: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<Device, RegistryError> {
+        let mut attributes = self.get_device(actor, id).await?.attributes;
+        attributes.extend(reported);
+        self.update_device(actor, id, DevicePatch { attributes: Some(attributes), ..DevicePatch::default() }).await
+    }
+
     /// `DELETE`: the device becomes `decommissioned` and its token is refused from the next
     /// request on; the row stays for history. Decommissioning twice is a no-op.
     pub async fn decommission_device(&self, actor: &Principal, id: &str) -> Result<Device, RegistryError> {

@@ -3,13 +3,13 @@
 //! devices are connected right now.
 
 use async_trait::async_trait;
-use corral_ingest::decode::{Limits, decode_json, decode_senml_json};
+use corral_ingest::decode::{Limits, TelemetryFormat};
 use corral_ingest::{Pipeline, Sink};
 use corral_model::{DeviceId, Door, Envelope, ErrorKind, TableName, TenantId, WireError};
 use corral_mqtt::codec::ReasonCode;
 use corral_mqtt::topic::PlatformTopic;
 use corral_mqtt::{BrokerHooks, ConnectRefusal, ConnectRequest, DisconnectKind, Identity, InboundPublish, PublishRefusal, Role};
-use corral_registry::{DevicePatch, Principal, Registry, RegistryError};
+use corral_registry::{Principal, Registry, RegistryError};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -100,13 +100,10 @@ impl BrokerHooks for PlatformHooks {
                     None => TableName::telemetry(),
                 };
                 let received_at_ns = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0);
-                let senml = publish.content_type.as_deref().is_some_and(|c| c.starts_with("application/senml+json"));
-                let decoded = if senml {
-                    decode_senml_json(&publish.payload, device.as_str(), &table, received_at_ns, &self.limits)
-                } else {
-                    decode_json(&publish.payload, device.as_str(), &table, received_at_ns, &self.limits)
-                };
-                let batch = decoded.map_err(|e| refusal(&e, &publish.topic))?;
+                let format = TelemetryFormat::from_content_type(publish.content_type.as_deref().unwrap_or(""));
+                let batch = format
+                    .decode(&publish.payload, device.as_str(), &table, received_at_ns, &self.limits)
+                    .map_err(|e| refusal(&e, &publish.topic))?;
                 let envelope = Envelope { device, tenant, door: Door::Mqtt, received_at_ns };
                 self.pipeline.submit(&envelope, vec![batch]).await.map_err(|e| refusal(&e, &publish.topic))?;
                 Ok(())
@@ -158,12 +155,10 @@ impl PlatformHooks {
         let invalid = |why: String| PublishRefusal::new(ReasonCode::PAYLOAD_FORMAT_INVALID, why);
         let reported: serde_json::Map<String, serde_json::Value> =
             serde_json::from_slice(payload).map_err(|e| invalid(format!("attributes must be a JSON object: {e}")))?;
-        let system = Principal::system();
-        let current = self.registry.get_device(&system, device.as_str()).await.map_err(|e| refusal(&e.to_wire(), "attributes"))?;
-        let mut attributes = current.attributes;
-        attributes.extend(reported);
-        let patch = DevicePatch { attributes: Some(attributes), ..DevicePatch::default() };
-        self.registry.update_device(&system, device.as_str(), patch).await.map_err(|e| refusal(&e.to_wire(), "attributes"))?;
+        self.registry
+            .merge_attributes(&Principal::system(), device.as_str(), reported)
+            .await
+            .map_err(|e| refusal(&e.to_wire(), "attributes"))?;
         Ok(())
     }
 }

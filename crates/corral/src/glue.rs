@@ -153,50 +153,19 @@ impl MetricsSource for StoreMetrics {
     }
 }
 
-/// The MQTT broker's counters in `/metrics`.
+/// The MQTT broker's counters in `/metrics`, and how many devices are connected.
 pub struct MqttMetrics(pub corral_mqtt::Broker, pub crate::broker::ConnectedDevices);
 
 impl MetricsSource for MqttMetrics {
     fn render(&self, out: &mut String) {
         use std::fmt::Write;
-        let m = self.0.metrics();
-        let mut metric = |name: &str, kind: &str, help: &str, samples: &[(&str, u64)]| {
-            let _ = writeln!(out, "# HELP corral_mqtt_{name} {help}\n# TYPE corral_mqtt_{name} {kind}");
-            for (labels, v) in samples {
-                let _ = writeln!(out, "corral_mqtt_{name}{labels} {v}");
-            }
-        };
-        metric("connections", "gauge", "MQTT connections past CONNACK.", &[("", m.connections_current)]);
-        metric("devices_online", "gauge", "Devices with a live MQTT connection.", &[("", self.1.count() as u64)]);
-        metric("connects_total", "counter", "Accepted CONNECTs.", &[("", m.connections_total)]);
-        metric("connects_refused_total", "counter", "CONNECTs refused (credentials, limits, client id).", &[("", m.connects_refused)]);
-        metric("sessions", "gauge", "Sessions held, connected or not.", &[("", m.sessions), ("{persistent=\"true\"}", m.persistent_sessions)]);
-        metric("retained_messages", "gauge", "Retained messages.", &[("", m.retained_messages)]);
-        metric("subscriptions", "gauge", "Subscriptions.", &[("", m.subscriptions)]);
-        let by_qos = |v: [u64; 3]| [("{qos=\"0\"}", v[0]), ("{qos=\"1\"}", v[1]), ("{qos=\"2\"}", v[2])];
-        metric("messages_received_total", "counter", "PUBLISH packets received, by QoS.", &by_qos(m.messages_in_by_qos));
-        metric("messages_sent_total", "counter", "PUBLISH packets sent (not resends), by QoS.", &by_qos(m.messages_out_by_qos));
-        metric("bytes_received_total", "counter", "Bytes read from MQTT clients.", &[("", m.bytes_in)]);
-        metric("bytes_sent_total", "counter", "Bytes written to MQTT clients.", &[("", m.bytes_out)]);
-        metric("denied_total", "counter", "ACL denials.", &[("{what=\"publish\"}", m.denied_publish), ("{what=\"subscribe\"}", m.denied_subscribe)]);
-        metric("platform_refused_total", "counter", "Platform publishes refused (bad payload, disk full...).", &[("", m.platform_publish_refused)]);
-        metric(
-            "dropped_total",
-            "counter",
-            "Messages not delivered, by cause.",
-            &[
-                ("{cause=\"qos0_backlog\"}", m.dropped_qos0_backlog),
-                ("{cause=\"queue_full\"}", m.dropped_queue_full),
-                ("{cause=\"expired\"}", m.dropped_expired),
-                ("{cause=\"too_large\"}", m.dropped_too_large),
-                ("{cause=\"offline_qos0\"}", m.dropped_offline_qos0),
-            ],
+        self.0.metrics().render_prometheus(out);
+        let _ = writeln!(
+            out,
+            "# HELP corral_mqtt_devices_online Devices with a live MQTT connection.\n\
+             # TYPE corral_mqtt_devices_online gauge\ncorral_mqtt_devices_online {}",
+            self.1.count()
         );
-        metric("protocol_errors_total", "counter", "Connections closed for malformed packets or protocol errors.", &[("", m.protocol_errors)]);
-        metric("keep_alive_timeouts_total", "counter", "Connections closed by keep-alive.", &[("", m.keep_alive_timeouts)]);
-        metric("takeovers_total", "counter", "Sessions taken over by a new connection.", &[("", m.takeovers)]);
-        metric("wills_published_total", "counter", "Wills published.", &[("", m.wills_published)]);
-        metric("throttled_total", "counter", "Times a client hit its publish rate limit.", &[("", m.publishes_throttled)]);
     }
 }
 

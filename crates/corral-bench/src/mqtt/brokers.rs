@@ -7,7 +7,6 @@
 use crate::server::{ADMIN_TOKEN, bench_tmp};
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -38,57 +37,16 @@ pub fn raise_nofile(want: u64) -> anyhow::Result<u64> {
     Ok(want)
 }
 
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
 impl Broker {
     pub fn corral(binary: &Path) -> anyhow::Result<Broker> {
         let dir = tempfile::Builder::new().prefix("corral-bench-mqtt-").tempdir_in(bench_tmp())?;
-        let mut child = Command::new(binary)
-            .args(["serve", "--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0", "--mqtt-allow-anonymous"])
-            .arg("--log")
-            .arg(std::env::var("CORRAL_BENCH_LOG").unwrap_or_else(|_| "warn,corral=info".into()))
-            .arg("--data-dir")
-            .arg(dir.path())
-            .env("CORRAL_ADMIN_TOKEN", ADMIN_TOKEN)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .with_context(|| format!("starting {}", binary.display()))?;
-        let stderr = child.stderr.take().expect("piped");
-        let (tx, rx) = std::sync::mpsc::channel();
-        let verbose = std::env::var_os("CORRAL_BENCH_LOG").is_some();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if verbose || line.contains("WARN") || line.contains("ERROR") || line.contains("refused") {
-                    eprintln!("corral: {line}");
-                }
-                for proto in ["http", "mqtt"] {
-                    if let Some(rest) = line.split(&format!("listening proto={proto} addr=")).nth(1) {
-                        let _ = tx.send((proto, rest.split_whitespace().next().unwrap_or("").to_string()));
-                    }
-                }
-            }
-        });
-        let (mut http, mut mqtt) = (None, None);
-        while http.is_none() || mqtt.is_none() {
-            match rx.recv_timeout(Duration::from_secs(60)) {
-                Ok(("http", addr)) => http = Some(format!("http://{addr}")),
-                Ok((_, addr)) => mqtt = Some(addr.parse().context("mqtt listen address")?),
-                Err(_) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    bail!("corral did not start (no `listening proto=http/mqtt` lines)");
-                }
-            }
-        }
-        Ok(Broker { name: "corral", child, mqtt: mqtt.expect("set"), http, _dir: dir })
+        let corral = crate::server::start(binary, dir.path(), &["--mqtt-allow-anonymous".to_string()])?;
+        Ok(Broker { name: "corral", child: corral.child, mqtt: corral.mqtt, http: Some(corral.http), _dir: dir })
     }
 
     pub fn mosquitto() -> anyhow::Result<Broker> {
         let dir = tempfile::Builder::new().prefix("mosquitto-bench-").tempdir_in(bench_tmp())?;
-        let port = free_port()?;
+        let port = crate::server::free_port()?;
         let conf = dir.path().join("mosquitto.conf");
         std::fs::write(&conf, format!("listener {port} 127.0.0.1\nallow_anonymous true\n"))?;
         let bin = ["/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto"]
@@ -122,12 +80,7 @@ impl Broker {
 
     /// Current resident set size (VmRSS), bytes.
     pub fn rss_bytes(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-            .map_or(0, |kb| kb * 1024)
+        crate::server::proc_status_bytes(self.pid(), "VmRSS")
     }
 
     /// User + system CPU seconds used so far.

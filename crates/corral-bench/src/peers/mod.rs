@@ -266,10 +266,7 @@ pub fn median(mut v: Vec<f64>) -> Option<f64> {
     v.get(v.len() / 2).copied()
 }
 
-/// A loopback port nobody listens on right now.
-pub fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
+pub use crate::server::free_port;
 
 /// Poll `url` until it answers a success, up to `secs`.
 pub async fn wait_ready(http: &reqwest::Client, url: &str, secs: u64) -> anyhow::Result<()> {

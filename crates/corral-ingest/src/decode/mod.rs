@@ -70,7 +70,41 @@ pub use json::decode_json;
 pub use line_protocol::{Precision, decode_line_protocol};
 pub use senml::decode_senml_json;
 
-use corral_model::WireError;
+use corral_model::{Batch, TableName, WireError};
+
+/// The telemetry formats a device may send as one message (HTTP body, MQTT payload).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TelemetryFormat {
+    Json,
+    SenmlJson,
+}
+
+impl TelemetryFormat {
+    /// SenML JSON for `application/senml+json` (parameters allowed), JSON otherwise.
+    pub fn from_content_type(content_type: &str) -> TelemetryFormat {
+        if content_type.trim_start().starts_with("application/senml+json") {
+            TelemetryFormat::SenmlJson
+        } else {
+            TelemetryFormat::Json
+        }
+    }
+
+    /// Decodes one message of this format into a batch for `table` (see [`decode_json`],
+    /// [`decode_senml_json`]).
+    pub fn decode(
+        self,
+        body: &[u8],
+        device: &str,
+        table: &TableName,
+        received_at_ns: i64,
+        limits: &Limits,
+    ) -> Result<Batch, WireError> {
+        match self {
+            TelemetryFormat::Json => decode_json(body, device, table, received_at_ns, limits),
+            TelemetryFormat::SenmlJson => decode_senml_json(body, device, table, received_at_ns, limits),
+        }
+    }
+}
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
 use std::fmt;

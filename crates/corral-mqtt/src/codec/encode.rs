@@ -96,16 +96,18 @@ fn body_len(packet: &Packet, v5: bool) -> usize {
             }
         }
         Packet::PingReq | Packet::PingResp => 0,
-        Packet::Disconnect(d) => short_reason_len(d.reason.0, &d.properties, v5),
-        Packet::Auth(a) => short_reason_len(a.reason.0, &a.properties, v5),
+        Packet::Disconnect(d) => short_reason_len(d.reason.0, &d.properties, v5, false),
+        Packet::Auth(a) => short_reason_len(a.reason.0, &a.properties, v5, true),
     }
 }
 
-/// DISCONNECT and AUTH may omit reason and properties when they are "success, none".
-fn short_reason_len(reason: u8, props: &Properties, v5: bool) -> usize {
+/// DISCONNECT and AUTH may omit reason and properties when they are "success, none". DISCONNECT
+/// may also send a bare reason (§3.14.2.2.1); AUTH may not (§3.15.2.1): with a reason, the
+/// property length follows even when it is 0.
+fn short_reason_len(reason: u8, props: &Properties, v5: bool, props_with_reason: bool) -> usize {
     if !v5 || (reason == 0 && props.is_empty()) {
         0
-    } else if props.is_empty() {
+    } else if props.is_empty() && !props_with_reason {
         1
     } else {
         1 + props.block_len()
@@ -194,13 +196,13 @@ fn write_body(packet: &Packet, v5: bool, out: &mut BytesMut) {
             }
         }
         Packet::PingReq | Packet::PingResp => {}
-        Packet::Disconnect(d) => short_reason(d.reason.0, &d.properties, v5, out),
-        Packet::Auth(a) => short_reason(a.reason.0, &a.properties, v5, out),
+        Packet::Disconnect(d) => short_reason(d.reason.0, &d.properties, v5, false, out),
+        Packet::Auth(a) => short_reason(a.reason.0, &a.properties, v5, true, out),
     }
 }
 
-fn short_reason(reason: u8, props: &Properties, v5: bool, out: &mut BytesMut) {
-    match short_reason_len(reason, props, v5) {
+fn short_reason(reason: u8, props: &Properties, v5: bool, props_with_reason: bool, out: &mut BytesMut) {
+    match short_reason_len(reason, props, v5, props_with_reason) {
         0 => {}
         1 => out.put_u8(reason),
         _ => {

@@ -254,6 +254,16 @@ fn every_packet_round_trips_under_v5() {
         }),
         V5,
     );
+    // Found by the fuzzer: a reason without properties must still carry the property length
+    // (AUTH, unlike DISCONNECT, has no one-byte form), or it does not decode again.
+    round_trip(
+        Packet::Auth(Auth {
+            reason: ReasonCode::RE_AUTHENTICATE,
+            properties: Properties::default(),
+        }),
+        V5,
+    );
+    round_trip(Packet::Disconnect(Disconnect::new(ReasonCode::SERVER_BUSY)), V5);
 }
 
 #[test]

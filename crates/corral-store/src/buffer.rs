@@ -62,6 +62,14 @@ impl ColumnBuilder {
         }
     }
 
+    /// A tag value (tags are string columns).
+    fn append_str(&mut self, value: &str) {
+        match self {
+            ColumnBuilder::Str(b) => b.append_value(value),
+            b => b.append_nulls(1),
+        }
+    }
+
     /// A copy of what the builder holds, leaving it open (for queries between seals).
     fn finish_cloned(&self) -> ArrayRef {
         match self {
@@ -132,7 +140,7 @@ impl TableBuffer {
             self.touched[1] = true;
             for (name, value) in &row.tags {
                 if let Some(i) = schema.position(name).filter(|&i| !self.touched[i]) {
-                    self.builders[i].append_value(&FieldValue::Str(value.clone()));
+                    self.builders[i].append_str(value);
                     self.touched[i] = true;
                 }
             }

@@ -35,13 +35,13 @@ impl BrokerHooks for ExampleHooks {
         }
     }
 
-    async fn on_platform_publish(
+    fn on_platform_publish(
         &self,
         _who: &Identity,
         p: &InboundPublish,
-    ) -> Result<(), PublishRefusal> {
+    ) -> Result<PlatformWrite, PublishRefusal> {
         tracing::info!(topic = %p.topic, bytes = p.payload.len(), "platform publish");
-        Ok(())
+        Ok(Box::pin(async { Ok(()) }))
     }
 
     fn device_tenant(&self, device: &str) -> Option<String> {

@@ -61,7 +61,7 @@ fn first_level(s: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hooks::{ConnectRefusal, ConnectRequest, InboundPublish, PublishRefusal};
+    use crate::hooks::{ConnectRefusal, ConnectRequest};
 
     struct Tenants;
     #[async_trait::async_trait]
@@ -69,12 +69,12 @@ mod tests {
         async fn authenticate(&self, _: &ConnectRequest) -> Result<Identity, ConnectRefusal> {
             Err(ConnectRefusal::NotAuthorized)
         }
-        async fn on_platform_publish(
+        fn on_platform_publish(
             &self,
-            _: &Identity,
-            _: &InboundPublish,
-        ) -> Result<(), PublishRefusal> {
-            Ok(())
+            _: &crate::Identity,
+            _: &crate::InboundPublish,
+        ) -> Result<crate::PlatformWrite, crate::PublishRefusal> {
+            Ok(Box::pin(async { Ok(()) }))
         }
         fn device_tenant(&self, device: &str) -> Option<String> {
             match device {

@@ -125,6 +125,10 @@ impl PublishRefusal {
     }
 }
 
+/// The durable part of a platform publish ([`BrokerHooks::on_platform_publish`]): resolves once
+/// the message is durable, or with the refusal the publisher gets.
+pub type PlatformWrite = futures::future::BoxFuture<'static, Result<(), PublishRefusal>>;
+
 /// A PUBLISH on a platform topic, handed to [`BrokerHooks::on_platform_publish`].
 #[derive(Debug, Clone)]
 pub struct InboundPublish {
@@ -167,13 +171,20 @@ pub trait BrokerHooks: Send + Sync + 'static {
     /// Decides who a CONNECT is (called for every CONNECT unless anonymous access applies).
     async fn authenticate(&self, request: &ConnectRequest) -> Result<Identity, ConnectRefusal>;
 
-    /// A PUBLISH on a platform topic that passed the ACL. Resolve only once the data is durable;
-    /// the broker routes and acknowledges it only after `Ok`.
-    async fn on_platform_publish(
+    /// A PUBLISH on a platform topic that passed the ACL, called on the connection's task: check
+    /// and decode it here. `Err` means the message is neither routed nor stored. `Ok` carries the
+    /// write that makes it durable; the broker acknowledges (PUBACK/PUBREC) only once that write
+    /// resolved `Ok`, in the order the publishes arrived.
+    ///
+    /// QoS 0 and 1 messages are routed to subscribers as soon as they are accepted here, without
+    /// waiting for the write: a crash before it finishes leaves the publisher unacknowledged, so
+    /// it sends again and "at least once" holds. QoS 2 messages are routed only after the write,
+    /// so that resend cannot deliver a second copy.
+    fn on_platform_publish(
         &self,
         who: &Identity,
         publish: &InboundPublish,
-    ) -> Result<(), PublishRefusal>;
+    ) -> Result<PlatformWrite, PublishRefusal>;
 
     /// The tenant of a device, for tenant-scoped applications publishing to `devices/<id>/...`
     /// and for tagging platform-originated messages. `None` = unknown device.

@@ -6,7 +6,8 @@
 //! ```text
 //! device ──MQTT──► corral-mqtt ──► identity (hooks.authenticate) ──► ACL
 //!                      │  platform topic (devices/<id>/telemetry, attributes, twin/reported)
-//!                      ├──► hooks.on_platform_publish (decode + WAL fsync) ──► then route + ack
+//!                      ├──► hooks.on_platform_publish: decode now, then route (QoS 0/1) and
+//!                      │      ack after the WAL fsync (QoS 2: route after the fsync too)
 //!                      └──► route to subscribers (live fan-out, persistent sessions, retained)
 //! ```
 //!
@@ -47,9 +48,14 @@
 //!             _ => Err(ConnectRefusal::BadCredentials),
 //!         }
 //!     }
-//!     async fn on_platform_publish(&self, _who: &Identity, p: &InboundPublish) -> Result<(), PublishRefusal> {
-//!         println!("{} bytes of telemetry from {}", p.payload.len(), p.device);
-//!         Ok(()) // only once durable
+//!     fn on_platform_publish(&self, _who: &Identity, p: &InboundPublish) -> Result<PlatformWrite, PublishRefusal> {
+//!         let bytes = p.payload.len();
+//!         let device = p.device.clone();
+//!         // Resolve only once the data is durable: the broker acknowledges after it.
+//!         Ok(Box::pin(async move {
+//!             println!("{bytes} bytes of telemetry from {device}");
+//!             Ok(())
+//!         }))
 //!     }
 //!     fn device_tenant(&self, _device: &str) -> Option<String> {
 //!         Some("default".into())
@@ -97,7 +103,7 @@ pub use config::{BrokerConfig, QueueOverflow, RateLimit};
 pub use error::{BrokerError, DecodeError};
 pub use hooks::{
     BrokerHooks, ConnectRefusal, ConnectRequest, DisconnectKind, Identity, InboundPublish,
-    PublishRefusal, Role,
+    PlatformWrite, PublishRefusal, Role,
 };
 pub use metrics::MetricsSnapshot;
 pub use topic::PlatformTopic;

@@ -198,32 +198,28 @@ impl BrokerState {
             .collect()
     }
 
-    /// Publishes a will (now due). Platform topics go through the platform hook first, in a
-    /// task of their own since the hook is async.
+    /// Publishes a will (now due). A will on a platform topic is routed once the platform
+    /// accepted it, and its write runs in a task of its own (no client waits for an ack).
     pub fn publish_will(self: &BrokerState, message: Arc<Message>, identity: &Arc<Identity>) {
         metrics::inc(&self.metrics.wills_published);
-        match crate::topic::platform_topic(&message.topic) {
-            None => {
+        let Some(publish) = crate::connection::platform_publish_of(&message, identity) else {
+            self.route(message);
+            return;
+        };
+        match self.hooks.on_platform_publish(identity, &publish) {
+            Ok(write) => {
                 self.route(message);
-            }
-            Some(_) => {
                 let Some(state) = self.self_ref() else { return };
-                let identity = identity.clone();
                 tokio::spawn(async move {
-                    let Some(publish) = crate::connection::platform_publish_of(&message, &identity)
-                    else {
-                        return;
-                    };
-                    match state.hooks.on_platform_publish(&identity, &publish).await {
-                        Ok(()) => {
-                            state.route(message);
-                        }
-                        Err(refusal) => {
-                            metrics::inc(&state.metrics.platform_refused);
-                            tracing::info!(topic = %message.topic, error = %refusal, "will refused by the platform");
-                        }
+                    if let Err(refusal) = write.await {
+                        metrics::inc(&state.metrics.platform_refused);
+                        tracing::info!(topic = %publish.topic, error = %refusal, "will not stored by the platform");
                     }
                 });
+            }
+            Err(refusal) => {
+                metrics::inc(&self.metrics.platform_refused);
+                tracing::info!(topic = %message.topic, error = %refusal, "will refused by the platform");
             }
         }
     }

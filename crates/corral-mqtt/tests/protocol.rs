@@ -562,7 +562,7 @@ async fn acl_denials_answer_per_protocol_and_are_counted() {
 }
 
 #[tokio::test]
-async fn platform_publishes_go_through_the_hook_before_routing_and_acking() {
+async fn platform_publishes_go_through_the_hook_and_are_acked_in_order() {
     let t = start(BrokerConfig::default()).await;
     let mut admin = Raw::ok(
         t.addr,
@@ -644,6 +644,37 @@ async fn platform_publishes_go_through_the_hook_before_routing_and_acking() {
         6
     );
     assert_eq!(t.broker.metrics().platform_publish_refused, 2);
+}
+
+/// QoS 0/1 platform publishes reach subscribers without waiting for their (slow) write; the
+/// PUBACK still waits for it. QoS 2 is routed only after the write, so a resend after a crash
+/// cannot deliver it twice. A write that fails after routing is refused in the PUBACK (v5).
+#[tokio::test]
+async fn platform_writes_hold_acks_and_qos2_routing_but_not_qos1_routing() {
+    let t = start(BrokerConfig::default()).await;
+    t.hooks.write_ms.store(400, Ordering::SeqCst);
+    let mut admin = Raw::ok(t.addr, V5, ConnectOpts::new("admin").user("admin", "secret")).await;
+    admin.subscribe(1, "devices/dev1/telemetry", QoS::ExactlyOnce).await;
+    let mut dev = Raw::ok(t.addr, V5, ConnectOpts::new("dev1").user("dev1", "pw1")).await;
+
+    dev.publish("devices/dev1/telemetry", b"{\"n\":1}", QoS::AtLeastOnce, 1, false).await;
+    let Some(Packet::Publish(routed)) = admin.recv_within(Duration::from_millis(200)).await else {
+        panic!("QoS 1 not routed before its write finished");
+    };
+    assert_eq!(&routed.payload[..], b"{\"n\":1}");
+    assert_eq!(dev.recv_within(Duration::from_millis(100)).await, None, "PUBACK before the write");
+    assert_eq!(dev.recv().await, Packet::PubAck(ack(1)));
+    admin.send(Packet::PubAck(ack(routed.packet_id))).await;
+
+    dev.publish("devices/dev1/telemetry", b"{\"n\":2}", QoS::ExactlyOnce, 2, false).await;
+    assert_eq!(admin.recv_within(Duration::from_millis(200)).await, None, "QoS 2 routed before its write");
+    assert_eq!(dev.recv().await, Packet::PubRec(ack(2)));
+    assert_eq!(&admin.recv_publish().await.payload[..], b"{\"n\":2}");
+
+    t.hooks.write_fails_with.store(0x97, Ordering::SeqCst);
+    dev.publish("devices/dev1/telemetry", b"{\"n\":3}", QoS::AtLeastOnce, 3, false).await;
+    assert_eq!(dev.recv().await, Packet::PubAck(PubAck::new(3, ReasonCode::QUOTA_EXCEEDED)));
+    assert_eq!(t.hooks.platform_topics().len(), 2, "the failed write stored nothing");
 }
 
 #[tokio::test]

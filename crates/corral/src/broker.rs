@@ -8,7 +8,9 @@ use corral_ingest::{Pipeline, Sink};
 use corral_model::{DeviceId, Door, Envelope, ErrorKind, TableName, TenantId, WireError};
 use corral_mqtt::codec::ReasonCode;
 use corral_mqtt::topic::PlatformTopic;
-use corral_mqtt::{BrokerHooks, ConnectRefusal, ConnectRequest, DisconnectKind, Identity, InboundPublish, PublishRefusal, Role};
+use corral_mqtt::{
+    BrokerHooks, ConnectRefusal, ConnectRequest, DisconnectKind, Identity, InboundPublish, PlatformWrite, PublishRefusal, Role,
+};
 use corral_registry::{Principal, Registry, RegistryError};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -86,7 +88,7 @@ impl BrokerHooks for PlatformHooks {
         Ok(application(&principal))
     }
 
-    async fn on_platform_publish(&self, who: &Identity, publish: &InboundPublish) -> Result<(), PublishRefusal> {
+    fn on_platform_publish(&self, who: &Identity, publish: &InboundPublish) -> Result<PlatformWrite, PublishRefusal> {
         let Some(tenant) = who.tenant().and_then(|t| TenantId::new(t).ok()) else {
             return Err(PublishRefusal::new(ReasonCode::NOT_AUTHORIZED, "only devices publish platform topics"));
         };
@@ -105,12 +107,14 @@ impl BrokerHooks for PlatformHooks {
                     .decode(&publish.payload, device.as_str(), &table, received_at_ns, &self.limits)
                     .map_err(|e| refusal(&e, &publish.topic))?;
                 let envelope = Envelope { device, tenant, door: Door::Mqtt, received_at_ns };
-                self.pipeline.submit(&envelope, vec![batch]).await.map_err(|e| refusal(&e, &publish.topic))?;
-                Ok(())
+                let (pipeline, topic) = (self.pipeline.clone(), publish.topic.clone());
+                Ok(Box::pin(async move {
+                    pipeline.submit(&envelope, vec![batch]).await.map(|_| ()).map_err(|e| refusal(&e, &topic))
+                }))
             }
-            PlatformTopic::Attributes => self.report_attributes(&device, &publish.payload).await,
+            PlatformTopic::Attributes => self.report_attributes(device, &publish.payload),
             // No twin store yet: routed to subscribers like any other message.
-            PlatformTopic::TwinReported => Ok(()),
+            PlatformTopic::TwinReported => Ok(Box::pin(async { Ok(()) })),
         }
     }
 
@@ -151,15 +155,18 @@ impl PlatformHooks {
     }
 
     /// `devices/<id>/attributes`: a JSON object merged into the device's attributes.
-    async fn report_attributes(&self, device: &DeviceId, payload: &[u8]) -> Result<(), PublishRefusal> {
-        let invalid = |why: String| PublishRefusal::new(ReasonCode::PAYLOAD_FORMAT_INVALID, why);
-        let reported: serde_json::Map<String, serde_json::Value> =
-            serde_json::from_slice(payload).map_err(|e| invalid(format!("attributes must be a JSON object: {e}")))?;
-        self.registry
-            .merge_attributes(&Principal::system(), device.as_str(), reported)
-            .await
-            .map_err(|e| refusal(&e.to_wire(), "attributes"))?;
-        Ok(())
+    fn report_attributes(&self, device: DeviceId, payload: &[u8]) -> Result<PlatformWrite, PublishRefusal> {
+        let reported: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(payload).map_err(|e| {
+            PublishRefusal::new(ReasonCode::PAYLOAD_FORMAT_INVALID, format!("attributes must be a JSON object: {e}"))
+        })?;
+        let registry = self.registry.clone();
+        Ok(Box::pin(async move {
+            registry
+                .merge_attributes(&Principal::system(), device.as_str(), reported)
+                .await
+                .map(|_| ())
+                .map_err(|e| refusal(&e.to_wire(), "attributes"))
+        }))
     }
 }
 

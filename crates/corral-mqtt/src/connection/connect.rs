@@ -284,6 +284,7 @@ fn accept(
         will: connect.will.map(Box::new),
         session_expiry_secs: expiry_secs,
         staged: FuturesOrdered::new(),
+        routes_held: 0,
         acks: FuturesOrdered::new(),
         unacked_inbound: 0,
         throttled_until: None,

@@ -10,7 +10,7 @@ use super::{Connection, Exit};
 use crate::codec::{
     Disconnect, Packet, PubAck, Publish, QoS, ReasonCode, SubAck, Subscribe, UnsubAck, Unsubscribe,
 };
-use crate::hooks::{Identity, InboundPublish, PublishRefusal};
+use crate::hooks::{Identity, InboundPublish, PlatformWrite, PublishRefusal};
 use crate::message::{Message, forwarded_properties, now_ms};
 use crate::persist::{Op, Persist};
 use crate::session::{Phase, Subscription};
@@ -20,12 +20,23 @@ use crate::{acl, metrics, topic};
 /// not pin a whole read buffer in memory; larger ones are shared without copying.
 const COPY_PAYLOAD_BELOW: usize = 512;
 
-/// A publish that went through the (ordered) first stage.
+/// Publishes of one connection waiting for their platform write (or their turn) before the
+/// broker reads more from it: bounds what a flooding QoS 0 publisher holds in memory.
+const MAX_STAGED: usize = 512;
+
+/// A publish waiting for its turn in the (ordered) first stage.
 pub(crate) enum Staged {
+    /// To be routed, then acknowledged. Queued, it holds back the routing of later publishes.
     Accept {
         message: Arc<Message>,
         qos: QoS,
         packet_id: u16,
+    },
+    /// Routed already (`logged`: that changed logged broker state); acknowledge it.
+    Routed {
+        qos: QoS,
+        packet_id: u16,
+        logged: bool,
     },
     /// Not routed; acknowledged with `reason` (v5 0x87 on ACL denial; success for 3.1.1).
     Refuse {
@@ -33,14 +44,31 @@ pub(crate) enum Staged {
         packet_id: u16,
         reason: ReasonCode,
     },
+    /// The platform refused it (decoding, or its write); `held_routing` if it was queued to be
+    /// routed after the write.
     PlatformRefused {
         qos: QoS,
         packet_id: u16,
         topic: Arc<str>,
         refusal: PublishRefusal,
+        held_routing: bool,
     },
     /// A QoS 2 resend of a packet id we already hold: PUBREC again, route nothing.
     Duplicate { packet_id: u16 },
+}
+
+impl Staged {
+    /// Whether, while queued, it keeps later publishes from being routed before it.
+    fn holds_routing(&self) -> bool {
+        matches!(
+            self,
+            Staged::Accept { .. }
+                | Staged::PlatformRefused {
+                    held_routing: true,
+                    ..
+                }
+        )
+    }
 }
 
 /// The hook's view of a message on a platform topic; `None` if the topic is not one.
@@ -167,31 +195,86 @@ impl Connection {
             origin_client: Some(self.client_id.clone()),
             origin_tenant,
         });
-        match platform_publish_of(&message, &self.identity) {
-            Some(publish) => {
-                let hooks = self.state.hooks.clone();
-                let who = self.identity.clone();
-                self.staged.push_back(Box::pin(async move {
-                    match hooks.on_platform_publish(&who, &publish).await {
-                        Ok(()) => Staged::Accept {
-                            message,
-                            qos,
-                            packet_id,
-                        },
-                        Err(refusal) => Staged::PlatformRefused {
-                            qos,
-                            packet_id,
-                            topic: publish.topic,
-                            refusal,
-                        },
-                    }
-                }));
-            }
-            None => self.stage_ready(Staged::Accept {
-                message,
-                qos,
-                packet_id,
-            }),
+        let write = match platform_publish_of(&message, &self.identity) {
+            None => None,
+            Some(publish) => match self.state.hooks.on_platform_publish(&self.identity, &publish) {
+                Ok(write) => Some(write),
+                Err(refusal) => {
+                    return self.stage_ready(Staged::PlatformRefused {
+                        qos,
+                        packet_id,
+                        topic: publish.topic,
+                        refusal,
+                        held_routing: false,
+                    });
+                }
+            },
+        };
+        self.accept(message, qos, packet_id, write);
+    }
+
+    /// An accepted publish. Routed now, unless a publish queued ahead of it has yet to be routed
+    /// (arrival order) or it is QoS 2 with a platform write to wait for (a resend after a crash
+    /// must not deliver it twice); acknowledged in arrival order once `write` is durable.
+    fn accept(
+        &mut self,
+        message: Arc<Message>,
+        qos: QoS,
+        packet_id: u16,
+        write: Option<PlatformWrite>,
+    ) {
+        let topic = message.topic.clone();
+        if self.routes_held > 0 || (qos == QoS::ExactlyOnce && write.is_some()) {
+            self.routes_held += 1;
+            self.staged.push_back(Box::pin(async move {
+                if let Some(write) = write
+                    && let Err(refusal) = write.await
+                {
+                    return Staged::PlatformRefused {
+                        qos,
+                        packet_id,
+                        topic,
+                        refusal,
+                        held_routing: true,
+                    };
+                }
+                Staged::Accept {
+                    message,
+                    qos,
+                    packet_id,
+                }
+            }));
+            return;
+        }
+        let routed = self.route(message, qos, packet_id);
+        match write {
+            None => self.stage_ready(routed),
+            Some(write) => self.staged.push_back(Box::pin(async move {
+                match write.await {
+                    Ok(()) => routed,
+                    Err(refusal) => Staged::PlatformRefused {
+                        qos,
+                        packet_id,
+                        topic,
+                        refusal,
+                        held_routing: false,
+                    },
+                }
+            })),
+        }
+    }
+
+    /// Routes an accepted publish (a QoS 2 packet id is held from now on, so a resend is a
+    /// duplicate) and returns what acknowledges it.
+    fn route(&mut self, message: Arc<Message>, qos: QoS, packet_id: u16) -> Staged {
+        let mut logged = self.state.route(message);
+        if qos == QoS::ExactlyOnce {
+            logged |= self.hold_inbound_qos2(packet_id);
+        }
+        Staged::Routed {
+            qos,
+            packet_id,
+            logged,
         }
     }
 
@@ -239,34 +322,47 @@ impl Connection {
         if self.staged.is_empty() {
             self.on_staged(staged);
         } else {
+            if staged.holds_routing() {
+                self.routes_held += 1;
+            }
             self.staged.push_back(Box::pin(async move { staged }));
         }
     }
 
-    /// A publish left the first stage (in arrival order): route it and schedule its ack.
-    pub(super) fn on_staged(&mut self, staged: Staged) {
+    /// The next publish out of the queue (in arrival order).
+    pub(super) fn on_dequeued(&mut self, staged: Staged) {
+        if staged.holds_routing() {
+            self.routes_held -= 1;
+        }
+        self.on_staged(staged);
+    }
+
+    /// A publish's turn (in arrival order): route it if not yet done, and acknowledge it.
+    fn on_staged(&mut self, staged: Staged) {
         match staged {
             Staged::Accept {
                 message,
                 qos,
                 packet_id,
             } => {
-                let logged = self.state.route(message);
-                match qos {
-                    QoS::AtMostOnce => {}
-                    QoS::AtLeastOnce => self.ack_after(
-                        Packet::PubAck(PubAck::new(packet_id, ReasonCode::SUCCESS)),
-                        logged,
-                    ),
-                    QoS::ExactlyOnce => {
-                        let stored = self.hold_inbound_qos2(packet_id);
-                        self.ack_after(
-                            Packet::PubRec(PubAck::new(packet_id, ReasonCode::SUCCESS)),
-                            logged || stored,
-                        );
-                    }
-                }
+                let routed = self.route(message, qos, packet_id);
+                self.on_staged(routed);
             }
+            Staged::Routed {
+                qos,
+                packet_id,
+                logged,
+            } => match qos {
+                QoS::AtMostOnce => {}
+                QoS::AtLeastOnce => self.ack_after(
+                    Packet::PubAck(PubAck::new(packet_id, ReasonCode::SUCCESS)),
+                    logged,
+                ),
+                QoS::ExactlyOnce => self.ack_after(
+                    Packet::PubRec(PubAck::new(packet_id, ReasonCode::SUCCESS)),
+                    logged,
+                ),
+            },
             Staged::Refuse {
                 qos,
                 packet_id,
@@ -277,6 +373,7 @@ impl Connection {
                 packet_id,
                 topic,
                 refusal,
+                ..
             } => {
                 metrics::inc(&self.state.metrics.platform_refused);
                 tracing::info!(client_id = %self.client_id, topic = %topic, error = %refusal, "platform refused publish");
@@ -368,7 +465,9 @@ impl Connection {
     /// not read from until one completes: TCP back-pressure slows it down, as MQTT 5's Receive
     /// Maximum would, instead of a disconnect it could not have seen coming.
     pub(super) fn inbound_paused(&self) -> bool {
-        !self.is_v5() && self.unacked_inbound >= usize::from(self.state.config.receive_maximum)
+        (!self.is_v5() && self.unacked_inbound >= usize::from(self.state.config.receive_maximum))
+            // QoS 0 publishes wait for their platform write too, with no window of their own.
+            || self.staged.len() >= MAX_STAGED
     }
 
     fn send_ack(&mut self, packet: Packet) {

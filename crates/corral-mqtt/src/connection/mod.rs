@@ -2,9 +2,9 @@
 //! writes what the session queue holds. One task per connection (no separate reader/writer
 //! tasks) keeps an idle connection small.
 //!
-//! Inbound QoS 1/2 publishes go through two ordered stages so a pipelining client is not
-//! serialised on fsyncs, yet acknowledgements leave in the order the publishes arrived:
-//! `staged` holds publishes waiting for the platform hook (routed, in order, when they come out),
+//! Inbound publishes go through two ordered stages so a pipelining client is not serialised on
+//! fsyncs, yet acknowledgements leave in the order the publishes arrived: `staged` holds
+//! publishes waiting for their platform write (QoS 0/1 are routed before it, QoS 2 after),
 //! `acks` holds acknowledgements waiting for the state log barrier.
 
 mod connect;
@@ -88,6 +88,8 @@ pub(crate) struct Connection {
     will: Option<Box<LastWill>>,
     session_expiry_secs: u32,
     staged: FuturesOrdered<BoxFuture<'static, Staged>>,
+    /// Entries of `staged` still to be routed: while any is queued, later publishes wait too.
+    routes_held: usize,
     acks: FuturesOrdered<AckFuture>,
     /// QoS 1/2 publishes received and not yet acknowledged (Receive Maximum accounting).
     unacked_inbound: usize,
@@ -192,7 +194,7 @@ impl Connection {
             tokio::select! {
                 _ = shutdown.changed() => return Exit::Shutdown,
                 _ = self.session.wake.notified() => self.on_wake(),
-                Some(staged) = self.staged.next(), if !self.staged.is_empty() => self.on_staged(staged),
+                Some(staged) = self.staged.next(), if !self.staged.is_empty() => self.on_dequeued(staged),
                 Some(ack) = self.acks.next(), if !self.acks.is_empty() => self.on_ack_ready(ack),
                 read = self.reader.read_into(&mut self.rbuf), if !paused => match read {
                     Ok(0) => return Exit::Closed,
@@ -369,12 +371,12 @@ mod size_tests {
         ) -> Result<crate::Identity, crate::ConnectRefusal> {
             Err(crate::ConnectRefusal::NotAuthorized)
         }
-        async fn on_platform_publish(
+        fn on_platform_publish(
             &self,
             _: &crate::Identity,
             _: &crate::InboundPublish,
-        ) -> Result<(), crate::PublishRefusal> {
-            Ok(())
+        ) -> Result<crate::PlatformWrite, crate::PublishRefusal> {
+            Ok(Box::pin(async { Ok(()) }))
         }
         fn device_tenant(&self, _: &str) -> Option<String> {
             None

@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -42,11 +42,15 @@ pub fn identity_for(username: &str, password: &[u8]) -> Result<Identity, Connect
     Ok(identity)
 }
 
-/// Records platform publishes; `fail_with` makes the next ones fail with that reason code.
+/// Records platform publishes. `fail_with` makes the next ones fail to decode with that reason
+/// code; `write_fails_with` makes their writes fail; `write_ms` is how long a write takes (the
+/// stand-in for the WAL fsync; 0 means 2 ms).
 #[derive(Default)]
 pub struct TestHooks {
-    pub platform: Mutex<Vec<(String, Bytes)>>,
+    pub platform: Arc<Mutex<Vec<(String, Bytes)>>>,
     pub fail_with: AtomicU8,
+    pub write_fails_with: AtomicU8,
+    pub write_ms: AtomicU64,
     pub events: Mutex<Vec<String>>,
 }
 
@@ -70,21 +74,30 @@ impl BrokerHooks for TestHooks {
         identity_for(user, req.password.as_deref().unwrap_or_default())
     }
 
-    async fn on_platform_publish(
+    fn on_platform_publish(
         &self,
         _who: &Identity,
         p: &InboundPublish,
-    ) -> Result<(), PublishRefusal> {
+    ) -> Result<PlatformWrite, PublishRefusal> {
         match self.fail_with.load(Ordering::SeqCst) {
             0 => {
-                // Stands in for "decode + WAL fsync".
-                tokio::time::sleep(Duration::from_millis(2)).await;
-                self.platform
-                    .lock()
-                    .unwrap()
-                    .push((p.topic.to_string(), p.payload.clone()));
-                Ok(())
+                let platform = self.platform.clone();
+                let entry = (p.topic.to_string(), p.payload.clone());
+                let fails = self.write_fails_with.load(Ordering::SeqCst);
+                let ms = match self.write_ms.load(Ordering::SeqCst) {
+                    0 => 2,
+                    ms => ms,
+                };
+                Ok(Box::pin(async move {
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                    if fails != 0 {
+                        return Err(PublishRefusal::new(ReasonCode(fails), "write told to fail"));
+                    }
+                    platform.lock().unwrap().push(entry);
+                    Ok(())
+                }))
             }
+            // Stands in for a payload that does not decode.
             code => Err(PublishRefusal::new(ReasonCode(code), "told to fail")),
         }
     }

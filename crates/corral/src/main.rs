@@ -14,6 +14,11 @@ mod tls;
 use clap::{Parser, Subcommand};
 use config::ServeArgs;
 
+/// Per-thread heaps: the broker's connection tasks and the store's writer allocate and free many
+/// small objects on different threads, where glibc's malloc spent its time on arena locks.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "corral", version, about = "Corral: connect, know, secure and analyse every connected asset.",
     long_about = "Corral: connect, know, secure and analyse every connected asset.\n\n\

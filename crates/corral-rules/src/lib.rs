@@ -1,0 +1,165 @@
+//! Rules, alarms and actions: the room on the data path that reacts.
+//!
+//! ```text
+//! pipeline ──(durable batches)──► Rules::observe ──► rules task: evaluate ──► alarm book ──► rules.db
+//!                                                      (vectorized, per table)      │  (alarms + outbox,
+//!                       clock ──► absence checks ──────────────┘                    │   one transaction)
+//!                                                                 Deliverer ◄───────┘
+//!                                             webhook (signed) · NATS · MQTT republish · device command
+//! ```
+//!
+//! A rule is a SQL boolean expression over a message's fields and its device's attributes
+//! (`temperature > 8 AND attributes.cargo = 'vaccines'`), optionally held for a while (`for`),
+//! over per-device windows (`avg(temperature) over 10m > 6`), or an absence (`no data for 15m`).
+//! Each (rule, device) has at most one open alarm; its lifecycle is active → acknowledged →
+//! cleared. Lifecycle events are published on MQTT `alarms/<tenant>/<device>` and hand their
+//! actions to a durable outbox that delivers at least once.
+//!
+//! The binary wires it: the pipeline's observer calls [`Rules::observe`] after each durable write;
+//! [`Platform`] gives the engine device facts from the registry and an MQTT publisher.
+//!
+//! ```no_run
+//! # async fn t(platform: std::sync::Arc<dyn corral_rules::Platform>) -> Result<(), corral_rules::RulesError> {
+//! let rules = corral_rules::Rules::open(std::path::Path::new("rules.db"), Default::default(), platform).await?;
+//! let spec = serde_json::from_value(serde_json::json!({
+//!     "name": "vaccines too warm", "condition": "temperature > 8 AND attributes.cargo = 'vaccines'",
+//!     "clear": "temperature < 7", "for": "5m", "severity": "critical",
+//!     "actions": [{"type": "webhook", "url": "https://ops.example.com/hooks/corral"}]})).unwrap();
+//! let created = rules.create_rule(spec, "alice", None).await?;
+//! # Ok(()) }
+//! ```
+
+mod alarm;
+mod api;
+mod condition;
+mod db;
+pub mod deliver;
+mod engine;
+mod error;
+mod metrics;
+mod outbox;
+mod spec;
+mod sql;
+mod task;
+mod window;
+
+pub use alarm::{Alarm, AlarmStatus};
+pub use api::{AlarmFilter, Comment, Created, Rule};
+pub use deliver::policy::TargetPolicy;
+pub use engine::DeviceFacts;
+pub use error::RulesError;
+pub use outbox::{Entry as OutboxEntry, OutboxConfig};
+pub use spec::{ActionSpec, AlarmEvent, RuleSpec, Scope, Severity};
+
+use async_trait::async_trait;
+use corral_model::{Batch, Envelope};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use tokio::sync::{Notify, mpsc};
+
+/// What the rules room needs from the rest of the platform; implemented by the binary.
+#[async_trait]
+pub trait Platform: Send + Sync + 'static {
+    /// A registered device, or `None` (then no rule applies to it).
+    async fn device(&self, id: &str) -> Option<DeviceFacts>;
+    /// Every registered, active device (absence rules watch them).
+    async fn devices(&self) -> Vec<DeviceFacts>;
+    /// Publishes on the MQTT broker as the platform (QoS 1) on behalf of `tenant`, so that
+    /// tenant-scoped subscribers receive it; resolves once routed.
+    async fn publish(&self, topic: &str, payload: Vec<u8>, tenant: &str) -> Result<(), String>;
+    /// The current fields of a telemetry table, when it exists (to catch misspelt fields).
+    fn table_fields(&self, table: &str) -> Option<Vec<String>>;
+}
+
+/// The `[rules]` section of the server config.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RulesConfig {
+    /// Which webhook targets are allowed; private, loopback and link-local addresses are refused
+    /// unless listed in `webhooks.allow` (or `webhooks.allow_private = true`).
+    pub webhooks: TargetPolicy,
+    pub outbox: OutboxConfig,
+    /// How often absence rules look at the clock, in milliseconds.
+    pub absence_check_ms: u64,
+    /// Durable batches waiting for evaluation before ingest waits (backpressure, not loss).
+    pub queue: usize,
+}
+
+impl Default for RulesConfig {
+    fn default() -> Self {
+        RulesConfig { webhooks: TargetPolicy::default(), outbox: OutboxConfig::default(), absence_check_ms: 5_000, queue: 1_024 }
+    }
+}
+
+/// Durable rows handed to the rules task.
+struct Observation {
+    received_at_ns: i64,
+    batches: Vec<Batch>,
+}
+
+/// The rules room: cheap to clone, one per server.
+#[derive(Clone)]
+pub struct Rules {
+    inner: Arc<task::Shared>,
+    queue: mpsc::Sender<Observation>,
+}
+
+impl Rules {
+    /// Opens `path` (created if missing), loads rules and open alarms, and starts the rules task
+    /// and the outbox deliverer.
+    pub async fn open(path: &Path, config: RulesConfig, platform: Arc<dyn Platform>) -> Result<Rules, RulesError> {
+        config.webhooks.validate().map_err(|e| RulesError::invalid(format!("rules.webhooks: {e}")))?;
+        let pool = db::open(path).await?;
+        let metrics = Arc::new(metrics::Metrics::default());
+        let shared = Arc::new(task::Shared::load(pool.clone(), platform.clone(), metrics.clone()).await?);
+        let (queue, observations) = mpsc::channel(config.queue.max(1));
+        let deliverer = outbox::Deliverer {
+            pool,
+            config: config.outbox.clone(),
+            webhook: deliver::webhook::WebhookClient::new(
+                config.webhooks.clone(),
+                std::time::Duration::from_millis(config.outbox.timeout_ms),
+            )
+            .map_err(RulesError::Invalid)?,
+            nats: deliver::nats::NatsPublisher::new(std::time::Duration::from_millis(config.outbox.timeout_ms)),
+            platform,
+            wake: shared.wake_outbox.clone(),
+            metrics,
+        };
+        tokio::spawn(deliverer.run());
+        tokio::spawn(task::run(shared.clone(), observations, std::time::Duration::from_millis(config.absence_check_ms.max(10))));
+        Ok(Rules { inner: shared, queue })
+    }
+
+    /// Whether any enabled rule exists: when not, the pipeline need not copy batches for us.
+    pub fn wants(&self) -> bool {
+        self.inner.enabled.load(Ordering::Relaxed) > 0
+    }
+
+    /// Hands durable batches to the rules task. Waits (backpressure on ingest) when evaluation is
+    /// behind by more than the configured queue, rather than dropping or growing without bound.
+    pub async fn observe(&self, envelope: &Envelope, batches: Vec<Batch>) {
+        let observation = Observation { received_at_ns: envelope.received_at_ns, batches };
+        match self.queue.try_send(observation) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(observation)) => {
+                self.inner.metrics.ingest_waits.fetch_add(1, Ordering::Relaxed);
+                let _ = self.queue.send(observation).await;
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
+    }
+
+    /// Prometheus lines for `/metrics`.
+    pub fn render_metrics(&self, out: &mut String) {
+        self.inner.metrics.render_prometheus(out);
+    }
+}
+
+/// How many rules are enabled; kept beside the engine so `wants` needs no lock.
+pub(crate) type EnabledCount = AtomicUsize;
+
+/// Wakes the deliverer when new outbox entries were committed.
+pub(crate) type Wake = Arc<Notify>;

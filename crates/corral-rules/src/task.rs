@@ -1,0 +1,260 @@
+//! The rules task: takes durable batches off the queue, evaluates them, applies the transitions to
+//! the alarm book, and commits alarm changes and outbox entries together; on a timer it runs the
+//! absence checks. One task, so a device's messages are evaluated in the order they were stored.
+
+use crate::alarm::{Alarm, Book, Transition};
+use crate::engine::{ActiveRule, DeviceFacts, Engine};
+use crate::metrics::Metrics;
+use crate::outbox::{self, NewEntry};
+use crate::spec::AlarmEvent;
+use crate::{Observation, Platform, db};
+use corral_model::Row;
+use sqlx::SqlitePool;
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{Notify, mpsc};
+
+/// Device facts are re-read from the registry after this long, so attribute edits reach rules.
+const FACTS_TTL: Duration = Duration::from_secs(10);
+/// Absence rules re-list the fleet this often.
+const FLEET_TTL: Duration = Duration::from_secs(30);
+/// Observations taken off the queue per evaluation pass (one Arrow batch per table).
+const MAX_PER_PASS: usize = 4_096;
+
+/// The engine and what only the rules task changes, behind one lock that API calls also take
+/// when they add or remove rules.
+pub(crate) struct EngineState {
+    pub engine: Engine,
+    /// When this process last received data from each device (Unix ns).
+    pub last_heard: HashMap<String, i64>,
+    fleet: Vec<Arc<DeviceFacts>>,
+    fleet_read: Option<Instant>,
+}
+
+/// State shared by the rules task, the API and the pipeline's observer.
+pub(crate) struct Shared {
+    pub pool: SqlitePool,
+    pub platform: Arc<dyn Platform>,
+    pub metrics: Arc<Metrics>,
+    pub state: tokio::sync::Mutex<EngineState>,
+    pub book: Mutex<Book>,
+    /// Serializes writes of the book's changes, so a later write never carries older state.
+    flush: tokio::sync::Mutex<()>,
+    pub enabled: crate::EnabledCount,
+    pub wake_outbox: crate::Wake,
+    facts: Mutex<HashMap<String, (Arc<DeviceFacts>, Instant)>>,
+}
+
+impl Shared {
+    pub async fn load(pool: SqlitePool, platform: Arc<dyn Platform>, metrics: Arc<Metrics>) -> Result<Shared, crate::RulesError> {
+        let mut engine = Engine::default();
+        for (id, spec) in crate::api::load_specs(&pool).await? {
+            match ActiveRule::new(id, spec, &metrics) {
+                Ok(rule) => engine.upsert(rule),
+                Err(e) => tracing::error!(rule = id, error = %e, "stored rule no longer compiles; skipped"),
+            }
+        }
+        let (open, max_id) = db::open_alarms(&pool).await?;
+        for alarm in &open {
+            if let Some(rule) = engine.rules.iter_mut().find(|r| r.id == alarm.rule_id) {
+                rule.mark_raised(&alarm.device);
+            }
+        }
+        metrics.alarms_open.store(open.len() as i64, Ordering::Relaxed);
+        let pending: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE state = 'pending'").fetch_one(&pool).await?;
+        metrics.outbox_pending.store(pending, Ordering::Relaxed);
+        tracing::info!(rules = engine.rules.len(), open_alarms = open.len(), outbox_pending = pending, "rules loaded");
+        Ok(Shared {
+            pool,
+            platform,
+            metrics,
+            enabled: std::sync::atomic::AtomicUsize::new(engine.enabled()),
+            state: tokio::sync::Mutex::new(EngineState { engine, last_heard: HashMap::new(), fleet: Vec::new(), fleet_read: None }),
+            book: Mutex::new(Book::new(open, max_id)),
+            flush: tokio::sync::Mutex::new(()),
+            wake_outbox: Arc::new(Notify::new()),
+            facts: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Facts for every device in `ids`, from the cache or the registry.
+    async fn facts_for(&self, ids: &[&str]) -> HashMap<String, Arc<DeviceFacts>> {
+        let mut out = HashMap::new();
+        let mut missing = Vec::new();
+        {
+            let cache = self.facts.lock().expect("facts lock");
+            for &id in ids {
+                if out.contains_key(id) || missing.contains(&id) {
+                    continue;
+                }
+                match cache.get(id) {
+                    Some((facts, read)) if read.elapsed() < FACTS_TTL => {
+                        out.insert(id.to_string(), facts.clone());
+                    }
+                    _ => missing.push(id),
+                }
+            }
+        }
+        for id in missing {
+            if let Some(facts) = self.platform.device(id).await {
+                let facts = Arc::new(facts);
+                self.facts.lock().expect("facts lock").insert(id.to_string(), (facts.clone(), Instant::now()));
+                out.insert(id.to_string(), facts);
+            }
+        }
+        out
+    }
+
+    /// Applies transitions, then commits the alarm changes with the outbox entries their events
+    /// trigger, then tells MQTT subscribers. `engine` gives each rule's actions.
+    pub async fn settle(&self, engine: &Engine, transitions: Vec<Transition>) {
+        let events: Vec<(AlarmEvent, Alarm)> = {
+            let mut book = self.book.lock().expect("book lock");
+            transitions.into_iter().filter_map(|t| book.apply(t)).collect()
+        };
+        self.commit(engine, events).await;
+    }
+
+    /// Writes the book's changes and the outbox entries for `events`, then announces them.
+    pub async fn commit(&self, engine: &Engine, events: Vec<(AlarmEvent, Alarm)>) {
+        let mut entries = Vec::new();
+        for (event, alarm) in &events {
+            match event {
+                AlarmEvent::Raised => self.metrics.alarms_raised.fetch_add(1, Ordering::Relaxed),
+                AlarmEvent::Cleared => self.metrics.alarms_cleared.fetch_add(1, Ordering::Relaxed),
+                AlarmEvent::Acknowledged => 0,
+            };
+            let Some(rule) = engine.rules.iter().find(|r| r.id == alarm.rule_id) else { continue };
+            let payload = event_payload(*event, alarm);
+            for (i, action) in rule.spec.actions.iter().enumerate().filter(|(_, a)| a.on().contains(event)) {
+                entries.push(NewEntry {
+                    idempotency_key: format!("alarm-{}-{}-{i}", alarm.id, event.as_str()),
+                    alarm_id: alarm.id,
+                    rule_id: rule.id,
+                    event: *event,
+                    action: action.clone(),
+                    payload: payload.clone(),
+                    device: alarm.device.clone(),
+                });
+            }
+        }
+        if let Err(e) = self.write(&entries).await {
+            // The alarms stay correct in memory and are written with the next change; the
+            // actions of these events are lost, which the log says loudly.
+            tracing::error!(error = %e, actions = entries.len(), "writing alarms and outbox failed");
+        }
+        self.metrics.alarms_open.store(self.book.lock().expect("book lock").open_count() as i64, Ordering::Relaxed);
+        for (event, alarm) in &events {
+            let topic = format!("alarms/{}/{}", alarm.tenant, alarm.device);
+            if let Err(e) = self.platform.publish(&topic, event_payload(*event, alarm).into_bytes(), &alarm.tenant).await {
+                tracing::debug!(%topic, error = %e, "alarm event not published on MQTT");
+            }
+        }
+    }
+
+    async fn write(&self, entries: &[NewEntry]) -> Result<(), sqlx::Error> {
+        let _serial = self.flush.lock().await;
+        let alarms = self.book.lock().expect("book lock").take_changes();
+        if alarms.is_empty() && entries.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        db::upsert_alarms(&mut tx, &alarms).await?;
+        outbox::enqueue(&mut tx, entries, outbox::now_ms()).await?;
+        tx.commit().await?;
+        if !entries.is_empty() {
+            self.metrics.outbox_pending.fetch_add(entries.len() as i64, Ordering::Relaxed);
+            self.wake_outbox.notify_one();
+        }
+        Ok(())
+    }
+
+    pub fn forget_facts(&self) {
+        self.facts.lock().expect("facts lock").clear();
+    }
+}
+
+/// The JSON every action and MQTT subscriber receives for an alarm event.
+pub fn event_payload(event: AlarmEvent, alarm: &Alarm) -> String {
+    serde_json::json!({
+        "event": format!("alarm.{}", event.as_str()),
+        "event_id": format!("alarm-{}-{}", alarm.id, event.as_str()),
+        "time": crate::alarm::format_ns(chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default()),
+        "alarm": alarm,
+    })
+    .to_string()
+}
+
+pub(crate) async fn run(shared: Arc<Shared>, mut queue: mpsc::Receiver<Observation>, absence_every: Duration) {
+    let mut tick = tokio::time::interval(absence_every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            first = queue.recv() => {
+                let Some(first) = first else { return };
+                let mut pass = vec![first];
+                while pass.len() < MAX_PER_PASS {
+                    match queue.try_recv() {
+                        Ok(more) => pass.push(more),
+                        Err(_) => break,
+                    }
+                }
+                evaluate(&shared, pass).await;
+            }
+            _ = tick.tick() => check_absence(&shared).await,
+        }
+    }
+}
+
+async fn evaluate(shared: &Shared, pass: Vec<Observation>) {
+    let mut ids: Vec<&str> = Vec::new();
+    for row in pass.iter().flat_map(|o| &o.batches).flat_map(|b| &b.rows) {
+        if ids.last() != Some(&row.device.as_str()) {
+            ids.push(&row.device);
+        }
+    }
+    let facts = shared.facts_for(&ids).await;
+    drop(ids);
+    let mut state = shared.state.lock().await;
+    let mut tables: Vec<(String, Vec<Row>)> = Vec::new();
+    for observation in pass {
+        for batch in observation.batches {
+            for row in &batch.rows {
+                let heard = state.last_heard.entry(row.device.clone()).or_insert(observation.received_at_ns);
+                *heard = (*heard).max(observation.received_at_ns);
+            }
+            match tables.iter_mut().find(|(t, _)| t == batch.table.as_str()) {
+                Some((_, rows)) => rows.extend(batch.rows),
+                None => tables.push((batch.table.as_str().to_string(), batch.rows)),
+            }
+        }
+    }
+    let mut transitions = Vec::new();
+    for (table, rows) in &tables {
+        transitions.extend(state.engine.evaluate(table, rows, &facts));
+    }
+    if !transitions.is_empty() {
+        shared.settle(&state.engine, transitions).await;
+    }
+}
+
+async fn check_absence(shared: &Shared) {
+    if !shared.state.lock().await.engine.wants_clock() {
+        return;
+    }
+    let stale = shared.state.lock().await.fleet_read.is_none_or(|t| t.elapsed() > FLEET_TTL);
+    let fleet = if stale { Some(shared.platform.devices().await.into_iter().map(Arc::new).collect()) } else { None };
+    let mut state = shared.state.lock().await;
+    if let Some(fleet) = fleet {
+        state.fleet = fleet;
+        state.fleet_read = Some(Instant::now());
+    }
+    let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default();
+    let EngineState { engine, last_heard, fleet, .. } = &mut *state;
+    let transitions = engine.check_absence(now, fleet, last_heard);
+    if !transitions.is_empty() {
+        shared.settle(&state.engine, transitions).await;
+    }
+}

@@ -35,6 +35,12 @@ impl From<corral_registry::RegistryError> for ApiError {
     }
 }
 
+impl From<corral_rules::RulesError> for ApiError {
+    fn from(e: corral_rules::RulesError) -> Self {
+        ApiError(e.to_wire())
+    }
+}
+
 impl From<corral_model::IdError> for ApiError {
     fn from(e: corral_model::IdError) -> Self {
         ApiError::bad_input(e.to_string())

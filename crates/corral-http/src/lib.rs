@@ -13,6 +13,9 @@
 //! - `POST /write`, `POST /api/v2/write` (InfluxDB line protocol, v1 and v2 APIs)
 //! - `GET/POST /api/v1/tokens`, `DELETE /api/v1/tokens/{id}`, `GET/PUT /api/v1/profiles[/{name}]`,
 //!   `GET/POST /api/v1/tenants`, `GET /api/v1/audit`
+//! - `GET/POST /api/v1/rules`, `GET/PUT/DELETE /api/v1/rules/{id}`; `GET /api/v1/alarms`,
+//!   `GET /api/v1/alarms/{id}`, `POST /api/v1/alarms/{id}/ack|clear|comments`;
+//!   `GET /api/v1/outbox`, `POST /api/v1/outbox/{id}/retry`
 //! - `GET /healthz`, `GET /readyz`, `GET /metrics`, `GET /` (landing page)
 //! - `GET /mqtt`: MQTT over WebSocket (subprotocol `mqtt`), handed to a [`MqttOverWebSocket`]
 
@@ -28,6 +31,7 @@ mod line_protocol;
 mod mqtt_ws;
 mod ops;
 mod query;
+mod rules;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
@@ -99,6 +103,8 @@ pub struct AppState {
     pub ready: Arc<AtomicBool>,
     /// `GET /mqtt` hands WebSocket connections here; `None` when MQTT is off.
     pub mqtt_ws: Option<Arc<dyn MqttOverWebSocket>>,
+    /// Rules, alarms and the outbox.
+    pub rules: corral_rules::Rules,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -114,7 +120,16 @@ pub fn router(state: AppState) -> Router {
         .route("/profiles", get(admin::list_profiles))
         .route("/profiles/{name}", get(admin::show_profile).put(admin::put_profile))
         .route("/tenants", get(admin::list_tenants).post(admin::create_tenant))
-        .route("/audit", get(admin::audit));
+        .route("/audit", get(admin::audit))
+        .route("/rules", post(rules::create).get(rules::list))
+        .route("/rules/{id}", get(rules::show).put(rules::replace).delete(rules::delete))
+        .route("/alarms", get(rules::alarms))
+        .route("/alarms/{id}", get(rules::alarm))
+        .route("/alarms/{id}/ack", post(rules::acknowledge))
+        .route("/alarms/{id}/clear", post(rules::clear))
+        .route("/alarms/{id}/comments", post(rules::comment))
+        .route("/outbox", get(rules::outbox))
+        .route("/outbox/{id}/retry", post(rules::retry));
     Router::new()
         .nest("/api/v1", api)
         .route("/write", post(line_protocol::write))

@@ -17,6 +17,6 @@
 pub mod decode;
 mod pipeline;
 
-pub use pipeline::{Accepted, DurableStore, Pipeline, Presence, Sink};
+pub use pipeline::{Accepted, DurableStore, Observer, Pipeline, Presence, Sink};
 
 pub use corral_model::{Batch, Envelope, WireError};

@@ -30,16 +30,33 @@ pub trait Presence: Send + Sync {
     fn heard_from(&self, envelope: &Envelope);
 }
 
-/// Wires decoders' output to storage and presence. Cheap to clone; shared by all transports.
+/// Told about every batch once it is durable: the rules engine listens here. `wants` is asked
+/// first so the pipeline copies batches only when someone listens.
+#[async_trait]
+pub trait Observer: Send + Sync {
+    fn wants(&self) -> bool;
+    /// May wait (backpressure) but never fails: the data is already durable.
+    async fn observe(&self, envelope: &Envelope, batches: Vec<Batch>);
+}
+
+/// Wires decoders' output to storage, presence and observers. Cheap to clone; shared by all
+/// transports.
 #[derive(Clone)]
 pub struct Pipeline {
     store: Arc<dyn DurableStore>,
     presence: Arc<dyn Presence>,
+    observer: Option<Arc<dyn Observer>>,
 }
 
 impl Pipeline {
     pub fn new(store: Arc<dyn DurableStore>, presence: Arc<dyn Presence>) -> Self {
-        Pipeline { store, presence }
+        Pipeline { store, presence, observer: None }
+    }
+
+    /// Adds the observer that sees every durable batch (rules).
+    pub fn with_observer(mut self, observer: Arc<dyn Observer>) -> Self {
+        self.observer = Some(observer);
+        self
     }
 }
 
@@ -52,7 +69,12 @@ impl Sink for Pipeline {
             values: batches.iter().map(Batch::value_count).sum(),
         };
         if accepted.rows > 0 {
+            // A copy for the observer only when one listens: the store consumes the batches.
+            let observed = self.observer.as_ref().filter(|o| o.wants()).map(|o| (o, batches.clone()));
             self.store.write(batches).await?;
+            if let Some((observer, batches)) = observed {
+                observer.observe(envelope, batches).await;
+            }
         }
         // Presence only after durability: a device whose write failed was heard, but we would
         // rather under-report last_seen than claim data we do not have.

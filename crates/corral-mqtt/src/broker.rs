@@ -139,6 +139,20 @@ impl Broker {
         qos: QoS,
         retain: bool,
     ) -> Result<(), BrokerError> {
+        self.publish_for_tenant(topic, payload, qos, retain, None).await
+    }
+
+    /// Like [`Broker::publish_from_platform`], on behalf of `tenant` when the topic names no
+    /// device (`alarms/<tenant>/...`): tenant-scoped subscribers receive only their tenant's
+    /// messages, and a message without a tenant only reaches unscoped ones.
+    pub async fn publish_for_tenant(
+        &self,
+        topic: &str,
+        payload: impl Into<Bytes>,
+        qos: QoS,
+        retain: bool,
+        tenant: Option<&str>,
+    ) -> Result<(), BrokerError> {
         if self.state.is_shutting_down() {
             return Err(BrokerError::ShuttingDown);
         }
@@ -147,6 +161,7 @@ impl Broker {
         }
         let origin_tenant = crate::topic::device_of(topic)
             .and_then(|device| self.state.hooks.device_tenant(device))
+            .or_else(|| tenant.map(str::to_owned))
             .map(Arc::from);
         let message = Arc::new(Message {
             id: self.state.new_message_id(),

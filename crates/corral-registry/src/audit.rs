@@ -58,6 +58,20 @@ pub(crate) async fn record(
 }
 
 impl Registry {
+    /// Records an action taken in another room (rules, alarms, the outbox) in the same audit log.
+    /// Written after that room's own commit, so a crash between the two can lose the entry.
+    pub async fn record_audit(
+        &self,
+        actor: &Principal,
+        action: &str,
+        target: &str,
+        tenant: Option<&TenantId>,
+        detail: Value,
+    ) -> Result<(), RegistryError> {
+        let mut conn = self.pool().acquire().await?;
+        record(&mut conn, actor, action, target, tenant, detail).await
+    }
+
     /// The newest `limit` audit entries, newest first (`limit` 0 means 100; at most 1000).
     /// Admins only; a tenant-scoped admin sees only entries about its tenant.
     pub async fn audit_log(&self, actor: &Principal, limit: u32) -> Result<Vec<AuditEntry>, RegistryError> {

@@ -31,6 +31,10 @@ use std::sync::Arc;
 pub trait DeviceDirectory: Send + Sync + std::fmt::Debug {
     /// The `devices` table as `tenant` may see it (`None`: every tenant).
     async fn devices(&self, tenant: Option<&str>) -> Result<RecordBatch, String>;
+    /// The `alarms` table as `tenant` may see it; `None` when the platform runs without rules.
+    async fn alarms(&self, _tenant: Option<&str>) -> Result<Option<RecordBatch>, String> {
+        Ok(None)
+    }
 }
 
 pub struct QueryOutput {
@@ -136,6 +140,7 @@ impl SchemaProvider for CorralSchema {
         let mut names = self.store.table_names();
         if self.view == View::History {
             names.push("devices".to_string());
+            names.push("alarms".to_string());
         }
         names
     }
@@ -143,6 +148,12 @@ impl SchemaProvider for CorralSchema {
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
         let telemetry: Arc<dyn TableProvider> = match self.view {
             View::History if name == "devices" => return Ok(Some(self.devices_table().await?)),
+            View::History if name == "alarms" => {
+                // Already scoped to the tenant by the directory.
+                let batch = self.directory.alarms(self.tenant.as_deref()).await.map_err(|e| DataFusionError::External(e.into()))?;
+                let Some(batch) = batch else { return Ok(None) };
+                return Ok(Some(Arc::new(MemTable::try_new(batch.schema(), vec![vec![batch]])?)));
+            }
             View::History => {
                 let Some(snapshot) = self.store.snapshot_table(name) else { return Ok(None) };
                 Arc::new(TelemetryTable { snapshot, dir: self.store.dir().to_path_buf() })
@@ -167,7 +178,7 @@ impl SchemaProvider for CorralSchema {
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        (self.view == View::History && name == "devices") || self.store.table_names().iter().any(|t| t == name)
+        (self.view == View::History && (name == "devices" || name == "alarms")) || self.store.table_names().iter().any(|t| t == name)
     }
 }
 

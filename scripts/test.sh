@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite. Tests drive the real server with real clients, so this first installs
-# what they use when it is missing: curl, gzip, openssl and mosquitto-clients (Debian packages), the
+# what they use when it is missing: curl, gzip, openssl, mosquitto-clients and nats-server (Debian
+# packages; the rules crate publishes actions to a real nats-server), the
 # official InfluxDB Python clients and paho-mqtt (PyPI). The disk-full test mounts a small tmpfs
 # and so needs root.
 # Extra arguments go to `cargo test`, e.g. `scripts/test.sh -p corral --test crash`.
@@ -12,6 +13,8 @@ command -v curl >/dev/null || need+=(curl)
 command -v gzip >/dev/null || need+=(gzip)
 command -v mosquitto_pub >/dev/null || need+=(mosquitto-clients)
 command -v openssl >/dev/null || need+=(openssl)
+# Debian puts nats-server in /usr/sbin, which is not on a normal user's PATH.
+{ command -v nats-server || test -x /usr/sbin/nats-server; } >/dev/null || need+=(nats-server)
 if ((${#need[@]})); then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq

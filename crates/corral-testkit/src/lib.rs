@@ -20,6 +20,13 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// reqwest is built with rustls but no crypto provider of its own (the workspace picks ring), so
+/// a process must install it before building a client. `TestServer` does; tests that build
+/// clients first call this.
+pub fn install_tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789abcdef";
 
 /// A running `corral serve`. Killed (SIGKILL) when dropped.
@@ -56,6 +63,7 @@ impl TestServer {
     }
 
     fn start_in(binary: &str, temp: tempfile::TempDir, data_dir: PathBuf, extra_args: &[&str]) -> TestServer {
+        install_tls_provider();
         let mut server = TestServer {
             binary: PathBuf::from(binary),
             _temp: temp,

@@ -1,4 +1,5 @@
-//! Client commands: `corral device|token|sql` against a running server's REST API.
+//! Client commands: `corral device|token|sql` against a running server's REST API (`rules_cli`
+//! adds `rule`, `alarm` and `outbox`).
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand, ValueEnum};
@@ -8,13 +9,13 @@ use serde_json::{Map, Value, json};
 pub struct Conn {
     /// Server base URL.
     #[arg(long, env = "CORRAL_URL", default_value = "http://127.0.0.1:8080")]
-    server: String,
+    pub(crate) server: String,
     /// API token [default: read from ./corral-data/admin.token or ./corral-demo/admin.token].
     #[arg(long, env = "CORRAL_TOKEN", hide_env_values = true)]
-    token: Option<String>,
+    pub(crate) token: Option<String>,
     /// Print the server's JSON instead of a table.
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -121,14 +122,14 @@ pub struct SqlArgs {
     conn: Conn,
 }
 
-struct Client {
+pub(crate) struct Client {
     http: reqwest::Client,
-    base: String,
+    pub(crate) base: String,
     token: String,
 }
 
 impl Client {
-    fn new(conn: &Conn) -> anyhow::Result<Client> {
+    pub(crate) fn new(conn: &Conn) -> anyhow::Result<Client> {
         let token = match &conn.token {
             Some(t) => t.clone(),
             None => ["./corral-data/admin.token", "./corral-demo/admin.token"]
@@ -140,7 +141,7 @@ impl Client {
         Ok(Client { http: reqwest::Client::new(), base: conn.server.trim_end_matches('/').to_string(), token })
     }
 
-    async fn send(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<reqwest::Response> {
+    pub(crate) async fn send(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<reqwest::Response> {
         let mut request = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(&self.token);
         if let Some(body) = body {
             request = request.json(&body);
@@ -158,7 +159,7 @@ impl Client {
         Ok(response)
     }
 
-    async fn json(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+    pub(crate) async fn json(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
         Ok(self.send(method, path, body).await?.json().await?)
     }
 }
@@ -314,7 +315,7 @@ pub async fn sql(args: SqlArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn cell(v: &Value) -> String {
+pub(crate) fn cell(v: &Value) -> String {
     match v {
         Value::Null => String::new(),
         Value::String(s) => s.clone(),
@@ -322,7 +323,7 @@ fn cell(v: &Value) -> String {
     }
 }
 
-fn print_table(headers: &[&str], rows: &[Vec<String>]) {
+pub(crate) fn print_table(headers: &[&str], rows: &[Vec<String>]) {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (w, c) in widths.iter_mut().zip(row) {
@@ -344,7 +345,7 @@ fn print_table(headers: &[&str], rows: &[Vec<String>]) {
     }
 }
 
-fn serde_urlencoded(pairs: &[(&str, String)]) -> String {
+pub(crate) fn serde_urlencoded(pairs: &[(&str, String)]) -> String {
     pairs
         .iter()
         .map(|(k, v)| format!("{k}={}", percent_encode(v)))

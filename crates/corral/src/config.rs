@@ -17,6 +17,7 @@ pub struct Config {
     pub storage: StorageConfig,
     pub limits: LimitsConfig,
     pub mqtt: MqttConfig,
+    pub rules: corral_rules::RulesConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -84,6 +85,7 @@ impl Default for Config {
             storage: StorageConfig::default(),
             limits: LimitsConfig::default(),
             mqtt: MqttConfig::default(),
+            rules: corral_rules::RulesConfig::default(),
         }
     }
 }
@@ -181,6 +183,19 @@ pub struct ServeArgs {
     /// PEM private key of that certificate (keep it mode 0600).
     #[arg(long, env = "CORRAL_TLS_KEY")]
     pub tls_key: Option<PathBuf>,
+    /// Webhook targets allowed although private or loopback (comma-separated IPs, CIDRs, host
+    /// names or *.domains), added to rules.webhooks.allow.
+    #[arg(long, env = "CORRAL_WEBHOOK_ALLOW", value_delimiter = ',')]
+    pub webhook_allow: Vec<String>,
+    /// Delivery attempts before an action goes to the dead-letter state.
+    #[arg(long, env = "CORRAL_OUTBOX_MAX_ATTEMPTS")]
+    pub outbox_max_attempts: Option<u32>,
+    /// First retry delay of a failed delivery in milliseconds (doubles per attempt, with jitter).
+    #[arg(long, env = "CORRAL_OUTBOX_RETRY_BASE_MS")]
+    pub outbox_retry_base_ms: Option<u64>,
+    /// How often absence rules look at the clock, in milliseconds.
+    #[arg(long, env = "CORRAL_ABSENCE_CHECK_MS")]
+    pub absence_check_ms: Option<u64>,
 }
 
 impl ServeArgs {
@@ -225,7 +240,12 @@ impl ServeArgs {
         }
         m.tls_cert = self.tls_cert.clone().or(m.tls_cert.take());
         m.tls_key = self.tls_key.clone().or(m.tls_key.take());
-        if self.mqtts.is_some() && m.tls_cert.is_none() {
+        let r = &mut config.rules;
+        r.webhooks.allow.extend(self.webhook_allow.iter().filter(|a| !a.is_empty()).cloned());
+        r.outbox.max_attempts = self.outbox_max_attempts.unwrap_or(r.outbox.max_attempts);
+        r.outbox.retry_base_ms = self.outbox_retry_base_ms.unwrap_or(r.outbox.retry_base_ms);
+        r.absence_check_ms = self.absence_check_ms.unwrap_or(r.absence_check_ms);
+        if self.mqtts.is_some() && config.mqtt.tls_cert.is_none() {
             bail!("--mqtts needs a certificate: --tls-cert and --tls-key (PEM files)");
         }
         config.validate()?;
@@ -273,6 +293,15 @@ impl Config {
         }
         if m.tls_cert.is_some() {
             crate::tls::listen_addr(&m.tls_listen)?;
+        }
+        let r = &self.rules;
+        r.webhooks.validate().map_err(|e| anyhow::anyhow!("rules.webhooks: {e}"))?;
+        let o = &r.outbox;
+        if o.max_attempts == 0 || o.retry_base_ms == 0 || o.retry_max_ms < o.retry_base_ms || o.concurrency == 0 || o.timeout_ms == 0 {
+            bail!("rules.outbox: max_attempts, retry_base_ms, concurrency and timeout_ms must be positive, retry_max_ms >= retry_base_ms");
+        }
+        if r.absence_check_ms < 10 || r.queue == 0 {
+            bail!("rules: absence_check_ms must be >= 10 and queue positive");
         }
         Ok(())
     }
@@ -340,7 +369,27 @@ impl Config {
              # MQTT over TLS: listens on tls_listen once both PEM files are set.\n\
              tls_listen = {tls_listen:?}\n\
              {tls_cert}\n\
-             {tls_key}\n",
+             {tls_key}\n\n\
+             [rules]\n\
+             # How often absence rules (\"no data for 15m\") look at the clock, in milliseconds.\n\
+             absence_check_ms = {absence}\n\
+             # Durable batches waiting for rule evaluation; beyond it ingest waits (never drops).\n\
+             queue = {rules_queue}\n\n\
+             [rules.webhooks]\n\
+             # Private, loopback and link-local webhook targets are refused unless allowed here\n\
+             # (IPs, CIDRs, host names, *.domains). Deny entries always win.\n\
+             allow = {allow:?}\n\
+             deny = {deny:?}\n\
+             allow_private = {allow_private}\n\n\
+             [rules.outbox]\n\
+             # Attempts before an action goes to the dead-letter state (GET /api/v1/outbox?state=dead).\n\
+             max_attempts = {max_attempts}\n\
+             # Retry delays double from retry_base_ms up to retry_max_ms, with jitter.\n\
+             retry_base_ms = {retry_base}\n\
+             retry_max_ms = {retry_max}\n\
+             # Deliveries in flight at once, and the timeout of each.\n\
+             concurrency = {concurrency}\n\
+             timeout_ms = {delivery_timeout}\n",
             data_dir = self.data_dir.display().to_string(),
             http = self.http,
             log = self.log,
@@ -364,6 +413,16 @@ impl Config {
             tls_listen = self.mqtt.tls_listen,
             tls_cert = optional_path("tls_cert", &self.mqtt.tls_cert, "/etc/corral/mqtt-cert.pem"),
             tls_key = optional_path("tls_key", &self.mqtt.tls_key, "/etc/corral/mqtt-key.pem"),
+            absence = self.rules.absence_check_ms,
+            rules_queue = self.rules.queue,
+            allow = self.rules.webhooks.allow,
+            deny = self.rules.webhooks.deny,
+            allow_private = self.rules.webhooks.allow_private,
+            max_attempts = self.rules.outbox.max_attempts,
+            retry_base = self.rules.outbox.retry_base_ms,
+            retry_max = self.rules.outbox.retry_max_ms,
+            concurrency = self.rules.outbox.concurrency,
+            delivery_timeout = self.rules.outbox.timeout_ms,
         )
     }
 }

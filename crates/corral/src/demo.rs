@@ -5,7 +5,8 @@
 //! (`truck`) at three logistics sites; tenant `metro-facilities` runs `hvac` units in two office
 //! buildings. Misbehaviour: `reefer-07` is warming up, `truck-13` overheats now and then,
 //! `hvac-05` goes silent after a minute, `hvac-11` sometimes sends `mode` as a number (rejected,
-//! 400), and an unregistered `reefer-99` keeps trying with a made-up token (401).
+//! 400), and an unregistered `reefer-99` keeps trying with a made-up token (401). Four rules
+//! raise alarms for the misbehaving ones (see `add_rules`).
 
 use crate::config::Config;
 use crate::serve;
@@ -61,6 +62,7 @@ pub async fn run(mut config: Config, interval: Duration) -> anyhow::Result<()> {
     let base = format!("http://{}", loopback(running.http_addr));
     let http = reqwest::Client::new();
     let devices = provision(&http, &base, &admin).await.context("registering the simulated fleet")?;
+    add_rules(&http, &base, &admin).await.context("adding the demo's rules")?;
     println!("\nCorral demo is running: {} simulated devices at 5 sites in 2 tenants.", devices.len());
     println!("  console:  {base}/");
     println!("  login:    API token {admin}");
@@ -70,6 +72,7 @@ pub async fn run(mut config: Config, interval: Duration) -> anyhow::Result<()> {
         let mqtt = loopback(mqtt);
         println!("  mqtt:     {mqtt} (a device: client id = user name = device id, password = its token)");
     }
+    println!("  alarms:   corral alarm list --open --server {base} --token {admin}   (rules: corral rule list)");
     println!("Stop with Ctrl-C.\n");
     let mut tasks = Vec::new();
     for (i, (id, profile, token)) in devices.into_iter().enumerate() {
@@ -138,6 +141,28 @@ async fn ensure_ok_or_conflict(r: reqwest::Response) -> anyhow::Result<Value> {
     } else {
         bail!("{status}: {body}")
     }
+}
+
+/// Rules that catch the fleet's misbehaviour: `reefer-07` warming, `truck-13` overheating,
+/// `hvac-05` going silent. Skipped when a rule of that name exists (a second run).
+async fn add_rules(http: &reqwest::Client, base: &str, admin: &str) -> anyhow::Result<()> {
+    let existing = http.get(format!("{base}/api/v1/rules")).bearer_auth(admin).send().await?.json::<Value>().await?;
+    let names: Vec<&str> = existing["rules"].as_array().into_iter().flatten().filter_map(|r| r["name"].as_str()).collect();
+    let rules = [
+        json!({"name": "Reefer warming", "tenant": "acme-cold-chain", "scope": {"profile": "reefer"},
+               "condition": "temperature > 8", "clear": "temperature < 7", "severity": "major",
+               "message": "{device} is above 8 °C"}),
+        json!({"name": "Vaccines at risk", "tenant": "acme-cold-chain", "scope": {"profile": "reefer"},
+               "condition": "avg(temperature) over 1m > 8 AND attributes.cargo = 'vaccines'", "severity": "critical"}),
+        json!({"name": "Engine overheating", "tenant": "acme-cold-chain", "scope": {"profile": "truck"},
+               "condition": "engine_temp > 110", "for": "5s", "severity": "major"}),
+        json!({"name": "HVAC silent", "tenant": "metro-facilities", "scope": {"profile": "hvac"},
+               "absence": "20s", "severity": "warning"}),
+    ];
+    for rule in rules.into_iter().filter(|r| !names.contains(&r["name"].as_str().unwrap_or_default())) {
+        ensure_ok_or_conflict(http.post(format!("{base}/api/v1/rules")).bearer_auth(admin).json(&rule).send().await?).await?;
+    }
+    Ok(())
 }
 
 /// One device's life: a random walk around its kind's normal values, one message per interval.

@@ -31,9 +31,14 @@ impl Presence for RegistryPresence {
     }
 }
 
-/// SQL's `devices` table, read from the registry at query time.
-#[derive(Debug)]
-pub struct RegistryDirectory(pub Registry, pub crate::broker::ConnectedDevices);
+/// SQL's `devices` table, read from the registry at query time, and `alarms` from the rules.
+pub struct RegistryDirectory(pub Registry, pub crate::broker::ConnectedDevices, pub corral_rules::Rules);
+
+impl std::fmt::Debug for RegistryDirectory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RegistryDirectory")
+    }
+}
 
 impl std::fmt::Debug for RegistryPresence {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -48,6 +53,10 @@ impl DeviceDirectory for RegistryDirectory {
         let devices = self.0.devices_for_sql(tenant.as_ref()).await.map_err(|e| e.to_string())?;
         let declared = self.0.declared_attributes().await.map_err(|e| e.to_string())?;
         devices_batch(&devices, &declared, &|id| self.1.is_online(id)).map_err(|e| e.to_string())
+    }
+
+    async fn alarms(&self, tenant: Option<&str>) -> Result<Option<RecordBatch>, String> {
+        self.2.alarms_table(tenant).await.map(Some).map_err(|e| e.to_string())
     }
 }
 
@@ -176,5 +185,79 @@ pub struct MqttWebSocket(pub corral_mqtt::Broker);
 impl corral_http::MqttOverWebSocket for MqttWebSocket {
     async fn serve(&self, stream: tokio::io::DuplexStream, peer: std::net::SocketAddr) {
         self.0.serve_connection(stream, peer, "ws").await;
+    }
+}
+
+/// The pipeline hands every durable batch to the rules.
+pub struct RulesObserver(pub corral_rules::Rules);
+
+#[async_trait]
+impl corral_ingest::Observer for RulesObserver {
+    fn wants(&self) -> bool {
+        self.0.wants()
+    }
+    async fn observe(&self, envelope: &Envelope, batches: Vec<Batch>) {
+        self.0.observe(envelope, batches).await;
+    }
+}
+
+/// What the rules need from the rest of the platform: device facts from the registry, the MQTT
+/// broker to publish alarm events and commands (set once the broker runs), table fields from
+/// the store.
+pub struct RulesPlatform {
+    pub registry: Registry,
+    pub store: Store,
+    pub broker: std::sync::OnceLock<corral_mqtt::Broker>,
+}
+
+fn facts(d: Device) -> corral_rules::DeviceFacts {
+    corral_rules::DeviceFacts {
+        id: d.id.to_string(),
+        tenant: d.tenant.to_string(),
+        profile: d.profile,
+        site: d.site,
+        tags: d.tags,
+        attributes: d.attributes,
+        last_seen_ns: d.last_seen.and_then(|t| t.timestamp_nanos_opt()),
+    }
+}
+
+#[async_trait]
+impl corral_rules::Platform for RulesPlatform {
+    async fn device(&self, id: &str) -> Option<corral_rules::DeviceFacts> {
+        let device = self.registry.get_device(&corral_registry::Principal::system(), id).await.ok()?;
+        (device.status == corral_registry::DeviceStatus::Active).then(|| facts(device))
+    }
+
+    async fn devices(&self) -> Vec<corral_rules::DeviceFacts> {
+        match self.registry.devices_for_sql(None).await {
+            Ok(devices) => devices.into_iter().filter(|d| d.status == corral_registry::DeviceStatus::Active).map(facts).collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "listing devices for absence rules failed");
+                Vec::new()
+            }
+        }
+    }
+
+    async fn publish(&self, topic: &str, payload: Vec<u8>, tenant: &str) -> Result<(), String> {
+        let broker = self.broker.get().ok_or("MQTT is off")?;
+        broker
+            .publish_for_tenant(topic, payload, corral_mqtt::QoS::AtLeastOnce, false, Some(tenant))
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    fn table_fields(&self, table: &str) -> Option<Vec<String>> {
+        let snapshot = self.store.snapshot_table(table)?;
+        Some(snapshot.schema.fields().iter().map(|f| f.name().clone()).filter(|n| n != "time" && n != "device").collect())
+    }
+}
+
+/// `/metrics` lines for rules, alarms and the outbox.
+pub struct RulesMetrics(pub corral_rules::Rules);
+
+impl MetricsSource for RulesMetrics {
+    fn render(&self, out: &mut String) {
+        self.0.render_metrics(out);
     }
 }

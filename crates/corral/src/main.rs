@@ -8,6 +8,7 @@ mod config;
 mod demo;
 mod broker;
 mod glue;
+mod rules_cli;
 mod serve;
 mod tls;
 
@@ -23,7 +24,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[command(name = "corral", version, about = "Corral: connect, know, secure and analyse every connected asset.",
     long_about = "Corral: connect, know, secure and analyse every connected asset.\n\n\
     Start with `corral demo` to see a simulated fleet, or `corral serve` for an empty platform.\n\
-    Client commands (`device`, `token`, `sql`) talk to a running server: set --server/CORRAL_URL and\n\
+    Client commands (`device`, `token`, `sql`, `rule`, `alarm`, `outbox`) talk to a running server: set --server/CORRAL_URL and\n\
     --token/CORRAL_TOKEN (default: the admin token in ./corral-data/admin.token).")]
 struct Cli {
     #[command(subcommand)]
@@ -52,9 +53,21 @@ enum Command {
     Token(client::TokenCommand),
     /// Run a read-only SQL query, e.g. `corral sql "SELECT count(*) FROM telemetry"`.
     Sql(client::SqlArgs),
+    /// Manage rules: conditions over telemetry that raise alarms and trigger actions.
+    #[command(subcommand)]
+    Rule(rules_cli::RuleCommand),
+    /// List, acknowledge, clear and comment alarms.
+    #[command(subcommand)]
+    Alarm(rules_cli::AlarmCommand),
+    /// Inspect and retry action deliveries (webhooks, NATS, MQTT, commands).
+    #[command(subcommand)]
+    Outbox(rules_cli::OutboxCommand),
 }
 
 fn main() -> std::process::ExitCode {
+    // reqwest's TLS (webhooks over HTTPS; the CLI against an https:// server) uses rustls with the
+    // process-wide provider: ring, the one this workspace builds (aws-lc-rs needs cmake).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     // The log filter is part of the config (flag > env > file); a config error is reported below.
     let log = match &cli.command {
@@ -91,6 +104,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Device(cmd) => client::device(cmd).await,
         Command::Token(cmd) => client::token(cmd).await,
         Command::Sql(args) => client::sql(args).await,
+        Command::Rule(cmd) => rules_cli::rule(cmd).await,
+        Command::Alarm(cmd) => rules_cli::alarm(cmd).await,
+        Command::Outbox(cmd) => rules_cli::outbox(cmd).await,
     }
 }
 

@@ -1,6 +1,6 @@
 //! `corral serve`: wires every room in data-path order. No business logic lives here.
 //!
-//! registry → store (WAL replay) → pipeline → MQTT broker and HTTP listeners; then wait for
+//! registry → store (WAL replay) → rules → pipeline → MQTT broker and HTTP listeners; then wait for
 //! SIGTERM/SIGINT, disconnect MQTT clients, drain in-flight requests, persist the write buffer,
 //! flush presence, exit.
 
@@ -46,13 +46,21 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .context("opening the store (WAL replay)")?;
     let persister = tokio::spawn(store.clone().run_persister());
 
+    let platform = Arc::new(glue::RulesPlatform { registry: registry.clone(), store: store.clone(), broker: Default::default() });
+    let rules = corral_rules::Rules::open(&data_dir.join("rules.db"), config.rules.clone(), platform.clone())
+        .await
+        .context("opening the rules database")?;
     let pipeline = Pipeline::new(
         Arc::new(glue::StoreSink(store.clone())),
         Arc::new(glue::RegistryPresence(registry.clone())),
-    );
+    )
+    .with_observer(Arc::new(glue::RulesObserver(rules.clone())));
     let connected = broker::ConnectedDevices::default();
     let mqtt = start_broker(&config, &data_dir, &registry, &pipeline, &connected).await?;
-    let directory = Arc::new(glue::RegistryDirectory(registry.clone(), connected.clone()));
+    if let Some(mqtt) = &mqtt {
+        let _ = platform.broker.set(mqtt.broker.clone());
+    }
+    let directory = Arc::new(glue::RegistryDirectory(registry.clone(), connected.clone(), rules.clone()));
     let engine = QueryEngine::new(store.clone(), directory, config.limits.query_memory_mb << 20)
         .context("setting up the SQL engine")?;
     let ready = Arc::new(AtomicBool::new(false));
@@ -61,7 +69,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         sink: Arc::new(pipeline),
         sql: Arc::new(glue::Sql(engine)),
         metrics_sources: {
-            let mut sources: Vec<Arc<dyn corral_http::MetricsSource>> = vec![Arc::new(glue::StoreMetrics(store.clone()))];
+            let mut sources: Vec<Arc<dyn corral_http::MetricsSource>> =
+                vec![Arc::new(glue::StoreMetrics(store.clone())), Arc::new(glue::RulesMetrics(rules.clone()))];
             if let Some(mqtt) = &mqtt {
                 sources.push(Arc::new(glue::MqttMetrics(mqtt.broker.clone(), connected.clone())));
             }
@@ -78,6 +87,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         mqtt_ws: mqtt
             .as_ref()
             .map(|mqtt| Arc::new(glue::MqttWebSocket(mqtt.broker.clone())) as Arc<dyn corral_http::MqttOverWebSocket>),
+        rules,
     };
 
     let listener = tokio::net::TcpListener::bind(config.http_addr()?)

@@ -162,7 +162,7 @@ async fn one_run(args: &IngestArgs, seed: u64) -> anyhow::Result<RunResult> {
 }
 
 /// A JSON array of `batch` readings, 1 s apart, each with `fields` random-walk-ish values.
-fn readings(rng: &mut StdRng, clock_ms: &mut i64, fields: usize, batch: usize) -> String {
+pub(crate) fn readings(rng: &mut StdRng, clock_ms: &mut i64, fields: usize, batch: usize) -> String {
     let mut out = String::with_capacity(batch * fields * 24);
     out.push('[');
     for i in 0..batch {
@@ -180,7 +180,7 @@ fn readings(rng: &mut StdRng, clock_ms: &mut i64, fields: usize, batch: usize) -
     out
 }
 
-async fn register(http: &reqwest::Client, base: &str, devices: usize) -> anyhow::Result<Vec<String>> {
+pub(crate) async fn register(http: &reqwest::Client, base: &str, devices: usize) -> anyhow::Result<Vec<String>> {
     let mut tokens = Vec::with_capacity(devices);
     for i in 0..devices {
         let r: Value = http
@@ -197,7 +197,7 @@ async fn register(http: &reqwest::Client, base: &str, devices: usize) -> anyhow:
     Ok(tokens)
 }
 
-async fn metric(http: &reqwest::Client, base: &str, name: &str) -> anyhow::Result<f64> {
+pub(crate) async fn metric(http: &reqwest::Client, base: &str, name: &str) -> anyhow::Result<f64> {
     let text = http.get(format!("{base}/metrics")).send().await?.text().await?;
     Ok(text
         .lines()
@@ -205,7 +205,7 @@ async fn metric(http: &reqwest::Client, base: &str, name: &str) -> anyhow::Resul
         .unwrap_or(0.0))
 }
 
-async fn count(http: &reqwest::Client, base: &str) -> anyhow::Result<u64> {
+pub(crate) async fn count(http: &reqwest::Client, base: &str) -> anyhow::Result<u64> {
     let r: Value = http
         .post(format!("{base}/api/v1/query"))
         .bearer_auth(ADMIN_TOKEN)

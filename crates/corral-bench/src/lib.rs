@@ -6,4 +6,5 @@ pub mod fleet;
 pub mod ingest;
 pub mod mqtt;
 pub mod peers;
+pub mod rules;
 pub mod server;

@@ -23,14 +23,20 @@ enum Command {
     /// Corral's MQTT broker against Mosquitto 2.0 (both started here on loopback): fan-in QoS 0/1
     /// (durable for Corral), fan-out, 1:1 pairs, idle connections' RSS, publish-to-subscriber latency.
     Mqtt(corral_bench::mqtt::MqttArgs),
+    /// Rules on the ingest path: ingest rate with 0, 10 and 100 active rules, and
+    /// publish-to-webhook latency at a steady message rate.
+    Rules(corral_bench::rules::RulesArgs),
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // reqwest has rustls without a provider of its own in this workspace: install ring.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     match Cli::parse().command {
         Command::Ingest(args) => corral_bench::ingest::run(args).await,
         Command::FleetGen(args) => corral_bench::fleet::run(args),
         Command::Peers(args) => corral_bench::peers::run(args).await,
         Command::Mqtt(args) => corral_bench::mqtt::run(args).await,
+        Command::Rules(args) => corral_bench::rules::run(args).await,
     }
 }

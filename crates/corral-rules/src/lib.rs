@@ -141,14 +141,29 @@ impl Rules {
     /// Hands durable batches to the rules task. Waits (backpressure on ingest) when evaluation is
     /// behind by more than the configured queue, rather than dropping or growing without bound.
     pub async fn observe(&self, envelope: &Envelope, batches: Vec<Batch>) {
+        self.inner.unsettled.fetch_add(1, Ordering::AcqRel);
         let observation = Observation { received_at_ns: envelope.received_at_ns, batches };
         match self.queue.try_send(observation) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(observation)) => {
                 self.inner.metrics.ingest_waits.fetch_add(1, Ordering::Relaxed);
-                let _ = self.queue.send(observation).await;
+                if self.queue.send(observation).await.is_err() {
+                    self.inner.unsettled.fetch_sub(1, Ordering::AcqRel);
+                }
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => {}
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.inner.unsettled.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+    }
+
+    /// Waits (up to `limit`) until every batch handed over so far is evaluated and its alarms and
+    /// outbox entries are committed. Called at shutdown, after ingest has stopped, so a graceful
+    /// stop loses no evaluation.
+    pub async fn settle(&self, limit: std::time::Duration) {
+        let deadline = tokio::time::Instant::now() + limit;
+        while self.inner.unsettled.load(Ordering::Acquire) > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
     }
 

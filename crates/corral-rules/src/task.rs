@@ -43,6 +43,8 @@ pub(crate) struct Shared {
     /// Serializes writes of the book's changes, so a later write never carries older state.
     flush: tokio::sync::Mutex<()>,
     pub enabled: crate::EnabledCount,
+    /// Observations handed over and not yet evaluated and committed.
+    pub unsettled: std::sync::atomic::AtomicUsize,
     pub wake_outbox: crate::Wake,
     facts: Mutex<HashMap<String, (Arc<DeviceFacts>, Instant)>>,
 }
@@ -71,6 +73,7 @@ impl Shared {
             platform,
             metrics,
             enabled: std::sync::atomic::AtomicUsize::new(engine.enabled()),
+            unsettled: std::sync::atomic::AtomicUsize::new(0),
             state: tokio::sync::Mutex::new(EngineState { engine, last_heard: HashMap::new(), fleet: Vec::new(), fleet_read: None }),
             book: Mutex::new(Book::new(open, max_id)),
             flush: tokio::sync::Mutex::new(()),
@@ -201,7 +204,9 @@ pub(crate) async fn run(shared: Arc<Shared>, mut queue: mpsc::Receiver<Observati
                         Err(_) => break,
                     }
                 }
+                let n = pass.len();
                 evaluate(&shared, pass).await;
+                shared.unsettled.fetch_sub(n, Ordering::AcqRel);
             }
             _ = tick.tick() => check_absence(&shared).await,
         }

@@ -87,7 +87,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         mqtt_ws: mqtt
             .as_ref()
             .map(|mqtt| Arc::new(glue::MqttWebSocket(mqtt.broker.clone())) as Arc<dyn corral_http::MqttOverWebSocket>),
-        rules,
+        rules: rules.clone(),
     };
 
     let listener = tokio::net::TcpListener::bind(config.http_addr()?)
@@ -119,6 +119,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             .with_graceful_shutdown(shutdown)
             .await
             .context("HTTP server")?;
+        // Ingest has stopped: let the rules evaluate what was acknowledged before going.
+        rules.settle(Duration::from_secs(5)).await;
         presence.abort();
         persister.abort();
         store.close().await.context("persisting the write buffer at shutdown")?;

@@ -23,9 +23,6 @@ pub struct Rule {
     pub created_by: String,
 }
 
-/// A rule just created or replaced: its webhook secrets are shown this once.
-pub type Created = Rule;
-
 #[derive(Debug, Clone, Serialize)]
 pub struct Comment {
     pub id: i64,
@@ -88,8 +85,8 @@ fn visible(rule_tenant: Option<&str>, scope: Option<&str>) -> bool {
 
 impl Rules {
     /// Validates and stores a rule; it applies to the next message. Webhook actions without a
-    /// secret get a generated one, returned here once.
-    pub async fn create_rule(&self, mut spec: RuleSpec, by: &str, tenant: Option<&str>) -> Result<Created, RulesError> {
+    /// secret get a generated one, returned here (and by `replace_rule`) once, unredacted.
+    pub async fn create_rule(&self, mut spec: RuleSpec, by: &str, tenant: Option<&str>) -> Result<Rule, RulesError> {
         self.prepare(&mut spec, tenant, None)?;
         let now = now_ms();
         let id: i64 = sqlx::query_scalar(
@@ -105,16 +102,15 @@ impl Rules {
         .await?;
         self.activate(id, spec.clone()).await?;
         tracing::info!(rule = id, name = %spec.name, by, "rule created");
-        let row = sqlx::query("SELECT * FROM rules WHERE id = ?").bind(id).fetch_one(&self.inner.pool).await?;
-        rule_from_row(&row)
+        self.stored_rule(id).await?.ok_or_else(|| RulesError::NotFound(format!("rule {id}")))
     }
 
     /// Replaces a rule's definition. Devices' pending `for` timers and windows start afresh;
     /// open alarms stay open. A webhook given without a secret keeps the one it had.
-    pub async fn replace_rule(&self, id: i64, mut spec: RuleSpec, by: &str, tenant: Option<&str>) -> Result<Created, RulesError> {
+    pub async fn replace_rule(&self, id: i64, mut spec: RuleSpec, by: &str, tenant: Option<&str>) -> Result<Rule, RulesError> {
         let old = self.rule(id, tenant).await?;
-        let previous = self.stored_spec(id).await?;
-        self.prepare(&mut spec, tenant, Some(&previous))?;
+        let previous = self.stored_rule(id).await?.map(|r| r.spec);
+        self.prepare(&mut spec, tenant, previous.as_ref())?;
         sqlx::query("UPDATE rules SET name = ?, tenant = ?, spec = ?, updated_at = ? WHERE id = ?")
             .bind(&spec.name)
             .bind(&spec.tenant)
@@ -125,8 +121,7 @@ impl Rules {
             .await?;
         self.activate(id, spec).await?;
         tracing::info!(rule = id, by, "rule replaced");
-        let row = sqlx::query("SELECT * FROM rules WHERE id = ?").bind(id).fetch_one(&self.inner.pool).await?;
-        rule_from_row(&row)
+        self.stored_rule(id).await?.ok_or_else(|| RulesError::NotFound(format!("rule {id}")))
     }
 
     /// Removes a rule; its open alarms are cleared, recording who removed it.
@@ -157,18 +152,19 @@ impl Rules {
         rows.iter().map(|r| rule_from_row(r).map(Rule::redacted)).collect()
     }
 
+    /// A rule as the API shows it (secrets redacted), if `tenant` may see it.
     pub async fn rule(&self, id: i64, tenant: Option<&str>) -> Result<Rule, RulesError> {
-        let row = sqlx::query("SELECT * FROM rules WHERE id = ?").bind(id).fetch_optional(&self.inner.pool).await?;
-        let rule = row.as_ref().map(rule_from_row).transpose()?.ok_or_else(|| RulesError::NotFound(format!("rule {id}")))?;
+        let rule = self.stored_rule(id).await?.ok_or_else(|| RulesError::NotFound(format!("rule {id}")))?;
         if !visible(rule.spec.tenant.as_deref(), tenant) {
             return Err(RulesError::NotFound(format!("rule {id}")));
         }
         Ok(rule.redacted())
     }
 
-    async fn stored_spec(&self, id: i64) -> Result<RuleSpec, RulesError> {
-        let spec: String = sqlx::query_scalar("SELECT spec FROM rules WHERE id = ?").bind(id).fetch_one(&self.inner.pool).await?;
-        serde_json::from_str(&spec).map_err(|e| RulesError::invalid(format!("stored rule unreadable: {e}")))
+    /// A rule as stored, secrets included.
+    async fn stored_rule(&self, id: i64) -> Result<Option<Rule>, RulesError> {
+        let row = sqlx::query("SELECT * FROM rules WHERE id = ?").bind(id).fetch_optional(&self.inner.pool).await?;
+        row.as_ref().map(rule_from_row).transpose()
     }
 
     fn prepare(&self, spec: &mut RuleSpec, tenant: Option<&str>, previous: Option<&RuleSpec>) -> Result<(), RulesError> {

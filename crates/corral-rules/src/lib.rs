@@ -44,7 +44,7 @@ mod task;
 mod window;
 
 pub use alarm::{Alarm, AlarmStatus};
-pub use api::{AlarmFilter, Comment, Created, Rule};
+pub use api::{AlarmFilter, Comment, Rule};
 pub use deliver::policy::TargetPolicy;
 pub use engine::DeviceFacts;
 pub use error::RulesError;
@@ -56,8 +56,8 @@ use corral_model::{Batch, Envelope};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use tokio::sync::{Notify, mpsc};
+use std::sync::atomic::Ordering;
+use tokio::sync::mpsc;
 
 /// What the rules room needs from the rest of the platform; implemented by the binary.
 #[async_trait]
@@ -172,9 +172,3 @@ impl Rules {
         self.inner.metrics.render_prometheus(out);
     }
 }
-
-/// How many rules are enabled; kept beside the engine so `wants` needs no lock.
-pub(crate) type EnabledCount = AtomicUsize;
-
-/// Wakes the deliverer when new outbox entries were committed.
-pub(crate) type Wake = Arc<Notify>;

@@ -42,10 +42,12 @@ pub(crate) struct Shared {
     pub book: Mutex<Book>,
     /// Serializes writes of the book's changes, so a later write never carries older state.
     flush: tokio::sync::Mutex<()>,
-    pub enabled: crate::EnabledCount,
+    /// How many rules are enabled, beside the engine so `Rules::wants` needs no lock.
+    pub enabled: std::sync::atomic::AtomicUsize,
     /// Observations handed over and not yet evaluated and committed.
     pub unsettled: std::sync::atomic::AtomicUsize,
-    pub wake_outbox: crate::Wake,
+    /// Wakes the deliverer when new outbox entries were committed.
+    pub wake_outbox: Arc<Notify>,
     facts: Mutex<HashMap<String, (Arc<DeviceFacts>, Instant)>>,
 }
 
@@ -246,10 +248,13 @@ async fn evaluate(shared: &Shared, pass: Vec<Observation>) {
 }
 
 async fn check_absence(shared: &Shared) {
-    if !shared.state.lock().await.engine.wants_clock() {
-        return;
-    }
-    let stale = shared.state.lock().await.fleet_read.is_none_or(|t| t.elapsed() > FLEET_TTL);
+    let stale = {
+        let state = shared.state.lock().await;
+        if !state.engine.wants_clock() {
+            return;
+        }
+        state.fleet_read.is_none_or(|t| t.elapsed() > FLEET_TTL)
+    };
     let fleet = if stale { Some(shared.platform.devices().await.into_iter().map(Arc::new).collect()) } else { None };
     let mut state = shared.state.lock().await;
     if let Some(fleet) = fleet {

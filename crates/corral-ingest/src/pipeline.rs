@@ -22,7 +22,8 @@ pub trait Sink: Send + Sync {
 /// (all or nothing), and the call returns after the fsync that holds them.
 #[async_trait]
 pub trait DurableStore: Send + Sync {
-    async fn write(&self, batches: Vec<Batch>) -> Result<(), WireError>;
+    /// Makes the batches durable and gives them back (for observers).
+    async fn write(&self, batches: Vec<Batch>) -> Result<Vec<Batch>, WireError>;
 }
 
 /// Told after every durable write who was heard from (the registry's `last_seen`).
@@ -69,10 +70,8 @@ impl Sink for Pipeline {
             values: batches.iter().map(Batch::value_count).sum(),
         };
         if accepted.rows > 0 {
-            // A copy for the observer only when one listens: the store consumes the batches.
-            let observed = self.observer.as_ref().filter(|o| o.wants()).map(|o| (o, batches.clone()));
-            self.store.write(batches).await?;
-            if let Some((observer, batches)) = observed {
+            let batches = self.store.write(batches).await?;
+            if let Some(observer) = self.observer.as_ref().filter(|o| o.wants()) {
                 observer.observe(envelope, batches).await;
             }
         }

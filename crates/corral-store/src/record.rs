@@ -11,15 +11,17 @@ pub struct DecodeError(&'static str);
 
 #[cfg(test)]
 pub fn encode(batches: &[Batch]) -> Vec<u8> {
-    encode_with_sizes(batches).0
+    encode_with_sizes(batches.iter()).0
 }
 
-/// Encodes and also returns how many bytes each batch took (per-table ingest metrics).
-pub fn encode_with_sizes(batches: &[Batch]) -> (Vec<u8>, Vec<usize>) {
-    let mut sizes = Vec::with_capacity(batches.len());
-    let mut out = Vec::with_capacity(64 + batches.iter().map(|b| b.rows.len() * 64).sum::<usize>());
+/// Encodes (the batches of one or several requests) and also returns how many bytes each batch
+/// took (per-table ingest metrics).
+pub fn encode_with_sizes<'a>(batches: impl Iterator<Item = &'a Batch> + Clone) -> (Vec<u8>, Vec<usize>) {
+    let count = batches.clone().count();
+    let mut sizes = Vec::with_capacity(count);
+    let mut out = Vec::with_capacity(64 + batches.clone().map(|b| b.rows.len() * 64).sum::<usize>());
     out.push(VERSION);
-    put_u32(&mut out, batches.len() as u32);
+    put_u32(&mut out, count as u32);
     for batch in batches {
         let start = out.len();
         put_str(&mut out, batch.table.as_str());

@@ -213,8 +213,9 @@ impl Store {
     }
 
     /// Stores every batch of one request, atomically: either all rows become durable (the call
-    /// returns after the WAL fsync that holds them) or none is stored.
-    pub async fn write(&self, batches: Vec<Batch>) -> Result<(), StoreError> {
+    /// returns after the WAL fsync that holds them) or none is stored. The batches come back once
+    /// durable, so whoever reacts to them (rules) reads them without a copy.
+    pub async fn write(&self, batches: Vec<Batch>) -> Result<Vec<Batch>, StoreError> {
         check_days(&batches, self.inner.config.max_days_per_request)?;
         self.claim_columns(&batches)?;
         self.wait_for_room().await?;
@@ -224,8 +225,10 @@ impl Store {
         self.append_grouped(batches).await
     }
 
-    async fn append_and_buffer(&self, batches: Vec<Batch>) -> Result<(), StoreError> {
-        let (payload, batch_bytes) = record::encode_with_sizes(&batches);
+    /// Appends the batches of several requests as one WAL record, then buffers them.
+    async fn append_and_buffer(&self, requests: &[Vec<Batch>]) -> Result<(), StoreError> {
+        let batches = || requests.iter().flatten();
+        let (payload, batch_bytes) = record::encode_with_sizes(batches());
         let _gate = self.inner.gate.read().await;
         if let Err(e) = self.inner.wal.append(payload).await {
             self.inner.metrics.failed_writes.fetch_add(1, Ordering::Relaxed);
@@ -233,7 +236,7 @@ impl Store {
         }
         let mut state = self.state();
         let mut bytes = 0;
-        for (batch, encoded) in batches.iter().zip(batch_bytes) {
+        for (batch, encoded) in batches().zip(batch_bytes) {
             let table = state.table(batch.table.as_str());
             table.buffer.append(&table.schema, &batch.rows);
             table.latest.observe(&batch.rows);

@@ -16,7 +16,7 @@ pub struct StoreSink(pub Store);
 
 #[async_trait]
 impl DurableStore for StoreSink {
-    async fn write(&self, batches: Vec<Batch>) -> Result<(), WireError> {
+    async fn write(&self, batches: Vec<Batch>) -> Result<Vec<Batch>, WireError> {
         self.0.write(batches).await.map_err(|e| e.to_wire())
     }
 }

@@ -19,7 +19,8 @@ use tokio::sync::{Semaphore, oneshot};
 const GROUP_MAX_ROWS: usize = 64 * 1024;
 const GROUPS_IN_FLIGHT: usize = 4;
 
-type Done = oneshot::Sender<Result<(), StoreError>>;
+/// Where a request learns its group's fate; its batches come back with success.
+type Done = oneshot::Sender<Result<Vec<Batch>, StoreError>>;
 
 pub(super) struct Groups {
     queue: Mutex<Queue>,
@@ -40,7 +41,7 @@ impl Default for Groups {
 }
 
 impl Store {
-    pub(super) async fn append_grouped(&self, batches: Vec<Batch>) -> Result<(), StoreError> {
+    pub(super) async fn append_grouped(&self, batches: Vec<Batch>) -> Result<Vec<Batch>, StoreError> {
         let (done, result) = oneshot::channel();
         let start_leader = {
             let mut queue = self.queue();
@@ -72,10 +73,10 @@ impl Store {
             let store = self.clone();
             tokio::spawn(async move {
                 let _permit = permit;
-                let (batches, done): (Vec<Vec<Batch>>, Vec<Done>) = group.into_iter().unzip();
-                let result = store.append_and_buffer(batches.into_iter().flatten().collect()).await;
-                for done in done {
-                    let _ = done.send(result.as_ref().map(|_| ()).map_err(shared));
+                let (requests, done): (Vec<Vec<Batch>>, Vec<Done>) = group.into_iter().unzip();
+                let result = store.append_and_buffer(&requests).await;
+                for (batches, done) in requests.into_iter().zip(done) {
+                    let _ = done.send(result.as_ref().map(|_| batches).map_err(shared));
                 }
             });
         }

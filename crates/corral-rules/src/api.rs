@@ -197,13 +197,12 @@ impl Rules {
     async fn activate(&self, id: i64, spec: RuleSpec) -> Result<(), RulesError> {
         let rule = ActiveRule::new(id, spec, &self.inner.metrics).map_err(RulesError::Invalid)?;
         let mut state = self.inner.state.lock().await;
-        let mut rule = rule;
         let open: Vec<String> =
             self.inner.book.lock().expect("book lock").open_alarms().filter(|a| a.rule_id == id).map(|a| a.device.clone()).collect();
-        for device in &open {
-            rule.mark_raised(device);
-        }
         state.engine.upsert(rule);
+        for device in &open {
+            state.engine.mark_raised(id, device);
+        }
         self.inner.enabled.store(state.engine.enabled(), Ordering::Relaxed);
         self.inner.forget_facts();
         Ok(())

@@ -5,7 +5,7 @@
 
 use crate::window::{WindowFn, WindowSpec, parse_duration_ns};
 use arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch};
-use arrow::datatypes::{DataType, Field, Schema};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::DFSchema;
 use datafusion::execution::SessionState;
 use datafusion::execution::SessionStateBuilder;
@@ -47,7 +47,14 @@ pub struct Condition {
     ast: SqlExpr,
     pub inputs: Vec<Input>,
     pub windows: Vec<WindowSpec>,
-    compiled: HashMap<Vec<DataType>, Arc<dyn PhysicalExpr>>,
+    compiled: HashMap<Vec<DataType>, Compiled>,
+}
+
+/// A condition compiled for one combination of input types, with the schema of its batches.
+#[derive(Clone)]
+struct Compiled {
+    expr: Arc<dyn PhysicalExpr>,
+    schema: SchemaRef,
 }
 
 impl std::fmt::Debug for Condition {
@@ -97,8 +104,7 @@ impl Condition {
         // Validate what can be validated without data: with every input typed NULL, DataFusion
         // still resolves functions and operators and checks the result can be a boolean.
         let types = vec![DataType::Null; condition.inputs.len()];
-        let expr = condition.compile(&types)?;
-        let schema = condition.schema(&types);
+        let Compiled { expr, schema } = condition.compile(&types)?;
         let result = expr.data_type(&schema).map_err(|e| e.to_string())?;
         if !matches!(result, DataType::Boolean | DataType::Null) {
             return Err(format!("must be true or false, but `{text}` gives a {result} value"));
@@ -112,25 +118,27 @@ impl Condition {
         )
     }
 
-    fn compile(&mut self, types: &[DataType]) -> Result<Arc<dyn PhysicalExpr>, String> {
-        if let Some(expr) = self.compiled.get(types) {
-            return Ok(expr.clone());
+    fn compile(&mut self, types: &[DataType]) -> Result<Compiled, String> {
+        if let Some(compiled) = self.compiled.get(types) {
+            return Ok(compiled.clone());
         }
-        let schema = DFSchema::try_from(self.schema(types)).map_err(|e| e.to_string())?;
+        let arrow_schema = Arc::new(self.schema(types));
+        let schema = DFSchema::try_from(arrow_schema.clone()).map_err(|e| e.to_string())?;
         let logical = STATE
             .create_logical_expr_from_sql_expr(ExprWithAlias { expr: self.ast.clone(), alias: None }, &schema)
             .map_err(|e| clean(e.to_string()))?;
-        let physical = STATE.create_physical_expr(logical, &schema).map_err(|e| clean(e.to_string()))?;
-        self.compiled.insert(types.to_vec(), physical.clone());
-        Ok(physical)
+        let expr = STATE.create_physical_expr(logical, &schema).map_err(|e| clean(e.to_string()))?;
+        let compiled = Compiled { expr, schema: arrow_schema };
+        self.compiled.insert(types.to_vec(), compiled.clone());
+        Ok(compiled)
     }
 
     /// Evaluates over `columns` (one per input, in order). NULL counts as false.
     pub fn evaluate(&mut self, columns: Vec<ArrayRef>, rows: usize) -> Result<BooleanArray, String> {
         let types: Vec<DataType> = columns.iter().map(|c| c.data_type().clone()).collect();
-        let expr = self.compile(&types)?;
+        let Compiled { expr, schema } = self.compile(&types)?;
         let batch = RecordBatch::try_new_with_options(
-            Arc::new(self.schema(&types)),
+            schema,
             columns,
             &arrow::array::RecordBatchOptions::new().with_row_count(Some(rows)),
         )

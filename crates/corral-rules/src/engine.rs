@@ -13,7 +13,7 @@ use crate::alarm::Transition;
 use crate::condition::{Condition, Input};
 use crate::metrics::{Metrics, RuleCounters};
 use crate::spec::{RuleSpec, Scope};
-use crate::window::{WindowState, parse_duration_ns};
+use crate::window::{WindowSpec, WindowState, parse_duration_ns};
 use arrow::array::{ArrayRef, BooleanBuilder, Float64Builder, Int64Builder, NullArray, StringBuilder, TimestampNanosecondBuilder, UInt64Builder};
 use corral_model::{FieldValue, Row};
 use std::collections::HashMap;
@@ -33,18 +33,26 @@ pub struct DeviceFacts {
     pub last_seen_ns: Option<i64>,
 }
 
-/// Where one (rule, device) stands.
+/// Where one (rule, device) stands in the state machine. Only devices with something pending or
+/// raised have one, so a false condition for a quiet device costs no state at all.
 #[derive(Debug, Default)]
-struct DeviceState {
-    windows: Vec<WindowState>,
-    clear_windows: Vec<WindowState>,
+struct Machine {
     /// The condition has been true since this row time (waiting out `for`).
     true_since: Option<i64>,
     /// The alarm for this device was raised and has not been cleared by the rule.
     raised: bool,
 }
 
-/// A rule ready to evaluate, with the state of every device it has seen.
+impl Machine {
+    fn idle(&self) -> bool {
+        self.true_since.is_none() && !self.raised
+    }
+}
+
+type ByDevice<T> = HashMap<u32, T, foldhash::fast::RandomState>;
+
+/// A rule ready to evaluate, with the state of every device it has seen (keyed by the engine's
+/// device numbers).
 pub struct ActiveRule {
     pub id: i64,
     pub spec: RuleSpec,
@@ -52,7 +60,7 @@ pub struct ActiveRule {
     clear: Option<Condition>,
     hold_ns: i64,
     absence_ns: Option<i64>,
-    states: HashMap<String, DeviceState, foldhash::fast::RandomState>,
+    machines: ByDevice<Machine>,
     counters: Arc<RuleCounters>,
 }
 
@@ -63,7 +71,7 @@ impl ActiveRule {
         let hold_ns = spec.hold.as_deref().map(parse_duration_ns).transpose()?.unwrap_or(0);
         let absence_ns = spec.absence.as_deref().map(parse_duration_ns).transpose()?;
         let counters = metrics.rule(id, &spec.name);
-        Ok(ActiveRule { id, spec, condition, clear, hold_ns, absence_ns, states: Default::default(), counters })
+        Ok(ActiveRule { id, spec, condition, clear, hold_ns, absence_ns, machines: Default::default(), counters })
     }
 
     fn in_scope(&self, facts: &DeviceFacts) -> bool {
@@ -73,12 +81,6 @@ impl ActiveRule {
             && site.as_ref().is_none_or(|s| facts.site.as_ref() == Some(s))
             && tag.as_ref().is_none_or(|t| facts.tags.contains(t))
             && device.as_ref().is_none_or(|d| *d == facts.id)
-    }
-
-    /// Marks an alarm that is open in the book (after a restart) so the rule repeats and clears
-    /// it instead of raising a second one.
-    pub fn mark_raised(&mut self, device: &str) {
-        self.states.entry(device.to_string()).or_default().raised = true;
     }
 }
 
@@ -104,14 +106,47 @@ fn raise(id: i64, spec: &RuleSpec, facts: &DeviceFacts, at_ns: i64, values: serd
     }
 }
 
-/// Columns of one table's rows, built on first use and shared by every rule in the pass.
+/// The rows of one device within a pass.
+struct Group<'a> {
+    number: u32,
+    facts: Option<&'a DeviceFacts>,
+    /// Indexes into the pass's rows, in arrival order.
+    rows: Vec<usize>,
+}
+
+/// One table's rows as seen by every rule in the pass: grouped by device (so per-device state
+/// is looked up once per device, not once per row) and turned into columns on first use.
 struct Columns<'a> {
     rows: &'a [Row],
-    facts: Vec<Option<&'a DeviceFacts>>,
+    groups: Vec<Group<'a>>,
     built: HashMap<Input, ArrayRef>,
+    /// Fields as numbers, for windows.
+    numbers: HashMap<String, Arc<[Option<f64>]>>,
+    /// Each window the pass's rules use, advanced once for the pass.
+    windows: HashMap<WindowSpec, ArrayRef>,
 }
 
 impl<'a> Columns<'a> {
+    fn new(rows: &'a [Row], facts: &'a HashMap<String, Arc<DeviceFacts>>, devices: &mut Devices) -> Self {
+        let mut groups: Vec<Group> = Vec::new();
+        let mut index: HashMap<&str, usize> = HashMap::new();
+        let mut last: Option<(&str, usize)> = None;
+        for (i, row) in rows.iter().enumerate() {
+            // A request's rows come from one device, so most rows share the previous row's group.
+            let g = match last {
+                Some((device, g)) if device == row.device => g,
+                _ => *index.entry(&row.device).or_insert_with(|| {
+                    let facts = facts.get(&row.device).map(|f| &**f);
+                    groups.push(Group { number: devices.number(&row.device), facts, rows: Vec::new() });
+                    groups.len() - 1
+                }),
+            };
+            groups[g].rows.push(i);
+            last = Some((&row.device, g));
+        }
+        Columns { rows, groups, built: HashMap::new(), numbers: HashMap::new(), windows: HashMap::new() }
+    }
+
     fn field(&mut self, name: &str) -> ArrayRef {
         if let Some(c) = self.built.get(&Input::Field(name.to_string())) {
             return c.clone();
@@ -139,8 +174,11 @@ impl<'a> Columns<'a> {
         if let Some(c) = self.built.get(&key) {
             return c.clone();
         }
-        let values: Vec<Option<&serde_json::Value>> =
-            self.facts.iter().map(|f| f.and_then(|f| f.attributes.get(name)).filter(|v| !v.is_null())).collect();
+        let mut values: Vec<Option<&serde_json::Value>> = vec![None; self.rows.len()];
+        for group in &self.groups {
+            let value = group.facts.and_then(|f| f.attributes.get(name)).filter(|v| !v.is_null());
+            group.rows.iter().for_each(|&i| values[i] = value);
+        }
         let column: ArrayRef = if values.iter().flatten().all(|v| v.is_number()) {
             Arc::new(values.iter().map(|v| v.and_then(|v| v.as_f64())).collect::<arrow::array::Float64Array>())
         } else if values.iter().flatten().all(|v| v.is_boolean()) {
@@ -155,22 +193,68 @@ impl<'a> Columns<'a> {
         self.built.insert(key, column.clone());
         column
     }
+
+    /// A field's numeric value per row (text and missing values are `None`).
+    fn numbers(&mut self, name: &str) -> Arc<[Option<f64>]> {
+        if let Some(n) = self.numbers.get(name) {
+            return n.clone();
+        }
+        let mut finder = FieldFinder::new(name);
+        let values: Arc<[Option<f64>]> = self.rows.iter().map(|r| finder.find(r).and_then(numeric)).collect();
+        self.numbers.insert(name.to_string(), values.clone());
+        values
+    }
+
+    /// Which groups `rule` applies to; `None` when none does.
+    fn in_scope(&self, rule: &ActiveRule) -> Option<Vec<bool>> {
+        let scoped: Vec<bool> = self.groups.iter().map(|g| g.facts.is_some_and(|f| rule.in_scope(f))).collect();
+        scoped.contains(&true).then_some(scoped)
+    }
+}
+
+/// Finds one field in row after row. The rows of a batch usually list their fields in the same
+/// order, so the place the previous row had it is tried first: one comparison instead of a scan.
+struct FieldFinder<'n> {
+    name: &'n str,
+    at: usize,
+}
+
+impl<'n> FieldFinder<'n> {
+    fn new(name: &'n str) -> Self {
+        FieldFinder { name, at: 0 }
+    }
+
+    fn find<'r>(&mut self, row: &'r Row) -> Option<&'r FieldValue> {
+        if let Some((n, v)) = row.fields.get(self.at)
+            && n == self.name
+        {
+            return Some(v);
+        }
+        self.at = row.fields.iter().position(|(n, _)| n == self.name)?;
+        Some(&row.fields[self.at].1)
+    }
+}
+
+/// A value of a row for a column: a field, or a tag of the same name.
+#[derive(Clone, Copy)]
+enum Value<'r> {
+    Field(&'r FieldValue),
+    Tag(&'r str),
 }
 
 /// One message field as a column, typed by its first value; a row without the field is NULL.
 fn field_column(rows: &[Row], name: &str) -> ArrayRef {
-    let get = |r: &'_ Row| {
-        r.fields.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone()).or_else(|| {
-            r.tags.iter().find(|(n, _)| n == name).map(|(_, v)| FieldValue::Str(v.clone()))
-        })
-    };
-    let values: Vec<Option<FieldValue>> = rows.iter().map(get).collect();
+    let mut finder = FieldFinder::new(name);
+    let values: Vec<Option<Value>> = rows
+        .iter()
+        .map(|r| finder.find(r).map(Value::Field).or_else(|| r.tags.iter().find(|(n, _)| n == name).map(|(_, v)| Value::Tag(v))))
+        .collect();
     macro_rules! build {
         ($builder:ty, $variant:ident) => {{
             let mut b = <$builder>::with_capacity(rows.len());
             for v in &values {
                 match v {
-                    Some(FieldValue::$variant(x)) => b.append_value(x.clone()),
+                    Some(Value::Field(FieldValue::$variant(x))) => b.append_value(*x),
                     _ => b.append_null(),
                 }
             }
@@ -179,15 +263,16 @@ fn field_column(rows: &[Row], name: &str) -> ArrayRef {
     }
     match values.iter().flatten().next() {
         None => Arc::new(NullArray::new(rows.len())),
-        Some(FieldValue::Float(_)) => build!(Float64Builder, Float),
-        Some(FieldValue::Int(_)) => build!(Int64Builder, Int),
-        Some(FieldValue::UInt(_)) => build!(UInt64Builder, UInt),
-        Some(FieldValue::Bool(_)) => build!(BooleanBuilder, Bool),
-        Some(FieldValue::Str(_)) => {
+        Some(Value::Field(FieldValue::Float(_))) => build!(Float64Builder, Float),
+        Some(Value::Field(FieldValue::Int(_))) => build!(Int64Builder, Int),
+        Some(Value::Field(FieldValue::UInt(_))) => build!(UInt64Builder, UInt),
+        Some(Value::Field(FieldValue::Bool(_))) => build!(BooleanBuilder, Bool),
+        Some(Value::Field(FieldValue::Str(_)) | Value::Tag(_)) => {
             let mut b = StringBuilder::new();
             for v in &values {
                 match v {
-                    Some(FieldValue::Str(s)) => b.append_value(s),
+                    Some(Value::Field(FieldValue::Str(s))) => b.append_value(s),
+                    Some(Value::Tag(s)) => b.append_value(s),
                     _ => b.append_null(),
                 }
             }
@@ -226,10 +311,33 @@ fn row_values(row: &Row) -> serde_json::Value {
     serde_json::Value::Object(map)
 }
 
+/// Devices by number. Rules key their per-device state by these small integers, so a pass hashes
+/// each device's name once, not once per rule and row.
+#[derive(Default)]
+struct Devices(HashMap<String, u32, foldhash::fast::RandomState>);
+
+impl Devices {
+    fn number(&mut self, id: &str) -> u32 {
+        if let Some(&n) = self.0.get(id) {
+            return n;
+        }
+        let n = u32::try_from(self.0.len()).expect("fewer than 4 billion devices");
+        self.0.insert(id.to_string(), n);
+        n
+    }
+}
+
+/// A window of one table: its state per device is shared by every rule that uses it (in the
+/// condition or the clear condition), so a hundred rules over `avg(temperature) over 10m` advance
+/// one window per message, and a new rule starts with the history already there.
+type WindowKey = (String, WindowSpec);
+
 /// Every active rule. Owned by the rules task; changed when rules are created, edited or removed.
 #[derive(Default)]
 pub struct Engine {
     pub rules: Vec<ActiveRule>,
+    devices: Devices,
+    windows: HashMap<WindowKey, ByDevice<WindowState>>,
 }
 
 impl Engine {
@@ -238,10 +346,27 @@ impl Engine {
             Some(slot) => *slot = rule,
             None => self.rules.push(rule),
         }
+        self.prune_windows();
     }
 
     pub fn remove(&mut self, id: i64) {
         self.rules.retain(|r| r.id != id);
+        self.prune_windows();
+    }
+
+    /// Drops the state of windows no rule uses any more.
+    fn prune_windows(&mut self) {
+        let used: std::collections::HashSet<WindowKey> = self.rules.iter().flat_map(window_keys).collect();
+        self.windows.retain(|key, _| used.contains(key));
+    }
+
+    /// Marks an alarm that is open in the book (after a restart or an edit) so the rule repeats
+    /// and clears it instead of raising a second one.
+    pub fn mark_raised(&mut self, rule_id: i64, device: &str) {
+        let number = self.devices.number(device);
+        if let Some(rule) = self.rules.iter_mut().find(|r| r.id == rule_id) {
+            rule.machines.entry(number).or_default().raised = true;
+        }
     }
 
     pub fn enabled(&self) -> usize {
@@ -255,7 +380,8 @@ impl Engine {
     /// Evaluates every rule on `table`'s rows (in arrival order) and returns what changed.
     pub fn evaluate(&mut self, table: &str, rows: &[Row], facts: &HashMap<String, Arc<DeviceFacts>>) -> Vec<Transition> {
         let mut out = Vec::new();
-        let mut columns = Columns { rows, facts: rows.iter().map(|r| facts.get(&r.device).map(|f| &**f)).collect(), built: HashMap::new() };
+        let mut columns = Columns::new(rows, facts, &mut self.devices);
+        self.advance_windows(table, &mut columns);
         for rule in self.rules.iter_mut().filter(|r| r.spec.enabled) {
             let started = Instant::now();
             if rule.absence_ns.is_some() {
@@ -266,6 +392,35 @@ impl Engine {
             rule.counters.eval_ns.fetch_add(started.elapsed().as_nanos() as u64, std::sync::atomic::Ordering::Relaxed);
         }
         out
+    }
+
+    /// Advances every window the enabled rules of `table` use, over the rows of the devices in
+    /// scope of at least one of those rules, and leaves each window's column in `columns`.
+    fn advance_windows(&mut self, table: &str, columns: &mut Columns) {
+        let mut needed: HashMap<WindowSpec, Vec<bool>> = HashMap::new();
+        for rule in self.rules.iter().filter(|r| r.spec.enabled && r.spec.table == table) {
+            let specs: Vec<&WindowSpec> = rule.condition.iter().chain(&rule.clear).flat_map(|c| &c.windows).collect();
+            if specs.is_empty() {
+                continue;
+            }
+            let Some(scoped) = columns.in_scope(rule) else { continue };
+            for spec in specs {
+                let union = needed.entry(spec.clone()).or_insert_with(|| vec![false; scoped.len()]);
+                union.iter_mut().zip(&scoped).for_each(|(u, s)| *u |= *s);
+            }
+        }
+        for (spec, scoped) in needed {
+            let states = self.windows.entry((table.to_string(), spec.clone())).or_default();
+            let numbers = columns.numbers(&spec.field);
+            let mut values: Vec<Option<f64>> = vec![None; columns.rows.len()];
+            for (group, _) in columns.groups.iter().zip(&scoped).filter(|(_, s)| **s) {
+                let state = states.entry(group.number).or_insert_with(|| WindowState::new(&spec));
+                for &i in &group.rows {
+                    values[i] = state.push(&spec, columns.rows[i].time_ns, numbers[i]);
+                }
+            }
+            columns.windows.insert(spec, Arc::new(arrow::array::Float64Array::from(values)));
+        }
     }
 
     /// Raises absence alarms for devices in scope not heard from for the rule's duration.
@@ -284,7 +439,7 @@ impl Engine {
                 if now_ns - heard < absence {
                     continue;
                 }
-                let state = rule.states.entry(facts.id.clone()).or_default();
+                let state = rule.machines.entry(self.devices.number(&facts.id)).or_default();
                 if !state.raised {
                     state.raised = true;
                     let values = serde_json::json!({"last_seen": crate::alarm::format_ns(heard)});
@@ -298,13 +453,15 @@ impl Engine {
 
 /// Data from a device clears its absence alarm.
 fn clear_absences(rule: &mut ActiveRule, columns: &Columns, out: &mut Vec<Transition>) {
-    for (row, facts) in columns.rows.iter().zip(&columns.facts) {
-        if facts.is_some_and(|f| rule.in_scope(f))
-            && let Some(state) = rule.states.get_mut(&row.device)
-            && state.raised
+    if rule.machines.is_empty() {
+        return;
+    }
+    for group in &columns.groups {
+        if group.facts.is_some_and(|f| rule.in_scope(f))
+            && rule.machines.remove(&group.number).is_some_and(|m| m.raised)
         {
-            state.raised = false;
-            out.push(Transition::Clear { rule_id: rule.id, device: row.device.clone(), at_ns: row.time_ns });
+            let first = &columns.rows[group.rows[0]];
+            out.push(Transition::Clear { rule_id: rule.id, device: first.device.clone(), at_ns: first.time_ns });
         }
     }
 }
@@ -312,14 +469,11 @@ fn clear_absences(rule: &mut ActiveRule, columns: &Columns, out: &mut Vec<Transi
 fn evaluate_condition(rule: &mut ActiveRule, columns: &mut Columns, out: &mut Vec<Transition>) {
     use std::sync::atomic::Ordering::Relaxed;
     let rows = columns.rows;
-    let in_scope: Vec<bool> = columns.facts.iter().map(|f| f.is_some_and(|f| rule.in_scope(f))).collect();
-    let scoped = in_scope.iter().filter(|s| **s).count();
-    if scoped == 0 {
-        return;
-    }
-    rule.counters.evaluated_rows.fetch_add(scoped as u64, Relaxed);
+    let Some(scoped) = columns.in_scope(rule) else { return };
+    let in_scope = || columns.groups.iter().zip(&scoped).filter(|(_, s)| **s).map(|(g, _)| g);
+    rule.counters.evaluated_rows.fetch_add(in_scope().map(|g| g.rows.len() as u64).sum(), Relaxed);
     let Some(condition) = rule.condition.as_mut() else { return };
-    let matched = match inputs(condition, &mut rule.states, false, columns, &in_scope).and_then(|c| condition.evaluate(c, rows.len())) {
+    let matched = match inputs(condition, columns).and_then(|c| condition.evaluate(c, rows.len())) {
         Ok(m) => m,
         Err(e) => {
             tracing::warn!(rule = rule.id, name = %rule.spec.name, error = %e, "rule condition failed on this batch; skipped");
@@ -328,7 +482,7 @@ fn evaluate_condition(rule: &mut ActiveRule, columns: &mut Columns, out: &mut Ve
     };
     let cleared = match rule.clear.as_mut() {
         None => None,
-        Some(clear) => match inputs(clear, &mut rule.states, true, columns, &in_scope).and_then(|c| clear.evaluate(c, rows.len())) {
+        Some(clear) => match inputs(clear, columns).and_then(|c| clear.evaluate(c, rows.len())) {
             Ok(c) => Some(c),
             Err(e) => {
                 tracing::warn!(rule = rule.id, error = %e, "rule clear condition failed on this batch; skipped");
@@ -336,57 +490,66 @@ fn evaluate_condition(rule: &mut ActiveRule, columns: &mut Columns, out: &mut Ve
             }
         },
     };
-    let matched_in_scope = (0..rows.len()).filter(|&i| in_scope[i] && matched.value(i)).count();
-    rule.counters.matched_rows.fetch_add(matched_in_scope as u64, Relaxed);
-    let windowed = !condition.windows.is_empty();
-    for (i, row) in rows.iter().enumerate() {
-        if !in_scope[i] {
-            continue;
-        }
-        let is_true = matched.value(i);
-        // The common case, a false condition for a device with nothing pending, costs no lookup
-        // when the rule has no state at all.
-        if !is_true && !windowed && rule.states.is_empty() {
-            continue;
-        }
-        let Some(state) = (if is_true { Some(rule.states.entry(row.device.clone()).or_default()) } else { rule.states.get_mut(&row.device) }) else {
-            continue;
+    // Most rules are false on a whole batch while no device has anything pending: nothing to walk.
+    if matched.true_count() == 0 && rule.machines.is_empty() {
+        return;
+    }
+    let in_scope = || columns.groups.iter().zip(&scoped).filter(|(_, s)| **s).map(|(g, _)| g);
+    let mut matched_rows = 0;
+    for group in in_scope() {
+        let trues = group.rows.iter().filter(|&&i| matched.value(i)).count();
+        matched_rows += trues;
+        // The common case, a false condition for a device with nothing pending, costs at most
+        // one lookup, and none when no device has anything pending.
+        let state = if trues > 0 {
+            rule.machines.entry(group.number).or_default()
+        } else {
+            match rule.machines.get_mut(&group.number) {
+                Some(state) => state,
+                None => continue,
+            }
         };
-        if !state.raised {
-            if !is_true {
-                state.true_since = None;
+        for &i in &group.rows {
+            let (row, is_true) = (&rows[i], matched.value(i));
+            if !state.raised {
+                if !is_true {
+                    state.true_since = None;
+                    continue;
+                }
+                let since = *state.true_since.get_or_insert(row.time_ns);
+                if row.time_ns - since >= rule.hold_ns {
+                    state.raised = true;
+                    state.true_since = None;
+                    let facts = group.facts.expect("in scope");
+                    out.push(raise(rule.id, &rule.spec, facts, row.time_ns, row_values(row)));
+                }
                 continue;
             }
-            let since = *state.true_since.get_or_insert(row.time_ns);
-            if row.time_ns - since >= rule.hold_ns {
-                state.raised = true;
-                state.true_since = None;
-                let facts = columns.facts[i].expect("in scope");
-                out.push(raise(rule.id, &rule.spec, facts, row.time_ns, row_values(row)));
+            let clears = match &cleared {
+                Some(c) => c.value(i),
+                None => !is_true,
+            };
+            if clears {
+                state.raised = false;
+                out.push(Transition::Clear { rule_id: rule.id, device: row.device.clone(), at_ns: row.time_ns });
+            } else if is_true {
+                out.push(Transition::Repeat { rule_id: rule.id, device: row.device.clone(), at_ns: row.time_ns, values: row_values(row) });
             }
-            continue;
         }
-        let clears = match &cleared {
-            Some(c) => c.value(i),
-            None => !is_true,
-        };
-        if clears {
-            state.raised = false;
-            out.push(Transition::Clear { rule_id: rule.id, device: row.device.clone(), at_ns: row.time_ns });
-        } else if is_true {
-            out.push(Transition::Repeat { rule_id: rule.id, device: row.device.clone(), at_ns: row.time_ns, values: row_values(row) });
+        if state.idle() {
+            rule.machines.remove(&group.number);
         }
     }
+    rule.counters.matched_rows.fetch_add(matched_rows as u64, Relaxed);
 }
 
-/// The columns a condition reads; window columns advance each in-scope device's window state.
-fn inputs(
-    condition: &Condition,
-    states: &mut HashMap<String, DeviceState, foldhash::fast::RandomState>,
-    for_clear: bool,
-    columns: &mut Columns,
-    in_scope: &[bool],
-) -> Result<Vec<ArrayRef>, String> {
+/// The windows a rule reads, keyed by its table.
+fn window_keys(rule: &ActiveRule) -> impl Iterator<Item = WindowKey> + '_ {
+    rule.condition.iter().chain(&rule.clear).flat_map(|c| &c.windows).map(|w| (rule.spec.table.clone(), w.clone()))
+}
+
+/// The columns a condition reads, in the order of its inputs.
+fn inputs(condition: &Condition, columns: &mut Columns) -> Result<Vec<ArrayRef>, String> {
     let mut out = Vec::with_capacity(condition.inputs.len());
     for input in &condition.inputs {
         out.push(match input {
@@ -394,21 +557,7 @@ fn inputs(
             Input::Attribute(name) => columns.attribute(name),
             Input::Window(w) => {
                 let spec = &condition.windows[*w];
-                let mut b = Float64Builder::with_capacity(columns.rows.len());
-                for (i, row) in columns.rows.iter().enumerate() {
-                    if !in_scope[i] {
-                        b.append_null();
-                        continue;
-                    }
-                    let state = states.entry(row.device.clone()).or_default();
-                    let windows = if for_clear { &mut state.clear_windows } else { &mut state.windows };
-                    if windows.len() < condition.windows.len() {
-                        windows.extend(condition.windows[windows.len()..].iter().map(WindowState::new));
-                    }
-                    let value = row.fields.iter().find(|(n, _)| *n == spec.field).and_then(|(_, v)| numeric(v));
-                    b.append_option(windows[*w].push(spec, row.time_ns, value));
-                }
-                Arc::new(b.finish())
+                columns.windows.get(spec).cloned().ok_or_else(|| format!("window {spec:?} was not advanced"))?
             }
         });
     }

@@ -85,11 +85,21 @@ pub struct RulesConfig {
     pub absence_check_ms: u64,
     /// Durable batches waiting for evaluation before ingest waits (backpressure, not loss).
     pub queue: usize,
+    /// How long the rules task gathers data after the first message of a pass, in milliseconds.
+    /// Each rule costs a little per pass whatever its size, so under load a few milliseconds of
+    /// gathering turn many small passes into a few large ones; 0 evaluates each message at once.
+    pub linger_ms: u64,
 }
 
 impl Default for RulesConfig {
     fn default() -> Self {
-        RulesConfig { webhooks: TargetPolicy::default(), outbox: OutboxConfig::default(), absence_check_ms: 5_000, queue: 1_024 }
+        RulesConfig {
+            webhooks: TargetPolicy::default(),
+            outbox: OutboxConfig::default(),
+            absence_check_ms: 5_000,
+            queue: 1_024,
+            linger_ms: 5,
+        }
     }
 }
 
@@ -129,7 +139,11 @@ impl Rules {
             metrics,
         };
         tokio::spawn(deliverer.run());
-        tokio::spawn(task::run(shared.clone(), observations, std::time::Duration::from_millis(config.absence_check_ms.max(10))));
+        let timing = task::Timing {
+            absence_every: std::time::Duration::from_millis(config.absence_check_ms.max(10)),
+            linger: std::time::Duration::from_millis(config.linger_ms),
+        };
+        tokio::spawn(task::run(shared.clone(), observations, timing));
         Ok(Rules { inner: shared, queue })
     }
 

@@ -34,6 +34,9 @@ pub struct Metrics {
     latency_sum_us: AtomicU64,
     /// Observations that waited because the rules task was behind (backpressure on ingest).
     pub ingest_waits: AtomicU64,
+    /// Evaluation passes and the rows they took: rows per pass shows how well work is batched.
+    pub passes: AtomicU64,
+    pub pass_rows: AtomicU64,
 }
 
 impl Metrics {
@@ -90,12 +93,16 @@ impl Metrics {
              # HELP corral_alarms_cleared_total Alarms cleared (by their rule or by people).\n# TYPE corral_alarms_cleared_total counter\ncorral_alarms_cleared_total {}\n\
              # HELP corral_alarms_open Alarms not cleared.\n# TYPE corral_alarms_open gauge\ncorral_alarms_open {}\n\
              # HELP corral_outbox_pending Actions waiting for delivery (including retries).\n# TYPE corral_outbox_pending gauge\ncorral_outbox_pending {}\n\
-             # HELP corral_rules_ingest_waits_total Times ingest waited because rule evaluation was behind.\n# TYPE corral_rules_ingest_waits_total counter\ncorral_rules_ingest_waits_total {}",
+             # HELP corral_rules_ingest_waits_total Times ingest waited because rule evaluation was behind.\n# TYPE corral_rules_ingest_waits_total counter\ncorral_rules_ingest_waits_total {}\n\
+             # HELP corral_rules_passes_total Evaluation passes (each evaluates every rule once per table).\n# TYPE corral_rules_passes_total counter\ncorral_rules_passes_total {}\n\
+             # HELP corral_rules_pass_rows_total Rows taken by evaluation passes.\n# TYPE corral_rules_pass_rows_total counter\ncorral_rules_pass_rows_total {}",
             self.alarms_raised.load(Relaxed),
             self.alarms_cleared.load(Relaxed),
             self.alarms_open.load(Relaxed),
             self.outbox_pending.load(Relaxed).max(0),
             self.ingest_waits.load(Relaxed),
+            self.passes.load(Relaxed),
+            self.pass_rows.load(Relaxed),
         );
         let kinds = self.kinds.lock().expect("metrics lock");
         for (i, (name, help)) in [

@@ -22,6 +22,8 @@ const FACTS_TTL: Duration = Duration::from_secs(10);
 const FLEET_TTL: Duration = Duration::from_secs(30);
 /// Observations taken off the queue per evaluation pass (one Arrow batch per table).
 const MAX_PER_PASS: usize = 4_096;
+/// A pass with this many rows starts at once: the per-pass cost is already spread thin.
+const ENOUGH_ROWS: usize = 8_192;
 
 /// The engine and what only the rules task changes, behind one lock that API calls also take
 /// when they add or remove rules.
@@ -62,9 +64,7 @@ impl Shared {
         }
         let (open, max_id) = db::open_alarms(&pool).await?;
         for alarm in &open {
-            if let Some(rule) = engine.rules.iter_mut().find(|r| r.id == alarm.rule_id) {
-                rule.mark_raised(&alarm.device);
-            }
+            engine.mark_raised(alarm.rule_id, &alarm.device);
         }
         metrics.alarms_open.store(open.len() as i64, Ordering::Relaxed);
         let pending: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE state = 'pending'").fetch_one(&pool).await?;
@@ -192,20 +192,21 @@ pub fn event_payload(event: AlarmEvent, alarm: &Alarm) -> String {
     .to_string()
 }
 
-pub(crate) async fn run(shared: Arc<Shared>, mut queue: mpsc::Receiver<Observation>, absence_every: Duration) {
-    let mut tick = tokio::time::interval(absence_every);
+/// The rules task's clocks.
+pub(crate) struct Timing {
+    pub absence_every: Duration,
+    /// How long a pass gathers observations after its first one.
+    pub linger: Duration,
+}
+
+pub(crate) async fn run(shared: Arc<Shared>, mut queue: mpsc::Receiver<Observation>, timing: Timing) {
+    let mut tick = tokio::time::interval(timing.absence_every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             first = queue.recv() => {
                 let Some(first) = first else { return };
-                let mut pass = vec![first];
-                while pass.len() < MAX_PER_PASS {
-                    match queue.try_recv() {
-                        Ok(more) => pass.push(more),
-                        Err(_) => break,
-                    }
-                }
+                let pass = gather(&mut queue, first, timing.linger).await;
                 let n = pass.len();
                 evaluate(&shared, pass).await;
                 shared.unsettled.fetch_sub(n, Ordering::AcqRel);
@@ -213,6 +214,30 @@ pub(crate) async fn run(shared: Arc<Shared>, mut queue: mpsc::Receiver<Observati
             _ = tick.tick() => check_absence(&shared).await,
         }
     }
+}
+
+/// One pass: `first` and whatever else arrives within `linger` of it, until the pass is full.
+async fn gather(queue: &mut mpsc::Receiver<Observation>, first: Observation, linger: Duration) -> Vec<Observation> {
+    let deadline = tokio::time::Instant::now() + linger;
+    let mut rows = rows_in(&first);
+    let mut pass = vec![first];
+    while pass.len() < MAX_PER_PASS && rows < ENOUGH_ROWS {
+        let more = match queue.try_recv() {
+            Ok(more) => more,
+            Err(mpsc::error::TryRecvError::Empty) => match tokio::time::timeout_at(deadline, queue.recv()).await {
+                Ok(Some(more)) => more,
+                Ok(None) | Err(_) => break,
+            },
+            Err(mpsc::error::TryRecvError::Disconnected) => break,
+        };
+        rows += rows_in(&more);
+        pass.push(more);
+    }
+    pass
+}
+
+fn rows_in(observation: &Observation) -> usize {
+    observation.batches.iter().map(|b| b.rows.len()).sum()
 }
 
 async fn evaluate(shared: &Shared, pass: Vec<Observation>) {
@@ -228,9 +253,17 @@ async fn evaluate(shared: &Shared, pass: Vec<Observation>) {
     let mut tables: Vec<(String, Vec<Row>)> = Vec::new();
     for observation in pass {
         for batch in observation.batches {
+            let mut previous: Option<&str> = None;
             for row in &batch.rows {
-                let heard = state.last_heard.entry(row.device.clone()).or_insert(observation.received_at_ns);
-                *heard = (*heard).max(observation.received_at_ns);
+                if previous == Some(row.device.as_str()) {
+                    continue;
+                }
+                previous = Some(&row.device);
+                let at = observation.received_at_ns;
+                match state.last_heard.get_mut(&row.device) {
+                    Some(heard) => *heard = (*heard).max(at),
+                    None => _ = state.last_heard.insert(row.device.clone(), at),
+                }
             }
             match tables.iter_mut().find(|(t, _)| t == batch.table.as_str()) {
                 Some((_, rows)) => rows.extend(batch.rows),
@@ -238,6 +271,8 @@ async fn evaluate(shared: &Shared, pass: Vec<Observation>) {
             }
         }
     }
+    shared.metrics.passes.fetch_add(1, Ordering::Relaxed);
+    shared.metrics.pass_rows.fetch_add(tables.iter().map(|(_, rows)| rows.len() as u64).sum(), Ordering::Relaxed);
     let mut transitions = Vec::new();
     for (table, rows) in &tables {
         transitions.extend(state.engine.evaluate(table, rows, &facts));

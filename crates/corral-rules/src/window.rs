@@ -4,7 +4,7 @@
 
 use std::collections::VecDeque;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum WindowFn {
     Avg,
     Min,
@@ -29,7 +29,8 @@ impl WindowFn {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+/// A window as a condition writes it. Equal specs on one table share their per-device state.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct WindowSpec {
     pub func: WindowFn,
     pub field: String,

@@ -141,3 +141,38 @@ fn a_missing_field_matches_nothing() {
     assert!(engine.evaluate("telemetry", &rows, &fleet()).is_empty());
     assert!(engine.evaluate("other_table", &[temp("r1", 0, 99.0)], &fleet()).is_empty(), "another table");
 }
+
+#[test]
+fn interleaved_devices_keep_their_own_windows_and_timers() {
+    let mut engine = Engine::default();
+    engine.upsert(rule(1, serde_json::json!({"name": "avg", "condition": "avg(temperature) over 10m > 6", "for": "2m"})));
+    let mut book = Book::new(vec![], 0);
+    // r1 runs hot, r2 cool, their rows interleaved in one pass: only r1's average crosses 6, and
+    // only once it held for two minutes.
+    let rows: Vec<Row> = (0..4).flat_map(|m| [temp("r1", m * MIN, 9.0), temp("r2", m * MIN, 3.0)]).collect();
+    let events = run(&mut engine, &mut book, &[rows]);
+    assert_eq!(events, vec![(AlarmEvent::Raised, "r1".into(), 1)]);
+    assert_eq!(book.open_alarms().next().unwrap().first_at, 2 * MIN);
+    // r2 warming up later reaches its own average, computed from its own points only.
+    let events = run(&mut engine, &mut book, &[(4..9).map(|m| temp("r2", m * MIN, 12.0)).collect()]);
+    assert_eq!(events, vec![(AlarmEvent::Raised, "r2".into(), 1)]);
+}
+
+#[test]
+fn rules_share_a_window_and_a_new_rule_starts_with_its_history() {
+    let mut engine = Engine::default();
+    engine.upsert(rule(1, serde_json::json!({"name": "warm", "condition": "avg(temperature) over 10m > 6"})));
+    let mut book = Book::new(vec![], 0);
+    let history: Vec<Row> = (0..5).map(|m| temp("r1", m * MIN, 7.0)).collect();
+    assert_eq!(run(&mut engine, &mut book, &[history]).len(), 1, "rule 1 raised on the history");
+    // Rule 2 uses the same window: its first row already averages the last ten minutes.
+    engine.upsert(rule(2, serde_json::json!({"name": "hot", "condition": "avg(temperature) over 10m > 7.5"})));
+    let events = run(&mut engine, &mut book, &[vec![temp("r1", 5 * MIN, 10.0)]]);
+    assert!(events.is_empty(), "(5 x 7 + 10) / 6 = 7.5 is not above 7.5: {events:?}");
+    let events = run(&mut engine, &mut book, &[vec![temp("r1", 6 * MIN, 10.0)]]);
+    assert_eq!(events, vec![(AlarmEvent::Raised, "r1".into(), 1)], "(5 x 7 + 20) / 7 = 7.86 raises rule 2");
+    // Removing both rules forgets the window.
+    engine.remove(1);
+    engine.remove(2);
+    assert!(engine.windows.is_empty());
+}

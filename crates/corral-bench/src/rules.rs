@@ -46,6 +46,8 @@ pub struct RulesArgs {
     pub json: bool,
 }
 
+const WINDOWS: [&str; 4] = ["avg(f3) over 1m", "max(f5) over 5m", "rate(f6) over 1m", "min(f7) over tumbling 10m"];
+
 /// `n` rules that are evaluated on every row and never match.
 fn rule_set(n: usize) -> Vec<Value> {
     (0..n)
@@ -53,7 +55,8 @@ fn rule_set(n: usize) -> Vec<Value> {
             let (condition, scope) = match i % 4 {
                 0 => (format!("f0 > {}", 1000 + i), json!({})),
                 1 => (format!("f1 > {} AND f2 < -{i}", 1000 + i), json!({})),
-                2 => (format!("avg(f3) over 1m > {}", 1000 + i), json!({})),
+                // Four different windows among the windowed rules (rules sharing one share its state).
+                2 => (format!("{} > {}", WINDOWS[i / 4 % WINDOWS.len()], 1000 + i), json!({})),
                 _ => (format!("f4 > {}", 1000 + i), json!({"site": format!("site-{}", i % 10)})),
             };
             json!({"name": format!("bench rule {i}"), "condition": condition, "scope": scope, "severity": "info"})

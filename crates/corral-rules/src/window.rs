@@ -66,7 +66,16 @@ const MAX_POINTS: usize = 100_000;
 /// What one device's window holds between messages.
 #[derive(Debug, Clone)]
 pub enum WindowState {
-    Sliding { points: VecDeque<(i64, f64)>, sum: f64 },
+    Sliding {
+        points: VecDeque<(i64, f64)>,
+        sum: f64,
+        /// Points taken so far: the front point's sequence number is `taken - points.len()`.
+        taken: u64,
+        /// For min and max: the points that can still become the extreme, as (sequence, value),
+        /// monotonic from the front (the current extreme), so each push costs O(1) amortized
+        /// instead of a scan of the window.
+        extremes: VecDeque<(u64, f64)>,
+    },
     Tumbling { bucket: i64, acc: Accumulator },
 }
 
@@ -118,7 +127,7 @@ impl WindowState {
         if spec.tumbling {
             WindowState::Tumbling { bucket: i64::MIN, acc: Accumulator::default() }
         } else {
-            WindowState::Sliding { points: VecDeque::new(), sum: 0.0 }
+            WindowState::Sliding { points: VecDeque::new(), sum: 0.0, taken: 0, extremes: VecDeque::new() }
         }
     }
 
@@ -127,15 +136,33 @@ impl WindowState {
     /// ones the aggregate of the bucket this row closed, or `None` while a bucket is still open.
     pub fn push(&mut self, spec: &WindowSpec, t_ns: i64, value: Option<f64>) -> Option<f64> {
         match self {
-            WindowState::Sliding { points, sum } => {
+            WindowState::Sliding { points, sum, taken, extremes } => {
                 if let Some(v) = value.filter(|v| v.is_finite()) {
                     points.push_back((t_ns, v));
                     *sum += v;
+                    // A new value outlives every older one it beats, so those can never be the
+                    // extreme again.
+                    let beaten = |old: f64| match spec.func {
+                        WindowFn::Min => old >= v,
+                        WindowFn::Max => old <= v,
+                        _ => false,
+                    };
+                    if matches!(spec.func, WindowFn::Min | WindowFn::Max) {
+                        while extremes.back().is_some_and(|&(_, old)| beaten(old)) {
+                            extremes.pop_back();
+                        }
+                        extremes.push_back((*taken, v));
+                    }
+                    *taken += 1;
                 }
                 let horizon = t_ns.saturating_sub(spec.width_ns);
                 while points.len() > MAX_POINTS || points.front().is_some_and(|&(t, _)| t <= horizon) {
+                    let sequence = *taken - points.len() as u64;
                     let (_, v) = points.pop_front().expect("non-empty");
                     *sum -= v;
+                    if extremes.front().is_some_and(|&(s, _)| s == sequence) {
+                        extremes.pop_front();
+                    }
                 }
                 if points.is_empty() {
                     *sum = 0.0; // no drift from float subtraction once the window empties
@@ -146,8 +173,7 @@ impl WindowState {
                     WindowFn::Avg => *sum / n,
                     WindowFn::Sum => *sum,
                     WindowFn::Count => n,
-                    WindowFn::Min => points.iter().map(|p| p.1).fold(f64::INFINITY, f64::min),
-                    WindowFn::Max => points.iter().map(|p| p.1).fold(f64::NEG_INFINITY, f64::max),
+                    WindowFn::Min | WindowFn::Max => extremes.front()?.1,
                     WindowFn::Rate => return rate(*points.front()?, *points.back()?),
                 })
             }
@@ -198,6 +224,29 @@ mod tests {
         // At 600 s the point at 0 is exactly 10 minutes old: out.
         assert_eq!(w.push(&s, 600 * S, Some(10.0)), Some(9.0));
         assert_eq!(w.push(&s, 2000 * S, None), None);
+    }
+
+    #[test]
+    fn sliding_min_and_max_match_a_scan_of_the_window() {
+        // A pseudo-random walk with repeats and gaps, checked against the definition.
+        let mut x: u64 = 7;
+        for func in [WindowFn::Min, WindowFn::Max] {
+            let s = spec(func, 30, false);
+            let mut w = WindowState::new(&s);
+            let (mut t, mut points) = (0, Vec::new());
+            for _ in 0..2_000 {
+                x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                t += (x >> 60) as i64 * S; // 0-15 s apart
+                let v = ((x >> 33) % 20) as f64;
+                points.push((t, v));
+                let inside = points.iter().filter(|(pt, _)| *pt > t - 30 * S).map(|p| p.1);
+                let expected = match func {
+                    WindowFn::Min => inside.fold(f64::INFINITY, f64::min),
+                    _ => inside.fold(f64::NEG_INFINITY, f64::max),
+                };
+                assert_eq!(w.push(&s, t, Some(v)), Some(expected), "{func:?} at {t}");
+            }
+        }
     }
 
     #[test]

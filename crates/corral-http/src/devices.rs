@@ -27,12 +27,27 @@ pub async fn list(
     State(state): State<AppState>,
     Caller(caller): Caller,
     Query(filter): Query<DeviceFilter>,
-) -> ApiResult<Json<DevicePage>> {
-    Ok(Json(state.registry.list_devices(&caller, &filter).await?))
+) -> ApiResult<Json<Value>> {
+    let page = state.registry.list_devices(&caller, &filter).await?;
+    let online = state.online.online(&page.devices).await;
+    let DevicePage { devices, total, next } = page;
+    let devices: Vec<Value> = devices.into_iter().zip(online).map(|(d, online)| with_online(d, online)).collect();
+    Ok(Json(json!({ "devices": devices, "total": total, "next": next })))
 }
 
-pub async fn show(State(state): State<AppState>, Caller(caller): Caller, Path(id): Path<String>) -> ApiResult<Json<Device>> {
-    Ok(Json(state.registry.get_device(&caller, &id).await?))
+pub async fn show(State(state): State<AppState>, Caller(caller): Caller, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    let device = state.registry.get_device(&caller, &id).await?;
+    let online = state.online.online(std::slice::from_ref(&device)).await;
+    Ok(Json(with_online(device, online.first().copied().unwrap_or(false))))
+}
+
+/// A device as the API shows it when reading: its record and whether it is online now.
+fn with_online(device: Device, online: bool) -> Value {
+    let mut value = serde_json::to_value(device).unwrap_or_default();
+    if let Some(map) = value.as_object_mut() {
+        map.insert("online".into(), online.into());
+    }
+    value
 }
 
 pub async fn update(

@@ -64,6 +64,13 @@ pub trait SqlService: Send + Sync {
     async fn query(&self, sql: &str, tenant: Option<&str>, max_rows: usize) -> Result<SqlResult, WireError>;
 }
 
+/// Whether devices are online (connections, recent data, absence rules): the binary knows; device
+/// answers carry it as `online`.
+#[async_trait]
+pub trait OnlineStatus: Send + Sync {
+    async fn online(&self, devices: &[corral_registry::Device]) -> Vec<bool>;
+}
+
 /// Anything that appends Prometheus text-format lines to `/metrics` (store, WAL, later broker).
 pub trait MetricsSource: Send + Sync {
     fn render(&self, out: &mut String);
@@ -105,6 +112,7 @@ pub struct AppState {
     pub mqtt_ws: Option<Arc<dyn MqttOverWebSocket>>,
     /// Rules, alarms and the outbox.
     pub rules: corral_rules::Rules,
+    pub online: Arc<dyn OnlineStatus>,
 }
 
 pub fn router(state: AppState) -> Router {

@@ -12,7 +12,7 @@
 use crate::alarm::Transition;
 use crate::condition::{Condition, Input};
 use crate::metrics::{Metrics, RuleCounters};
-use crate::spec::{RuleSpec, Scope};
+use crate::spec::RuleSpec;
 use crate::window::{WindowSpec, WindowState, parse_duration_ns};
 use arrow::array::{ArrayRef, BooleanBuilder, Float64Builder, Int64Builder, NullArray, StringBuilder, TimestampNanosecondBuilder, UInt64Builder};
 use corral_model::{FieldValue, Row};
@@ -75,12 +75,7 @@ impl ActiveRule {
     }
 
     fn in_scope(&self, facts: &DeviceFacts) -> bool {
-        let Scope { profile, site, tag, device } = &self.spec.scope;
-        self.spec.tenant.as_ref().is_none_or(|t| *t == facts.tenant)
-            && profile.as_ref().is_none_or(|p| facts.profile.as_ref() == Some(p))
-            && site.as_ref().is_none_or(|s| facts.site.as_ref() == Some(s))
-            && tag.as_ref().is_none_or(|t| facts.tags.contains(t))
-            && device.as_ref().is_none_or(|d| *d == facts.id)
+        self.spec.covers(facts)
     }
 }
 
@@ -371,6 +366,11 @@ impl Engine {
 
     pub fn enabled(&self) -> usize {
         self.rules.iter().filter(|r| r.spec.enabled).count()
+    }
+
+    /// Every enabled absence rule with its duration.
+    pub fn absence_windows(&self) -> Vec<(RuleSpec, i64)> {
+        self.rules.iter().filter(|r| r.spec.enabled).filter_map(|r| Some((r.spec.clone(), r.absence_ns?))).collect()
     }
 
     pub fn wants_clock(&self) -> bool {

@@ -37,6 +37,7 @@ pub mod deliver;
 mod engine;
 mod error;
 mod metrics;
+mod online;
 mod outbox;
 mod spec;
 mod sql;
@@ -48,6 +49,7 @@ pub use api::{AlarmFilter, Comment, Rule};
 pub use deliver::policy::TargetPolicy;
 pub use engine::DeviceFacts;
 pub use error::RulesError;
+pub use online::{Connection, OfflineWindows};
 pub use outbox::{Entry as OutboxEntry, OutboxConfig};
 pub use spec::{ActionSpec, AlarmEvent, RuleSpec, Scope, Severity};
 
@@ -89,6 +91,9 @@ pub struct RulesConfig {
     /// Each rule costs a little per pass whatever its size, so under load a few milliseconds of
     /// gathering turn many small passes into a few large ones; 0 evaluates each message at once.
     pub linger_ms: u64,
+    /// A device not connected over MQTT is offline this long after it was last heard from,
+    /// unless an absence rule covering it says otherwise (see `online`).
+    pub offline_after_ms: u64,
 }
 
 impl Default for RulesConfig {
@@ -99,6 +104,7 @@ impl Default for RulesConfig {
             absence_check_ms: 5_000,
             queue: 1_024,
             linger_ms: 5,
+            offline_after_ms: 600_000,
         }
     }
 }
@@ -114,6 +120,7 @@ struct Observation {
 pub struct Rules {
     inner: Arc<task::Shared>,
     queue: mpsc::Sender<Observation>,
+    offline_after_ns: i64,
 }
 
 impl Rules {
@@ -144,7 +151,14 @@ impl Rules {
             linger: std::time::Duration::from_millis(config.linger_ms),
         };
         tokio::spawn(task::run(shared.clone(), observations, timing));
-        Ok(Rules { inner: shared, queue })
+        let offline_after_ns = i64::try_from(config.offline_after_ms).unwrap_or(i64::MAX / 1_000_000) * 1_000_000;
+        Ok(Rules { inner: shared, queue, offline_after_ns })
+    }
+
+    /// The offline windows in force now, to tell which devices are online.
+    pub async fn offline_windows(&self) -> OfflineWindows {
+        let state = self.inner.state.lock().await;
+        OfflineWindows::new(state.engine.absence_windows(), self.offline_after_ns)
     }
 
     /// Whether any enabled rule exists: when not, the pipeline need not copy batches for us.

@@ -187,6 +187,16 @@ pub fn expand(template: &str, device: &str, tenant: &str, rule: &str, event: &st
 }
 
 impl RuleSpec {
+    /// Whether the rule watches this device: its tenant, then every part of the scope.
+    pub fn covers(&self, facts: &crate::DeviceFacts) -> bool {
+        let Scope { profile, site, tag, device } = &self.scope;
+        self.tenant.as_ref().is_none_or(|t| *t == facts.tenant)
+            && profile.as_ref().is_none_or(|p| facts.profile.as_ref() == Some(p))
+            && site.as_ref().is_none_or(|s| facts.site.as_ref() == Some(s))
+            && tag.as_ref().is_none_or(|t| facts.tags.contains(t))
+            && device.as_ref().is_none_or(|d| *d == facts.id)
+    }
+
     /// Checks everything that can be checked without data. `known_fields` lists the table's
     /// current fields when the table exists, so a misspelt field is caught now, not never.
     pub fn validate(&self, known_fields: Option<&[String]>) -> Result<(), String> {

@@ -15,28 +15,41 @@ use corral_registry::{Principal, Registry, RegistryError};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-/// Devices with a live MQTT connection, counted per device: a takeover connects the new session
-/// before the old one's disconnect is reported, so a set would briefly call the device offline.
+/// Devices with a live MQTT connection, counted per device (a takeover connects the new session
+/// before the old one's disconnect is reported, so a set would briefly call the device offline),
+/// and when each device's last connection ended.
 #[derive(Debug, Default, Clone)]
-pub struct ConnectedDevices(Arc<Mutex<HashMap<String, usize>>>);
+pub struct ConnectedDevices(Arc<Mutex<Connections>>);
+
+#[derive(Debug, Default)]
+struct Connections {
+    live: HashMap<String, usize>,
+    ended_ns: HashMap<String, i64>,
+}
 
 impl ConnectedDevices {
-    pub fn is_online(&self, device: &str) -> bool {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).contains_key(device)
+    fn lock(&self) -> std::sync::MutexGuard<'_, Connections> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn connection(&self, device: &str) -> corral_rules::Connection {
+        let c = self.lock();
+        corral_rules::Connection { connected: c.live.contains_key(device), ended_ns: c.ended_ns.get(device).copied() }
     }
 
     pub fn count(&self) -> usize {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.lock().live.len()
     }
 
-    fn change(&self, device: &str, up: bool) {
-        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+    fn change(&self, device: &str, up: bool, at_ns: i64) {
+        let mut c = self.lock();
         if up {
-            *map.entry(device.to_string()).or_default() += 1;
-        } else if let Some(n) = map.get_mut(device) {
+            *c.live.entry(device.to_string()).or_default() += 1;
+        } else if let Some(n) = c.live.get_mut(device) {
             *n -= 1;
             if *n == 0 {
-                map.remove(device);
+                c.live.remove(device);
+                c.ended_ns.insert(device.to_string(), at_ns);
             }
         }
     }
@@ -131,15 +144,18 @@ impl BrokerHooks for PlatformHooks {
 
     fn on_connected(&self, who: &Identity, _client_id: &str) {
         if let Identity::Device { id, .. } = who {
-            self.connected.change(id, true);
-            self.touch(id);
+            let now = chrono::Utc::now();
+            self.connected.change(id, true, now.timestamp_nanos_opt().unwrap_or_default());
+            self.touch(id, now);
         }
     }
 
     fn on_disconnected(&self, who: &Identity, _client_id: &str, how: DisconnectKind) {
         if let Identity::Device { id, .. } = who {
-            self.connected.change(id, false);
-            self.touch(id);
+            // One instant for both: heard from at the disconnect, and not after it.
+            let now = chrono::Utc::now();
+            self.connected.change(id, false, now.timestamp_nanos_opt().unwrap_or_default());
+            self.touch(id, now);
             if how != DisconnectKind::Clean {
                 tracing::info!(device = %id, how = ?how, "device connection lost");
             }
@@ -148,9 +164,9 @@ impl BrokerHooks for PlatformHooks {
 }
 
 impl PlatformHooks {
-    fn touch(&self, device: &str) {
+    fn touch(&self, device: &str, at: chrono::DateTime<chrono::Utc>) {
         if let Ok(id) = DeviceId::new(device) {
-            self.registry.touch(&id, chrono::Utc::now());
+            self.registry.touch(&id, at);
         }
     }
 

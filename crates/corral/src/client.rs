@@ -218,7 +218,7 @@ pub async fn device(cmd: DeviceCommand) -> anyhow::Result<()> {
             if conn.json {
                 println!("{}", serde_json::to_string_pretty(&json!({ "devices": devices, "total": total }))?);
             } else {
-                let columns = ["id", "profile", "tenant", "site", "status", "last_seen"];
+                let columns = ["id", "profile", "tenant", "site", "status", "online", "last_seen"];
                 let rows: Vec<Vec<String>> =
                     devices.iter().map(|d| columns.iter().map(|c| cell(&d[*c])).collect()).collect();
                 print_table(&columns, &rows);

@@ -300,8 +300,8 @@ impl Config {
         if o.max_attempts == 0 || o.retry_base_ms == 0 || o.retry_max_ms < o.retry_base_ms || o.concurrency == 0 || o.timeout_ms == 0 {
             bail!("rules.outbox: max_attempts, retry_base_ms, concurrency and timeout_ms must be positive, retry_max_ms >= retry_base_ms");
         }
-        if r.absence_check_ms < 10 || r.queue == 0 || r.linger_ms > 1_000 {
-            bail!("rules: absence_check_ms must be >= 10, queue positive and linger_ms at most 1000");
+        if r.absence_check_ms < 10 || r.queue == 0 || r.linger_ms > 1_000 || r.offline_after_ms == 0 {
+            bail!("rules: absence_check_ms must be >= 10, queue and offline_after_ms positive, linger_ms at most 1000");
         }
         Ok(())
     }
@@ -377,7 +377,10 @@ impl Config {
              queue = {rules_queue}\n\
              # Milliseconds a rules pass gathers data after its first message: under load, few large\n\
              # passes cost far less than many small ones. 0 evaluates every message at once.\n\
-             linger_ms = {linger}\n\n\
+             linger_ms = {linger}\n\
+             # A device without an MQTT connection is offline this long after it was last heard from,\n\
+             # unless an absence rule covering it (\"no data for 15m\") sets its own window.\n\
+             offline_after_ms = {offline_after}\n\n\
              [rules.webhooks]\n\
              # Private, loopback and link-local webhook targets are refused unless allowed here\n\
              # (IPs, CIDRs, host names, *.domains). Deny entries always win.\n\
@@ -419,6 +422,7 @@ impl Config {
             absence = self.rules.absence_check_ms,
             rules_queue = self.rules.queue,
             linger = self.rules.linger_ms,
+            offline_after = self.rules.offline_after_ms,
             allow = self.rules.webhooks.allow,
             deny = self.rules.webhooks.deny,
             allow_private = self.rules.webhooks.allow_private,

@@ -31,8 +31,35 @@ impl Presence for RegistryPresence {
     }
 }
 
+/// Whether devices are online: their MQTT connections and the rules' offline windows (see
+/// `corral_rules::OfflineWindows`).
+#[derive(Clone)]
+pub struct Online(pub crate::broker::ConnectedDevices, pub corral_rules::Rules);
+
+#[async_trait]
+impl corral_http::OnlineStatus for Online {
+    async fn online(&self, devices: &[Device]) -> Vec<bool> {
+        let windows = self.1.offline_windows().await;
+        let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default();
+        devices.iter().map(|d| windows.online(&scope_facts(d), self.0.connection(d.id.as_str()), now)).collect()
+    }
+}
+
+/// What scopes and presence need of a device (attributes left out: they can be large).
+fn scope_facts(d: &Device) -> corral_rules::DeviceFacts {
+    corral_rules::DeviceFacts {
+        id: d.id.to_string(),
+        tenant: d.tenant.to_string(),
+        profile: d.profile.clone(),
+        site: d.site.clone(),
+        tags: d.tags.clone(),
+        attributes: Default::default(),
+        last_seen_ns: d.last_seen.and_then(|t| t.timestamp_nanos_opt()),
+    }
+}
+
 /// SQL's `devices` table, read from the registry at query time, and `alarms` from the rules.
-pub struct RegistryDirectory(pub Registry, pub crate::broker::ConnectedDevices, pub corral_rules::Rules);
+pub struct RegistryDirectory(pub Registry, pub Online, pub corral_rules::Rules);
 
 impl std::fmt::Debug for RegistryDirectory {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -52,7 +79,8 @@ impl DeviceDirectory for RegistryDirectory {
         let tenant = tenant.map(TenantId::new).transpose().map_err(|e| e.to_string())?;
         let devices = self.0.devices_for_sql(tenant.as_ref()).await.map_err(|e| e.to_string())?;
         let declared = self.0.declared_attributes().await.map_err(|e| e.to_string())?;
-        devices_batch(&devices, &declared, &|id| self.1.is_online(id)).map_err(|e| e.to_string())
+        let online = corral_http::OnlineStatus::online(&self.1, &devices).await;
+        devices_batch(&devices, &declared, &online).map_err(|e| e.to_string())
     }
 
     async fn alarms(&self, tenant: Option<&str>) -> Result<Option<RecordBatch>, String> {
@@ -65,11 +93,11 @@ const BASE_COLUMNS: &[&str] =
 
 /// One row per device; attributes a profile declares become typed columns, the rest stay in the
 /// `attributes` JSON text column (query it with `attributes LIKE` or `json` functions later).
-/// `online`: the device holds an MQTT connection right now.
+/// `online` is given per device, in order.
 fn devices_batch(
     devices: &[Device],
     declared: &[corral_registry::AttributeDecl],
-    online: &dyn Fn(&str) -> bool,
+    online: &[bool],
 ) -> Result<RecordBatch, arrow::error::ArrowError> {
     let text = |f: &dyn Fn(&Device) -> Option<String>| -> ArrayRef {
         let mut b = StringBuilder::new();
@@ -109,7 +137,7 @@ fn devices_batch(
         text(&|d| Some(serde_json::Value::Object(d.attributes.clone()).to_string())),
         time(&|d| d.last_seen.and_then(|t| t.timestamp_nanos_opt())),
         time(&|d| d.created_at.timestamp_nanos_opt()),
-        Arc::new(devices.iter().map(|d| Some(online(d.id.as_str()))).collect::<arrow::array::BooleanArray>()),
+        Arc::new(arrow::array::BooleanArray::from(online.to_vec())),
     ];
     let mut seen: Vec<&str> = BASE_COLUMNS.to_vec();
     for decl in declared {
@@ -211,15 +239,7 @@ pub struct RulesPlatform {
 }
 
 fn facts(d: Device) -> corral_rules::DeviceFacts {
-    corral_rules::DeviceFacts {
-        id: d.id.to_string(),
-        tenant: d.tenant.to_string(),
-        profile: d.profile,
-        site: d.site,
-        tags: d.tags,
-        attributes: d.attributes,
-        last_seen_ns: d.last_seen.and_then(|t| t.timestamp_nanos_opt()),
-    }
+    corral_rules::DeviceFacts { attributes: d.attributes.clone(), ..scope_facts(&d) }
 }
 
 #[async_trait]

@@ -60,7 +60,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     if let Some(mqtt) = &mqtt {
         let _ = platform.broker.set(mqtt.broker.clone());
     }
-    let directory = Arc::new(glue::RegistryDirectory(registry.clone(), connected.clone(), rules.clone()));
+    let online = glue::Online(connected.clone(), rules.clone());
+    let directory = Arc::new(glue::RegistryDirectory(registry.clone(), online.clone(), rules.clone()));
     let engine = QueryEngine::new(store.clone(), directory, config.limits.query_memory_mb << 20)
         .context("setting up the SQL engine")?;
     let ready = Arc::new(AtomicBool::new(false));
@@ -88,6 +89,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             .as_ref()
             .map(|mqtt| Arc::new(glue::MqttWebSocket(mqtt.broker.clone())) as Arc<dyn corral_http::MqttOverWebSocket>),
         rules: rules.clone(),
+        online: Arc::new(online),
     };
 
     let listener = tokio::net::TcpListener::bind(config.http_addr()?)

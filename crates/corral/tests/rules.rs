@@ -4,7 +4,8 @@
 //! every action kind delivered to a real receiver — signed webhooks (retried, dead-lettered,
 //! revived, resumed after `kill -9`), MQTT republish, device commands and NATS. Also: a rule
 //! edited from what GET shows keeps its webhook secret, tenant-scoped MQTT applications hear
-//! their tenant's alarm events, and the per-rule metrics count only rows in the rule's scope.
+//! their tenant's alarm events, the per-rule metrics count only rows in the rule's scope, and
+//! every device has one online status from its MQTT connection, its data and absence rules.
 //!
 //! Rule evaluation runs after the data is durable, asynchronously, so tests poll for its effects
 //! (or for the per-rule evaluated-rows counter, as a barrier) rather than sleeping fixed times.
@@ -885,4 +886,50 @@ async fn rule_metrics_count_only_rows_in_the_rules_scope() {
     let matched = sample(&text, &format!("corral_rule_matched_rows_total{{rule_id=\"{rule}\""));
     // More matches than rows evaluated would count out-1's rows, which the rule never watches.
     assert_eq!(matched, Some(100.0), "all 100 rows of in-1 matched, out-1 is outside the rule's scope");
+}
+
+/// `online` of a device as REST and SQL report it: the two must agree.
+async fn online(server: &TestServer, device: &str) -> bool {
+    let (status, out) = server.admin(Method::GET, &format!("/api/v1/devices/{device}"), None).await;
+    assert_eq!(status, 200, "{out}");
+    let rest = out["online"].as_bool().unwrap_or_else(|| panic!("no `online` in {out}"));
+    let sql = server.query(&format!("SELECT online FROM devices WHERE device = '{device}'")).await;
+    assert_eq!(sql, vec![vec![json!(rest)]], "SQL and REST disagree about {device}");
+    rest
+}
+
+#[tokio::test]
+async fn online_status_follows_connections_data_and_absence_rules() {
+    let server = TestServer::start_with(BIN, &["--absence-check-ms", "100"]).await;
+    // Over HTTP: one covered by a 1 s absence rule, one on the default window (10 minutes).
+    let beacon = server.register_device("beacon-1", json!({})).await;
+    let logger = server.register_device("logger-1", json!({})).await;
+    let chiller = server.register_device("chiller-1", json!({})).await;
+    server.register_device("spare-1", json!({})).await;
+    create_rule(&server, json!({"name": "beacon silent", "absence": "1s", "scope": {"device": "beacon-1"}})).await;
+    for device in ["beacon-1", "logger-1", "chiller-1", "spare-1"] {
+        assert!(!online(&server, device).await, "{device} was never heard from");
+    }
+
+    ingest_ok(&server, &beacon, json!({"rssi": -60})).await;
+    ingest_ok(&server, &logger, json!({"temp": 4.5})).await;
+    assert!(online(&server, "beacon-1").await && online(&server, "logger-1").await, "data makes a device online");
+    // The absence rule's second passes: the beacon is offline, as its alarm says; the logger,
+    // covered by no absence rule, stays online.
+    poll_until(&server, "the beacon to go offline", PATIENCE, async || (!online(&server, "beacon-1").await).then_some(())).await;
+    wait_for_alarms(&server, "device=beacon-1", "the absence alarm", |a| !a.is_empty()).await;
+    assert!(online(&server, "logger-1").await);
+
+    // MQTT: a connection is online even while silent; its end is offline at once.
+    let connection = Subscriber::start(&server, Some("chiller-1"), "chiller-1", &chiller, &["devices/chiller-1/commands/#"]);
+    assert!(online(&server, "chiller-1").await, "connected");
+    drop(connection);
+    poll_until(&server, "the chiller to go offline on disconnect", PATIENCE, async || (!online(&server, "chiller-1").await).then_some(()))
+        .await;
+
+    // The inventory listing carries the status too.
+    let (_, page) = server.admin(Method::GET, "/api/v1/devices", None).await;
+    let listed: Vec<(String, bool)> =
+        page["devices"].as_array().unwrap().iter().map(|d| (d["id"].as_str().unwrap().to_string(), d["online"].as_bool().unwrap())).collect();
+    assert!(listed.contains(&("logger-1".into(), true)) && listed.contains(&("beacon-1".into(), false)), "{listed:?}");
 }

@@ -16,7 +16,18 @@ pub fn decode_json(
     received_at_ns: i64,
     limits: &Limits,
 ) -> Result<Batch, WireError> {
-    let messages = match parse_body(body)? {
+    decode_json_document(parse_body(body)?, device, table, received_at_ns, limits)
+}
+
+/// [`decode_json`] of a document already parsed (from JSON or CBOR).
+pub(crate) fn decode_json_document(
+    document: Json,
+    device: &str,
+    table: &TableName,
+    received_at_ns: i64,
+    limits: &Limits,
+) -> Result<Batch, WireError> {
+    let messages = match document {
         Json::Object(members) => vec![Json::Object(members)],
         Json::Array(items) if items.is_empty() => {
             return Err(WireError::bad_input("body is an empty array: no messages"));
@@ -24,7 +35,7 @@ pub fn decode_json(
         Json::Array(items) => items,
         other => {
             return Err(WireError::bad_input(format!(
-                "body must be a JSON object or an array of objects, got {}",
+                "body must be an object or an array of objects, got {}",
                 other.kind()
             )));
         }
@@ -42,7 +53,7 @@ pub fn decode_json(
         let number = i + 1;
         let Json::Object(members) = message else {
             return Err(WireError::bad_input(format!(
-                "message {number}: must be a JSON object, got {}",
+                "message {number}: must be an object, got {}",
                 message.kind()
             )));
         };

@@ -43,6 +43,10 @@
 //! - Records with the same resolved time are merged into one row (fields in record order, rows
 //!   in order of first appearance); the same name twice at the same time is rejected.
 //!
+//! # CBOR and SenML CBOR ([`decode_cbor`], [`decode_senml_cbor`])
+//! The same documents in CBOR (RFC 8949; SenML with the integer labels of RFC 8428 §6), read by
+//! the rules above with the same messages; see the `cbor` module for what CBOR adds.
+//!
 //! # InfluxDB line protocol ([`decode_line_protocol`])
 //! `measurement[,tag=value...] field=value[,field=value...] [timestamp]`, one point per line, with
 //! InfluxDB's escaping, `i`/`u` integer suffixes, booleans, quoted strings and a timestamp in the
@@ -54,6 +58,7 @@
 //! [`Limits`] bound fields per row, rows per body, string value size and field name size; going
 //! over is bad input naming the limit.
 
+mod cbor;
 mod json;
 mod line_protocol;
 mod senml;
@@ -66,31 +71,50 @@ mod tests_json;
 #[cfg(test)]
 mod tests_senml;
 
+pub use cbor::{decode_cbor, decode_senml_cbor};
 pub use json::decode_json;
 pub use line_protocol::{Precision, decode_line_protocol};
 pub use senml::decode_senml_json;
 
 use corral_model::{Batch, TableName, WireError};
 
-/// The telemetry formats a device may send as one message (HTTP body, MQTT payload).
+/// The telemetry formats a device may send as one message (HTTP body, MQTT payload, CoAP
+/// payload).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TelemetryFormat {
     Json,
     SenmlJson,
+    Cbor,
+    SenmlCbor,
 }
 
 impl TelemetryFormat {
-    /// SenML JSON for `application/senml+json` (parameters allowed), JSON otherwise.
+    /// By media type (parameters allowed): `application/senml+json`, `application/cbor`,
+    /// `application/senml+cbor`; JSON otherwise.
     pub fn from_content_type(content_type: &str) -> TelemetryFormat {
-        if content_type.trim_start().starts_with("application/senml+json") {
-            TelemetryFormat::SenmlJson
-        } else {
-            TelemetryFormat::Json
+        let media = content_type.split(';').next().unwrap_or("").trim();
+        match media {
+            "application/senml+json" => TelemetryFormat::SenmlJson,
+            "application/cbor" => TelemetryFormat::Cbor,
+            "application/senml+cbor" => TelemetryFormat::SenmlCbor,
+            _ => TelemetryFormat::Json,
+        }
+    }
+
+    /// By CoAP Content-Format number (RFC 7252 §12.3): JSON 50, CBOR 60, SenML JSON 110, SenML
+    /// CBOR 112; `None` for any other.
+    pub fn from_coap_content_format(number: u16) -> Option<TelemetryFormat> {
+        match number {
+            50 => Some(TelemetryFormat::Json),
+            60 => Some(TelemetryFormat::Cbor),
+            110 => Some(TelemetryFormat::SenmlJson),
+            112 => Some(TelemetryFormat::SenmlCbor),
+            _ => None,
         }
     }
 
     /// Decodes one message of this format into a batch for `table` (see [`decode_json`],
-    /// [`decode_senml_json`]).
+    /// [`decode_senml_json`], [`decode_cbor`], [`decode_senml_cbor`]).
     pub fn decode(
         self,
         body: &[u8],
@@ -102,6 +126,8 @@ impl TelemetryFormat {
         match self {
             TelemetryFormat::Json => decode_json(body, device, table, received_at_ns, limits),
             TelemetryFormat::SenmlJson => decode_senml_json(body, device, table, received_at_ns, limits),
+            TelemetryFormat::Cbor => decode_cbor(body, device, table, received_at_ns, limits),
+            TelemetryFormat::SenmlCbor => decode_senml_cbor(body, device, table, received_at_ns, limits),
         }
     }
 }

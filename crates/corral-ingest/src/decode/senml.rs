@@ -22,14 +22,25 @@ pub fn decode_senml_json(
     received_at_ns: i64,
     limits: &Limits,
 ) -> Result<Batch, WireError> {
-    let records = match parse_body(body)? {
+    decode_senml_document(parse_body(body)?, device, table, received_at_ns, limits)
+}
+
+/// [`decode_senml_json`] of a pack already parsed (from JSON, or CBOR with its labels named).
+pub(crate) fn decode_senml_document(
+    document: Json,
+    device: &str,
+    table: &TableName,
+    received_at_ns: i64,
+    limits: &Limits,
+) -> Result<Batch, WireError> {
+    let records = match document {
         Json::Array(items) if items.is_empty() => {
             return Err(WireError::bad_input("SenML pack is an empty array: no records"));
         }
         Json::Array(items) => items,
         other => {
             return Err(WireError::bad_input(format!(
-                "SenML pack must be a JSON array of records, got {}",
+                "SenML pack must be an array of records, got {}",
                 other.kind()
             )));
         }
@@ -83,7 +94,7 @@ fn decode_record(
     received_at_ns: i64,
 ) -> Result<(), String> {
     let Json::Object(members) = record else {
-        return Err(format!("must be a JSON object, got {}", record.kind()));
+        return Err(format!("must be an object, got {}", record.kind()));
     };
     let mut keys = HashSet::with_capacity(members.len());
     if let Some((key, _)) = members.iter().find(|(k, _)| !keys.insert(k.as_str())) {

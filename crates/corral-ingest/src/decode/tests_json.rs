@@ -184,10 +184,10 @@ fn empty_names_are_rejected() {
 
 #[test]
 fn non_object_elements_and_top_levels_are_rejected() {
-    assert_eq!(error(r#"[{"a": 1}, 2]"#), "message 2: must be a JSON object, got a number");
-    assert_eq!(error(r#"[[{"a": 1}]]"#), "message 1: must be a JSON object, got an array");
-    assert_eq!(error(r#""hi""#), "body must be a JSON object or an array of objects, got a string");
-    assert_eq!(error("null"), "body must be a JSON object or an array of objects, got null");
+    assert_eq!(error(r#"[{"a": 1}, 2]"#), "message 2: must be an object, got a number");
+    assert_eq!(error(r#"[[{"a": 1}]]"#), "message 1: must be an object, got an array");
+    assert_eq!(error(r#""hi""#), "body must be an object or an array of objects, got a string");
+    assert_eq!(error("null"), "body must be an object or an array of objects, got null");
 }
 
 #[test]

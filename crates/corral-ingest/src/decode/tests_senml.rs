@@ -238,9 +238,9 @@ fn pack_shape_and_json_errors() {
     assert_eq!(error("[]"), "SenML pack is an empty array: no records");
     assert_eq!(
         error(r#"{"n":"a","v":1}"#),
-        "SenML pack must be a JSON array of records, got an object"
+        "SenML pack must be an array of records, got an object"
     );
-    assert_eq!(error(r#"[{"n":"a","v":1}, "x"]"#), "record 2: must be a JSON object, got a string");
+    assert_eq!(error(r#"[{"n":"a","v":1}, "x"]"#), "record 2: must be an object, got a string");
     assert_eq!(error(r#"[{"n":"a","v":}]"#), "invalid JSON at line 1 column 15: expected value");
 }
 

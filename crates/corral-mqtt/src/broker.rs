@@ -67,6 +67,7 @@ impl Broker {
                 live_tasks: AtomicUsize::new(0),
                 all_tasks_done: Notify::new(),
                 me: me.clone(),
+                taps: RwLock::default(),
             }
         });
         if let Some(rec) = recovered {
@@ -184,6 +185,20 @@ impl Broker {
             });
         }
         Ok(())
+    }
+
+    /// Every message routed on a topic matching `filter` from now on, for an in-process
+    /// listener; the listener must keep up (at most `capacity` wait, later ones are lost with a
+    /// warning). Ends when the receiver is dropped.
+    pub fn tap(&self, filter: &str, capacity: usize) -> Result<tokio::sync::mpsc::Receiver<crate::Tapped>, BrokerError> {
+        if !crate::topic::is_valid_filter(filter) {
+            return Err(BrokerError::InvalidTopic(filter.to_owned()));
+        }
+        let (sender, receiver) = tokio::sync::mpsc::channel(capacity.max(1));
+        let mut taps = crate::state::write(&self.state.taps);
+        taps.retain(|t| !t.sender.is_closed());
+        taps.push(crate::tap::Tap { filter: filter.to_owned(), sender });
+        Ok(receiver)
     }
 
     /// Disconnects every client whose identity matches (v5: DISCONNECT with `reason`, e.g.

@@ -94,6 +94,7 @@ mod retained;
 mod router;
 mod session;
 mod state;
+mod tap;
 mod trie;
 mod will;
 
@@ -106,4 +107,5 @@ pub use hooks::{
     PlatformWrite, PublishRefusal, Role,
 };
 pub use metrics::MetricsSnapshot;
+pub use tap::Tapped;
 pub use topic::PlatformTopic;

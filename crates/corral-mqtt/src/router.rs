@@ -25,6 +25,7 @@ impl BrokerState {
     /// Returns true if it logged durable state, i.e. a QoS 1/2 acknowledgement must wait for
     /// [`Persist::barrier`].
     pub fn route(&self, msg: Arc<Message>) -> bool {
+        crate::tap::offer(&read(&self.taps), &msg);
         let mut logged = false;
         if msg.retain {
             logged |= self.store_retained(&msg);

@@ -42,6 +42,8 @@ pub(crate) struct BrokerState {
     pub all_tasks_done: Notify,
     /// Back-reference for work that must outlive a borrow (spawned will publishes).
     pub me: std::sync::Weak<BrokerState>,
+    /// In-process listeners on topic filters (other doors that deliver commands).
+    pub taps: RwLock<Vec<crate::tap::Tap>>,
 }
 
 /// What `attach` did with an existing session.

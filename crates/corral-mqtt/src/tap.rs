@@ -1,0 +1,36 @@
+//! Taps: in-process listeners on a topic filter. Another door of the platform (CoAP) uses one to
+//! hear the commands published for its devices, whoever published them (a rule, an
+//! application over MQTT), without being an MQTT client.
+
+use crate::message::Message;
+use bytes::Bytes;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+/// A message routed through the broker, as a tap sees it.
+#[derive(Debug, Clone)]
+pub struct Tapped {
+    pub topic: Arc<str>,
+    pub payload: Bytes,
+}
+
+/// One listener: its filter and the channel it reads. Dropped when the receiver is dropped
+/// (found closed at the next matching message).
+pub(crate) struct Tap {
+    pub filter: String,
+    pub sender: mpsc::Sender<Tapped>,
+}
+
+/// Offers `msg` to every tap whose filter matches. A tap that is full loses the message (with a
+/// warning): the broker never waits for an in-process listener.
+pub(crate) fn offer(taps: &[Tap], msg: &Message) {
+    for tap in taps {
+        if !crate::topic::matches(&tap.filter, &msg.topic) {
+            continue;
+        }
+        let tapped = Tapped { topic: msg.topic.clone(), payload: msg.payload.clone() };
+        if let Err(mpsc::error::TrySendError::Full(_)) = tap.sender.try_send(tapped) {
+            tracing::warn!(filter = %tap.filter, topic = %msg.topic, "tap full: message not passed on");
+        }
+    }
+}

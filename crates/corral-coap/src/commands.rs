@@ -1,0 +1,301 @@
+//! Commands waiting for CoAP devices, and the devices observing `devices/<id>/commands`
+//! (RFC 7641).
+//!
+//! A sleepy device cannot hold a connection, so the platform's commands wait here for it. Only
+//! devices that used CoAP recently have a queue (commands for MQTT devices are not kept twice).
+//! A device has at most one observation, its newest: a device that wakes behind a new NAT port
+//! registers again and the stale one is dropped. Commands go out one at a time as Confirmable
+//! notifications, in order; a command leaves the queue when its notification is acknowledged,
+//! or when the device posts a response to it. Queues live in memory: a restart forgets them.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crate::metrics::Metrics;
+
+/// One command as a device receives it: JSON `{"id": ..., "payload": ...}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Command {
+    pub id: String,
+    pub representation: Arc<[u8]>,
+    queued_at: Instant,
+}
+
+impl Command {
+    /// The payload is embedded as JSON when it is JSON, else as a string (UTF-8, or base64 in
+    /// `payload_base64` for binary payloads), so a device reads one shape whatever was sent.
+    pub fn new(id: &str, payload: &[u8]) -> Command {
+        let mut doc = serde_json::Map::new();
+        doc.insert("id".into(), id.into());
+        if let Ok(json) = serde_json::from_slice::<serde_json::Value>(payload) {
+            doc.insert("payload".into(), json);
+        } else if let Ok(text) = std::str::from_utf8(payload) {
+            doc.insert("payload".into(), text.into());
+        } else {
+            doc.insert("payload_base64".into(), base64(payload).into());
+        }
+        let representation = serde_json::to_vec(&doc).unwrap_or_default().into();
+        Command { id: id.to_string(), representation, queued_at: Instant::now() }
+    }
+}
+
+/// Where a device's observation lives: its endpoint and the token it registered with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Observer {
+    pub peer: SocketAddr,
+    pub token: Vec<u8>,
+    /// Tells this registration from a later one of the same device.
+    pub generation: u64,
+    /// The next Observe sequence number (RFC 7641 §4.4: 24 bits, increasing).
+    pub sequence: u32,
+}
+
+#[derive(Debug)]
+struct Device {
+    pending: VecDeque<Command>,
+    observer: Option<Observer>,
+    /// A delivery task is running for this device (at most one, to keep commands in order).
+    delivering: bool,
+    used: Instant,
+}
+
+pub struct Commands {
+    devices: Mutex<HashMap<String, Device>>,
+    max_pending: usize,
+    max_observers: usize,
+    ttl: Duration,
+    next_generation: std::sync::atomic::AtomicU64,
+    metrics: Arc<Metrics>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Commands {
+    pub fn new(max_pending: usize, max_observers: usize, ttl: Duration, metrics: Arc<Metrics>) -> Commands {
+        Commands { devices: Mutex::default(), max_pending, max_observers, ttl, next_generation: 1.into(), metrics }
+    }
+
+    fn device<'a>(&self, devices: &'a mut HashMap<String, Device>, id: &str) -> &'a mut Device {
+        let device = devices.entry(id.to_string()).or_insert_with(|| Device {
+            pending: VecDeque::new(),
+            observer: None,
+            delivering: false,
+            used: Instant::now(),
+        });
+        device.used = Instant::now();
+        device
+    }
+
+    /// The device spoke CoAP: from now on commands for it are kept for it.
+    pub fn used_by(&self, device: &str) {
+        let mut devices = lock(&self.devices);
+        self.device(&mut devices, device);
+        self.sweep(&mut devices);
+    }
+
+    /// Queues a command if the device uses CoAP. Returns true if a delivery task should start.
+    pub fn push(&self, device: &str, command: Command) -> bool {
+        let mut devices = lock(&self.devices);
+        let Some(d) = devices.get_mut(device) else { return false };
+        d.pending.push_back(command);
+        while d.pending.len() > self.max_pending {
+            d.pending.pop_front();
+            self.metrics.commands_expired.fetch_add(1, Relaxed);
+            tracing::warn!(device, "coap: too many commands waiting; dropped the oldest");
+        }
+        start_delivery(d)
+    }
+
+    /// Registers `peer`/`token` as the device's observation, replacing an older one. Returns
+    /// `None` (not registered) when `max_observers` devices observe already; else whether a
+    /// delivery should start.
+    pub fn observe(&self, device: &str, peer: SocketAddr, token: Vec<u8>) -> Option<bool> {
+        let mut devices = lock(&self.devices);
+        let observing = self.metrics.observers.load(Relaxed).max(0) as usize;
+        let max = self.max_observers;
+        let generation = self.next_generation.fetch_add(1, Relaxed);
+        let d = self.device(&mut devices, device);
+        if d.observer.is_none() && observing >= max {
+            return None;
+        }
+        if d.observer.replace(Observer { peer, token, generation, sequence: 2 }).is_none() {
+            self.metrics.observers.fetch_add(1, Relaxed);
+        }
+        Some(start_delivery(d))
+    }
+
+    /// Ends an observation: a GET with Observe = 1, or a Reset answering a notification.
+    pub fn cancel(&self, device: &str, peer: SocketAddr, token: &[u8]) {
+        let mut devices = lock(&self.devices);
+        if let Some(d) = devices.get_mut(device)
+            && d.observer.as_ref().is_some_and(|o| o.peer == peer && o.token == token)
+        {
+            d.observer = None;
+            self.metrics.observers.fetch_sub(1, Relaxed);
+        }
+    }
+
+    /// Ends the device's observation whatever it is (its credentials changed).
+    pub fn forget(&self, device: &str) {
+        if let Some(d) = lock(&self.devices).get_mut(device)
+            && d.observer.take().is_some()
+        {
+            self.metrics.observers.fetch_sub(1, Relaxed);
+        }
+    }
+
+    /// Ends the observation `generation` if it is still the device's (it stopped answering).
+    pub fn lost(&self, device: &str, generation: u64) {
+        if let Some(d) = lock(&self.devices).get_mut(device)
+            && d.observer.as_ref().is_some_and(|o| o.generation == generation)
+        {
+            d.observer = None;
+            self.metrics.observers.fetch_sub(1, Relaxed);
+        }
+    }
+
+    /// The oldest command waiting for the device (a poll with a plain GET).
+    pub fn oldest(&self, device: &str) -> Option<Command> {
+        let mut devices = lock(&self.devices);
+        let ttl = self.ttl;
+        let d = self.device(&mut devices, device);
+        expire(d, ttl, &self.metrics);
+        d.pending.front().cloned()
+    }
+
+    /// The next notification to send: the observer (its sequence number taken) and the oldest
+    /// command. `None` ends the delivery task; the next push or registration starts another.
+    pub fn next_delivery(&self, device: &str) -> Option<(Observer, Command)> {
+        let mut devices = lock(&self.devices);
+        let d = devices.get_mut(device)?;
+        expire(d, self.ttl, &self.metrics);
+        let next = match (&mut d.observer, d.pending.front()) {
+            (Some(observer), Some(command)) => {
+                let taken = observer.clone();
+                observer.sequence = (observer.sequence + 1) & 0xff_ffff;
+                Some((taken, command.clone()))
+            }
+            _ => None,
+        };
+        d.delivering = next.is_some();
+        next
+    }
+
+    /// Takes a command out of the queue: acknowledged, or answered by the device. Returns
+    /// whether it was still waiting.
+    pub fn done(&self, device: &str, command_id: &str) -> bool {
+        let mut devices = lock(&self.devices);
+        let Some(d) = devices.get_mut(device) else { return false };
+        let before = d.pending.len();
+        d.pending.retain(|c| c.id != command_id);
+        before != d.pending.len()
+    }
+
+    /// Devices that went quiet longer than the command TTL, with nothing waiting and no
+    /// observation, are forgotten (their commands are no longer kept).
+    fn sweep(&self, devices: &mut HashMap<String, Device>) {
+        if devices.len() % 1024 != 0 {
+            return; // often enough: amortised over the devices that appear
+        }
+        let ttl = self.ttl;
+        devices.retain(|_, d| d.observer.is_some() || !d.pending.is_empty() || d.used.elapsed() < ttl);
+    }
+}
+
+/// Whether a delivery task should start now; if so it counts as running from here on, so
+/// two triggers in a row start one task.
+fn start_delivery(d: &mut Device) -> bool {
+    let start = d.observer.is_some() && !d.pending.is_empty() && !d.delivering;
+    d.delivering |= start;
+    start
+}
+
+fn expire(d: &mut Device, ttl: Duration, metrics: &Metrics) {
+    while d.pending.front().is_some_and(|c| c.queued_at.elapsed() > ttl) {
+        d.pending.pop_front();
+        metrics.commands_expired.fetch_add(1, Relaxed);
+    }
+}
+
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let n = chunk.iter().enumerate().fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        for i in 0..4 {
+            out.push(if i <= chunk.len() { ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char } else { '=' });
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn commands() -> Commands {
+        Commands::new(2, 1, Duration::from_secs(60), Arc::default())
+    }
+
+    fn peer(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    #[test]
+    fn representations_embed_json_text_or_base64() {
+        assert_eq!(&*Command::new("c1", br#"{"open":true}"#).representation, br#"{"id":"c1","payload":{"open":true}}"#);
+        assert_eq!(&*Command::new("c2", b"reboot").representation, br#"{"id":"c2","payload":"reboot"}"#);
+        assert_eq!(&*Command::new("c3", &[0xff, 0]).representation, br#"{"id":"c3","payload_base64":"/wA="}"#);
+    }
+
+    #[test]
+    fn commands_wait_only_for_devices_that_use_coap_and_go_in_order() {
+        let c = commands();
+        assert!(!c.push("mqtt-only", Command::new("x", b"1")));
+        assert_eq!(c.oldest("mqtt-only"), None);
+        c.used_by("sensor");
+        assert!(!c.push("sensor", Command::new("a", b"1")), "no observer yet");
+        assert_eq!(c.observe("sensor", peer(1), vec![7]), Some(true));
+        let (observer, first) = c.next_delivery("sensor").unwrap();
+        assert_eq!((observer.token.as_slice(), first.id.as_str()), (&[7u8][..], "a"));
+        assert!(!c.push("sensor", Command::new("b", b"2")), "a delivery is running");
+        assert!(c.done("sensor", "a"));
+        let (observer2, second) = c.next_delivery("sensor").unwrap();
+        assert_eq!((second.id.as_str(), observer2.sequence), ("b", observer.sequence + 1));
+        assert!(c.done("sensor", "b"));
+        assert!(c.next_delivery("sensor").is_none());
+        assert!(c.push("sensor", Command::new("c", b"3")), "idle again: a push starts a delivery");
+    }
+
+    #[test]
+    fn the_newest_registration_wins_and_observers_are_bounded() {
+        let c = commands();
+        assert_eq!(c.observe("a", peer(1), vec![1]), Some(false));
+        assert_eq!(c.observe("b", peer(2), vec![2]), None, "max_observers is 1");
+        assert_eq!(c.observe("a", peer(3), vec![3]), Some(false), "re-registration replaces");
+        c.cancel("a", peer(1), &[1]);
+        c.used_by("a");
+        c.push("a", Command::new("z", b"1"));
+        assert_eq!(c.next_delivery("a").unwrap().0.peer, peer(3));
+        let generation = c.next_delivery("a").unwrap().0.generation;
+        c.lost("a", generation);
+        assert!(c.next_delivery("a").is_none());
+        assert_eq!(c.oldest("a").unwrap().id, "z", "a lost observer leaves the command waiting");
+    }
+
+    #[test]
+    fn queues_are_bounded() {
+        let c = commands();
+        c.used_by("d");
+        for id in ["1", "2", "3"] {
+            c.push("d", Command::new(id, b"x"));
+        }
+        assert_eq!(c.oldest("d").unwrap().id, "2");
+        assert_eq!(c.metrics.commands_expired.load(Relaxed), 1);
+    }
+}

@@ -1,0 +1,42 @@
+//! The CoAP door (RFC 7252) for constrained, battery-powered devices: telemetry over UDP with the
+//! same decoders and the same durable pipeline as every other door, and commands for devices
+//! that sleep between messages.
+//!
+//! Place on the data path: `device → **coap** → identity ([`CoapHooks`]) → decode → pipeline
+//! ([`corral_ingest::Sink`]) → WAL`. `2.04 Changed` is sent only once the pipeline made the
+//! data durable; a write slower than [`CoapConfig::piggyback_wait`] gets an empty ACK first and
+//! a separate response later.
+//!
+//! What it implements: Confirmable and Non-confirmable requests, piggybacked and separate
+//! responses, duplicate detection by message id ([`exchange`]), tokens, Reset, Observe on a
+//! device's commands (RFC 7641, [`commands`]), block-wise transfer both ways (RFC 7959,
+//! [`blockwise`]) and content formats JSON (50), CBOR (60), SenML JSON (110), SenML CBOR (112).
+//! The resources are listed in [`request`]. Malformed datagrams are answered with Reset (if
+//! Confirmable) or dropped, and counted; every table is bounded ([`CoapConfig`]).
+//!
+//! ```no_run
+//! # async fn run(hooks: std::sync::Arc<dyn corral_coap::CoapHooks>, sink: std::sync::Arc<dyn corral_ingest::Sink>) {
+//! let server = corral_coap::CoapServer::bind("0.0.0.0:5683".parse().unwrap(), Default::default(), hooks, sink,
+//!     Default::default()).await.unwrap();
+//! let (_stop, stopped) = tokio::sync::watch::channel(false);
+//! server.serve(stopped).await;
+//! # }
+//! ```
+
+pub mod block;
+pub mod blockwise;
+pub mod commands;
+mod config;
+mod error;
+pub mod exchange;
+mod hooks;
+pub mod message;
+mod metrics;
+pub mod request;
+mod server;
+
+pub use config::CoapConfig;
+pub use error::{CoapError, FormatError};
+pub use hooks::{CoapHooks, Speaker};
+pub use message::{Code, Kind, Message};
+pub use server::CoapServer;

@@ -1,0 +1,70 @@
+//! Counters for `/metrics`: requests by response code, what was dropped and why, and the
+//! server's own state (exchanges remembered, uploads, observers, pending commands).
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Requests answered, by response class: 2.xx, 4.xx, 5.xx.
+    pub answered: [AtomicU64; 3],
+    /// Datagrams that were not CoAP (answered with RST if Confirmable, else dropped).
+    pub malformed: AtomicU64,
+    /// Requests seen again within the exchange lifetime (answered from memory, not redone).
+    pub duplicates: AtomicU64,
+    /// Exchanges forgotten before their lifetime because `max_exchanges` was reached.
+    pub exchanges_evicted: AtomicU64,
+    /// Requests refused because `max_in_flight` were already being processed.
+    pub overloaded: AtomicU64,
+    /// Confirmable messages of ours sent again for want of an ACK, and those never acknowledged.
+    pub retransmissions: AtomicU64,
+    pub unacknowledged: AtomicU64,
+    /// Separate responses (the durable write took longer than `piggyback_wait`).
+    pub separate_responses: AtomicU64,
+    pub commands_delivered: AtomicU64,
+    pub commands_expired: AtomicU64,
+    pub observers: AtomicI64,
+    pub uploads: AtomicI64,
+}
+
+impl Metrics {
+    pub fn answered(&self, code: crate::message::Code) {
+        let slot = match code.class() {
+            2 => 0,
+            4 => 1,
+            5 => 2,
+            _ => return,
+        };
+        self.answered[slot].fetch_add(1, Relaxed);
+    }
+
+    /// Appends the Prometheus text of every counter.
+    pub fn render(&self, out: &mut String) {
+        let _ = writeln!(out, "# HELP corral_coap_requests_total CoAP requests answered, by response class.");
+        let _ = writeln!(out, "# TYPE corral_coap_requests_total counter");
+        for (i, class) in ["2xx", "4xx", "5xx"].iter().enumerate() {
+            let _ = writeln!(out, "corral_coap_requests_total{{class=\"{class}\"}} {}", self.answered[i].load(Relaxed));
+        }
+        let counters: [(&str, &str, &AtomicU64); 9] = [
+            ("malformed", "Datagrams that were not well-formed CoAP.", &self.malformed),
+            ("duplicates", "Requests received again and answered from memory.", &self.duplicates),
+            ("exchanges_evicted", "Remembered exchanges forgotten early because max_exchanges was reached.", &self.exchanges_evicted),
+            ("overloaded", "Requests refused because max_in_flight were in progress.", &self.overloaded),
+            ("retransmissions", "Confirmable messages of the server sent again for want of an ACK.", &self.retransmissions),
+            ("unacknowledged", "Confirmable messages of the server never acknowledged.", &self.unacknowledged),
+            ("separate_responses", "Answers sent as separate responses after an empty ACK.", &self.separate_responses),
+            ("commands_delivered", "Commands acknowledged by a CoAP device.", &self.commands_delivered),
+            ("commands_expired", "Commands dropped unfetched (too old or too many waiting).", &self.commands_expired),
+        ];
+        for (name, help, counter) in counters {
+            let _ = writeln!(out, "# HELP corral_coap_{name}_total {help}");
+            let _ = writeln!(out, "# TYPE corral_coap_{name}_total counter");
+            let _ = writeln!(out, "corral_coap_{name}_total {}", counter.load(Relaxed));
+        }
+        for (name, help, gauge) in [("observers", "Devices observing their commands.", &self.observers), ("uploads", "Block-wise uploads being assembled.", &self.uploads)] {
+            let _ = writeln!(out, "# HELP corral_coap_{name} {help}");
+            let _ = writeln!(out, "# TYPE corral_coap_{name} gauge");
+            let _ = writeln!(out, "corral_coap_{name} {}", gauge.load(Relaxed));
+        }
+    }
+}

@@ -1,0 +1,271 @@
+//! The resources (the contract's CoAP paths) and the request-level rules around them: critical
+//! options, the device token, content formats, Block1 bodies and Block2 answers.
+//!
+//! | path | method | what |
+//! |---|---|---|
+//! | `devices/<id>/telemetry[/<table>]?t=<token>` | POST | telemetry; 2.04 once durable |
+//! | `devices/<id>/commands?t=<token>` | GET | the oldest waiting command; with Observe 0, register for them |
+//! | `devices/<id>/commands/<command-id>/response?t=<token>` | POST | the device's answer to a command |
+//! | `.well-known/core` | GET | these resources in CoRE link format (RFC 6690) |
+
+use crate::block::Block;
+use crate::message::{Code, Kind, Message, encode_uint, option};
+use crate::blockwise::Upload;
+use crate::hooks::Speaker;
+use crate::server::Shared;
+use corral_ingest::decode::TelemetryFormat;
+use corral_model::{Door, Envelope, ErrorKind, TableName, WireError};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// Content-Format numbers this server writes (RFC 7252 §12.3).
+const LINK_FORMAT: u32 = 40;
+const JSON: u32 = 50;
+
+/// A response before it becomes a message (piggybacked, separate or Non-confirmable).
+#[derive(Debug)]
+pub struct Response {
+    pub code: Code,
+    pub options: Vec<(u16, Vec<u8>)>,
+    pub payload: Vec<u8>,
+    /// A device whose observation was just registered and has commands waiting.
+    pub then_deliver: Option<String>,
+}
+
+impl Response {
+    fn new(code: Code) -> Response {
+        Response { code, options: Vec::new(), payload: Vec::new(), then_deliver: None }
+    }
+
+    /// 2.05 with a JSON body.
+    pub fn content(json: Vec<u8>) -> Response {
+        let mut response = Response::new(Code::CONTENT);
+        response.options.push((option::CONTENT_FORMAT, encode_uint(JSON)));
+        response.payload = json;
+        response
+    }
+
+    /// An error with its reason as the diagnostic payload (RFC 7252 §5.5.2).
+    fn error(code: Code, why: impl Into<String>) -> Response {
+        Response { payload: why.into().into_bytes(), ..Response::new(code) }
+    }
+
+    fn with_uint(mut self, number: u16, value: u32) -> Response {
+        self.options.push((number, encode_uint(value)));
+        self
+    }
+
+    pub fn message(&self, kind: Kind, message_id: u16, token: Vec<u8>) -> Message {
+        let mut message = Message::new(kind, self.code, message_id, token);
+        for (number, value) in &self.options {
+            message.add_option(*number, value.clone());
+        }
+        message.payload = self.payload.clone();
+        message
+    }
+}
+
+impl From<WireError> for Response {
+    fn from(e: WireError) -> Response {
+        let code = match e.kind {
+            ErrorKind::BadInput | ErrorKind::Conflict => Code::BAD_REQUEST,
+            ErrorKind::Unauthenticated => Code::UNAUTHORIZED,
+            ErrorKind::Forbidden => Code::FORBIDDEN,
+            ErrorKind::NotFound => Code::NOT_FOUND,
+            ErrorKind::TooLarge => Code::REQUEST_ENTITY_TOO_LARGE,
+            ErrorKind::Unavailable => Code::SERVICE_UNAVAILABLE,
+            ErrorKind::Internal => Code::INTERNAL_SERVER_ERROR,
+        };
+        let response = Response::error(code, e.message);
+        // Tells the device when to retry (RFC 7252 §5.9.3.4).
+        if code == Code::SERVICE_UNAVAILABLE { response.with_uint(option::MAX_AGE, 5) } else { response }
+    }
+}
+
+/// Answers one request (never fails: every problem is a response code).
+pub(crate) async fn respond(shared: &Arc<Shared>, peer: SocketAddr, request: Message) -> Response {
+    let block2 = request.option(option::BLOCK2).map(Block::parse);
+    if let Some(None) = block2 {
+        return Response::error(Code::BAD_OPTION, "invalid Block2 option");
+    }
+    let path = match request.options_of(option::URI_PATH).map(std::str::from_utf8).collect::<Result<Vec<_>, _>>() {
+        Ok(path) => path,
+        Err(_) => return Response::error(Code::BAD_REQUEST, "Uri-Path is not UTF-8"),
+    };
+    let key = path.join("/");
+    let response = match route(shared, peer, &request, &path, &key).await {
+        Ok(response) => response,
+        Err(response) => response,
+    };
+    cut_blocks(shared, peer, &key, block2.flatten(), response)
+}
+
+async fn route(shared: &Arc<Shared>, peer: SocketAddr, request: &Message, path: &[&str], key: &str) -> Result<Response, Response> {
+    if let Some((number, _)) = request.options.iter().find(|(n, _)| !option::is_understood(*n)) {
+        return Err(Response::error(Code::BAD_OPTION, format!("unknown critical option {number}")));
+    }
+    let method = request.code;
+    match path {
+        [".well-known", "core"] if method == Code::GET => Ok(discovery()),
+        ["devices", device, "telemetry", table @ ..] if table.len() <= 1 => {
+            allow(method, Code::POST)?;
+            let speaker = authorize(shared, request, device).await?;
+            let (body, block1) = body(shared, peer, request, key)?;
+            telemetry(shared, request, &speaker, table.first().copied(), &body).await.map(|r| with_block1(r, block1))
+        }
+        ["devices", device, "commands"] => {
+            allow(method, Code::GET)?;
+            let speaker = authorize(shared, request, device).await?;
+            commands(shared, peer, request, &speaker)
+        }
+        ["devices", device, "commands", command_id, "response"] => {
+            allow(method, Code::POST)?;
+            let speaker = authorize(shared, request, device).await?;
+            let (body, block1) = body(shared, peer, request, key)?;
+            command_response(shared, &speaker, command_id, body).await.map(|r| with_block1(r, block1))
+        }
+        _ => Err(Response::error(Code::NOT_FOUND, "no such resource; see /.well-known/core")),
+    }
+}
+
+fn allow(method: Code, allowed: Code) -> Result<(), Response> {
+    if method == allowed { Ok(()) } else { Err(Response::error(Code::METHOD_NOT_ALLOWED, format!("only {} here", method_name(allowed)))) }
+}
+
+fn method_name(code: Code) -> &'static str {
+    match code {
+        Code::GET => "GET",
+        Code::POST => "POST",
+        _ => "another method",
+    }
+}
+
+/// The device token from the `t` query parameter, checked for the device in the path.
+async fn authorize(shared: &Shared, request: &Message, device: &str) -> Result<Speaker, Response> {
+    let token = request
+        .options_of(option::URI_QUERY)
+        .filter_map(|q| std::str::from_utf8(q).ok())
+        .find_map(|q| q.strip_prefix("t="));
+    let Some(token) = token else {
+        return Err(Response::error(Code::UNAUTHORIZED, "add the device token as ?t=<token>"));
+    };
+    let speaker = shared.hooks.authorize(token, device).await.map_err(Response::from)?;
+    shared.commands.used_by(device);
+    Ok(speaker)
+}
+
+/// The request body, whole: at once, or assembled from Block1 blocks (with the last block, to
+/// echo). A block that is not the last is answered with 2.31 Continue, as an `Err`.
+fn body(shared: &Shared, peer: SocketAddr, request: &Message, key: &str) -> Result<(Vec<u8>, Option<Block>), Response> {
+    let max = shared.config.max_body_bytes;
+    let too_large = || Response::error(Code::REQUEST_ENTITY_TOO_LARGE, format!("body over {max} bytes")).with_uint(option::SIZE1, max as u32);
+    let Some(block1) = request.option(option::BLOCK1) else {
+        return if request.payload.len() > max { Err(too_large()) } else { Ok((request.payload.clone(), None)) };
+    };
+    let block = Block::parse(block1).ok_or_else(|| Response::error(Code::BAD_OPTION, "invalid Block1 option"))?;
+    let size1 = request.uint(option::SIZE1).map_err(|_| Response::error(Code::BAD_OPTION, "invalid Size1 option"))?;
+    match shared.blockwise.upload(peer, key, block, &request.payload, size1) {
+        Upload::Continue(answer) => {
+            let mut response = Response::new(Code::CONTINUE);
+            response.options.push((option::BLOCK1, answer.encode()));
+            Err(response)
+        }
+        Upload::Complete(body, last) => Ok((body, Some(last))),
+        Upload::Refused(Code::REQUEST_ENTITY_TOO_LARGE, _) => Err(too_large()),
+        Upload::Refused(code, why) => Err(Response::error(code, why)),
+    }
+}
+
+fn with_block1(mut response: Response, block1: Option<Block>) -> Response {
+    if let Some(block) = block1 {
+        response.options.push((option::BLOCK1, block.encode()));
+    }
+    response
+}
+
+async fn telemetry(shared: &Shared, request: &Message, speaker: &Speaker, table: Option<&str>, body: &[u8]) -> Result<Response, Response> {
+    let format = match request.uint(option::CONTENT_FORMAT) {
+        Ok(None) => TelemetryFormat::Json,
+        Ok(Some(n)) => u16::try_from(n).ok().and_then(TelemetryFormat::from_coap_content_format).ok_or_else(|| {
+            Response::error(Code::UNSUPPORTED_CONTENT_FORMAT, format!("content format {n} is not telemetry; send JSON (50), CBOR (60), SenML JSON (110) or SenML CBOR (112)"))
+        })?,
+        Err(()) => return Err(Response::error(Code::BAD_OPTION, "invalid Content-Format option")),
+    };
+    let table = match table {
+        Some(t) => TableName::new(t).map_err(|e| Response::error(Code::BAD_REQUEST, format!("table in path: {e}")))?,
+        None => TableName::telemetry(),
+    };
+    let received_at_ns = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0);
+    let batch = format.decode(body, speaker.device.as_str(), &table, received_at_ns, &shared.limits)?;
+    let envelope = Envelope { device: speaker.device.clone(), tenant: speaker.tenant.clone(), door: Door::Coap, received_at_ns };
+    shared.sink.submit(&envelope, vec![batch]).await?;
+    Ok(Response::new(Code::CHANGED))
+}
+
+fn commands(shared: &Shared, peer: SocketAddr, request: &Message, speaker: &Speaker) -> Result<Response, Response> {
+    let device = speaker.device.as_str();
+    let observe = request.uint(option::OBSERVE).map_err(|_| Response::error(Code::BAD_OPTION, "invalid Observe option"))?;
+    match observe {
+        // Registration: the answer is empty; each waiting command follows as its own
+        // Confirmable notification, so its delivery is known.
+        Some(0) => {
+            if let Some(start) = shared.commands.observe(device, peer, request.token.clone()) {
+                let mut response = Response::new(Code::CONTENT).with_uint(option::OBSERVE, 1);
+                response.then_deliver = start.then(|| device.to_string());
+                return Ok(response);
+            }
+            // Too many observers: answered like a plain GET, without Observe (not registered).
+        }
+        Some(1) => shared.commands.cancel(device, peer, &request.token),
+        _ => {}
+    }
+    Ok(match shared.commands.oldest(device) {
+        Some(command) => Response::content(command.representation.to_vec()),
+        None => Response::new(Code::CONTENT),
+    })
+}
+
+async fn command_response(shared: &Shared, speaker: &Speaker, command_id: &str, body: Vec<u8>) -> Result<Response, Response> {
+    if command_id.is_empty() || command_id.contains(['+', '#']) {
+        return Err(Response::error(Code::BAD_REQUEST, "command id must be non-empty without + or #"));
+    }
+    shared.hooks.command_response(speaker, command_id, body).await?;
+    shared.commands.done(speaker.device.as_str(), command_id);
+    Ok(Response::new(Code::CHANGED))
+}
+
+fn discovery() -> Response {
+    let links = concat!(
+        "</devices/{id}/telemetry>;rt=\"corral.telemetry\";ct=\"50 60 110 112\";title=\"POST ?t=<device token>; /telemetry/<table> names a table\",",
+        "</devices/{id}/commands>;rt=\"corral.commands\";obs;ct=50;title=\"GET with Observe ?t=<device token>\""
+    );
+    let mut response = Response::new(Code::CONTENT).with_uint(option::CONTENT_FORMAT, LINK_FORMAT);
+    response.payload = links.as_bytes().to_vec();
+    response
+}
+
+/// Cuts a response into Block2 blocks when the client asked for a block, or when it is larger
+/// than one block (RFC 7959 §2.4); later blocks come from the same representation.
+pub(crate) fn cut_blocks(shared: &Shared, peer: SocketAddr, key: &str, asked: Option<Block>, mut response: Response) -> Response {
+    let block_bytes = shared.blockwise.block_bytes();
+    let (num, szx) = match asked {
+        Some(block) => (block.num, block.szx),
+        None if response.payload.len() > block_bytes => (0, shared.blockwise.szx()),
+        None => return response,
+    };
+    if !(response.code == Code::CONTENT || response.code == Code::CHANGED) {
+        return response; // errors stay whole: their diagnostic payloads are short
+    }
+    let total = response.payload.len();
+    let body = std::mem::take(&mut response.payload);
+    let Some((block, bytes, etag)) = shared.blockwise.download(peer, key, body, num, szx) else {
+        return Response::error(Code::BAD_OPTION, format!("block {num} is past the end of the representation"));
+    };
+    response.payload = bytes;
+    response.options.push((option::BLOCK2, block.encode()));
+    response.options.push((option::ETAG, etag.to_vec()));
+    if num == 0 {
+        response.options.push((option::SIZE2, encode_uint(total as u32)));
+    }
+    response
+}

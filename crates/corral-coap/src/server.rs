@@ -1,0 +1,235 @@
+//! The UDP socket and the message layer around the resources: parse, drop duplicates, answer
+//! piggybacked or separately, and push commands to observers.
+
+use crate::blockwise::Blockwise;
+use crate::commands::{Command, Commands};
+use crate::config::CoapConfig;
+use crate::error::CoapError;
+use crate::exchange::{Delivery, Exchanges, Seen};
+use crate::hooks::CoapHooks;
+use crate::message::{Code, Kind, Message, option};
+use crate::metrics::Metrics;
+use crate::request::{self, Response};
+use corral_ingest::Sink;
+use corral_ingest::decode::Limits;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use tokio::net::UdpSocket;
+use tokio::sync::{Semaphore, watch};
+
+/// Everything the receive loop and the request tasks share. Lives as long as the server.
+pub(crate) struct Shared {
+    pub config: CoapConfig,
+    pub hooks: Arc<dyn CoapHooks>,
+    pub sink: Arc<dyn Sink>,
+    pub limits: Limits,
+    pub exchanges: Exchanges,
+    pub blockwise: Blockwise,
+    pub commands: Commands,
+    pub metrics: Arc<Metrics>,
+    in_flight: Arc<Semaphore>,
+    socket: Arc<UdpSocket>,
+}
+
+/// A CoAP server on one UDP socket. Cheap to clone.
+#[derive(Clone)]
+pub struct CoapServer {
+    shared: Arc<Shared>,
+}
+
+/// The largest datagram read: anything longer is cut by the kernel and then fails to parse.
+const MAX_DATAGRAM: usize = 65_535;
+
+impl CoapServer {
+    pub async fn bind(
+        addr: SocketAddr,
+        config: CoapConfig,
+        hooks: Arc<dyn CoapHooks>,
+        sink: Arc<dyn Sink>,
+        limits: Limits,
+    ) -> Result<CoapServer, CoapError> {
+        config.validate().map_err(CoapError::Config)?;
+        let socket = Arc::new(UdpSocket::bind(addr).await.map_err(|source| CoapError::Bind { addr, source })?);
+        let metrics = Arc::new(Metrics::default());
+        let shared = Shared {
+            exchanges: Exchanges::new(socket.clone(), config.clone(), metrics.clone()),
+            blockwise: Blockwise::new(config.max_body_bytes, config.block_bytes, config.max_uploads, config.upload_idle),
+            commands: Commands::new(config.max_pending_commands, config.max_observers, config.command_ttl, metrics.clone()),
+            in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
+            config,
+            hooks,
+            sink,
+            limits,
+            metrics,
+            socket,
+        };
+        Ok(CoapServer { shared: Arc::new(shared) })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.shared.socket.local_addr()
+    }
+
+    /// Serves datagrams until `shutdown` turns true. Requests in progress finish on their own.
+    pub async fn serve(&self, mut shutdown: watch::Receiver<bool>) {
+        let mut buf = vec![0u8; MAX_DATAGRAM];
+        loop {
+            let received = tokio::select! {
+                r = self.shared.socket.recv_from(&mut buf) => r,
+                _ = shutdown.wait_for(|stop| *stop) => return,
+            };
+            match received {
+                Ok((n, peer)) => self.datagram(peer, &buf[..n]).await,
+                // On Linux an ICMP "port unreachable" for an earlier send surfaces here.
+                Err(e) => tracing::debug!(error = %e, "coap receive failed"),
+            }
+        }
+    }
+
+    /// A command published for `device` (`devices/<id>/commands/<command-id>`): kept for it if
+    /// it uses CoAP, and pushed to its observation if it has one.
+    pub fn command(&self, device: &str, command_id: &str, payload: &[u8]) {
+        if self.shared.commands.push(device, Command::new(command_id, payload)) {
+            tokio::spawn(deliver(self.shared.clone(), device.to_string()));
+        }
+    }
+
+    /// The device's credentials changed: its observation ends (it must register again).
+    pub fn forget_device(&self, device: &str) {
+        self.shared.commands.forget(device);
+    }
+
+    /// Waits (at most `grace`) for the requests in progress to be answered: call after
+    /// [`CoapServer::serve`] stopped and before the store closes.
+    pub async fn drain(&self, grace: std::time::Duration) {
+        let all = self.shared.config.max_in_flight as u32;
+        let _ = tokio::time::timeout(grace, self.shared.in_flight.acquire_many(all)).await;
+    }
+
+    pub fn render_metrics(&self, out: &mut String) {
+        self.shared.metrics.uploads.store(self.shared.blockwise.uploads_in_progress() as i64, Relaxed);
+        self.shared.metrics.render(out);
+    }
+
+    async fn datagram(&self, peer: SocketAddr, bytes: &[u8]) {
+        let shared = &self.shared;
+        let message = match Message::parse(bytes) {
+            Ok(m) => m,
+            Err(e) => {
+                shared.metrics.malformed.fetch_add(1, Relaxed);
+                tracing::debug!(%peer, error = %e, "coap datagram dropped");
+                if let Some((Kind::Confirmable, message_id)) = e.header {
+                    shared.exchanges.send(peer, &Message::empty(Kind::Reset, message_id).encode()).await;
+                }
+                return;
+            }
+        };
+        match message.kind {
+            Kind::Acknowledgement | Kind::Reset => return shared.exchanges.answered(peer, &message),
+            Kind::Confirmable if !message.code.is_request() => {
+                // A ping (empty CON) or a response we never asked for: Reset (RFC 7252 §4.2).
+                return shared.exchanges.send(peer, &Message::empty(Kind::Reset, message.message_id).encode()).await;
+            }
+            Kind::NonConfirmable if !message.code.is_request() => return,
+            _ => {}
+        }
+        if let Some(seen) = shared.exchanges.begin(peer, message.message_id) {
+            shared.metrics.duplicates.fetch_add(1, Relaxed);
+            if message.kind == Kind::Confirmable {
+                match seen {
+                    Seen::Acknowledged => {
+                        shared.exchanges.send(peer, &Message::empty(Kind::Acknowledgement, message.message_id).encode()).await
+                    }
+                    Seen::Answered(bytes) => shared.exchanges.send(peer, &bytes).await,
+                    Seen::InProgress | Seen::Done => {}
+                }
+            }
+            return;
+        }
+        let Ok(permit) = shared.in_flight.clone().try_acquire_owned() else {
+            shared.metrics.overloaded.fetch_add(1, Relaxed);
+            shared.exchanges.forget(peer, message.message_id);
+            if message.kind == Kind::Confirmable {
+                let mut busy = Message::new(Kind::Acknowledgement, Code::SERVICE_UNAVAILABLE, message.message_id, message.token);
+                busy.add_uint(option::MAX_AGE, 1);
+                busy.payload = b"server busy; retry in a second".to_vec();
+                shared.exchanges.send(peer, &busy.encode()).await;
+            }
+            return;
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            answer(&shared, peer, message).await;
+            drop(permit);
+        });
+    }
+}
+
+/// Answers one request: piggybacked on the ACK when ready within `piggyback_wait`, otherwise an
+/// empty ACK now and a Confirmable separate response once done (RFC 7252 §5.2.2).
+async fn answer(shared: &Arc<Shared>, peer: SocketAddr, request: Message) {
+    let (kind, message_id, token) = (request.kind, request.message_id, request.token.clone());
+    let work = request::respond(shared, peer, request);
+    tokio::pin!(work);
+    let response: Response = if kind == Kind::Confirmable {
+        // 0 means: always acknowledge at once, answer separately.
+        let wait = shared.config.piggyback_wait;
+        let piggyback = async { if wait.is_zero() { std::future::pending().await } else { (&mut work).await } };
+        tokio::select! {
+            biased;
+            response = piggyback => {
+                // Remembered before it is sent: a retransmission racing the answer gets it too.
+                let bytes: Arc<[u8]> = response.message(Kind::Acknowledgement, message_id, token).encode().into();
+                shared.exchanges.settle(peer, message_id, Seen::Answered(bytes.clone()));
+                shared.exchanges.send(peer, &bytes).await;
+                response
+            }
+            _ = tokio::time::sleep(wait) => {
+                shared.exchanges.settle(peer, message_id, Seen::Acknowledged);
+                shared.exchanges.send(peer, &Message::empty(Kind::Acknowledgement, message_id).encode()).await;
+                let response = work.await;
+                shared.metrics.separate_responses.fetch_add(1, Relaxed);
+                let separate = response.message(Kind::Confirmable, 0, token);
+                if shared.exchanges.send_confirmable(peer, separate).await != Delivery::Acknowledged {
+                    tracing::info!(%peer, code = %response.code, "coap separate response was not acknowledged");
+                }
+                response
+            }
+        }
+    } else {
+        let response = work.await;
+        let message = response.message(Kind::NonConfirmable, shared.exchanges.message_id(), token);
+        shared.exchanges.settle(peer, message_id, Seen::Done);
+        shared.exchanges.send(peer, &message.encode()).await;
+        response
+    };
+    shared.metrics.answered(response.code);
+    if let Some(device) = response.then_deliver {
+        tokio::spawn(deliver(shared.clone(), device));
+    }
+}
+
+/// Sends a device's waiting commands to its observation, one Confirmable notification at a
+/// time, until none wait or the observation is gone.
+async fn deliver(shared: Arc<Shared>, device: String) {
+    let path = format!("devices/{device}/commands");
+    while let Some((observer, command)) = shared.commands.next_delivery(&device) {
+        let mut notification = Response::content(command.representation.to_vec());
+        notification.options.push((option::OBSERVE, crate::message::encode_uint(observer.sequence)));
+        let notification = request::cut_blocks(&shared, observer.peer, &path, None, notification);
+        let message = notification.message(Kind::Confirmable, 0, observer.token.clone());
+        match shared.exchanges.send_confirmable(observer.peer, message).await {
+            Delivery::Acknowledged => {
+                if shared.commands.done(&device, &command.id) {
+                    shared.metrics.commands_delivered.fetch_add(1, Relaxed);
+                    tracing::debug!(device, command = command.id, "coap command delivered");
+                }
+            }
+            outcome => {
+                tracing::info!(device, command = command.id, ?outcome, "coap observation ended; the command waits");
+                shared.commands.lost(&device, observer.generation);
+            }
+        }
+    }
+}

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite. Tests drive the real server with real clients, so this first installs
-# what they use when it is missing: curl, gzip, openssl, mosquitto-clients and nats-server (Debian
-# packages; the rules crate publishes actions to a real nats-server), the
-# official InfluxDB Python clients and paho-mqtt (PyPI). The disk-full test mounts a small tmpfs
-# and so needs root.
+# what they use when it is missing: curl, gzip, openssl, mosquitto-clients, libcoap3-bin
+# (coap-client) and nats-server (Debian packages; the rules crate publishes actions to a real
+# nats-server), the official InfluxDB Python clients, paho-mqtt, aiocoap and cbor2 (PyPI). The
+# disk-full test mounts a small tmpfs and so needs root.
 # Extra arguments go to `cargo test`, e.g. `scripts/test.sh -p corral --test crash`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +13,7 @@ command -v curl >/dev/null || need+=(curl)
 command -v gzip >/dev/null || need+=(gzip)
 command -v mosquitto_pub >/dev/null || need+=(mosquitto-clients)
 command -v openssl >/dev/null || need+=(openssl)
+command -v coap-client-notls >/dev/null || need+=(libcoap3-bin)
 # Debian puts nats-server in /usr/sbin, which is not on a normal user's PATH.
 { command -v nats-server || test -x /usr/sbin/nats-server; } >/dev/null || need+=(nats-server)
 if ((${#need[@]})); then
@@ -24,7 +25,8 @@ if ((${#need[@]})); then
     exit 1
   fi
 fi
-python3 -c "import influxdb_client, influxdb, paho.mqtt" 2>/dev/null ||
-  python3 -m pip install -q --disable-pip-version-check influxdb-client==1.50.0 influxdb==5.3.2 paho-mqtt==2.1.0
+python3 -c "import influxdb_client, influxdb, paho.mqtt, aiocoap, cbor2" 2>/dev/null ||
+  python3 -m pip install -q --disable-pip-version-check influxdb-client==1.50.0 influxdb==5.3.2 paho-mqtt==2.1.0 \
+    aiocoap==0.4.17 cbor2==6.2.1
 
 cargo test --workspace --locked "$@"

@@ -40,6 +40,8 @@ pub struct TestServer {
     pub mqtt: String,
     /// `host:port` of the MQTTS listener, when started with a certificate.
     pub mqtts: String,
+    /// `host:port` of the CoAP listener (UDP).
+    pub coap: String,
     pub http: reqwest::Client,
     log: Arc<Mutex<Vec<String>>>,
     extra_args: Vec<String>,
@@ -72,6 +74,7 @@ impl TestServer {
             base: String::new(),
             mqtt: String::new(),
             mqtts: String::new(),
+            coap: String::new(),
             http: reqwest::Client::new(),
             log: Arc::default(),
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
@@ -87,13 +90,14 @@ impl TestServer {
     fn spawn(&mut self) {
         let mut child = Command::new(&self.binary)
             .arg("serve")
-            .args(["--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0", "--data-dir"])
+            .args(["--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0", "--coap", "127.0.0.1:0", "--data-dir"])
             .arg(&self.data_dir)
             .args(&self.extra_args)
             .env("CORRAL_ADMIN_TOKEN", ADMIN_TOKEN)
             .env("CORRAL_LOG", "info")
             .env_remove("CORRAL_HTTP")
             .env_remove("CORRAL_MQTT")
+            .env_remove("CORRAL_COAP")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -103,7 +107,7 @@ impl TestServer {
         let log = self.log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                for proto in ["http", "mqtt", "mqtts"] {
+                for proto in ["http", "mqtt", "mqtts", "coap"] {
                     if let Some(rest) = line.split(&format!("listening proto={proto} addr=")).nth(1) {
                         let _ = tx.send((proto, rest.split_whitespace().next().unwrap_or("").to_string()));
                     }
@@ -113,7 +117,7 @@ impl TestServer {
         });
         // Held before waiting, so a failed start is still killed when the test panics.
         self.child = Some(child);
-        // The MQTT listeners (unless `--mqtt off`) are logged before the HTTP one.
+        // The MQTT and CoAP listeners (unless `off`) are logged before the HTTP one.
         loop {
             let (proto, addr) = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_else(|_| {
                 panic!("corral did not report its HTTP address; log:\n{}", self.log_text())
@@ -122,6 +126,8 @@ impl TestServer {
                 self.mqtt = addr;
             } else if proto == "mqtts" {
                 self.mqtts = addr;
+            } else if proto == "coap" {
+                self.coap = addr;
             } else {
                 self.base = format!("http://{addr}");
                 break;

@@ -17,7 +17,60 @@ pub struct Config {
     pub storage: StorageConfig,
     pub limits: LimitsConfig,
     pub mqtt: MqttConfig,
+    pub coap: CoapConfig,
     pub rules: corral_rules::RulesConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CoapConfig {
+    /// UDP `host:port`, or `off`.
+    pub listen: String,
+    /// Largest request body, whole or assembled from blocks (4.13 above it).
+    pub max_body_bytes: usize,
+    /// A Confirmable request whose durable write takes longer gets an empty ACK, then a separate
+    /// response.
+    pub piggyback_wait_ms: u64,
+    /// Block size of the server's answers (and the most it takes from a client): 16..=1024.
+    pub block_bytes: usize,
+    /// Requests processed at once; beyond it Confirmable requests get 5.03 with Max-Age 1.
+    pub max_in_flight: usize,
+    pub max_observers: usize,
+    /// Commands kept per device for CoAP devices, and for how long.
+    pub max_pending_commands: usize,
+    pub command_ttl_secs: u64,
+}
+
+impl Default for CoapConfig {
+    fn default() -> Self {
+        let d = corral_coap::CoapConfig::default();
+        CoapConfig {
+            listen: "0.0.0.0:5683".into(),
+            max_body_bytes: d.max_body_bytes,
+            piggyback_wait_ms: d.piggyback_wait.as_millis() as u64,
+            block_bytes: d.block_bytes,
+            max_in_flight: d.max_in_flight,
+            max_observers: d.max_observers,
+            max_pending_commands: d.max_pending_commands,
+            command_ttl_secs: d.command_ttl.as_secs(),
+        }
+    }
+}
+
+impl CoapConfig {
+    /// The server's settings: these over the RFC 7252 defaults.
+    pub fn server(&self) -> corral_coap::CoapConfig {
+        corral_coap::CoapConfig {
+            max_body_bytes: self.max_body_bytes,
+            piggyback_wait: std::time::Duration::from_millis(self.piggyback_wait_ms),
+            block_bytes: self.block_bytes,
+            max_in_flight: self.max_in_flight,
+            max_observers: self.max_observers,
+            max_pending_commands: self.max_pending_commands,
+            command_ttl: std::time::Duration::from_secs(self.command_ttl_secs),
+            ..corral_coap::CoapConfig::default()
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -85,6 +138,7 @@ impl Default for Config {
             storage: StorageConfig::default(),
             limits: LimitsConfig::default(),
             mqtt: MqttConfig::default(),
+            coap: CoapConfig::default(),
             rules: corral_rules::RulesConfig::default(),
         }
     }
@@ -174,6 +228,9 @@ pub struct ServeArgs {
     /// down (the broker stops reading it), not disconnected [default: 0].
     #[arg(long, env = "CORRAL_MQTT_PUBLISH_RATE")]
     pub mqtt_publish_rate: Option<u32>,
+    /// CoAP listener (UDP), or `off` [default: 0.0.0.0:5683]. Port 0 picks a free port.
+    #[arg(long, env = "CORRAL_COAP")]
+    pub coap: Option<String>,
     /// MQTT over TLS listener; on only with --tls-cert and --tls-key [default: 0.0.0.0:8883].
     #[arg(long, env = "CORRAL_MQTTS")]
     pub mqtts: Option<String>,
@@ -240,6 +297,9 @@ impl ServeArgs {
         }
         m.tls_cert = self.tls_cert.clone().or(m.tls_cert.take());
         m.tls_key = self.tls_key.clone().or(m.tls_key.take());
+        if let Some(v) = &self.coap {
+            config.coap.listen = v.clone();
+        }
         let r = &mut config.rules;
         r.webhooks.allow.extend(self.webhook_allow.iter().filter(|a| !a.is_empty()).cloned());
         r.outbox.max_attempts = self.outbox_max_attempts.unwrap_or(r.outbox.max_attempts);
@@ -294,6 +354,12 @@ impl Config {
         if m.tls_cert.is_some() {
             crate::tls::listen_addr(&m.tls_listen)?;
         }
+        self.coap_addr()?;
+        let c = &self.coap;
+        if c.max_body_bytes < 1024 {
+            bail!("coap: max_body_bytes must be >= 1024");
+        }
+        c.server().validate().map_err(|e| anyhow::anyhow!("coap: {e}"))?;
         let r = &self.rules;
         r.webhooks.validate().map_err(|e| anyhow::anyhow!("rules.webhooks: {e}"))?;
         let o = &r.outbox;
@@ -313,6 +379,15 @@ impl Config {
         }
         let addr = self.mqtt.listen.parse();
         Ok(Some(addr.with_context(|| format!("mqtt.listen: {:?} is not an address like 0.0.0.0:1883 or `off`", self.mqtt.listen))?))
+    }
+
+    /// The CoAP listener's address, `None` when it is `off`.
+    pub fn coap_addr(&self) -> anyhow::Result<Option<SocketAddr>> {
+        if self.coap.listen == "off" {
+            return Ok(None);
+        }
+        let addr = self.coap.listen.parse();
+        Ok(Some(addr.with_context(|| format!("coap.listen: {:?} is not an address like 0.0.0.0:5683 or `off`", self.coap.listen))?))
     }
 
     pub fn http_addr(&self) -> anyhow::Result<SocketAddr> {
@@ -370,6 +445,22 @@ impl Config {
              tls_listen = {tls_listen:?}\n\
              {tls_cert}\n\
              {tls_key}\n\n\
+             [coap]\n\
+             # CoAP over UDP (\"off\" disables it): POST devices/<id>/telemetry?t=<token>, Observe devices/<id>/commands.\n\
+             listen = {coap_listen:?}\n\
+             # Largest request body, whole or assembled from Block1 blocks (4.13 above it).\n\
+             max_body_bytes = {coap_body}\n\
+             # A Confirmable request not durable within this gets an empty ACK and a separate response later.\n\
+             piggyback_wait_ms = {coap_wait}\n\
+             # Block size of answers, and the largest block taken from a client (16..1024).\n\
+             block_bytes = {coap_block}\n\
+             # Requests processed at once; beyond it Confirmable requests get 5.03 (Max-Age 1).\n\
+             max_in_flight = {coap_in_flight}\n\
+             # Devices observing their commands at once (each device keeps its newest observation).\n\
+             max_observers = {coap_observers}\n\
+             # Commands kept in memory per CoAP device until fetched, and for how long.\n\
+             max_pending_commands = {coap_pending}\n\
+             command_ttl_secs = {coap_ttl}\n\n\
              [rules]\n\
              # How often absence rules (\"no data for 15m\") look at the clock, in milliseconds.\n\
              absence_check_ms = {absence}\n\
@@ -419,6 +510,14 @@ impl Config {
             tls_listen = self.mqtt.tls_listen,
             tls_cert = optional_path("tls_cert", &self.mqtt.tls_cert, "/etc/corral/mqtt-cert.pem"),
             tls_key = optional_path("tls_key", &self.mqtt.tls_key, "/etc/corral/mqtt-key.pem"),
+            coap_listen = self.coap.listen,
+            coap_body = self.coap.max_body_bytes,
+            coap_wait = self.coap.piggyback_wait_ms,
+            coap_block = self.coap.block_bytes,
+            coap_in_flight = self.coap.max_in_flight,
+            coap_observers = self.coap.max_observers,
+            coap_pending = self.coap.max_pending_commands,
+            coap_ttl = self.coap.command_ttl_secs,
             absence = self.rules.absence_check_ms,
             rules_queue = self.rules.queue,
             linger = self.rules.linger_ms,

@@ -55,6 +55,12 @@ pub async fn run(mut config: Config, interval: Duration) -> anyhow::Result<()> {
         tracing::warn!(%addr, "MQTT port in use; the demo listens on a free port instead");
         config.mqtt.listen = std::net::SocketAddr::new(addr.ip(), 0).to_string();
     }
+    if let Ok(Some(addr)) = config.coap_addr()
+        && std::net::UdpSocket::bind(addr).is_err_and(|e| e.kind() == std::io::ErrorKind::AddrInUse)
+    {
+        tracing::warn!(%addr, "CoAP port in use; the demo listens on a free port instead");
+        config.coap.listen = std::net::SocketAddr::new(addr.ip(), 0).to_string();
+    }
     let running = serve::start(config).await?;
     let Some(admin) = running.admin_token.clone() else {
         bail!("the demo needs the admin token: set CORRAL_ADMIN_TOKEN, or use a fresh --data-dir");
@@ -71,6 +77,9 @@ pub async fn run(mut config: Config, interval: Duration) -> anyhow::Result<()> {
     if let Some(mqtt) = running.mqtt_addr {
         let mqtt = loopback(mqtt);
         println!("  mqtt:     {mqtt} (a device: client id = user name = device id, password = its token)");
+    }
+    if let Some(coap) = running.coap_addr {
+        println!("  coap:     coap://{}/devices/<id>/telemetry?t=<device token>", loopback(coap));
     }
     println!("  alarms:   corral alarm list --open --server {base} --token {admin}   (rules: corral rule list)");
     println!("Stop with Ctrl-C.\n");

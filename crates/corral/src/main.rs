@@ -7,6 +7,7 @@ mod client;
 mod config;
 mod demo;
 mod broker;
+mod coap;
 mod glue;
 mod rules_cli;
 mod serve;

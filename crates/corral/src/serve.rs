@@ -1,11 +1,11 @@
 //! `corral serve`: wires every room in data-path order. No business logic lives here.
 //!
-//! registry → store (WAL replay) → rules → pipeline → MQTT broker and HTTP listeners; then wait for
-//! SIGTERM/SIGINT, disconnect MQTT clients, drain in-flight requests, persist the write buffer,
-//! flush presence, exit.
+//! registry → store (WAL replay) → rules → pipeline → MQTT broker, CoAP and HTTP listeners; then
+//! wait for SIGTERM/SIGINT, disconnect MQTT clients, drain in-flight requests, persist the write
+//! buffer, flush presence, exit.
 
 use crate::config::Config;
-use crate::{broker, glue};
+use crate::{broker, coap, glue};
 use anyhow::Context;
 use corral_http::{AppState, HttpLimits, HttpMetrics};
 use corral_ingest::Pipeline;
@@ -22,6 +22,7 @@ use tokio::sync::watch;
 pub struct Running {
     pub http_addr: SocketAddr,
     pub mqtt_addr: Option<SocketAddr>,
+    pub coap_addr: Option<SocketAddr>,
     pub admin_token: Option<String>,
     pub stop: watch::Sender<bool>,
     pub done: tokio::task::JoinHandle<anyhow::Result<()>>,
@@ -60,6 +61,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     if let Some(mqtt) = &mqtt {
         let _ = platform.broker.set(mqtt.broker.clone());
     }
+    let coap = start_coap(&config, &registry, &pipeline, mqtt.as_ref().map(|m| m.broker.clone())).await?;
     let online = glue::Online(connected.clone(), rules.clone());
     let directory = Arc::new(glue::RegistryDirectory(registry.clone(), online.clone(), rules.clone()));
     let engine = QueryEngine::new(store.clone(), directory, config.limits.query_memory_mb << 20)
@@ -74,6 +76,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                 vec![Arc::new(glue::StoreMetrics(store.clone())), Arc::new(glue::RulesMetrics(rules.clone()))];
             if let Some(mqtt) = &mqtt {
                 sources.push(Arc::new(glue::MqttMetrics(mqtt.broker.clone(), connected.clone())));
+            }
+            if let Some(coap) = &coap {
+                sources.push(Arc::new(coap::CoapMetrics(coap.clone())));
             }
             sources
         },
@@ -100,9 +105,14 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
 
     let presence = tokio::spawn(flush_presence(registry.clone()));
     let (stop, mut stopped) = watch::channel(false);
+    let coap_served = coap.clone().map(|coap| {
+        let stopped = stop.subscribe();
+        tokio::spawn(async move { coap.serve(stopped).await })
+    });
     let app = corral_http::router(state);
     ready.store(true, Ordering::Relaxed);
     let mqtt_addr = mqtt.as_ref().map(|mqtt| mqtt.addr);
+    let coap_addr = coap.as_ref().and_then(|coap| coap.local_addr().ok());
     let done = tokio::spawn(async move {
         let shutdown = async move {
             let _ = stopped.wait_for(|s| *s).await;
@@ -115,6 +125,11 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                 // Clients get DISCONNECT 0x8B; publishes already being made durable finish first.
                 mqtt.broker.shutdown(Duration::from_secs(5)).await;
                 let _ = mqtt.served.await;
+            }
+            // CoAP stopped reading at the same signal; let its requests being written finish.
+            if let (Some(coap), Some(served)) = (coap, coap_served) {
+                let _ = served.await;
+                coap.drain(Duration::from_secs(5)).await;
             }
         };
         axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
@@ -130,7 +145,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         tracing::info!("stopped cleanly");
         Ok(())
     });
-    Ok(Running { http_addr, mqtt_addr, admin_token, stop, done })
+    Ok(Running { http_addr, mqtt_addr, coap_addr, admin_token, stop, done })
 }
 
 /// The running MQTT broker: dropped at shutdown, after `broker.shutdown` and `served` ended.
@@ -195,6 +210,32 @@ async fn start_broker(
     };
     tokio::spawn(disconnect_on_credential_changes(registry.clone(), broker.clone()));
     Ok(Some(MqttListener { broker, addr: mqtt_addr, served, tls }))
+}
+
+/// The CoAP server on its UDP socket (unless `off`), hearing commands from the broker.
+async fn start_coap(
+    config: &Config,
+    registry: &Registry,
+    pipeline: &Pipeline,
+    broker: Option<corral_mqtt::Broker>,
+) -> anyhow::Result<Option<corral_coap::CoapServer>> {
+    let Some(addr) = config.coap_addr()? else { return Ok(None) };
+    let hooks = coap::PlatformHooks { registry: registry.clone(), broker: broker.clone() };
+    let server = corral_coap::CoapServer::bind(
+        addr,
+        config.coap.server(),
+        Arc::new(hooks),
+        Arc::new(pipeline.clone()),
+        corral_ingest::decode::Limits::default(),
+    )
+    .await
+    .context("starting the CoAP server")?;
+    tracing::info!(proto = %"coap", addr = %server.local_addr()?, "listening");
+    if let Some(broker) = broker {
+        tokio::spawn(coap::pass_commands(broker, server.clone()));
+    }
+    tokio::spawn(coap::forget_on_credential_changes(registry.clone(), server.clone()));
+    Ok(Some(server))
 }
 
 /// A device whose token was rotated, or whose status or gateway changed, is disconnected (MQTT 5

@@ -278,7 +278,7 @@ async fn mqtts_with_a_configured_certificate_carries_durable_telemetry() {
 async fn mqtts_without_a_certificate_is_a_clear_start_up_error() {
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new(BIN)
-        .args(["serve", "--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0", "--mqtts", "127.0.0.1:0"])
+        .args(["serve", "--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0", "--coap", "127.0.0.1:0", "--mqtts", "127.0.0.1:0"])
         .env("CORRAL_DATA_DIR", dir.path())
         .output()
         .unwrap();

@@ -1,0 +1,302 @@
+//! The CoAP door against real clients: libcoap's `coap-client` (Debian libcoap3-bin), Python
+//! `aiocoap` (clients/coap_clients.py), and hand-made datagrams from a raw UDP socket.
+
+use corral_testkit::TestServer;
+use reqwest::Method;
+use serde_json::json;
+use std::io::{BufRead, BufReader};
+use std::net::UdpSocket;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_corral");
+const AIOCOAP: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/coap_clients.py");
+const COAP_CLIENT: &str = "coap-client-notls";
+
+fn uri(server: &TestServer, path: &str, token: &str) -> String {
+    format!("coap://{}/{path}?t={token}", server.coap)
+}
+
+/// `coap-client` with a 10 s wait; returns (stdout, stderr). It prints error codes on stderr.
+fn coap_client(args: &[&str]) -> (String, String) {
+    let out = Command::new(COAP_CLIENT).args(["-B", "10"]).args(args).output().expect("coap-client (apt install libcoap3-bin)");
+    (String::from_utf8_lossy(&out.stdout).to_string(), String::from_utf8_lossy(&out.stderr).to_string())
+}
+
+/// aiocoap `post`: "<code> <diagnostic>".
+fn aiocoap_post(uri: &str, format: &str, document: &str, mode: &str) -> String {
+    let out = Command::new("python3").args([AIOCOAP, "post", uri, format, document, mode]).output().expect("python3");
+    assert!(out.status.success(), "aiocoap: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[tokio::test]
+async fn every_content_format_from_coap_client_and_aiocoap_is_durable_and_queryable() {
+    let server = TestServer::start(BIN).await;
+    let token = server.register_device("meter-1", json!({"site": "plant-a"})).await;
+    let telemetry = uri(&server, "devices/meter-1/telemetry", &token);
+    // libcoap: JSON and SenML JSON, Confirmable and Non-confirmable.
+    let (_, err) = coap_client(&["-m", "post", "-t", "50", "-e", r#"{"ts": 1795255200000, "power": 1.5}"#, &telemetry]);
+    assert!(!err.contains("4.") && !err.contains("5."), "{err}");
+    let (_, err) = coap_client(&["-N", "-m", "post", "-t", "110", "-e", r#"[{"bt": 1795255201, "n": "power", "v": 2.5}]"#, &telemetry]);
+    assert!(!err.contains("4.") && !err.contains("5."), "{err}");
+    // aiocoap: CBOR and SenML CBOR (integer labels), and a named table.
+    assert_eq!(aiocoap_post(&telemetry, "cbor", r#"{"ts": 1795255202000, "power": 3.5}"#, "con"), "2.04");
+    assert_eq!(aiocoap_post(&telemetry, "senml-cbor", r#"[{"bt": 1795255203, "n": "power", "v": 4.5}]"#, "non"), "2.04");
+    let env = uri(&server, "devices/meter-1/telemetry/env", &token);
+    assert_eq!(aiocoap_post(&env, "json", r#"{"humidity": 61}"#, "con"), "2.04");
+
+    let rows = server.query("SELECT t.power, d.site FROM telemetry t JOIN devices d USING (device) ORDER BY time").await;
+    let expected: Vec<_> = [1.5, 2.5, 3.5, 4.5].iter().map(|p| vec![json!(p), json!("plant-a")]).collect();
+    assert_eq!(rows, expected);
+    assert_eq!(server.query("SELECT device, humidity FROM env").await, vec![vec![json!("meter-1"), json!(61.0)]]);
+    // The CoAP door counts as hearing from the device.
+    let (_, device) = server.admin(Method::GET, "/api/v1/devices/meter-1", None).await;
+    assert!(device["last_seen"].is_string(), "{device}");
+}
+
+#[tokio::test]
+async fn refusals_are_coap_codes_with_a_reason_and_store_nothing() {
+    let server = TestServer::start(BIN).await;
+    let token = server.register_device("meter-1", json!({})).await;
+    let other = server.register_device("meter-2", json!({})).await;
+    let gateway = server.register_device("gw-1", json!({})).await;
+    server.register_device("child-1", json!({"gateway": "gw-1"})).await;
+    let telemetry = uri(&server, "devices/meter-1/telemetry", &token);
+
+    assert_eq!(aiocoap_post(&uri(&server, "devices/meter-1/telemetry", "cdt_wrong"), "json", r#"{"a": 1}"#, "con"), "4.01 invalid device token");
+    assert_eq!(
+        aiocoap_post(&format!("coap://{}/devices/meter-1/telemetry", server.coap), "json", r#"{"a": 1}"#, "con"),
+        "4.01 add the device token as ?t=<token>"
+    );
+    assert_eq!(
+        aiocoap_post(&uri(&server, "devices/meter-1/telemetry", &other), "json", r#"{"a": 1}"#, "con"),
+        "4.03 the token of meter-2 may not speak for meter-1"
+    );
+    assert_eq!(aiocoap_post(&telemetry, "json", r#"{"a": "#, "con"), "4.00 invalid JSON at line 1 column 6: EOF while parsing a value");
+    assert_eq!(aiocoap_post(&telemetry, "senml-cbor", r#"[{"n": "a"}]"#, "con"), r#"4.00 record 1: field "a": no value (one of "v", "vs", "vb", "vd" or a sum "s" is required)"#);
+    let (_, err) = coap_client(&["-m", "post", "-t", "0", "-e", "a=1", &telemetry]);
+    assert!(err.contains("4.15 content format 0 is not telemetry"), "{err}");
+    let (_, err) = coap_client(&["-m", "put", "-t", "50", "-e", "{}", &telemetry]);
+    assert!(err.contains("4.05 only POST here"), "{err}");
+    let (_, err) = coap_client(&["-m", "get", &uri(&server, "nowhere", &token)]);
+    assert!(err.contains("4.04"), "{err}");
+    assert_eq!(server.count("telemetry").await, 0, "a refused request stores nothing");
+
+    // A gateway speaks for its children, with its own token.
+    assert_eq!(aiocoap_post(&uri(&server, "devices/child-1/telemetry", &gateway), "json", r#"{"a": 1}"#, "con"), "2.04");
+    assert_eq!(server.query("SELECT device FROM telemetry").await, vec![vec![json!("child-1")]]);
+    // A quarantined device is refused.
+    server.admin(Method::PATCH, "/api/v1/devices/meter-1", Some(json!({"status": "quarantined"}))).await;
+    assert_eq!(aiocoap_post(&telemetry, "json", r#"{"a": 1}"#, "con"), "4.03 device meter-1 is quarantined");
+}
+
+#[tokio::test]
+async fn observers_receive_commands_in_order_and_their_responses_reach_mqtt() {
+    let server = TestServer::start(BIN).await;
+    let token = server.register_device("valve-1", json!({})).await;
+    let commands = uri(&server, "devices/valve-1/commands", &token);
+    let (host, port) = server.mqtt.split_once(':').unwrap();
+    let publish = |id: &str, payload: &str| {
+        let out = Command::new("mosquitto_pub")
+            .args(["-h", host, "-p", port, "-q", "1", "-i", "ops", "-u", "token", "-P", corral_testkit::ADMIN_TOKEN])
+            .args(["-t", &format!("devices/valve-1/commands/{id}"), "-m", payload])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    };
+    // Commands for a device that never spoke CoAP are not kept twice (MQTT has them).
+    publish("before", "1");
+    // A poll makes it a CoAP device: from now on commands wait for it.
+    let (body, _) = coap_client(&["-m", "get", &commands]);
+    assert_eq!(body.trim(), "", "nothing waits yet");
+    publish("open", r#"{"position": 80}"#);
+    let (body, _) = coap_client(&["-m", "get", &commands]);
+    assert_eq!(body.trim(), r#"{"id":"open","payload":{"position":80}}"#, "a poll sees the oldest waiting command");
+
+    let mut observer = Command::new("python3").args([AIOCOAP, "observe", &commands, "3"]).stdout(Stdio::piped()).spawn().unwrap();
+    let mut lines = BufReader::new(observer.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "registered 2.05");
+    let big = "x".repeat(3000); // more than one block: the notification goes block-wise
+    publish("close", "shut");
+    publish("big", &big);
+    let got: Vec<String> = tokio::task::spawn_blocking(move || lines.by_ref().take(3).map(Result::unwrap).collect()).await.unwrap();
+    assert_eq!(got[0], r#"{"id":"open","payload":{"position":80}}"#, "the command waiting before the registration comes first");
+    assert_eq!(got[1], r#"{"id":"close","payload":"shut"}"#);
+    assert_eq!(got[2], format!(r#"{{"id":"big","payload":"{big}"}}"#));
+    assert!(observer.wait().unwrap().success());
+    let (body, _) = coap_client(&["-m", "get", &commands]);
+    assert_eq!(body.trim(), "", "acknowledged notifications took the commands out of the queue");
+
+    // The device answers a command: the answer is published where applications read it.
+    let sub = Command::new("mosquitto_sub")
+        .args(["-h", host, "-p", port, "-i", "ops-sub", "-u", "token", "-P", corral_testkit::ADMIN_TOKEN])
+        .args(["-t", "devices/valve-1/commands/+/response", "-C", "1", "-v", "-W", "20"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await; // the subscription is in place
+    let answer = uri(&server, "devices/valve-1/commands/close/response", &token);
+    assert_eq!(aiocoap_post(&answer, "json", r#"{"done": true}"#, "con"), "2.04");
+    let out = sub.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), r#"devices/valve-1/commands/close/response {"done": true}"#);
+}
+
+#[tokio::test]
+async fn block_wise_transfer_both_ways_and_the_body_limit() {
+    let server = TestServer::start(BIN).await;
+    let token = server.register_device("cam-1", json!({})).await;
+    let dir = tempfile::tempdir().unwrap();
+    // 100 readings, about 6 KB: coap-client uploads it in 64-byte Block1 blocks.
+    let readings: Vec<_> = (0..100).map(|i| json!({"ts": 1_795_255_200_000i64 + i, "frame": i, "label": "x".repeat(20)})).collect();
+    let file = dir.path().join("readings.json");
+    std::fs::write(&file, serde_json::to_vec(&readings).unwrap()).unwrap();
+    let telemetry = uri(&server, "devices/cam-1/telemetry/frames", &token);
+    let (_, err) = coap_client(&["-b", "64", "-m", "post", "-t", "50", "-f", file.to_str().unwrap(), &telemetry]);
+    assert!(!err.contains("4.") && !err.contains("5."), "{err}");
+    assert_eq!(server.count("frames").await, 100);
+    assert_eq!(server.query("SELECT sum(frame) FROM frames").await, vec![vec![json!(4950.0)]]);
+
+    // Block2: a pending command bigger than a block, fetched by a plain GET.
+    coap_client(&["-m", "get", &uri(&server, "devices/cam-1/commands", &token)]);
+    let (host, port) = server.mqtt.split_once(':').unwrap();
+    let big = "y".repeat(2500);
+    let out = Command::new("mosquitto_pub")
+        .args(["-h", host, "-p", port, "-q", "1", "-u", "token", "-P", corral_testkit::ADMIN_TOKEN, "-t", "devices/cam-1/commands/c1", "-m", &big])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let (body, err) = coap_client(&["-m", "get", &uri(&server, "devices/cam-1/commands", &token)]);
+    assert_eq!(body.trim(), format!(r#"{{"id":"c1","payload":"{big}"}}"#), "{err}");
+
+    // Over the body limit (1 MiB by default, announced by Size1 or reached block by block): 4.13.
+    let huge = dir.path().join("huge.json");
+    std::fs::write(&huge, format!(r#"{{"blob": "{}"}}"#, "z".repeat(1_100_000))).unwrap();
+    let (_, err) = coap_client(&["-m", "post", "-t", "50", "-f", huge.to_str().unwrap(), &telemetry]);
+    assert!(err.contains("4.13"), "{err}");
+    assert_eq!(server.count("frames").await, 100);
+}
+
+/// A request datagram, built by hand: `kind` 0 = CON, 1 = NON.
+fn datagram(kind: u8, code: u8, message_id: u16, token: &[u8], options: &[(u16, &[u8])], payload: &[u8]) -> Vec<u8> {
+    let mut out = vec![0x40 | kind << 4 | token.len() as u8, code];
+    out.extend_from_slice(&message_id.to_be_bytes());
+    out.extend_from_slice(token);
+    let mut previous = 0;
+    for (number, value) in options {
+        let ext = |n: usize| -> (u8, Vec<u8>) {
+            match n {
+                0..=12 => (n as u8, vec![]),
+                13..=268 => (13, vec![(n - 13) as u8]),
+                _ => (14, ((n - 269) as u16).to_be_bytes().to_vec()),
+            }
+        };
+        let (d, d_ext) = ext(usize::from(number - previous));
+        let (l, l_ext) = ext(value.len());
+        previous = *number;
+        out.push(d << 4 | l);
+        out.extend(d_ext);
+        out.extend(l_ext);
+        out.extend_from_slice(value);
+    }
+    if !payload.is_empty() {
+        out.push(0xff);
+        out.extend_from_slice(payload);
+    }
+    out
+}
+
+fn telemetry_post(kind: u8, message_id: u16, token: &str, payload: &[u8]) -> Vec<u8> {
+    let query = format!("t={token}");
+    let options: [(u16, &[u8]); 4] = [(11, b"devices"), (11, b"pump-1"), (11, b"telemetry"), (15, query.as_bytes())];
+    datagram(kind, 2, message_id, &[0xa1, 0xb2], &options, payload)
+}
+
+fn udp(server: &TestServer) -> UdpSocket {
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket.connect(&server.coap).unwrap();
+    socket.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    socket
+}
+
+/// One datagram (blocking: the server is another process, so the test runtime may wait).
+fn receive(socket: &UdpSocket) -> Option<Vec<u8>> {
+    let mut buf = [0u8; 2048];
+    socket.recv(&mut buf).ok().map(|n| buf[..n].to_vec())
+}
+
+#[tokio::test]
+async fn duplicates_are_answered_from_memory_and_malformed_datagrams_never_hurt() {
+    let server = TestServer::start(BIN).await;
+    let token = server.register_device("pump-1", json!({})).await;
+    let socket = udp(&server);
+
+    // A Confirmable POST: piggybacked 2.04 (ACK, same message id and token).
+    let request = telemetry_post(0, 0x1234, &token, br#"{"rpm": 1200}"#);
+    socket.send(&request).unwrap();
+    let ack = receive(&socket).expect("an answer");
+    assert_eq!(ack, vec![0x62, 0x44, 0x12, 0x34, 0xa1, 0xb2], "ACK 2.04 with the token");
+    // The same message again (our ACK was 'lost'): the same answer, and nothing stored twice.
+    socket.send(&request).unwrap();
+    assert_eq!(receive(&socket), Some(ack));
+    // Non-confirmable duplicates are dropped too.
+    let non = telemetry_post(1, 0x2000, &token, br#"{"rpm": 1300}"#);
+    socket.send(&non).unwrap();
+    let answer = receive(&socket).expect("a NON answer");
+    assert_eq!(&answer[..2], &[0x52, 0x44], "NON 2.04 with the token");
+    socket.send(&non).unwrap();
+    assert_eq!(server.query("SELECT rpm FROM telemetry ORDER BY time").await, vec![vec![json!(1200.0)], vec![json!(1300.0)]]);
+
+    // Malformed: a Confirmable one gets Reset with its message id; others are dropped silently.
+    let malformed: [(&[u8], Option<Vec<u8>>); 6] = [
+        (&[0x40, 0x01, 0x00, 0x07, 0xff], Some(vec![0x70, 0x00, 0x00, 0x07])), // marker, no payload
+        (&[0x49, 0x01, 0x00, 0x08], Some(vec![0x70, 0x00, 0x00, 0x08])),       // token length 9
+        (&[0x40, 0x01, 0x00, 0x09, 0xbf], Some(vec![0x70, 0x00, 0x00, 0x09])), // option length 15
+        (&[0x40, 0x00, 0x00, 0x0a], Some(vec![0x70, 0x00, 0x00, 0x0a])),       // a CoAP ping
+        (&[0x50, 0x01, 0x00, 0x0b, 0xff], None),                                // NON: dropped
+        (&[0x01, 0x02], None),                                                   // not CoAP at all
+    ];
+    for (bytes, reset) in &malformed {
+        socket.send(bytes).unwrap();
+        if let Some(reset) = reset {
+            assert_eq!(receive(&socket).as_ref(), Some(reset), "{bytes:?}");
+        }
+    }
+    // An unknown critical option: 4.02 Bad Option.
+    let options: [(u16, &[u8]); 2] = [(11, b".well-known"), (2049, b"x")];
+    socket.send(&datagram(0, 1, 0x0d, &[1], &options, b"")).unwrap();
+    let bad_option = receive(&socket).expect("an answer");
+    assert_eq!(&bad_option[..2], &[0x61, 0x82], "ACK 4.02");
+
+    // After all that, the server still serves everyone.
+    socket.send(&telemetry_post(0, 0x3000, &token, br#"{"rpm": 1400}"#)).unwrap();
+    assert_eq!(receive(&socket).map(|a| a[1]), Some(0x44));
+    let metrics = reqwest::get(server.url("/metrics")).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("corral_coap_duplicates_total 2"), "{metrics}");
+    assert!(metrics.contains("corral_coap_malformed_total 5"), "{metrics}");
+}
+
+#[tokio::test]
+async fn a_slow_write_gets_an_empty_ack_then_a_separate_response() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("corral.toml");
+    // Waiting 0 ms for the write makes every Confirmable answer a separate one.
+    std::fs::write(&config, "[coap]\npiggyback_wait_ms = 0\n").unwrap();
+    let server = TestServer::start_with(BIN, &["--config", config.to_str().unwrap()]).await;
+    let token = server.register_device("pump-1", json!({})).await;
+    let socket = udp(&server);
+    socket.send(&telemetry_post(0, 0x4000, &token, br#"{"rpm": 900}"#)).unwrap();
+    let empty_ack = receive(&socket).expect("an empty ACK");
+    assert_eq!(empty_ack, vec![0x60, 0x00, 0x40, 0x00]);
+    let separate = receive(&socket).expect("the separate response");
+    assert_eq!((separate[0], separate[1], &separate[4..6]), (0x42, 0x44, &[0xa1u8, 0xb2][..]), "CON 2.04 with the request's token");
+    socket.send(&[0x60, 0x00, separate[2], separate[3]]).unwrap(); // acknowledge it
+    assert_eq!(server.query("SELECT rpm FROM telemetry").await, vec![vec![json!(900.0)]]);
+    // libcoap copes with the separate response as well.
+    let (_, err) = coap_client(&["-m", "post", "-t", "50", "-e", r#"{"rpm": 950}"#, &uri(&server, "devices/pump-1/telemetry", &token)]);
+    assert!(!err.contains("4.") && !err.contains("5."), "{err}");
+    assert_eq!(server.count("telemetry").await, 2);
+    let metrics = reqwest::get(server.url("/metrics")).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("corral_coap_separate_responses_total 2"), "{metrics}");
+    assert!(metrics.contains("corral_coap_unacknowledged_total 0"), "{metrics}");
+}

@@ -2,6 +2,7 @@
 //! interfaces and report throughput, durability cost and footprint. `corral-bench --help` lists
 //! the workloads; `scripts/bench-*.sh` wrap them with the build and the peers.
 
+pub mod coap;
 pub mod fleet;
 pub mod ingest;
 pub mod mqtt;

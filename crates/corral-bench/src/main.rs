@@ -26,6 +26,9 @@ enum Command {
     /// Rules on the ingest path: ingest rate with 0, 10 and 100 active rules, and
     /// publish-to-webhook latency at a steady message rate.
     Rules(corral_bench::rules::RulesArgs),
+    /// CoAP ingest from many sensors, Confirmable and Non-confirmable, against libcoap's own
+    /// coap-server answering the same requests (both started here on loopback).
+    Coap(corral_bench::coap::CoapArgs),
 }
 
 #[tokio::main]
@@ -38,5 +41,6 @@ async fn main() -> anyhow::Result<()> {
         Command::Peers(args) => corral_bench::peers::run(args).await,
         Command::Mqtt(args) => corral_bench::mqtt::run(args).await,
         Command::Rules(args) => corral_bench::rules::run(args).await,
+        Command::Coap(args) => corral_bench::coap::run(args).await,
     }
 }

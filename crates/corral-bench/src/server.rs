@@ -41,6 +41,8 @@ pub struct Listening {
     /// Base URL of the HTTP listener.
     pub http: String,
     pub mqtt: SocketAddr,
+    /// The CoAP listener (UDP).
+    pub coap: Option<SocketAddr>,
 }
 
 /// Starts `corral serve` with HTTP and MQTT on free loopback ports and data in `data_dir` (which
@@ -49,7 +51,7 @@ pub struct Listening {
 pub fn start(binary: &Path, data_dir: &Path, extra: &[String]) -> anyhow::Result<Listening> {
     let log = std::env::var("CORRAL_BENCH_LOG").ok();
     let mut child = Command::new(binary)
-        .args(["serve", "--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0", "--log"])
+        .args(["serve", "--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0", "--coap", "127.0.0.1:0", "--log"])
         .arg(log.as_deref().unwrap_or("warn,corral=info"))
         .arg("--data-dir")
         .arg(data_dir)
@@ -67,26 +69,29 @@ pub fn start(binary: &Path, data_dir: &Path, extra: &[String]) -> anyhow::Result
             if verbose || line.contains("WARN") || line.contains("ERROR") || line.contains("refused") {
                 eprintln!("corral: {line}");
             }
-            for proto in ["http", "mqtt"] {
+            for proto in ["http", "mqtt", "coap"] {
                 if let Some(rest) = line.split(&format!("listening proto={proto} addr=")).nth(1) {
                     let _ = tx.send((proto, rest.split_whitespace().next().unwrap_or("").to_string()));
                 }
             }
         }
     });
-    let (mut http, mut mqtt) = (None, None);
-    while http.is_none() || mqtt.is_none() {
+    // The MQTT and CoAP listeners are logged before the HTTP one.
+    let (mut http, mut mqtt, mut coap) = (None, None, None);
+    while http.is_none() {
         match rx.recv_timeout(Duration::from_secs(60)) {
             Ok(("http", addr)) => http = Some(format!("http://{addr}")),
+            Ok(("coap", addr)) => coap = Some(addr.parse().context("CoAP listen address")?),
             Ok((_, addr)) => mqtt = Some(addr.parse().context("MQTT listen address")?),
             Err(_) => {
                 let _ = child.kill();
                 let _ = child.wait();
-                bail!("corral did not start (no `listening proto=http/mqtt` lines)")
+                bail!("corral did not start (no `listening proto=http` line)")
             }
         }
     }
-    Ok(Listening { child, http: http.expect("set"), mqtt: mqtt.expect("set") })
+    let Some(mqtt) = mqtt else { bail!("corral started without its MQTT listener") };
+    Ok(Listening { child, http: http.expect("set"), mqtt, coap })
 }
 
 /// [`start`], for callers that only use HTTP: the process and its base URL.

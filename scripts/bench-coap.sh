@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# CoAP benchmark (issue 5): builds release binaries, installs libcoap3-bin if missing (its
+# coap-server is the peer), then runs `corral-bench coap`: many sensors, one JSON reading per
+# message, Confirmable and Non-confirmable, against a fresh Corral (2.04 after the fsync; rows
+# counted by SQL afterwards) and libcoap's coap-server (PUT /example_data, in memory), side by side.
+#
+#   scripts/bench-coap.sh [corral-bench coap options]   e.g. --clients 200 --runs 5 --json
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if ! command -v coap-server-notls >/dev/null; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libcoap3-bin
+  else
+    echo "missing: libcoap3-bin (sudo apt-get install libcoap3-bin)" >&2
+    exit 1
+  fi
+fi
+cargo build --release --locked -p corral -p corral-bench
+export CORRAL_BENCH_DIR="${CORRAL_BENCH_DIR:-$PWD/target/bench}"
+mkdir -p "$CORRAL_BENCH_DIR"
+target="${CARGO_TARGET_DIR:-target}"
+exec "$target/release/corral-bench" coap --corral "$target/release/corral" "$@"

@@ -113,7 +113,7 @@ impl Broker {
     /// Serves one accepted TCP connection (the low-memory path: no read buffer while idle).
     pub async fn serve_tcp_stream(&self, stream: TcpStream, peer: SocketAddr) {
         let _ = stream.set_nodelay(true);
-        connection::run(self.state.clone(), Transport::tcp(stream), peer, "tcp").await;
+        connection::run(self.state.clone(), Transport::tcp(stream), peer, "tcp", None).await;
     }
 
     /// Serves MQTT over any byte stream (WebSocket, TLS, ...) until it closes. `transport` is a
@@ -122,13 +122,16 @@ impl Broker {
     where
         S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     {
-        connection::run(
-            self.state.clone(),
-            Transport::stream(stream),
-            peer,
-            transport,
-        )
-        .await;
+        connection::run(self.state.clone(), Transport::stream(stream), peer, transport, None).await;
+    }
+
+    /// Serves MQTT over TLS whose client presented `certificate` (DER, verified by the TLS
+    /// layer): the hooks see it in [`ConnectRequest::certificate`](crate::ConnectRequest).
+    pub async fn serve_tls_connection<S>(&self, stream: S, peer: SocketAddr, certificate: Option<Vec<u8>>)
+    where
+        S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    {
+        connection::run(self.state.clone(), Transport::stream(stream), peer, "tls", certificate).await;
     }
 
     /// Publishes a message as the platform (alarms, commands). Messages on `devices/<id>/...`

@@ -71,6 +71,8 @@ pub struct ConnectRequest {
     pub transport: &'static str,
     /// True when the broker assigned the client id (the client sent an empty one).
     pub client_id_assigned: bool,
+    /// The client certificate (DER) the TLS layer verified, on an mTLS connection.
+    pub certificate: Option<Vec<u8>>,
 }
 
 /// Why a CONNECT is refused; maps to the CONNACK code of either protocol version.

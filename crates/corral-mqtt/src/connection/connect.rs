@@ -29,6 +29,7 @@ pub(super) async fn handshake(
     transport: Transport,
     peer: SocketAddr,
     label: &'static str,
+    certificate: Option<Vec<u8>>,
 ) -> Option<Connection> {
     let Transport {
         mut reader,
@@ -112,7 +113,7 @@ pub(super) async fn handshake(
         client_id = format!("corral-{:016x}", rand::random::<u64>());
     }
 
-    let identity = if connect.username.is_none() && state.config.allow_anonymous {
+    let identity = if connect.username.is_none() && certificate.is_none() && state.config.allow_anonymous {
         Identity::Anonymous
     } else {
         let request = ConnectRequest {
@@ -123,6 +124,7 @@ pub(super) async fn handshake(
             peer_addr: peer,
             transport: label,
             client_id_assigned: assigned,
+            certificate,
         };
         match state.hooks.authenticate(&request).await {
             Ok(identity) => identity,

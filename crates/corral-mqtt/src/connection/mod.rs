@@ -115,12 +115,13 @@ pub(crate) async fn run(
     transport: Transport,
     peer: SocketAddr,
     label: &'static str,
+    certificate: Option<Vec<u8>>,
 ) {
     state.live_tasks.fetch_add(1, Ordering::AcqRel);
     let _guard = TaskGuard(state.clone());
     // Boxed: the handshake and teardown futures are big and short-lived; left inline they would
     // inflate every idle connection's task for its whole life.
-    let Some(mut conn) = Box::pin(connect::handshake(state.clone(), transport, peer, label)).await
+    let Some(mut conn) = Box::pin(connect::handshake(state.clone(), transport, peer, label, certificate)).await
     else {
         return;
     };

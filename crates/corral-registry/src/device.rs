@@ -25,6 +25,10 @@ pub enum DeviceStatus {
     Quarantined,
     /// Retired for good: refused at every door, unchangeable, kept for history.
     Decommissioned,
+    /// Created by its first connection with a certificate of an auto-registering CA; refused at
+    /// every door until an operator approves it (active) or rejects it (decommissioned).
+    #[serde(rename = "pending-approval")]
+    PendingApproval,
 }
 
 impl DeviceStatus {
@@ -33,6 +37,7 @@ impl DeviceStatus {
             DeviceStatus::Active => "active",
             DeviceStatus::Quarantined => "quarantined",
             DeviceStatus::Decommissioned => "decommissioned",
+            DeviceStatus::PendingApproval => "pending-approval",
         }
     }
 }
@@ -50,8 +55,9 @@ impl FromStr for DeviceStatus {
             "active" => Ok(DeviceStatus::Active),
             "quarantined" => Ok(DeviceStatus::Quarantined),
             "decommissioned" => Ok(DeviceStatus::Decommissioned),
+            "pending-approval" => Ok(DeviceStatus::PendingApproval),
             other => Err(RegistryError::BadInput(format!(
-                "status: {other:?} is not one of active, quarantined, decommissioned"
+                "status: {other:?} is not one of active, quarantined, decommissioned, pending-approval"
             ))),
         }
     }

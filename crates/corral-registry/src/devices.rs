@@ -27,7 +27,7 @@ async fn fetch(conn: &mut SqliteConnection, id: &str) -> Result<Option<Device>, 
 
 /// The device if the principal may see it. Another tenant's device is reported exactly like a
 /// missing one, so a scoped principal cannot probe for ids it does not own.
-async fn fetch_visible(conn: &mut SqliteConnection, actor: &Principal, id: &str) -> Result<Device, RegistryError> {
+pub(crate) async fn fetch_visible(conn: &mut SqliteConnection, actor: &Principal, id: &str) -> Result<Device, RegistryError> {
     match fetch(conn, id).await? {
         Some(d) if actor.sees_tenant(&d.tenant) => Ok(d),
         _ => Err(RegistryError::not_found("device", id)),
@@ -70,7 +70,7 @@ async fn check_gateway(
     Err(RegistryError::BadInput(format!("gateway: chain above {gateway} is deeper than {MAX_GATEWAY_DEPTH}")))
 }
 
-fn refuse_decommissioned(d: &Device) -> Result<(), RegistryError> {
+pub(crate) fn refuse_decommissioned(d: &Device) -> Result<(), RegistryError> {
     if d.status == DeviceStatus::Decommissioned {
         return Err(RegistryError::Conflict(format!("device {} is decommissioned and can no longer change", d.id)));
     }
@@ -216,6 +216,9 @@ impl Registry {
             }
             d.gateway = gateway;
             changed.push("gateway");
+        }
+        if patch.status == Some(DeviceStatus::PendingApproval) && d.status != DeviceStatus::PendingApproval {
+            return Err(RegistryError::BadInput("status pending-approval is set only by just-in-time registration".into()));
         }
         if let Some(status) = patch.status
             && status != d.status

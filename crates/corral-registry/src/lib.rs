@@ -49,6 +49,7 @@
 mod audit;
 mod auth;
 mod authn;
+mod certificates;
 mod device;
 mod devices;
 mod error;
@@ -62,6 +63,7 @@ mod tokens;
 
 pub use audit::AuditEntry;
 pub use auth::{DEVICE_TOKEN_PREFIX, Principal, Role};
+pub use certificates::{AutoRegister, CertificateAuthority, DeviceCertificate, NewCertificateAuthority, NewDeviceCertificate};
 pub use device::{Device, DeviceFilter, DeviceIdentity, DevicePage, DevicePatch, DeviceStatus, NewDevice};
 pub use error::RegistryError;
 pub use profiles::{AttributeDecl, FieldDecl, Profile, ValueType};

@@ -15,11 +15,26 @@ struct Migration {
 }
 
 /// Append only: a released migration is never edited, a change is a new file.
-const MIGRATIONS: &[Migration] = &[Migration { version: 1, sql: include_str!("../migrations/0001_init.sql") }];
+const MIGRATIONS: &[Migration] = &[
+    Migration { version: 1, sql: include_str!("../migrations/0001_init.sql") },
+    Migration { version: 2, sql: include_str!("../migrations/0002_certificates.sql") },
+];
 
 /// Brings the schema up to date; returns how many migrations were applied (0 when current).
 pub(crate) async fn run(pool: &SqlitePool) -> Result<usize, RegistryError> {
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    // Foreign keys are off while migrating so a migration may rebuild a table others refer to
+    // (SQLite's documented way to change a constraint); they are checked before the commit.
+    // The pragma is per connection and has no effect inside a transaction, hence before BEGIN.
+    let mut conn = pool.acquire().await?;
+    sqlx::query("PRAGMA foreign_keys = OFF").execute(&mut *conn).await?;
+    let applied = migrate(&mut conn).await;
+    sqlx::query("PRAGMA foreign_keys = ON").execute(&mut *conn).await?;
+    applied
+}
+
+async fn migrate(conn: &mut sqlx::SqliteConnection) -> Result<usize, RegistryError> {
+    use sqlx::Connection;
+    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
     sqlx::raw_sql(
         "CREATE TABLE IF NOT EXISTS _migrations (
              version    INTEGER PRIMARY KEY,
@@ -51,6 +66,12 @@ pub(crate) async fn run(pool: &SqlitePool) -> Result<usize, RegistryError> {
             .await?;
         tracing::info!(version = m.version, "registry migration applied");
         applied += 1;
+    }
+    if applied > 0 {
+        let broken = sqlx::query("PRAGMA foreign_key_check").fetch_all(&mut *tx).await?;
+        if !broken.is_empty() {
+            return Err(RegistryError::storage(format!("migration left {} rows with broken references; not applied", broken.len())));
+        }
     }
     tx.commit().await?;
     Ok(applied)

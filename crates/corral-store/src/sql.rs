@@ -31,11 +31,15 @@ use std::sync::Arc;
 pub trait DeviceDirectory: Send + Sync + std::fmt::Debug {
     /// The `devices` table as `tenant` may see it (`None`: every tenant).
     async fn devices(&self, tenant: Option<&str>) -> Result<RecordBatch, String>;
-    /// The `alarms` table as `tenant` may see it; `None` when the platform runs without rules.
-    async fn alarms(&self, _tenant: Option<&str>) -> Result<Option<RecordBatch>, String> {
+    /// Another of the platform's tables (one of [`DIRECTORY_TABLES`]: `alarms`, `certificates`)
+    /// as `tenant` may see it; `None` when that part of the platform is not running.
+    async fn table(&self, _name: &str, _tenant: Option<&str>) -> Result<Option<RecordBatch>, String> {
         Ok(None)
     }
 }
+
+/// The platform's own tables besides `devices`, read from their rooms at query time.
+pub const DIRECTORY_TABLES: &[&str] = &["alarms", "certificates"];
 
 pub struct QueryOutput {
     pub schema: SchemaRef,
@@ -140,7 +144,7 @@ impl SchemaProvider for CorralSchema {
         let mut names = self.store.table_names();
         if self.view == View::History {
             names.push("devices".to_string());
-            names.push("alarms".to_string());
+            names.extend(DIRECTORY_TABLES.iter().map(|t| t.to_string()));
         }
         names
     }
@@ -148,9 +152,9 @@ impl SchemaProvider for CorralSchema {
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
         let telemetry: Arc<dyn TableProvider> = match self.view {
             View::History if name == "devices" => return Ok(Some(self.devices_table().await?)),
-            View::History if name == "alarms" => {
+            View::History if DIRECTORY_TABLES.contains(&name) => {
                 // Already scoped to the tenant by the directory.
-                let batch = self.directory.alarms(self.tenant.as_deref()).await.map_err(|e| DataFusionError::External(e.into()))?;
+                let batch = self.directory.table(name, self.tenant.as_deref()).await.map_err(|e| DataFusionError::External(e.into()))?;
                 let Some(batch) = batch else { return Ok(None) };
                 return Ok(Some(Arc::new(MemTable::try_new(batch.schema(), vec![vec![batch]])?)));
             }
@@ -178,7 +182,8 @@ impl SchemaProvider for CorralSchema {
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        (self.view == View::History && (name == "devices" || name == "alarms")) || self.store.table_names().iter().any(|t| t == name)
+        (self.view == View::History && (name == "devices" || DIRECTORY_TABLES.contains(&name)))
+            || self.store.table_names().iter().any(|t| t == name)
     }
 }
 

@@ -22,6 +22,7 @@
 mod admin;
 mod auth;
 mod body;
+mod certificates;
 mod console;
 mod devices;
 mod encode;
@@ -113,6 +114,8 @@ pub struct AppState {
     /// Rules, alarms and the outbox.
     pub rules: corral_rules::Rules,
     pub online: Arc<dyn OnlineStatus>,
+    /// The tenants' certificate authorities.
+    pub authorities: corral_pki::Authorities,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -120,6 +123,13 @@ pub fn router(state: AppState) -> Router {
         .route("/devices", post(devices::create).get(devices::list))
         .route("/devices/{id}", get(devices::show).patch(devices::update).delete(devices::decommission))
         .route("/devices/{id}/token", post(devices::rotate_token))
+        .route("/devices/{id}/certificate", post(certificates::issue))
+        .route("/devices/{id}/certificate/{which}", axum::routing::delete(certificates::revoke))
+        .route("/devices/{id}/certificates", get(certificates::list))
+        .route("/devices/{id}/approve", post(certificates::approve))
+        .route("/devices/{id}/reject", post(certificates::reject))
+        .route("/cas", post(certificates::create_ca).get(certificates::list_cas))
+        .route("/cas/{id}", get(certificates::show_ca))
         .route("/ingest", post(ingest::ingest_default))
         .route("/ingest/{table}", post(ingest::ingest_table))
         .route("/query", post(query::query))

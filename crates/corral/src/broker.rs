@@ -57,6 +57,8 @@ impl ConnectedDevices {
 
 pub struct PlatformHooks {
     pub registry: Registry,
+    /// Who a client certificate names (mTLS on MQTTS).
+    pub authorities: corral_pki::Authorities,
     pub pipeline: Pipeline,
     pub limits: Limits,
     pub connected: ConnectedDevices,
@@ -69,6 +71,17 @@ impl BrokerHooks for PlatformHooks {
             tracing::info!(client_id = %req.client_id, peer = %req.peer_addr, transport = req.transport, why, "mqtt connect refused");
             Err(refusal)
         };
+        if let Some(certificate) = &req.certificate {
+            // mTLS: the certificate chained to a registered CA; it names the device, no password.
+            let device = match self.authorities.identify(certificate).await {
+                Ok(d) => d,
+                Err(why) => return refuse(ConnectRefusal::NotAuthorized, &why),
+            };
+            if req.client_id != device.id.as_str() {
+                return refuse(ConnectRefusal::ClientIdNotValid, "client id must be the device id the certificate names");
+            }
+            return self.device_identity(device.id, device.tenant).await.or_else(|why| refuse(ConnectRefusal::ServerUnavailable, &why));
+        }
         let Some(password) = req.password.as_deref() else {
             return refuse(ConnectRefusal::NotAuthorized, "no credentials (password = device or API token)");
         };
@@ -85,11 +98,7 @@ impl BrokerHooks for PlatformHooks {
             if req.client_id != device.id.as_str() || req.username.as_deref().is_some_and(|u| u != device.id.as_str()) {
                 return refuse(ConnectRefusal::ClientIdNotValid, "client id and user name must be the device id");
             }
-            let children = match self.registry.children_of(&device.id).await {
-                Ok(c) => c.into_iter().map(|c| c.as_str().to_string()).collect(),
-                Err(e) => return refuse(ConnectRefusal::ServerUnavailable, &e.to_string()),
-            };
-            return Ok(Identity::Device { id: device.id.as_str().to_string(), tenant: device.tenant.as_str().to_string(), children });
+            return self.device_identity(device.id, device.tenant).await.or_else(|why| refuse(ConnectRefusal::ServerUnavailable, &why));
         }
         let principal = match self.registry.authenticate_api(secret).await {
             Ok(p) => p,
@@ -164,6 +173,13 @@ impl BrokerHooks for PlatformHooks {
 }
 
 impl PlatformHooks {
+    /// A device's MQTT identity: its topics and those of the children it speaks for.
+    async fn device_identity(&self, id: DeviceId, tenant: TenantId) -> Result<Identity, String> {
+        let children = self.registry.children_of(&id).await.map_err(|e| e.to_string())?;
+        let children = children.into_iter().map(|c| c.as_str().to_string()).collect();
+        Ok(Identity::Device { id: id.as_str().to_string(), tenant: tenant.as_str().to_string(), children })
+    }
+
     fn touch(&self, device: &str, at: chrono::DateTime<chrono::Utc>) {
         if let Ok(id) = DeviceId::new(device) {
             self.registry.touch(&id, at);

@@ -58,7 +58,8 @@ fn scope_facts(d: &Device) -> corral_rules::DeviceFacts {
     }
 }
 
-/// SQL's `devices` table, read from the registry at query time, and `alarms` from the rules.
+/// SQL's `devices` and `certificates` tables, read from the registry at query time, and
+/// `alarms` from the rules.
 pub struct RegistryDirectory(pub Registry, pub Online, pub corral_rules::Rules);
 
 impl std::fmt::Debug for RegistryDirectory {
@@ -83,9 +84,70 @@ impl DeviceDirectory for RegistryDirectory {
         devices_batch(&devices, &declared, &online).map_err(|e| e.to_string())
     }
 
-    async fn alarms(&self, tenant: Option<&str>) -> Result<Option<RecordBatch>, String> {
-        self.2.alarms_table(tenant).await.map(Some).map_err(|e| e.to_string())
+    async fn table(&self, name: &str, tenant: Option<&str>) -> Result<Option<RecordBatch>, String> {
+        match name {
+            "alarms" => self.2.alarms_table(tenant).await.map(Some).map_err(|e| e.to_string()),
+            "certificates" => {
+                let scope = tenant.map(TenantId::new).transpose().map_err(|e| e.to_string())?;
+                let actor = corral_registry::Principal { tenant: scope, ..corral_registry::Principal::system() };
+                let certificates = self.0.all_device_certificates(&actor).await.map_err(|e| e.to_string())?;
+                certificates_batch(&certificates, chrono::Utc::now()).map(Some).map_err(|e| e.to_string())
+            }
+            _ => Ok(None),
+        }
     }
+}
+
+/// SQL's `certificates` table: one row per device certificate, with `days_to_expiry` as of `now`
+/// (negative once expired) so expiring certificates are one query away.
+fn certificates_batch(
+    certificates: &[(corral_registry::DeviceCertificate, TenantId)],
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<RecordBatch, arrow::error::ArrowError> {
+    let text = |f: &dyn Fn(&corral_registry::DeviceCertificate, &TenantId) -> Option<String>| -> ArrayRef {
+        let mut b = StringBuilder::new();
+        certificates.iter().for_each(|(c, t)| b.append_option(f(c, t)));
+        Arc::new(b.finish())
+    };
+    let time = |f: &dyn Fn(&corral_registry::DeviceCertificate) -> Option<i64>| -> ArrayRef {
+        let mut b = TimestampNanosecondBuilder::new().with_timezone("UTC");
+        certificates.iter().for_each(|(c, _)| b.append_option(f(c)));
+        Arc::new(b.finish())
+    };
+    let timestamp = |name: &str, nullable| Field::new(name, DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())), nullable);
+    let fields = vec![
+        Field::new("device", DataType::Utf8, false),
+        Field::new("tenant", DataType::Utf8, false),
+        Field::new("serial", DataType::Utf8, false),
+        Field::new("fingerprint", DataType::Utf8, false),
+        Field::new("ca", DataType::Utf8, false),
+        timestamp("not_before", false),
+        timestamp("not_after", false),
+        Field::new("days_to_expiry", DataType::Float64, false),
+        Field::new("revoked", DataType::Boolean, false),
+        timestamp("revoked_at", true),
+        Field::new("revoked_by", DataType::Utf8, true),
+        timestamp("issued_at", false),
+        Field::new("issued_by", DataType::Utf8, false),
+    ];
+    let mut days = Float64Builder::new();
+    certificates.iter().for_each(|(c, _)| days.append_value((c.not_after - now).num_seconds() as f64 / 86_400.0));
+    let columns: Vec<ArrayRef> = vec![
+        text(&|c, _| Some(c.device.to_string())),
+        text(&|_, t| Some(t.to_string())),
+        text(&|c, _| Some(c.serial.clone())),
+        text(&|c, _| Some(c.fingerprint.clone())),
+        text(&|c, _| Some(c.ca.clone())),
+        time(&|c| c.not_before.timestamp_nanos_opt()),
+        time(&|c| c.not_after.timestamp_nanos_opt()),
+        Arc::new(days.finish()),
+        Arc::new(arrow::array::BooleanArray::from(certificates.iter().map(|(c, _)| c.revoked_at.is_some()).collect::<Vec<_>>())),
+        time(&|c| c.revoked_at.and_then(|t| t.timestamp_nanos_opt())),
+        text(&|c, _| c.revoked_by.clone()),
+        time(&|c| c.issued_at.timestamp_nanos_opt()),
+        text(&|c, _| Some(c.issued_by.clone())),
+    ];
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
 }
 
 const BASE_COLUMNS: &[&str] =

@@ -34,6 +34,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
 
     let registry = Registry::open(&data_dir.join("registry.db")).await.context("opening the registry")?;
     let admin_token = bootstrap_admin(&registry, &data_dir).await?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let authorities = corral_pki::Authorities::open(registry.clone(), data_dir.join("ca"), provider)
+        .await
+        .context("loading the certificate authorities")?;
 
     let mut store_config = StoreConfig::new(data_dir.join("store"));
     store_config.buffer_ceiling_bytes = config.storage.buffer_ceiling_mb << 20;
@@ -57,7 +61,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     )
     .with_observer(Arc::new(glue::RulesObserver(rules.clone())));
     let connected = broker::ConnectedDevices::default();
-    let mqtt = start_broker(&config, &data_dir, &registry, &pipeline, &connected).await?;
+    let handshake_failures = crate::tls::HandshakeFailures::default();
+    let mqtt = start_broker(&config, &data_dir, &registry, &authorities, &pipeline, &connected, &handshake_failures).await?;
     if let Some(mqtt) = &mqtt {
         let _ = platform.broker.set(mqtt.broker.clone());
     }
@@ -76,6 +81,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                 vec![Arc::new(glue::StoreMetrics(store.clone())), Arc::new(glue::RulesMetrics(rules.clone()))];
             if let Some(mqtt) = &mqtt {
                 sources.push(Arc::new(glue::MqttMetrics(mqtt.broker.clone(), connected.clone())));
+                if mqtt.tls.is_some() {
+                    sources.push(Arc::new(handshake_failures.clone()));
+                }
             }
             if let Some(coap) = &coap {
                 sources.push(Arc::new(coap::CoapMetrics(coap.clone())));
@@ -95,6 +103,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             .map(|mqtt| Arc::new(glue::MqttWebSocket(mqtt.broker.clone())) as Arc<dyn corral_http::MqttOverWebSocket>),
         rules: rules.clone(),
         online: Arc::new(online),
+        authorities: authorities.clone(),
     };
 
     let listener = tokio::net::TcpListener::bind(config.http_addr()?)
@@ -164,8 +173,10 @@ async fn start_broker(
     config: &Config,
     data_dir: &Path,
     registry: &Registry,
+    authorities: &corral_pki::Authorities,
     pipeline: &Pipeline,
     connected: &broker::ConnectedDevices,
+    handshake_failures: &crate::tls::HandshakeFailures,
 ) -> anyhow::Result<Option<MqttListener>> {
     let Some(addr) = config.mqtt_addr()? else { return Ok(None) };
     let m = &config.mqtt;
@@ -182,6 +193,7 @@ async fn start_broker(
     };
     let hooks = broker::PlatformHooks {
         registry: registry.clone(),
+        authorities: authorities.clone(),
         pipeline: pipeline.clone(),
         limits: corral_ingest::decode::Limits::default(),
         connected: connected.clone(),
@@ -200,11 +212,11 @@ async fn start_broker(
     });
     let tls = match (&m.tls_cert, &m.tls_key) {
         (Some(cert), Some(key)) => {
-            let acceptor = crate::tls::acceptor(cert, key)?;
+            let acceptor = crate::tls::acceptor(cert, key, authorities.verifier())?;
             let addr = crate::tls::listen_addr(&m.tls_listen)?;
             let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding the MQTTS listener to {addr}"))?;
             tracing::info!(proto = %"mqtts", addr = %listener.local_addr()?, "listening");
-            Some(tokio::spawn(crate::tls::serve_mqtts(listener, acceptor, broker.clone())))
+            Some(tokio::spawn(crate::tls::serve_mqtts(listener, acceptor, broker.clone(), handshake_failures.clone())))
         }
         _ => None,
     };

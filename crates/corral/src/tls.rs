@@ -1,5 +1,7 @@
 //! MQTT over TLS (`--mqtts`): the server certificate and key from PEM files, a TLS handshake per
-//! accepted connection, then the broker serves the decrypted stream like any other.
+//! accepted connection, then the broker serves the decrypted stream like any other. A client
+//! certificate that chains to a registered CA identifies its device (mTLS); expired, revoked and
+//! unknown-CA certificates fail the handshake, logged with the reason and counted.
 
 use anyhow::Context;
 use rustls::pki_types::pem::PemObject;
@@ -15,8 +17,9 @@ use tokio_rustls::TlsAcceptor;
 /// cannot pile up.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The server's TLS setup from a PEM certificate chain (leaf first) and a PEM private key.
-pub fn acceptor(cert: &Path, key: &Path) -> anyhow::Result<TlsAcceptor> {
+/// The server's TLS setup from a PEM certificate chain (leaf first) and a PEM private key;
+/// client certificates are checked by `clients` (optional: token clients share the listener).
+pub fn acceptor(cert: &Path, key: &Path, clients: Arc<corral_pki::DeviceCertVerifier>) -> anyhow::Result<TlsAcceptor> {
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
         .with_context(|| format!("reading the TLS certificate {}", cert.display()))?
         .collect::<Result<_, _>>()
@@ -27,14 +30,48 @@ pub fn acceptor(cert: &Path, key: &Path) -> anyhow::Result<TlsAcceptor> {
     let config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .context("TLS protocol versions")?
-        .with_no_client_auth()
+        .with_client_cert_verifier(clients)
         .with_single_cert(chain, key)
         .context("the TLS certificate and key do not go together")?;
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
-/// Accepts TLS connections until the task is aborted, handing each to the broker.
-pub async fn serve_mqtts(listener: TcpListener, acceptor: TlsAcceptor, broker: corral_mqtt::Broker) {
+/// Handshakes refused, by reason (`expired`, `revoked`, `unknown CA`, ...), for `/metrics`.
+#[derive(Debug, Default, Clone)]
+pub struct HandshakeFailures(Arc<std::sync::Mutex<std::collections::BTreeMap<String, u64>>>);
+
+impl HandshakeFailures {
+    fn count(&self, error: &std::io::Error) -> String {
+        let reason = match error.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()) {
+            Some(rustls::Error::InvalidCertificate(e)) => match e {
+                rustls::CertificateError::Expired | rustls::CertificateError::ExpiredContext { .. } => "expired",
+                rustls::CertificateError::Revoked => "revoked",
+                rustls::CertificateError::UnknownIssuer => "unknown CA",
+                rustls::CertificateError::NotValidYet | rustls::CertificateError::NotValidYetContext { .. } => "not yet valid",
+                _ => "bad certificate",
+            },
+            Some(_) => "tls error",
+            None => "connection error",
+        };
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()).entry(reason.to_string()).or_default() += 1;
+        reason.to_string()
+    }
+}
+
+impl corral_http::MetricsSource for HandshakeFailures {
+    fn render(&self, out: &mut String) {
+        use std::fmt::Write;
+        let _ = writeln!(out, "# HELP corral_mqtts_handshake_failures_total MQTTS handshakes refused, by reason.");
+        let _ = writeln!(out, "# TYPE corral_mqtts_handshake_failures_total counter");
+        for (reason, n) in self.0.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            let _ = writeln!(out, "corral_mqtts_handshake_failures_total{{reason=\"{reason}\"}} {n}");
+        }
+    }
+}
+
+/// Accepts TLS connections until the task is aborted, handing each to the broker with the
+/// client certificate it presented, if any.
+pub async fn serve_mqtts(listener: TcpListener, acceptor: TlsAcceptor, broker: corral_mqtt::Broker, failures: HandshakeFailures) {
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -45,12 +82,18 @@ pub async fn serve_mqtts(listener: TcpListener, acceptor: TlsAcceptor, broker: c
                 continue;
             }
         };
-        let (acceptor, broker) = (acceptor.clone(), broker.clone());
+        let (acceptor, broker, failures) = (acceptor.clone(), broker.clone(), failures.clone());
         tokio::spawn(async move {
             let _ = stream.set_nodelay(true);
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                Ok(Ok(tls)) => broker.serve_connection(tls, peer, "tls").await,
-                Ok(Err(e)) => tracing::info!(%peer, error = %e, "MQTTS handshake failed"),
+                Ok(Ok(tls)) => {
+                    let certificate = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| c.to_vec());
+                    broker.serve_tls_connection(tls, peer, certificate).await
+                }
+                Ok(Err(e)) => {
+                    let reason = failures.count(&e);
+                    tracing::info!(%peer, reason, error = %e, "MQTTS handshake refused");
+                }
                 Err(_) => tracing::info!(%peer, "MQTTS handshake timed out"),
             }
         });

@@ -64,6 +64,8 @@ struct Device {
 
 pub struct Commands {
     devices: Mutex<HashMap<String, Device>>,
+    /// When quiet devices were last forgotten.
+    swept: Mutex<Instant>,
     max_pending: usize,
     max_observers: usize,
     ttl: Duration,
@@ -71,13 +73,24 @@ pub struct Commands {
     metrics: Arc<Metrics>,
 }
 
+/// How often quiet devices are looked for: a walk over every device, so not on every request.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Commands {
     pub fn new(max_pending: usize, max_observers: usize, ttl: Duration, metrics: Arc<Metrics>) -> Commands {
-        Commands { devices: Mutex::default(), max_pending, max_observers, ttl, next_generation: 1.into(), metrics }
+        Commands {
+            devices: Mutex::default(),
+            swept: Mutex::new(Instant::now()),
+            max_pending,
+            max_observers,
+            ttl,
+            next_generation: 1.into(),
+            metrics,
+        }
     }
 
     fn device<'a>(&self, devices: &'a mut HashMap<String, Device>, id: &str) -> &'a mut Device {
@@ -199,9 +212,11 @@ impl Commands {
     /// Devices that went quiet longer than the command TTL, with nothing waiting and no
     /// observation, are forgotten (their commands are no longer kept).
     fn sweep(&self, devices: &mut HashMap<String, Device>) {
-        if devices.len() % 1024 != 0 {
-            return; // often enough: amortised over the devices that appear
+        let mut swept = lock(&self.swept);
+        if swept.elapsed() < SWEEP_EVERY {
+            return;
         }
+        *swept = Instant::now();
         let ttl = self.ttl;
         devices.retain(|_, d| d.observer.is_some() || !d.pending.is_empty() || d.used.elapsed() < ttl);
     }

@@ -68,11 +68,21 @@ pub async fn decommission(
     Ok(Json(state.registry.decommission_device(&caller, &id).await?))
 }
 
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct RotateParams {
+    /// Seconds the old token keeps working (default 0: it stops at once).
+    #[serde(default)]
+    overlap_secs: u64,
+}
+
 pub async fn rotate_token(
     State(state): State<AppState>,
     Caller(caller): Caller,
     Path(id): Path<String>,
+    Query(params): Query<RotateParams>,
 ) -> ApiResult<Json<Value>> {
-    let token = state.registry.rotate_device_token(&caller, &id).await?;
-    Ok(Json(json!({ "device": id, "token": token })))
+    let token = state.registry.rotate_device_token_with_overlap(&caller, &id, params.overlap_secs).await?;
+    let until = (params.overlap_secs > 0)
+        .then(|| (chrono::Utc::now() + chrono::Duration::seconds(params.overlap_secs as i64)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+    Ok(Json(json!({ "device": id, "token": token, "old_token_valid_until": until })))
 }

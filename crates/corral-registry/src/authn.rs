@@ -67,16 +67,21 @@ impl Registry {
         let identity = match self.inner.device_auth.lookup(&hash) {
             Ok(hit) => hit,
             Err(generation) => {
+                // A token rotated away with an overlap stays valid until its revoked_at.
                 let row = sqlx::query(
-                    "SELECT d.id, d.tenant, d.status, d.gateway FROM device_tokens t \
-                     JOIN devices d ON d.id = t.device_id WHERE t.hash = ? AND t.revoked_at IS NULL",
+                    "SELECT d.id, d.tenant, d.status, d.gateway, t.revoked_at FROM device_tokens t \
+                     JOIN devices d ON d.id = t.device_id WHERE t.hash = ? AND (t.revoked_at IS NULL OR t.revoked_at > ?)",
                 )
                 .bind(&hash)
+                .bind(crate::time::now_ms())
                 .fetch_optional(self.pool())
                 .await?
                 .ok_or_else(bad_device_token)?;
                 let identity = identity_from_row(&row)?;
-                self.inner.device_auth.fill(hash, identity.clone(), generation);
+                // Only tokens without an end are cached: the cache has no clock.
+                if row.try_get::<Option<i64>, _>("revoked_at")?.is_none() {
+                    self.inner.device_auth.fill(hash, identity.clone(), generation);
+                }
                 identity
             }
         };

@@ -293,14 +293,24 @@ impl Registry {
     /// returned this once. A quarantined device may be rotated (the usual response to a leaked
     /// token), a decommissioned one may not (`Conflict`).
     pub async fn rotate_device_token(&self, actor: &Principal, id: &str) -> Result<String, RegistryError> {
+        self.rotate_device_token_with_overlap(actor, id, 0).await
+    }
+
+    /// Rotates a device's token; the old one keeps working `overlap_secs` more (0: it stops at
+    /// once), so a fleet can be moved to new tokens without an outage. With an overlap, live
+    /// connections stay up; they authenticated with what was valid when they connected.
+    pub async fn rotate_device_token_with_overlap(&self, actor: &Principal, id: &str, overlap_secs: u64) -> Result<String, RegistryError> {
         actor.require_write()?;
+        if overlap_secs > 30 * 86_400 {
+            return Err(RegistryError::BadInput("overlap_secs: at most 30 days (2592000)".into()));
+        }
         let token = generate_secret(DEVICE_TOKEN_PREFIX);
         let now = now_ms();
         let mut tx = self.write_tx().await?;
         let d = fetch_visible(&mut tx, actor, id).await?;
         refuse_decommissioned(&d)?;
         let revoked = sqlx::query("UPDATE device_tokens SET revoked_at = ? WHERE device_id = ? AND revoked_at IS NULL")
-            .bind(now)
+            .bind(now + overlap_secs as i64 * 1000)
             .bind(d.id.as_str())
             .execute(&mut *tx)
             .await?
@@ -317,12 +327,14 @@ impl Registry {
             "device.rotate_token",
             d.id.as_str(),
             Some(&d.tenant),
-            json!({"revoked": revoked}),
+            json!({"revoked": revoked, "overlap_secs": overlap_secs}),
         )
         .await?;
         tx.commit().await?;
         self.forget_device(&d.id);
-        self.credentials_changed(&d.id);
+        if overlap_secs == 0 {
+            self.credentials_changed(&d.id);
+        }
         Ok(token)
     }
 

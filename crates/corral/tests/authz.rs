@@ -116,3 +116,29 @@ async fn pagination_walks_every_device_once() {
     let expected: Vec<String> = (0..25).step_by(2).map(|i| format!("dev-{i:02}")).collect();
     assert_eq!(seen, expected);
 }
+
+#[tokio::test]
+async fn a_rotated_token_keeps_working_through_its_overlap_window_then_stops() {
+    let server = TestServer::start(BIN).await;
+    let old = server.register_device("truck-9", json!({})).await;
+    let (status, rotated) = server.admin(Method::POST, "/api/v1/devices/truck-9/token?overlap_secs=2", None).await;
+    assert_eq!(status, 200, "{rotated}");
+    assert!(rotated["old_token_valid_until"].is_string(), "{rotated}");
+    let new = rotated["token"].as_str().unwrap().to_string();
+    // Both work while the fleet moves over...
+    assert_eq!(server.ingest(&old, "telemetry", r#"{"km": 1}"#).await.0, 200);
+    assert_eq!(server.ingest(&new, "telemetry", r#"{"km": 2}"#).await.0, 200);
+    assert_eq!(server.ingest(&old, "telemetry", r#"{"km": 3}"#).await.0, 200, "used twice: not cached beyond its end");
+    // ...and the old one stops when the window ends.
+    tokio::time::sleep(std::time::Duration::from_millis(2300)).await;
+    assert_eq!(server.ingest(&old, "telemetry", r#"{"km": 4}"#).await.0, 401);
+    assert_eq!(server.ingest(&new, "telemetry", r#"{"km": 5}"#).await.0, 200);
+    // Without an overlap the old token stops at once.
+    let (_, rotated) = server.admin(Method::POST, "/api/v1/devices/truck-9/token", None).await;
+    assert_eq!(server.ingest(&new, "telemetry", r#"{"km": 6}"#).await.0, 401);
+    assert_eq!(server.ingest(rotated["token"].as_str().unwrap(), "telemetry", r#"{"km": 7}"#).await.0, 200);
+    assert_eq!(server.query("SELECT km FROM telemetry ORDER BY km").await, [1.0, 2.0, 3.0, 5.0, 7.0].map(|k| vec![json!(k)]).to_vec());
+    let (_, audit) = server.admin(Method::GET, "/api/v1/audit", None).await;
+    let overlaps: Vec<_> = audit["entries"].as_array().unwrap().iter().filter(|e| e["action"] == "device.rotate_token").map(|e| e["detail"]["overlap_secs"].clone()).collect();
+    assert_eq!(overlaps, vec![json!(0), json!(2)], "newest first, each with who and how");
+}

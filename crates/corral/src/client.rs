@@ -1,5 +1,5 @@
 //! Client commands: `corral device|token|sql` against a running server's REST API (`rules_cli`
-//! adds `rule`, `alarm` and `outbox`).
+//! adds `rule`, `alarm` and `outbox`; `ca_cli` adds `ca`).
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand, ValueEnum};
@@ -70,8 +70,24 @@ pub enum DeviceCommand {
         #[command(flatten)]
         conn: Conn,
     },
-    /// Issue a new token for a device; the old one stops working at once.
+    /// Issue a new token for a device; the old one stops working at once, or after
+    /// --overlap-secs so the device can move to the new one without an outage.
     RotateToken {
+        id: String,
+        #[arg(long, default_value_t = 0)]
+        overlap_secs: u64,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Approve a device registered by its certificate and waiting (pending-approval): it
+    /// becomes active.
+    Approve {
+        id: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Reject a device waiting for approval: it is decommissioned.
+    Reject {
         id: String,
         #[command(flatten)]
         conn: Conn,
@@ -237,11 +253,25 @@ pub async fn device(cmd: DeviceCommand) -> anyhow::Result<()> {
                 println!("decommissioned {id}");
             }
         }
-        DeviceCommand::RotateToken { id, conn } => {
-            let out = Client::new(&conn)?.json(Method::POST, &format!("/api/v1/devices/{}/token", percent_encode(&id)), None).await?;
-            println!("{}", if conn.json { serde_json::to_string_pretty(&out)? } else { format!("new token for {id} (shown once): {}", cell(&out["token"])) });
+        DeviceCommand::RotateToken { id, overlap_secs, conn } => {
+            let path = format!("/api/v1/devices/{}/token?overlap_secs={overlap_secs}", percent_encode(&id));
+            let out = Client::new(&conn)?.json(Method::POST, &path, None).await?;
+            let old = match out["old_token_valid_until"].as_str() {
+                Some(until) => format!("the old token works until {until}"),
+                None => "the old token no longer works".to_string(),
+            };
+            println!("{}", if conn.json { serde_json::to_string_pretty(&out)? } else { format!("new token for {id} (shown once): {}\n{old}", cell(&out["token"])) });
         }
+        DeviceCommand::Approve { id, conn } => decide(&id, "approve", &conn).await?,
+        DeviceCommand::Reject { id, conn } => decide(&id, "reject", &conn).await?,
     }
+    Ok(())
+}
+
+/// `corral device approve|reject`.
+async fn decide(id: &str, verb: &str, conn: &Conn) -> anyhow::Result<()> {
+    let device = Client::new(conn)?.json(reqwest::Method::POST, &format!("/api/v1/devices/{}/{verb}", percent_encode(id)), None).await?;
+    println!("{}", if conn.json { serde_json::to_string_pretty(&device)? } else { format!("{id} is now {}", cell(&device["status"])) });
     Ok(())
 }
 
@@ -353,7 +383,7 @@ pub(crate) fn serde_urlencoded(pairs: &[(&str, String)]) -> String {
         .join("&")
 }
 
-fn percent_encode(s: &str) -> String {
+pub(crate) fn percent_encode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),

@@ -7,6 +7,7 @@ mod client;
 mod config;
 mod demo;
 mod broker;
+mod ca_cli;
 mod coap;
 mod glue;
 mod rules_cli;
@@ -52,6 +53,9 @@ enum Command {
     /// Manage API tokens for people and programs.
     #[command(subcommand)]
     Token(client::TokenCommand),
+    /// Certificate authorities and device certificates (X.509 identity, mTLS).
+    #[command(subcommand)]
+    Ca(ca_cli::CaCommand),
     /// Run a read-only SQL query, e.g. `corral sql "SELECT count(*) FROM telemetry"`.
     Sql(client::SqlArgs),
     /// Manage rules: conditions over telemetry that raise alarms and trigger actions.
@@ -104,6 +108,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Device(cmd) => client::device(cmd).await,
         Command::Token(cmd) => client::token(cmd).await,
+        Command::Ca(cmd) => ca_cli::ca(cmd).await,
         Command::Sql(args) => client::sql(args).await,
         Command::Rule(cmd) => rules_cli::rule(cmd).await,
         Command::Alarm(cmd) => rules_cli::alarm(cmd).await,

@@ -1,4 +1,4 @@
-//! The command line as a user types it: `corral device|token|sql|config` against a live server,
+//! The command line as a user types it: `corral device|token|sql|config|ca` against a live server,
 //! and the README's curl tour.
 
 use corral_testkit::{ADMIN_TOKEN, TestServer};
@@ -118,4 +118,32 @@ async fn readme_curl_tour() {
     assert!(body.contains("corral_ingest_rows_total{table=\"telemetry\"} 1"), "{body}");
     assert!(body.contains("corral_wal_fsync_seconds_bucket"), "{body}");
     assert!(body.contains("corral_http_requests_total{status=\"201\"} 1"), "{body}");
+}
+
+#[tokio::test]
+async fn ca_commands_issue_list_and_revoke_device_certificates() {
+    let server = TestServer::start(BIN).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = |f: &str| dir.path().join(f).display().to_string();
+    let (ok, out, err) = corral(&server, &["ca", "create", "--name", "Plant devices"]);
+    assert!(ok && out.starts_with("created CA ca-"), "{out}{err}");
+    let (ok, _, err) = corral(&server, &["device", "add", "valve-1"]);
+    assert!(ok, "{err}");
+    let (ok, out, err) = corral(&server, &["ca", "issue", "valve-1", "--cert-out", &path("valve-1.pem"), "--key-out", &path("valve-1.key")]);
+    assert!(ok, "{err}");
+    assert!(out.contains("mode 0600") && out.contains("serial "), "{out}");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(path("valve-1.key")).unwrap().permissions().mode() & 0o777, 0o600);
+    assert!(std::fs::read_to_string(path("valve-1.pem")).unwrap().starts_with("-----BEGIN CERTIFICATE-----"));
+    let serial = out.split("serial ").nth(1).and_then(|s| s.split(',').next()).unwrap().to_string();
+    let (ok, out, _) = corral(&server, &["ca", "certs", "valve-1"]);
+    assert!(ok && out.contains(&serial), "{out}");
+    let (ok, out, err) = corral(&server, &["ca", "revoke", "valve-1", &serial]);
+    assert!(ok && out.contains("revoked certificate"), "{out}{err}");
+    let (ok, _, err) = corral(&server, &["ca", "revoke", "valve-1", &serial]);
+    assert!(!ok && err.contains("404"), "revoked twice: {err}");
+    let (ok, out, _) = corral(&server, &["ca", "list"]);
+    assert!(ok && out.contains("Plant devices"), "{out}");
+    let (ok, out, err) = corral(&server, &["device", "rotate-token", "valve-1", "--overlap-secs", "60"]);
+    assert!(ok && out.contains("the old token works until"), "{out}{err}");
 }

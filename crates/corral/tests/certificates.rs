@@ -1,6 +1,7 @@
 //! X.509 device identity: CAs created by Corral or imported, certificates signed from a CSR or
-//! with a key made by Corral, and mTLS on MQTTS with `mosquitto_pub --cert --key` — accepted,
-//! revoked, expired, from an unknown CA (certificates crafted with the openssl CLI).
+//! with a key made by Corral, and mTLS on MQTTS with `mosquitto_pub --cert --key` and paho-mqtt —
+//! accepted, revoked, expired, from an unknown CA (certificates crafted with the openssl CLI) —
+//! and just-in-time registration.
 
 use corral_testkit::TestServer;
 use reqwest::Method;
@@ -9,6 +10,7 @@ use std::path::Path;
 use std::process::Command;
 
 const BIN: &str = env!("CARGO_BIN_EXE_corral");
+const PAHO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/mqtt_clients.py");
 
 fn openssl(dir: &Path, args: &[&str]) {
     let out = Command::new("openssl").args(args).current_dir(dir).output().expect("openssl is installed");
@@ -43,6 +45,13 @@ fn setup(dir: &Path) {
     std::fs::write(dir.join("serial.txt"), "1000\n").unwrap();
 }
 
+/// The certificates of [`setup`] in `dir`, and a server with MQTTS on them.
+async fn start(dir: &Path) -> TestServer {
+    setup(dir);
+    let (cert, key) = (dir.join("server.pem").display().to_string(), dir.join("server.key").display().to_string());
+    TestServer::start_with(BIN, &["--mqtts", "127.0.0.1:0", "--tls-cert", &cert, "--tls-key", &key]).await
+}
+
 /// Signs `<name>.csr` with CA `ca` as an X.509 v3 client certificate (openssl's own signing, as
 /// an operator's CA would).
 fn sign(dir: &Path, ca: &str, name: &str) {
@@ -67,9 +76,7 @@ fn publish_with(server: &TestServer, dir: &Path, cert: &str, device: &str, paylo
 async fn devices_connect_with_certificates_of_a_corral_ca_or_an_imported_one_and_bad_ones_are_refused() {
     let certs = tempfile::tempdir().unwrap();
     let dir = certs.path();
-    setup(dir);
-    let (cert, key) = (dir.join("server.pem").display().to_string(), dir.join("server.key").display().to_string());
-    let server = TestServer::start_with(BIN, &["--mqtts", "127.0.0.1:0", "--tls-cert", &cert, "--tls-key", &key]).await;
+    let server = start(dir).await;
     for id in ["meter-1", "meter-2", "meter-3"] {
         server.register_device(id, json!({})).await;
     }
@@ -92,6 +99,16 @@ async fn devices_connect_with_certificates_of_a_corral_ca_or_an_imported_one_and
     std::fs::write(dir.join("meter-2.pem"), issued["certificate"].as_str().unwrap()).unwrap();
     std::fs::write(dir.join("meter-2.key"), issued["private_key"].as_str().unwrap()).unwrap();
     assert!(publish_with(&server, dir, "meter-2", "meter-2", r#"{"kwh": 2}"#));
+    // paho-mqtt with the same certificate, MQTT 5 and 3.1.1.
+    let (host, port) = server.mqtts.rsplit_once(':').unwrap();
+    for (version, kwh) in [("5", "2.5"), ("311", "2.6")] {
+        let out = Command::new("python3")
+            .args([PAHO, "publish", host, port, "meter-2", "", "", version, "devices/meter-2/telemetry", &format!(r#"{{"kwh": {kwh}}}"#)])
+            .env("MQTT_TLS", format!("{},{},{}", dir.join("server-ca.pem").display(), dir.join("meter-2.pem").display(), dir.join("meter-2.key").display()))
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "puback 0", "paho {version}: {}", String::from_utf8_lossy(&out.stderr));
+    }
     // A certificate names one device: it cannot connect as another.
     assert!(!publish_with(&server, dir, "meter-2", "meter-1", r#"{"kwh": 99}"#));
 
@@ -121,7 +138,8 @@ async fn devices_connect_with_certificates_of_a_corral_ca_or_an_imported_one_and
     assert!(!publish_with(&server, dir, "meter-1", "meter-1", r#"{"kwh": 92}"#));
 
     let rows = server.query("SELECT device, kwh FROM telemetry ORDER BY kwh").await;
-    assert_eq!(rows, vec![vec![json!("meter-1"), json!(1.0)], vec![json!("meter-2"), json!(2.0)], vec![json!("meter-3"), json!(3.0)]]);
+    let expected = [("meter-1", 1.0), ("meter-2", 2.0), ("meter-2", 2.5), ("meter-2", 2.6), ("meter-3", 3.0)];
+    assert_eq!(rows, expected.map(|(d, k)| vec![json!(d), json!(k)]).to_vec());
     // Expiry at a glance in SQL; refused certificates were never recorded.
     let rows = server.query("SELECT device, revoked, round(days_to_expiry) FROM certificates ORDER BY device").await;
     assert_eq!(
@@ -147,9 +165,7 @@ async fn devices_connect_with_certificates_of_a_corral_ca_or_an_imported_one_and
 async fn a_ca_marked_auto_register_creates_devices_at_their_first_connection_active_or_pending_approval() {
     let certs = tempfile::tempdir().unwrap();
     let dir = certs.path();
-    setup(dir);
-    let (cert, key) = (dir.join("server.pem").display().to_string(), dir.join("server.key").display().to_string());
-    let server = TestServer::start_with(BIN, &["--mqtts", "127.0.0.1:0", "--tls-cert", &cert, "--tls-key", &key]).await;
+    let server = start(dir).await;
     // Two factory CAs of the operator's: one trusted outright, one whose devices wait for approval.
     for (ca, status) in [("own", "active"), ("stranger", "pending-approval")] {
         let pem = std::fs::read_to_string(dir.join(format!("{ca}.pem"))).unwrap();

@@ -9,7 +9,9 @@
         the connection instead of acknowledging.
 
 With MQTT_TRANSPORT=websockets in the environment, clients connect over WebSocket to
-ws://HOST:PORT/mqtt (PORT is then the HTTP listener).
+ws://HOST:PORT/mqtt (PORT is then the HTTP listener). With MQTT_TLS=CAFILE[,CERTFILE,KEYFILE]
+they connect over TLS, trusting CAFILE, presenting the client certificate if given; an empty USER
+sends no user name or password (the certificate says who the client is).
 """
 import os
 import sys
@@ -26,7 +28,12 @@ def client(client_id, user, password, version):
     c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=proto, transport=transport)
     if transport == "websockets":
         c.ws_set_options(path="/mqtt")
-    c.username_pw_set(user, password)
+    tls = os.environ.get("MQTT_TLS")
+    if tls:
+        ca, *identity = tls.split(",")
+        c.tls_set(ca_certs=ca, certfile=identity[0] if identity else None, keyfile=identity[1] if identity else None)
+    if user:
+        c.username_pw_set(user, password)
     return c
 
 

@@ -6,6 +6,7 @@ pub mod coap;
 pub mod fleet;
 pub mod ingest;
 pub mod mqtt;
+pub mod mqtts;
 pub mod peers;
 pub mod rules;
 pub mod server;

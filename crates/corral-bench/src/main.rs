@@ -29,6 +29,9 @@ enum Command {
     /// CoAP ingest from many sensors, Confirmable and Non-confirmable, against libcoap's own
     /// coap-server answering the same requests (both started here on loopback).
     Coap(corral_bench::coap::CoapArgs),
+    /// MQTTS connection set-up rate (full TLS handshakes per second) with tokens and with client
+    /// certificates, against Mosquitto 2.0 with TLS (both started here on loopback).
+    Mqtts(corral_bench::mqtts::MqttsArgs),
 }
 
 #[tokio::main]
@@ -42,5 +45,6 @@ async fn main() -> anyhow::Result<()> {
         Command::Mqtt(args) => corral_bench::mqtt::run(args).await,
         Command::Rules(args) => corral_bench::rules::run(args).await,
         Command::Coap(args) => corral_bench::coap::run(args).await,
+        Command::Mqtts(args) => corral_bench::mqtts::run(args).await,
     }
 }

@@ -318,13 +318,9 @@ impl Registry {
         let actor = Principal { name: format!("auto-register ({})", ca.id), tenant: Some(ca.tenant.clone()), ..Principal::system() };
         let mut new = NewDevice::new(device.clone());
         new.profile = ca.register_profile.clone();
-        let (created, _token) = self.create_device(&actor, new).await?;
+        let (created, _token) = self.insert_device(&actor, new, ca.register_status).await?;
         self.record_audit(&actor, "device.auto_register", device.as_str(), Some(&ca.tenant), json!({"ca": ca.id, "status": ca.register_status}))
             .await?;
-        if ca.register_status == DeviceStatus::PendingApproval {
-            self.set_status_unchecked(&device, DeviceStatus::PendingApproval).await?;
-            return self.get_device(&Principal::system(), device.as_str()).await;
-        }
         Ok(created)
     }
 
@@ -345,16 +341,5 @@ impl Registry {
         }
         let patch = DevicePatch { status: Some(status), ..DevicePatch::default() };
         self.update_device(actor, id, patch).await
-    }
-
-    async fn set_status_unchecked(&self, id: &DeviceId, status: DeviceStatus) -> Result<(), RegistryError> {
-        sqlx::query("UPDATE devices SET status = ?, updated_at = ? WHERE id = ?")
-            .bind(status.as_str())
-            .bind(now_ms())
-            .bind(id.as_str())
-            .execute(self.pool())
-            .await?;
-        self.forget_device(id);
-        Ok(())
     }
 }

@@ -80,6 +80,12 @@ pub(crate) fn refuse_decommissioned(d: &Device) -> Result<(), RegistryError> {
 impl Registry {
     /// Registers a device and returns it with its token, which is shown this once.
     pub async fn create_device(&self, actor: &Principal, new: NewDevice) -> Result<(Device, String), RegistryError> {
+        self.insert_device(actor, new, DeviceStatus::Active).await
+    }
+
+    /// [`Registry::create_device`] with the status it starts in (just-in-time registration
+    /// may start a device pending approval, in the same write).
+    pub(crate) async fn insert_device(&self, actor: &Principal, new: NewDevice, status: DeviceStatus) -> Result<(Device, String), RegistryError> {
         actor.require_write()?;
         let tenant = actor.resolve_tenant(new.tenant)?;
         if let Some(p) = &new.profile {
@@ -107,7 +113,7 @@ impl Registry {
         }
         sqlx::query(
             "INSERT INTO devices (id, profile, tenant, site, attributes, tags, status, gateway, created_at, updated_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'active', ?7, ?8, ?8)",
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?9, ?7, ?8, ?8)",
         )
         .bind(new.id.as_str())
         .bind(new.profile.as_deref())
@@ -117,6 +123,7 @@ impl Registry {
         .bind(serde_json::to_string(&tags).map_err(|e| RegistryError::storage(e.to_string()))?)
         .bind(new.gateway.as_ref().map(DeviceId::as_str))
         .bind(now)
+        .bind(status.as_str())
         .execute(&mut *tx)
         .await?;
         sqlx::query("INSERT INTO device_tokens (hash, device_id, created_at) VALUES (?, ?, ?)")
@@ -125,7 +132,7 @@ impl Registry {
             .bind(now)
             .execute(&mut *tx)
             .await?;
-        let detail = json!({"profile": new.profile, "site": new.site, "gateway": new.gateway, "tags": tags});
+        let detail = json!({"profile": new.profile, "site": new.site, "gateway": new.gateway, "tags": tags, "status": status});
         audit::record(&mut tx, actor, "device.create", new.id.as_str(), Some(&tenant), detail).await?;
         tx.commit().await?;
         if let Some(gateway) = &new.gateway {
@@ -139,7 +146,7 @@ impl Registry {
             site: new.site,
             attributes,
             tags,
-            status: DeviceStatus::Active,
+            status,
             gateway: new.gateway,
             last_seen: None,
             created_at: from_ms(now),

@@ -130,7 +130,12 @@ impl Authorities {
         let device = info.device_id().ok_or("the certificate names no device (CN or URI SAN)")?;
         let system = Principal::system();
         let cas = self.registry.certificate_authorities(&system).await.map_err(|e| e.to_string())?;
-        let ca = cas.iter().find(|ca| ca.subject == info.issuer).ok_or("no registered CA issued this certificate")?;
+        // CAs of different tenants may share a subject (two tenants each made an "Acme" CA):
+        // the device's tenant decides which one vouches for it.
+        let issuers: Vec<&CertificateAuthority> = cas.iter().filter(|ca| ca.subject == info.issuer).collect();
+        if issuers.is_empty() {
+            return Err("no registered CA issued this certificate".into());
+        }
         if let Some(known) = self.registry.certificate(&info.fingerprint).await.map_err(|e| e.to_string())? {
             if known.revoked_at.is_some() {
                 return Err(format!("certificate {} is revoked", info.serial));
@@ -141,8 +146,9 @@ impl Authorities {
         }
         let d = match self.registry.get_device(&system, &device).await {
             Ok(d) => d,
-            Err(RegistryError::NotFound(_)) if ca.auto_register => {
+            Err(RegistryError::NotFound(_)) if issuers.iter().any(|ca| ca.auto_register) => {
                 // Just-in-time registration: the CA vouches for the device's first connection.
+                let ca = issuers.iter().find(|ca| ca.auto_register).copied().expect("checked above");
                 let id = DeviceId::new(device.as_str()).map_err(|e| format!("the certificate names an invalid device id: {e}"))?;
                 let d = self.registry.register_by_certificate(ca, id).await.map_err(|e| e.to_string())?;
                 tracing::info!(device, ca = ca.id, status = %d.status, "device registered by its certificate");
@@ -150,9 +156,9 @@ impl Authorities {
             }
             Err(_) => return Err(format!("device {device} is not registered")),
         };
-        if d.tenant != ca.tenant {
-            return Err(format!("device {device} is not in tenant {} of CA {}", ca.tenant, ca.id));
-        }
+        let Some(ca) = issuers.iter().find(|ca| ca.tenant == d.tenant) else {
+            return Err(format!("device {device} is not in the tenant of the CA that issued its certificate"));
+        };
         if d.status != DeviceStatus::Decommissioned && self.registry.certificate(&info.fingerprint).await.map_err(|e| e.to_string())?.is_none() {
             let first_use = Principal { name: "first use".into(), ..Principal::system() };
             self.registry.add_device_certificate(&first_use, &device, new_cert(&ca.id, &info)).await.map_err(|e| e.to_string())?;

@@ -215,3 +215,26 @@ async fn a_ca_marked_auto_register_creates_devices_at_their_first_connection_act
     let registered = audit["entries"].as_array().unwrap().iter().filter(|e| e["action"] == "device.auto_register").count();
     assert_eq!(registered, 3);
 }
+
+/// Regression: CAs of two tenants with the same name have the same subject; the device's own
+/// tenant decides which one vouches for it.
+#[tokio::test]
+async fn same_named_cas_of_two_tenants_each_authenticate_their_own_devices() {
+    let certs = tempfile::tempdir().unwrap();
+    let dir = certs.path();
+    let server = start(dir).await;
+    for tenant in ["alpha", "beta"] {
+        let (code, ca) = server.admin(Method::POST, "/api/v1/cas", Some(json!({"name": "Acme", "tenant": tenant}))).await;
+        assert_eq!(code, 201, "{ca}");
+        let id = format!("{tenant}-1");
+        server.register_device(&id, json!({"tenant": tenant})).await;
+        let (code, issued) = server.admin(Method::POST, &format!("/api/v1/devices/{id}/certificate"), Some(json!({}))).await;
+        assert_eq!(code, 201, "{issued}");
+        std::fs::write(dir.join(format!("{id}.pem")), issued["certificate"].as_str().unwrap()).unwrap();
+        std::fs::write(dir.join(format!("{id}.key")), issued["private_key"].as_str().unwrap()).unwrap();
+    }
+    for id in ["alpha-1", "beta-1"] {
+        assert!(publish_with(&server, dir, id, id, r#"{"kwh": 1}"#), "{id}: {}", server.log_text());
+    }
+    assert_eq!(server.count("telemetry").await, 2);
+}

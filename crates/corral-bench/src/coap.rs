@@ -232,35 +232,19 @@ async fn drive(server: SocketAddr, targets: Vec<Target>, mode: Mode, seconds: u6
     Ok(Load { answered: answered.load(Relaxed), lost: lost.load(Relaxed), seconds: started.elapsed().as_secs_f64() })
 }
 
-/// A request datagram: Uri-Path segments, an optional Uri-Query, Content-Format JSON.
+/// A request datagram (Corral's own CoAP codec): Uri-Path segments, an optional Uri-Query,
+/// Content-Format JSON.
 fn request(mode: Mode, code: u8, message_id: u16, token: &[u8], path: &[String], query: Option<&str>, payload: &[u8]) -> Vec<u8> {
-    let kind = if mode == Mode::Confirmable { 0 } else { 1 };
-    let mut out = vec![0x40 | kind << 4 | token.len() as u8, code];
-    out.extend_from_slice(&message_id.to_be_bytes());
-    out.extend_from_slice(token);
-    let mut options: Vec<(u16, &[u8])> = path.iter().map(|s| (11u16, s.as_bytes())).collect();
-    options.push((12, &[50]));
+    use corral_coap::message::option;
+    let kind = if mode == Mode::Confirmable { corral_coap::Kind::Confirmable } else { corral_coap::Kind::NonConfirmable };
+    let mut message = corral_coap::Message::new(kind, corral_coap::Code(code), message_id, token.to_vec());
+    for segment in path {
+        message.add_option(option::URI_PATH, segment.as_bytes().to_vec());
+    }
+    message.add_uint(option::CONTENT_FORMAT, 50);
     if let Some(q) = query {
-        options.push((15, q.as_bytes()));
+        message.add_option(option::URI_QUERY, q.as_bytes().to_vec());
     }
-    let mut previous = 0u16;
-    for (number, value) in options {
-        let nibble = |n: usize| -> (u8, Vec<u8>) {
-            match n {
-                0..=12 => (n as u8, vec![]),
-                13..=268 => (13, vec![(n - 13) as u8]),
-                _ => (14, ((n - 269) as u16).to_be_bytes().to_vec()),
-            }
-        };
-        let (d, d_ext) = nibble(usize::from(number - previous));
-        let (l, l_ext) = nibble(value.len());
-        previous = number;
-        out.push(d << 4 | l);
-        out.extend(d_ext);
-        out.extend(l_ext);
-        out.extend_from_slice(value);
-    }
-    out.push(0xff);
-    out.extend_from_slice(payload);
-    out
+    message.payload = payload.to_vec();
+    message.encode()
 }

@@ -35,7 +35,8 @@ impl Command {
         } else if let Ok(text) = std::str::from_utf8(payload) {
             doc.insert("payload".into(), text.into());
         } else {
-            doc.insert("payload_base64".into(), base64(payload).into());
+            use base64::Engine;
+            doc.insert("payload_base64".into(), base64::engine::general_purpose::STANDARD.encode(payload).into());
         }
         let representation = serde_json::to_vec(&doc).unwrap_or_default().into();
         Command { id: id.to_string(), representation, queued_at: Instant::now() }
@@ -235,18 +236,6 @@ fn expire(d: &mut Device, ttl: Duration, metrics: &Metrics) {
         d.pending.pop_front();
         metrics.commands_expired.fetch_add(1, Relaxed);
     }
-}
-
-fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let n = chunk.iter().enumerate().fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
-        for i in 0..4 {
-            out.push(if i <= chunk.len() { ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char } else { '=' });
-        }
-    }
-    out
 }
 
 #[cfg(test)]

@@ -24,7 +24,6 @@ pub struct Metrics {
     pub commands_delivered: AtomicU64,
     pub commands_expired: AtomicU64,
     pub observers: AtomicI64,
-    pub uploads: AtomicI64,
 }
 
 impl Metrics {
@@ -38,8 +37,8 @@ impl Metrics {
         self.answered[slot].fetch_add(1, Relaxed);
     }
 
-    /// Appends the Prometheus text of every counter.
-    pub fn render(&self, out: &mut String) {
+    /// Appends the Prometheus text of every counter; `uploads` is the number being assembled.
+    pub fn render(&self, out: &mut String, uploads: usize) {
         let _ = writeln!(out, "# HELP corral_coap_requests_total CoAP requests answered, by response class.");
         let _ = writeln!(out, "# TYPE corral_coap_requests_total counter");
         for (i, class) in ["2xx", "4xx", "5xx"].iter().enumerate() {
@@ -61,10 +60,11 @@ impl Metrics {
             let _ = writeln!(out, "# TYPE corral_coap_{name}_total counter");
             let _ = writeln!(out, "corral_coap_{name}_total {}", counter.load(Relaxed));
         }
-        for (name, help, gauge) in [("observers", "Devices observing their commands.", &self.observers), ("uploads", "Block-wise uploads being assembled.", &self.uploads)] {
+        let observers = self.observers.load(Relaxed).max(0) as usize;
+        for (name, help, value) in [("observers", "Devices observing their commands.", observers), ("uploads", "Block-wise uploads being assembled.", uploads)] {
             let _ = writeln!(out, "# HELP corral_coap_{name} {help}");
             let _ = writeln!(out, "# TYPE corral_coap_{name} gauge");
-            let _ = writeln!(out, "corral_coap_{name} {}", gauge.load(Relaxed));
+            let _ = writeln!(out, "corral_coap_{name} {value}");
         }
     }
 }

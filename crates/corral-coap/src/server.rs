@@ -108,8 +108,7 @@ impl CoapServer {
     }
 
     pub fn render_metrics(&self, out: &mut String) {
-        self.shared.metrics.uploads.store(self.shared.blockwise.uploads_in_progress() as i64, Relaxed);
-        self.shared.metrics.render(out);
+        self.shared.metrics.render(out, self.shared.blockwise.uploads_in_progress());
     }
 
     async fn datagram(&self, peer: SocketAddr, bytes: &[u8]) {

@@ -28,6 +28,9 @@ pub struct Authorities {
     registry: Registry,
     key_dir: PathBuf,
     verifier: Arc<DeviceCertVerifier>,
+    /// Every registered CA, as last loaded: read on each mTLS connection, replaced when a CA
+    /// is added.
+    cas: Arc<std::sync::RwLock<Arc<Vec<CertificateAuthority>>>>,
 }
 
 fn bad(e: PkiError) -> RegistryError {
@@ -40,8 +43,11 @@ fn bad(e: PkiError) -> RegistryError {
 impl Authorities {
     /// Loads the registered CAs and revocations into the mTLS verifier.
     pub async fn open(registry: Registry, key_dir: PathBuf, provider: Arc<rustls::crypto::CryptoProvider>) -> Result<Authorities, RegistryError> {
-        let authorities = Authorities { registry, key_dir, verifier: Arc::new(DeviceCertVerifier::new(provider)) };
-        authorities.reload().await?;
+        let authorities =
+            Authorities { registry, key_dir, verifier: Arc::new(DeviceCertVerifier::new(provider)), cas: Arc::default() };
+        authorities.reload_cas().await?;
+        let certificates = authorities.registry.all_device_certificates(&Principal::system()).await?;
+        authorities.verifier.revoke(certificates.into_iter().filter(|(c, _)| c.revoked_at.is_some()).map(|(c, _)| c.fingerprint));
         Ok(authorities)
     }
 
@@ -50,13 +56,12 @@ impl Authorities {
         self.verifier.clone()
     }
 
-    async fn reload(&self) -> Result<(), RegistryError> {
-        let system = Principal::system();
-        let cas = self.registry.certificate_authorities(&system).await?;
+    /// Reads the CAs (after one was added) into the verifier and the cached list.
+    async fn reload_cas(&self) -> Result<(), RegistryError> {
+        let cas = self.registry.certificate_authorities(&Principal::system()).await?;
         let ders: Vec<Vec<u8>> = cas.iter().filter_map(|ca| pem_certificates(&ca.certificate).ok()?.into_iter().next()).collect();
         self.verifier.trust(&ders);
-        let revoked = self.registry.all_device_certificates(&system).await?;
-        self.verifier.revoke(revoked.into_iter().filter(|(c, _)| c.revoked_at.is_some()).map(|(c, _)| c.fingerprint));
+        *self.cas.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(cas);
         Ok(())
     }
 
@@ -71,7 +76,7 @@ impl Authorities {
             tracing::error!(ca = record.id, error = %e, "could not save the CA key; the CA cannot issue");
             return Err(RegistryError::Storage(format!("saving the CA key: {e}")));
         }
-        self.reload().await?;
+        self.reload_cas().await?;
         tracing::info!(ca = record.id, tenant = %record.tenant, by = actor.name, "certificate authority created");
         Ok(record)
     }
@@ -85,7 +90,7 @@ impl Authorities {
             return Err(RegistryError::BadInput("this certificate is not a CA (basicConstraints CA:TRUE is missing)".into()));
         }
         let record = self.registry.add_certificate_authority(actor, new_ca(name, tenant, pem, &info, false, auto)).await?;
-        self.reload().await?;
+        self.reload_cas().await?;
         Ok(record)
     }
 
@@ -129,14 +134,15 @@ impl Authorities {
         let info = inspect(der).map_err(|e| e.to_string())?;
         let device = info.device_id().ok_or("the certificate names no device (CN or URI SAN)")?;
         let system = Principal::system();
-        let cas = self.registry.certificate_authorities(&system).await.map_err(|e| e.to_string())?;
+        let cas = self.cas.read().unwrap_or_else(|p| p.into_inner()).clone();
         // CAs of different tenants may share a subject (two tenants each made an "Acme" CA):
         // the device's tenant decides which one vouches for it.
         let issuers: Vec<&CertificateAuthority> = cas.iter().filter(|ca| ca.subject == info.issuer).collect();
         if issuers.is_empty() {
             return Err("no registered CA issued this certificate".into());
         }
-        if let Some(known) = self.registry.certificate(&info.fingerprint).await.map_err(|e| e.to_string())? {
+        let known = self.registry.certificate(&info.fingerprint).await.map_err(|e| e.to_string())?;
+        if let Some(known) = &known {
             if known.revoked_at.is_some() {
                 return Err(format!("certificate {} is revoked", info.serial));
             }
@@ -159,7 +165,7 @@ impl Authorities {
         let Some(ca) = issuers.iter().find(|ca| ca.tenant == d.tenant) else {
             return Err(format!("device {device} is not in the tenant of the CA that issued its certificate"));
         };
-        if d.status != DeviceStatus::Decommissioned && self.registry.certificate(&info.fingerprint).await.map_err(|e| e.to_string())?.is_none() {
+        if d.status != DeviceStatus::Decommissioned && known.is_none() {
             let first_use = Principal { name: "first use".into(), ..Principal::system() };
             self.registry.add_device_certificate(&first_use, &device, new_cert(&ca.id, &info)).await.map_err(|e| e.to_string())?;
         }

@@ -143,7 +143,7 @@ impl Registry {
     }
 }
 
-fn identity_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<DeviceIdentity, RegistryError> {
+pub(crate) fn identity_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<DeviceIdentity, RegistryError> {
     let corrupt = |e: &dyn std::fmt::Display| RegistryError::storage(format!("device identity row: {e}"));
     let gateway: Option<String> = row.try_get("gateway")?;
     Ok(DeviceIdentity {

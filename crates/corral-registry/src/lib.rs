@@ -56,6 +56,7 @@ mod error;
 mod migrate;
 mod presence;
 mod profiles;
+mod psk;
 mod search;
 mod tenants;
 mod time;
@@ -67,6 +68,7 @@ pub use certificates::{AutoRegister, CertificateAuthority, DeviceCertificate, Ne
 pub use device::{Device, DeviceFilter, DeviceIdentity, DevicePage, DevicePatch, DeviceStatus, NewDevice};
 pub use error::RegistryError;
 pub use profiles::{AttributeDecl, FieldDecl, Profile, ValueType};
+pub use psk::{PSK_MAX_BYTES, PSK_MIN_BYTES};
 pub use tenants::Tenant;
 pub use tokens::{ApiToken, NewApiToken};
 

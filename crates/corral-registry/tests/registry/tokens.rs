@@ -190,3 +190,44 @@ async fn api_token_use_is_recorded() {
         .get(0);
     assert!(stored.is_some());
 }
+
+#[tokio::test]
+async fn pre_shared_keys_authenticate_active_devices_and_every_change_is_audited() {
+    let f = fixture().await;
+    f.device("p1", "default").await;
+    f.device("p2", "acme").await;
+    let mut changes = f.reg.credential_changes();
+
+    let generated = f.reg.set_device_psk(&f.admin, "p1", None).await.unwrap();
+    assert_eq!(generated.len(), 32, "128 random bits as hex text");
+    assert!(generated.iter().all(u8::is_ascii_hexdigit));
+    assert_ne!(generated, f.reg.set_device_psk(&f.admin, "p2", None).await.unwrap());
+    assert_eq!(changes.recv().await.unwrap(), did("p1"), "open sessions learn of the new key");
+    let (device, key) = f.reg.authenticate_psk("p1").await.unwrap();
+    assert_eq!((device.id, key), (did("p1"), generated));
+
+    // A factory key replaces it; sizes outside 16..=64 bytes are refused.
+    f.reg.set_device_psk(&f.admin, "p1", Some(b"factory-key-0001".to_vec())).await.unwrap();
+    assert_eq!(f.reg.authenticate_psk("p1").await.unwrap().1, b"factory-key-0001");
+    assert_bad_input(f.reg.set_device_psk(&f.admin, "p1", Some(vec![7; 15])).await);
+    assert_bad_input(f.reg.set_device_psk(&f.admin, "p1", Some(vec![7; 65])).await);
+
+    // Tenant scope and roles as for every other change; a viewer may not set keys.
+    let acme_operator = f.principal(Role::Operator, Some("acme")).await;
+    assert_not_found(f.reg.set_device_psk(&acme_operator, "p1", None).await);
+    let viewer = f.principal(Role::Viewer, None).await;
+    assert_forbidden(f.reg.set_device_psk(&viewer, "p1", None).await);
+    assert!(f.reg.has_device_psk(&viewer, "p1").await.unwrap());
+
+    // Unknown identity, no key, or a device that is not active: no session.
+    assert_unauthenticated(f.reg.authenticate_psk("nobody").await);
+    f.reg.update_device(&f.admin, "p2", DevicePatch { status: Some(DeviceStatus::Quarantined), ..Default::default() }).await.unwrap();
+    assert_forbidden(f.reg.authenticate_psk("p2").await);
+    f.reg.remove_device_psk(&f.admin, "p1").await.unwrap();
+    assert_unauthenticated(f.reg.authenticate_psk("p1").await);
+    assert_not_found(f.reg.remove_device_psk(&f.admin, "p1").await);
+
+    let log = f.reg.audit_log(&f.admin, 100).await.unwrap();
+    let psk_actions: Vec<&str> = log.iter().map(|e| e.action.as_str()).filter(|a| a.contains("psk")).collect();
+    assert_eq!(psk_actions, ["device.remove_psk", "device.set_psk", "device.set_psk", "device.set_psk"]);
+}

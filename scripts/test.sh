@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite. Tests drive the real server with real clients, so this first installs
 # what they use when it is missing: curl, gzip, openssl, mosquitto-clients, libcoap3-bin
-# (coap-client) and nats-server (Debian packages; the rules crate publishes actions to a real
-# nats-server), the official InfluxDB Python clients, paho-mqtt, aiocoap and cbor2 (PyPI). The
+# (coap-client, plain and DTLS) and nats-server (Debian packages; the rules crate publishes
+# actions to a real nats-server), libssl-dev and pkg-config (the build links OpenSSL for DTLS), the official InfluxDB Python clients, paho-mqtt, aiocoap and cbor2 (PyPI). The
 # disk-full test mounts a small tmpfs and so needs root.
 # Extra arguments go to `cargo test`, e.g. `scripts/test.sh -p corral --test crash`.
 set -euo pipefail
@@ -14,6 +14,8 @@ command -v gzip >/dev/null || need+=(gzip)
 command -v mosquitto_pub >/dev/null || need+=(mosquitto-clients)
 command -v openssl >/dev/null || need+=(openssl)
 command -v coap-client-notls >/dev/null || need+=(libcoap3-bin)
+command -v pkg-config >/dev/null || need+=(pkg-config)
+pkg-config --exists openssl 2>/dev/null || need+=(libssl-dev)
 # Debian puts nats-server in /usr/sbin, which is not on a normal user's PATH.
 { command -v nats-server || test -x /usr/sbin/nats-server; } >/dev/null || need+=(nats-server)
 if ((${#need[@]})); then

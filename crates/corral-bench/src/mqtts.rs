@@ -115,7 +115,7 @@ fn client_config(roots: &Arc<rustls::RootCertStore>, identity: Option<(String, S
 
 async fn corral(args: &MqttsArgs, certs: &Path, roots: &Arc<rustls::RootCertStore>, mtls: bool) -> anyhow::Result<(f64, u64)> {
     let data = tempfile::Builder::new().prefix("corral-bench-").tempdir_in(crate::server::bench_tmp())?;
-    let extra: Vec<String> = ["--mqtts", "127.0.0.1:0", "--tls-cert", "server.pem", "--tls-key", "server.key"]
+    let extra: Vec<String> = ["--mqtts", "127.0.0.1:0", "--https", "127.0.0.1:0", "--tls-cert", "server.pem", "--tls-key", "server.key"]
         .iter()
         .map(|a| if a.starts_with("server") { certs.join(a).display().to_string() } else { a.to_string() })
         .collect();

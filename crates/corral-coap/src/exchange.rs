@@ -4,12 +4,12 @@
 use crate::config::CoapConfig;
 use crate::message::{Kind, Message};
 use crate::metrics::Metrics;
+use crate::transport::Transport;
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU16, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
-use tokio::net::UdpSocket;
 use tokio::sync::oneshot;
 
 /// A request (peer, message id) seen within the exchange lifetime.
@@ -44,7 +44,7 @@ struct Remembered {
 
 /// The message layer of one socket: shared by the receive loop and every request task.
 pub struct Exchanges {
-    socket: Arc<UdpSocket>,
+    transport: Arc<Transport>,
     config: CoapConfig,
     metrics: Arc<Metrics>,
     remembered: Mutex<Remembered>,
@@ -58,9 +58,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Exchanges {
-    pub fn new(socket: Arc<UdpSocket>, config: CoapConfig, metrics: Arc<Metrics>) -> Exchanges {
+    pub(crate) fn new(transport: Arc<Transport>, config: CoapConfig, metrics: Arc<Metrics>) -> Exchanges {
         Exchanges {
-            socket,
+            transport,
             config,
             metrics,
             remembered: Mutex::default(),
@@ -112,9 +112,7 @@ impl Exchanges {
     }
 
     pub async fn send(&self, peer: SocketAddr, bytes: &[u8]) {
-        if let Err(e) = self.socket.send_to(bytes, peer).await {
-            tracing::debug!(%peer, error = %e, "coap send failed");
-        }
+        self.transport.send(peer, bytes).await
     }
 
     /// An empty ACK or RST reached us: wakes the sender of the message it answers.

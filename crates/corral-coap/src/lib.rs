@@ -14,6 +14,9 @@
 //! The resources are listed in [`request`]. Malformed datagrams are answered with Reset (if
 //! Confirmable) or dropped, and counted; every table is bounded ([`CoapConfig`]).
 //!
+//! The same server runs over DTLS 1.2 with per-device pre-shared keys ([`CoapServer::bind_dtls`],
+//! [`dtls`]): the session says which device speaks, so no token crosses the network.
+//!
 //! ```no_run
 //! # async fn run(hooks: std::sync::Arc<dyn corral_coap::CoapHooks>, sink: std::sync::Arc<dyn corral_ingest::Sink>) {
 //! let server = corral_coap::CoapServer::bind("0.0.0.0:5683".parse().unwrap(), Default::default(), hooks, sink,
@@ -27,6 +30,7 @@ pub mod block;
 pub mod blockwise;
 pub mod commands;
 mod config;
+pub mod dtls;
 mod error;
 pub mod exchange;
 mod hooks;
@@ -34,9 +38,11 @@ pub mod message;
 mod metrics;
 pub mod request;
 mod server;
+mod transport;
 
 pub use config::CoapConfig;
 pub use error::{CoapError, FormatError};
-pub use hooks::{CoapHooks, Speaker};
+pub use dtls::DtlsConfig;
+pub use hooks::{CoapHooks, Credential, Speaker};
 pub use message::{Code, Kind, Message};
 pub use server::CoapServer;

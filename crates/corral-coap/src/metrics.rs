@@ -6,6 +6,8 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 
 #[derive(Debug, Default)]
 pub struct Metrics {
+    /// `coap` or `coaps`: the metric names' prefix after `corral_`, so both servers can report.
+    pub name: &'static str,
     /// Requests answered, by response class: 2.xx, 4.xx, 5.xx.
     pub answered: [AtomicU64; 3],
     /// Datagrams that were not CoAP (answered with RST if Confirmable, else dropped).
@@ -27,6 +29,10 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    pub fn new(name: &'static str) -> Metrics {
+        Metrics { name, ..Metrics::default() }
+    }
+
     pub fn answered(&self, code: crate::message::Code) {
         let slot = match code.class() {
             2 => 0,
@@ -39,10 +45,11 @@ impl Metrics {
 
     /// Appends the Prometheus text of every counter; `uploads` is the number being assembled.
     pub fn render(&self, out: &mut String, uploads: usize) {
-        let _ = writeln!(out, "# HELP corral_coap_requests_total CoAP requests answered, by response class.");
-        let _ = writeln!(out, "# TYPE corral_coap_requests_total counter");
+        let door = self.name;
+        let _ = writeln!(out, "# HELP corral_{door}_requests_total CoAP requests answered, by response class.");
+        let _ = writeln!(out, "# TYPE corral_{door}_requests_total counter");
         for (i, class) in ["2xx", "4xx", "5xx"].iter().enumerate() {
-            let _ = writeln!(out, "corral_coap_requests_total{{class=\"{class}\"}} {}", self.answered[i].load(Relaxed));
+            let _ = writeln!(out, "corral_{door}_requests_total{{class=\"{class}\"}} {}", self.answered[i].load(Relaxed));
         }
         let counters: [(&str, &str, &AtomicU64); 9] = [
             ("malformed", "Datagrams that were not well-formed CoAP.", &self.malformed),
@@ -56,15 +63,15 @@ impl Metrics {
             ("commands_expired", "Commands dropped unfetched (too old or too many waiting).", &self.commands_expired),
         ];
         for (name, help, counter) in counters {
-            let _ = writeln!(out, "# HELP corral_coap_{name}_total {help}");
-            let _ = writeln!(out, "# TYPE corral_coap_{name}_total counter");
-            let _ = writeln!(out, "corral_coap_{name}_total {}", counter.load(Relaxed));
+            let _ = writeln!(out, "# HELP corral_{door}_{name}_total {help}");
+            let _ = writeln!(out, "# TYPE corral_{door}_{name}_total counter");
+            let _ = writeln!(out, "corral_{door}_{name}_total {}", counter.load(Relaxed));
         }
         let observers = self.observers.load(Relaxed).max(0) as usize;
         for (name, help, value) in [("observers", "Devices observing their commands.", observers), ("uploads", "Block-wise uploads being assembled.", uploads)] {
-            let _ = writeln!(out, "# HELP corral_coap_{name} {help}");
-            let _ = writeln!(out, "# TYPE corral_coap_{name} gauge");
-            let _ = writeln!(out, "corral_coap_{name} {value}");
+            let _ = writeln!(out, "# HELP corral_{door}_{name} {help}");
+            let _ = writeln!(out, "# TYPE corral_{door}_{name} gauge");
+            let _ = writeln!(out, "corral_{door}_{name} {value}");
         }
     }
 }

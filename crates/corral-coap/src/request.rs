@@ -11,7 +11,7 @@
 use crate::block::Block;
 use crate::message::{Code, Kind, Message, encode_uint, option};
 use crate::blockwise::Upload;
-use crate::hooks::Speaker;
+use crate::hooks::{Credential, Speaker};
 use crate::server::Shared;
 use corral_ingest::decode::TelemetryFormat;
 use corral_model::{Door, Envelope, ErrorKind, TableName, WireError};
@@ -109,18 +109,18 @@ async fn route(shared: &Arc<Shared>, peer: SocketAddr, request: &Message, path: 
         [".well-known", "core"] if method == Code::GET => Ok(discovery()),
         ["devices", device, "telemetry", table @ ..] if table.len() <= 1 => {
             allow(method, Code::POST)?;
-            let speaker = authorize(shared, request, device).await?;
+            let speaker = authorize(shared, peer, request, device).await?;
             let (body, block1) = body(shared, peer, request, key)?;
             telemetry(shared, request, &speaker, table.first().copied(), &body).await.map(|r| with_block1(r, block1))
         }
         ["devices", device, "commands"] => {
             allow(method, Code::GET)?;
-            let speaker = authorize(shared, request, device).await?;
+            let speaker = authorize(shared, peer, request, device).await?;
             commands(shared, peer, request, &speaker)
         }
         ["devices", device, "commands", command_id, "response"] => {
             allow(method, Code::POST)?;
-            let speaker = authorize(shared, request, device).await?;
+            let speaker = authorize(shared, peer, request, device).await?;
             let (body, block1) = body(shared, peer, request, key)?;
             command_response(shared, &speaker, command_id, body).await.map(|r| with_block1(r, block1))
         }
@@ -140,16 +140,20 @@ fn method_name(code: Code) -> &'static str {
     }
 }
 
-/// The device token from the `t` query parameter, checked for the device in the path.
-async fn authorize(shared: &Shared, request: &Message, device: &str) -> Result<Speaker, Response> {
+/// Who the request speaks for: the device token in the `t` query parameter, or else the
+/// device whose key opened the DTLS session it came on; checked for the device in the path.
+async fn authorize(shared: &Shared, peer: SocketAddr, request: &Message, device: &str) -> Result<Speaker, Response> {
     let token = request
         .options_of(option::URI_QUERY)
         .filter_map(|q| std::str::from_utf8(q).ok())
         .find_map(|q| q.strip_prefix("t="));
-    let Some(token) = token else {
-        return Err(Response::error(Code::UNAUTHORIZED, "add the device token as ?t=<token>"));
+    let session = shared.transport.device_of(peer);
+    let credential = match (token, &session) {
+        (Some(token), _) => Credential::Token(token),
+        (None, Some(device)) => Credential::Session(device),
+        (None, None) => return Err(Response::error(Code::UNAUTHORIZED, "add the device token as ?t=<token>, or use coaps with the device's pre-shared key")),
     };
-    let speaker = shared.hooks.authorize(token, device).await.map_err(Response::from)?;
+    let speaker = shared.hooks.authorize(credential, device).await.map_err(Response::from)?;
     shared.commands.used_by(device);
     Ok(speaker)
 }

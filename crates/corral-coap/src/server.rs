@@ -1,15 +1,18 @@
 //! The UDP socket and the message layer around the resources: parse, drop duplicates, answer
-//! piggybacked or separately, and push commands to observers.
+//! piggybacked or separately, and push commands to observers. With DTLS (`coaps`), datagrams
+//! pass through the peer's session first ([`crate::dtls`]).
 
 use crate::blockwise::Blockwise;
 use crate::commands::{Command, Commands};
 use crate::config::CoapConfig;
+use crate::dtls::{Dtls, DtlsConfig};
 use crate::error::CoapError;
 use crate::exchange::{Delivery, Exchanges, Seen};
 use crate::hooks::CoapHooks;
 use crate::message::{Code, Kind, Message, option};
 use crate::metrics::Metrics;
 use crate::request::{self, Response};
+use crate::transport::Transport;
 use corral_ingest::Sink;
 use corral_ingest::decode::Limits;
 use std::net::SocketAddr;
@@ -28,8 +31,11 @@ pub(crate) struct Shared {
     pub blockwise: Blockwise,
     pub commands: Commands,
     pub metrics: Arc<Metrics>,
+    pub transport: Arc<Transport>,
     in_flight: Arc<Semaphore>,
     socket: Arc<UdpSocket>,
+    /// The DTLS sessions, on a `coaps` server.
+    dtls: Option<Arc<Dtls>>,
 }
 
 /// A CoAP server on one UDP socket. Cheap to clone.
@@ -42,6 +48,7 @@ pub struct CoapServer {
 const MAX_DATAGRAM: usize = 65_535;
 
 impl CoapServer {
+    /// A plain CoAP server (`coap://`, devices authenticate with `?t=<token>`).
     pub async fn bind(
         addr: SocketAddr,
         config: CoapConfig,
@@ -49,11 +56,43 @@ impl CoapServer {
         sink: Arc<dyn Sink>,
         limits: Limits,
     ) -> Result<CoapServer, CoapError> {
+        CoapServer::start(addr, config, None, hooks, sink, limits).await
+    }
+
+    /// A CoAP over DTLS server (`coaps://`): devices open a session with their pre-shared key
+    /// ([`CoapHooks::psk`]) and need no token.
+    pub async fn bind_dtls(
+        addr: SocketAddr,
+        config: CoapConfig,
+        dtls: DtlsConfig,
+        hooks: Arc<dyn CoapHooks>,
+        sink: Arc<dyn Sink>,
+        limits: Limits,
+    ) -> Result<CoapServer, CoapError> {
+        CoapServer::start(addr, config, Some(dtls), hooks, sink, limits).await
+    }
+
+    async fn start(
+        addr: SocketAddr,
+        config: CoapConfig,
+        dtls: Option<DtlsConfig>,
+        hooks: Arc<dyn CoapHooks>,
+        sink: Arc<dyn Sink>,
+        limits: Limits,
+    ) -> Result<CoapServer, CoapError> {
         config.validate().map_err(CoapError::Config)?;
         let socket = Arc::new(UdpSocket::bind(addr).await.map_err(|source| CoapError::Bind { addr, source })?);
-        let metrics = Arc::new(Metrics::default());
+        let dtls = match dtls {
+            Some(c) => Some(Arc::new(Dtls::new(socket.clone(), hooks.clone(), c).map_err(|e| CoapError::Config(format!("DTLS: {e}")))?)),
+            None => None,
+        };
+        let transport = Arc::new(match &dtls {
+            Some(dtls) => Transport::Dtls(dtls.clone()),
+            None => Transport::Plain(socket.clone()),
+        });
+        let metrics = Arc::new(Metrics::new(if dtls.is_some() { "coaps" } else { "coap" }));
         let shared = Shared {
-            exchanges: Exchanges::new(socket.clone(), config.clone(), metrics.clone()),
+            exchanges: Exchanges::new(transport.clone(), config.clone(), metrics.clone()),
             blockwise: Blockwise::new(config.max_body_bytes, config.block_bytes, config.max_uploads, config.upload_idle),
             commands: Commands::new(config.max_pending_commands, config.max_observers, config.command_ttl, metrics.clone()),
             in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
@@ -62,7 +101,9 @@ impl CoapServer {
             sink,
             limits,
             metrics,
+            transport,
             socket,
+            dtls,
         };
         Ok(CoapServer { shared: Arc::new(shared) })
     }
@@ -74,15 +115,25 @@ impl CoapServer {
     /// Serves datagrams until `shutdown` turns true. Requests in progress finish on their own.
     pub async fn serve(&self, mut shutdown: watch::Receiver<bool>) {
         let mut buf = vec![0u8; MAX_DATAGRAM];
+        let mut sweep = tokio::time::interval(std::time::Duration::from_secs(10));
         loop {
             let received = tokio::select! {
                 r = self.shared.socket.recv_from(&mut buf) => r,
+                _ = sweep.tick(), if self.shared.dtls.is_some() => {
+                    self.shared.dtls.iter().for_each(|d| d.sweep());
+                    continue;
+                }
                 _ = shutdown.wait_for(|stop| *stop) => return,
             };
-            match received {
-                Ok((n, peer)) => self.datagram(peer, &buf[..n]).await,
+            match (received, &self.shared.dtls) {
+                (Ok((n, peer)), None) => self.datagram(peer, &buf[..n]).await,
+                (Ok((n, peer)), Some(dtls)) => {
+                    for message in dtls.open(peer, &buf[..n]).await {
+                        self.datagram(peer, &message).await;
+                    }
+                }
                 // On Linux an ICMP "port unreachable" for an earlier send surfaces here.
-                Err(e) => tracing::debug!(error = %e, "coap receive failed"),
+                (Err(e), _) => tracing::debug!(error = %e, "coap receive failed"),
             }
         }
     }
@@ -98,6 +149,9 @@ impl CoapServer {
     /// The device's credentials changed: its observation ends (it must register again).
     pub fn forget_device(&self, device: &str) {
         self.shared.commands.forget(device);
+        if let Some(dtls) = &self.shared.dtls {
+            dtls.close_device(device);
+        }
     }
 
     /// Waits (at most `grace`) for the requests in progress to be answered: call after
@@ -109,6 +163,9 @@ impl CoapServer {
 
     pub fn render_metrics(&self, out: &mut String) {
         self.shared.metrics.render(out, self.shared.blockwise.uploads_in_progress());
+        if let Some(dtls) = &self.shared.dtls {
+            dtls.metrics.render(out);
+        }
     }
 
     async fn datagram(&self, peer: SocketAddr, bytes: &[u8]) {

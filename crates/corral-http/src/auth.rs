@@ -1,12 +1,28 @@
 //! Credentials from requests: `Authorization: Bearer <token>` (also `Token <token>`, as InfluxDB
-//! clients send it).
+//! clients send it), and on HTTPS the client certificate of the connection (mTLS).
 
 use crate::error::{ApiError, ApiResult};
 use crate::AppState;
 use axum::extract::FromRequestParts;
 use axum::http::HeaderMap;
 use axum::http::request::Parts;
-use corral_registry::Principal;
+use corral_registry::{DeviceIdentity, Principal};
+use std::sync::Arc;
+
+/// The client certificate (DER) a TLS connection presented, verified against the registered
+/// CAs during the handshake. The HTTPS listener puts it on each request of that connection.
+#[derive(Debug, Clone)]
+pub struct ClientCertificate(pub Arc<Vec<u8>>);
+
+/// The device a telemetry request speaks for: its token when there is an `Authorization`
+/// header, else the device the connection's client certificate names. Checked on every request,
+/// so a revoked certificate stops working on a kept-alive connection too.
+pub async fn device(state: &AppState, headers: &HeaderMap, certificate: Option<&ClientCertificate>) -> ApiResult<DeviceIdentity> {
+    if let (None, Some(certificate)) = (headers.get(axum::http::header::AUTHORIZATION), certificate) {
+        return state.authorities.identify(&certificate.0).await.map_err(|why| ApiError::unauthenticated(format!("client certificate: {why}")));
+    }
+    Ok(state.registry.authenticate_device(bearer(headers)?).await?)
+}
 
 pub fn bearer(headers: &HeaderMap) -> ApiResult<&str> {
     let value = headers

@@ -86,3 +86,47 @@ pub async fn rotate_token(
         .then(|| (chrono::Utc::now() + chrono::Duration::seconds(params.overlap_secs as i64)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
     Ok(Json(json!({ "device": id, "token": token, "old_token_valid_until": until })))
 }
+
+/// Body of `PUT /api/v1/devices/{id}/psk`: the factory's key as text (`key`) or in hex
+/// (`key_hex`), or neither for a random one.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetPsk {
+    #[serde(default)]
+    key: Option<String>,
+    #[serde(default)]
+    key_hex: Option<String>,
+}
+
+/// Sets the device's pre-shared key for CoAP over DTLS; the key is in the answer (a generated
+/// one only this once), as text when it is printable and always in hex.
+pub async fn set_psk(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<Value>> {
+    let body = body?;
+    let asked: SetPsk = if body.iter().all(u8::is_ascii_whitespace) { SetPsk::default() } else { parse_json(Ok(body))? };
+    let key = match (asked.key, asked.key_hex) {
+        (Some(_), Some(_)) => return Err(crate::error::ApiError::bad_input("give key or key_hex, not both")),
+        (Some(text), None) => Some(text.into_bytes()),
+        (None, Some(h)) => Some(hex::decode(h.trim()).map_err(|e| crate::error::ApiError::bad_input(format!("key_hex: {e}")))?),
+        (None, None) => None,
+    };
+    let generated = key.is_none();
+    let key = state.registry.set_device_psk(&caller, &id, key).await?;
+    let text = std::str::from_utf8(&key).ok().filter(|t| t.chars().all(|c| c.is_ascii_graphic()));
+    Ok(Json(json!({ "device": id, "identity": id, "key": text, "key_hex": hex::encode(&key), "generated": generated })))
+}
+
+/// Whether the device has a pre-shared key (the key itself is never shown again).
+pub async fn show_psk(State(state): State<AppState>, Caller(caller): Caller, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    let has = state.registry.has_device_psk(&caller, &id).await?;
+    Ok(Json(json!({ "device": id, "identity": id, "has_psk": has })))
+}
+
+pub async fn remove_psk(State(state): State<AppState>, Caller(caller): Caller, Path(id): Path<String>) -> ApiResult<StatusCode> {
+    state.registry.remove_device_psk(&caller, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

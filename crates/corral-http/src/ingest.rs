@@ -1,12 +1,14 @@
 //! `POST /api/v1/ingest[/{table}]`: device telemetry over HTTP. The device authenticates with its
-//! own token; the answer is 200 only once the data is durable.
+//! own token, or on HTTPS with its client certificate; the answer is 200 only once the data is
+//! durable.
 
 use crate::AppState;
-use crate::auth::bearer;
+use crate::auth::ClientCertificate;
 use crate::body::read_body;
 use crate::error::ApiResult;
 use axum::Json;
 use axum::body::Body;
+use axum::Extension;
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use corral_ingest::decode::TelemetryFormat;
@@ -23,32 +25,35 @@ pub struct IngestParams {
 pub async fn ingest_default(
     State(state): State<AppState>,
     Query(params): Query<IngestParams>,
+    certificate: Option<Extension<ClientCertificate>>,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Json<Value>> {
-    ingest(state, TableName::telemetry(), params, headers, body).await
+    ingest(state, TableName::telemetry(), params, certificate, headers, body).await
 }
 
 pub async fn ingest_table(
     State(state): State<AppState>,
     Path(table): Path<String>,
     Query(params): Query<IngestParams>,
+    certificate: Option<Extension<ClientCertificate>>,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Json<Value>> {
-    ingest(state, TableName::new(table)?, params, headers, body).await
+    ingest(state, TableName::new(table)?, params, certificate, headers, body).await
 }
 
 async fn ingest(
     state: AppState,
     table: TableName,
     params: IngestParams,
+    certificate: Option<Extension<ClientCertificate>>,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Json<Value>> {
     // Authenticate before reading the body: a stranger gets nothing buffered and learns nothing
     // from our parser.
-    let device = state.registry.authenticate_device(bearer(&headers)?).await?;
+    let device = crate::auth::device(&state, &headers, certificate.as_deref()).await?;
     let body = read_body(body, state.limits.max_body_bytes).await?;
     let received_at_ns = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0);
     let content_type = headers

@@ -7,7 +7,7 @@
 //!
 //! Routes (all JSON; errors are `{"error": "..."}` with the status that fits):
 //! - `POST/GET /api/v1/devices`, `GET/PATCH/DELETE /api/v1/devices/{id}`,
-//!   `POST /api/v1/devices/{id}/token`
+//!   `POST /api/v1/devices/{id}/token`, `PUT/GET/DELETE /api/v1/devices/{id}/psk`
 //! - `POST /api/v1/ingest[/{table}]` (device token; JSON or SenML)
 //! - `POST /api/v1/query` (`{"sql": ...}`; `Accept: text/csv` for CSV)
 //! - `POST /write`, `POST /api/v2/write` (InfluxDB line protocol, v1 and v2 APIs)
@@ -48,6 +48,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
+pub use auth::ClientCertificate;
 pub use error::ApiError;
 pub use mqtt_ws::MqttOverWebSocket;
 pub use ops::HttpMetrics;
@@ -123,6 +124,7 @@ pub fn router(state: AppState) -> Router {
         .route("/devices", post(devices::create).get(devices::list))
         .route("/devices/{id}", get(devices::show).patch(devices::update).delete(devices::decommission))
         .route("/devices/{id}/token", post(devices::rotate_token))
+        .route("/devices/{id}/psk", axum::routing::put(devices::set_psk).get(devices::show_psk).delete(devices::remove_psk))
         .route("/devices/{id}/certificate", post(certificates::issue))
         .route("/devices/{id}/certificate/{which}", axum::routing::delete(certificates::revoke))
         .route("/devices/{id}/certificates", get(certificates::list))

@@ -41,11 +41,15 @@ pub struct WriteParams {
 pub async fn write(
     State(state): State<AppState>,
     Query(params): Query<WriteParams>,
+    certificate: Option<axum::Extension<crate::auth::ClientCertificate>>,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<StatusCode> {
-    let token = credentials(&params, &headers)?;
-    let writer = identify(&state, &token).await?;
+    let writer = match (credentials(&params, &headers), certificate) {
+        // No token at all, on an HTTPS connection with a client certificate: the device it names.
+        (Err(_), Some(certificate)) => Writer::Device(crate::auth::device(&state, &headers, Some(&certificate)).await?),
+        (token, _) => identify(&state, &token?).await?,
+    };
     store(state, params, writer, headers, body).await
 }
 

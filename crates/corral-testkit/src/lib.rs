@@ -42,6 +42,10 @@ pub struct TestServer {
     pub mqtts: String,
     /// `host:port` of the CoAP listener (UDP).
     pub coap: String,
+    /// `host:port` of the CoAP over DTLS listener (UDP).
+    pub coaps: String,
+    /// `https://host:port` of the HTTPS listener, when started with a certificate.
+    pub https: String,
     pub http: reqwest::Client,
     log: Arc<Mutex<Vec<String>>>,
     extra_args: Vec<String>,
@@ -75,6 +79,8 @@ impl TestServer {
             mqtt: String::new(),
             mqtts: String::new(),
             coap: String::new(),
+            coaps: String::new(),
+            https: String::new(),
             http: reqwest::Client::new(),
             log: Arc::default(),
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
@@ -90,7 +96,7 @@ impl TestServer {
     fn spawn(&mut self) {
         let mut child = Command::new(&self.binary)
             .arg("serve")
-            .args(["--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0", "--coap", "127.0.0.1:0", "--data-dir"])
+            .args(["--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0", "--coap", "127.0.0.1:0", "--coaps", "127.0.0.1:0", "--data-dir"])
             .arg(&self.data_dir)
             .args(&self.extra_args)
             .env("CORRAL_ADMIN_TOKEN", ADMIN_TOKEN)
@@ -98,6 +104,8 @@ impl TestServer {
             .env_remove("CORRAL_HTTP")
             .env_remove("CORRAL_MQTT")
             .env_remove("CORRAL_COAP")
+            .env_remove("CORRAL_COAPS")
+            .env_remove("CORRAL_HTTPS")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -107,7 +115,7 @@ impl TestServer {
         let log = self.log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                for proto in ["http", "mqtt", "mqtts", "coap"] {
+                for proto in ["http", "https", "mqtt", "mqtts", "coap", "coaps"] {
                     if let Some(rest) = line.split(&format!("listening proto={proto} addr=")).nth(1) {
                         let _ = tx.send((proto, rest.split_whitespace().next().unwrap_or("").to_string()));
                     }
@@ -128,6 +136,10 @@ impl TestServer {
                 self.mqtts = addr;
             } else if proto == "coap" {
                 self.coap = addr;
+            } else if proto == "coaps" {
+                self.coaps = addr;
+            } else if proto == "https" {
+                self.https = format!("https://{addr}");
             } else {
                 self.base = format!("http://{addr}");
                 break;

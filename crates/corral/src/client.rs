@@ -79,6 +79,24 @@ pub enum DeviceCommand {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Set the device's pre-shared key for CoAP over DTLS (PSK identity = device id): a random
+    /// 128-bit key (32 hex characters, usable as text), printed once, or the one put in at the
+    /// factory (--key as text, --key-hex in hex; 16 to 64 bytes). With --remove the device can no
+    /// longer open DTLS sessions. Open sessions of the device end either way.
+    ///
+    /// Then, e.g.: coap-client -u <id> -k <key> -m post -t json -e '{"t": 21.5}'
+    ///   coaps://<host>/devices/<id>/telemetry
+    Psk {
+        id: String,
+        #[arg(long, conflicts_with_all = ["remove", "key_hex"])]
+        key: Option<String>,
+        #[arg(long, conflicts_with = "remove")]
+        key_hex: Option<String>,
+        #[arg(long)]
+        remove: bool,
+        #[command(flatten)]
+        conn: Conn,
+    },
     /// Approve a device registered by its certificate and waiting (pending-approval): it
     /// becomes active.
     Approve {
@@ -261,6 +279,23 @@ pub async fn device(cmd: DeviceCommand) -> anyhow::Result<()> {
                 None => "the old token no longer works".to_string(),
             };
             println!("{}", if conn.json { serde_json::to_string_pretty(&out)? } else { format!("new token for {id} (shown once): {}\n{old}", cell(&out["token"])) });
+        }
+        DeviceCommand::Psk { id, key, key_hex, remove, conn } => {
+            let path = format!("/api/v1/devices/{}/psk", percent_encode(&id));
+            let client = Client::new(&conn)?;
+            if remove {
+                client.send(Method::DELETE, &path, None).await?;
+                println!("{}", if conn.json { json!({ "device": id, "has_psk": false }).to_string() } else { format!("{id} has no pre-shared key now") });
+            } else {
+                let out = client.json(Method::PUT, &path, Some(json!({ "key": key, "key_hex": key_hex }))).await?;
+                if conn.json {
+                    println!("{}", serde_json::to_string_pretty(&out)?);
+                } else {
+                    let shown = if out["generated"] == true { " (shown once)" } else { "" };
+                    let key = out["key"].as_str().map(|k| format!("key{shown}: {k}\n")).unwrap_or_default();
+                    println!("PSK identity: {id}\n{key}key in hex{shown}: {}", cell(&out["key_hex"]));
+                }
+            }
         }
         DeviceCommand::Approve { id, conn } => decide(&id, "approve", &conn).await?,
         DeviceCommand::Reject { id, conn } => decide(&id, "reject", &conn).await?,

@@ -1,9 +1,9 @@
-//! The CoAP door's view of the platform ([`CoapHooks`]): who a token belongs to (the registry),
-//! where a device's answers to commands go (the MQTT broker), and the commands it hears from
-//! the broker for CoAP devices.
+//! The CoAP door's view of the platform ([`CoapHooks`]): who a token or a pre-shared key belongs
+//! to (the registry), where a device's answers to commands go (the MQTT broker), and the
+//! commands it hears from the broker for CoAP devices.
 
 use async_trait::async_trait;
-use corral_coap::{CoapHooks, CoapServer, Speaker};
+use corral_coap::{CoapHooks, CoapServer, Credential, Speaker};
 use corral_model::{ErrorKind, WireError};
 use corral_registry::{DeviceStatus, Principal, Registry};
 
@@ -15,13 +15,22 @@ pub struct PlatformHooks {
 
 #[async_trait]
 impl CoapHooks for PlatformHooks {
-    async fn authorize(&self, token: &str, device: &str) -> Result<Speaker, WireError> {
-        let caller = self.registry.authenticate_device(token).await.map_err(|e| e.to_wire())?;
+    async fn authorize(&self, credential: Credential<'_>, device: &str) -> Result<Speaker, WireError> {
+        let caller = match credential {
+            Credential::Token(token) => self.registry.authenticate_device(token).await,
+            // The session proved the key; the device may have left active since.
+            Credential::Session(identity) => self.registry.authenticate_psk(identity).await.map(|(caller, _key)| caller),
+        }
+        .map_err(|e| e.to_wire())?;
         let speaker = if caller.id.as_str() == device {
             Speaker { device: caller.id, tenant: caller.tenant }
         } else {
             // A gateway speaks for its children (the same rule as its MQTT topics).
-            let forbidden = || WireError::new(ErrorKind::Forbidden, format!("the token of {} may not speak for {device}", caller.id));
+            let whose = match credential {
+                Credential::Token(_) => format!("the token of {}", caller.id),
+                Credential::Session(_) => format!("the DTLS session of {}", caller.id),
+            };
+            let forbidden = || WireError::new(ErrorKind::Forbidden, format!("{whose} may not speak for {device}"));
             let child = self.registry.get_device(&Principal::system(), device).await.map_err(|_| forbidden())?;
             if child.gateway.as_ref() != Some(&caller.id) {
                 return Err(forbidden());
@@ -33,6 +42,11 @@ impl CoapHooks for PlatformHooks {
         };
         self.registry.touch(&speaker.device, chrono::Utc::now());
         Ok(speaker)
+    }
+
+    async fn psk(&self, identity: &str) -> Result<Vec<u8>, WireError> {
+        let (_device, key) = self.registry.authenticate_psk(identity).await.map_err(|e| e.to_wire())?;
+        Ok(key)
     }
 
     async fn command_response(&self, speaker: &Speaker, command_id: &str, payload: Vec<u8>) -> Result<(), WireError> {

@@ -13,6 +13,9 @@ use std::path::{Path, PathBuf};
 pub struct Config {
     pub data_dir: PathBuf,
     pub http: String,
+    /// HTTPS: the same routes over TLS, with client-certificate identity for device ingest. On
+    /// only when `mqtt.tls_cert` and `mqtt.tls_key` are set (the listeners share them).
+    pub https: String,
     pub log: String,
     pub storage: StorageConfig,
     pub limits: LimitsConfig,
@@ -26,6 +29,11 @@ pub struct Config {
 pub struct CoapConfig {
     /// UDP `host:port`, or `off`.
     pub listen: String,
+    /// CoAP over DTLS (coaps) with per-device pre-shared keys: UDP `host:port`, or `off`.
+    pub dtls_listen: String,
+    /// DTLS sessions at once, and how long an established one lives unheard of.
+    pub dtls_max_sessions: usize,
+    pub dtls_idle_secs: u64,
     /// Largest request body, whole or assembled from blocks (4.13 above it).
     pub max_body_bytes: usize,
     /// A Confirmable request whose durable write takes longer gets an empty ACK, then a separate
@@ -46,6 +54,9 @@ impl Default for CoapConfig {
         let d = corral_coap::CoapConfig::default();
         CoapConfig {
             listen: "0.0.0.0:5683".into(),
+            dtls_listen: "0.0.0.0:5684".into(),
+            dtls_max_sessions: corral_coap::DtlsConfig::default().max_sessions,
+            dtls_idle_secs: corral_coap::DtlsConfig::default().idle_timeout.as_secs(),
             max_body_bytes: d.max_body_bytes,
             piggyback_wait_ms: d.piggyback_wait.as_millis() as u64,
             block_bytes: d.block_bytes,
@@ -69,6 +80,14 @@ impl CoapConfig {
             max_pending_commands: self.max_pending_commands,
             command_ttl: std::time::Duration::from_secs(self.command_ttl_secs),
             ..corral_coap::CoapConfig::default()
+        }
+    }
+
+    pub fn dtls(&self) -> corral_coap::DtlsConfig {
+        corral_coap::DtlsConfig {
+            max_sessions: self.dtls_max_sessions,
+            idle_timeout: std::time::Duration::from_secs(self.dtls_idle_secs),
+            ..corral_coap::DtlsConfig::default()
         }
     }
 }
@@ -134,6 +153,7 @@ impl Default for Config {
         Config {
             data_dir: PathBuf::from("./corral-data"),
             http: "0.0.0.0:8080".into(),
+            https: "0.0.0.0:8443".into(),
             log: "info".into(),
             storage: StorageConfig::default(),
             limits: LimitsConfig::default(),
@@ -174,6 +194,10 @@ pub struct ServeArgs {
     /// HTTP listener: REST API, ingest, SQL, /metrics [default: 0.0.0.0:8080]. Port 0 picks a free port.
     #[arg(long, env = "CORRAL_HTTP")]
     pub http: Option<String>,
+    /// HTTPS listener (the HTTP routes over TLS; devices may ingest with a client certificate
+    /// instead of a token); on only with --tls-cert and --tls-key [default: 0.0.0.0:8443].
+    #[arg(long, env = "CORRAL_HTTPS")]
+    pub https: Option<String>,
     /// Log filter, e.g. `info` or `corral_store=debug,info` [default: info].
     #[arg(long, env = "CORRAL_LOG")]
     pub log: Option<String>,
@@ -231,10 +255,14 @@ pub struct ServeArgs {
     /// CoAP listener (UDP), or `off` [default: 0.0.0.0:5683]. Port 0 picks a free port.
     #[arg(long, env = "CORRAL_COAP")]
     pub coap: Option<String>,
+    /// CoAP over DTLS listener (UDP; devices use their pre-shared key, identity = device id),
+    /// or `off` [default: 0.0.0.0:5684].
+    #[arg(long, env = "CORRAL_COAPS")]
+    pub coaps: Option<String>,
     /// MQTT over TLS listener; on only with --tls-cert and --tls-key [default: 0.0.0.0:8883].
     #[arg(long, env = "CORRAL_MQTTS")]
     pub mqtts: Option<String>,
-    /// PEM certificate chain (server certificate first) for MQTTS.
+    /// PEM certificate chain (server certificate first) for MQTTS and HTTPS.
     #[arg(long, env = "CORRAL_TLS_CERT")]
     pub tls_cert: Option<PathBuf>,
     /// PEM private key of that certificate (keep it mode 0600).
@@ -300,11 +328,20 @@ impl ServeArgs {
         if let Some(v) = &self.coap {
             config.coap.listen = v.clone();
         }
+        if let Some(v) = &self.coaps {
+            config.coap.dtls_listen = v.clone();
+        }
         let r = &mut config.rules;
         r.webhooks.allow.extend(self.webhook_allow.iter().filter(|a| !a.is_empty()).cloned());
         r.outbox.max_attempts = self.outbox_max_attempts.unwrap_or(r.outbox.max_attempts);
         r.outbox.retry_base_ms = self.outbox_retry_base_ms.unwrap_or(r.outbox.retry_base_ms);
         r.absence_check_ms = self.absence_check_ms.unwrap_or(r.absence_check_ms);
+        if let Some(v) = &self.https {
+            config.https = v.clone();
+        }
+        if self.https.is_some() && config.mqtt.tls_cert.is_none() {
+            bail!("--https needs a certificate: --tls-cert and --tls-key (PEM files)");
+        }
         if self.mqtts.is_some() && config.mqtt.tls_cert.is_none() {
             bail!("--mqtts needs a certificate: --tls-cert and --tls-key (PEM files)");
         }
@@ -353,11 +390,16 @@ impl Config {
         }
         if m.tls_cert.is_some() {
             crate::tls::listen_addr(&m.tls_listen)?;
+            self.https_addr()?;
         }
         self.coap_addr()?;
+        self.coaps_addr()?;
         let c = &self.coap;
         if c.max_body_bytes < 1024 {
             bail!("coap: max_body_bytes must be >= 1024");
+        }
+        if c.dtls_max_sessions == 0 || c.dtls_idle_secs == 0 {
+            bail!("coap: dtls_max_sessions and dtls_idle_secs must be positive");
         }
         c.server().validate().map_err(|e| anyhow::anyhow!("coap: {e}"))?;
         let r = &self.rules;
@@ -390,8 +432,26 @@ impl Config {
         Ok(Some(addr.with_context(|| format!("coap.listen: {:?} is not an address like 0.0.0.0:5683 or `off`", self.coap.listen))?))
     }
 
+    /// The CoAP over DTLS listener's address, `None` when it is `off`.
+    pub fn coaps_addr(&self) -> anyhow::Result<Option<SocketAddr>> {
+        if self.coap.dtls_listen == "off" {
+            return Ok(None);
+        }
+        let addr = self.coap.dtls_listen.parse();
+        Ok(Some(addr.with_context(|| format!("coap.dtls_listen: {:?} is not an address like 0.0.0.0:5684 or `off`", self.coap.dtls_listen))?))
+    }
+
     pub fn http_addr(&self) -> anyhow::Result<SocketAddr> {
         self.http.parse().with_context(|| format!("http: {:?} is not an address like 0.0.0.0:8080", self.http))
+    }
+
+    /// The HTTPS listener's address: `None` without a certificate, or when `off`.
+    pub fn https_addr(&self) -> anyhow::Result<Option<SocketAddr>> {
+        if self.mqtt.tls_cert.is_none() || self.https == "off" {
+            return Ok(None);
+        }
+        let addr = self.https.parse();
+        Ok(Some(addr.with_context(|| format!("https: {:?} is not an address like 0.0.0.0:8443 or `off`", self.https))?))
     }
 
     /// The effective config as commented TOML, ready to save as a config file.
@@ -404,6 +464,9 @@ impl Config {
              data_dir = {data_dir:?}\n\
              # HTTP listener: REST API, ingest, SQL, /metrics. Port 0 picks a free port.\n\
              http = {http:?}\n\
+             # HTTPS listener (\"off\" disables it): the same routes over TLS; devices may ingest with a client\n\
+             # certificate instead of a token. On only when [mqtt] tls_cert and tls_key are set.\n\
+             https = {https:?}\n\
              # Log filter (tracing EnvFilter syntax).\n\
              log = {log:?}\n\n\
              [storage]\n\
@@ -441,13 +504,19 @@ impl Config {
              max_queued_messages = {mqtt_queued}\n\
              # Messages per second one client may publish; 0 = unlimited. Faster clients are slowed down.\n\
              publish_rate = {mqtt_rate}\n\
-             # MQTT over TLS: listens on tls_listen once both PEM files are set.\n\
+             # MQTT over TLS: listens on tls_listen once both PEM files are set (HTTPS uses them too).\n\
              tls_listen = {tls_listen:?}\n\
              {tls_cert}\n\
              {tls_key}\n\n\
              [coap]\n\
              # CoAP over UDP (\"off\" disables it): POST devices/<id>/telemetry?t=<token>, Observe devices/<id>/commands.\n\
              listen = {coap_listen:?}\n\
+             # CoAP over DTLS (coaps, \"off\" disables it): a device handshakes with PSK identity = its id and the key\n\
+             # set by `corral device psk <id>`; its requests then need no token.\n\
+             dtls_listen = {coaps_listen:?}\n\
+             # DTLS sessions at once, and seconds an established one lives unheard of (sleepy devices keep theirs).\n\
+             dtls_max_sessions = {coaps_sessions}\n\
+             dtls_idle_secs = {coaps_idle}\n\
              # Largest request body, whole or assembled from Block1 blocks (4.13 above it).\n\
              max_body_bytes = {coap_body}\n\
              # A Confirmable request not durable within this gets an empty ACK and a separate response later.\n\
@@ -489,6 +558,7 @@ impl Config {
              timeout_ms = {delivery_timeout}\n",
             data_dir = self.data_dir.display().to_string(),
             http = self.http,
+            https = self.https,
             log = self.log,
             ceiling = s.buffer_ceiling_mb,
             persist = s.persist_mb,
@@ -511,6 +581,9 @@ impl Config {
             tls_cert = optional_path("tls_cert", &self.mqtt.tls_cert, "/etc/corral/mqtt-cert.pem"),
             tls_key = optional_path("tls_key", &self.mqtt.tls_key, "/etc/corral/mqtt-key.pem"),
             coap_listen = self.coap.listen,
+            coaps_listen = self.coap.dtls_listen,
+            coaps_sessions = self.coap.dtls_max_sessions,
+            coaps_idle = self.coap.dtls_idle_secs,
             coap_body = self.coap.max_body_bytes,
             coap_wait = self.coap.piggyback_wait_ms,
             coap_block = self.coap.block_bytes,

@@ -61,6 +61,12 @@ pub async fn run(mut config: Config, interval: Duration) -> anyhow::Result<()> {
         tracing::warn!(%addr, "CoAP port in use; the demo listens on a free port instead");
         config.coap.listen = std::net::SocketAddr::new(addr.ip(), 0).to_string();
     }
+    if let Ok(Some(addr)) = config.coaps_addr()
+        && std::net::UdpSocket::bind(addr).is_err_and(|e| e.kind() == std::io::ErrorKind::AddrInUse)
+    {
+        tracing::warn!(%addr, "CoAP over DTLS port in use; the demo listens on a free port instead");
+        config.coap.dtls_listen = std::net::SocketAddr::new(addr.ip(), 0).to_string();
+    }
     let running = serve::start(config).await?;
     let Some(admin) = running.admin_token.clone() else {
         bail!("the demo needs the admin token: set CORRAL_ADMIN_TOKEN, or use a fresh --data-dir");
@@ -80,6 +86,9 @@ pub async fn run(mut config: Config, interval: Duration) -> anyhow::Result<()> {
     }
     if let Some(coap) = running.coap_addr {
         println!("  coap:     coap://{}/devices/<id>/telemetry?t=<device token>", loopback(coap));
+    }
+    if let Some(coaps) = running.coaps_addr {
+        println!("  coaps:    coaps://{}/devices/<id>/telemetry (PSK identity = device id; key: corral device psk <id>)", loopback(coaps));
     }
     println!("  alarms:   corral alarm list --open --server {base} --token {admin}   (rules: corral rule list)");
     println!("Stop with Ctrl-C.\n");

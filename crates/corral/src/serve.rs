@@ -23,6 +23,7 @@ pub struct Running {
     pub http_addr: SocketAddr,
     pub mqtt_addr: Option<SocketAddr>,
     pub coap_addr: Option<SocketAddr>,
+    pub coaps_addr: Option<SocketAddr>,
     pub admin_token: Option<String>,
     pub stop: watch::Sender<bool>,
     pub done: tokio::task::JoinHandle<anyhow::Result<()>>,
@@ -61,12 +62,14 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     )
     .with_observer(Arc::new(glue::RulesObserver(rules.clone())));
     let connected = broker::ConnectedDevices::default();
-    let handshake_failures = crate::tls::HandshakeFailures::default();
+    let handshake_failures = crate::tls::HandshakeFailures::new("mqtts");
+    let https_failures = crate::tls::HandshakeFailures::new("https");
     let mqtt = start_broker(&config, &data_dir, &registry, &authorities, &pipeline, &connected, &handshake_failures).await?;
     if let Some(mqtt) = &mqtt {
         let _ = platform.broker.set(mqtt.broker.clone());
     }
     let coap = start_coap(&config, &registry, &pipeline, mqtt.as_ref().map(|m| m.broker.clone())).await?;
+    let coap_servers: Vec<corral_coap::CoapServer> = [&coap.plain, &coap.secure].into_iter().flatten().cloned().collect();
     let online = glue::Online(connected.clone(), rules.clone());
     let directory = Arc::new(glue::RegistryDirectory(registry.clone(), online.clone(), rules.clone()));
     let engine = QueryEngine::new(store.clone(), directory, config.limits.query_memory_mb << 20)
@@ -85,8 +88,11 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                     sources.push(Arc::new(handshake_failures.clone()));
                 }
             }
-            if let Some(coap) = &coap {
-                sources.push(Arc::new(coap::CoapMetrics(coap.clone())));
+            for server in &coap_servers {
+                sources.push(Arc::new(coap::CoapMetrics(server.clone())));
+            }
+            if config.https_addr()?.is_some() {
+                sources.push(Arc::new(https_failures.clone()));
             }
             sources
         },
@@ -106,6 +112,16 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         authorities: authorities.clone(),
     };
 
+    // Bound before the HTTP listener: its log line is the last, and tests wait for it.
+    let https = match (config.https_addr()?, &config.mqtt.tls_cert, &config.mqtt.tls_key) {
+        (Some(addr), Some(cert), Some(key)) => {
+            let acceptor = crate::tls::acceptor(cert, key, authorities.verifier(), &[b"http/1.1"])?;
+            let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding the HTTPS listener to {addr}"))?;
+            tracing::info!(proto = %"https", addr = %listener.local_addr()?, "listening");
+            Some((listener, acceptor))
+        }
+        _ => None,
+    };
     let listener = tokio::net::TcpListener::bind(config.http_addr()?)
         .await
         .with_context(|| format!("binding the HTTP listener to {}", config.http))?;
@@ -114,19 +130,28 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
 
     let presence = tokio::spawn(flush_presence(registry.clone()));
     let (stop, mut stopped) = watch::channel(false);
-    let coap_served = coap.clone().map(|coap| {
-        let stopped = stop.subscribe();
-        tokio::spawn(async move { coap.serve(stopped).await })
-    });
+    let coap_served: Vec<_> = coap_servers
+        .iter()
+        .cloned()
+        .map(|server| {
+            let stopped = stop.subscribe();
+            tokio::spawn(async move { server.serve(stopped).await })
+        })
+        .collect();
     let app = corral_http::router(state);
+    let https = https.map(|(listener, acceptor)| tokio::spawn(crate::tls::serve_https(listener, acceptor, app.clone(), https_failures)));
     ready.store(true, Ordering::Relaxed);
     let mqtt_addr = mqtt.as_ref().map(|mqtt| mqtt.addr);
-    let coap_addr = coap.as_ref().and_then(|coap| coap.local_addr().ok());
+    let coap_addr = coap.plain.as_ref().and_then(|coap| coap.local_addr().ok());
+    let coaps_addr = coap.secure.as_ref().and_then(|coap| coap.local_addr().ok());
     let done = tokio::spawn(async move {
         let shutdown = async move {
             let _ = stopped.wait_for(|s| *s).await;
             ready.store(false, Ordering::Relaxed);
             tracing::info!("shutting down: disconnecting MQTT clients, draining in-flight requests");
+            if let Some(https) = https {
+                https.abort(); // no new HTTPS connections
+            }
             if let Some(mqtt) = mqtt {
                 if let Some(tls) = mqtt.tls {
                     tls.abort(); // no new MQTTS clients; connected ones are in the broker's hands
@@ -136,9 +161,11 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                 let _ = mqtt.served.await;
             }
             // CoAP stopped reading at the same signal; let its requests being written finish.
-            if let (Some(coap), Some(served)) = (coap, coap_served) {
+            for served in coap_served {
                 let _ = served.await;
-                coap.drain(Duration::from_secs(5)).await;
+            }
+            for server in coap_servers {
+                server.drain(Duration::from_secs(5)).await;
             }
         };
         axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
@@ -154,7 +181,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         tracing::info!("stopped cleanly");
         Ok(())
     });
-    Ok(Running { http_addr, mqtt_addr, coap_addr, admin_token, stop, done })
+    Ok(Running { http_addr, mqtt_addr, coap_addr, coaps_addr, admin_token, stop, done })
 }
 
 /// The running MQTT broker: dropped at shutdown, after `broker.shutdown` and `served` ended.
@@ -212,7 +239,7 @@ async fn start_broker(
     });
     let tls = match (&m.tls_cert, &m.tls_key) {
         (Some(cert), Some(key)) => {
-            let acceptor = crate::tls::acceptor(cert, key, authorities.verifier())?;
+            let acceptor = crate::tls::acceptor(cert, key, authorities.verifier(), &[])?;
             let addr = crate::tls::listen_addr(&m.tls_listen)?;
             let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding the MQTTS listener to {addr}"))?;
             tracing::info!(proto = %"mqtts", addr = %listener.local_addr()?, "listening");
@@ -224,30 +251,43 @@ async fn start_broker(
     Ok(Some(MqttListener { broker, addr: mqtt_addr, served, tls }))
 }
 
-/// The CoAP server on its UDP socket (unless `off`), hearing commands from the broker.
-async fn start_coap(
-    config: &Config,
-    registry: &Registry,
-    pipeline: &Pipeline,
-    broker: Option<corral_mqtt::Broker>,
-) -> anyhow::Result<Option<corral_coap::CoapServer>> {
-    let Some(addr) = config.coap_addr()? else { return Ok(None) };
-    let hooks = coap::PlatformHooks { registry: registry.clone(), broker: broker.clone() };
-    let server = corral_coap::CoapServer::bind(
-        addr,
-        config.coap.server(),
-        Arc::new(hooks),
-        Arc::new(pipeline.clone()),
-        corral_ingest::decode::Limits::default(),
-    )
-    .await
-    .context("starting the CoAP server")?;
-    tracing::info!(proto = %"coap", addr = %server.local_addr()?, "listening");
-    if let Some(broker) = broker {
-        tokio::spawn(coap::pass_commands(broker, server.clone()));
+/// The CoAP servers: in the clear and over DTLS, each on its UDP socket unless `off`.
+struct CoapServers {
+    plain: Option<corral_coap::CoapServer>,
+    secure: Option<corral_coap::CoapServer>,
+}
+
+/// Starts the CoAP servers, each hearing commands from the broker and credential changes from
+/// the registry.
+async fn start_coap(config: &Config, registry: &Registry, pipeline: &Pipeline, broker: Option<corral_mqtt::Broker>) -> anyhow::Result<CoapServers> {
+    let hooks: Arc<dyn corral_coap::CoapHooks> = Arc::new(coap::PlatformHooks { registry: registry.clone(), broker: broker.clone() });
+    let sink = Arc::new(pipeline.clone());
+    let limits = corral_ingest::decode::Limits::default();
+    let plain = match config.coap_addr()? {
+        Some(addr) => Some(
+            corral_coap::CoapServer::bind(addr, config.coap.server(), hooks.clone(), sink.clone(), limits.clone())
+                .await
+                .context("starting the CoAP server")?,
+        ),
+        None => None,
+    };
+    let secure = match config.coaps_addr()? {
+        Some(addr) => Some(
+            corral_coap::CoapServer::bind_dtls(addr, config.coap.server(), config.coap.dtls(), hooks, sink, limits)
+                .await
+                .context("starting the CoAP over DTLS server")?,
+        ),
+        None => None,
+    };
+    for (proto, server) in [("coap", &plain), ("coaps", &secure)] {
+        let Some(server) = server else { continue };
+        tracing::info!(proto = %proto, addr = %server.local_addr()?, "listening");
+        if let Some(broker) = &broker {
+            tokio::spawn(coap::pass_commands(broker.clone(), server.clone()));
+        }
+        tokio::spawn(coap::forget_on_credential_changes(registry.clone(), server.clone()));
     }
-    tokio::spawn(coap::forget_on_credential_changes(registry.clone(), server.clone()));
-    Ok(Some(server))
+    Ok(CoapServers { plain, secure })
 }
 
 /// A device whose token was rotated, or whose status or gateway changed, is disconnected (MQTT 5

@@ -1,7 +1,8 @@
-//! MQTT over TLS (`--mqtts`): the server certificate and key from PEM files, a TLS handshake per
-//! accepted connection, then the broker serves the decrypted stream like any other. A client
-//! certificate that chains to a registered CA identifies its device (mTLS); expired, revoked and
-//! unknown-CA certificates fail the handshake, logged with the reason and counted.
+//! TLS listeners: MQTT over TLS (`--mqtts`) and HTTPS (`--https`). The server certificate and key
+//! come from PEM files; each accepted connection gets a TLS handshake, then the broker or the
+//! HTTP router serves the decrypted stream like any other. A client certificate that chains to a
+//! registered CA identifies its device (mTLS); expired, revoked and unknown-CA certificates fail
+//! the handshake, logged with the reason and counted.
 
 use anyhow::Context;
 use rustls::pki_types::pem::PemObject;
@@ -19,7 +20,8 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The server's TLS setup from a PEM certificate chain (leaf first) and a PEM private key;
 /// client certificates are checked by `clients` (optional: token clients share the listener).
-pub fn acceptor(cert: &Path, key: &Path, clients: Arc<corral_pki::DeviceCertVerifier>) -> anyhow::Result<TlsAcceptor> {
+/// `alpn` lists the application protocols offered (HTTPS: `http/1.1`; MQTT: none).
+pub fn acceptor(cert: &Path, key: &Path, clients: Arc<corral_pki::DeviceCertVerifier>, alpn: &[&[u8]]) -> anyhow::Result<TlsAcceptor> {
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
         .with_context(|| format!("reading the TLS certificate {}", cert.display()))?
         .collect::<Result<_, _>>()
@@ -27,20 +29,29 @@ pub fn acceptor(cert: &Path, key: &Path, clients: Arc<corral_pki::DeviceCertVeri
     anyhow::ensure!(!chain.is_empty(), "{} holds no PEM certificate", cert.display());
     let key = PrivateKeyDer::from_pem_file(key).with_context(|| format!("reading the TLS private key {}", key.display()))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .context("TLS protocol versions")?
         .with_client_cert_verifier(clients)
         .with_single_cert(chain, key)
         .context("the TLS certificate and key do not go together")?;
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
-/// Handshakes refused, by reason (`expired`, `revoked`, `unknown CA`, ...), for `/metrics`.
-#[derive(Debug, Default, Clone)]
-pub struct HandshakeFailures(Arc<std::sync::Mutex<std::collections::BTreeMap<String, u64>>>);
+/// Handshakes refused on one listener (`mqtts` or `https`), by reason (`expired`, `revoked`,
+/// `unknown CA`, ...), for `/metrics`.
+#[derive(Debug, Clone)]
+pub struct HandshakeFailures {
+    listener: &'static str,
+    counts: Arc<std::sync::Mutex<std::collections::BTreeMap<String, u64>>>,
+}
 
 impl HandshakeFailures {
+    pub fn new(listener: &'static str) -> HandshakeFailures {
+        HandshakeFailures { listener, counts: Arc::default() }
+    }
+
     fn count(&self, error: &std::io::Error) -> String {
         let reason = match error.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()) {
             Some(rustls::Error::InvalidCertificate(e)) => match e {
@@ -53,7 +64,7 @@ impl HandshakeFailures {
             Some(_) => "tls error",
             None => "connection error",
         };
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()).entry(reason.to_string()).or_default() += 1;
+        *self.counts.lock().unwrap_or_else(|p| p.into_inner()).entry(reason.to_string()).or_default() += 1;
         reason.to_string()
     }
 }
@@ -61,10 +72,11 @@ impl HandshakeFailures {
 impl corral_http::MetricsSource for HandshakeFailures {
     fn render(&self, out: &mut String) {
         use std::fmt::Write;
-        let _ = writeln!(out, "# HELP corral_mqtts_handshake_failures_total MQTTS handshakes refused, by reason.");
-        let _ = writeln!(out, "# TYPE corral_mqtts_handshake_failures_total counter");
-        for (reason, n) in self.0.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-            let _ = writeln!(out, "corral_mqtts_handshake_failures_total{{reason=\"{reason}\"}} {n}");
+        let name = self.listener;
+        let _ = writeln!(out, "# HELP corral_{name}_handshake_failures_total TLS handshakes refused on {name}, by reason.");
+        let _ = writeln!(out, "# TYPE corral_{name}_handshake_failures_total counter");
+        for (reason, n) in self.counts.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            let _ = writeln!(out, "corral_{name}_handshake_failures_total{{reason=\"{reason}\"}} {n}");
         }
     }
 }
@@ -95,6 +107,46 @@ pub async fn serve_mqtts(listener: TcpListener, acceptor: TlsAcceptor, broker: c
                     tracing::info!(%peer, reason, error = %e, "MQTTS handshake refused");
                 }
                 Err(_) => tracing::info!(%peer, "MQTTS handshake timed out"),
+            }
+        });
+    }
+}
+
+/// Serves the HTTP router over TLS until the task is aborted. Each request carries the peer
+/// address and the connection's client certificate, if any ([`corral_http::ClientCertificate`]):
+/// telemetry requests without a token authenticate with it.
+pub async fn serve_https(listener: TcpListener, acceptor: TlsAcceptor, app: axum::Router, failures: HandshakeFailures) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                tracing::warn!(error = %e, "HTTPS accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let (acceptor, app, failures) = (acceptor.clone(), app.clone(), failures.clone());
+        tokio::spawn(async move {
+            let _ = stream.set_nodelay(true);
+            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    let reason = failures.count(&e);
+                    return tracing::info!(%peer, reason, error = %e, "HTTPS handshake refused");
+                }
+                Err(_) => return tracing::info!(%peer, "HTTPS handshake timed out"),
+            };
+            let certificate = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| corral_http::ClientCertificate(Arc::new(c.to_vec())));
+            let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+                request.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+                if let Some(certificate) = &certificate {
+                    request.extensions_mut().insert(certificate.clone());
+                }
+                tower::ServiceExt::oneshot(app.clone(), request)
+            });
+            let served = hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(tls), service).with_upgrades();
+            if let Err(e) = served.await {
+                tracing::debug!(%peer, error = %e, "HTTPS connection ended");
             }
         });
     }

@@ -49,7 +49,7 @@ fn setup(dir: &Path) {
 async fn start(dir: &Path) -> TestServer {
     setup(dir);
     let (cert, key) = (dir.join("server.pem").display().to_string(), dir.join("server.key").display().to_string());
-    TestServer::start_with(BIN, &["--mqtts", "127.0.0.1:0", "--tls-cert", &cert, "--tls-key", &key]).await
+    TestServer::start_with(BIN, &["--mqtts", "127.0.0.1:0", "--https", "127.0.0.1:0", "--tls-cert", &cert, "--tls-key", &key]).await
 }
 
 /// Signs `<name>.csr` with CA `ca` as an X.509 v3 client certificate (openssl's own signing, as
@@ -237,4 +237,81 @@ async fn same_named_cas_of_two_tenants_each_authenticate_their_own_devices() {
         assert!(publish_with(&server, dir, id, id, r#"{"kwh": 1}"#), "{id}: {}", server.log_text());
     }
     assert_eq!(server.count("telemetry").await, 2);
+}
+
+/// `curl` against the HTTPS listener trusting the test's server CA, with `args` (a client
+/// certificate, a token...). Returns (exit code, HTTP status, body).
+fn curl_https(server: &TestServer, dir: &Path, args: &[&str], path: &str) -> (i32, String, String) {
+    let out = Command::new("curl")
+        .args(["-sS", "--cacert", "server-ca.pem", "-w", "\n%{http_code}"])
+        .args(args)
+        .arg(format!("{}{path}", server.https))
+        .current_dir(dir)
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, status) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (out.status.code().unwrap_or(-1), status.to_string(), body.to_string())
+}
+
+#[tokio::test]
+async fn https_ingest_takes_a_client_certificate_instead_of_a_token() {
+    let certs = tempfile::tempdir().unwrap();
+    let dir = certs.path();
+    let server = start(dir).await;
+    assert!(server.https.starts_with("https://127.0.0.1:"), "{}", server.https);
+    server.register_device("meter-h", json!({})).await;
+    let (status, _) = server.admin(Method::POST, "/api/v1/cas", Some(json!({"name": "Acme devices"}))).await;
+    assert_eq!(status, 201);
+    let (status, issued) = server.admin(Method::POST, "/api/v1/devices/meter-h/certificate", Some(json!({}))).await;
+    assert_eq!(status, 201, "{issued}");
+    std::fs::write(dir.join("meter-h.pem"), issued["certificate"].as_str().unwrap()).unwrap();
+    std::fs::write(dir.join("meter-h.key"), issued["private_key"].as_str().unwrap()).unwrap();
+    let with_cert = ["--cert", "meter-h.pem", "--key", "meter-h.key"];
+    let json_post = |body: &'static str| ["-H", "Content-Type: application/json", "--data-binary", body];
+
+    // JSON ingest and InfluxDB line protocol, no token: the certificate names the device.
+    let (code, status, body) = curl_https(&server, dir, &[&with_cert[..], &json_post(r#"{"kwh": 1.5}"#)].concat(), "/api/v1/ingest");
+    assert_eq!((code, status.as_str()), (0, "200"), "{body}");
+    let (code, status, body) = curl_https(&server, dir, &[&with_cert[..], &["--data-binary", "power kwh=2.5"]].concat(), "/api/v2/write?bucket=b");
+    assert_eq!((code, status.as_str()), (0, "204"), "{body}");
+    // The rest of the API is there too, for API tokens; a device certificate is not one.
+    let bearer = format!("Authorization: Bearer {}", corral_testkit::ADMIN_TOKEN);
+    let (_, status, body) = curl_https(&server, dir, &["-H", &bearer], "/api/v1/devices/meter-h");
+    assert_eq!(status, "200", "{body}");
+    let (_, status, _) = curl_https(&server, dir, &with_cert, "/api/v1/devices");
+    assert_eq!(status, "401");
+    // A token still works over HTTPS without a certificate.
+    let token = server.register_device("meter-t", json!({})).await;
+    let auth = format!("Authorization: Bearer {token}");
+    let (_, status, body) = curl_https(&server, dir, &[&["-H", auth.as_str()][..], &json_post(r#"{"kwh": 3.5}"#)].concat(), "/api/v1/ingest");
+    assert_eq!(status, "200", "{body}");
+
+    // A certificate of a CA nobody registered fails the handshake; a quarantined device is refused
+    // with the reason; a revoked certificate fails the handshake.
+    key_and_csr(dir, "stranger-h", "meter-h");
+    sign(dir, "stranger", "stranger-h");
+    let (code, _, _) = curl_https(&server, dir, &[&["--cert", "stranger-h.pem", "--key", "stranger-h.key"][..], &json_post(r#"{"kwh": 9}"#)].concat(), "/api/v1/ingest");
+    assert_ne!(code, 0, "the handshake is refused");
+    let (status, _) = server.admin(Method::PATCH, "/api/v1/devices/meter-h", Some(json!({"status": "quarantined"}))).await;
+    assert_eq!(status, 200);
+    let (_, status, body) = curl_https(&server, dir, &[&with_cert[..], &json_post(r#"{"kwh": 9}"#)].concat(), "/api/v1/ingest");
+    assert_eq!(status, "401", "{body}");
+    assert!(body.contains("client certificate: device meter-h is quarantined"), "{body}");
+    let (status, _) = server.admin(Method::PATCH, "/api/v1/devices/meter-h", Some(json!({"status": "active"}))).await;
+    assert_eq!(status, 200);
+    let (_, listed) = server.admin(Method::GET, "/api/v1/devices/meter-h/certificates", None).await;
+    let serial = listed["certificates"][0]["serial"].as_str().unwrap().to_string();
+    let (status, _) = server.admin(Method::DELETE, &format!("/api/v1/devices/meter-h/certificate/{serial}"), None).await;
+    assert_eq!(status, 200);
+    let (code, _, _) = curl_https(&server, dir, &[&with_cert[..], &json_post(r#"{"kwh": 9}"#)].concat(), "/api/v1/ingest");
+    assert_ne!(code, 0, "a revoked certificate fails the handshake");
+
+    let rows = server.query("SELECT device, kwh FROM telemetry ORDER BY kwh").await;
+    assert_eq!(rows, vec![vec![json!("meter-h"), json!(1.5)], vec![json!("meter-t"), json!(3.5)]]);
+    assert_eq!(server.query("SELECT device, kwh FROM power").await, vec![vec![json!("meter-h"), json!(2.5)]]);
+    let metrics = reqwest::get(server.url("/metrics")).await.unwrap().text().await.unwrap();
+    for reason in ["unknown CA", "revoked"] {
+        assert!(metrics.contains(&format!("corral_https_handshake_failures_total{{reason=\"{reason}\"}} 1")), "{reason}: {metrics}");
+    }
 }

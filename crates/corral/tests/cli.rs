@@ -146,4 +146,17 @@ async fn ca_commands_issue_list_and_revoke_device_certificates() {
     assert!(ok && out.contains("Plant devices"), "{out}");
     let (ok, out, err) = corral(&server, &["device", "rotate-token", "valve-1", "--overlap-secs", "60"]);
     assert!(ok && out.contains("the old token works until"), "{out}{err}");
+
+    // Pre-shared keys for CoAP over DTLS: generated (shown once), given, removed.
+    let (ok, out, err) = corral(&server, &["device", "psk", "valve-1"]);
+    assert!(ok && out.contains("PSK identity: valve-1") && out.contains("key (shown once): "), "{out}{err}");
+    let (ok, out, err) = corral(&server, &["device", "psk", "valve-1", "--key", "factory-key-0001", "--json"]);
+    let out: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|_| panic!("{out}{err}"));
+    assert!(ok && out["key_hex"] == "666163746f72792d6b65792d30303031" && out["generated"] == false, "{out}");
+    let (ok, _, err) = corral(&server, &["device", "psk", "valve-1", "--key", "short"]);
+    assert!(!ok && err.contains("16 to 64 bytes"), "{err}");
+    let (ok, out, err) = corral(&server, &["device", "psk", "valve-1", "--remove"]);
+    assert!(ok && out.contains("valve-1 has no pre-shared key now"), "{out}{err}");
+    let (ok, _, err) = corral(&server, &["device", "psk", "valve-1", "--remove"]);
+    assert!(!ok && err.contains("404"), "{err}");
 }

@@ -67,7 +67,7 @@ async fn refusals_are_coap_codes_with_a_reason_and_store_nothing() {
     assert_eq!(aiocoap_post(&uri(&server, "devices/meter-1/telemetry", "cdt_wrong"), "json", r#"{"a": 1}"#, "con"), "4.01 invalid device token");
     assert_eq!(
         aiocoap_post(&format!("coap://{}/devices/meter-1/telemetry", server.coap), "json", r#"{"a": 1}"#, "con"),
-        "4.01 add the device token as ?t=<token>"
+        "4.01 add the device token as ?t=<token>, or use coaps with the device's pre-shared key"
     );
     assert_eq!(
         aiocoap_post(&uri(&server, "devices/meter-1/telemetry", &other), "json", r#"{"a": 1}"#, "con"),
@@ -303,4 +303,103 @@ async fn a_slow_write_gets_an_empty_ack_then_a_separate_response() {
     let metrics = reqwest::get(server.url("/metrics")).await.unwrap().text().await.unwrap();
     assert!(metrics.contains("corral_coap_separate_responses_total 2"), "{metrics}");
     assert!(metrics.contains("corral_coap_unacknowledged_total 0"), "{metrics}");
+}
+
+/// `coap-client` of the given DTLS flavour (`openssl` or `gnutls`) with PSK identity and key;
+/// returns stdout and stderr together (libcoap logs its errors on stdout, codes on stderr).
+fn coaps_client(flavour: &str, identity: &str, key: &str, args: &[&str]) -> String {
+    let out = Command::new(format!("coap-client-{flavour}"))
+        .args(["-B", "10", "-u", identity, "-k", key])
+        .args(args)
+        .output()
+        .expect("coap-client (apt install libcoap3-bin)");
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+async fn metric(server: &TestServer, line: &str) -> String {
+    let text = server.http.get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    text.lines().find(|l| l.starts_with(line)).unwrap_or_default().to_string()
+}
+
+#[tokio::test]
+async fn coaps_devices_authenticate_with_their_pre_shared_key_and_need_no_token() {
+    let server = TestServer::start(BIN).await;
+    server.register_device("meter-s", json!({"site": "plant-s"})).await;
+    server.register_device("meter-g", json!({})).await;
+    server.register_device("other", json!({})).await;
+    // A factory key given as text, and a generated one (shown once, as text libcoap takes).
+    let (status, set) = server.admin(Method::PUT, "/api/v1/devices/meter-s/psk", Some(json!({"key": "factory-key-0001"}))).await;
+    assert_eq!((status, set["key_hex"].as_str()), (200, Some("666163746f72792d6b65792d30303031")), "{set}");
+    let (status, generated) = server.admin(Method::PUT, "/api/v1/devices/meter-g/psk", None).await;
+    assert_eq!(status, 200, "{generated}");
+    let generated_key = generated["key"].as_str().unwrap().to_string();
+    assert_eq!(generated_key.len(), 32, "{generated}");
+    let (_, shown) = server.admin(Method::GET, "/api/v1/devices/meter-g/psk", None).await;
+    assert_eq!(shown, json!({"device": "meter-g", "identity": "meter-g", "has_psk": true}), "the key is never shown again");
+    let (status, short) = server.admin(Method::PUT, "/api/v1/devices/other/psk", Some(json!({"key_hex": "00ff"}))).await;
+    assert_eq!(status, 400, "{short}");
+
+    let telemetry = |device: &str| format!("coaps://{}/devices/{device}/telemetry", server.coaps);
+    // libcoap over OpenSSL and over GnuTLS; Confirmable and Non-confirmable; no token anywhere.
+    let err = coaps_client("openssl", "meter-s", "factory-key-0001", &["-m", "post", "-t", "50", "-e", r#"{"power": 1.5}"#, &telemetry("meter-s")]);
+    assert!(!err.contains("4.") && !err.contains("5.") && !err.contains("ERR"), "{err}");
+    let err = coaps_client("gnutls", "meter-s", "factory-key-0001", &["-N", "-m", "post", "-t", "110", "-e", r#"[{"n": "power", "v": 2.5}]"#, &telemetry("meter-s")]);
+    assert!(!err.contains("4.") && !err.contains("5.") && !err.contains("ERR"), "{err}");
+    let err = coaps_client("gnutls", "meter-g", &generated_key, &["-m", "post", "-e", r#"{"power": 3.5}"#, &telemetry("meter-g")]);
+    assert!(!err.contains("4.") && !err.contains("5.") && !err.contains("ERR"), "{err}");
+    let rows = server.query("SELECT device, power FROM telemetry ORDER BY power").await;
+    assert_eq!(rows, vec![vec![json!("meter-s"), json!(1.5)], vec![json!("meter-s"), json!(2.5)], vec![json!("meter-g"), json!(3.5)]]);
+
+    // The session speaks for its own device only.
+    let err = coaps_client("openssl", "meter-s", "factory-key-0001", &["-m", "post", "-e", r#"{"power": 9}"#, &telemetry("other")]);
+    assert!(err.contains("4.03"), "{err}");
+    // A wrong key or an unknown identity never gets a session, and nothing is stored.
+    let err = coaps_client("openssl", "meter-s", "not-the-right-key", &["-B", "4", "-m", "post", "-e", r#"{"power": 9}"#, &telemetry("meter-s")]);
+    assert!(err.contains("ERR"), "{err}");
+    let err = coaps_client("gnutls", "ghost", "factory-key-0001", &["-m", "post", "-e", r#"{"power": 9}"#, &telemetry("ghost")]);
+    assert!(err.contains("PSK username is missing or not known"), "{err}");
+    assert_eq!(server.count("telemetry").await, 3);
+    assert_eq!(metric(&server, "corral_coaps_handshake_failures_total{reason=\"unknown_identity\"}").await, "corral_coaps_handshake_failures_total{reason=\"unknown_identity\"} 1");
+    // Plain CoAP sent to the DTLS port is not read at all.
+    let (_, err) = coap_client(&["-B", "2", "-m", "post", "-e", "{}", &format!("coap://{}/devices/meter-s/telemetry", server.coaps)]);
+    assert!(!err.contains("2.04"), "{err}");
+
+    // Commands reach an observer on its session.
+    let observer = Command::new("coap-client-openssl")
+        .args(["-B", "10", "-s", "6", "-u", "meter-s", "-k", "factory-key-0001", "-m", "get"])
+        .arg(format!("coaps://{}/devices/meter-s/commands", server.coaps))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await; // registered
+    let (host, port) = server.mqtt.split_once(':').unwrap();
+    let out = Command::new("mosquitto_pub")
+        .args(["-h", host, "-p", port, "-q", "1", "-i", "ops", "-u", "token", "-P", corral_testkit::ADMIN_TOKEN])
+        .args(["-t", "devices/meter-s/commands/reboot", "-m", r#"{"delay": 5}"#])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let out = tokio::task::spawn_blocking(move || observer.wait_with_output().unwrap()).await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains(r#"{"id":"reboot","payload":{"delay":5}}"#), "stdout: {stdout}\nstderr: {}", String::from_utf8_lossy(&out.stderr));
+
+    // Without its key, or once it is no longer active, a device cannot open a session.
+    let (status, _) = server.admin(Method::DELETE, "/api/v1/devices/meter-g/psk", None).await;
+    assert_eq!(status, 204);
+    let err = coaps_client("openssl", "meter-g", &generated_key, &["-B", "4", "-m", "post", "-e", r#"{"power": 9}"#, &telemetry("meter-g")]);
+    assert!(err.contains("ERR"), "{err}");
+    let (status, _) = server.admin(Method::PATCH, "/api/v1/devices/meter-s", Some(json!({"status": "quarantined"}))).await;
+    assert_eq!(status, 200);
+    let err = coaps_client("openssl", "meter-s", "factory-key-0001", &["-B", "4", "-m", "post", "-e", r#"{"power": 9}"#, &telemetry("meter-s")]);
+    assert!(err.contains("ERR"), "{err}");
+    assert_eq!(server.count("telemetry").await, 3);
+    assert_eq!(metric(&server, "corral_coaps_handshake_failures_total{reason=\"unknown_identity\"}").await, "corral_coaps_handshake_failures_total{reason=\"unknown_identity\"} 2");
+    assert_eq!(metric(&server, "corral_coaps_handshake_failures_total{reason=\"not_active\"}").await, "corral_coaps_handshake_failures_total{reason=\"not_active\"} 1");
+    let log = server.log_text();
+    assert!(log.contains("coaps handshake failed") && log.contains("device meter-s is quarantined"), "{log}");
+    // Every key change is in the audit log, with who did it.
+    let (_, audit) = server.admin(Method::GET, "/api/v1/audit", None).await;
+    let actions: Vec<&str> = audit["entries"].as_array().unwrap().iter().filter_map(|e| e["action"].as_str()).filter(|a| a.contains("psk")).collect();
+    assert_eq!(actions.len(), 3, "{audit}");
 }

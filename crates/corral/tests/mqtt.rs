@@ -252,7 +252,7 @@ async fn mqtts_with_a_configured_certificate_carries_durable_telemetry() {
     make_certificates(certs.path());
     let path = |f: &str| certs.path().join(f).display().to_string();
     let (cert, key) = (path("server.pem"), path("server.key"));
-    let server = TestServer::start_with(BIN, &["--mqtts", "127.0.0.1:0", "--tls-cert", &cert, "--tls-key", &key]).await;
+    let server = TestServer::start_with(BIN, &["--mqtts", "127.0.0.1:0", "--https", "127.0.0.1:0", "--tls-cert", &cert, "--tls-key", &key]).await;
     let token = server.register_device("gauge-1", json!({})).await;
     let (host, port) = server.mqtts.rsplit_once(':').expect("MQTTS address logged");
     let publish = |cafile: &str, value: u32| {
@@ -278,7 +278,7 @@ async fn mqtts_with_a_configured_certificate_carries_durable_telemetry() {
 async fn mqtts_without_a_certificate_is_a_clear_start_up_error() {
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new(BIN)
-        .args(["serve", "--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0", "--coap", "127.0.0.1:0", "--mqtts", "127.0.0.1:0"])
+        .args(["serve", "--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0", "--coap", "127.0.0.1:0", "--coaps", "127.0.0.1:0", "--mqtts", "127.0.0.1:0"])
         .env("CORRAL_DATA_DIR", dir.path())
         .output()
         .unwrap();

@@ -1,5 +1,6 @@
 //! Credentials from requests: `Authorization: Bearer <token>` (also `Token <token>`, as InfluxDB
-//! clients send it), and on HTTPS the client certificate of the connection (mTLS).
+//! clients send it), the console's session cookie (with its CSRF token on every change), and on
+//! HTTPS the client certificate of the connection (mTLS).
 
 use crate::error::{ApiError, ApiResult};
 use crate::AppState;
@@ -43,15 +44,55 @@ pub fn bearer(headers: &HeaderMap) -> ApiResult<&str> {
     Ok(token)
 }
 
-/// An authenticated person or program (API token). Handlers taking this are closed to anonymous
-/// callers and to device tokens.
+/// The console's session cookie.
+pub const SESSION_COOKIE: &str = "corral_session";
+/// The header (or form field `csrf`) in which a signed-in browser echoes its session's CSRF
+/// token on every request that changes something.
+pub const CSRF_HEADER: &str = "x-csrf-token";
+
+/// Marks a request that came over TLS (the HTTPS listener): cookies then get `Secure`.
+#[derive(Debug, Clone, Copy)]
+pub struct OverTls;
+
+/// The value of cookie `name` in the request's `Cookie` headers.
+pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(axum::http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find_map(|(k, v)| (k == name).then_some(v))
+}
+
+/// An authenticated person or program: an API token, or a console session. Handlers taking this
+/// are closed to anonymous callers and to device tokens.
 pub struct Caller(pub Principal);
 
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let token = bearer(&parts.headers)?;
-        Ok(Caller(state.registry.authenticate_api(token).await?))
+        if parts.headers.contains_key(axum::http::header::AUTHORIZATION) {
+            return Ok(Caller(state.registry.authenticate_api(bearer(&parts.headers)?).await?));
+        }
+        let Some(secret) = cookie(&parts.headers, SESSION_COOKIE) else {
+            return Err(ApiError::unauthenticated("missing Authorization header; send \"Authorization: Bearer <token>\" or sign in"));
+        };
+        let (principal, csrf) = state.registry.session(secret).await?;
+        // A browser sends the cookie with requests other sites make it send: a change counts
+        // only with the session's CSRF token, which only our own pages know.
+        if !parts.method.is_safe() {
+            let echoed = parts.headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok());
+            if !echoed.is_some_and(|e| constant_time_eq(e.as_bytes(), csrf.as_bytes())) {
+                return Err(ApiError::forbidden("missing or wrong CSRF token (x-csrf-token); reload the page"));
+            }
+        }
+        Ok(Caller(principal))
     }
+}
+
+/// Compares without stopping at the first difference, so timing tells nothing about a secret.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

@@ -23,16 +23,23 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(json!({ "device": device, "token": token }))))
 }
 
+/// One page as JSON, or with `Accept: text/csv` every matching device as CSV.
 pub async fn list(
     State(state): State<AppState>,
     Caller(caller): Caller,
     Query(filter): Query<DeviceFilter>,
-) -> ApiResult<Json<Value>> {
+    headers: axum::http::HeaderMap,
+) -> ApiResult<axum::response::Response> {
+    use axum::response::IntoResponse;
+    let wants_csv = headers.get(axum::http::header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("text/csv"));
+    if wants_csv {
+        return crate::devices_csv::export(&state, &caller, filter).await;
+    }
     let page = state.registry.list_devices(&caller, &filter).await?;
     let online = state.online.online(&page.devices).await;
     let DevicePage { devices, total, next } = page;
     let devices: Vec<Value> = devices.into_iter().zip(online).map(|(d, online)| with_online(d, online)).collect();
-    Ok(Json(json!({ "devices": devices, "total": total, "next": next })))
+    Ok(Json(json!({ "devices": devices, "total": total, "next": next })).into_response())
 }
 
 pub async fn show(State(state): State<AppState>, Caller(caller): Caller, Path(id): Path<String>) -> ApiResult<Json<Value>> {

@@ -6,8 +6,10 @@
 //! metrics come from a [`MetricsSource`]. This crate never touches storage directly.
 //!
 //! Routes (all JSON; errors are `{"error": "..."}` with the status that fits):
-//! - `POST/GET /api/v1/devices`, `GET/PATCH/DELETE /api/v1/devices/{id}`,
-//!   `POST /api/v1/devices/{id}/token`, `PUT/GET/DELETE /api/v1/devices/{id}/psk`
+//! - `POST/GET /api/v1/devices` (`Accept: text/csv` exports), `POST /api/v1/devices/import` (CSV),
+//!   `GET/PATCH/DELETE /api/v1/devices/{id}`,
+//!   `POST /api/v1/devices/{id}/token`, `PUT/GET/DELETE /api/v1/devices/{id}/psk`,
+//!   `GET /api/v1/devices/{id}/live` (server-sent events of its readings)
 //! - `POST /api/v1/ingest[/{table}]` (device token; JSON or SenML)
 //! - `POST /api/v1/query` (`{"sql": ...}`; `Accept: text/csv` for CSV)
 //! - `POST /write`, `POST /api/v2/write` (InfluxDB line protocol, v1 and v2 APIs)
@@ -16,23 +18,26 @@
 //! - `GET/POST /api/v1/rules`, `GET/PUT/DELETE /api/v1/rules/{id}`; `GET /api/v1/alarms`,
 //!   `GET /api/v1/alarms/{id}`, `POST /api/v1/alarms/{id}/ack|clear|comments`;
 //!   `GET /api/v1/outbox`, `POST /api/v1/outbox/{id}/retry`
-//! - `GET /healthz`, `GET /readyz`, `GET /metrics`, `GET /` (landing page)
+//! - `GET/POST /api/v1/users`, `PUT /api/v1/users/{name}/password`, `DELETE /api/v1/users/{name}`
+//! - `GET /healthz`, `GET /readyz`, `GET /metrics`; every other path goes to the console's pages
 //! - `GET /mqtt`: MQTT over WebSocket (subprotocol `mqtt`), handed to a [`MqttOverWebSocket`]
 
 mod admin;
 mod auth;
 mod body;
 mod certificates;
-mod console;
 mod devices;
+mod devices_csv;
 mod encode;
 mod error;
 mod ingest;
 mod line_protocol;
+mod live;
 mod mqtt_ws;
 mod ops;
 mod query;
 mod rules;
+mod users;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
@@ -48,8 +53,9 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-pub use auth::ClientCertificate;
+pub use auth::{CSRF_HEADER, ClientCertificate, OverTls, SESSION_COOKIE, constant_time_eq, cookie};
 pub use error::ApiError;
+pub use live::{LiveFeed, Reading};
 pub use mqtt_ws::MqttOverWebSocket;
 pub use ops::HttpMetrics;
 
@@ -117,13 +123,19 @@ pub struct AppState {
     pub online: Arc<dyn OnlineStatus>,
     /// The tenants' certificate authorities.
     pub authorities: corral_pki::Authorities,
+    /// Readings as they become durable, for live views (register it as a pipeline observer).
+    pub live: live::LiveFeed,
 }
 
-pub fn router(state: AppState) -> Router {
+/// The HTTP routes; `pages` (the web console) are served beside them, under the same request
+/// metrics and limits.
+pub fn router(state: AppState, pages: Router) -> Router {
     let api = Router::new()
         .route("/devices", post(devices::create).get(devices::list))
+        .route("/devices/import", post(devices_csv::import))
         .route("/devices/{id}", get(devices::show).patch(devices::update).delete(devices::decommission))
         .route("/devices/{id}/token", post(devices::rotate_token))
+        .route("/devices/{id}/live", get(live::stream))
         .route("/devices/{id}/psk", axum::routing::put(devices::set_psk).get(devices::show_psk).delete(devices::remove_psk))
         .route("/devices/{id}/certificate", post(certificates::issue))
         .route("/devices/{id}/certificate/{which}", axum::routing::delete(certificates::revoke))
@@ -149,17 +161,19 @@ pub fn router(state: AppState) -> Router {
         .route("/alarms/{id}/clear", post(rules::clear))
         .route("/alarms/{id}/comments", post(rules::comment))
         .route("/outbox", get(rules::outbox))
-        .route("/outbox/{id}/retry", post(rules::retry));
+        .route("/outbox/{id}/retry", post(rules::retry))
+        .route("/users", post(users::create).get(users::list))
+        .route("/users/{name}", axum::routing::delete(users::remove))
+        .route("/users/{name}/password", axum::routing::put(users::set_password));
     Router::new()
         .nest("/api/v1", api)
         .route("/write", post(line_protocol::write))
         .route("/api/v2/write", post(line_protocol::write))
-        .route("/", get(console::landing))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .route("/mqtt", get(mqtt_ws::upgrade))
-        .fallback(ops::not_found)
+        .fallback_service(pages.fallback(ops::not_found))
         .layer(axum::middleware::from_fn_with_state(state.clone(), ops::count_requests))
         .layer(DefaultBodyLimit::max(state.limits.max_body_bytes))
         .with_state(state)

@@ -31,8 +31,8 @@ pub trait Presence: Send + Sync {
     fn heard_from(&self, envelope: &Envelope);
 }
 
-/// Told about every batch once it is durable: the rules engine listens here. `wants` is asked
-/// first so the pipeline copies batches only when someone listens.
+/// Told about every batch once it is durable: the rules engine and the console's live views
+/// listen here. `wants` is asked first so the pipeline copies batches only when someone listens.
 #[async_trait]
 pub trait Observer: Send + Sync {
     fn wants(&self) -> bool;
@@ -46,17 +46,18 @@ pub trait Observer: Send + Sync {
 pub struct Pipeline {
     store: Arc<dyn DurableStore>,
     presence: Arc<dyn Presence>,
-    observer: Option<Arc<dyn Observer>>,
+    observers: Vec<Arc<dyn Observer>>,
 }
 
 impl Pipeline {
     pub fn new(store: Arc<dyn DurableStore>, presence: Arc<dyn Presence>) -> Self {
-        Pipeline { store, presence, observer: None }
+        Pipeline { store, presence, observers: Vec::new() }
     }
 
-    /// Adds the observer that sees every durable batch (rules).
+    /// Adds an observer that sees every durable batch (rules, live views), after those added
+    /// before it.
     pub fn with_observer(mut self, observer: Arc<dyn Observer>) -> Self {
-        self.observer = Some(observer);
+        self.observers.push(observer);
         self
     }
 }
@@ -71,8 +72,12 @@ impl Sink for Pipeline {
         };
         if accepted.rows > 0 {
             let batches = self.store.write(batches).await?;
-            if let Some(observer) = self.observer.as_ref().filter(|o| o.wants()) {
-                observer.observe(envelope, batches).await;
+            let listening: Vec<&Arc<dyn Observer>> = self.observers.iter().filter(|o| o.wants()).collect();
+            if let Some((last, others)) = listening.split_last() {
+                for observer in others {
+                    observer.observe(envelope, batches.clone()).await;
+                }
+                last.observe(envelope, batches).await;
             }
         }
         // Presence only after durability: a device whose write failed was heard, but we would

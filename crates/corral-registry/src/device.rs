@@ -148,6 +148,17 @@ pub struct DeviceFilter {
     /// Cursor: the `next` of the previous page (the last id on it). Pages are ordered by id.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub after: Option<String>,
+    /// Devices carrying this tag.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+    /// Order: `id` (default), `site`, `profile`, `status`, `tenant`, `last_seen`, `created_at`;
+    /// with `desc=true` descending. Any order but ascending id pages with `offset`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sort: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub desc: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -155,7 +166,8 @@ pub struct DevicePage {
     pub devices: Vec<Device>,
     /// Devices matching the filter across all pages.
     pub total: u64,
-    /// Pass as `after` for the next page; `None` on the last page.
+    /// Pass as `after` for the next page (id order), or as `offset` (any other order); `None` on
+    /// the last page.
     pub next: Option<String>,
 }
 

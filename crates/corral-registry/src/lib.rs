@@ -61,6 +61,7 @@ mod search;
 mod tenants;
 mod time;
 mod tokens;
+mod users;
 
 pub use audit::AuditEntry;
 pub use auth::{DEVICE_TOKEN_PREFIX, Principal, Role};
@@ -71,6 +72,7 @@ pub use profiles::{AttributeDecl, FieldDecl, Profile, ValueType};
 pub use psk::{PSK_MAX_BYTES, PSK_MIN_BYTES};
 pub use tenants::Tenant;
 pub use tokens::{ApiToken, NewApiToken};
+pub use users::{MIN_PASSWORD_CHARS, SESSION_HOURS, Session, User, generate_password};
 
 use authn::AuthCache;
 use presence::Presence;
@@ -100,6 +102,8 @@ struct Inner {
     presence: Presence,
     /// See [`Registry::credential_changes`].
     credential_changes: tokio::sync::broadcast::Sender<corral_model::DeviceId>,
+    /// A password hash to verify against when a sign-in names no user (see `sign_in`).
+    decoy_hash: tokio::sync::OnceCell<String>,
 }
 
 impl fmt::Debug for Registry {
@@ -159,6 +163,7 @@ impl Registry {
                 api_auth: AuthCache::new(),
                 presence: Presence::default(),
                 credential_changes: tokio::sync::broadcast::channel(1024).0,
+                decoy_hash: tokio::sync::OnceCell::new(),
             }),
         })
     }

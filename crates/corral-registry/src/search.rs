@@ -65,19 +65,40 @@ impl Registry {
         if let Some(q) = given(&filter.q) {
             cond.push(&format!("instr({SEARCH_TEXT}, ?) > 0"), q.to_ascii_lowercase());
         }
+        if let Some(tag) = given(&filter.tag) {
+            cond.push("EXISTS (SELECT 1 FROM json_each(devices.tags) WHERE json_each.value = ?)", tag);
+        }
         let count_sql = format!("SELECT COUNT(*) AS n FROM devices{}", cond.sql());
-        if let Some(after) = given(&filter.after) {
+        let column = match given(&filter.sort).unwrap_or("id") {
+            c @ ("id" | "site" | "profile" | "status" | "tenant" | "last_seen" | "created_at") => c,
+            other => {
+                return Err(RegistryError::BadInput(format!(
+                    "sort: {other:?} is not one of id, site, profile, status, tenant, last_seen, created_at"
+                )));
+            }
+        };
+        let desc = filter.desc.unwrap_or(false);
+        // Ascending id pages by cursor; any other order by offset, with id breaking ties so the
+        // order is total and pages do not overlap.
+        let by_cursor = column == "id" && !desc && filter.offset.is_none();
+        if by_cursor && let Some(after) = given(&filter.after) {
             cond.push("id > ?", after);
         }
+        let direction = if desc { "DESC" } else { "ASC" };
+        let offset = if by_cursor { 0 } else { filter.offset.unwrap_or(0) };
         // One more row than the page tells whether another page follows without a second count.
-        let page_sql = format!("SELECT {DEVICE_COLUMNS} FROM devices{} ORDER BY id LIMIT {}", cond.sql(), limit + 1);
+        let page_sql = format!(
+            "SELECT {DEVICE_COLUMNS} FROM devices{} ORDER BY {column} {direction}, id {direction} LIMIT {} OFFSET {offset}",
+            cond.sql(),
+            limit + 1
+        );
 
         // A read transaction: total and page come from the same snapshot.
         let mut tx = self.pool().begin().await?;
         let mut count = sqlx::query(&count_sql);
         // The count has every argument except the cursor, which is always last.
         let count_args =
-            if given(&filter.after).is_some() { &cond.args[..cond.args.len() - 1] } else { &cond.args[..] };
+            if by_cursor && given(&filter.after).is_some() { &cond.args[..cond.args.len() - 1] } else { &cond.args[..] };
         for a in count_args {
             count = count.bind(a);
         }
@@ -92,7 +113,8 @@ impl Registry {
         let mut devices = rows.iter().map(device_from_row).collect::<Result<Vec<_>, _>>()?;
         let next = if devices.len() > limit as usize {
             devices.truncate(limit as usize);
-            devices.last().map(|d| d.id.to_string())
+            // Sorted pages continue at the next offset; the cursor is for id order only.
+            if by_cursor { devices.last().map(|d| d.id.to_string()) } else { Some((offset + limit).to_string()) }
         } else {
             None
         };

@@ -96,6 +96,7 @@ impl Registry {
         audit::record(&mut tx, &Principal::system(), "token.create", &id.to_string(), None, detail).await?;
         tx.commit().await?;
         tracing::info!(token_id = id, "bootstrap admin token created");
+        self.bootstrap_admin_user(&secret).await?;
         Ok(Some(secret))
     }
 

@@ -77,7 +77,7 @@ pub async fn run(mut config: Config, interval: Duration) -> anyhow::Result<()> {
     add_rules(&http, &base, &admin).await.context("adding the demo's rules")?;
     println!("\nCorral demo is running: {} simulated devices at 5 sites in 2 tenants.", devices.len());
     println!("  console:  {base}/");
-    println!("  login:    API token {admin}");
+    println!("  login:    user admin, password {admin} (also the API token)");
     println!("  try:      curl -s -H 'Authorization: Bearer {admin}' {base}/api/v1/query \\");
     println!("              -d '{{\"sql\": \"SELECT d.site, avg(t.temperature) FROM telemetry t JOIN devices d USING (device) GROUP BY d.site\"}}'");
     if let Some(mqtt) = running.mqtt_addr {

@@ -13,6 +13,7 @@ mod glue;
 mod rules_cli;
 mod serve;
 mod tls;
+mod user_cli;
 
 use clap::{Parser, Subcommand};
 use config::ServeArgs;
@@ -53,6 +54,9 @@ enum Command {
     /// Manage API tokens for people and programs.
     #[command(subcommand)]
     Token(client::TokenCommand),
+    /// Manage the people who sign in to the web console (add, passwd, rm, list).
+    #[command(subcommand)]
+    User(user_cli::UserCommand),
     /// Certificate authorities and device certificates (X.509 identity, mTLS).
     #[command(subcommand)]
     Ca(ca_cli::CaCommand),
@@ -108,6 +112,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Device(cmd) => client::device(cmd).await,
         Command::Token(cmd) => client::token(cmd).await,
+        Command::User(cmd) => user_cli::user(cmd).await,
         Command::Ca(cmd) => ca_cli::ca(cmd).await,
         Command::Sql(args) => client::sql(args).await,
         Command::Rule(cmd) => rules_cli::rule(cmd).await,

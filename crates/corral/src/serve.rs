@@ -56,11 +56,13 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let rules = corral_rules::Rules::open(&data_dir.join("rules.db"), config.rules.clone(), platform.clone())
         .await
         .context("opening the rules database")?;
+    let live = corral_http::LiveFeed::default();
     let pipeline = Pipeline::new(
         Arc::new(glue::StoreSink(store.clone())),
         Arc::new(glue::RegistryPresence(registry.clone())),
     )
-    .with_observer(Arc::new(glue::RulesObserver(rules.clone())));
+    .with_observer(Arc::new(glue::RulesObserver(rules.clone())))
+    .with_observer(Arc::new(live.clone()));
     let connected = broker::ConnectedDevices::default();
     let handshake_failures = crate::tls::HandshakeFailures::new("mqtts");
     let https_failures = crate::tls::HandshakeFailures::new("https");
@@ -110,6 +112,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         rules: rules.clone(),
         online: Arc::new(online),
         authorities: authorities.clone(),
+        live,
     };
 
     // Bound before the HTTP listener: its log line is the last, and tests wait for it.
@@ -138,7 +141,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             tokio::spawn(async move { server.serve(stopped).await })
         })
         .collect();
-    let app = corral_http::router(state);
+    let app = corral_http::router(state, corral_console::router(registry.clone()));
     let https = https.map(|(listener, acceptor)| tokio::spawn(crate::tls::serve_https(listener, acceptor, app.clone(), https_failures)));
     ready.store(true, Ordering::Relaxed);
     let mqtt_addr = mqtt.as_ref().map(|mqtt| mqtt.addr);

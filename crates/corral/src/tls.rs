@@ -139,6 +139,7 @@ pub async fn serve_https(listener: TcpListener, acceptor: TlsAcceptor, app: axum
             let certificate = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| corral_http::ClientCertificate(Arc::new(c.to_vec())));
             let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
                 request.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+                request.extensions_mut().insert(corral_http::OverTls);
                 if let Some(certificate) = &certificate {
                     request.extensions_mut().insert(certificate.clone());
                 }

@@ -109,9 +109,12 @@ async fn readme_curl_tour() {
     let out: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(out["rows"], serde_json::json!([["rotterdam", 4.2]]));
 
-    let (code, body) = curl(&[&url("/")]);
+    // The console: a visitor is sent to sign in.
+    let (code, _) = curl(&[&url("/")]);
+    assert_eq!(code, "303");
+    let (code, body) = curl(&[&url("/login")]);
     assert_eq!(code, "200");
-    assert!(body.contains("<title>Corral</title>") && body.contains("/api/v1/query"), "{body}");
+    assert!(body.contains("<title>Sign in · Corral</title>"), "{body}");
 
     let (code, body) = curl(&[&url("/metrics")]);
     assert_eq!(code, "200");

@@ -223,4 +223,15 @@ async fn filters_narrow_the_listing() {
     let from_query: DeviceFilter = serde_json::from_value(json!({"status": "active", "limit": 2})).unwrap();
     let page = f.reg.list_devices(&f.admin, &from_query).await.unwrap();
     assert_eq!((page.devices.len(), page.total, page.next.as_deref()), (2, 3, Some("truck-1")));
+
+    // Tags, and sorted pages by offset (id breaks ties, so pages never overlap).
+    assert_eq!(ids(DeviceFilter { tag: Some("cold".into()), ..Default::default() }).await, ["truck-1"]);
+    let sorted = |offset: u32| DeviceFilter { sort: Some("site".into()), desc: Some(true), limit: Some(2), offset: Some(offset), ..Default::default() };
+    let first = f.reg.list_devices(&f.admin, &sorted(0)).await.unwrap();
+    let second = f.reg.list_devices(&f.admin, &sorted(2)).await.unwrap();
+    let names = |p: &corral_registry::DevicePage| p.devices.iter().map(|d| d.id.to_string()).collect::<Vec<_>>();
+    assert_eq!((names(&first), first.next.as_deref()), (vec!["truck-1".to_string(), "hvac-1".to_string()], Some("2")));
+    assert_eq!((names(&second), second.next.as_deref(), second.total), (vec!["truck-2".to_string(), "hvac-2".to_string()], None, 4));
+    let bad = DeviceFilter { sort: Some("password".into()), ..Default::default() };
+    assert_bad_input(f.reg.list_devices(&f.admin, &bad).await);
 }

@@ -5,3 +5,4 @@ mod common;
 mod devices;
 mod lifecycle;
 mod tokens;
+mod users;

@@ -1,0 +1,40 @@
+//! The web console, served on the HTTP listener beside the REST API: sign-in with user accounts
+//! ([`signin`]), and the pages people run the platform from ([`pages`]): overview, inventory,
+//! device, alarms and SQL.
+//!
+//! The pages are HTML shells with the project's own small scripts and stylesheet, embedded in the
+//! binary (no CDN, nothing fetched from elsewhere: the console works without an internet
+//! connection). The scripts read and change everything through the REST API with the session
+//! cookie, echoing the session's CSRF token on every change; the API enforces roles and tenant
+//! scope exactly as for API tokens, so the console can show no more than its user may see.
+
+pub mod pages;
+pub mod signin;
+mod throttle;
+
+use axum::Router;
+use axum::routing::{get, post};
+use corral_registry::Registry;
+use std::sync::Arc;
+
+/// What the console's handlers share.
+#[derive(Clone)]
+pub struct Console {
+    registry: Registry,
+    throttle: Arc<throttle::Throttle>,
+}
+
+/// The console's routes, ready to be served beside the API ([`corral_http::router`]).
+pub fn router(registry: Registry) -> Router {
+    let console = Console { registry, throttle: Arc::new(throttle::Throttle::default()) };
+    Router::new()
+        .route("/login", get(signin::form).post(signin::sign_in))
+        .route("/logout", post(signin::sign_out))
+        .route("/", get(pages::overview))
+        .route("/devices", get(pages::inventory))
+        .route("/devices/{id}", get(pages::device))
+        .route("/alarms", get(pages::alarms))
+        .route("/sql", get(pages::sql))
+        .route("/assets/{file}", get(pages::asset))
+        .with_state(console)
+}

@@ -16,6 +16,7 @@ command -v openssl >/dev/null || need+=(openssl)
 command -v coap-client-notls >/dev/null || need+=(libcoap3-bin)
 command -v pkg-config >/dev/null || need+=(pkg-config)
 pkg-config --exists openssl 2>/dev/null || need+=(libssl-dev)
+test -x /usr/bin/chromium || need+=(chromium)
 # Debian puts nats-server in /usr/sbin, which is not on a normal user's PATH.
 { command -v nats-server || test -x /usr/sbin/nats-server; } >/dev/null || need+=(nats-server)
 if ((${#need[@]})); then
@@ -30,5 +31,8 @@ fi
 python3 -c "import influxdb_client, influxdb, paho.mqtt, aiocoap, cbor2" 2>/dev/null ||
   python3 -m pip install -q --disable-pip-version-check influxdb-client==1.50.0 influxdb==5.3.2 paho-mqtt==2.1.0 \
     aiocoap==0.4.17 cbor2==6.2.1
+
+browser=crates/corral/tests/browser
+test -d "$browser/node_modules/playwright-core" || npm ci --prefix "$browser" --no-audit --no-fund --loglevel=error
 
 cargo test --workspace --locked "$@"

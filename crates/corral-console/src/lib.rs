@@ -36,5 +36,6 @@ pub fn router(registry: Registry) -> Router {
         .route("/alarms", get(pages::alarms))
         .route("/sql", get(pages::sql))
         .route("/assets/{file}", get(pages::asset))
+        .route("/favicon.ico", get(pages::favicon))
         .with_state(console)
 }

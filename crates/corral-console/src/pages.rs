@@ -91,6 +91,7 @@ fn shell(page: &Page, user: &Principal, csrf: &str) -> String {
 <meta name="csrf-token" content="{csrf}">
 <title>{title} · Corral</title>
 <link rel="stylesheet" href="/assets/console.css">
+<link rel="icon" href="/assets/icon.svg" type="image/svg+xml">
 </head>
 <body data-page="{name}" data-role="{role}" data-user="{user}">
 <a class="skip" href="#main">Skip to content</a>
@@ -128,7 +129,12 @@ fn percent_encode(text: &str) -> String {
         .collect()
 }
 
-/// The embedded stylesheet and scripts. They change only with the binary, so browsers may keep
+/// `/favicon.ico`, which browsers ask for whatever the page says: the same icon.
+pub async fn favicon() -> Response {
+    asset(Path("icon.svg".to_string())).await
+}
+
+/// The embedded stylesheet, scripts and icon. They change only with the binary, so browsers may keep
 /// them for an hour.
 pub async fn asset(Path(file): Path<String>) -> Response {
     let (body, kind) = match file.as_str() {
@@ -140,6 +146,7 @@ pub async fn asset(Path(file): Path<String>) -> Response {
         "device.js" => (include_str!("../assets/device.js"), "text/javascript; charset=utf-8"),
         "alarms.js" => (include_str!("../assets/alarms.js"), "text/javascript; charset=utf-8"),
         "sql.js" => (include_str!("../assets/sql.js"), "text/javascript; charset=utf-8"),
+        "icon.svg" => (include_str!("../assets/icon.svg"), "image/svg+xml"),
         _ => return (StatusCode::NOT_FOUND, "no such asset").into_response(),
     };
     ([(header::CONTENT_TYPE, kind), (header::CACHE_CONTROL, "public, max-age=3600")], body).into_response()

@@ -2,8 +2,9 @@
 //! is durable (the console's device page draws them as they arrive).
 //!
 //! [`LiveFeed`] is a pipeline observer that fans readings out on a broadcast channel. It asks for
-//! batches only while someone listens, so it costs nothing when no live view is open; a listener
-//! that falls behind skips ahead and is told how much it missed, rather than slowing ingest.
+//! batches only while someone listens and turns into readings only the rows of devices someone
+//! watches, so a fleet's ingest pays nothing for one open device page; a listener that falls
+//! behind skips ahead and is told how much it missed, rather than slowing ingest.
 
 use crate::AppState;
 use crate::auth::Caller;
@@ -15,7 +16,8 @@ use corral_model::{Batch, Envelope, FieldValue};
 use futures::Stream;
 use serde::Serialize;
 use serde_json::{Map, Value};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::broadcast;
 
@@ -29,16 +31,47 @@ pub struct Reading {
     pub values: Map<String, Value>,
 }
 
-/// Readings of every device as they become durable; subscribe and filter.
+/// Readings of the watched devices as they become durable; subscribe and filter.
 #[derive(Clone)]
 pub struct LiveFeed {
     sender: broadcast::Sender<Arc<Reading>>,
+    /// Devices with an open stream, and how many streams each has.
+    watched: Arc<Mutex<HashMap<String, usize>>>,
 }
 
 impl Default for LiveFeed {
     fn default() -> Self {
         // Room for bursts: a listener further behind than this skips ahead.
-        LiveFeed { sender: broadcast::channel(4096).0 }
+        LiveFeed { sender: broadcast::channel(4096).0, watched: Arc::default() }
+    }
+}
+
+fn lock(m: &Mutex<HashMap<String, usize>>) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A device being watched while this lives (one open stream).
+struct Watch {
+    feed: LiveFeed,
+    device: String,
+}
+
+impl Watch {
+    fn new(feed: &LiveFeed, device: String) -> Watch {
+        *lock(&feed.watched).entry(device.clone()).or_default() += 1;
+        Watch { feed: feed.clone(), device }
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let mut watched = lock(&self.feed.watched);
+        if let Some(n) = watched.get_mut(&self.device) {
+            *n -= 1;
+            if *n == 0 {
+                watched.remove(&self.device);
+            }
+        }
     }
 }
 
@@ -55,12 +88,13 @@ fn json(value: &FieldValue) -> Value {
 #[async_trait]
 impl corral_ingest::Observer for LiveFeed {
     fn wants(&self) -> bool {
-        self.sender.receiver_count() > 0
+        !lock(&self.watched).is_empty()
     }
 
     async fn observe(&self, _envelope: &Envelope, batches: Vec<Batch>) {
+        let watched = lock(&self.watched);
         for batch in batches {
-            for row in batch.rows {
+            for row in batch.rows.into_iter().filter(|r| watched.contains_key(&r.device)) {
                 let time = chrono::DateTime::from_timestamp_nanos(row.time_ns).to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
                 let values = row.fields.iter().map(|(name, value)| (name.clone(), json(value))).collect();
                 let _ = self.sender.send(Arc::new(Reading { device: row.device, table: batch.table.to_string(), time, values }));
@@ -79,21 +113,49 @@ pub async fn stream(
     // Exists and is visible to the caller, or 404 like every other read of it.
     let device = state.registry.get_device(&caller, &id).await?;
     let receiver = state.live.sender.subscribe();
-    let id = device.id.to_string();
-    let events = futures::stream::unfold((receiver, id), |(mut receiver, id)| async move {
+    // Dropped with the stream when the client goes: the device is then no longer watched.
+    let watch = Watch::new(&state.live, device.id.to_string());
+    let events = futures::stream::unfold((receiver, watch), |(mut receiver, watch)| async move {
         loop {
             match receiver.recv().await {
-                Ok(reading) if reading.device == id => {
+                Ok(reading) if reading.device == watch.device => {
                     let event = Event::default().event("reading").json_data(&*reading).unwrap_or_else(|_| Event::default().comment("unencodable"));
-                    return Some((Ok(event), (receiver, id)));
+                    return Some((Ok(event), (receiver, watch)));
                 }
                 Ok(_) => continue,
                 Err(broadcast::error::RecvError::Lagged(n)) => {
-                    return Some((Ok(Event::default().event("lagged").data(n.to_string())), (receiver, id)));
+                    return Some((Ok(Event::default().event("lagged").data(n.to_string())), (receiver, watch)));
                 }
                 Err(broadcast::error::RecvError::Closed) => return None,
             }
         }
     });
     Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use corral_ingest::Observer;
+    use corral_model::{DeviceId, Door, Row, TableName, TenantId};
+
+    #[tokio::test]
+    async fn only_watched_devices_become_readings_and_only_while_watched() {
+        let feed = LiveFeed::default();
+        assert!(!feed.wants(), "nobody watches: the pipeline does not even copy batches");
+        let mut receiver = feed.sender.subscribe();
+        let watch = Watch::new(&feed, "pump-1".into());
+        assert!(feed.wants());
+        let envelope = Envelope { device: DeviceId::new("pump-1").unwrap(), tenant: TenantId::default_tenant(), door: Door::Http, received_at_ns: 0 };
+        let batch = Batch {
+            table: TableName::telemetry(),
+            rows: vec![Row::new(1, "pump-2").field("rpm", FieldValue::Float(1.0)), Row::new(2, "pump-1").field("rpm", FieldValue::Int(7))],
+        };
+        feed.observe(&envelope, vec![batch]).await;
+        let reading = receiver.try_recv().unwrap();
+        assert_eq!((reading.device.as_str(), reading.values["rpm"].clone()), ("pump-1", Value::from(7)));
+        assert!(receiver.try_recv().is_err(), "the unwatched device's row was skipped");
+        drop(watch);
+        assert!(!feed.wants());
+    }
 }

@@ -71,6 +71,12 @@ def main():
             times = [call(host, port, "GET", path)[0] * 1000 for _ in range(args.runs)]
             results[name] = statistics.median(times)
             print(f"{name:34} median {results[name]:7.1f} ms   (min {min(times):.1f}, max {max(times):.1f}, {args.runs} runs)")
+        # The overview's heaviest question, asked once per refresh: every grouping of the devices.
+        overview = json.dumps({"sql": "SELECT status, profile, site, tenant, online, count(*) AS n, grouping(status), grouping(profile), "
+                               "grouping(site), grouping(tenant), grouping(online) FROM devices "
+                               "GROUP BY GROUPING SETS ((status), (profile), (site), (tenant), (status, online))"})
+        times = [call(host, port, "POST", "/api/v1/query", overview, {"Content-Type": "application/json"})[0] * 1000 for _ in range(args.runs)]
+        print(f"{'overview: all groupings (one SQL)':34} median {statistics.median(times):7.1f} ms   (min {min(times):.1f}, max {max(times):.1f}, {args.runs} runs)")
         # Live: open the device's stream, post a reading, time until its event arrives.
         _, out = call(host, port, "POST", "/api/v1/devices", json.dumps({"id": "live-1"}), {"Content-Type": "application/json"})
         device_token = json.loads(out)["token"]

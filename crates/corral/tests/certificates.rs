@@ -281,6 +281,10 @@ async fn https_ingest_takes_a_client_certificate_instead_of_a_token() {
     assert_eq!(status, "200", "{body}");
     let (_, status, _) = curl_https(&server, dir, &with_cert, "/api/v1/devices");
     assert_eq!(status, "401");
+    // The console over HTTPS marks its cookies Secure.
+    let out = Command::new("curl").args(["-sS", "-i", "--cacert", "server-ca.pem"]).arg(format!("{}/login", server.https)).current_dir(dir).output().unwrap();
+    let head = String::from_utf8_lossy(&out.stdout).to_lowercase();
+    assert!(head.contains("set-cookie: corral_login=") && head.contains("; secure"), "{head}");
     // A token still works over HTTPS without a certificate.
     let token = server.register_device("meter-t", json!({})).await;
     let auth = format!("Authorization: Bearer {token}");

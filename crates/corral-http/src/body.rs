@@ -12,6 +12,12 @@ pub fn parse_json<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> A
     serde_json::from_slice(&body).map_err(|e| ApiError::bad_input(format!("invalid request body: {e}")))
 }
 
+/// Like [`parse_json`], but an empty body means the defaults (`curl -X PUT` with no `-d`).
+pub fn parse_json_or_default<T: DeserializeOwned + Default>(body: Result<Bytes, BytesRejection>) -> ApiResult<T> {
+    let body = body?;
+    if body.iter().all(u8::is_ascii_whitespace) { Ok(T::default()) } else { parse_json(Ok(body)) }
+}
+
 /// Reads at most `limit` bytes; more is a 413 (checked while streaming, so a chunked body that
 /// never declared its length still cannot make us hold more than the limit).
 pub async fn read_body(body: Body, limit: usize) -> ApiResult<Bytes> {

@@ -113,8 +113,7 @@ pub async fn set_psk(
     Path(id): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Json<Value>> {
-    let body = body?;
-    let asked: SetPsk = if body.iter().all(u8::is_ascii_whitespace) { SetPsk::default() } else { parse_json(Ok(body))? };
+    let asked: SetPsk = crate::body::parse_json_or_default(body)?;
     let key = match (asked.key, asked.key_hex) {
         (Some(_), Some(_)) => return Err(crate::error::ApiError::bad_input("give key or key_hex, not both")),
         (Some(text), None) => Some(text.into_bytes()),

@@ -52,8 +52,7 @@ pub async fn set_password(
     Path(name): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Json<Value>> {
-    let body = body?;
-    let asked: NewPassword = if body.iter().all(u8::is_ascii_whitespace) { NewPassword::default() } else { parse_json(Ok(body))? };
+    let asked: NewPassword = crate::body::parse_json_or_default(body)?;
     let generated = asked.password.is_none().then(generate_password);
     let password = asked.password.as_deref().or(generated.as_deref()).unwrap_or_default();
     state.registry.set_user_password(&caller, &name, password).await?;

@@ -81,62 +81,63 @@ impl corral_http::MetricsSource for HandshakeFailures {
     }
 }
 
-/// Accepts TLS connections until the task is aborted, handing each to the broker with the
-/// client certificate it presented, if any.
-pub async fn serve_mqtts(listener: TcpListener, acceptor: TlsAcceptor, broker: corral_mqtt::Broker, failures: HandshakeFailures) {
+/// A connection once its TLS handshake is done, and the client certificate it presented.
+type Handshaken = (tokio_rustls::server::TlsStream<tokio::net::TcpStream>, SocketAddr, Option<Vec<u8>>);
+
+/// Accepts connections on `listener` until the task is aborted; each gets its TLS handshake
+/// (refusals logged with the reason and counted, slow ones dropped) on its own task, then goes to
+/// `serve`.
+async fn accept_tls<F, Fut>(listener: TcpListener, acceptor: TlsAcceptor, failures: HandshakeFailures, serve: F)
+where
+    F: Fn(Handshaken) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let name = failures.listener.to_uppercase();
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.
-                tracing::warn!(error = %e, "MQTTS accept failed");
+                tracing::warn!(error = %e, listener = name, "accept failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };
-        let (acceptor, broker, failures) = (acceptor.clone(), broker.clone(), failures.clone());
+        let (acceptor, failures, serve, name) = (acceptor.clone(), failures.clone(), serve.clone(), name.clone());
         tokio::spawn(async move {
             let _ = stream.set_nodelay(true);
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                 Ok(Ok(tls)) => {
                     let certificate = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| c.to_vec());
-                    broker.serve_tls_connection(tls, peer, certificate).await
+                    serve((tls, peer, certificate)).await
                 }
                 Ok(Err(e)) => {
                     let reason = failures.count(&e);
-                    tracing::info!(%peer, reason, error = %e, "MQTTS handshake refused");
+                    tracing::info!(%peer, reason, error = %e, "{name} handshake refused");
                 }
-                Err(_) => tracing::info!(%peer, "MQTTS handshake timed out"),
+                Err(_) => tracing::info!(%peer, "{name} handshake timed out"),
             }
         });
     }
 }
 
-/// Serves the HTTP router over TLS until the task is aborted. Each request carries the peer
-/// address and the connection's client certificate, if any ([`corral_http::ClientCertificate`]):
-/// telemetry requests without a token authenticate with it.
+/// MQTT over TLS: each connection goes to the broker with the client certificate it presented.
+pub async fn serve_mqtts(listener: TcpListener, acceptor: TlsAcceptor, broker: corral_mqtt::Broker, failures: HandshakeFailures) {
+    accept_tls(listener, acceptor, failures, move |(tls, peer, certificate)| {
+        let broker = broker.clone();
+        async move { broker.serve_tls_connection(tls, peer, certificate).await }
+    })
+    .await
+}
+
+/// Serves the HTTP router over TLS. Each request carries the peer address, the TLS mark and the
+/// connection's client certificate, if any ([`corral_http::ClientCertificate`]): telemetry
+/// requests without a token authenticate with it.
 pub async fn serve_https(listener: TcpListener, acceptor: TlsAcceptor, app: axum::Router, failures: HandshakeFailures) {
-    loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                tracing::warn!(error = %e, "HTTPS accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let (acceptor, app, failures) = (acceptor.clone(), app.clone(), failures.clone());
-        tokio::spawn(async move {
-            let _ = stream.set_nodelay(true);
-            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(e)) => {
-                    let reason = failures.count(&e);
-                    return tracing::info!(%peer, reason, error = %e, "HTTPS handshake refused");
-                }
-                Err(_) => return tracing::info!(%peer, "HTTPS handshake timed out"),
-            };
-            let certificate = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| corral_http::ClientCertificate(Arc::new(c.to_vec())));
+    accept_tls(listener, acceptor, failures, move |(tls, peer, certificate)| {
+        let app = app.clone();
+        async move {
+            let certificate = certificate.map(|c| corral_http::ClientCertificate(Arc::new(c)));
             let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
                 request.extensions_mut().insert(axum::extract::ConnectInfo(peer));
                 request.extensions_mut().insert(corral_http::OverTls);
@@ -149,8 +150,9 @@ pub async fn serve_https(listener: TcpListener, acceptor: TlsAcceptor, app: axum
             if let Err(e) = served.await {
                 tracing::debug!(%peer, error = %e, "HTTPS connection ended");
             }
-        });
-    }
+        }
+    })
+    .await
 }
 
 /// The address MQTTS listens on, or why the configuration does not hold together.

@@ -120,6 +120,20 @@ async fn sign_in_sessions_csrf_roles_and_sign_out() {
     assert_eq!(status, StatusCode::OK);
     assert!(page.contains("<title>Inventory · Corral</title>") && page.contains(r#"data-role="admin""#), "{page}");
 
+    // Every page, with its title, script and the session's CSRF token for the script.
+    for (path, title, script) in [("/", "Overview", "overview"), ("/devices", "Inventory", "inventory"), ("/devices/pump-9", "Device", "device"), ("/alarms", "Alarms", "alarms"), ("/sql", "SQL", "sql")] {
+        let (status, page) = browser.get(path).await;
+        assert_eq!(status, StatusCode::OK, "{path}");
+        assert!(page.contains(&format!("<title>{title} · Corral</title>")) && page.contains(&format!(r#"<script src="/assets/{script}.js">"#)), "{path}: {page}");
+        assert_eq!(meta(&page, "csrf-token"), browser.csrf, "{path}");
+    }
+    for (asset, kind) in [("console.css", "text/css"), ("app.js", "text/javascript"), ("inventory.js", "text/javascript"), ("icon.svg", "image/svg+xml")] {
+        let response = browser.request(Method::GET, &format!("/assets/{asset}"), None, false).await;
+        assert!(response.headers()["content-type"].to_str().unwrap().starts_with(kind), "{asset}");
+    }
+    let (status, _) = browser.get("/assets/nothing.js").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
     // The API takes the session; a change needs the CSRF token too.
     let (status, _) = browser.api(Method::GET, "/api/v1/devices", None, false).await;
     assert_eq!(status, StatusCode::OK);

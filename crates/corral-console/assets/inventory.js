@@ -175,6 +175,9 @@
     return [el('p', { id: 'import-accepted' }, `${result.accepted.length} devices ${verb}: ${result.accepted.slice(0, 10).map((a) => a.id).join(', ')}${result.accepted.length > 10 ? ', …' : ''}`), rejected];
   }
 
+  // Tenant names to pick from (those the user may see).
+  api('GET', '/api/v1/tenants').then((out) => fill($('tenants'), out.tenants.map((t) => el('option', { value: t.id })))).catch(() => {});
+
   if (!canWrite) { $('register-open').hidden = true; }
   load();
 })();

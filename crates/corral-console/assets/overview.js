@@ -16,6 +16,17 @@
     lastRows = { total, at: now };
   }
 
+  // Who changed what (the audit log is for administrators).
+  async function changes() {
+    const entries = (await Corral.api('GET', '/api/v1/audit?limit=40')).entries.filter((e) => e.action !== 'user.sign_in').slice(0, 8);
+    document.querySelector('.admin-only').hidden = false;
+    fill($('changes'), entries.length
+      ? el('table', { class: 'data' }, el('tbody', {}, entries.map((e) => el('tr', {},
+          el('td', {}, e.action), el('td', {}, e.action.startsWith('device.') ? el('a', { href: `/devices/${encodeURIComponent(e.target)}` }, e.target) : e.target),
+          el('td', {}, e.actor), el('td', { title: e.at }, ago(e.at))))))
+      : el('p', { class: 'empty' }, 'Nothing changed yet.'));
+  }
+
   // One pass over the devices answers every grouping (GROUPING SETS): with a large fleet the
   // devices table is the expensive part, so it is read once per refresh.
   const GROUPS = `SELECT status, profile, site, tenant, online, count(*) AS n,
@@ -51,6 +62,7 @@
             el('td', {}, el('a', { href: `/devices/${encodeURIComponent(d.id)}` }, d.id)), el('td', {}, d.profile || ''), el('td', {}, d.site || ''),
             el('td', { title: d.created_at }, ago(d.created_at))))))
         : el('p', { class: 'empty' }, 'No devices yet. Register one from the inventory.'));
+      if (Corral.role === 'admin') await changes();
       await ingestRate();
       $('updated').textContent = `Updated ${new Date().toLocaleTimeString()}`;
     } catch (e) {

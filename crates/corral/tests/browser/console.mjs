@@ -55,6 +55,8 @@ await step('sign in', async () => {
   await page.waitForFunction(() => document.getElementById('t-devices').textContent !== '–');
   expect(Number((await page.textContent('#t-devices')).replace(/,/g, '')) === 120, 'the overview counts the fleet');
   await page.waitForSelector('#by-site .bar');
+  await page.waitForSelector('#changes td');
+  expect((await page.textContent('#changes')).includes('device.create'), 'an administrator sees recent changes');
   await shot(page, 'overview');
 });
 
@@ -182,6 +184,9 @@ await step('a viewer sees no write actions', async () => {
   expect(!(await viewer.isVisible('#register-open')) && !(await viewer.isVisible('label[for=import-file]')), 'no register or import');
   expect(await viewer.evaluate(() => document.documentElement.scrollWidth <= window.innerWidth + 1), 'fits a tablet without sideways scrolling');
   await shot(viewer, 'inventory-viewer-tablet');
+  await viewer.goto(`${BASE}/`);
+  await viewer.waitForFunction(() => document.getElementById('updated').textContent.startsWith('Updated'));
+  expect(!(await viewer.isVisible('#changes')), 'the audit log is for administrators');
   await viewer.goto(`${BASE}/devices/browser-1`);
   await viewer.waitForSelector('#identity dt');
   for (const id of ['rotate', 'quarantine', 'decommission']) expect(!(await viewer.isVisible(`#${id}`)), `no ${id} button`);

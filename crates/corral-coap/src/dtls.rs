@@ -57,9 +57,12 @@ const CIPHERS: &str = "ECDHE-PSK-CHACHA20-POLY1305:PSK-AES128-GCM-SHA256:PSK-AES
 const MTU: u32 = 1280;
 
 /// The key for the identity a handshake announced, once fetched (or the reason there is none).
+/// `used` is set by OpenSSL's callback when it took the key: from then on the entry is fixed, so
+/// a later forged ClientKeyExchange cannot change whom the session is attributed to.
 struct PskEntry {
     identity: String,
     key: Result<Vec<u8>, WireError>,
+    used: bool,
 }
 
 type PskSlot = Arc<Mutex<Option<PskEntry>>>;
@@ -170,12 +173,13 @@ impl Dtls {
         builder.set_verify(SslVerifyMode::NONE);
         builder.set_options(SslOptions::COOKIE_EXCHANGE | SslOptions::NO_QUERY_MTU | SslOptions::NO_TICKET);
         builder.set_psk_server_callback(move |ssl, identity, out| {
-            let slot = ssl.ex_data(psk_index).cloned();
+            let Some(slot) = ssl.ex_data(psk_index).cloned() else { return Ok(0) };
             let identity = identity.and_then(|i| std::str::from_utf8(i).ok()).unwrap_or_default();
-            let entry = slot.as_ref().map(|s| lock(s));
-            match entry.as_deref() {
-                Some(Some(PskEntry { identity: known, key: Ok(key) })) if known == identity && key.len() <= out.len() => {
+            let mut entry = lock(&slot);
+            match entry.as_mut() {
+                Some(PskEntry { identity: known, key: Ok(key), used }) if known == identity && !*used && key.len() <= out.len() => {
                     out[..key.len()].copy_from_slice(key);
+                    *used = true;
                     Ok(key.len())
                 }
                 // 0 = unknown identity: OpenSSL ends the handshake with an alert.
@@ -200,7 +204,7 @@ impl Dtls {
             Ok(n)
         });
         builder.set_cookie_verify_cb(move |ssl, presented| {
-            cookie(&cookie_key, ssl.ex_data(peer_index)).is_ok_and(|mac| !presented.is_empty() && mac.starts_with(presented))
+            cookie(&cookie_key, ssl.ex_data(peer_index)).is_ok_and(|mac| mac.len() == presented.len() && openssl::memcmp::eq(&mac, presented))
         });
         Ok(Dtls {
             socket,
@@ -250,15 +254,24 @@ impl Dtls {
     /// Ends the sessions of `device` (its key changed, or it left active): a close_notify alert
     /// tells it to handshake again.
     pub fn close_device(&self, device: &str) {
+        self.close_where(|d| d == device);
+    }
+
+    /// Ends every established session: when credential changes were missed, none is trusted.
+    pub fn close_all(&self) {
+        self.close_where(|_| true);
+    }
+
+    fn close_where(&self, which: impl Fn(&str) -> bool) {
         let mut sessions = lock(&self.sessions);
-        let peers: Vec<SocketAddr> = sessions.iter().filter(|(_, s)| s.device.as_deref() == Some(device)).map(|(p, _)| *p).collect();
+        let peers: Vec<SocketAddr> = sessions.iter().filter(|(_, s)| s.device.as_deref().is_some_and(&which)).map(|(p, _)| *p).collect();
         for peer in peers {
             if let Some(mut session) = sessions.remove(&peer) {
                 let _ = session.stream.shutdown();
                 for datagram in session.stream.get_mut().outgoing.drain(..) {
                     let _ = self.socket.try_send_to(&datagram, peer);
                 }
-                tracing::info!(%peer, device, "coaps session closed: the device's credentials changed");
+                tracing::info!(%peer, device = session.device.as_deref(), "coaps session closed: the device's credentials changed");
             }
         }
         self.metrics.sessions.store(sessions.len() as u64, Relaxed);
@@ -273,7 +286,7 @@ impl Dtls {
             None if now.duration_since(s.started) < self.config.handshake_timeout => true,
             None => {
                 let (reason, detail) = match lock(&s.psk).as_ref() {
-                    Some(PskEntry { identity, key: Ok(_) }) => {
+                    Some(PskEntry { identity, key: Ok(_), .. }) => {
                         (2, format!("{identity} named its identity but never finished: it holds a different key"))
                     }
                     _ => (3, "the handshake did not finish in time".to_string()),
@@ -292,11 +305,14 @@ impl Dtls {
             Some(s) if s.device.is_none() => s.psk.clone(),
             _ => return,
         };
-        if lock(&slot).as_ref().is_some_and(|e| e.identity == identity) {
-            return; // a retransmitted flight
+        if lock(&slot).as_ref().is_some_and(|e| e.identity == identity || e.used) {
+            return; // a retransmitted flight, or the key was already taken
         }
         let key = self.hooks.psk(&identity).await;
-        *lock(&slot) = Some(PskEntry { identity, key });
+        let mut entry = lock(&slot);
+        if !entry.as_ref().is_some_and(|e| e.used) {
+            *entry = Some(PskEntry { identity, key, used: false });
+        }
     }
 
     /// Runs one datagram through the peer's session (creating it for a ClientHello).
@@ -304,16 +320,23 @@ impl Dtls {
         let now = Instant::now();
         let mut sessions = lock(&self.sessions);
         let hello = records::is_client_hello(datagram);
-        // A ClientHello on an established session: the device restarted and starts over.
-        if hello && sessions.get(&peer).is_some_and(|s| s.device.is_some()) {
-            sessions.remove(&peer);
-        }
-        if !sessions.contains_key(&peer) {
-            if !hello {
-                self.metrics.stray.fetch_add(1, Relaxed);
-                return (Vec::new(), Vec::new());
-            }
-            if sessions.len() >= self.config.max_sessions {
+        // A ClientHello opens a session only once it carries a valid cookie (the client proved it
+        // receives at its address); until then it gets a HelloVerifyRequest and the server keeps
+        // nothing. An established session is replaced only by such a proven handshake, so a
+        // spoofed ClientHello cannot end a device's session.
+        if hello && sessions.get(&peer).is_none_or(|s| s.device.is_some()) {
+            drop(sessions);
+            let (session, outgoing) = match self.listen(peer, datagram, now) {
+                Ok(found) => found,
+                Err(e) => {
+                    self.metrics.failures[4].fetch_add(1, Relaxed);
+                    tracing::debug!(%peer, error = %e, "coaps: ClientHello refused");
+                    return (Vec::new(), Vec::new());
+                }
+            };
+            let Some(mut session) = session else { return (Vec::new(), outgoing) };
+            sessions = lock(&self.sessions);
+            if !sessions.contains_key(&peer) && sessions.len() >= self.config.max_sessions {
                 drop(sessions);
                 self.sweep();
                 sessions = lock(&self.sessions);
@@ -323,16 +346,24 @@ impl Dtls {
                     return (Vec::new(), Vec::new());
                 }
             }
-            match self.new_session(peer, now) {
-                Ok(session) => {
-                    sessions.insert(peer, session);
-                    self.metrics.sessions.store(sessions.len() as u64, Relaxed);
-                }
+            // The verified ClientHello is inside OpenSSL now: accepting continues from it.
+            let mut out = outgoing;
+            match session.stream.accept() {
+                Err(e) if e.code() == ErrorCode::WANT_READ => {}
+                Ok(()) => {}
                 Err(e) => {
-                    tracing::error!(%peer, error = %e, "coaps: cannot start a session");
-                    return (Vec::new(), Vec::new());
+                    tracing::debug!(%peer, error = %e, "coaps handshake failed at its start");
+                    return (Vec::new(), out);
                 }
             }
+            out.append(&mut session.stream.get_mut().outgoing);
+            sessions.insert(peer, session);
+            self.metrics.sessions.store(sessions.len() as u64, Relaxed);
+            return (Vec::new(), out);
+        }
+        if !sessions.contains_key(&peer) {
+            self.metrics.stray.fetch_add(1, Relaxed);
+            return (Vec::new(), Vec::new());
         }
         let Some(session) = sessions.get_mut(&peer) else { return (Vec::new(), Vec::new()) };
         session.last_heard = now;
@@ -342,10 +373,21 @@ impl Dtls {
         if session.device.is_none() {
             match session.stream.accept() {
                 Ok(()) => {
-                    let device = lock(&session.psk).as_ref().map(|e| e.identity.clone()).unwrap_or_default();
-                    tracing::info!(%peer, device, cipher = session.stream.ssl().current_cipher().map(|c| c.name()), "coaps session established");
-                    self.metrics.handshakes.fetch_add(1, Relaxed);
-                    session.device = Some(device);
+                    // The device is the identity whose key OpenSSL took, nothing else.
+                    let device = lock(&session.psk).as_ref().filter(|e| e.used && e.key.is_ok()).map(|e| e.identity.clone());
+                    let negotiated = session.stream.ssl().psk_identity().and_then(|i| std::str::from_utf8(i).ok()).map(str::to_string);
+                    match device.filter(|d| Some(d) == negotiated.as_ref()) {
+                        Some(device) => {
+                            tracing::info!(%peer, device, cipher = session.stream.ssl().current_cipher().map(|c| c.name()), "coaps session established");
+                            self.metrics.handshakes.fetch_add(1, Relaxed);
+                            session.device = Some(device);
+                        }
+                        None => {
+                            self.metrics.failures[4].fetch_add(1, Relaxed);
+                            tracing::warn!(%peer, ?negotiated, "coaps handshake finished without the key it announced; dropped");
+                            ended = true;
+                        }
+                    }
                 }
                 Err(e) if e.code() == ErrorCode::WANT_READ => {}
                 Err(e) => {
@@ -379,6 +421,17 @@ impl Dtls {
         (messages, outgoing)
     }
 
+    /// Runs OpenSSL's stateless cookie exchange (`DTLSv1_listen`) on a ClientHello: without a
+    /// valid cookie the answer is a HelloVerifyRequest and no session; with one, the session,
+    /// ready for `accept` to continue the handshake.
+    fn listen(&self, peer: SocketAddr, datagram: &[u8], now: Instant) -> Result<(Option<Session>, Vec<Vec<u8>>), ErrorStack> {
+        let mut session = self.new_session(peer, now)?;
+        session.stream.get_mut().incoming = Some(datagram.to_vec());
+        let verified = listen::dtls_listen(session.stream.ssl())?;
+        let outgoing = std::mem::take(&mut session.stream.get_mut().outgoing);
+        Ok((verified.then_some(session), outgoing))
+    }
+
     fn new_session(&self, peer: SocketAddr, now: Instant) -> Result<Session, ErrorStack> {
         let mut ssl = Ssl::new(&self.context)?;
         ssl.set_mtu(MTU)?;
@@ -398,13 +451,47 @@ impl Dtls {
     }
 }
 
+/// `DTLSv1_listen`, which the `openssl` crate does not wrap.
+mod listen {
+    use foreign_types::ForeignTypeRef;
+    use openssl::error::ErrorStack;
+    use openssl::ssl::SslRef;
+
+    unsafe extern "C" {
+        fn DTLSv1_listen(s: *mut openssl_sys::SSL, client: *mut std::ffi::c_void) -> std::os::raw::c_int;
+        fn BIO_ADDR_new() -> *mut std::ffi::c_void;
+        fn BIO_ADDR_free(addr: *mut std::ffi::c_void);
+    }
+
+    /// True when the datagram waiting in the SSL's read BIO is a ClientHello with a valid
+    /// cookie; false when OpenSSL answered it with a HelloVerifyRequest (or it was not a
+    /// ClientHello at all).
+    pub fn dtls_listen(ssl: &SslRef) -> Result<bool, ErrorStack> {
+        // SAFETY: `ssl` is a live SSL with its BIOs set (an SslStream's); the address is
+        // allocated and freed here, and OpenSSL only writes into it during the call.
+        unsafe {
+            let client = BIO_ADDR_new();
+            if client.is_null() {
+                return Err(ErrorStack::get());
+            }
+            let result = DTLSv1_listen(ssl.as_ptr(), client);
+            BIO_ADDR_free(client);
+            match result {
+                1 => Ok(true),
+                0 => Ok(false),
+                _ => Err(ErrorStack::get()),
+            }
+        }
+    }
+}
+
 /// Why a handshake failed, as an index into [`FAILURE_REASONS`], and the detail to log.
 fn failure(psk: &PskSlot, error: &openssl::ssl::Error) -> (usize, String) {
     match lock(psk).as_ref() {
         Some(PskEntry { key: Err(why), .. }) if why.kind == ErrorKind::Forbidden => (1, why.message.clone()),
         Some(PskEntry { key: Err(why), .. }) if why.kind == ErrorKind::Unauthenticated => (0, why.message.clone()),
         Some(PskEntry { key: Err(why), .. }) => (4, why.message.clone()),
-        Some(PskEntry { identity, key: Ok(_) }) => (4, format!("identity {identity}: {error}")),
+        Some(PskEntry { identity, key: Ok(_), .. }) => (4, format!("identity {identity}: {error}")),
         None => (4, error.to_string()),
     }
 }

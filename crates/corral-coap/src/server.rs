@@ -154,6 +154,14 @@ impl CoapServer {
         }
     }
 
+    /// Credential changes were missed (the notifications lagged): every DTLS session ends, and
+    /// devices handshake again with what holds now.
+    pub fn forget_all_sessions(&self) {
+        if let Some(dtls) = &self.shared.dtls {
+            dtls.close_all();
+        }
+    }
+
     /// Waits (at most `grace`) for the requests in progress to be answered: call after
     /// [`CoapServer::serve`] stopped and before the store closes.
     pub async fn drain(&self, grace: std::time::Duration) {

@@ -22,11 +22,20 @@ use std::sync::Arc;
 pub struct Console {
     registry: Registry,
     throttle: Arc<throttle::Throttle>,
+    /// Password checks running at once (argon2id takes 19 MiB each).
+    hashing: Arc<tokio::sync::Semaphore>,
 }
+
+/// Password checks at once; beyond it sign-in answers 503 with Retry-After.
+const CONCURRENT_SIGN_INS: usize = 8;
 
 /// The console's routes, ready to be served beside the API ([`corral_http::router`]).
 pub fn router(registry: Registry) -> Router {
-    let console = Console { registry, throttle: Arc::new(throttle::Throttle::default()) };
+    let console = Console {
+        registry,
+        throttle: Arc::new(throttle::Throttle::default()),
+        hashing: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_SIGN_INS)),
+    };
     Router::new()
         .route("/login", get(signin::form).post(signin::sign_in))
         .route("/logout", post(signin::sign_out))

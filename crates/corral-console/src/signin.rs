@@ -40,10 +40,11 @@ pub struct SignOut {
     csrf: String,
 }
 
-/// Only a path of this site: `next` must not send a signed-in user elsewhere.
+/// Only a path of this site: `next` must not send a signed-in user elsewhere. Printable ASCII
+/// only (browsers drop tabs and newlines from a `Location`, which could turn `/\t/x` into `//x`).
 fn local_path(next: Option<&str>) -> &str {
     match next {
-        Some(p) if p.starts_with('/') && !p.starts_with("//") && !p.contains('\\') => p,
+        Some(p) if p.starts_with('/') && !p.starts_with("//") && !p.contains('\\') && p.chars().all(|c| c.is_ascii_graphic()) => p,
         _ => "/",
     }
 }
@@ -90,16 +91,22 @@ pub async fn sign_in(
         return page(StatusCode::FORBIDDEN, Some("The form expired or came from another site; please sign in again."), next, name, &tls);
     }
     let address = peer.map(|Extension(ConnectInfo(p))| p.ip());
-    if let Some(wait) = console.throttle.locked_out(name, address) {
+    if let Err(wait) = console.throttle.attempt(name, address) {
         tracing::warn!(user = name, ?address, "console sign-in throttled");
         let minutes = wait.as_secs().div_ceil(60);
         let mut response = page(StatusCode::TOO_MANY_REQUESTS, Some(&format!("Too many failed sign-ins. Try again in {minutes} minutes.")), next, name, &tls);
         response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(wait.as_secs().max(1)));
         return response;
     }
+    // Each check costs 19 MiB and tens of milliseconds by design: only a few run at once.
+    let Ok(_permit) = console.hashing.clone().try_acquire_owned() else {
+        let mut response = page(StatusCode::SERVICE_UNAVAILABLE, Some("Many sign-ins at once; try again in a moment."), next, name, &tls);
+        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
+        return response;
+    };
     match console.registry.sign_in(name, &credentials.password).await {
         Ok(session) => {
-            console.throttle.succeeded(name);
+            console.throttle.succeeded(name, address);
             tracing::info!(user = name, "console sign-in");
             let cookie = format!(
                 "{SESSION_COOKIE}={}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{}",
@@ -113,7 +120,6 @@ pub async fn sign_in(
             response
         }
         Err(e) => {
-            console.throttle.failed(name, address);
             tracing::info!(user = name, ?address, error = %e, "console sign-in refused");
             let (status, message) = match e {
                 corral_registry::RegistryError::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, "Wrong user name or password.".to_string()),
@@ -147,7 +153,7 @@ mod tests {
     #[test]
     fn next_stays_on_this_site() {
         assert_eq!(local_path(Some("/devices?site=roof")), "/devices?site=roof");
-        for outside in ["https://evil.example", "//evil.example", "/\\evil.example", "devices"] {
+        for outside in ["https://evil.example", "//evil.example", "/\\evil.example", "devices", "/\t/evil.example", "/a\nb", "/é"] {
             assert_eq!(local_path(Some(outside)), "/", "{outside}");
         }
         assert_eq!(local_path(None), "/");

@@ -1,6 +1,8 @@
-//! Brute-force throttling of sign-in: failed attempts are counted per user name and per client
-//! address over a window; past the limit, attempts are refused without checking the password
-//! until the window has passed. Memory is bounded.
+//! Brute-force throttling of sign-in: attempts are counted per user name and per client address
+//! (an IPv6 client by its /64) over a window, *before* the password is checked, so parallel
+//! guesses cannot slip past the limit; a successful sign-in takes its attempt back. Past the
+//! limit, attempts are refused without checking the password until the window has passed.
+//! Memory is bounded.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -25,21 +27,34 @@ pub struct Throttle {
     failures: Mutex<HashMap<Key, (Instant, u32)>>,
 }
 
-impl Throttle {
-    /// How long the caller must wait before trying again, if it is locked out.
-    pub fn locked_out(&self, name: &str, address: Option<IpAddr>) -> Option<Duration> {
-        let now = Instant::now();
-        let failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        let mut keys = vec![(Key::Name(name.to_ascii_lowercase()), PER_NAME)];
-        keys.extend(address.map(|a| (Key::Address(a), PER_ADDRESS)));
-        keys.into_iter()
-            .filter_map(|(key, limit)| failures.get(&key).filter(|(since, n)| *n >= limit && now.duration_since(*since) < WINDOW).map(|(since, _)| WINDOW - now.duration_since(*since)))
-            .max()
+/// The key of an address: IPv6 clients get a /64 each, so one cannot rotate through its own.
+fn address_key(address: IpAddr) -> Key {
+    match address {
+        IpAddr::V6(v6) => Key::Address(IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into())),
+        v4 => Key::Address(v4),
     }
+}
 
-    pub fn failed(&self, name: &str, address: Option<IpAddr>) {
+fn keys(name: &str, address: Option<IpAddr>) -> Vec<(Key, u32)> {
+    let mut keys = vec![(Key::Name(name.to_ascii_lowercase()), PER_NAME)];
+    keys.extend(address.map(|a| (address_key(a), PER_ADDRESS)));
+    keys
+}
+
+impl Throttle {
+    /// Counts an attempt, or says how long the caller must wait when it is locked out (then
+    /// nothing is counted and the password must not be checked).
+    pub fn attempt(&self, name: &str, address: Option<IpAddr>) -> Result<(), Duration> {
         let now = Instant::now();
         let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let keys = keys(name, address);
+        let wait = keys
+            .iter()
+            .filter_map(|(key, limit)| failures.get(key).filter(|(since, n)| *n >= *limit && now.duration_since(*since) < WINDOW).map(|(since, _)| WINDOW - now.duration_since(*since)))
+            .max();
+        if let Some(wait) = wait {
+            return Err(wait);
+        }
         if failures.len() >= MAX_KEYS {
             failures.retain(|_, (since, _)| now.duration_since(*since) < WINDOW);
             if failures.len() >= MAX_KEYS
@@ -48,21 +63,24 @@ impl Throttle {
                 failures.remove(&stalest);
             }
         }
-        let mut keys = vec![Key::Name(name.to_ascii_lowercase())];
-        keys.extend(address.map(Key::Address));
-        for key in keys {
+        for (key, _) in keys {
             let entry = failures.entry(key).or_insert((now, 0));
             if now.duration_since(entry.0) >= WINDOW {
                 *entry = (now, 0);
             }
             entry.1 += 1;
         }
+        Ok(())
     }
 
-    /// A successful sign-in clears its name's count (not its address's: one right password must
-    /// not reset a guesser's budget for other names).
-    pub fn succeeded(&self, name: &str) {
-        self.failures.lock().unwrap_or_else(|p| p.into_inner()).remove(&Key::Name(name.to_ascii_lowercase()));
+    /// A successful sign-in clears its name's count and takes back its own attempt from the
+    /// address (not more: one right password must not reset a guesser's budget for other names).
+    pub fn succeeded(&self, name: &str, address: Option<IpAddr>) {
+        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        failures.remove(&Key::Name(name.to_ascii_lowercase()));
+        if let Some(entry) = address.and_then(|a| failures.get_mut(&address_key(a))) {
+            entry.1 = entry.1.saturating_sub(1);
+        }
     }
 }
 
@@ -71,21 +89,34 @@ mod tests {
     use super::*;
 
     #[test]
-    fn locks_a_name_after_five_failures_and_an_address_after_twenty() {
+    fn locks_a_name_after_five_attempts_and_an_address_after_twenty() {
         let t = Throttle::default();
         let here: IpAddr = "192.0.2.1".parse().unwrap();
         for _ in 0..PER_NAME {
-            assert_eq!(t.locked_out("alice", Some(here)), None);
-            t.failed("Alice", Some(here));
+            assert_eq!(t.attempt("Alice", Some(here)), Ok(()));
         }
-        assert!(t.locked_out("alice", None).is_some_and(|wait| wait <= WINDOW));
-        assert_eq!(t.locked_out("bob", Some(here)), None, "other names are still open from here");
+        assert!(t.attempt("alice", None).is_err_and(|wait| wait <= WINDOW), "counted before any password is checked");
+        for i in 0..PER_ADDRESS - PER_NAME {
+            assert_eq!(t.attempt(&format!("user{i}"), Some(here)), Ok(()), "other names are still open from here");
+        }
+        assert!(t.attempt("carol", Some(here)).is_err(), "the address is locked for every name");
+        assert_eq!(t.attempt("carol", Some("192.0.2.2".parse().unwrap())), Ok(()));
+        t.succeeded("alice", Some(here));
+        assert_eq!(t.attempt("alice", None), Ok(()), "a success clears its name");
+    }
+
+    #[test]
+    fn a_success_takes_back_only_its_own_attempt_and_ipv6_counts_by_64() {
+        let t = Throttle::default();
+        let office: IpAddr = "192.0.2.9".parse().unwrap();
+        for i in 0..PER_ADDRESS * 2 {
+            t.attempt(&format!("person{}", i % 7), Some(office)).unwrap();
+            t.succeeded(&format!("person{}", i % 7), Some(office));
+        }
+        assert_eq!(t.attempt("person1", Some(office)), Ok(()), "people signing in from one office are not locked out");
         for i in 0..PER_ADDRESS {
-            t.failed(&format!("user{i}"), Some(here));
+            t.attempt(&format!("guess{i}"), Some(format!("2001:db8::{i:x}").parse().unwrap())).unwrap();
         }
-        assert!(t.locked_out("carol", Some(here)).is_some(), "the address is locked for every name");
-        assert_eq!(t.locked_out("carol", Some("192.0.2.2".parse().unwrap())), None);
-        t.succeeded("alice");
-        assert_eq!(t.locked_out("alice", None), None);
+        assert!(t.attempt("guess", Some("2001:db8::ffff".parse().unwrap())).is_err(), "one /64 is one address");
     }
 }

@@ -26,16 +26,16 @@ const MAX_IMPORT_LINES: usize = 10_000;
 pub async fn export(state: &AppState, caller: &corral_registry::Principal, filter: DeviceFilter) -> ApiResult<Response> {
     let mut out = String::new();
     push_line(&mut out, COLUMNS.iter().map(|c| c.to_string()));
-    let mut page_filter = DeviceFilter { limit: Some(1000), after: None, offset: None, ..filter };
+    // Offset pages whatever the order (with an offset the registry always pages by offset).
+    let mut page_filter = DeviceFilter { limit: Some(1000), after: None, offset: Some(0), ..filter };
     loop {
         let page = state.registry.list_devices(caller, &page_filter).await?;
         for d in &page.devices {
             push_line(&mut out, row(d));
         }
-        match page.next {
-            None => break,
-            Some(next) if page_filter.sort.as_deref().unwrap_or("id") == "id" && !page_filter.desc.unwrap_or(false) => page_filter.after = Some(next),
-            Some(next) => page_filter.offset = next.parse().ok(),
+        match page.next.and_then(|next| next.parse::<u32>().ok()) {
+            Some(offset) if page_filter.offset.is_some_and(|o| offset > o) => page_filter.offset = Some(offset),
+            _ => break,
         }
     }
     Ok(([(header::CONTENT_TYPE, "text/csv; charset=utf-8"), (header::CONTENT_DISPOSITION, "attachment; filename=\"devices.csv\"")], out).into_response())
@@ -54,8 +54,21 @@ fn row(d: &Device) -> Vec<String> {
     ]
 }
 
+/// A cell a spreadsheet would run as a formula (`=`, `+`, `-`, `@` first) gets a leading `'`,
+/// which spreadsheets show as text; [`unescape`] takes it off again on import.
+fn escape_formula(cell: String) -> String {
+    if cell.starts_with(['=', '+', '-', '@']) { format!("'{cell}") } else { cell }
+}
+
+fn unescape(cell: &str) -> &str {
+    match cell.strip_prefix('\'') {
+        Some(rest) if rest.starts_with(['=', '+', '-', '@']) => rest,
+        _ => cell,
+    }
+}
+
 fn push_line(out: &mut String, cells: impl IntoIterator<Item = String>) {
-    for (i, cell) in cells.into_iter().enumerate() {
+    for (i, cell) in cells.into_iter().map(escape_formula).enumerate() {
         if i > 0 {
             out.push(',');
         }
@@ -126,7 +139,7 @@ fn new_device(header: &[String], fields: &[String]) -> Result<NewDevice, String>
     if fields.len() != header.len() {
         return Err(format!("{} fields, the header has {}", fields.len(), header.len()));
     }
-    let get = |name: &str| header.iter().position(|h| h == name).map(|i| fields[i].trim()).filter(|v| !v.is_empty());
+    let get = |name: &str| header.iter().position(|h| h == name).map(|i| unescape(fields[i].trim())).filter(|v| !v.is_empty());
     let id = DeviceId::new(get("id").ok_or("id is empty")?).map_err(|e| format!("id: {e}"))?;
     let mut new = NewDevice::new(id);
     new.profile = get("profile").map(str::to_string);
@@ -144,6 +157,10 @@ fn new_device(header: &[String], fields: &[String]) -> Result<NewDevice, String>
 }
 
 pub async fn import(State(state): State<AppState>, Caller(caller): Caller, Query(params): Query<ImportParams>, body: String) -> ApiResult<Json<Value>> {
+    // A preview promises what the import would do: only for those who may import.
+    if !caller.can_write() {
+        return Err(ApiError::forbidden(format!("role {} may only read; importing registers devices", caller.role)));
+    }
     let records = parse(&body).map_err(ApiError::bad_input)?;
     let Some(((_, header), lines)) = records.split_first() else {
         return Err(ApiError::bad_input("the file is empty; the first line names the columns (id,profile,site,tenant,tags,attributes)"));
@@ -205,9 +222,12 @@ mod tests {
     #[test]
     fn export_quotes_what_needs_it_and_import_reads_it_back() {
         let mut out = String::new();
-        push_line(&mut out, ["a,b".to_string(), "say \"hi\"".to_string(), "plain".to_string()]);
-        assert_eq!(out, "\"a,b\",\"say \"\"hi\"\"\",plain\r\n");
-        assert_eq!(parse(&out).unwrap()[0].1, ["a,b", "say \"hi\"", "plain"]);
+        push_line(&mut out, ["a,b".to_string(), "say \"hi\"".to_string(), "plain".to_string(), "=cmd()".to_string()]);
+        assert_eq!(out, "\"a,b\",\"say \"\"hi\"\"\",plain,'=cmd()\r\n");
+        assert_eq!(parse(&out).unwrap()[0].1, ["a,b", "say \"hi\"", "plain", "'=cmd()"]);
+        let header: Vec<String> = ["id", "site"].map(String::from).to_vec();
+        let back = new_device(&header, &["-pump".into(), "'=cmd()".into()]).unwrap();
+        assert_eq!(back.site.as_deref(), Some("=cmd()"), "a spreadsheet-safe export imports back as it was");
     }
 
     #[test]

@@ -11,6 +11,7 @@ use crate::auth::Caller;
 use crate::error::ApiResult;
 use async_trait::async_trait;
 use axum::extract::{Path, State};
+use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use corral_model::{Batch, Envelope, FieldValue};
 use futures::Stream;
@@ -103,31 +104,70 @@ impl corral_ingest::Observer for LiveFeed {
     }
 }
 
+/// How often an open stream checks that its credential still holds (sign-out, a new password,
+/// a revoked token, an expired session end it within this).
+const RECHECK: Duration = Duration::from_secs(30);
+
+/// The credential a stream was opened with, to check again while it runs.
+enum Credential {
+    Token(String),
+    Session(String),
+}
+
+impl Credential {
+    fn of(headers: &HeaderMap) -> Option<Credential> {
+        match crate::auth::bearer(headers) {
+            Ok(token) => Some(Credential::Token(token.to_string())),
+            Err(_) => crate::auth::cookie(headers, crate::auth::SESSION_COOKIE).map(|s| Credential::Session(s.to_string())),
+        }
+    }
+
+    async fn holds(&self, state: &AppState) -> bool {
+        match self {
+            Credential::Token(token) => state.registry.authenticate_api(token).await.is_ok(),
+            Credential::Session(secret) => state.registry.session(secret).await.is_ok(),
+        }
+    }
+}
+
 /// The stream: `reading` events with a [`Reading`] as JSON, `lagged` events with how many were
-/// skipped, and a comment every 15 s to keep proxies from closing an idle stream.
+/// skipped, and a comment every 15 s to keep proxies from closing an idle stream. It ends when
+/// its credential stops holding.
 pub async fn stream(
     State(state): State<AppState>,
     Caller(caller): Caller,
     Path(id): Path<String>,
+    headers: HeaderMap,
 ) -> ApiResult<Sse<impl Stream<Item = Result<Event, std::convert::Infallible>>>> {
     // Exists and is visible to the caller, or 404 like every other read of it.
     let device = state.registry.get_device(&caller, &id).await?;
     let receiver = state.live.sender.subscribe();
     // Dropped with the stream when the client goes: the device is then no longer watched.
     let watch = Watch::new(&state.live, device.id.to_string());
-    let events = futures::stream::unfold((receiver, watch), |(mut receiver, watch)| async move {
+    let credential = Credential::of(&headers);
+    let mut recheck = tokio::time::interval_at(tokio::time::Instant::now() + RECHECK, RECHECK);
+    recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let context = (receiver, watch, credential, recheck, state);
+    let events = futures::stream::unfold(context, |(mut receiver, watch, credential, mut recheck, state)| async move {
         loop {
-            match receiver.recv().await {
+            let received = tokio::select! {
+                received = receiver.recv() => received,
+                _ = recheck.tick() => {
+                    match &credential {
+                        Some(c) if c.holds(&state).await => continue,
+                        _ => return None,
+                    }
+                }
+            };
+            let event = match received {
                 Ok(reading) if reading.device == watch.device => {
-                    let event = Event::default().event("reading").json_data(&*reading).unwrap_or_else(|_| Event::default().comment("unencodable"));
-                    return Some((Ok(event), (receiver, watch)));
+                    Event::default().event("reading").json_data(&*reading).unwrap_or_else(|_| Event::default().comment("unencodable"))
                 }
                 Ok(_) => continue,
-                Err(broadcast::error::RecvError::Lagged(n)) => {
-                    return Some((Ok(Event::default().event("lagged").data(n.to_string())), (receiver, watch)));
-                }
+                Err(broadcast::error::RecvError::Lagged(n)) => Event::default().event("lagged").data(n.to_string()),
                 Err(broadcast::error::RecvError::Closed) => return None,
-            }
+            };
+            return Some((Ok(event), (receiver, watch, credential, recheck, state)));
         }
     });
     Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))

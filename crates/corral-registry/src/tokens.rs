@@ -195,7 +195,25 @@ impl Registry {
             .bind(id)
             .execute(&mut *tx)
             .await?;
-        let detail = json!({"name": token.name, "role": token.role});
+        // The console's first administrator signs in with the bootstrap token as its password:
+        // revoking that token (a leak, say) must not leave the same secret working there. Unless
+        // the password was changed since, the `admin` user can no longer sign in until someone
+        // sets a new one (`corral user passwd admin`).
+        let bootstrap: Option<i64> = sqlx::query("SELECT MIN(id) AS id FROM api_tokens").fetch_one(&mut *tx).await?.try_get("id")?;
+        let mut detail = json!({"name": token.name, "role": token.role});
+        if bootstrap == Some(id) {
+            let locked = sqlx::query(
+                "UPDATE users SET password_hash = '!bootstrap token revoked' \
+                 WHERE name = 'admin' AND created_by = 'system' AND password_changed_at = created_at",
+            )
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if locked > 0 {
+                sqlx::query("DELETE FROM user_sessions WHERE user_name = 'admin'").execute(&mut *tx).await?;
+                detail["console_admin_locked"] = json!(true);
+            }
+        }
         audit::record(&mut tx, actor, "token.revoke", &id.to_string(), token.tenant.as_ref(), detail).await?;
         tx.commit().await?;
         self.forget_api_token(id);

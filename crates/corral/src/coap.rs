@@ -91,7 +91,8 @@ pub async fn forget_on_credential_changes(registry: Registry, coap: CoapServer) 
     loop {
         match changes.recv().await {
             Ok(device) => coap.forget_device(device.as_str()),
-            Err(RecvError::Lagged(_)) => continue,
+            // Which devices changed is lost: no DTLS session is trusted any more.
+            Err(RecvError::Lagged(_)) => coap.forget_all_sessions(),
             Err(RecvError::Closed) => return,
         }
     }

@@ -403,3 +403,38 @@ async fn coaps_devices_authenticate_with_their_pre_shared_key_and_need_no_token(
     let actions: Vec<&str> = audit["entries"].as_array().unwrap().iter().filter_map(|e| e["action"].as_str()).filter(|a| a.contains("psk")).collect();
     assert_eq!(actions.len(), 3, "{audit}");
 }
+
+/// A DTLS 1.2 ClientHello without a cookie, offering PSK-AES128-GCM-SHA256.
+fn client_hello() -> Vec<u8> {
+    let mut body = vec![0xfe, 0xfd];
+    body.extend_from_slice(&[7u8; 32]); // random
+    body.push(0); // session id
+    body.push(0); // cookie
+    body.extend_from_slice(&[0, 2, 0x00, 0xa8]); // cipher suites
+    body.extend_from_slice(&[1, 0]); // compression: null
+    let len = (body.len() as u32).to_be_bytes();
+    let mut handshake = vec![1, len[1], len[2], len[3], 0, 0, 0, 0, 0, len[1], len[2], len[3]];
+    handshake.extend_from_slice(&body);
+    let mut record = vec![22, 0xfe, 0xff, 0, 0, 0, 0, 0, 0, 0, 0];
+    record.extend_from_slice(&(handshake.len() as u16).to_be_bytes());
+    record.extend_from_slice(&handshake);
+    record
+}
+
+#[tokio::test]
+async fn a_coaps_client_hello_gets_a_cookie_challenge_and_the_server_keeps_nothing() {
+    let server = TestServer::start(BIN).await;
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    socket.connect(&server.coaps).unwrap();
+    for _ in 0..50 {
+        socket.send(&client_hello()).unwrap();
+        let mut buf = [0u8; 2048];
+        let n = socket.recv(&mut buf).expect("an answer to every ClientHello");
+        // A handshake record holding a HelloVerifyRequest (type 3) with a cookie: small, so the
+        // port cannot amplify a spoofed flood.
+        assert_eq!((buf[0], buf[13]), (22, 3), "{:?}", &buf[..n]);
+        assert!(n < 100, "{n} bytes");
+    }
+    assert_eq!(metric(&server, "corral_coaps_sessions ").await, "corral_coaps_sessions 0", "no state before the client proves its address");
+}

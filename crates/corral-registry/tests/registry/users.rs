@@ -53,4 +53,15 @@ async fn the_first_administrator_signs_in_with_the_bootstrap_token() {
     let session = reg.sign_in("admin", &token).await.unwrap();
     assert_eq!(session.principal.role, Role::Admin);
     assert!(reg.sign_in("admin", "anything else at all").await.is_err());
+
+    // Revoking the bootstrap token (leaked, say) stops the same secret in the console too.
+    let admin = reg.authenticate_api(&token).await.unwrap();
+    let (_, other) = reg.create_api_token(&admin, corral_registry::NewApiToken { name: "ops".into(), role: Role::Admin, tenant: None }).await.unwrap();
+    reg.revoke_api_token(&admin, admin.token_id).await.unwrap();
+    assert!(reg.sign_in("admin", &token).await.is_err());
+    assert!(reg.session(&session.secret).await.is_err(), "its sessions ended");
+    // Another administrator sets a new password; it works.
+    let ops = reg.authenticate_api(&other).await.unwrap();
+    reg.set_user_password(&ops, "admin", "a fresh admin passphrase").await.unwrap();
+    assert!(reg.sign_in("admin", "a fresh admin passphrase").await.is_ok());
 }

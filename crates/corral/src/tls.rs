@@ -17,6 +17,8 @@ use tokio_rustls::TlsAcceptor;
 /// A client that has not finished its handshake by then is dropped, so half-open connections
 /// cannot pile up.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time an HTTPS client has to send a request's head (slowloris).
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The server's TLS setup from a PEM certificate chain (leaf first) and a PEM private key;
 /// client certificates are checked by `clients` (optional: token clients share the listener).
@@ -146,7 +148,12 @@ pub async fn serve_https(listener: TcpListener, acceptor: TlsAcceptor, app: axum
                 }
                 tower::ServiceExt::oneshot(app.clone(), request)
             });
-            let served = hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(tls), service).with_upgrades();
+            // A client that opens a connection and never finishes its request head is dropped.
+            let served = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                .with_upgrades();
             if let Err(e) = served.await {
                 tracing::debug!(%peer, error = %e, "HTTPS connection ended");
             }

@@ -69,20 +69,29 @@ pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 /// are closed to anonymous callers and to device tokens.
 pub struct Caller(pub Principal);
 
+/// Who sent the request: an API token (`Authorization`), or else a console session (its
+/// cookie), then with the session's CSRF token for the caller to check.
+pub(crate) async fn authenticate(state: &AppState, headers: &HeaderMap) -> ApiResult<(Principal, Option<String>)> {
+    if headers.contains_key(axum::http::header::AUTHORIZATION) {
+        return Ok((state.registry.authenticate_api(bearer(headers)?).await?, None));
+    }
+    let Some(secret) = cookie(headers, SESSION_COOKIE) else {
+        return Err(ApiError::unauthenticated("missing Authorization header; send \"Authorization: Bearer <token>\" or sign in"));
+    };
+    let (principal, csrf) = state.registry.session(secret).await?;
+    Ok((principal, Some(csrf)))
+}
+
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        if parts.headers.contains_key(axum::http::header::AUTHORIZATION) {
-            return Ok(Caller(state.registry.authenticate_api(bearer(&parts.headers)?).await?));
-        }
-        let Some(secret) = cookie(&parts.headers, SESSION_COOKIE) else {
-            return Err(ApiError::unauthenticated("missing Authorization header; send \"Authorization: Bearer <token>\" or sign in"));
-        };
-        let (principal, csrf) = state.registry.session(secret).await?;
+        let (principal, csrf) = authenticate(state, &parts.headers).await?;
         // A browser sends the cookie with requests other sites make it send: a change counts
         // only with the session's CSRF token, which only our own pages know.
-        if !parts.method.is_safe() {
+        if let Some(csrf) = csrf
+            && !parts.method.is_safe()
+        {
             let echoed = parts.headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok());
             if !echoed.is_some_and(|e| constant_time_eq(e.as_bytes(), csrf.as_bytes())) {
                 return Err(ApiError::forbidden("missing or wrong CSRF token (x-csrf-token); reload the page"));

@@ -108,28 +108,6 @@ impl corral_ingest::Observer for LiveFeed {
 /// a revoked token, an expired session end it within this).
 const RECHECK: Duration = Duration::from_secs(30);
 
-/// The credential a stream was opened with, to check again while it runs.
-enum Credential {
-    Token(String),
-    Session(String),
-}
-
-impl Credential {
-    fn of(headers: &HeaderMap) -> Option<Credential> {
-        match crate::auth::bearer(headers) {
-            Ok(token) => Some(Credential::Token(token.to_string())),
-            Err(_) => crate::auth::cookie(headers, crate::auth::SESSION_COOKIE).map(|s| Credential::Session(s.to_string())),
-        }
-    }
-
-    async fn holds(&self, state: &AppState) -> bool {
-        match self {
-            Credential::Token(token) => state.registry.authenticate_api(token).await.is_ok(),
-            Credential::Session(secret) => state.registry.session(secret).await.is_ok(),
-        }
-    }
-}
-
 /// The stream: `reading` events with a [`Reading`] as JSON, `lagged` events with how many were
 /// skipped, and a comment every 15 s to keep proxies from closing an idle stream. It ends when
 /// its credential stops holding.
@@ -144,18 +122,18 @@ pub async fn stream(
     let receiver = state.live.sender.subscribe();
     // Dropped with the stream when the client goes: the device is then no longer watched.
     let watch = Watch::new(&state.live, device.id.to_string());
-    let credential = Credential::of(&headers);
     let mut recheck = tokio::time::interval_at(tokio::time::Instant::now() + RECHECK, RECHECK);
     recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let context = (receiver, watch, credential, recheck, state);
-    let events = futures::stream::unfold(context, |(mut receiver, watch, credential, mut recheck, state)| async move {
+    // The request's headers hold its credential, checked again while the stream runs.
+    let context = (receiver, watch, headers, recheck, state);
+    let events = futures::stream::unfold(context, |(mut receiver, watch, headers, mut recheck, state)| async move {
         loop {
             let received = tokio::select! {
                 received = receiver.recv() => received,
                 _ = recheck.tick() => {
-                    match &credential {
-                        Some(c) if c.holds(&state).await => continue,
-                        _ => return None,
+                    match crate::auth::authenticate(&state, &headers).await {
+                        Ok(_) => continue,
+                        Err(_) => return None,
                     }
                 }
             };
@@ -167,7 +145,7 @@ pub async fn stream(
                 Err(broadcast::error::RecvError::Lagged(n)) => Event::default().event("lagged").data(n.to_string()),
                 Err(broadcast::error::RecvError::Closed) => return None,
             };
-            return Some((Ok(event), (receiver, watch, credential, recheck, state)));
+            return Some((Ok(event), (receiver, watch, headers, recheck, state)));
         }
     });
     Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))

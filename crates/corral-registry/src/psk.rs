@@ -36,7 +36,7 @@ impl Registry {
             None => {
                 let mut random = [0u8; GENERATED_PSK_ENTROPY];
                 rand::rng().fill_bytes(&mut random);
-                random.iter().map(|b| format!("{b:02x}")).collect::<String>().into_bytes()
+                crate::auth::hex(&random).into_bytes()
             }
         };
         let mut tx = self.write_tx().await?;

@@ -38,8 +38,11 @@
     const parts = [el('p', {}, 'Access token: shown once at registration; rotate to issue a new one.')];
     try {
       const psk = await api('GET', `${path}/psk`);
-      parts.push(el('p', {}, `Pre-shared key (CoAP over DTLS): ${psk.has_psk ? 'set' : 'none'}.`));
-    } catch { /* older servers */ }
+      const writable = canWrite && device.status !== 'decommissioned';
+      parts.push(el('p', {}, `Pre-shared key (CoAP over DTLS): ${psk.has_psk ? 'set' : 'none'}. `,
+        writable ? el('button', { type: 'button', id: 'psk-generate', onclick: generatePsk }, psk.has_psk ? 'Replace key' : 'Generate key') : null, ' ',
+        writable && psk.has_psk ? el('button', { type: 'button', id: 'psk-remove', class: 'danger', onclick: removePsk }, 'Remove key') : null));
+    } catch { /* not visible */ }
     try {
       const certs = await api('GET', `${path}/certificates`);
       if (certs.certificates.length) {
@@ -50,6 +53,27 @@
       } else parts.push(el('p', { class: 'muted' }, 'No X.509 certificate.'));
     } catch { /* not visible */ }
     fill($('credentials'), parts);
+  }
+
+  // A generated key is shown once, with the coap-client line that uses it (PSK identity = id).
+  async function generatePsk() {
+    if (!confirm('Generate a new pre-shared key? A key already set stops working at once.')) return;
+    const out = await act(() => api('PUT', `${path}/psk`));
+    if (!out) return;
+    await loadCredentials();
+    const port = document.body.dataset.coapsPort;
+    const snippet = port
+      ? `\n\ncoap-client -m post -t 50 -u '${id}' -k '${out.key}' -e '{"temperature": 21.5}' \\\n  'coaps://${location.hostname}:${port}/devices/${id}/telemetry'`
+      : '\n\n(CoAP over DTLS is off on this server.)';
+    $('new-psk').hidden = false;
+    $('new-psk').textContent = `New pre-shared key (shown once): ${out.key}${snippet}`;
+  }
+
+  async function removePsk() {
+    if (!confirm('Remove the pre-shared key? DTLS sessions using it are closed.')) return;
+    await act(() => api('DELETE', `${path}/psk`));
+    $('new-psk').hidden = true;
+    loadCredentials();
   }
 
   async function revoke(serial) {

@@ -117,13 +117,23 @@
   });
 
   function showRegistered(id, token) {
-    const http = location.origin, host = location.hostname;
+    // The ports are those the server bound (the shell carries them); the host is the one this page
+    // came from. A listener that is off gets no snippet.
+    const ports = document.body.dataset;
+    const http = location.origin, host = location.hostname, bareHost = host.replace(/^\[|\]$/g, '');
     const reading = `{"temperature": 21.5}`;
     $('registered-id').textContent = id;
     $('registered-token').textContent = token;
     $('snippet-curl').textContent = `curl -X POST ${http}/api/v1/ingest \\\n  -H 'Authorization: Bearer ${token}' \\\n  -H 'Content-Type: application/json' -d '${reading}'`;
-    $('snippet-mqtt').textContent = `mosquitto_pub -h ${host} -p 1883 -i ${id} -u ${id} -P '${token}' \\\n  -t devices/${id}/telemetry -q 1 -m '${reading}'`;
-    $('snippet-coap').textContent = `coap-client -m post -t 50 -e '${reading}' \\\n  'coap://${host}/devices/${id}/telemetry?t=${token}'`;
+    const mqtt = ports.mqttPort
+      ? `mosquitto_pub -h ${bareHost} -p ${ports.mqttPort}`
+      : ports.mqttsPort && `mosquitto_pub -h ${bareHost} -p ${ports.mqttsPort} --cafile server-ca.pem`;
+    $('snippet-mqtt').textContent = mqtt ? `${mqtt} -i ${id} -u ${id} -P '${token}' \\\n  -t devices/${id}/telemetry -q 1 -m '${reading}'` : '';
+    $('snippet-mqtt-section').hidden = !mqtt;
+    $('snippet-coap').textContent = ports.coapPort
+      ? `coap-client -m post -t 50 -e '${reading}' \\\n  'coap://${host}:${ports.coapPort}/devices/${id}/telemetry?t=${token}'`
+      : '';
+    $('snippet-coap-section').hidden = !ports.coapPort;
     $('registered-open').href = `/devices/${encodeURIComponent(id)}`;
     $('register-form').hidden = true;
     $('registered').hidden = false;

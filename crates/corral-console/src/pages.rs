@@ -37,6 +37,7 @@ const INVENTORY: Page = Page { name: "inventory", title: "Inventory", body: incl
 const DEVICE: Page = Page { name: "device", title: "Device", body: include_str!("../pages/device.html") };
 const ALARMS: Page = Page { name: "alarms", title: "Alarms", body: include_str!("../pages/alarms.html") };
 const SQL: Page = Page { name: "sql", title: "SQL", body: include_str!("../pages/sql.html") };
+const ACCOUNT: Page = Page { name: "account", title: "Account", body: include_str!("../pages/account.html") };
 
 pub async fn overview(State(c): State<Console>, headers: HeaderMap, uri: Uri) -> Response {
     render(&c, &headers, &uri, &OVERVIEW).await
@@ -58,6 +59,10 @@ pub async fn sql(State(c): State<Console>, headers: HeaderMap, uri: Uri) -> Resp
     render(&c, &headers, &uri, &SQL).await
 }
 
+pub async fn account(State(c): State<Console>, headers: HeaderMap, uri: Uri) -> Response {
+    render(&c, &headers, &uri, &ACCOUNT).await
+}
+
 async fn render(console: &Console, headers: &HeaderMap, uri: &Uri, page: &Page) -> Response {
     let session = match cookie(headers, SESSION_COOKIE) {
         Some(secret) => console.registry.session(secret).await.ok(),
@@ -67,19 +72,24 @@ async fn render(console: &Console, headers: &HeaderMap, uri: &Uri, page: &Page) 
         let next = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
         return Redirect::to(&format!("/login?next={}", percent_encode(next))).into_response();
     };
-    let html = shell(page, &user, &csrf);
+    let html = shell(page, &user, &csrf, &console.ports);
     let mut response = Html(html).into_response();
     response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
 }
 
-fn shell(page: &Page, user: &Principal, csrf: &str) -> String {
+fn shell(page: &Page, user: &Principal, csrf: &str, ports: &crate::DevicePorts) -> String {
     let nav = [("overview", "/", "Overview"), ("inventory", "/devices", "Inventory"), ("alarms", "/alarms", "Alarms"), ("sql", "/sql", "SQL")]
         .iter()
         .map(|(name, href, label)| {
             let current = if *name == page.name || (page.name == "device" && *name == "inventory") { r#" aria-current="page""# } else { "" };
             format!(r#"<a href="{href}"{current}>{label}</a>"#)
         })
+        .collect::<String>();
+    // `data-mqtt-port` and the like, only for the listeners that are on.
+    let ports = [("mqtt", ports.mqtt), ("mqtts", ports.mqtts), ("coap", ports.coap), ("coaps", ports.coaps)]
+        .iter()
+        .filter_map(|(proto, port)| port.map(|port| format!(r#" data-{proto}-port="{port}""#)))
         .collect::<String>();
     let scope = user.tenant.as_ref().map(|t| format!(" · tenant {}", escape(t.as_str()))).unwrap_or_default();
     format!(
@@ -93,12 +103,12 @@ fn shell(page: &Page, user: &Principal, csrf: &str) -> String {
 <link rel="stylesheet" href="/assets/console.css">
 <link rel="icon" href="/assets/icon.svg" type="image/svg+xml">
 </head>
-<body data-page="{name}" data-role="{role}" data-user="{user}">
+<body data-page="{name}" data-role="{role}" data-user="{user}" data-tenant="{tenant}"{ports}>
 <a class="skip" href="#main">Skip to content</a>
 <header class="top">
   <a class="brand" href="/">Corral</a>
   <nav aria-label="Main">{nav}</nav>
-  <div class="who"><span>{user} · {role}{scope}</span>
+  <div class="who"><a href="/account" title="Your account"{account_current}>{user} · {role}{scope}</a>
     <form method="post" action="/logout"><input type="hidden" name="csrf" value="{csrf}"><button type="submit" class="link">Sign out</button></form>
   </div>
 </header>
@@ -115,6 +125,8 @@ fn shell(page: &Page, user: &Principal, csrf: &str) -> String {
         title = page.title,
         name = page.name,
         role = user.role,
+        tenant = user.tenant.as_ref().map(|t| escape(t.as_str())).unwrap_or_default(),
+        account_current = if page.name == "account" { r#" aria-current="page""# } else { "" },
         user = escape(&user.name),
         body = page.body,
     )
@@ -146,6 +158,7 @@ pub async fn asset(Path(file): Path<String>) -> Response {
         "device.js" => (include_str!("../assets/device.js"), "text/javascript; charset=utf-8"),
         "alarms.js" => (include_str!("../assets/alarms.js"), "text/javascript; charset=utf-8"),
         "sql.js" => (include_str!("../assets/sql.js"), "text/javascript; charset=utf-8"),
+        "account.js" => (include_str!("../assets/account.js"), "text/javascript; charset=utf-8"),
         "icon.svg" => (include_str!("../assets/icon.svg"), "image/svg+xml"),
         _ => return (StatusCode::NOT_FOUND, "no such asset").into_response(),
     };

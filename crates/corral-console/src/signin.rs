@@ -22,6 +22,9 @@ const LOGIN_COOKIE: &str = "corral_login";
 pub struct Next {
     #[serde(default)]
     next: Option<String>,
+    /// Set by the account page after a password change, which ended the session.
+    #[serde(default)]
+    changed: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -59,12 +62,24 @@ fn random_token() -> String {
 
 /// The sign-in page, with a fresh double-submit token.
 pub async fn form(Query(next): Query<Next>, tls: Option<Extension<OverTls>>) -> Response {
-    page(StatusCode::OK, None, next.next.as_deref(), "", &tls)
+    let say = if next.changed.is_some() { Say::Notice("Password changed. Sign in with the new one.") } else { Say::Nothing };
+    page(StatusCode::OK, say, next.next.as_deref(), "", &tls)
 }
 
-fn page(status: StatusCode, error: Option<&str>, next: Option<&str>, name: &str, tls: &Option<Extension<OverTls>>) -> Response {
+/// What the sign-in page says above the form.
+enum Say<'a> {
+    Nothing,
+    Notice(&'a str),
+    Error(&'a str),
+}
+
+fn page(status: StatusCode, say: Say, next: Option<&str>, name: &str, tls: &Option<Extension<OverTls>>) -> Response {
     let token = random_token();
-    let error = error.map(|e| format!(r#"<p class="error" role="alert">{}</p>"#, escape(e))).unwrap_or_default();
+    let error = match say {
+        Say::Nothing => String::new(),
+        Say::Notice(text) => format!(r#"<p class="notice" role="status">{}</p>"#, escape(text)),
+        Say::Error(text) => format!(r#"<p class="error" role="alert">{}</p>"#, escape(text)),
+    };
     let html = include_str!("../pages/login.html")
         .replace("{error}", &error)
         .replace("{csrf}", &token)
@@ -88,19 +103,19 @@ pub async fn sign_in(
     let name = credentials.name.trim();
     let posted_from_our_form = cookie(&headers, LOGIN_COOKIE).is_some_and(|c| !c.is_empty() && constant_time_eq(c.as_bytes(), credentials.csrf.as_bytes()));
     if !posted_from_our_form {
-        return page(StatusCode::FORBIDDEN, Some("The form expired or came from another site; please sign in again."), next, name, &tls);
+        return page(StatusCode::FORBIDDEN, Say::Error("The form expired or came from another site; please sign in again."), next, name, &tls);
     }
     let address = peer.map(|Extension(ConnectInfo(p))| p.ip());
     if let Err(wait) = console.throttle.attempt(name, address) {
         tracing::warn!(user = name, ?address, "console sign-in throttled");
         let minutes = wait.as_secs().div_ceil(60);
-        let mut response = page(StatusCode::TOO_MANY_REQUESTS, Some(&format!("Too many failed sign-ins. Try again in {minutes} minutes.")), next, name, &tls);
+        let mut response = page(StatusCode::TOO_MANY_REQUESTS, Say::Error(&format!("Too many failed sign-ins. Try again in {minutes} minutes.")), next, name, &tls);
         response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(wait.as_secs().max(1)));
         return response;
     }
     // Each check costs 19 MiB and tens of milliseconds by design: only a few run at once.
     let Ok(_permit) = console.hashing.clone().try_acquire_owned() else {
-        let mut response = page(StatusCode::SERVICE_UNAVAILABLE, Some("Many sign-ins at once; try again in a moment."), next, name, &tls);
+        let mut response = page(StatusCode::SERVICE_UNAVAILABLE, Say::Error("Many sign-ins at once; try again in a moment."), next, name, &tls);
         response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
         return response;
     };
@@ -125,7 +140,7 @@ pub async fn sign_in(
                 corral_registry::RegistryError::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, "Wrong user name or password.".to_string()),
                 other => (StatusCode::SERVICE_UNAVAILABLE, format!("Sign-in is not possible right now: {other}")),
             };
-            page(status, Some(&message), next, name, &tls)
+            page(status, Say::Error(&message), next, name, &tls)
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Console users: `POST/GET /api/v1/users`, `PUT /api/v1/users/{name}/password`,
 //! `DELETE /api/v1/users/{name}`. Admins manage users; anyone signed in may change their own
-//! password. A password left out is generated and shown once.
+//! password, giving the current one (`current_password`). A password left out is generated and
+//! shown once.
 
 use crate::AppState;
 use crate::auth::Caller;
@@ -32,6 +33,9 @@ pub struct NewUser {
 pub struct NewPassword {
     #[serde(default)]
     password: Option<String>,
+    /// Needed when signed-in users change their own password.
+    #[serde(default)]
+    current_password: Option<String>,
 }
 
 pub async fn create(State(state): State<AppState>, Caller(caller): Caller, body: Result<Bytes, BytesRejection>) -> ApiResult<(StatusCode, Json<Value>)> {
@@ -55,7 +59,7 @@ pub async fn set_password(
     let asked: NewPassword = crate::body::parse_json_or_default(body)?;
     let generated = asked.password.is_none().then(generate_password);
     let password = asked.password.as_deref().or(generated.as_deref()).unwrap_or_default();
-    state.registry.set_user_password(&caller, &name, password).await?;
+    state.registry.set_user_password(&caller, &name, password, asked.current_password.as_deref()).await?;
     Ok(Json(json!({ "user": name, "password": generated })))
 }
 

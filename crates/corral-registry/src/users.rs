@@ -145,9 +145,21 @@ impl Registry {
 
     /// Sets a user's password (an admin for anyone it may see; a user for itself) and ends the
     /// user's sessions.
-    pub async fn set_user_password(&self, actor: &Principal, name: &str, password: &str) -> Result<(), RegistryError> {
+    pub async fn set_user_password(&self, actor: &Principal, name: &str, password: &str, current: Option<&str>) -> Result<(), RegistryError> {
         let user = self.visible_user(actor, name, true).await?;
         check_password(password)?;
+        // Signed-in users changing their own password prove it first: a session left open on a
+        // shared screen must not be enough to take the account over. (Sessions carry token id 0;
+        // an admin API token resetting a password is an administrator's act, not the user's.)
+        if actor.token_id == 0 && actor.name == user.name {
+            let Some(current) = current else {
+                return Err(RegistryError::BadInput("current_password: needed to change your own password".into()));
+            };
+            let (_, stored) = self.user_with_hash(&user.name).await?.ok_or_else(|| RegistryError::not_found("user", name))?;
+            if !verify_password(current, stored).await {
+                return Err(RegistryError::Forbidden("the current password is wrong".into()));
+            }
+        }
         let hash = hash_password(password).await?;
         let mut tx = self.write_tx().await?;
         sqlx::query("UPDATE users SET password_hash = ?, password_changed_at = ? WHERE name = ?")

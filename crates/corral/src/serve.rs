@@ -141,7 +141,13 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             tokio::spawn(async move { server.serve(stopped).await })
         })
         .collect();
-    let app = corral_http::router(state, corral_console::router(registry.clone()));
+    let device_ports = corral_console::DevicePorts {
+        mqtt: mqtt.as_ref().map(|m| m.addr.port()),
+        mqtts: mqtt.as_ref().and_then(|m| m.tls_addr).map(|a| a.port()),
+        coap: coap.plain.as_ref().and_then(|s| s.local_addr().ok()).map(|a| a.port()),
+        coaps: coap.secure.as_ref().and_then(|s| s.local_addr().ok()).map(|a| a.port()),
+    };
+    let app = corral_http::router(state, corral_console::router(registry.clone(), device_ports));
     let https = https.map(|(listener, acceptor)| tokio::spawn(crate::tls::serve_https(listener, acceptor, app.clone(), https_failures)));
     ready.store(true, Ordering::Relaxed);
     let mqtt_addr = mqtt.as_ref().map(|mqtt| mqtt.addr);
@@ -195,6 +201,7 @@ struct MqttListener {
     served: tokio::task::JoinHandle<()>,
     /// The MQTTS accept loop, if TLS is configured; aborted at shutdown.
     tls: Option<tokio::task::JoinHandle<()>>,
+    tls_addr: Option<SocketAddr>,
 }
 
 /// The MQTT broker on its listener (unless `off`), with its state under `<data>/mqtt`, and a task
@@ -240,18 +247,19 @@ async fn start_broker(
             }
         }
     });
-    let tls = match (&m.tls_cert, &m.tls_key) {
+    let (tls, tls_addr) = match (&m.tls_cert, &m.tls_key) {
         (Some(cert), Some(key)) => {
             let acceptor = crate::tls::acceptor(cert, key, authorities.verifier(), &[])?;
             let addr = crate::tls::listen_addr(&m.tls_listen)?;
             let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding the MQTTS listener to {addr}"))?;
-            tracing::info!(proto = %"mqtts", addr = %listener.local_addr()?, "listening");
-            Some(tokio::spawn(crate::tls::serve_mqtts(listener, acceptor, broker.clone(), handshake_failures.clone())))
+            let tls_addr = listener.local_addr()?;
+            tracing::info!(proto = %"mqtts", addr = %tls_addr, "listening");
+            (Some(tokio::spawn(crate::tls::serve_mqtts(listener, acceptor, broker.clone(), handshake_failures.clone()))), Some(tls_addr))
         }
-        _ => None,
+        _ => (None, None),
     };
     tokio::spawn(disconnect_on_credential_changes(registry.clone(), broker.clone()));
-    Ok(Some(MqttListener { broker, addr: mqtt_addr, served, tls }))
+    Ok(Some(MqttListener { broker, addr: mqtt_addr, served, tls, tls_addr }))
 }
 
 /// The CoAP servers: in the clear and over DTLS, each on its UDP socket unless `off`.

@@ -54,7 +54,7 @@ async fn the_console_works_in_chromium() {
         String::from_utf8_lossy(&run.stderr),
         server.log_text()
     );
-    for page in ["login", "overview", "inventory", "registered", "device", "import-report", "alarms", "sql", "inventory-viewer-tablet"] {
+    for page in ["login", "overview", "inventory", "registered", "device", "device-psk", "import-report", "alarms", "sql", "account-admin", "inventory-viewer-tablet", "password-changed"] {
         assert!(shots.join(format!("{page}.png")).exists(), "screenshot {page}");
     }
 }

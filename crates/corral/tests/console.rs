@@ -121,13 +121,18 @@ async fn sign_in_sessions_csrf_roles_and_sign_out() {
     assert!(page.contains("<title>Inventory · Corral</title>") && page.contains(r#"data-role="admin""#), "{page}");
 
     // Every page, with its title, script and the session's CSRF token for the script.
-    for (path, title, script) in [("/", "Overview", "overview"), ("/devices", "Inventory", "inventory"), ("/devices/pump-9", "Device", "device"), ("/alarms", "Alarms", "alarms"), ("/sql", "SQL", "sql")] {
+    for (path, title, script) in [("/", "Overview", "overview"), ("/devices", "Inventory", "inventory"), ("/devices/pump-9", "Device", "device"), ("/alarms", "Alarms", "alarms"), ("/sql", "SQL", "sql"), ("/account", "Account", "account")] {
         let (status, page) = browser.get(path).await;
         assert_eq!(status, StatusCode::OK, "{path}");
         assert!(page.contains(&format!("<title>{title} · Corral</title>")) && page.contains(&format!(r#"<script src="/assets/{script}.js">"#)), "{path}: {page}");
         assert_eq!(meta(&page, "csrf-token"), browser.csrf, "{path}");
     }
-    for (asset, kind) in [("console.css", "text/css"), ("app.js", "text/javascript"), ("inventory.js", "text/javascript"), ("icon.svg", "image/svg+xml")] {
+    // The connection snippets name the ports this server bound (port 0 here), not the defaults.
+    let port = |addr: &str| addr.rsplit(':').next().unwrap().to_string();
+    for (proto, addr) in [("mqtt", &server.mqtt), ("coap", &server.coap), ("coaps", &server.coaps)] {
+        assert!(page.contains(&format!(r#"data-{proto}-port="{}""#, port(addr))), "{proto} port {addr} in the shell");
+    }
+    for (asset, kind) in [("console.css", "text/css"), ("app.js", "text/javascript"), ("inventory.js", "text/javascript"), ("account.js", "text/javascript"), ("icon.svg", "image/svg+xml")] {
         let response = browser.request(Method::GET, &format!("/assets/{asset}"), None, false).await;
         assert!(response.headers()["content-type"].to_str().unwrap().starts_with(kind), "{asset}");
     }
@@ -157,6 +162,22 @@ async fn sign_in_sessions_csrf_roles_and_sign_out() {
     assert_eq!(status, StatusCode::FORBIDDEN);
     let (status, _) = viewer.api(Method::GET, "/api/v1/users", None, false).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
+    // Users change their own password with the current one, which ends their sessions.
+    let own = "/api/v1/users/vera/password";
+    let (status, refused) = viewer.api(Method::PUT, own, Some(json!({"password": "vera's new passphrase"})), true).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{refused}");
+    let (status, refused) = viewer.api(Method::PUT, own, Some(json!({"password": "vera's new passphrase", "current_password": "a guess at it"})), true).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{refused}");
+    assert!(refused["error"].as_str().unwrap().contains("current password is wrong"), "{refused}");
+    let (status, _) = viewer.api(Method::PUT, "/api/v1/users/admin/password", Some(json!({"password": "taking over admin", "current_password": password})), true).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "nobody else's password");
+    let (status, changed) = viewer.api(Method::PUT, own, Some(json!({"password": "vera's new passphrase", "current_password": password})), true).await;
+    assert_eq!(status, StatusCode::OK, "{changed}");
+    let (status, _) = viewer.api(Method::GET, "/api/v1/devices/pump-1", None, false).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "the change ended the session");
+    let (_, form) = viewer.get("/login?changed=1").await;
+    assert!(form.contains("Password changed"), "{form}");
+    assert_eq!(viewer.sign_in("vera", "vera's new passphrase").await.0, StatusCode::SEE_OTHER);
 
     // Sign-out needs the session's CSRF token; afterwards the cookie is worthless.
     let response = browser.request(Method::POST, "/logout", Some(("application/x-www-form-urlencoded", "csrf=wrong".into())), false).await;

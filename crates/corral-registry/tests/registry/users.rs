@@ -23,7 +23,11 @@ async fn users_sign_in_with_argon2id_passwords_and_sessions_end_with_a_new_passw
     let (principal, csrf) = f.reg.session(&session.secret).await.unwrap();
     assert_eq!((principal.name.as_str(), principal.role, csrf), ("alice", Role::Operator, session.csrf.clone()));
     // A new password ends every session; so does removing the user.
-    f.reg.set_user_password(&principal, "alice", "a brand new passphrase").await.unwrap();
+    // Changing one's own password from a session takes the current one.
+    assert!(matches!(f.reg.set_user_password(&principal, "alice", "a brand new passphrase", None).await, Err(corral_registry::RegistryError::BadInput(_))));
+    assert_forbidden(f.reg.set_user_password(&principal, "alice", "a brand new passphrase", Some("not the password")).await);
+    f.reg.session(&session.secret).await.expect("a refused change ends nothing");
+    f.reg.set_user_password(&principal, "alice", "a brand new passphrase", Some("correct horse battery")).await.unwrap();
     assert_unauthenticated(f.reg.session(&session.secret).await);
     let again = f.reg.sign_in("alice", "a brand new passphrase").await.unwrap();
     f.reg.sign_out(&again.secret).await.unwrap();
@@ -32,7 +36,7 @@ async fn users_sign_in_with_argon2id_passwords_and_sessions_end_with_a_new_passw
     // Only admins manage users; a tenant-scoped admin only its tenant's.
     let viewer = f.principal(Role::Viewer, None).await;
     assert_forbidden(f.reg.create_user(&viewer, "eve", "long enough password", Role::Admin, None).await);
-    assert_forbidden(f.reg.set_user_password(&viewer, "alice", "long enough password").await);
+    assert_forbidden(f.reg.set_user_password(&viewer, "alice", "long enough password", None).await);
     let acme_admin = f.principal(Role::Admin, Some("acme")).await;
     let scoped = f.reg.create_user(&acme_admin, "carol", "long enough password", Role::Viewer, None).await.unwrap();
     assert_eq!(scoped.tenant, Some(tenant_id("acme")));
@@ -62,6 +66,6 @@ async fn the_first_administrator_signs_in_with_the_bootstrap_token() {
     assert!(reg.session(&session.secret).await.is_err(), "its sessions ended");
     // Another administrator sets a new password; it works.
     let ops = reg.authenticate_api(&other).await.unwrap();
-    reg.set_user_password(&ops, "admin", "a fresh admin passphrase").await.unwrap();
+    reg.set_user_password(&ops, "admin", "a fresh admin passphrase", None).await.unwrap();
     assert!(reg.sign_in("admin", "a fresh admin passphrase").await.is_ok());
 }

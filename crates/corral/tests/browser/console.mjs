@@ -87,7 +87,7 @@ await step('search the inventory', async () => {
   await shot(page, 'inventory');
 });
 
-let curlSnippet = '';
+let curlSnippet = '', mqttSnippet = '', coapSnippet = '';
 await step('register a device and send data with its snippet', async () => {
   await page.goto(`${BASE}/devices`);
   await page.click('#register-open');
@@ -97,9 +97,12 @@ await step('register a device and send data with its snippet', async () => {
   await page.click('#register-form button[type=submit]');
   await page.waitForSelector('#registered:not([hidden])');
   expect((await page.textContent('#registered-token')).startsWith('cdt_'), 'the token is shown');
-  expect((await page.textContent('#snippet-mqtt')).includes('devices/browser-1/telemetry'), 'an MQTT snippet');
-  expect((await page.textContent('#snippet-coap')).includes('coap://'), 'a CoAP snippet');
   curlSnippet = await page.textContent('#snippet-curl');
+  mqttSnippet = await page.textContent('#snippet-mqtt');
+  coapSnippet = await page.textContent('#snippet-coap');
+  // The server runs on port 0: the snippets must name the ports it bound, not the defaults.
+  expect(/ -p \d+ /.test(mqttSnippet) && !mqttSnippet.includes(' -p 1883 '), `the MQTT snippet names the bound port: ${mqttSnippet}`);
+  expect(/coap:\/\/[^/]+:\d+\//.test(coapSnippet) && !coapSnippet.includes(':5683/'), `the CoAP snippet names the bound port: ${coapSnippet}`);
   await shot(page, 'registered');
   const out = execFileSync('bash', ['-c', curlSnippet + ' -sS -w " %{http_code}"']).toString();
   expect(out.trim().endsWith(' 200'), `the curl snippet works as printed: ${out}`);
@@ -120,6 +123,29 @@ await step('the device chart gains a new point without a reload', async () => {
   expect((await page.textContent('#latest')).includes('23.5'), 'latest values follow');
   console.log(`# live update reached the chart ${latency} ms after the request was sent`);
   await shot(page, 'device');
+});
+
+await step('the MQTT and CoAP snippets work as printed', async () => {
+  // mosquitto_pub returns after the PUBACK and coap-client after the 2.04: both mean durable.
+  execFileSync('bash', ['-c', mqttSnippet.replace('21.5', '25.5')]);
+  await page.waitForSelector('#chart svg path.line[data-points="3"]', { state: 'attached', timeout: 5000 });
+  const out = execFileSync('bash', ['-c', coapSnippet.replace('coap-client ', 'coap-client-notls ').replace('21.5', '27.5')]).toString();
+  await page.waitForSelector('#chart svg path.line[data-points="4"]', { state: 'attached', timeout: 5000 });
+  expect((await page.textContent('#latest')).includes('27.5'), `latest values follow the CoAP reading: ${out}`);
+});
+
+await step('a pre-shared key made on the device page works over CoAP/DTLS', async () => {
+  page.once('dialog', (dialog) => dialog.accept());
+  await page.click('#psk-generate');
+  await page.waitForSelector('#new-psk:not([hidden])');
+  await page.waitForSelector('#psk-remove');
+  const shown = await page.textContent('#new-psk');
+  const snippet = shown.slice(shown.indexOf('coap-client'));
+  expect(snippet.startsWith('coap-client') && snippet.includes('coaps://'), `a coaps snippet: ${shown}`);
+  await shot(page, 'device-psk');
+  // Debian names the DTLS-capable client coap-client-openssl (the inventory page says so).
+  execFileSync('bash', ['-c', snippet.replace('coap-client ', 'coap-client-openssl ').replace('21.5', '29.5')]);
+  await page.waitForSelector('#chart svg path.line[data-points="5"]', { state: 'attached', timeout: 5000 });
 });
 
 await step('export the filtered inventory as CSV', async () => {
@@ -154,7 +180,7 @@ await step('alarms and SQL pages', async () => {
   await page.fill('#sql', "SELECT time, temperature FROM telemetry WHERE device = 'browser-1' ORDER BY time");
   await page.keyboard.press('Control+Enter');
   await page.waitForSelector('#result tbody tr');
-  expect(await page.locator('#result tbody tr').count() === 2, 'two readings');
+  expect(await page.locator('#result tbody tr').count() === 5, 'five readings: curl twice, MQTT, CoAP, CoAP over DTLS');
   await page.waitForSelector('#chart-card:not([hidden]) svg path.line');
   const [download] = await Promise.all([page.waitForEvent('download'), page.click('#csv')]);
   expect(fs.readFileSync(await download.path(), 'utf8').startsWith('time,temperature'), 'CSV of the query');
@@ -166,19 +192,27 @@ await step('a change without the CSRF token is refused', async () => {
   expect(status === 403, `status ${status}`);
 });
 
+let viewerPassword = '';
+await step('an administrator adds a user on the account page', async () => {
+  await page.goto(`${BASE}/account`);
+  await page.waitForSelector('#users tbody tr[data-user="admin"]');
+  await page.click('#user-add-open');
+  await page.fill('#user-add-form input[name=name]', 'vic');
+  await page.selectOption('#user-add-form select[name=role]', 'viewer');
+  await page.click('#user-add-form button[type=submit]');
+  await page.waitForSelector('#user-password:not([hidden])');
+  viewerPassword = (await page.textContent('#user-password')).split(': ').pop().trim();
+  expect(viewerPassword.length >= 12, `a generated password is shown once: ${viewerPassword}`);
+  await page.waitForSelector('#users tbody tr[data-user="vic"]');
+  await shot(page, 'account-admin');
+});
+
 await step('a viewer sees no write actions', async () => {
-  const password = 'viewer password 1';
-  const status = await page.evaluate(async (password) => {
-    const csrf = document.querySelector('meta[name=csrf-token]').content;
-    const r = await fetch('/api/v1/users', { method: 'POST', headers: { 'content-type': 'application/json', 'x-csrf-token': csrf }, body: JSON.stringify({ name: 'vic', role: 'viewer', password }) });
-    return r.status;
-  }, password);
-  expect(status === 201, `viewer created: ${status}`);
   const viewerContext = await browser.newContext({ viewport: { width: 820, height: 1100 } });
   const viewer = await viewerContext.newPage();
   current = viewer;
   watch(viewer, 'viewer');
-  await signIn(viewer, 'vic', password);
+  await signIn(viewer, 'vic', viewerPassword);
   await viewer.goto(`${BASE}/devices`);
   await viewer.waitForSelector('#devices tbody tr td a');
   expect(!(await viewer.isVisible('#register-open')) && !(await viewer.isVisible('label[for=import-file]')), 'no register or import');
@@ -189,8 +223,28 @@ await step('a viewer sees no write actions', async () => {
   expect(!(await viewer.isVisible('#changes')), 'the audit log is for administrators');
   await viewer.goto(`${BASE}/devices/browser-1`);
   await viewer.waitForSelector('#identity dt');
-  for (const id of ['rotate', 'quarantine', 'decommission']) expect(!(await viewer.isVisible(`#${id}`)), `no ${id} button`);
+  await viewer.waitForSelector('#credentials p');
+  for (const id of ['rotate', 'quarantine', 'decommission', 'psk-generate', 'psk-remove']) expect(!(await viewer.isVisible(`#${id}`)), `no ${id} button`);
   await shot(viewer, 'device-viewer-tablet');
+});
+
+await step('a user changes their own password', async () => {
+  const viewer = current;
+  await viewer.goto(`${BASE}/account`);
+  expect(!(await viewer.isVisible('#users-card')), 'a viewer manages no users');
+  const change = async (currentPassword, newPassword) => {
+    await viewer.fill('#password-form input[name=current]', currentPassword);
+    await viewer.fill('#password-form input[name=password]', newPassword);
+    await viewer.fill('#password-form input[name=again]', newPassword);
+    await viewer.click('#password-form button[type=submit]');
+  };
+  await change('not my password', 'a new viewer passphrase');
+  await viewer.waitForFunction(() => document.getElementById('password-error').textContent.includes('current password is wrong'));
+  await change(viewerPassword, 'a new viewer passphrase');
+  await viewer.waitForURL(/\/login\?changed=1$/);
+  expect((await viewer.textContent('.notice')).includes('Password changed'), 'the sign-in page says why');
+  await shot(viewer, 'password-changed');
+  await signIn(viewer, 'vic', 'a new viewer passphrase');
   current = page;
 });
 

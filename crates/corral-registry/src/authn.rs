@@ -30,12 +30,12 @@ impl<V: Clone> AuthCache<V> {
     }
 
     /// The cached value, or on a miss the generation to hand back to [`AuthCache::fill`].
-    fn lookup(&self, hash: &str) -> Result<V, u64> {
+    pub(crate) fn lookup(&self, hash: &str) -> Result<V, u64> {
         let state = lock(&self.state);
         state.by_hash.get(hash).cloned().ok_or(state.generation)
     }
 
-    fn fill(&self, hash: String, value: V, generation: u64) {
+    pub(crate) fn fill(&self, hash: String, value: V, generation: u64) {
         let mut state = lock(&self.state);
         if state.generation == generation {
             state.by_hash.insert(hash, value);
@@ -118,9 +118,10 @@ impl Registry {
         Ok(principal)
     }
 
-    /// After a device's status, gateway or token changed.
+    /// After a device's status, gateway, token or pre-shared key changed.
     pub(crate) fn forget_device(&self, id: &DeviceId) {
         self.inner.device_auth.invalidate(|d| d.id == *id);
+        self.inner.psk_auth.invalidate(|(d, _)| d.id == *id);
     }
 
     /// After what a live connection was authenticated with stopped holding as it was: the

@@ -98,6 +98,9 @@ pub struct Registry {
 struct Inner {
     pool: SqlitePool,
     device_auth: AuthCache<DeviceIdentity>,
+    /// PSK identity → device and key: every request over DTLS is authorized again, so a
+    /// status change takes effect at once, and this keeps that off the database.
+    psk_auth: AuthCache<(DeviceIdentity, Vec<u8>)>,
     api_auth: AuthCache<Principal>,
     presence: Presence,
     /// See [`Registry::credential_changes`].
@@ -160,6 +163,7 @@ impl Registry {
             inner: Arc::new(Inner {
                 pool,
                 device_auth: AuthCache::new(),
+                psk_auth: AuthCache::new(),
                 api_auth: AuthCache::new(),
                 presence: Presence::default(),
                 credential_changes: tokio::sync::broadcast::channel(1024).0,

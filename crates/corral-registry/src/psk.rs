@@ -56,6 +56,7 @@ impl Registry {
         audit::record(&mut tx, actor, "device.set_psk", d.id.as_str(), Some(&d.tenant), json!({"generated": generated, "replaced": replaced}))
             .await?;
         tx.commit().await?;
+        self.forget_device(&d.id);
         self.credentials_changed(&d.id);
         Ok(key)
     }
@@ -72,6 +73,7 @@ impl Registry {
         }
         audit::record(&mut tx, actor, "device.remove_psk", d.id.as_str(), Some(&d.tenant), json!({})).await?;
         tx.commit().await?;
+        self.forget_device(&d.id);
         self.credentials_changed(&d.id);
         Ok(())
     }
@@ -88,15 +90,22 @@ impl Registry {
     /// authenticates. Unknown device or no key: `Unauthenticated`; a device that is not active:
     /// `Forbidden`, as for tokens.
     pub async fn authenticate_psk(&self, identity: &str) -> Result<(DeviceIdentity, Vec<u8>), RegistryError> {
-        let row = sqlx::query("SELECT d.id, d.tenant, d.status, d.gateway, p.psk FROM device_psks p JOIN devices d ON d.id = p.device_id WHERE p.device_id = ?")
-            .bind(identity)
-            .fetch_optional(self.pool())
-            .await?
-            .ok_or_else(|| RegistryError::Unauthenticated(format!("no pre-shared key for PSK identity {identity:?}")))?;
-        let device = crate::authn::identity_from_row(&row)?;
+        let (device, key) = match self.inner.psk_auth.lookup(identity) {
+            Ok(hit) => hit,
+            Err(generation) => {
+                let row = sqlx::query("SELECT d.id, d.tenant, d.status, d.gateway, p.psk FROM device_psks p JOIN devices d ON d.id = p.device_id WHERE p.device_id = ?")
+                    .bind(identity)
+                    .fetch_optional(self.pool())
+                    .await?
+                    .ok_or_else(|| RegistryError::Unauthenticated(format!("no pre-shared key for PSK identity {identity:?}")))?;
+                let found = (crate::authn::identity_from_row(&row)?, row.try_get::<Vec<u8>, _>("psk")?);
+                self.inner.psk_auth.fill(identity.to_string(), found.clone(), generation);
+                found
+            }
+        };
         if device.status != DeviceStatus::Active {
             return Err(RegistryError::Forbidden(format!("device {} is {}", device.id, device.status)));
         }
-        Ok((device, row.try_get("psk")?))
+        Ok((device, key))
     }
 }

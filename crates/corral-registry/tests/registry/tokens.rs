@@ -221,6 +221,8 @@ async fn pre_shared_keys_authenticate_active_devices_and_every_change_is_audited
 
     // Unknown identity, no key, or a device that is not active: no session.
     assert_unauthenticated(f.reg.authenticate_psk("nobody").await);
+    // (Each lookup is cached; every change below must reach the cache at once.)
+    assert_eq!(f.reg.authenticate_psk("p2").await.unwrap().0.id, did("p2"));
     f.reg.update_device(&f.admin, "p2", DevicePatch { status: Some(DeviceStatus::Quarantined), ..Default::default() }).await.unwrap();
     assert_forbidden(f.reg.authenticate_psk("p2").await);
     f.reg.remove_device_psk(&f.admin, "p1").await.unwrap();

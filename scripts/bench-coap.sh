@@ -5,8 +5,16 @@
 # counted by SQL afterwards) and libcoap's coap-server (PUT /example_data, in memory), side by side.
 #
 #   scripts/bench-coap.sh [corral-bench coap options]   e.g. --clients 200 --runs 5 --json
+#
+# With --dtls first it runs `corral-bench coaps` instead, against coap-server-openssl (see
+# scripts/bench-coaps.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+workload=coap
+if [ "${1:-}" = --dtls ]; then
+  workload=coaps
+  shift
+fi
 if ! command -v coap-server-notls >/dev/null; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libcoap3-bin
@@ -19,4 +27,4 @@ cargo build --release --locked -p corral -p corral-bench
 export CORRAL_BENCH_DIR="${CORRAL_BENCH_DIR:-$PWD/target/bench}"
 mkdir -p "$CORRAL_BENCH_DIR"
 target="${CARGO_TARGET_DIR:-target}"
-exec "$target/release/corral-bench" coap --corral "$target/release/corral" "$@"
+exec "$target/release/corral-bench" "$workload" --corral "$target/release/corral" "$@"

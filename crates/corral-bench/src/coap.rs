@@ -40,7 +40,7 @@ pub struct CoapArgs {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Mode {
+pub(crate) enum Mode {
     Confirmable,
     NonConfirmable,
 }
@@ -234,7 +234,7 @@ async fn drive(server: SocketAddr, targets: Vec<Target>, mode: Mode, seconds: u6
 
 /// A request datagram (Corral's own CoAP codec): Uri-Path segments, an optional Uri-Query,
 /// Content-Format JSON.
-fn request(mode: Mode, code: u8, message_id: u16, token: &[u8], path: &[String], query: Option<&str>, payload: &[u8]) -> Vec<u8> {
+pub(crate) fn request(mode: Mode, code: u8, message_id: u16, token: &[u8], path: &[String], query: Option<&str>, payload: &[u8]) -> Vec<u8> {
     use corral_coap::message::option;
     let kind = if mode == Mode::Confirmable { corral_coap::Kind::Confirmable } else { corral_coap::Kind::NonConfirmable };
     let mut message = corral_coap::Message::new(kind, corral_coap::Code(code), message_id, token.to_vec());

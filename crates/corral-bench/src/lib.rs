@@ -3,6 +3,7 @@
 //! the workloads; `scripts/bench-*.sh` wrap them with the build and the peers.
 
 pub mod coap;
+pub mod coaps;
 pub mod fleet;
 pub mod ingest;
 pub mod mqtt;

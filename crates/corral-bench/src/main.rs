@@ -32,6 +32,9 @@ enum Command {
     /// MQTTS connection set-up rate (full TLS handshakes per second) with tokens and with client
     /// certificates, against Mosquitto 2.0 with TLS (both started here on loopback).
     Mqtts(corral_bench::mqtts::MqttsArgs),
+    /// CoAP over DTLS with pre-shared keys: sessions set up per second and readings per second
+    /// over open sessions, against libcoap's coap-server-openssl (both started here on loopback).
+    Coaps(corral_bench::coaps::CoapsArgs),
 }
 
 #[tokio::main]
@@ -46,5 +49,6 @@ async fn main() -> anyhow::Result<()> {
         Command::Rules(args) => corral_bench::rules::run(args).await,
         Command::Coap(args) => corral_bench::coap::run(args).await,
         Command::Mqtts(args) => corral_bench::mqtts::run(args).await,
+        Command::Coaps(args) => corral_bench::coaps::run(args).await,
     }
 }

@@ -43,6 +43,8 @@ pub struct Listening {
     pub mqtt: SocketAddr,
     /// The CoAP listener (UDP).
     pub coap: Option<SocketAddr>,
+    /// The CoAP over DTLS listener (UDP).
+    pub coaps: Option<SocketAddr>,
     /// The MQTTS listener, when started with a certificate.
     pub mqtts: Option<SocketAddr>,
 }
@@ -71,7 +73,7 @@ pub fn start(binary: &Path, data_dir: &Path, extra: &[String]) -> anyhow::Result
             if verbose || line.contains("WARN") || line.contains("ERROR") || line.contains("refused") {
                 eprintln!("corral: {line}");
             }
-            for proto in ["http", "mqtts", "mqtt", "coap"] {
+            for proto in ["http", "mqtts", "mqtt", "coaps", "coap"] {
                 if let Some(rest) = line.split(&format!("listening proto={proto} addr=")).nth(1) {
                     let _ = tx.send((proto, rest.split_whitespace().next().unwrap_or("").to_string()));
                 }
@@ -79,11 +81,12 @@ pub fn start(binary: &Path, data_dir: &Path, extra: &[String]) -> anyhow::Result
         }
     });
     // The MQTT and CoAP listeners are logged before the HTTP one.
-    let (mut http, mut mqtt, mut mqtts, mut coap) = (None, None, None, None);
+    let (mut http, mut mqtt, mut mqtts, mut coap, mut coaps) = (None, None, None, None, None);
     while http.is_none() {
         match rx.recv_timeout(Duration::from_secs(60)) {
             Ok(("http", addr)) => http = Some(format!("http://{addr}")),
             Ok(("coap", addr)) => coap = Some(addr.parse().context("CoAP listen address")?),
+            Ok(("coaps", addr)) => coaps = Some(addr.parse().context("CoAP over DTLS listen address")?),
             Ok(("mqtts", addr)) => mqtts = Some(addr.parse().context("MQTTS listen address")?),
             Ok((_, addr)) => mqtt = Some(addr.parse().context("MQTT listen address")?),
             Err(_) => {
@@ -94,7 +97,7 @@ pub fn start(binary: &Path, data_dir: &Path, extra: &[String]) -> anyhow::Result
         }
     }
     let Some(mqtt) = mqtt else { bail!("corral started without its MQTT listener") };
-    Ok(Listening { child, http: http.expect("set"), mqtt, mqtts, coap })
+    Ok(Listening { child, http: http.expect("set"), mqtt, mqtts, coap, coaps })
 }
 
 /// [`start`], for callers that only use HTTP: the process and its base URL.

@@ -75,13 +75,13 @@ enum Say<'a> {
 
 fn page(status: StatusCode, say: Say, next: Option<&str>, name: &str, tls: &Option<Extension<OverTls>>) -> Response {
     let token = random_token();
-    let error = match say {
+    let said = match say {
         Say::Nothing => String::new(),
         Say::Notice(text) => format!(r#"<p class="notice" role="status">{}</p>"#, escape(text)),
         Say::Error(text) => format!(r#"<p class="error" role="alert">{}</p>"#, escape(text)),
     };
     let html = include_str!("../pages/login.html")
-        .replace("{error}", &error)
+        .replace("{said}", &said)
         .replace("{csrf}", &token)
         .replace("{next}", &escape(local_path(next)))
         .replace("{name}", &escape(name));

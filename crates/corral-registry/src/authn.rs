@@ -15,30 +15,33 @@ use sqlx::Row;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+/// Who a credential stands for, keyed by the credential's hash (tokens) or the PSK identity, so
+/// that authenticating a known credential skips the database. A change invalidates what it touches
+/// and bumps the generation, so a lookup that raced with it cannot put a stale answer back.
 pub(crate) struct AuthCache<V> {
     state: Mutex<CacheState<V>>,
 }
 
 struct CacheState<V> {
-    by_hash: HashMap<String, V>,
+    by_key: HashMap<String, V>,
     generation: u64,
 }
 
 impl<V: Clone> AuthCache<V> {
     pub(crate) fn new() -> Self {
-        AuthCache { state: Mutex::new(CacheState { by_hash: HashMap::new(), generation: 0 }) }
+        AuthCache { state: Mutex::new(CacheState { by_key: HashMap::new(), generation: 0 }) }
     }
 
     /// The cached value, or on a miss the generation to hand back to [`AuthCache::fill`].
-    pub(crate) fn lookup(&self, hash: &str) -> Result<V, u64> {
+    pub(crate) fn lookup(&self, key: &str) -> Result<V, u64> {
         let state = lock(&self.state);
-        state.by_hash.get(hash).cloned().ok_or(state.generation)
+        state.by_key.get(key).cloned().ok_or(state.generation)
     }
 
-    pub(crate) fn fill(&self, hash: String, value: V, generation: u64) {
+    pub(crate) fn fill(&self, key: String, value: V, generation: u64) {
         let mut state = lock(&self.state);
         if state.generation == generation {
-            state.by_hash.insert(hash, value);
+            state.by_key.insert(key, value);
         }
     }
 
@@ -46,7 +49,7 @@ impl<V: Clone> AuthCache<V> {
     pub(crate) fn invalidate(&self, stale: impl Fn(&V) -> bool) {
         let mut state = lock(&self.state);
         state.generation += 1;
-        state.by_hash.retain(|_, v| !stale(v));
+        state.by_key.retain(|_, v| !stale(v));
     }
 }
 

@@ -128,15 +128,7 @@ async fn corral(args: &CoapArgs, mode: Mode) -> anyhow::Result<(Load, Option<u64
         paths.push(Target { device: format!("sensor-{i:05}"), token: r["token"].as_str().unwrap_or_default().to_string() });
     }
     let load = drive(coap, paths, mode, args.seconds, true).await?;
-    let r: Value = http
-        .post(format!("{}/api/v1/query", listening.http))
-        .bearer_auth(ADMIN_TOKEN)
-        .json(&json!({"sql": "SELECT count(*) FROM telemetry"}))
-        .send()
-        .await?
-        .json()
-        .await?;
-    let rows = r["rows"][0][0].as_u64().unwrap_or(0);
+    let rows = crate::ingest::count(&http, &listening.http).await?;
     terminate(&mut child)?;
     Ok((load, Some(rows)))
 }

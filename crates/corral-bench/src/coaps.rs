@@ -149,15 +149,7 @@ async fn corral(args: &CoapsArgs, case: Case) -> anyhow::Result<(Load, Option<u6
         sensors.push(Sensor { server, identity: id, key: key.into_bytes(), path, code: 2 });
     }
     let load = drive(sensors, case, args.seconds).await?;
-    let r: Value = http
-        .post(format!("{}/api/v1/query", listening.http))
-        .bearer_auth(ADMIN_TOKEN)
-        .json(&json!({"sql": "SELECT count(*) FROM telemetry"}))
-        .send()
-        .await?
-        .json()
-        .await?;
-    let rows = r["rows"][0][0].as_u64().unwrap_or(0);
+    let rows = crate::ingest::count(&http, &listening.http).await?;
     terminate(&mut child)?;
     Ok((load, Some(rows)))
 }

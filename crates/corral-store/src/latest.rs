@@ -66,6 +66,11 @@ impl LatestRows {
         }
     }
 
+    /// Whether the device ever wrote to the table (it then has a latest row).
+    pub fn has_device(&self, device: &str) -> bool {
+        self.live.contains_key(device) || self.persisted_times.contains_key(device)
+    }
+
     /// One row per device, aligned to the table's current schema, sorted by device.
     pub fn batch(&self, schema: &TableSchema) -> RecordBatch {
         let arrow = schema.arrow();

@@ -37,6 +37,7 @@ pub mod metrics;
 mod persist;
 mod record;
 mod schema;
+mod scope;
 mod sql;
 mod store;
 

@@ -1,24 +1,32 @@
 //! SQL over the platform: DataFusion sees every telemetry table (write buffer and Parquet files
 //! together) and the registry's `devices` table, resolved lazily per query; the schema `latest`
 //! has the same telemetry tables with only each device's newest row (`latest.readings`).
+//!
+//! A tenant-scoped query sees only its tenant's rows in every table, enforced at the scan (see
+//! `scope.rs`): the registry's tables come scoped from the [`DeviceDirectory`], telemetry scans
+//! are wrapped in a `TenantScopeExec`, and `latest.*` rows are filtered before they are offered.
+//! A telemetry table none of the tenant's devices has written does not exist for it.
 
+use crate::scope::{TenantScope, TenantScopeExec};
 use crate::{Store, StoreError, TableSnapshot};
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
-use datafusion::catalog::{CatalogProvider, CatalogProviderList, MemoryCatalogProvider, MemoryCatalogProviderList, SchemaProvider, Session, TableProvider};
+use datafusion::catalog::{
+    CatalogProvider, CatalogProviderList, MemoryCatalogProvider, MemoryCatalogProviderList, SchemaProvider, Session, TableProvider,
+};
 use datafusion::common::{DataFusionError, Result as DfResult};
 use datafusion::datasource::MemTable;
+use datafusion::datasource::TableType;
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::datasource::physical_plan::parquet::CachedParquetFileReaderFactory;
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
 use datafusion::datasource::source::DataSourceExec;
-use datafusion::datasource::{TableType, ViewTable, provider_as_source};
 use datafusion::execution::object_store::ObjectStoreUrl;
-use datafusion::datasource::physical_plan::parquet::CachedParquetFileReaderFactory;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::{SessionState, SessionStateBuilder};
-use datafusion::logical_expr::{Expr, JoinType, LogicalPlanBuilder, TableProviderFilterPushDown};
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::union::UnionExec;
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
@@ -77,9 +85,12 @@ impl QueryEngine {
     /// other statements (COPY, CREATE, SET...) are refused: this endpoint only reads.
     pub async fn query(&self, sql: &str, tenant: Option<&str>, max_rows: usize) -> Result<QueryOutput, StoreError> {
         let catalog = MemoryCatalogProvider::new();
+        let scope = match tenant {
+            Some(tenant) => Some(Arc::new(Scoped::resolve(self.directory.as_ref(), tenant).await?)),
+            None => None,
+        };
         for (name, view) in [("public", View::History), ("latest", View::Latest)] {
-            let schema =
-                CorralSchema { store: self.store.clone(), directory: self.directory.clone(), tenant: tenant.map(str::to_string), view };
+            let schema = CorralSchema { store: self.store.clone(), directory: self.directory.clone(), scope: scope.clone(), view };
             catalog.register_schema(name, Arc::new(schema))?;
         }
         let catalogs = MemoryCatalogProviderList::new();
@@ -121,8 +132,26 @@ enum View {
 struct CorralSchema {
     store: Store,
     directory: Arc<dyn DeviceDirectory>,
-    tenant: Option<String>,
+    /// `Some` for a tenant-scoped query; shared by the query's schemas.
+    scope: Option<Arc<Scoped>>,
     view: View,
+}
+
+/// A scoped query's tenant and its devices, read from the registry once per query: the rows of
+/// its `devices` table, and the scope of every other table.
+#[derive(Debug)]
+struct Scoped {
+    tenant: String,
+    devices: RecordBatch,
+    scope: Arc<TenantScope>,
+}
+
+impl Scoped {
+    async fn resolve(directory: &dyn DeviceDirectory, tenant: &str) -> Result<Scoped, StoreError> {
+        let devices = directory.devices(Some(tenant)).await.map_err(|e| DataFusionError::External(e.into()))?;
+        let scope = Arc::new(TenantScope::from_devices(&devices)?);
+        Ok(Scoped { tenant: tenant.to_string(), devices, scope })
+    }
 }
 
 impl std::fmt::Debug for Store {
@@ -132,8 +161,27 @@ impl std::fmt::Debug for Store {
 }
 
 impl CorralSchema {
+    fn tenant(&self) -> Option<&str> {
+        self.scope.as_deref().map(|s| s.tenant.as_str())
+    }
+
+    fn scope(&self) -> Option<&Arc<TenantScope>> {
+        self.scope.as_deref().map(|s| &s.scope)
+    }
+
+    /// A telemetry table exists for a scoped query once one of its tenant's devices wrote to it.
+    fn visible(&self, table: &str) -> bool {
+        match self.scope() {
+            Some(scope) => self.store.table_has_any_device(table, scope.devices()),
+            None => self.store.has_table(table),
+        }
+    }
+
     async fn devices_table(&self) -> DfResult<Arc<MemTable>> {
-        let batch = self.directory.devices(self.tenant.as_deref()).await.map_err(|e| DataFusionError::External(e.into()))?;
+        let batch = match &self.scope {
+            Some(scoped) => scoped.devices.clone(),
+            None => self.directory.devices(None).await.map_err(|e| DataFusionError::External(e.into()))?,
+        };
         Ok(Arc::new(MemTable::try_new(batch.schema(), vec![vec![batch]])?))
     }
 }
@@ -141,7 +189,7 @@ impl CorralSchema {
 #[async_trait]
 impl SchemaProvider for CorralSchema {
     fn table_names(&self) -> Vec<String> {
-        let mut names = self.store.table_names();
+        let mut names: Vec<String> = self.store.table_names().into_iter().filter(|t| self.visible(t)).collect();
         if self.view == View::History {
             names.push("devices".to_string());
             names.extend(DIRECTORY_TABLES.iter().map(|t| t.to_string()));
@@ -150,48 +198,53 @@ impl SchemaProvider for CorralSchema {
     }
 
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
-        let telemetry: Arc<dyn TableProvider> = match self.view {
-            View::History if name == "devices" => return Ok(Some(self.devices_table().await?)),
+        let scope = self.scope().cloned();
+        let telemetry = !(self.view == View::History && (name == "devices" || DIRECTORY_TABLES.contains(&name)));
+        if telemetry && !self.visible(name) {
+            return Ok(None);
+        }
+        let table: Arc<dyn TableProvider> = match self.view {
+            View::History if name == "devices" => self.devices_table().await?,
             View::History if DIRECTORY_TABLES.contains(&name) => {
-                // Already scoped to the tenant by the directory.
-                let batch = self.directory.table(name, self.tenant.as_deref()).await.map_err(|e| DataFusionError::External(e.into()))?;
+                // Scoped to the tenant by the directory, which reads only its rows.
+                let batch = self.directory.table(name, self.tenant()).await.map_err(|e| DataFusionError::External(e.into()))?;
                 let Some(batch) = batch else { return Ok(None) };
-                return Ok(Some(Arc::new(MemTable::try_new(batch.schema(), vec![vec![batch]])?)));
+                Arc::new(MemTable::try_new(batch.schema(), vec![vec![batch]])?)
             }
             View::History => {
-                let Some(snapshot) = self.store.snapshot_table(name) else { return Ok(None) };
-                Arc::new(TelemetryTable { snapshot, dir: self.store.dir().to_path_buf() })
+                let Some(snapshot) = self.store.snapshot_table(name) else {
+                    return Ok(None);
+                };
+                Arc::new(TelemetryTable { snapshot, dir: self.store.dir().to_path_buf(), scope })
             }
             View::Latest => {
-                let Some(batch) = self.store.latest_rows(name) else { return Ok(None) };
+                let Some(mut batch) = self.store.latest_rows(name) else {
+                    return Ok(None);
+                };
+                if let Some(scope) = &scope {
+                    batch = scope.keep(&batch, DEVICE_COLUMN)?;
+                }
                 Arc::new(MemTable::try_new(batch.schema(), vec![vec![batch]])?)
             }
         };
-        let Some(_) = &self.tenant else { return Ok(Some(telemetry)) };
-        // Tenant scope: only rows of devices this tenant may see (a semi-join with its devices).
-        let devices = self.devices_table().await?;
-        let plan = LogicalPlanBuilder::scan(name, provider_as_source(telemetry), None)?
-            .join(
-                LogicalPlanBuilder::scan("scoped_devices", provider_as_source(devices), None)?.build()?,
-                JoinType::LeftSemi,
-                (vec!["device"], vec!["device"]),
-                None,
-            )?
-            .build()?;
-        Ok(Some(Arc::new(ViewTable::new(plan, None))))
+        Ok(Some(table))
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        (self.view == View::History && (name == "devices" || DIRECTORY_TABLES.contains(&name)))
-            || self.store.table_names().iter().any(|t| t == name)
+        (self.view == View::History && (name == "devices" || DIRECTORY_TABLES.contains(&name))) || self.visible(name)
     }
 }
+
+/// Every telemetry table's second column (after `time`).
+const DEVICE_COLUMN: usize = 1;
 
 /// A telemetry table as of one snapshot: buffered batches unioned with Parquet files.
 #[derive(Debug)]
 struct TelemetryTable {
     snapshot: TableSnapshot,
     dir: std::path::PathBuf,
+    /// `Some` for a tenant-scoped query: only these devices' rows ever leave the scan.
+    scope: Option<Arc<TenantScope>>,
 }
 
 impl std::fmt::Debug for TableSnapshot {
@@ -221,6 +274,32 @@ impl TableProvider for TelemetryTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let Some(scope) = &self.scope else {
+            return self.scan_rows(state, projection, filters.iter().cloned().reduce(Expr::and), limit);
+        };
+        // Scoped: the raw scan gets only the platform's `device IN (...)`, never the user's
+        // filters or limit (both would act on other tenants' rows); those run above the wall.
+        let width = self.snapshot.schema.fields().len();
+        let wanted: Vec<usize> = projection.cloned().unwrap_or_else(|| (0..width).collect());
+        let mut read = wanted.clone();
+        if !read.contains(&DEVICE_COLUMN) {
+            read.push(DEVICE_COLUMN);
+        }
+        let device_col = read.iter().position(|&c| c == DEVICE_COLUMN).expect("added above");
+        let rows = self.scan_rows(state, Some(&read), scope.predicate(), None)?;
+        Ok(Arc::new(TenantScopeExec::try_new(rows, scope.clone(), device_col, (0..wanted.len()).collect())?))
+    }
+}
+
+impl TelemetryTable {
+    /// Buffer and files, with `predicate` given to Parquet for pruning and row filtering.
+    fn scan_rows(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        predicate: Option<Expr>,
+        limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
         let schema = self.snapshot.schema.clone();
         let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
         let partitions = state.config().target_partitions().max(1);
@@ -239,7 +318,7 @@ impl TableProvider for TelemetryTable {
                 // that pass (a tag filter like `fleet = 'South'` skips most of a float column).
                 .with_pushdown_filters(true)
                 .with_reorder_filters(true);
-            if let Some(predicate) = filters.iter().cloned().reduce(Expr::and) {
+            if let Some(predicate) = predicate {
                 let df_schema = datafusion::common::DFSchema::try_from(schema.as_ref().clone())?;
                 source = source.with_predicate(state.create_physical_expr(predicate, &df_schema)?);
             }

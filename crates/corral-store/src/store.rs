@@ -491,6 +491,16 @@ impl Store {
         self.state().tables.keys().cloned().collect()
     }
 
+    pub fn has_table(&self, name: &str) -> bool {
+        self.state().tables.contains_key(name)
+    }
+
+    /// Whether one of `devices` has written to `name` (a tenant-scoped query sees only the
+    /// tables its devices wrote). Costs a lookup per device until one is found.
+    pub fn table_has_any_device<'a>(&self, name: &str, mut devices: impl Iterator<Item = &'a str>) -> bool {
+        self.state().tables.get(name).is_some_and(|t| devices.any(|d| t.latest.has_device(d)))
+    }
+
     pub fn dir(&self) -> &std::path::Path {
         &self.inner.config.dir
     }

@@ -28,6 +28,7 @@ impl BrokerHooks for ExampleHooks {
             }),
             (Some("admin"), Some(b"secret")) => Ok(Identity::Application {
                 name: "admin".into(),
+                principal: "admin".into(),
                 role: Role::Admin,
                 tenant: None,
             }),

@@ -4,17 +4,19 @@
 //!   wildcard in the device level (`devices/+/...`, `#`) is denied.
 //! - Application: may subscribe to anything (a tenant scope then filters what it receives).
 //!   Viewers may not publish; operators and admins may, but not to the device→platform topics
-//!   (telemetry, attributes, reported twin: those speak for a device), and a tenant-scoped one
-//!   only to devices of its tenant.
-//! - Anonymous (open mode): anything outside `devices/`.
-//! - Nobody publishes to `$`-topics (reserved for the server).
+//!   (telemetry, attributes, reported twin: those speak for a device). A tenant-scoped one
+//!   publishes only to devices of its tenant and under `tenants/<its tenant>/`, its own
+//!   namespace; an unscoped one anywhere else too.
+//! - Anonymous (open mode): anything outside `devices/`, `alarms/` and `tenants/`.
+//! - Nobody publishes to `$`-topics or `alarms/` (both are the server's: alarm events carry the
+//!   tenant of the alarm, which a client must not be able to forge).
 
 use crate::hooks::{BrokerHooks, Identity, Role};
 use crate::topic;
 
 /// May `who` publish to `topic` (a valid topic name)?
 pub(crate) fn may_publish(who: &Identity, topic_name: &str, hooks: &dyn BrokerHooks) -> bool {
-    if topic_name.starts_with('$') {
+    if topic_name.starts_with('$') || first_level(topic_name) == "alarms" {
         return false;
     }
     match who {
@@ -30,11 +32,18 @@ pub(crate) fn may_publish(who: &Identity, topic_name: &str, hooks: &dyn BrokerHo
                 (Some(tenant), Some(device)) => {
                     hooks.device_tenant(device).as_deref() == Some(tenant.as_str())
                 }
-                _ => true,
+                (Some(tenant), None) => in_tenant_namespace(topic_name, tenant),
+                (None, _) => true,
             }
         }
-        Identity::Anonymous => first_level(topic_name) != "devices",
+        Identity::Anonymous => !matches!(first_level(topic_name), "devices" | "tenants"),
     }
+}
+
+/// `tenants/<tenant>/...`: where a tenant-scoped application publishes what is not a command.
+fn in_tenant_namespace(topic_name: &str, tenant: &str) -> bool {
+    let mut levels = topic_name.split('/');
+    levels.next() == Some("tenants") && levels.next() == Some(tenant) && levels.next().is_some()
 }
 
 /// May `who` subscribe to `filter` (valid, with any `$share/<group>/` prefix removed)?
@@ -96,6 +105,7 @@ mod tests {
     fn app(role: Role, tenant: Option<&str>) -> Identity {
         Identity::Application {
             name: "app".into(),
+            principal: "app".into(),
             role,
             tenant: tenant.map(Into::into),
         }
@@ -151,6 +161,39 @@ mod tests {
             &Tenants
         ));
         assert!(!may_publish(&app(Role::Admin, None), "$SYS/x", &Tenants));
+    }
+
+    /// Regression (tenant isolation): an acme operator published and retained
+    /// `alarms/globex/globex-d1`, which unscoped subscribers took for a globex alarm event.
+    #[test]
+    fn nobody_forges_alarm_events_or_leaves_its_tenants_namespace() {
+        for who in [
+            app(Role::Operator, Some("acme")),
+            app(Role::Admin, None),
+            device(),
+            Identity::Anonymous,
+        ] {
+            assert!(
+                !may_publish(&who, "alarms/globex/globex-d1", &Tenants),
+                "{who:?}"
+            );
+            assert!(!may_publish(&who, "alarms/acme/a1", &Tenants), "{who:?}");
+        }
+        let acme = app(Role::Operator, Some("acme"));
+        assert!(may_publish(&acme, "tenants/acme/dispatch", &Tenants));
+        assert!(!may_publish(&acme, "tenants/acme", &Tenants));
+        assert!(!may_publish(&acme, "tenants/globex/dispatch", &Tenants));
+        assert!(!may_publish(&acme, "ops/anything", &Tenants));
+        assert!(may_publish(
+            &app(Role::Operator, None),
+            "ops/anything",
+            &Tenants
+        ));
+        assert!(!may_publish(
+            &Identity::Anonymous,
+            "tenants/acme/x",
+            &Tenants
+        ));
     }
 
     #[test]

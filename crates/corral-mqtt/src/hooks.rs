@@ -31,6 +31,9 @@ pub enum Identity {
     /// A program or person holding an API token.
     Application {
         name: String,
+        /// A stable key unique to the credential (e.g. `token:42`): a session it creates is
+        /// resumed only by the same credential.
+        principal: String,
         role: Role,
         /// `Some` limits what it receives (and may command) to that tenant.
         tenant: Option<String>,
@@ -46,6 +49,16 @@ impl Identity {
             Identity::Device { tenant, .. } => Some(tenant),
             Identity::Application { tenant, .. } => tenant.as_deref(),
             Identity::Anonymous => None,
+        }
+    }
+
+    /// Who owns the sessions this identity creates: only the same principal resumes or takes
+    /// over one of them (see `BrokerState::attach`).
+    pub fn principal(&self) -> String {
+        match self {
+            Identity::Device { id, .. } => format!("device:{id}"),
+            Identity::Application { principal, .. } => format!("application:{principal}"),
+            Identity::Anonymous => "anonymous".to_string(),
         }
     }
 

@@ -25,6 +25,7 @@ pub(crate) struct Metrics {
     pub protocol_errors: AtomicU64,
     pub keep_alive_timeouts: AtomicU64,
     pub takeovers: AtomicU64,
+    pub session_claims_refused: AtomicU64,
     pub wills_published: AtomicU64,
     pub throttled: AtomicU64,
 }
@@ -80,6 +81,7 @@ impl Metrics {
             protocol_errors: g(&self.protocol_errors),
             keep_alive_timeouts: g(&self.keep_alive_timeouts),
             takeovers: g(&self.takeovers),
+            session_claims_refused: g(&self.session_claims_refused),
             wills_published: g(&self.wills_published),
             publishes_throttled: g(&self.throttled),
         }
@@ -140,6 +142,8 @@ pub struct MetricsSnapshot {
     pub protocol_errors: u64,
     pub keep_alive_timeouts: u64,
     pub takeovers: u64,
+    /// Counter: CONNECTs refused because their client id is another principal's session.
+    pub session_claims_refused: u64,
     pub wills_published: u64,
     /// Counter: times a client hit its publish rate limit and reading from it paused.
     pub publishes_throttled: u64,
@@ -183,6 +187,12 @@ impl MetricsSnapshot {
         metric("protocol_errors_total", "counter", "Connections closed for malformed packets or protocol errors.", &[("", self.protocol_errors)]);
         metric("keep_alive_timeouts_total", "counter", "Connections closed by keep-alive.", &[("", self.keep_alive_timeouts)]);
         metric("takeovers_total", "counter", "Sessions taken over by a new connection.", &[("", self.takeovers)]);
+        metric(
+            "session_claims_refused_total",
+            "counter",
+            "CONNECTs refused: the client id is a session another credential owns.",
+            &[("", self.session_claims_refused)],
+        );
         metric("wills_published_total", "counter", "Wills published.", &[("", self.wills_published)]);
         metric("throttled_total", "counter", "Times a client hit its publish rate limit.", &[("", self.publishes_throttled)]);
     }

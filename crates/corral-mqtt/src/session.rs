@@ -22,6 +22,9 @@ use crate::message::Outgoing;
 #[derive(Debug)]
 pub(crate) struct Session {
     pub client_id: Arc<str>,
+    /// [`Identity::principal`] of whoever created the session; empty for a session recovered
+    /// from a state log written before owners were recorded.
+    pub owner: Arc<str>,
     /// A connection currently owns the session (read lock-free by routing and shared groups).
     pub online: AtomicBool,
     /// The session outlives its connection (expiry > 0); its QoS 1/2 traffic is logged.
@@ -99,9 +102,15 @@ pub(crate) enum Enqueued {
 }
 
 impl Session {
-    pub fn new(client_id: Arc<str>, protocol: ProtocolVersion, expiry_secs: u32) -> Self {
+    pub fn new(
+        client_id: Arc<str>,
+        owner: Arc<str>,
+        protocol: ProtocolVersion,
+        expiry_secs: u32,
+    ) -> Self {
         Session {
             client_id,
+            owner,
             online: AtomicBool::new(false),
             persistent: AtomicBool::new(expiry_secs > 0),
             wake: Notify::new(),
@@ -221,7 +230,12 @@ mod tests {
             max_qos0_backlog: 1,
             ..Default::default()
         };
-        let s = Session::new(Arc::from("c"), ProtocolVersion::V5, 10);
+        let s = Session::new(
+            Arc::from("c"),
+            Arc::from("anonymous"),
+            ProtocolVersion::V5,
+            10,
+        );
         let mut st = s.lock();
         assert!(matches!(
             st.enqueue(out(1, QoS::AtMostOnce), &config, false),
@@ -254,7 +268,12 @@ mod tests {
 
     #[test]
     fn packet_ids_skip_zero_and_inflight() {
-        let s = Session::new(Arc::from("c"), ProtocolVersion::V5, 0);
+        let s = Session::new(
+            Arc::from("c"),
+            Arc::from("anonymous"),
+            ProtocolVersion::V5,
+            0,
+        );
         let mut st = s.lock();
         st.next_packet_id = u16::MAX - 1;
         st.inflight.insert(

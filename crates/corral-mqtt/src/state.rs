@@ -84,6 +84,7 @@ impl BrokerState {
 
     /// Binds a new connection (`generation`) to the session of `client_id`: takes it over from
     /// a live connection, resumes it, or replaces it with a fresh one (clean start, expired).
+    /// `None` when another principal owns that session (see [`claim`]): the CONNECT is refused.
     pub fn attach(
         &self,
         client_id: &Arc<str>,
@@ -92,7 +93,7 @@ impl BrokerState {
         protocol: ProtocolVersion,
         identity: &Arc<Identity>,
         generation: u64,
-    ) -> Attached {
+    ) -> Option<Attached> {
         let mut ended_will = None;
         let attached = self.attach_locked(
             client_id,
@@ -114,16 +115,26 @@ impl BrokerState {
     fn attach_locked(
         &self,
         client_id: &Arc<str>,
-        clean_start: bool,
+        mut clean_start: bool,
         expiry_secs: u32,
         protocol: ProtocolVersion,
         identity: &Arc<Identity>,
         generation: u64,
         ended_will: &mut Option<crate::will::PendingWill>,
-    ) -> Attached {
+    ) -> Option<Attached> {
         let _gate = self.persist.as_ref().map(Persist::gate);
         let mut sessions = self.sessions();
+        let principal: Arc<str> = Arc::from(identity.principal());
         if let Some(old) = sessions.get(client_id).cloned() {
+            match claim(&old.owner, &principal, identity, client_id) {
+                Claim::Resume => {}
+                // The device's own id: whatever another principal left there ends, unseen.
+                Claim::Replace => clean_start = true,
+                Claim::Refuse => {
+                    metrics::inc(&self.metrics.session_claims_refused);
+                    return None;
+                }
+            }
             let mut st = old.lock();
             let expired = st.owner == 0
                 && st
@@ -157,6 +168,7 @@ impl BrokerState {
                             client_id: client_id.clone(),
                             expiry_secs,
                             protocol,
+                            owner: old.owner.clone(),
                         });
                     } else if was_persistent {
                         p.log(&Op::SessionDelete {
@@ -167,10 +179,10 @@ impl BrokerState {
                 self.refresh_subscriptions(&old, &mut st, identity);
                 self.wills.cancel(client_id);
                 drop(st);
-                return Attached {
+                return Some(Attached {
                     session: old,
                     session_present: true,
-                };
+                });
             }
             // The old session ends here.
             st.owner = 0;
@@ -180,7 +192,12 @@ impl BrokerState {
             sessions.remove(client_id);
             *ended_will = self.wills.take(client_id);
         }
-        let session = Arc::new(Session::new(client_id.clone(), protocol, expiry_secs));
+        let session = Arc::new(Session::new(
+            client_id.clone(),
+            principal.clone(),
+            protocol,
+            expiry_secs,
+        ));
         {
             let mut st = session.lock();
             st.owner = generation;
@@ -194,13 +211,14 @@ impl BrokerState {
                 client_id: client_id.clone(),
                 expiry_secs,
                 protocol,
+                owner: principal,
             });
         }
         sessions.insert(client_id.clone(), session.clone());
-        Attached {
+        Some(Attached {
             session,
             session_present: false,
-        }
+        })
     }
 
     /// Re-applies the ACL and tenant scope of the (possibly changed) identity to a resumed
@@ -387,6 +405,7 @@ impl BrokerState {
         for (client_id, rec) in recovered {
             let session = Arc::new(Session::new(
                 client_id.clone(),
+                rec.owner.clone(),
                 rec.protocol,
                 rec.expiry_secs,
             ));
@@ -462,6 +481,61 @@ impl BrokerState {
     }
 }
 
+/// What a connecting principal may do with an existing session of its client id.
+#[derive(Debug, PartialEq, Eq)]
+enum Claim {
+    /// Its own session: take it over from a live connection, or resume it.
+    Resume,
+    /// A device connecting under its own id, where another principal left a session: that
+    /// session ends (nothing of it is handed over) and the device starts a fresh one.
+    Replace,
+    /// Someone else's session: the CONNECT is refused, the session and its connection stay.
+    Refuse,
+}
+
+/// Sessions are owned by the principal that created them, so a client id can never be used to
+/// disconnect, or read the queued messages of, another credential's session. A session from a
+/// log written before owners were recorded (empty owner) is resumed by the device of that id;
+/// anyone else starts it afresh, so nothing queued in it is handed to a stranger.
+fn claim(owner: &str, principal: &str, who: &Identity, client_id: &str) -> Claim {
+    let own_device_id = matches!(who, Identity::Device { id, .. } if id == client_id);
+    if owner == principal || (owner.is_empty() && own_device_id) {
+        Claim::Resume
+    } else if own_device_id || owner.is_empty() {
+        Claim::Replace
+    } else {
+        Claim::Refuse
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hooks::Role;
+
+    fn app(principal: &str) -> Identity {
+        Identity::Application { name: "app".into(), principal: principal.into(), role: Role::Viewer, tenant: Some("acme".into()) }
+    }
+
+    /// Regression (tenant isolation): an acme viewer token with client id `globex-d2` took over
+    /// that device's live session and resumed its queued command.
+    #[test]
+    fn only_the_principal_that_created_a_session_resumes_it() {
+        let device = Identity::Device { id: "globex-d2".into(), tenant: "globex".into(), children: vec![] };
+        let device_owner = device.principal();
+        assert_eq!(claim(&device_owner, &app("token:7").principal(), &app("token:7"), "globex-d2"), Claim::Refuse);
+        assert_eq!(claim(&device_owner, &device_owner, &device, "globex-d2"), Claim::Resume);
+        let app_owner = app("token:7").principal();
+        assert_eq!(claim(&app_owner, &app_owner, &app("token:7"), "dashboard"), Claim::Resume);
+        assert_eq!(claim(&app_owner, &app("token:8").principal(), &app("token:8"), "dashboard"), Claim::Refuse);
+        // A device always gets its own id back; nothing of the squatter's session goes with it.
+        assert_eq!(claim(&Identity::Anonymous.principal(), &device_owner, &device, "globex-d2"), Claim::Replace);
+        // Sessions from before owners were recorded.
+        assert_eq!(claim("", &device_owner, &device, "globex-d2"), Claim::Resume);
+        assert_eq!(claim("", &app_owner, &app("token:7"), "globex-d2"), Claim::Replace);
+    }
+}
+
 fn expired_at(disconnected_at: Instant, expiry_secs: u32) -> bool {
     expiry_secs != u32::MAX
         && disconnected_at.elapsed() >= Duration::from_secs(u64::from(expiry_secs))
@@ -481,6 +555,7 @@ impl StateCapture for BrokerState {
                 client_id: client_id.clone(),
                 expiry_secs: st.expiry_secs,
                 protocol: st.protocol,
+                owner: session.owner.clone(),
             });
             for (filter, sub) in &st.subscriptions {
                 ops.push(Op::Subscribe {

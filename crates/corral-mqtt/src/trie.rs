@@ -221,7 +221,12 @@ mod tests {
     use crate::codec::{ProtocolVersion, QoS};
 
     fn sub(client: &str, online: bool) -> Subscriber {
-        let session = Arc::new(Session::new(Arc::from(client), ProtocolVersion::V5, 0));
+        let session = Arc::new(Session::new(
+            Arc::from(client),
+            Arc::from("anonymous"),
+            ProtocolVersion::V5,
+            0,
+        ));
         session.online.store(online, Ordering::Release);
         Subscriber {
             session,

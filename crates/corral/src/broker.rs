@@ -107,7 +107,12 @@ impl BrokerHooks for PlatformHooks {
         if req.username.as_deref().is_some_and(|u| u != "token" && u != principal.name) {
             return refuse(ConnectRefusal::BadCredentials, "user name must be the API token's name or `token`");
         }
-        Ok(application(&principal))
+        // A device's id is its client id: only its own credential may hold that session.
+        match self.registry.tenant_of(&req.client_id).await {
+            Ok(None) => Ok(application(&principal)),
+            Ok(Some(_)) => refuse(ConnectRefusal::ClientIdNotValid, "client id names a registered device; choose another"),
+            Err(e) => refuse(ConnectRefusal::ServerUnavailable, &e.to_string()),
+        }
     }
 
     fn on_platform_publish(&self, who: &Identity, publish: &InboundPublish) -> Result<PlatformWrite, PublishRefusal> {
@@ -130,9 +135,7 @@ impl BrokerHooks for PlatformHooks {
                     .map_err(|e| refusal(&e, &publish.topic))?;
                 let envelope = Envelope { device, tenant, door: Door::Mqtt, received_at_ns };
                 let (pipeline, topic) = (self.pipeline.clone(), publish.topic.clone());
-                Ok(Box::pin(async move {
-                    pipeline.submit(&envelope, vec![batch]).await.map(|_| ()).map_err(|e| refusal(&e, &topic))
-                }))
+                Ok(Box::pin(async move { pipeline.submit(&envelope, vec![batch]).await.map(|_| ()).map_err(|e| refusal(&e, &topic)) }))
             }
             PlatformTopic::Attributes => self.report_attributes(device, &publish.payload),
             // No twin store yet: routed to subscribers like any other message.
@@ -188,9 +191,8 @@ impl PlatformHooks {
 
     /// `devices/<id>/attributes`: a JSON object merged into the device's attributes.
     fn report_attributes(&self, device: DeviceId, payload: &[u8]) -> Result<PlatformWrite, PublishRefusal> {
-        let reported: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(payload).map_err(|e| {
-            PublishRefusal::new(ReasonCode::PAYLOAD_FORMAT_INVALID, format!("attributes must be a JSON object: {e}"))
-        })?;
+        let reported: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(payload)
+            .map_err(|e| PublishRefusal::new(ReasonCode::PAYLOAD_FORMAT_INVALID, format!("attributes must be a JSON object: {e}")))?;
         let registry = self.registry.clone();
         Ok(Box::pin(async move {
             registry
@@ -208,7 +210,12 @@ fn application(principal: &Principal) -> Identity {
         corral_registry::Role::Operator => Role::Operator,
         corral_registry::Role::Viewer => Role::Viewer,
     };
-    Identity::Application { name: principal.name.clone(), role, tenant: principal.tenant.as_ref().map(|t| t.as_str().to_string()) }
+    Identity::Application {
+        name: principal.name.clone(),
+        principal: format!("token:{}", principal.token_id),
+        role,
+        tenant: principal.tenant.as_ref().map(|t| t.as_str().to_string()),
+    }
 }
 
 fn refusal_for(e: &RegistryError) -> ConnectRefusal {

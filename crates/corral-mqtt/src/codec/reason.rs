@@ -57,6 +57,28 @@ impl ReasonCode {
     pub const WILDCARD_SUBSCRIPTIONS_NOT_SUPPORTED: ReasonCode = ReasonCode(0xA2);
 
     /// True for 0x80 and above.
+    /// A short text for a DISCONNECT's Reason String: some clients (paho) only read the reason
+    /// code of a DISCONNECT that also carries properties.
+    pub fn description(self) -> &'static str {
+        match self {
+            ReasonCode::MALFORMED_PACKET => "malformed packet",
+            ReasonCode::PROTOCOL_ERROR => "protocol error",
+            ReasonCode::NOT_AUTHORIZED => "not authorized",
+            ReasonCode::SERVER_SHUTTING_DOWN => "server shutting down",
+            ReasonCode::KEEP_ALIVE_TIMEOUT => "keep alive timeout",
+            ReasonCode::SESSION_TAKEN_OVER => "session taken over by a new connection",
+            ReasonCode::TOPIC_NAME_INVALID => "invalid topic name",
+            ReasonCode::TOPIC_FILTER_INVALID => "invalid topic filter",
+            ReasonCode::RECEIVE_MAXIMUM_EXCEEDED => "receive maximum exceeded",
+            ReasonCode::TOPIC_ALIAS_INVALID => "invalid topic alias",
+            ReasonCode::PACKET_TOO_LARGE => "packet too large",
+            ReasonCode::QUOTA_EXCEEDED => "quota exceeded",
+            ReasonCode::ADMINISTRATIVE_ACTION => "administrative action",
+            ReasonCode::PAYLOAD_FORMAT_INVALID => "payload format invalid",
+            _ => "see the reason code",
+        }
+    }
+
     pub fn is_error(self) -> bool {
         self.0 >= 0x80
     }

@@ -160,8 +160,9 @@ pub(super) async fn handshake(
         return None;
     }
 
-    Some(accept(
-        state,
+    let version = connect.version;
+    let connection = accept(
+        state.clone(),
         connect,
         client_id,
         assigned,
@@ -169,10 +170,25 @@ pub(super) async fn handshake(
         (reader, writer),
         rbuf,
         peer,
-    ))
+    );
+    match connection {
+        Ok(connection) => Some(connection),
+        Err(mut writer) => {
+            tracing::info!(%peer, "client id is a session another credential owns; CONNECT refused");
+            send_connack(
+                &state,
+                &mut writer,
+                version,
+                refuse(ReasonCode::CLIENT_IDENTIFIER_NOT_VALID),
+            )
+            .await;
+            None
+        }
+    }
 }
 
-/// Attaches the session, announces limits in CONNACK and builds the connection.
+/// Attaches the session, announces limits in CONNACK and builds the connection; gives the
+/// writer back when the session belongs to another principal, to refuse the CONNECT.
 #[allow(clippy::too_many_arguments)]
 fn accept(
     state: Arc<BrokerState>,
@@ -183,7 +199,7 @@ fn accept(
     (reader, writer): (super::transport::Reader, Writer),
     rbuf: BytesMut,
     peer: SocketAddr,
-) -> Connection {
+) -> Result<Connection, Writer> {
     let version = connect.version;
     let v5 = version == ProtocolVersion::V5;
     let config = &state.config;
@@ -209,14 +225,16 @@ fn accept(
     let identity = Arc::new(identity);
     let client_id: Arc<str> = Arc::from(client_id);
     let generation = state.next_generation.fetch_add(1, Ordering::Relaxed);
-    let attached = state.attach(
+    let Some(attached) = state.attach(
         &client_id,
         connect.clean_start,
         expiry_secs,
         version,
         &identity,
         generation,
-    );
+    ) else {
+        return Err(writer);
+    };
 
     let mut properties = Properties::default();
     if v5 {
@@ -253,7 +271,7 @@ fn accept(
     };
     tracing::debug!(client_id = %client_id, %peer, ?version, session_present = attached.session_present, "client connected");
     state.hooks.on_connected(&identity, &client_id);
-    Connection {
+    Ok(Connection {
         rate: config
             .publish_rate_limit
             .map(|limit| TokenBucket::new(limit, Instant::now())),
@@ -290,8 +308,9 @@ fn accept(
         acks: FuturesOrdered::new(),
         unacked_inbound: 0,
         throttled_until: None,
+        problem: None,
         exit: None,
-    }
+    })
 }
 
 async fn send_connack(

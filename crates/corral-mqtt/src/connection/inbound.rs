@@ -661,6 +661,7 @@ impl Connection {
                     client_id: self.client_id.clone(),
                     expiry_secs: expiry,
                     protocol: st.protocol,
+                    owner: self.session.owner.clone(),
                 });
             } else if was {
                 p.log(&Op::SessionDelete {

@@ -81,6 +81,8 @@ pub(crate) struct Connection {
     /// Outbound QoS 1/2 window: min(client's Receive Maximum, config.max_inflight).
     send_window: usize,
     client_max_packet: usize,
+    /// What was wrong with the client's last packet, for the DISCONNECT's Reason String.
+    problem: Option<String>,
     client_alias_max: u16,
     inbound_aliases: HashMap<u16, Arc<str>>,
     outbound_aliases: HashMap<Arc<str>, u16>,
@@ -271,11 +273,36 @@ impl Connection {
                 Err(e) => {
                     metrics::inc(&self.state.metrics.protocol_errors);
                     tracing::info!(client_id = %self.client_id, peer = %self.peer, error = %e, "bad packet, disconnecting");
+                    self.problem = Some(e.to_string());
                     self.exit = Some(Exit::Protocol(e.reason_code()));
                 }
             }
         }
         self.drain();
+    }
+
+    /// After a protocol error, reads and drops what the client is still sending (the rest of an
+    /// oversized PUBLISH, say) until it closes, for a bounded time and size. Closing a socket with
+    /// unread bytes sends a TCP reset, and a reset makes the client discard the DISCONNECT that
+    /// says why (paho then reports "unspecified error" instead of 0x95 Packet too large).
+    async fn drain_unread(&mut self) {
+        const LINGER: Duration = Duration::from_secs(2);
+        const MAX_BYTES: usize = 64 << 20;
+        let mut drained = 0usize;
+        let drain = async {
+            loop {
+                self.rbuf.clear();
+                match self.reader.read_into(&mut self.rbuf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => drained += n,
+                }
+                if drained > MAX_BYTES {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(LINGER, drain).await;
+        self.rbuf = BytesMut::new();
     }
 
     /// Sends the closing DISCONNECT (v5), handles the will, releases the session, notifies.
@@ -289,12 +316,24 @@ impl Connection {
         };
         if let (Some(reason), true) = (disconnect_reason, self.is_v5()) {
             self.wbuf.clear();
-            self.send(&Packet::Disconnect(Disconnect::new(reason)));
+            let mut disconnect = Disconnect::new(reason);
+            let text = self
+                .problem
+                .take()
+                .unwrap_or_else(|| reason.description().to_string());
+            // Only where it fits the client's Maximum Packet Size (MQTT 5 §3.14.2.2.3).
+            if text.len() + 16 <= self.client_max_packet {
+                disconnect.properties.reason_string = Some(text);
+            }
+            self.send(&Packet::Disconnect(disconnect));
             let _ = self.flush().await;
         } else {
             let _ = self.flush().await;
         }
         self.writer.shutdown().await;
+        if matches!(exit, Exit::Protocol(_)) {
+            self.drain_unread().await;
+        }
         self.settle_staged().await;
 
         let kind = match exit {

@@ -30,6 +30,9 @@ pub(crate) enum Op {
         client_id: Arc<str>,
         expiry_secs: u32,
         protocol: ProtocolVersion,
+        /// The session's [`Session::owner`](crate::session::Session). Encoded last, so logs
+        /// written before it existed still decode (with an empty owner).
+        owner: Arc<str>,
     },
     SessionDelete {
         client_id: Arc<str>,
@@ -227,11 +230,13 @@ impl Op {
                 client_id,
                 expiry_secs,
                 protocol,
+                owner,
             } => {
                 e.u8(tag::SESSION_UPSERT);
                 e.bytes(client_id.as_bytes());
                 e.u32(*expiry_secs);
                 e.u8(protocol.level());
+                e.bytes(owner.as_bytes());
             }
             Op::SessionDelete { client_id } => {
                 e.u8(tag::SESSION_DELETE);
@@ -319,6 +324,11 @@ impl Op {
                     4 => ProtocolVersion::V311,
                     5 => ProtocolVersion::V5,
                     _ => return Err("bad protocol level"),
+                },
+                owner: if d.buf.is_empty() {
+                    Arc::from("")
+                } else {
+                    d.arc_str()?
                 },
             },
             tag::SESSION_DELETE => Op::SessionDelete {
@@ -462,6 +472,7 @@ mod tests {
                 client_id: c.clone(),
                 expiry_secs: 3600,
                 protocol: ProtocolVersion::V5,
+                owner: Arc::from("device:client"),
             },
             Op::SessionDelete {
                 client_id: c.clone(),

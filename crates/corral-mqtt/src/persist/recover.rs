@@ -13,6 +13,7 @@ use crate::session::Subscription;
 pub(crate) struct RecoveredSession {
     pub expiry_secs: u32,
     pub protocol: ProtocolVersion,
+    pub owner: Arc<str>,
     pub subscriptions: HashMap<String, Subscription>,
     /// By message id, i.e. in the order they were routed.
     pub messages: BTreeMap<u64, RecoveredMessage>,
@@ -45,6 +46,7 @@ impl Recovered {
                 client_id,
                 expiry_secs,
                 protocol,
+                owner,
             } => {
                 let s = self
                     .sessions
@@ -52,12 +54,14 @@ impl Recovered {
                     .or_insert_with(|| RecoveredSession {
                         expiry_secs,
                         protocol,
+                        owner: owner.clone(),
                         subscriptions: HashMap::new(),
                         messages: BTreeMap::new(),
                         inbound_qos2: HashSet::new(),
                     });
                 s.expiry_secs = expiry_secs;
                 s.protocol = protocol;
+                s.owner = owner;
             }
             Op::SessionDelete { client_id } => {
                 self.sessions.remove(&client_id);
@@ -182,6 +186,7 @@ mod tests {
                 client_id: c.clone(),
                 expiry_secs: 60,
                 protocol: ProtocolVersion::V5,
+                owner: Arc::from("device:c"),
             },
             route(1, &c),
             route(2, &c),

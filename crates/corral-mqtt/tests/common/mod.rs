@@ -24,6 +24,7 @@ pub fn identity_for(username: &str, password: &[u8]) -> Result<Identity, Connect
     };
     let app = |name: &str, role, tenant: Option<&str>| Identity::Application {
         name: name.into(),
+        principal: name.into(),
         role,
         tenant: tenant.map(Into::into),
     };

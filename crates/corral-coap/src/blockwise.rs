@@ -1,8 +1,14 @@
 //! Block-wise transfer state (RFC 7959): request bodies being assembled from Block1 blocks,
 //! and response bodies cut into Block2 blocks, kept so later blocks come from the same
 //! representation even if the resource changed meanwhile.
+//!
+//! The upload table is shared by every tenant, so no device or tenant may fill it for the
+//! others: a device holds at most `max_per_device` uploads, and when the table is full a new
+//! upload takes the place of the stalest one of the tenant holding the most (unless that is its
+//! own tenant, which then waits its turn with 5.03).
 
 use crate::block::Block;
+use crate::hooks::Speaker;
 use crate::message::Code;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -26,6 +32,9 @@ pub enum Upload {
 struct Assembly {
     body: Vec<u8>,
     touched: Instant,
+    /// Who sends it, for the per-device and per-tenant shares.
+    device: String,
+    tenant: String,
 }
 
 struct Cut {
@@ -37,6 +46,7 @@ struct Cut {
 pub struct Blockwise {
     max_body_bytes: usize,
     max_entries: usize,
+    max_per_device: usize,
     idle: Duration,
     /// The server's block size exponent: larger client blocks are answered with this one.
     szx: u8,
@@ -57,11 +67,36 @@ fn make_room<V>(map: &mut HashMap<Key, V>, touched: impl Fn(&V) -> Instant, idle
     map.len() < max
 }
 
+/// Makes room for one more upload of `owner` in a full table: takes the stalest upload of the
+/// tenant holding the most, if that tenant holds more than `owner`'s. False if none may go.
+fn make_fair_room(uploads: &mut HashMap<Key, Assembly>, owner: &Speaker) -> bool {
+    let mut held: HashMap<&str, usize> = HashMap::new();
+    for a in uploads.values() {
+        *held.entry(a.tenant.as_str()).or_default() += 1;
+    }
+    let own = held.get(owner.tenant.as_str()).copied().unwrap_or(0);
+    let Some((largest, count)) = held.into_iter().max_by_key(|(_, n)| *n) else {
+        return true;
+    };
+    if count <= own + 1 {
+        return false;
+    }
+    let largest = largest.to_string();
+    let stalest = uploads.iter().filter(|(_, a)| a.tenant == largest).min_by_key(|(_, a)| a.touched).map(|(k, _)| k.clone());
+    if let Some(key) = stalest {
+        uploads.remove(&key);
+        tracing::info!(tenant = %largest, "coap: block-wise upload dropped to make room for another tenant's");
+    }
+    true
+}
+
 impl Blockwise {
-    pub fn new(max_body_bytes: usize, block_bytes: usize, max_entries: usize, idle: Duration) -> Blockwise {
+    /// `max_per_device` uploads of one device at once (it may send several tables in parallel).
+    pub fn new(max_body_bytes: usize, block_bytes: usize, max_entries: usize, max_per_device: usize, idle: Duration) -> Blockwise {
         Blockwise {
             max_body_bytes,
             max_entries,
+            max_per_device,
             idle,
             szx: Block::szx_for(block_bytes),
             uploads: Mutex::default(),
@@ -77,8 +112,9 @@ impl Blockwise {
         lock(&self.uploads).len()
     }
 
-    /// Takes one Block1 block of a request to `path`. `size1` is the client's announced total.
-    pub fn upload(&self, peer: SocketAddr, path: &str, block: Block, payload: &[u8], size1: Option<u32>) -> Upload {
+    /// Takes one Block1 block of a request to `path` that `owner` sends (authorized already).
+    /// `size1` is the client's announced total.
+    pub fn upload(&self, peer: SocketAddr, path: &str, owner: &Speaker, block: Block, payload: &[u8], size1: Option<u32>) -> Upload {
         if size1.is_some_and(|s| s as usize > self.max_body_bytes) {
             return Upload::Refused(Code::REQUEST_ENTITY_TOO_LARGE, "the body is over the server's limit");
         }
@@ -89,12 +125,25 @@ impl Blockwise {
         let mut uploads = lock(&self.uploads);
         if block.num == 0 {
             uploads.remove(&key);
-            if !make_room(&mut uploads, |a| a.touched, self.idle, self.max_entries) {
+            let device = owner.device.as_str();
+            if uploads.values().filter(|a| a.device == device).count() >= self.max_per_device {
+                return Upload::Refused(
+                    Code::SERVICE_UNAVAILABLE,
+                    "this device has too many block-wise uploads in progress; finish one first",
+                );
+            }
+            if !make_room(&mut uploads, |a| a.touched, self.idle, self.max_entries) && !make_fair_room(&mut uploads, owner) {
                 return Upload::Refused(Code::SERVICE_UNAVAILABLE, "too many block-wise uploads in progress; retry later");
             }
-            uploads.insert(key.clone(), Assembly { body: Vec::new(), touched: Instant::now() });
+            let assembly = Assembly {
+                body: Vec::new(),
+                touched: Instant::now(),
+                device: device.to_string(),
+                tenant: owner.tenant.as_str().to_string(),
+            };
+            uploads.insert(key.clone(), assembly);
         }
-        let Some(assembly) = uploads.get_mut(&key) else {
+        let Some(assembly) = uploads.get_mut(&key).filter(|a| a.device == owner.device.as_str()) else {
             return Upload::Refused(Code::REQUEST_ENTITY_INCOMPLETE, "no upload in progress: start again from block 0");
         };
         // Offsets, not numbers, must line up: the server may have asked for smaller blocks.
@@ -166,46 +215,102 @@ mod tests {
         "127.0.0.1:5000".parse().unwrap()
     }
 
+    fn owner(device: &str, tenant: &str) -> Speaker {
+        Speaker { device: corral_model::DeviceId::new(device).unwrap(), tenant: corral_model::TenantId::new(tenant).unwrap() }
+    }
+
     fn blockwise() -> Blockwise {
-        Blockwise::new(3000, 1024, 2, Duration::from_secs(60))
+        Blockwise::new(3000, 1024, 2, 8, Duration::from_secs(60))
     }
 
     #[test]
     fn uploads_assemble_in_order_and_refuse_gaps_and_excess() {
         let b = blockwise();
         let block = |num, more| Block { num, more, szx: 6 };
-        assert_eq!(b.upload(peer(), "p", block(0, true), &[1; 1024], None), Upload::Continue(block(0, true)));
-        assert_eq!(b.upload(peer(), "p", block(1, true), &[2; 1024], None), Upload::Continue(block(1, true)));
-        match b.upload(peer(), "p", block(2, false), &[3; 10], None) {
-            Upload::Complete(body, last) => assert_eq!((body.len(), body[1024], last), (2058, 2, block(2, false))),
+        assert_eq!(b.upload(peer(), "p", &owner("d1", "acme"), block(0, true), &[1; 1024], None), Upload::Continue(block(0, true)));
+        assert_eq!(b.upload(peer(), "p", &owner("d1", "acme"), block(1, true), &[2; 1024], None), Upload::Continue(block(1, true)));
+        match b.upload(peer(), "p", &owner("d1", "acme"), block(2, false), &[3; 10], None) {
+            Upload::Complete(body, last) => {
+                assert_eq!((body.len(), body[1024], last), (2058, 2, block(2, false)))
+            }
             other => panic!("{other:?}"),
         }
-        assert!(matches!(b.upload(peer(), "p", block(1, true), &[2; 1024], None), Upload::Refused(Code::REQUEST_ENTITY_INCOMPLETE, _)));
-        b.upload(peer(), "p", block(0, true), &[1; 1024], None);
-        assert!(matches!(b.upload(peer(), "p", block(2, true), &[1; 1024], None), Upload::Refused(Code::REQUEST_ENTITY_INCOMPLETE, _)));
-        assert!(matches!(b.upload(peer(), "p", block(0, true), &[1; 1024], Some(5000)), Upload::Refused(Code::REQUEST_ENTITY_TOO_LARGE, _)));
-        b.upload(peer(), "q", block(0, true), &[1; 1024], None);
-        b.upload(peer(), "q", block(1, true), &[1; 1024], None);
-        assert!(matches!(b.upload(peer(), "q", block(2, true), &[1; 1024], None), Upload::Refused(Code::REQUEST_ENTITY_TOO_LARGE, _)));
-        assert!(matches!(b.upload(peer(), "r", block(0, true), &[1; 10], None), Upload::Refused(Code::BAD_REQUEST, _)));
+        assert!(matches!(
+            b.upload(peer(), "p", &owner("d1", "acme"), block(1, true), &[2; 1024], None),
+            Upload::Refused(Code::REQUEST_ENTITY_INCOMPLETE, _)
+        ));
+        b.upload(peer(), "p", &owner("d1", "acme"), block(0, true), &[1; 1024], None);
+        assert!(matches!(
+            b.upload(peer(), "p", &owner("d1", "acme"), block(2, true), &[1; 1024], None),
+            Upload::Refused(Code::REQUEST_ENTITY_INCOMPLETE, _)
+        ));
+        assert!(matches!(
+            b.upload(peer(), "p", &owner("d1", "acme"), block(0, true), &[1; 1024], Some(5000)),
+            Upload::Refused(Code::REQUEST_ENTITY_TOO_LARGE, _)
+        ));
+        b.upload(peer(), "q", &owner("d1", "acme"), block(0, true), &[1; 1024], None);
+        b.upload(peer(), "q", &owner("d1", "acme"), block(1, true), &[1; 1024], None);
+        assert!(matches!(
+            b.upload(peer(), "q", &owner("d1", "acme"), block(2, true), &[1; 1024], None),
+            Upload::Refused(Code::REQUEST_ENTITY_TOO_LARGE, _)
+        ));
+        assert!(matches!(
+            b.upload(peer(), "r", &owner("d1", "acme"), block(0, true), &[1; 10], None),
+            Upload::Refused(Code::BAD_REQUEST, _)
+        ));
     }
 
     #[test]
     fn uploads_are_bounded_in_number() {
         let b = blockwise();
         let first = Block { num: 0, more: true, szx: 0 };
-        b.upload(peer(), "a", first, &[0; 16], None);
-        b.upload(peer(), "b", first, &[0; 16], None);
-        assert!(matches!(b.upload(peer(), "c", first, &[0; 16], None), Upload::Refused(Code::SERVICE_UNAVAILABLE, _)));
+        b.upload(peer(), "a", &owner("d1", "acme"), first, &[0; 16], None);
+        b.upload(peer(), "b", &owner("d1", "acme"), first, &[0; 16], None);
+        assert!(matches!(
+            b.upload(peer(), "c", &owner("d1", "acme"), first, &[0; 16], None),
+            Upload::Refused(Code::SERVICE_UNAVAILABLE, _)
+        ));
         assert_eq!(b.uploads_in_progress(), 2);
+    }
+
+    /// Regression (tenant isolation): 1,100 unfinished uploads of one acme device filled the
+    /// server-wide table and a globex device then got 5.03 for its first block.
+    #[test]
+    fn one_device_or_tenant_cannot_take_every_upload_slot() {
+        let b = Blockwise::new(3000, 1024, 4, 2, Duration::from_secs(60));
+        let first = Block { num: 0, more: true, szx: 0 };
+        let refused = |u: Upload| matches!(u, Upload::Refused(Code::SERVICE_UNAVAILABLE, _));
+        // Paths name their device, as `devices/<id>/telemetry/<table>` does.
+        let start = |device: &str, tenant: &str, table: &str| {
+            b.upload(peer(), &format!("{device}/{table}"), &owner(device, tenant), first, &[0; 16], None)
+        };
+        // One device: two at once, whatever the path.
+        assert!(!refused(start("a1", "acme", "t1")));
+        assert!(!refused(start("a1", "acme", "t2")));
+        assert!(refused(start("a1", "acme", "t3")));
+        // Acme's devices fill the table; acme itself waits, globex takes acme's stalest slot.
+        start("a2", "acme", "t1");
+        start("a2", "acme", "t2");
+        assert!(refused(start("a3", "acme", "t1")));
+        assert!(!refused(start("g1", "globex", "t1")));
+        assert_eq!(b.uploads_in_progress(), 4);
+        // A block for a path whose upload another device started does not continue it.
+        let next = Block { num: 1, more: true, szx: 0 };
+        let stolen = b.upload(peer(), "a2/t2", &owner("a9", "acme"), next, &[0; 16], None);
+        assert!(matches!(stolen, Upload::Refused(Code::REQUEST_ENTITY_INCOMPLETE, _)));
     }
 
     #[test]
     fn a_client_sending_larger_blocks_is_asked_for_smaller_ones() {
-        let b = Blockwise::new(3000, 512, 2, Duration::from_secs(60));
-        assert_eq!(b.upload(peer(), "p", Block { num: 0, more: true, szx: 6 }, &[1; 1024], None), Upload::Continue(Block { num: 0, more: true, szx: 5 }));
+        let b = Blockwise::new(3000, 512, 2, 8, Duration::from_secs(60));
+        assert_eq!(
+            b.upload(peer(), "p", &owner("d1", "acme"), Block { num: 0, more: true, szx: 6 }, &[1; 1024], None),
+            Upload::Continue(Block { num: 0, more: true, szx: 5 })
+        );
         // The client continues with 512-byte block 2 (offset 1024).
-        assert!(matches!(b.upload(peer(), "p", Block { num: 2, more: false, szx: 5 }, &[2; 100], None), Upload::Complete(body, _) if body.len() == 1124));
+        assert!(
+            matches!(b.upload(peer(), "p", &owner("d1", "acme"), Block { num: 2, more: false, szx: 5 }, &[2; 100], None), Upload::Complete(body, _) if body.len() == 1124)
+        );
     }
 
     #[test]

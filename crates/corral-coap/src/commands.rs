@@ -7,6 +7,10 @@
 //! registers again and the stale one is dropped. Commands go out one at a time as Confirmable
 //! notifications, in order; a command leaves the queue when its notification is acknowledged,
 //! or when the device posts a response to it. Queues live in memory: a restart forgets them.
+//!
+//! Observations are bounded server-wide (`max_observers`); when the bound is reached, a new one
+//! takes the place of the oldest observation of the tenant holding the most (unless that is its
+//! own tenant), so one tenant's devices cannot keep every other tenant's from observing.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -48,6 +52,8 @@ impl Command {
 pub struct Observer {
     pub peer: SocketAddr,
     pub token: Vec<u8>,
+    /// The device's tenant, for the per-tenant share of observations.
+    pub tenant: Arc<str>,
     /// Tells this registration from a later one of the same device.
     pub generation: u64,
     /// The next Observe sequence number (RFC 7641 §4.4: 24 bits, increasing).
@@ -115,7 +121,9 @@ impl Commands {
     /// Queues a command if the device uses CoAP. Returns true if a delivery task should start.
     pub fn push(&self, device: &str, command: Command) -> bool {
         let mut devices = lock(&self.devices);
-        let Some(d) = devices.get_mut(device) else { return false };
+        let Some(d) = devices.get_mut(device) else {
+            return false;
+        };
         d.pending.push_back(command);
         while d.pending.len() > self.max_pending {
             d.pending.pop_front();
@@ -126,21 +134,50 @@ impl Commands {
     }
 
     /// Registers `peer`/`token` as the device's observation, replacing an older one. Returns
-    /// `None` (not registered) when `max_observers` devices observe already; else whether a
-    /// delivery should start.
-    pub fn observe(&self, device: &str, peer: SocketAddr, token: Vec<u8>) -> Option<bool> {
+    /// `None` (not registered) when `max_observers` devices observe already and no other tenant
+    /// holds more than the device's own; else whether a delivery should start.
+    pub fn observe(&self, device: &str, tenant: &str, peer: SocketAddr, token: Vec<u8>) -> Option<bool> {
         let mut devices = lock(&self.devices);
         let observing = self.metrics.observers.load(Relaxed).max(0) as usize;
-        let max = self.max_observers;
-        let generation = self.next_generation.fetch_add(1, Relaxed);
-        let d = self.device(&mut devices, device);
-        if d.observer.is_none() && observing >= max {
+        let observes_already = devices.get(device).is_some_and(|d| d.observer.is_some());
+        if !observes_already && observing >= self.max_observers && !self.make_fair_room(&mut devices, tenant) {
             return None;
         }
-        if d.observer.replace(Observer { peer, token, generation, sequence: 2 }).is_none() {
+        let generation = self.next_generation.fetch_add(1, Relaxed);
+        let d = self.device(&mut devices, device);
+        let observer = Observer { peer, token, tenant: Arc::from(tenant), generation, sequence: 2 };
+        if d.observer.replace(observer).is_none() {
             self.metrics.observers.fetch_add(1, Relaxed);
         }
         Some(start_delivery(d))
+    }
+
+    /// Ends the oldest observation of the tenant holding the most, if it holds more than
+    /// `tenant` (one more than `tenant` would only swap places). False if none may go.
+    fn make_fair_room(&self, devices: &mut HashMap<String, Device>, tenant: &str) -> bool {
+        let mut held: HashMap<&str, usize> = HashMap::new();
+        for o in devices.values().filter_map(|d| d.observer.as_ref()) {
+            *held.entry(o.tenant.as_ref()).or_default() += 1;
+        }
+        let own = held.get(tenant).copied().unwrap_or(0);
+        let Some((largest, count)) = held.into_iter().max_by_key(|(_, n)| *n) else {
+            return false;
+        };
+        if count <= own + 1 {
+            return false;
+        }
+        let largest: Arc<str> = Arc::from(largest);
+        let oldest = devices
+            .iter_mut()
+            .filter(|(_, d)| d.observer.as_ref().is_some_and(|o| o.tenant == largest))
+            .min_by_key(|(_, d)| d.observer.as_ref().map(|o| o.generation))
+            .map(|(_, d)| d);
+        if let Some(d) = oldest {
+            d.observer = None;
+            self.metrics.observers.fetch_sub(1, Relaxed);
+            tracing::info!(tenant = %largest, "coap: observation ended to make room for another tenant's");
+        }
+        true
     }
 
     /// Ends an observation: a GET with Observe = 1, or a Reset answering a notification.
@@ -204,7 +241,9 @@ impl Commands {
     /// whether it was still waiting.
     pub fn done(&self, device: &str, command_id: &str) -> bool {
         let mut devices = lock(&self.devices);
-        let Some(d) = devices.get_mut(device) else { return false };
+        let Some(d) = devices.get_mut(device) else {
+            return false;
+        };
         let before = d.pending.len();
         d.pending.retain(|c| c.id != command_id);
         before != d.pending.len()
@@ -264,7 +303,7 @@ mod tests {
         assert_eq!(c.oldest("mqtt-only"), None);
         c.used_by("sensor");
         assert!(!c.push("sensor", Command::new("a", b"1")), "no observer yet");
-        assert_eq!(c.observe("sensor", peer(1), vec![7]), Some(true));
+        assert_eq!(c.observe("sensor", "acme", peer(1), vec![7]), Some(true));
         let (observer, first) = c.next_delivery("sensor").unwrap();
         assert_eq!((observer.token.as_slice(), first.id.as_str()), (&[7u8][..], "a"));
         assert!(!c.push("sensor", Command::new("b", b"2")), "a delivery is running");
@@ -279,9 +318,9 @@ mod tests {
     #[test]
     fn the_newest_registration_wins_and_observers_are_bounded() {
         let c = commands();
-        assert_eq!(c.observe("a", peer(1), vec![1]), Some(false));
-        assert_eq!(c.observe("b", peer(2), vec![2]), None, "max_observers is 1");
-        assert_eq!(c.observe("a", peer(3), vec![3]), Some(false), "re-registration replaces");
+        assert_eq!(c.observe("a", "acme", peer(1), vec![1]), Some(false));
+        assert_eq!(c.observe("b", "acme", peer(2), vec![2]), None, "max_observers is 1");
+        assert_eq!(c.observe("a", "acme", peer(3), vec![3]), Some(false), "re-registration replaces");
         c.cancel("a", peer(1), &[1]);
         c.used_by("a");
         c.push("a", Command::new("z", b"1"));
@@ -290,6 +329,23 @@ mod tests {
         c.lost("a", generation);
         assert!(c.next_delivery("a").is_none());
         assert_eq!(c.oldest("a").unwrap().id, "z", "a lost observer leaves the command waiting");
+    }
+
+    /// Regression (tenant isolation): one tenant's devices must not hold every observation.
+    #[test]
+    fn a_tenant_at_the_bound_gives_way_to_another() {
+        let c = Commands::new(2, 2, Duration::from_secs(60), Arc::default());
+        assert!(c.observe("a1", "acme", peer(1), vec![1]).is_some());
+        assert!(c.observe("a2", "acme", peer(2), vec![2]).is_some());
+        assert_eq!(c.observe("a3", "acme", peer(3), vec![3]), None, "acme waits for its own");
+        assert!(c.observe("g1", "globex", peer(4), vec![4]).is_some(), "globex takes acme's oldest");
+        assert_eq!(c.observe("g2", "globex", peer(5), vec![5]), None, "now even: nobody gives way");
+        c.used_by("a1");
+        c.push("a1", Command::new("x", b"1"));
+        assert!(c.next_delivery("a1").is_none(), "a1's observation was the oldest and ended");
+        c.used_by("a2");
+        c.push("a2", Command::new("y", b"1"));
+        assert!(c.next_delivery("a2").is_some());
     }
 
     #[test]

@@ -25,7 +25,11 @@ pub struct CoapConfig {
     /// Block size the server answers with (and lowers larger client blocks to): 16..=1024.
     pub block_bytes: usize,
     /// Block-wise uploads being assembled at once, and how long one may pause between blocks.
+    /// When the table is full, the tenant holding the most gives up its stalest (see
+    /// `blockwise.rs`), so one tenant cannot keep the others out.
     pub max_uploads: usize,
+    /// Block-wise uploads one device may have in progress at once.
+    pub max_uploads_per_device: usize,
     pub upload_idle: Duration,
     /// Devices observing their commands at once (a device has one observation: its newest).
     pub max_observers: usize,
@@ -46,6 +50,7 @@ impl Default for CoapConfig {
             max_in_flight: 4096,
             block_bytes: 1024,
             max_uploads: 1024,
+            max_uploads_per_device: 8,
             upload_idle: Duration::from_secs(60),
             max_observers: 100_000,
             max_pending_commands: 64,
@@ -62,7 +67,14 @@ impl CoapConfig {
         if self.piggyback_wait >= self.ack_timeout {
             return Err("piggyback_wait must be shorter than ack_timeout, or clients retransmit meanwhile".into());
         }
-        for (name, value) in [("max_exchanges", self.max_exchanges), ("max_in_flight", self.max_in_flight), ("max_uploads", self.max_uploads), ("max_observers", self.max_observers), ("max_pending_commands", self.max_pending_commands)] {
+        for (name, value) in [
+            ("max_exchanges", self.max_exchanges),
+            ("max_in_flight", self.max_in_flight),
+            ("max_uploads", self.max_uploads),
+            ("max_uploads_per_device", self.max_uploads_per_device),
+            ("max_observers", self.max_observers),
+            ("max_pending_commands", self.max_pending_commands),
+        ] {
             if value == 0 {
                 return Err(format!("{name} must be at least 1"));
             }

@@ -9,9 +9,9 @@
 //! | `.well-known/core` | GET | these resources in CoRE link format (RFC 6690) |
 
 use crate::block::Block;
-use crate::message::{Code, Kind, Message, encode_uint, option};
 use crate::blockwise::Upload;
 use crate::hooks::{Credential, Speaker};
+use crate::message::{Code, Kind, Message, encode_uint, option};
 use crate::server::Shared;
 use corral_ingest::decode::TelemetryFormat;
 use corral_model::{Door, Envelope, ErrorKind, TableName, WireError};
@@ -110,7 +110,7 @@ async fn route(shared: &Arc<Shared>, peer: SocketAddr, request: &Message, path: 
         ["devices", device, "telemetry", table @ ..] if table.len() <= 1 => {
             allow(method, Code::POST)?;
             let speaker = authorize(shared, peer, request, device).await?;
-            let (body, block1) = body(shared, peer, request, key)?;
+            let (body, block1) = body(shared, peer, request, key, &speaker)?;
             telemetry(shared, request, &speaker, table.first().copied(), &body).await.map(|r| with_block1(r, block1))
         }
         ["devices", device, "commands"] => {
@@ -121,7 +121,7 @@ async fn route(shared: &Arc<Shared>, peer: SocketAddr, request: &Message, path: 
         ["devices", device, "commands", command_id, "response"] => {
             allow(method, Code::POST)?;
             let speaker = authorize(shared, peer, request, device).await?;
-            let (body, block1) = body(shared, peer, request, key)?;
+            let (body, block1) = body(shared, peer, request, key, &speaker)?;
             command_response(shared, &speaker, command_id, body).await.map(|r| with_block1(r, block1))
         }
         _ => Err(Response::error(Code::NOT_FOUND, "no such resource; see /.well-known/core")),
@@ -160,7 +160,7 @@ async fn authorize(shared: &Shared, peer: SocketAddr, request: &Message, device:
 
 /// The request body, whole: at once, or assembled from Block1 blocks (with the last block, to
 /// echo). A block that is not the last is answered with 2.31 Continue, as an `Err`.
-fn body(shared: &Shared, peer: SocketAddr, request: &Message, key: &str) -> Result<(Vec<u8>, Option<Block>), Response> {
+fn body(shared: &Shared, peer: SocketAddr, request: &Message, key: &str, speaker: &Speaker) -> Result<(Vec<u8>, Option<Block>), Response> {
     let max = shared.config.max_body_bytes;
     let too_large = || Response::error(Code::REQUEST_ENTITY_TOO_LARGE, format!("body over {max} bytes")).with_uint(option::SIZE1, max as u32);
     let Some(block1) = request.option(option::BLOCK1) else {
@@ -168,7 +168,7 @@ fn body(shared: &Shared, peer: SocketAddr, request: &Message, key: &str) -> Resu
     };
     let block = Block::parse(block1).ok_or_else(|| Response::error(Code::BAD_OPTION, "invalid Block1 option"))?;
     let size1 = request.uint(option::SIZE1).map_err(|_| Response::error(Code::BAD_OPTION, "invalid Size1 option"))?;
-    match shared.blockwise.upload(peer, key, block, &request.payload, size1) {
+    match shared.blockwise.upload(peer, key, speaker, block, &request.payload, size1) {
         Upload::Continue(answer) => {
             let mut response = Response::new(Code::CONTINUE);
             response.options.push((option::BLOCK1, answer.encode()));
@@ -213,7 +213,7 @@ fn commands(shared: &Shared, peer: SocketAddr, request: &Message, speaker: &Spea
         // Registration: the answer is empty; each waiting command follows as its own
         // Confirmable notification, so its delivery is known.
         Some(0) => {
-            if let Some(start) = shared.commands.observe(device, peer, request.token.clone()) {
+            if let Some(start) = shared.commands.observe(device, speaker.tenant.as_str(), peer, request.token.clone()) {
                 let mut response = Response::new(Code::CONTENT).with_uint(option::OBSERVE, 1);
                 response.then_deliver = start.then(|| device.to_string());
                 return Ok(response);

@@ -93,7 +93,13 @@ impl CoapServer {
         let metrics = Arc::new(Metrics::new(if dtls.is_some() { "coaps" } else { "coap" }));
         let shared = Shared {
             exchanges: Exchanges::new(transport.clone(), config.clone(), metrics.clone()),
-            blockwise: Blockwise::new(config.max_body_bytes, config.block_bytes, config.max_uploads, config.upload_idle),
+            blockwise: Blockwise::new(
+                config.max_body_bytes,
+                config.block_bytes,
+                config.max_uploads,
+                config.max_uploads_per_device,
+                config.upload_idle,
+            ),
             commands: Commands::new(config.max_pending_commands, config.max_observers, config.command_ttl, metrics.clone()),
             in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
             config,

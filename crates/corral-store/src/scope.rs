@@ -69,13 +69,16 @@ impl TenantScope {
     }
 
     /// `device IN (...)`: the platform's own predicate, safe to give Parquet for pruning and row
-    /// filtering because it holds no user expression. `None` when the tenant has no devices.
+    /// filtering because it holds no user expression. `None` when the tenant has no devices, or
+    /// so many that the list costs more than it saves ([`TenantScopeExec`] filters either way).
     pub fn predicate(&self) -> Option<Expr> {
+        const MAX_LISTED: usize = 1000;
+        if self.devices.is_empty() || self.devices.len() > MAX_LISTED {
+            return None;
+        }
         let mut ids: Vec<&String> = self.devices.iter().collect();
         ids.sort();
-        (!ids.is_empty()).then(|| {
-            col("device").in_list(ids.into_iter().map(|d| lit(d.as_str())).collect(), false)
-        })
+        Some(col("device").in_list(ids.into_iter().map(|d| lit(d.as_str())).collect(), false))
     }
 }
 

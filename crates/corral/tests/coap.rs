@@ -1,7 +1,7 @@
 //! The CoAP door against real clients: libcoap's `coap-client` (Debian libcoap3-bin), Python
 //! `aiocoap` (clients/coap_clients.py), and hand-made datagrams from a raw UDP socket.
 
-use corral_testkit::TestServer;
+use corral_testkit::{TestServer, coap_datagram as datagram};
 use reqwest::Method;
 use serde_json::json;
 use std::io::{BufRead, BufReader};
@@ -181,34 +181,6 @@ async fn block_wise_transfer_both_ways_and_the_body_limit() {
     assert_eq!(server.count("frames").await, 200);
 }
 
-/// A request datagram, built by hand: `kind` 0 = CON, 1 = NON.
-fn datagram(kind: u8, code: u8, message_id: u16, token: &[u8], options: &[(u16, &[u8])], payload: &[u8]) -> Vec<u8> {
-    let mut out = vec![0x40 | kind << 4 | token.len() as u8, code];
-    out.extend_from_slice(&message_id.to_be_bytes());
-    out.extend_from_slice(token);
-    let mut previous = 0;
-    for (number, value) in options {
-        let ext = |n: usize| -> (u8, Vec<u8>) {
-            match n {
-                0..=12 => (n as u8, vec![]),
-                13..=268 => (13, vec![(n - 13) as u8]),
-                _ => (14, ((n - 269) as u16).to_be_bytes().to_vec()),
-            }
-        };
-        let (d, d_ext) = ext(usize::from(number - previous));
-        let (l, l_ext) = ext(value.len());
-        previous = *number;
-        out.push(d << 4 | l);
-        out.extend(d_ext);
-        out.extend(l_ext);
-        out.extend_from_slice(value);
-    }
-    if !payload.is_empty() {
-        out.push(0xff);
-        out.extend_from_slice(payload);
-    }
-    out
-}
 
 fn telemetry_post(kind: u8, message_id: u16, token: &str, payload: &[u8]) -> Vec<u8> {
     let query = format!("t={token}");

@@ -1,43 +1,8 @@
 //! CoAP: one device flooding the shared block-wise upload table.
 
 use super::*;
+use corral_testkit::coap_datagram as datagram;
 use std::net::UdpSocket;
-
-/// A request datagram, built by hand: `kind` 0 = CON, 1 = NON; options in ascending order.
-fn datagram(
-    kind: u8,
-    code: u8,
-    message_id: u16,
-    token: &[u8],
-    options: &[(u16, &[u8])],
-    payload: &[u8],
-) -> Vec<u8> {
-    let mut out = vec![0x40 | kind << 4 | token.len() as u8, code];
-    out.extend_from_slice(&message_id.to_be_bytes());
-    out.extend_from_slice(token);
-    let mut previous = 0;
-    for (number, value) in options {
-        let ext = |n: usize| -> (u8, Vec<u8>) {
-            match n {
-                0..=12 => (n as u8, vec![]),
-                13..=268 => (13, vec![(n - 13) as u8]),
-                _ => (14, ((n - 269) as u16).to_be_bytes().to_vec()),
-            }
-        };
-        let (d, d_ext) = ext(usize::from(number - previous));
-        let (l, l_ext) = ext(value.len());
-        previous = *number;
-        out.push(d << 4 | l);
-        out.extend(d_ext);
-        out.extend(l_ext);
-        out.extend_from_slice(value);
-    }
-    if !payload.is_empty() {
-        out.push(0xff);
-        out.extend_from_slice(payload);
-    }
-    out
-}
 
 const JSON_FORMAT: &[u8] = &[50];
 

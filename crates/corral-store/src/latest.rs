@@ -9,17 +9,60 @@
 //! Two parts make it durable without a scan at start-up: `persisted`, the table's latest rows as
 //! of the last snapshot (stored as one Parquet file listed in the manifest, loaded at open), and
 //! `live`, every row newer than that seen since the process started (the WAL replay refills it).
+//!
+//! Beside each device's row it keeps which of the table's columns the device has ever written
+//! ([`ColumnSet`]): a tenant-scoped query sees only the columns its tenant's devices wrote, not
+//! the names other tenants gave their fields. The sets travel in the same file, as the extra
+//! column [`WRITTEN_COLUMN`].
 
 use crate::buffer::{TableBuffer, align, concat_aligned};
 use crate::schema::TableSchema;
-use arrow::array::{AsArray, BooleanArray, RecordBatch};
+use arrow::array::{Array, ArrayRef, AsArray, BinaryArray, BooleanArray, RecordBatch};
 use arrow::compute::filter_record_batch;
-use arrow::datatypes::TimestampNanosecondType;
+use arrow::datatypes::{DataType, Field, Schema, TimestampNanosecondType};
 use corral_model::Row;
 use std::collections::hash_map::Entry;
 
 /// Looked up for every row written: foldhash rather than SipHash (see `schema.rs`).
 type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
+/// The column of the latest-rows file that holds each device's [`ColumnSet`] (absent in files
+/// written before it existed).
+pub const WRITTEN_COLUMN: &str = "__corral_written_columns";
+
+/// Column positions of a table's schema, as a bit set (positions never change: a table's
+/// schema only grows at the end).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ColumnSet(Vec<u64>);
+
+impl ColumnSet {
+    pub fn insert(&mut self, position: usize) {
+        let (word, bit) = (position / 64, position % 64);
+        if self.0.len() <= word {
+            self.0.resize(word + 1, 0);
+        }
+        self.0[word] |= 1 << bit;
+    }
+
+    pub fn union(&mut self, other: &ColumnSet) {
+        if self.0.len() < other.0.len() {
+            self.0.resize(other.0.len(), 0);
+        }
+        self.0.iter_mut().zip(&other.0).for_each(|(a, b)| *a |= b);
+    }
+
+    pub fn positions(&self) -> impl Iterator<Item = usize> + '_ {
+        self.0.iter().enumerate().flat_map(|(w, bits)| (0..64).filter(move |b| bits & (1 << b) != 0).map(move |b| w * 64 + b))
+    }
+
+    fn to_bytes(&self) -> Vec<u8> {
+        self.0.iter().flat_map(|w| w.to_le_bytes()).collect()
+    }
+
+    fn from_bytes(bytes: &[u8]) -> ColumnSet {
+        ColumnSet(bytes.chunks(8).map(|c| c.iter().rev().fold(0u64, |w, b| w << 8 | u64::from(*b))).collect())
+    }
+}
 
 #[derive(Default)]
 pub struct LatestRows {
@@ -29,6 +72,8 @@ pub struct LatestRows {
     persisted: Option<RecordBatch>,
     /// `persisted`'s time per device, so `live` never takes a row older than it.
     persisted_times: HashMap<String, i64>,
+    /// The columns each device has written a value to, since the table began.
+    written: HashMap<String, ColumnSet>,
 }
 
 impl LatestRows {
@@ -38,10 +83,12 @@ impl LatestRows {
         latest
     }
 
-    /// Takes note of rows just made durable. Clones one row per device per call at most.
-    pub fn observe(&mut self, rows: &[Row]) {
+    /// Takes note of rows just made durable (already in `schema`). Clones one row per device per
+    /// call at most.
+    pub fn observe(&mut self, rows: &[Row], schema: &TableSchema) {
         let mut newest: HashMap<&str, &Row> = HashMap::default();
         for row in rows {
+            self.note_written(row, schema);
             match newest.entry(row.device.as_str()) {
                 Entry::Occupied(mut e) if row.time_ns >= e.get().time_ns => {
                     e.insert(row);
@@ -71,6 +118,35 @@ impl LatestRows {
         self.live.contains_key(device) || self.persisted_times.contains_key(device)
     }
 
+    fn note_written(&mut self, row: &Row, schema: &TableSchema) {
+        let set = match self.written.get_mut(row.device.as_str()) {
+            Some(set) => set,
+            None => self.written.entry(row.device.clone()).or_default(),
+        };
+        let names = row.tags.iter().map(|(name, _)| name).chain(row.fields.iter().map(|(name, _)| name));
+        names.filter_map(|name| schema.position(name)).for_each(|position| set.insert(position));
+    }
+
+    /// The columns any of `devices` has written (`time` and `device` are not counted).
+    pub fn written_by<'a>(&self, devices: impl Iterator<Item = &'a str>) -> ColumnSet {
+        let mut all = ColumnSet::default();
+        devices.filter_map(|d| self.written.get(d)).for_each(|set| all.union(set));
+        all
+    }
+
+    /// What the latest-rows file holds: [`LatestRows::batch`] and, last, [`WRITTEN_COLUMN`].
+    pub fn batch_for_file(&self, schema: &TableSchema) -> RecordBatch {
+        let batch = self.batch(schema);
+        let devices = batch.column(1).as_string::<i32>();
+        let sets: Vec<Option<Vec<u8>>> = devices.iter().map(|d| d.and_then(|d| self.written.get(d)).map(ColumnSet::to_bytes)).collect();
+        let written: ArrayRef = std::sync::Arc::new(BinaryArray::from_iter(sets));
+        let mut fields: Vec<Field> = batch.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+        fields.push(Field::new(WRITTEN_COLUMN, DataType::Binary, true));
+        let mut columns = batch.columns().to_vec();
+        columns.push(written);
+        RecordBatch::try_new(std::sync::Arc::new(Schema::new(fields)), columns).expect("one more column of the same length")
+    }
+
     /// One row per device, aligned to the table's current schema, sorted by device.
     pub fn batch(&self, schema: &TableSchema) -> RecordBatch {
         let arrow = schema.arrow();
@@ -92,13 +168,37 @@ impl LatestRows {
         concat_aligned(&arrow, &parts)
     }
 
-    /// Starts over from `batch` (what a snapshot just committed), keeping live rows: they are
-    /// never older than what the batch holds for their device.
-    pub fn set_persisted(&mut self, batch: RecordBatch) {
+    /// Starts over from `batch` (what a snapshot just committed, as [`LatestRows::batch_for_file`]
+    /// made it), keeping live rows: they are never older than what the batch holds for their
+    /// device.
+    pub fn set_persisted(&mut self, mut batch: RecordBatch) {
+        if batch.schema().fields().last().is_some_and(|f| f.name() == WRITTEN_COLUMN) {
+            let written = batch.num_columns() - 1;
+            self.take_written(&batch, written);
+            batch.remove_column(written);
+        }
         let devices = batch.column(1).as_string::<i32>();
         let times = batch.column(0).as_primitive::<TimestampNanosecondType>();
         self.persisted_times = (0..batch.num_rows()).map(|i| (devices.value(i).to_string(), times.value(i))).collect();
         self.persisted = Some(batch);
+    }
+
+    /// Adds the sets of column `written` of a file's batch; a file from before the sets were
+    /// kept counts what its row holds.
+    fn take_written(&mut self, batch: &RecordBatch, written: usize) {
+        let devices = batch.column(1).as_string::<i32>();
+        let sets = batch.column(written).as_binary_opt::<i32>();
+        for row in 0..batch.num_rows() {
+            let set = match sets.filter(|s| s.is_valid(row)) {
+                Some(sets) => ColumnSet::from_bytes(sets.value(row)),
+                None => {
+                    let mut set = ColumnSet::default();
+                    (2..written).filter(|&c| batch.column(c).is_valid(row)).for_each(|c| set.insert(c));
+                    set
+                }
+            };
+            self.written.entry(devices.value(row).to_string()).or_default().union(&set);
+        }
     }
 }
 
@@ -133,9 +233,9 @@ mod tests {
         ];
         let schema = schema_for(&rows);
         let mut latest = LatestRows::default();
-        latest.observe(&rows);
-        latest.observe(&[Row::new(5, "a").field("v", FieldValue::Float(0.5))]); // out of order: ignored
-        latest.observe(&[Row::new(20, "b")]); // same time, written later: wins, with its null
+        latest.observe(&rows, &schema);
+        latest.observe(&[Row::new(5, "a").field("v", FieldValue::Float(0.5))], &schema); // out of order: ignored
+        latest.observe(&[Row::new(20, "b")], &schema); // same time, written later: wins, with its null
         assert_eq!(devices_and_values(&latest.batch(&schema)), [("a".into(), Some(3.0)), ("b".into(), None)]);
     }
 
@@ -144,11 +244,49 @@ mod tests {
         let rows = vec![Row::new(10, "a").field("v", FieldValue::Float(1.0)), Row::new(10, "b").field("v", FieldValue::Float(2.0))];
         let schema = schema_for(&rows);
         let mut before = LatestRows::default();
-        before.observe(&rows);
+        before.observe(&rows, &schema);
         let mut latest = LatestRows::with_persisted(before.batch(&schema));
-        latest.observe(&[Row::new(11, "a").field("v", FieldValue::Float(9.0)), Row::new(9, "b").field("v", FieldValue::Float(0.0))]);
+        latest.observe(&[Row::new(11, "a").field("v", FieldValue::Float(9.0)), Row::new(9, "b").field("v", FieldValue::Float(0.0))], &schema);
         let mut got = devices_and_values(&latest.batch(&schema));
         got.sort_by(|x, y| x.0.cmp(&y.0));
         assert_eq!(got, [("a".into(), Some(9.0)), ("b".into(), Some(2.0))]);
+    }
+
+    /// Regression (tenant isolation): a scoped query listed the names other tenants gave
+    /// their fields; it now sees only the columns its devices wrote, after a restart too.
+    #[test]
+    fn columns_written_per_device_survive_the_file() {
+        let rows = vec![
+            Row::new(10, "a").field("v", FieldValue::Float(1.0)),
+            Row::new(10, "b").field("v", FieldValue::Float(2.0)).field("secret", FieldValue::Int(7)),
+            Row::new(11, "a").field("w", FieldValue::Bool(true)),
+        ];
+        let schema = schema_for(&rows);
+        let mut before = LatestRows::default();
+        before.observe(&rows, &schema);
+        let seen = |latest: &LatestRows, devices: &[&str]| -> Vec<usize> { latest.written_by(devices.iter().copied()).positions().collect() };
+        let (v, secret, w) = (schema.position("v").unwrap(), schema.position("secret").unwrap(), schema.position("w").unwrap());
+        assert_eq!(seen(&before, &["a"]), [v, w], "a's newest row lacks v, yet a wrote it");
+        assert_eq!(seen(&before, &["b"]), [v, secret]);
+        assert_eq!(seen(&before, &["a", "b"]), [v, secret, w]);
+        let file = before.batch_for_file(&schema);
+        assert_eq!(file.schema().fields().last().unwrap().name(), WRITTEN_COLUMN);
+        let after = LatestRows::with_persisted(file);
+        assert_eq!(seen(&after, &["a"]), [v, w]);
+        assert_eq!(seen(&after, &["b"]), [v, secret]);
+        assert_eq!(after.batch(&schema).num_columns(), schema.columns().len(), "the sets are not a column of latest rows");
+        let mut set = ColumnSet::default();
+        [3, 64, 130].into_iter().for_each(|c| set.insert(c));
+        assert_eq!(ColumnSet::from_bytes(&set.to_bytes()), set);
+        // A file from before the sets were kept: each device is taken to have written what its
+        // newest row holds (`persist::read_latest` gives such a file a null column).
+        let old = before.batch(&schema);
+        let mut fields: Vec<Field> = old.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+        fields.push(Field::new(WRITTEN_COLUMN, DataType::Binary, true));
+        let mut columns = old.columns().to_vec();
+        columns.push(arrow::array::new_null_array(&DataType::Binary, old.num_rows()));
+        let legacy = LatestRows::with_persisted(RecordBatch::try_new(std::sync::Arc::new(Schema::new(fields)), columns).unwrap());
+        assert_eq!(seen(&legacy, &["a"]), [w]);
+        assert_eq!(seen(&legacy, &["b"]), [v, secret]);
     }
 }

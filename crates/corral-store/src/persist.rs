@@ -17,6 +17,7 @@ use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 
 mod encoding;
 use encoding::to_table_types;
@@ -81,6 +82,32 @@ pub fn read_file(path: &Path, table: &SchemaRef) -> std::io::Result<Vec<RecordBa
         .and_then(|b| b.build())
         .map_err(io_err)?;
     reader.map(|batch| to_table_types(table, &batch.map_err(io_err)?).map_err(io_err)).collect()
+}
+
+/// Reads a latest-rows file (see `latest.rs`): its rows in the table's types and schema, then
+/// the [`WRITTEN_COLUMN`](crate::latest::WRITTEN_COLUMN), found by name (null in files written
+/// before it existed).
+pub fn read_latest(path: &Path, table: &SchemaRef) -> std::io::Result<RecordBatch> {
+    use crate::latest::WRITTEN_COLUMN;
+    use arrow::array::{ArrayRef, new_null_array};
+    use arrow::datatypes::{DataType, Field, Schema};
+    let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(path)?).and_then(|b| b.build()).map_err(io_err)?;
+    let mut fields: Vec<Field> = table.fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields.push(Field::new(WRITTEN_COLUMN, DataType::Binary, true));
+    let with_written = Arc::new(Schema::new(fields));
+    let mut parts = Vec::new();
+    for batch in reader {
+        let mut batch = batch.map_err(io_err)?;
+        let written: ArrayRef = match batch.schema().index_of(WRITTEN_COLUMN) {
+            Ok(i) => batch.remove_column(i),
+            Err(_) => new_null_array(&DataType::Binary, batch.num_rows()),
+        };
+        let rows = crate::buffer::align(table, &to_table_types(table, &batch).map_err(io_err)?);
+        let mut columns = rows.columns().to_vec();
+        columns.push(written);
+        parts.push(RecordBatch::try_new(with_written.clone(), columns).map_err(io_err)?);
+    }
+    arrow::compute::concat_batches(&with_written, &parts).map_err(io_err)
 }
 
 /// Creates each missing directory of `rel` under `root` and fsyncs its parent, so a committed

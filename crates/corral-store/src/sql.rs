@@ -5,7 +5,8 @@
 //! A tenant-scoped query sees only its tenant's rows in every table, enforced at the scan (see
 //! `scope.rs`): the registry's tables come scoped from the [`DeviceDirectory`], telemetry scans
 //! are wrapped in a `TenantScopeExec`, and `latest.*` rows are filtered before they are offered.
-//! A telemetry table none of the tenant's devices has written does not exist for it.
+//! A telemetry table none of the tenant's devices has written does not exist for it, and of a
+//! table it shares it sees only the columns its devices wrote.
 
 use crate::scope::{TenantScope, TenantScopeExec};
 use crate::{Store, StoreError, TableSnapshot};
@@ -177,6 +178,13 @@ impl CorralSchema {
         }
     }
 
+    /// The columns of `table` (of the first `width`) the scoped devices have written, with
+    /// `time` and `device`: the names other tenants gave their fields stay theirs.
+    fn columns_seen(&self, table: &str, scope: &TenantScope, width: usize) -> Vec<usize> {
+        let columns = self.store.columns_written_by(table, scope.devices()).unwrap_or_else(|| vec![0, 1]);
+        columns.into_iter().filter(|&c| c < width).collect()
+    }
+
     async fn devices_table(&self) -> DfResult<Arc<MemTable>> {
         let batch = match &self.scope {
             Some(scoped) => scoped.devices.clone(),
@@ -215,6 +223,13 @@ impl SchemaProvider for CorralSchema {
                 let Some(snapshot) = self.store.snapshot_table(name) else {
                     return Ok(None);
                 };
+                let scope = match scope {
+                    Some(devices) => {
+                        let columns = self.columns_seen(name, &devices, snapshot.schema.fields().len());
+                        Some(ScopedTable { schema: Arc::new(snapshot.schema.project(&columns)?), columns, devices })
+                    }
+                    None => None,
+                };
                 Arc::new(TelemetryTable { snapshot, dir: self.store.dir().to_path_buf(), scope })
             }
             View::Latest => {
@@ -222,7 +237,8 @@ impl SchemaProvider for CorralSchema {
                     return Ok(None);
                 };
                 if let Some(scope) = &scope {
-                    batch = scope.keep(&batch, DEVICE_COLUMN)?;
+                    let columns = self.columns_seen(name, scope, batch.num_columns());
+                    batch = scope.keep(&batch, DEVICE_COLUMN)?.project(&columns)?;
                 }
                 Arc::new(MemTable::try_new(batch.schema(), vec![vec![batch]])?)
             }
@@ -243,8 +259,19 @@ const DEVICE_COLUMN: usize = 1;
 struct TelemetryTable {
     snapshot: TableSnapshot,
     dir: std::path::PathBuf,
-    /// `Some` for a tenant-scoped query: only these devices' rows ever leave the scan.
-    scope: Option<Arc<TenantScope>>,
+    /// `Some` for a tenant-scoped query.
+    scope: Option<ScopedTable>,
+}
+
+/// What a tenant-scoped query sees of a telemetry table: only its devices' rows, and only the
+/// columns they wrote.
+#[derive(Debug)]
+struct ScopedTable {
+    devices: Arc<TenantScope>,
+    /// Positions in the table's schema of the columns seen, ascending (`time`, `device` first).
+    columns: Vec<usize>,
+    /// The table's schema narrowed to `columns`.
+    schema: SchemaRef,
 }
 
 impl std::fmt::Debug for TableSnapshot {
@@ -256,7 +283,7 @@ impl std::fmt::Debug for TableSnapshot {
 #[async_trait]
 impl TableProvider for TelemetryTable {
     fn schema(&self) -> SchemaRef {
-        self.snapshot.schema.clone()
+        self.scope.as_ref().map_or_else(|| self.snapshot.schema.clone(), |s| s.schema.clone())
     }
 
     fn table_type(&self) -> TableType {
@@ -279,15 +306,18 @@ impl TableProvider for TelemetryTable {
         };
         // Scoped: the raw scan gets only the platform's `device IN (...)`, never the user's
         // filters or limit (both would act on other tenants' rows); those run above the wall.
-        let width = self.snapshot.schema.fields().len();
-        let wanted: Vec<usize> = projection.cloned().unwrap_or_else(|| (0..width).collect());
+        // Positions in the narrowed schema map to the table's own.
+        let wanted: Vec<usize> = match projection {
+            Some(p) => p.iter().map(|&i| scope.columns[i]).collect(),
+            None => scope.columns.clone(),
+        };
         let mut read = wanted.clone();
         if !read.contains(&DEVICE_COLUMN) {
             read.push(DEVICE_COLUMN);
         }
         let device_col = read.iter().position(|&c| c == DEVICE_COLUMN).expect("added above");
-        let rows = self.scan_rows(state, Some(&read), scope.predicate(), None)?;
-        Ok(Arc::new(TenantScopeExec::try_new(rows, scope.clone(), device_col, (0..wanted.len()).collect())?))
+        let rows = self.scan_rows(state, Some(&read), scope.devices.predicate(), None)?;
+        Ok(Arc::new(TenantScopeExec::try_new(rows, scope.devices.clone(), device_col, (0..wanted.len()).collect())?))
     }
 }
 

@@ -164,10 +164,9 @@ impl Store {
             table.schema = TableSchema::from_columns(t.columns.clone());
             table.buffer = TableBuffer::new(&table.schema);
             if let Some(path) = &t.latest {
-                let schema = table.schema.arrow();
-                let batches = crate::persist::read_file(&config.dir.join(path), &schema)
+                let batch = crate::persist::read_latest(&config.dir.join(path), &table.schema.arrow())
                     .map_err(StoreError::io(format!("reading {path}")))?;
-                table.latest = LatestRows::with_persisted(concat_aligned(&schema, &batches));
+                table.latest = LatestRows::with_persisted(batch);
             }
         }
         let floor = state.manifest.wal_floor;
@@ -239,7 +238,7 @@ impl Store {
         for (batch, encoded) in batches().zip(batch_bytes) {
             let table = state.table(batch.table.as_str());
             table.buffer.append(&table.schema, &batch.rows);
-            table.latest.observe(&batch.rows);
+            table.latest.observe(&batch.rows, &table.schema);
             let b = estimate_bytes(&batch.rows, table.schema.columns().len());
             table.buffer_bytes += b;
             bytes += b;
@@ -324,7 +323,7 @@ impl Store {
                         table: name.clone(),
                         schema: table.schema.arrow(),
                         batches,
-                        latest: table.latest.batch(&table.schema),
+                        latest: table.latest.batch_for_file(&table.schema),
                         bytes: std::mem::take(&mut table.buffer_bytes),
                     });
                 }
@@ -495,6 +494,14 @@ impl Store {
         self.state().tables.contains_key(name)
     }
 
+    /// The columns of `name` a tenant-scoped query may see: `time`, `device` and every column
+    /// one of `devices` has written; `None` if there is no such table.
+    pub fn columns_written_by<'a>(&self, name: &str, devices: impl Iterator<Item = &'a str>) -> Option<Vec<usize>> {
+        let state = self.state();
+        let written = state.tables.get(name)?.latest.written_by(devices);
+        Some([0, 1].into_iter().chain(written.positions().filter(|&c| c > 1)).collect())
+    }
+
     /// Whether one of `devices` has written to `name` (a tenant-scoped query sees only the
     /// tables its devices wrote). Costs a lookup per device until one is found.
     pub fn table_has_any_device<'a>(&self, name: &str, mut devices: impl Iterator<Item = &'a str>) -> bool {
@@ -562,7 +569,7 @@ fn apply(state: &mut State, batches: &[Batch]) -> usize {
         }
         table.schema.extend(pending.columns);
         table.buffer.append(&table.schema, &batch.rows);
-        table.latest.observe(&batch.rows);
+        table.latest.observe(&batch.rows, &table.schema);
         let b = estimate_bytes(&batch.rows, table.schema.columns().len());
         table.buffer_bytes += b;
         table.counters.record(batch.rows.len(), batch.value_count(), 0);

@@ -34,10 +34,15 @@ const ALL_ROWS: usize = 25;
 
 /// The readings of `FLEET[k]`, at fixed times so two servers hold identical rows. Multiples of
 /// 0.5, so sums are exact in any order; globex-d1's newest is 77.0, what the oracle guesses at.
+/// globex's devices also report a field of their own, `pin_code`, whose very name is theirs.
 fn readings(k: usize) -> Value {
     let rows = (0..READINGS_PER_DEVICE).map(|i| {
         let temperature = if FLEET[k].0 == "globex-d1" && i == 4 { 77.0 } else { ((k * 7 + i * 11) % 60) as f64 * 0.5 - 3.0 };
-        json!({"ts": 1_795_255_200_000i64 + i as i64 * 60_000 + k as i64, "temperature": temperature})
+        let mut row = json!({"ts": 1_795_255_200_000i64 + i as i64 * 60_000 + k as i64, "temperature": temperature});
+        if FLEET[k].1 == "globex" {
+            row["pin_code"] = json!(4711);
+        }
+        row
     });
     Value::Array(rows.collect())
 }
@@ -69,6 +74,11 @@ async fn populate(server: &TestServer, tenants: &[&str]) {
             .ingest(&token, "telemetry", &readings(k).to_string())
             .await;
         assert_eq!(status, 200, "{id}: {out}");
+        if *tenant == "globex" {
+            // A table only globex writes: for acme it does not exist.
+            let (status, out) = server.ingest(&token, "vault", r#"{"door": "open"}"#).await;
+            assert_eq!(status, 200, "{id}: {out}");
+        }
     }
 }
 

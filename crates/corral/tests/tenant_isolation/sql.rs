@@ -55,6 +55,7 @@ async fn an_sql_error_never_reveals_another_tenants_rows() {
     let viewer = api_token(&server, "acme-viewer", "viewer", Some("acme")).await;
     // From the write buffer...
     assert_oracles_closed(&server, &viewer).await;
+    assert_names_are_the_tenants(&server, &viewer).await;
     // ...and from Parquet, where user filters are pushed into decoding and statistics pruning.
     assert_eq!(
         server.terminate(),
@@ -68,6 +69,41 @@ async fn an_sql_error_never_reveals_another_tenants_rows() {
     );
     server.restart();
     assert_oracles_closed(&server, &viewer).await;
+    assert_names_are_the_tenants(&server, &viewer).await;
+}
+
+/// The names globex gave its table (`vault`) and its field (`pin_code`) are globex's: acme's
+/// viewer meets them nowhere, and asking for them fails exactly as for names nobody used.
+async fn assert_names_are_the_tenants(server: &TestServer, viewer: &str) {
+    for (sql, theirs) in [
+        ("SELECT * FROM telemetry LIMIT 1", "pin_code"),
+        ("SELECT * FROM latest.telemetry LIMIT 1", "pin_code"),
+    ] {
+        let (status, out) = server.call(Method::POST, "/api/v1/query", viewer, Some(json!({"sql": sql}))).await;
+        assert_eq!(status, 200, "{sql}: {out}");
+        assert_eq!(out["columns"], json!(["time", "device", "temperature"]), "{sql}: no {theirs} for acme");
+        let (status, out) = server.call(Method::POST, "/api/v1/query", ADMIN_TOKEN, Some(json!({"sql": sql}))).await;
+        assert_eq!(status, 200, "{sql}: {out}");
+        assert!(out["columns"].as_array().unwrap().contains(&json!(theirs)), "unscoped, {theirs} is there: {out}");
+    }
+    let catalog = "SELECT table_name, column_name FROM information_schema.columns \
+                   WHERE table_schema IN ('public', 'latest') AND column_name IN ('pin_code', 'door') ORDER BY 1, 2";
+    assert_eq!(sql(server, viewer, catalog).await, (200, json!([])));
+    assert_ne!(sql(server, ADMIN_TOKEN, catalog).await, (200, json!([])), "unscoped, the catalog lists them");
+    let tables = "SELECT table_name FROM information_schema.tables WHERE table_name = 'vault'";
+    assert_eq!(sql(server, viewer, tables).await, (200, json!([])));
+    // Their names fail as names nobody used do: the same status, the same message but the name.
+    for (theirs, nobodys) in [
+        ("SELECT pin_code FROM telemetry", "SELECT pin_kode FROM telemetry"),
+        ("SELECT * FROM vault", "SELECT * FROM vaulx"),
+        ("SELECT * FROM latest.vault", "SELECT * FROM latest.vaulx"),
+    ] {
+        let (status, theirs_error) = sql(server, viewer, theirs).await;
+        let (other_status, nobodys_error) = sql(server, viewer, nobodys).await;
+        assert_eq!((status, other_status), (400, 400), "{theirs_error} / {nobodys_error}");
+        let unname = |e: &Value| e.to_string().replace("pin_code", "X").replace("pin_kode", "X").replace("vaulx", "X").replace("vault", "X");
+        assert_eq!(unname(&theirs_error), unname(&nobodys_error));
+    }
 }
 
 /// A small deterministic generator (no dependency): Knuth's MMIX LCG, high bits.
@@ -96,7 +132,7 @@ fn random_query(lcg: &mut Lcg) -> String {
     let (a, b) = (format!("{:.1}", x.min(y)), format!("{:.1}", x.max(y)));
     let site = SITES[lcg.below(SITES.len() as u64) as usize];
     let prefix = PREFIXES[lcg.below(PREFIXES.len() as u64) as usize];
-    match lcg.below(8) {
+    match lcg.below(10) {
         0 => format!(
             "SELECT device, count(*), sum(temperature) FROM telemetry WHERE temperature > {c} GROUP BY device ORDER BY device"
         ),
@@ -112,9 +148,12 @@ fn random_query(lcg: &mut Lcg) -> String {
         6 => format!(
             "SELECT l.device, d.profile, l.temperature FROM latest.telemetry l JOIN devices d USING (device) WHERE d.site = '{site}' ORDER BY 1"
         ),
-        _ => format!(
+        7 => format!(
             "SELECT count(*) FROM devices WHERE CAST(CASE WHEN device LIKE '{prefix}%' THEN 'x' ELSE '1' END AS INT) = 1"
         ),
+        // `*`: the same columns as a server that never heard of globex's fields.
+        8 => format!("SELECT * FROM telemetry WHERE temperature > {c} ORDER BY device, time"),
+        _ => format!("SELECT * FROM latest.telemetry WHERE device LIKE '{prefix}%' ORDER BY device"),
     }
 }
 

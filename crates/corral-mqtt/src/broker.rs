@@ -68,6 +68,7 @@ impl Broker {
                 all_tasks_done: Notify::new(),
                 me: me.clone(),
                 taps: RwLock::default(),
+                tenant_shares: Default::default(),
             }
         });
         if let Some(rec) = recovered {

@@ -46,6 +46,10 @@ pub struct BrokerConfig {
     pub max_inflight: u16,
     /// Most undelivered messages a session queues (offline or slow). Default 1000.
     pub max_queued_messages: usize,
+    /// Most undelivered messages the sessions of one tenant queue together (see `queue.rs`),
+    /// so one tenant's sessions cannot take the broker's memory from the others. Default
+    /// 1 000 000.
+    pub max_queued_per_tenant: usize,
     pub queue_overflow: QueueOverflow,
     /// When a connected client's backlog reaches this many messages, new QoS 0 messages to it
     /// are dropped (counted) instead of queued. Default 10 000 (absorbs bursts from fast
@@ -77,6 +81,7 @@ impl Default for BrokerConfig {
             receive_maximum: 128,
             max_inflight: 128,
             max_queued_messages: 1000,
+            max_queued_per_tenant: 1_000_000,
             queue_overflow: QueueOverflow::DropOldest,
             max_qos0_backlog: 10_000,
             topic_alias_maximum: 64,
@@ -97,8 +102,8 @@ impl BrokerConfig {
         if self.receive_maximum == 0 || self.max_inflight == 0 {
             return fail("receive_maximum and max_inflight must be at least 1");
         }
-        if self.max_queued_messages == 0 {
-            return fail("max_queued_messages must be at least 1");
+        if self.max_queued_messages == 0 || self.max_queued_per_tenant == 0 {
+            return fail("max_queued_messages and max_queued_per_tenant must be at least 1");
         }
         if self.max_keep_alive_secs == Some(0) {
             return fail("max_keep_alive_secs must be at least 1 (or unset)");

@@ -89,6 +89,7 @@ mod hooks;
 mod message;
 mod metrics;
 mod persist;
+mod queue;
 mod ratelimit;
 mod retained;
 mod router;

@@ -6,7 +6,7 @@
 //! waits for the next connection). One mutex per session keeps the publish path free of a global
 //! lock: a publisher locks only the sessions it delivers to, briefly, and never across an await.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
@@ -17,6 +17,7 @@ use crate::codec::{ProtocolVersion, QoS, ReasonCode, SubscriptionOptions};
 use crate::config::{BrokerConfig, QueueOverflow};
 use crate::hooks::{DisconnectKind, Identity};
 use crate::message::Outgoing;
+use crate::queue::Queue;
 
 /// Dropped when the broker forgets the session (clean start, expiry) and no connection holds it.
 #[derive(Debug)]
@@ -81,7 +82,7 @@ pub(crate) struct SessionState {
     pub identity: Option<Arc<Identity>>,
     /// Keyed by the full filter as subscribed (`$share/...` included).
     pub subscriptions: HashMap<String, Subscription>,
-    pub queue: VecDeque<Outgoing>,
+    pub queue: Queue,
     pub inflight: BTreeMap<u16, Inflight>,
     /// QoS 2 packet ids received and PUBREC'd, awaiting PUBREL (exactly-once inbound).
     pub inbound_qos2: HashSet<u16>,
@@ -121,7 +122,7 @@ impl Session {
                 protocol,
                 identity: None,
                 subscriptions: HashMap::new(),
-                queue: VecDeque::new(),
+                queue: Queue::default(),
                 inflight: BTreeMap::new(),
                 inbound_qos2: HashSet::new(),
                 next_packet_id: 0,
@@ -160,24 +161,26 @@ impl SessionState {
             if !online {
                 return Enqueued::OfflineQos0;
             }
-            if self.queue.len() >= config.max_qos0_backlog {
+            if self.queue.len() >= config.max_qos0_backlog
+                || self.queue.share_full(config.max_queued_per_tenant)
+            {
                 return Enqueued::Qos0Backlog;
             }
             self.queue.push_back(out);
             return Enqueued::Queued;
         }
-        if self.queue.len() >= config.max_queued_messages {
-            return match config.queue_overflow {
-                QueueOverflow::DropNew => Enqueued::Dropped(out),
-                QueueOverflow::DropOldest => {
-                    let oldest = self.queue.pop_front();
-                    self.queue.push_back(out);
-                    match oldest {
-                        Some(old) => Enqueued::Dropped(old),
-                        None => Enqueued::Queued,
-                    }
-                }
-            };
+        if self.queue.len() >= config.max_queued_messages
+            || self.queue.share_full(config.max_queued_per_tenant)
+        {
+            // Fresh data wins only within the session's own queue: a session whose tenant's
+            // share is full but that holds nothing itself drops the new message.
+            if matches!(config.queue_overflow, QueueOverflow::DropOldest)
+                && let Some(oldest) = self.queue.pop_front()
+            {
+                self.queue.push_back(out);
+                return Enqueued::Dropped(oldest);
+            }
+            return Enqueued::Dropped(out);
         }
         self.queue.push_back(out);
         Enqueued::Queued
@@ -221,6 +224,39 @@ mod tests {
             retain: false,
             subscription_ids: vec![],
         }
+    }
+
+    /// Regression (tenant isolation): one tenant's sessions, each within its own bound, must not
+    /// queue without end together.
+    #[test]
+    fn a_tenants_sessions_share_one_bound() {
+        let config = BrokerConfig {
+            max_queued_messages: 10,
+            max_queued_per_tenant: 3,
+            ..Default::default()
+        };
+        let shares = crate::queue::TenantShares::default();
+        let session = |tenant: &str| {
+            let s = Session::new(Arc::from("c"), Arc::from("anonymous"), ProtocolVersion::V5, 60);
+            s.lock().queue.count_in(Some(shares.of(tenant)));
+            s
+        };
+        let (a1, a2, b1) = (session("acme"), session("acme"), session("beta"));
+        for id in 1..=2 {
+            assert!(matches!(a1.lock().enqueue(out(id, QoS::AtLeastOnce), &config, false), Enqueued::Queued));
+        }
+        assert!(matches!(a2.lock().enqueue(out(3, QoS::AtLeastOnce), &config, false), Enqueued::Queued));
+        // acme's share is full: a2 keeps its freshest, a session holding nothing drops the new one.
+        assert!(matches!(a2.lock().enqueue(out(4, QoS::AtLeastOnce), &config, false), Enqueued::Dropped(o) if o.message.id == 3));
+        let a3 = session("acme");
+        assert!(matches!(a3.lock().enqueue(out(5, QoS::AtLeastOnce), &config, false), Enqueued::Dropped(o) if o.message.id == 5));
+        // Another tenant is not affected.
+        assert!(matches!(b1.lock().enqueue(out(6, QoS::AtLeastOnce), &config, false), Enqueued::Queued));
+        // Delivered or forgotten messages give their place back.
+        a1.lock().queue.pop_front();
+        drop(a2);
+        assert_eq!(shares.of("acme").load(std::sync::atomic::Ordering::Relaxed), 1);
+        assert!(matches!(a3.lock().enqueue(out(7, QoS::AtLeastOnce), &config, false), Enqueued::Queued));
     }
 
     #[test]

@@ -44,6 +44,8 @@ pub(crate) struct BrokerState {
     pub me: std::sync::Weak<BrokerState>,
     /// In-process listeners on topic filters (other doors that deliver commands).
     pub taps: RwLock<Vec<crate::tap::Tap>>,
+    /// What each tenant's sessions have queued, together (see `queue.rs`).
+    pub tenant_shares: crate::queue::TenantShares,
 }
 
 /// What `attach` did with an existing session.
@@ -159,6 +161,7 @@ impl BrokerState {
                 st.expiry_secs = expiry_secs;
                 st.protocol = protocol;
                 st.identity = Some(identity.clone());
+                st.queue.count_in(self.share_of(identity));
                 st.disconnected_at = None;
                 old.persistent.store(expiry_secs > 0, Ordering::Release);
                 old.online.store(true, Ordering::Release);
@@ -202,6 +205,7 @@ impl BrokerState {
             let mut st = session.lock();
             st.owner = generation;
             st.identity = Some(identity.clone());
+            st.queue.count_in(self.share_of(identity));
         }
         session.online.store(true, Ordering::Release);
         if expiry_secs > 0
@@ -219,6 +223,11 @@ impl BrokerState {
             session,
             session_present: false,
         })
+    }
+
+    /// The tenant share the queue of `who`'s session counts in; none for unscoped principals.
+    fn share_of(&self, who: &Identity) -> Option<crate::queue::Share> {
+        who.tenant().map(|tenant| self.tenant_shares.of(tenant))
     }
 
     /// Re-applies the ACL and tenant scope of the (possibly changed) identity to a resumed

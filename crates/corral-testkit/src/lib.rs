@@ -2,7 +2,8 @@
 //! temporary data directory (HTTP and MQTT on port 0), reads the bound addresses from its
 //! `listening proto=... addr=...` log lines, and offers the few calls whole-server tests repeat
 //! (register a device, ingest, SQL).
-//! Tests talk to it over real HTTP; nothing is mocked.
+//! Tests talk to it over real HTTP; nothing is mocked. [`browser::Browser`] signs in to the
+//! console as a person would; [`coap_datagram`] builds the CoAP requests no client would send.
 //!
 //! ```no_run
 //! # async fn t() {
@@ -12,6 +13,8 @@
 //! let rows = server.query("SELECT temperature FROM telemetry").await;
 //! # }
 //! ```
+
+pub mod browser;
 
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};

@@ -1,6 +1,8 @@
 //! Every door tried by every role of the other tenant.
 
 use super::*;
+use corral_testkit::browser::Browser;
+use reqwest::StatusCode;
 use super::coap::{exchange, post, udp};
 use super::mqtt::{Scenario, paho};
 
@@ -18,8 +20,8 @@ async fn live_status(server: &TestServer, token: &str, device: &str) -> u16 {
     response.status().as_u16()
 }
 
-/// Every door, with every role of the other tenant: REST, SQL, live stream, MQTT subscription,
-/// and a device token on CoAP. Each has its own-tenant control, so a closed door is not merely
+/// Every door, with every role of the other tenant: REST, SQL, live stream, the console (a
+/// signed-in user of that tenant), MQTT subscription, and a device token on CoAP. Each has its own-tenant control, so a closed door is not merely
 /// a broken one.
 #[tokio::test]
 async fn every_door_is_closed_to_every_role_of_another_tenant() {
@@ -83,6 +85,8 @@ async fn every_door_is_closed_to_every_role_of_another_tenant() {
             200,
             "{role} live stream, own device"
         );
+
+        console_is_closed(&server, role).await;
 
         // Subscribing to the other tenant's topic is allowed; its messages are filtered out.
         let client = format!("acme-{role}-watch");
@@ -159,3 +163,22 @@ async fn every_door_is_closed_to_every_role_of_another_tenant() {
     );
 }
 
+/// The console door: an acme user of `role` signed in with a session cookie reaches the same API
+/// as a token, with the same scope.
+async fn console_is_closed(server: &TestServer, role: &str) {
+    let (name, password) = (format!("acme-{role}-user"), "a long enough password");
+    let user = json!({"name": name, "role": role, "tenant": "acme", "password": password});
+    let (status, out) = server.admin(Method::POST, "/api/v1/users", Some(user)).await;
+    assert_eq!(status, 201, "{out}");
+    let mut browser = Browser::new(server);
+    assert_eq!(browser.sign_in(&name, password).await.0, StatusCode::SEE_OTHER, "{role} signs in");
+    let (status, _) = browser.api(Method::GET, "/api/v1/devices/globex-d1", None, false).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{role} console: the other tenant's device");
+    let (status, _) = browser.api(Method::GET, "/api/v1/devices/acme-d1", None, false).await;
+    assert_eq!(status, StatusCode::OK, "{role} console: its own device");
+    let (status, _) = browser.api(Method::GET, "/api/v1/devices/globex-d1/live", None, false).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{role} console: the other tenant's live stream");
+    let oracle = "SELECT device FROM telemetry WHERE CAST(CASE WHEN device = 'globex-d1' THEN 'x' ELSE '1' END AS INT) = 1";
+    let (status, out) = browser.api(Method::POST, "/api/v1/query", Some(json!({"sql": oracle})), true).await;
+    assert_eq!((status, &out["rows"]), (StatusCode::OK, &json!([["acme-d1"]])), "{role} console SQL: {out}");
+}

@@ -517,33 +517,6 @@ fn claim(owner: &str, principal: &str, who: &Identity, client_id: &str) -> Claim
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::hooks::Role;
-
-    fn app(principal: &str) -> Identity {
-        Identity::Application { name: "app".into(), principal: principal.into(), role: Role::Viewer, tenant: Some("acme".into()) }
-    }
-
-    /// Regression (tenant isolation): an acme viewer token with client id `globex-d2` took over
-    /// that device's live session and resumed its queued command.
-    #[test]
-    fn only_the_principal_that_created_a_session_resumes_it() {
-        let device = Identity::Device { id: "globex-d2".into(), tenant: "globex".into(), children: vec![] };
-        let device_owner = device.principal();
-        assert_eq!(claim(&device_owner, &app("token:7").principal(), &app("token:7"), "globex-d2"), Claim::Refuse);
-        assert_eq!(claim(&device_owner, &device_owner, &device, "globex-d2"), Claim::Resume);
-        let app_owner = app("token:7").principal();
-        assert_eq!(claim(&app_owner, &app_owner, &app("token:7"), "dashboard"), Claim::Resume);
-        assert_eq!(claim(&app_owner, &app("token:8").principal(), &app("token:8"), "dashboard"), Claim::Refuse);
-        // A device always gets its own id back; nothing of the squatter's session goes with it.
-        assert_eq!(claim(&Identity::Anonymous.principal(), &device_owner, &device, "globex-d2"), Claim::Replace);
-        // Sessions from before owners were recorded.
-        assert_eq!(claim("", &device_owner, &device, "globex-d2"), Claim::Resume);
-        assert_eq!(claim("", &app_owner, &app("token:7"), "globex-d2"), Claim::Replace);
-    }
-}
 
 fn expired_at(disconnected_at: Instant, expiry_secs: u32) -> bool {
     expiry_secs != u32::MAX
@@ -620,5 +593,33 @@ impl StateCapture for BrokerState {
             ops.push(Op::RetainSet { message });
         }
         ops
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hooks::Role;
+
+    fn app(principal: &str) -> Identity {
+        Identity::Application { name: "app".into(), principal: principal.into(), role: Role::Viewer, tenant: Some("acme".into()) }
+    }
+
+    /// Regression (tenant isolation): an acme viewer token with client id `globex-d2` took over
+    /// that device's live session and resumed its queued command.
+    #[test]
+    fn only_the_principal_that_created_a_session_resumes_it() {
+        let device = Identity::Device { id: "globex-d2".into(), tenant: "globex".into(), children: vec![] };
+        let device_owner = device.principal();
+        assert_eq!(claim(&device_owner, &app("token:7").principal(), &app("token:7"), "globex-d2"), Claim::Refuse);
+        assert_eq!(claim(&device_owner, &device_owner, &device, "globex-d2"), Claim::Resume);
+        let app_owner = app("token:7").principal();
+        assert_eq!(claim(&app_owner, &app_owner, &app("token:7"), "dashboard"), Claim::Resume);
+        assert_eq!(claim(&app_owner, &app("token:8").principal(), &app("token:8"), "dashboard"), Claim::Refuse);
+        // A device always gets its own id back; nothing of the squatter's session goes with it.
+        assert_eq!(claim(&Identity::Anonymous.principal(), &device_owner, &device, "globex-d2"), Claim::Replace);
+        // Sessions from before owners were recorded.
+        assert_eq!(claim("", &device_owner, &device, "globex-d2"), Claim::Resume);
+        assert_eq!(claim("", &app_owner, &app("token:7"), "globex-d2"), Claim::Replace);
     }
 }

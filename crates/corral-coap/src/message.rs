@@ -247,7 +247,7 @@ impl Message {
     }
 
     /// An unsigned-integer option; `Err` when it is longer than 4 bytes.
-    pub fn uint(&self, number: u16) -> Result<Option<u32>, ()> {
+    pub fn uint(&self, number: u16) -> Result<Option<u32>, UintTooLong> {
         self.option(number).map(decode_uint).transpose()
     }
 }
@@ -287,9 +287,13 @@ pub fn encode_uint(value: u32) -> Vec<u8> {
     bytes[skip..].to_vec()
 }
 
-pub fn decode_uint(bytes: &[u8]) -> Result<u32, ()> {
+/// An unsigned-integer option value of more than 4 bytes (RFC 7252 §3.2 allows at most 4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UintTooLong;
+
+pub fn decode_uint(bytes: &[u8]) -> Result<u32, UintTooLong> {
     if bytes.len() > 4 {
-        return Err(());
+        return Err(UintTooLong);
     }
     Ok(bytes.iter().fold(0u32, |n, b| n << 8 | u32::from(*b)))
 }
@@ -351,6 +355,6 @@ mod tests {
         assert_eq!(encode_uint(60), vec![60]);
         assert_eq!(encode_uint(0x1234), vec![0x12, 0x34]);
         assert_eq!(decode_uint(&[1, 0, 0]), Ok(65536));
-        assert_eq!(decode_uint(&[1, 2, 3, 4, 5]), Err(()));
+        assert_eq!(decode_uint(&[1, 2, 3, 4, 5]), Err(UintTooLong));
     }
 }

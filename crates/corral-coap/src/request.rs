@@ -193,7 +193,7 @@ async fn telemetry(shared: &Shared, request: &Message, speaker: &Speaker, table:
         Ok(Some(n)) => u16::try_from(n).ok().and_then(TelemetryFormat::from_coap_content_format).ok_or_else(|| {
             Response::error(Code::UNSUPPORTED_CONTENT_FORMAT, format!("content format {n} is not telemetry; send JSON (50), CBOR (60), SenML JSON (110) or SenML CBOR (112)"))
         })?,
-        Err(()) => return Err(Response::error(Code::BAD_OPTION, "invalid Content-Format option")),
+        Err(_) => return Err(Response::error(Code::BAD_OPTION, "invalid Content-Format option")),
     };
     let table = match table {
         Some(t) => TableName::new(t).map_err(|e| Response::error(Code::BAD_REQUEST, format!("table in path: {e}")))?,

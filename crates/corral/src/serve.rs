@@ -276,7 +276,7 @@ async fn start_coap(config: &Config, registry: &Registry, pipeline: &Pipeline, b
     let limits = corral_ingest::decode::Limits::default();
     let plain = match config.coap_addr()? {
         Some(addr) => Some(
-            corral_coap::CoapServer::bind(addr, config.coap.server(), hooks.clone(), sink.clone(), limits.clone())
+            corral_coap::CoapServer::bind(addr, config.coap.server(), hooks.clone(), sink.clone(), limits)
                 .await
                 .context("starting the CoAP server")?,
         ),

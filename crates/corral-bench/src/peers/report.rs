@@ -126,10 +126,10 @@ pub fn print(ctx: &Ctx, reports: &[SystemReport]) {
         if let Some(e) = &r.error {
             println!("  {}: ERROR {e}", r.name);
         }
-        if let Some(l) = &r.load {
-            if l.rows != ctx.rows {
-                println!("  {}: {} of {} rows acknowledged; first error: {}", r.name, l.rows, ctx.rows, l.first_error.as_deref().unwrap_or("-"));
-            }
+        if let Some(l) = &r.load
+            && l.rows != ctx.rows
+        {
+            println!("  {}: {} of {} rows acknowledged; first error: {}", r.name, l.rows, ctx.rows, l.first_error.as_deref().unwrap_or("-"));
         }
         if r.values_stored.is_some_and(|v| v != ctx.values) {
             println!("  {}: stored {} values of {} sent", r.name, r.values_stored.unwrap_or(0), ctx.values);

@@ -5,7 +5,7 @@
 
 use super::{Store, StoreError};
 use crate::buffer::{align, concat_aligned};
-use crate::manifest::{FileMeta, TableManifest};
+use crate::manifest::FileMeta;
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use std::collections::BTreeMap;
@@ -62,7 +62,7 @@ impl Store {
         let mut manifest = self.state().manifest.clone();
         let mut replaced = Vec::new();
         for (plan, new_files) in results {
-            let table = manifest.tables.entry(plan.table.clone()).or_insert_with(TableManifest::default);
+            let table = manifest.tables.entry(plan.table.clone()).or_default();
             table.files.retain(|f| !plan.files.iter().any(|old| old.path == f.path));
             table.files.extend(new_files);
             replaced.extend(plan.files.into_iter().map(|f| f.path));

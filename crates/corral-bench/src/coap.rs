@@ -97,7 +97,10 @@ fn report(args: &CoapArgs, results: &[(&str, Mode, Vec<f64>, u64, u64)]) {
         println!("{}", json!({"clients": args.clients, "seconds": args.seconds, "cases": cases}));
         return;
     }
-    println!("\nCoAP ingest, {} sensors, one reading per message, medians of {} runs of {} s:", args.clients, args.runs, args.seconds);
+    println!(
+        "\nCoAP ingest, {} sensors, one reading per message, medians of {} runs of {} s:",
+        args.clients, args.runs, args.seconds
+    );
     println!("| mode | Corral (durable) msg/s | libcoap coap-server (memory) msg/s | Corral / libcoap |");
     println!("|---|---|---|---|");
     for (i, mode) in ["Confirmable", "Non-confirmable"].iter().enumerate() {
@@ -164,11 +167,8 @@ async fn drive(server: SocketAddr, targets: Vec<Target>, mode: Mode, seconds: u6
     for (i, target) in targets.into_iter().enumerate() {
         let socket = UdpSocket::bind("127.0.0.1:0").await?;
         socket.connect(server).await?;
-        let path: Vec<String> = if corral {
-            vec!["devices".into(), target.device, "telemetry".into()]
-        } else {
-            vec!["example_data".into()]
-        };
+        let path: Vec<String> =
+            if corral { vec!["devices".into(), target.device, "telemetry".into()] } else { vec!["example_data".into()] };
         let query = (!target.token.is_empty()).then(|| format!("t={}", target.token));
         let (answered, lost) = (answered.clone(), lost.clone());
         sensors.push(tokio::spawn(async move {
@@ -179,7 +179,11 @@ async fn drive(server: SocketAddr, targets: Vec<Target>, mode: Mode, seconds: u6
                 message_id = message_id.wrapping_add(1);
                 reading += 1;
                 let token = (reading as u32).to_be_bytes();
-                let payload = format!(r#"{{"temperature":{:.1},"humidity":{:.1},"battery":3.7}}"#, 20.0 + (reading % 50) as f64 / 10.0, 40.0 + (reading % 30) as f64);
+                let payload = format!(
+                    r#"{{"temperature":{:.1},"humidity":{:.1},"battery":3.7}}"#,
+                    20.0 + (reading % 50) as f64 / 10.0,
+                    40.0 + (reading % 30) as f64
+                );
                 let code = if corral { 2 } else { 3 }; // POST telemetry; PUT example_data
                 let datagram = request(mode, code, message_id, &token, &path, query.as_deref(), payload.as_bytes());
                 // A Confirmable request is retransmitted after 2, 4, 8 s (RFC 7252); a
@@ -226,7 +230,15 @@ async fn drive(server: SocketAddr, targets: Vec<Target>, mode: Mode, seconds: u6
 
 /// A request datagram (Corral's own CoAP codec): Uri-Path segments, an optional Uri-Query,
 /// Content-Format JSON.
-pub(crate) fn request(mode: Mode, code: u8, message_id: u16, token: &[u8], path: &[String], query: Option<&str>, payload: &[u8]) -> Vec<u8> {
+pub(crate) fn request(
+    mode: Mode,
+    code: u8,
+    message_id: u16,
+    token: &[u8],
+    path: &[String],
+    query: Option<&str>,
+    payload: &[u8],
+) -> Vec<u8> {
     use corral_coap::message::option;
     let kind = if mode == Mode::Confirmable { corral_coap::Kind::Confirmable } else { corral_coap::Kind::NonConfirmable };
     let mut message = corral_coap::Message::new(kind, corral_coap::Code(code), message_id, token.to_vec());

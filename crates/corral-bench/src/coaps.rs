@@ -167,7 +167,13 @@ async fn libcoap(args: &CoapsArgs, case: Case) -> anyhow::Result<Load> {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let server = SocketAddr::from(([127, 0, 0, 1], port + 1));
     let sensors = (0..args.clients)
-        .map(|i| Sensor { server, identity: format!("sensor-{i:05}"), key: key.as_bytes().to_vec(), path: vec!["example_data".into()], code: 3 })
+        .map(|i| Sensor {
+            server,
+            identity: format!("sensor-{i:05}"),
+            key: key.as_bytes().to_vec(),
+            path: vec!["example_data".into()],
+            code: 3,
+        })
         .collect();
     let load = drive(sensors, case, args.seconds).await;
     let _ = child.kill();

@@ -24,8 +24,7 @@ use std::path::{Path, PathBuf};
 pub const INTERVAL_NS: i64 = 10_000_000_000;
 pub const TAGS: [&str; 8] =
     ["name", "fleet", "driver", "model", "device_version", "load_capacity", "fuel_capacity", "nominal_fuel_consumption"];
-pub const READINGS: [&str; 7] =
-    ["latitude", "longitude", "elevation", "velocity", "heading", "grade", "fuel_consumption"];
+pub const READINGS: [&str; 7] = ["latitude", "longitude", "elevation", "velocity", "heading", "grade", "fuel_consumption"];
 pub const DIAGNOSTICS: [&str; 3] = ["fuel_state", "current_load", "status"];
 const FLEETS: [&str; 4] = ["East", "West", "North", "South"];
 const DRIVERS: [&str; 10] = ["Albert", "Derek", "Andy", "Seth", "Trish", "Rodney", "Nina", "Ivan", "Marta", "Kofi"];
@@ -157,7 +156,11 @@ pub fn generate(args: &FleetArgs) -> anyhow::Result<FleetSummary> {
             s[0] = walk(&mut rng, s[0], 0.001, -90.0, 90.0);
             s[1] = walk(&mut rng, s[1], 0.001, -180.0, 180.0);
             s[2] = walk(&mut rng, s[2], 2.0, 0.0, 5000.0);
-            s[3] = if s[3] < 1.0 && rng.random_bool(0.9995) { walk(&mut rng, s[3], 0.1, 0.0, 1.0) } else { walk(&mut rng, s[3], 3.0, 0.0, 100.0) };
+            s[3] = if s[3] < 1.0 && rng.random_bool(0.9995) {
+                walk(&mut rng, s[3], 0.1, 0.0, 1.0)
+            } else {
+                walk(&mut rng, s[3], 3.0, 0.0, 100.0)
+            };
             s[4] = walk(&mut rng, s[4], 5.0, 0.0, 360.0);
             s[5] = walk(&mut rng, s[5], 0.5, 0.0, 100.0);
             s[6] = walk(&mut rng, s[6], 0.5, 0.0, 50.0);
@@ -190,7 +193,8 @@ pub fn generate(args: &FleetArgs) -> anyhow::Result<FleetSummary> {
         }
     }
     let mut summary = FleetSummary { start_ns, end_ns: start_ns + (steps - 1).max(0) * INTERVAL_NS, ..Default::default() };
-    for (name, fields, rows) in [("readings", &READINGS[..], &mut readings), ("diagnostics", &DIAGNOSTICS[..], &mut diagnostics)] {
+    for (name, fields, rows) in [("readings", &READINGS[..], &mut readings), ("diagnostics", &DIAGNOSTICS[..], &mut diagnostics)]
+    {
         shuffle_neighbours(&mut rng, rows);
         let values = write_table(&args.out, name, fields, rows, &trucks)?;
         if name == "readings" {

@@ -86,8 +86,10 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<()> {
         println!("{summary}");
     } else {
         let m = &summary["median"];
-        println!("corral-bench ingest: {} devices x {} fields, {} readings/request, {} writers, {} s x {} runs (medians)",
-            args.devices, args.fields, args.batch, args.concurrency, args.seconds, args.runs);
+        println!(
+            "corral-bench ingest: {} devices x {} fields, {} readings/request, {} writers, {} s x {} runs (medians)",
+            args.devices, args.fields, args.batch, args.concurrency, args.seconds, args.runs
+        );
         println!("  rows/s (durable acks)      {}", m["rows_per_s"]);
         println!("  values/s                   {}", m["values_per_s"]);
         println!("  WAL fsyncs/s               {}", m["fsyncs_per_s"]);
@@ -111,7 +113,8 @@ async fn one_run(args: &IngestArgs, seed: u64) -> anyhow::Result<RunResult> {
     let deadline = started + Duration::from_secs(args.seconds);
     let mut writers = Vec::new();
     for w in 0..args.concurrency {
-        let (http, base, tokens, rows, errors) = (http.clone(), server.base.clone(), tokens.clone(), rows.clone(), errors.clone());
+        let (http, base, tokens, rows, errors) =
+            (http.clone(), server.base.clone(), tokens.clone(), rows.clone(), errors.clone());
         let (fields, batch, concurrency) = (args.fields, args.batch, args.concurrency);
         writers.push(tokio::spawn(async move {
             let mut rng = StdRng::seed_from_u64(seed * 1000 + w as u64);
@@ -199,10 +202,7 @@ pub(crate) async fn register(http: &reqwest::Client, base: &str, devices: usize)
 
 pub(crate) async fn metric(http: &reqwest::Client, base: &str, name: &str) -> anyhow::Result<f64> {
     let text = http.get(format!("{base}/metrics")).send().await?.text().await?;
-    Ok(text
-        .lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.trim().parse::<f64>().ok()))
-        .unwrap_or(0.0))
+    Ok(text.lines().find_map(|l| l.strip_prefix(name).and_then(|rest| rest.trim().parse::<f64>().ok())).unwrap_or(0.0))
 }
 
 pub(crate) async fn count(http: &reqwest::Client, base: &str) -> anyhow::Result<u64> {

@@ -68,10 +68,16 @@ pub async fn run(args: MqttsArgs) -> anyhow::Result<()> {
     }
     let medians: Vec<f64> = rates.iter().map(|r| median(r.clone()).unwrap_or(0.0)).collect();
     if args.json {
-        println!("{}", json!({"clients": args.clients, "seconds": args.seconds, "cases": cases, "median_per_s": medians, "runs": rates}));
+        println!(
+            "{}",
+            json!({"clients": args.clients, "seconds": args.seconds, "cases": cases, "median_per_s": medians, "runs": rates})
+        );
         return Ok(());
     }
-    println!("\nMQTTS connection set-up (full TLS handshake + CONNECT/CONNACK + DISCONNECT), {} clients, medians of {} runs of {} s:", args.clients, args.runs, args.seconds);
+    println!(
+        "\nMQTTS connection set-up (full TLS handshake + CONNECT/CONNACK + DISCONNECT), {} clients, medians of {} runs of {} s:",
+        args.clients, args.runs, args.seconds
+    );
     println!("| case | handshakes/s | vs Mosquitto |");
     println!("|---|---|---|");
     for (case, m) in cases.iter().zip(&medians) {
@@ -94,10 +100,32 @@ fn server_certificates(dir: &Path) -> anyhow::Result<()> {
     let server = ["-subj", "/CN=localhost", "-keyout", "server.key", "-out", "server.csr"];
     openssl(dir, &[&["req"][..], &ec[..], &server[..]].concat())?;
     std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n")?;
-    openssl(dir, &["x509", "-req", "-in", "server.csr", "-CA", "server-ca.pem", "-CAkey", "server-ca.key", "-CAcreateserial", "-days", "2", "-extfile", "san.ext", "-out", "server.pem"])
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "server-ca.pem",
+            "-CAkey",
+            "server-ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+            "-out",
+            "server.pem",
+        ],
+    )
 }
 
-fn client_config(roots: &Arc<rustls::RootCertStore>, identity: Option<(String, String)>) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+fn client_config(
+    roots: &Arc<rustls::RootCertStore>,
+    identity: Option<(String, String)>,
+) -> anyhow::Result<Arc<rustls::ClientConfig>> {
     let builder = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots.clone());
@@ -115,28 +143,52 @@ fn client_config(roots: &Arc<rustls::RootCertStore>, identity: Option<(String, S
 
 async fn corral(args: &MqttsArgs, certs: &Path, roots: &Arc<rustls::RootCertStore>, mtls: bool) -> anyhow::Result<(f64, u64)> {
     let data = tempfile::Builder::new().prefix("corral-bench-").tempdir_in(crate::server::bench_tmp())?;
-    let extra: Vec<String> = ["--mqtts", "127.0.0.1:0", "--https", "127.0.0.1:0", "--tls-cert", "server.pem", "--tls-key", "server.key"]
-        .iter()
-        .map(|a| if a.starts_with("server") { certs.join(a).display().to_string() } else { a.to_string() })
-        .collect();
+    let extra: Vec<String> =
+        ["--mqtts", "127.0.0.1:0", "--https", "127.0.0.1:0", "--tls-cert", "server.pem", "--tls-key", "server.key"]
+            .iter()
+            .map(|a| if a.starts_with("server") { certs.join(a).display().to_string() } else { a.to_string() })
+            .collect();
     let listening = crate::server::start(&args.corral, data.path(), &extra)?;
     let mut child = listening.child;
     let addr = listening.mqtts.context("corral reported no MQTTS listener")?;
     let http = reqwest::Client::new();
     let base = listening.http;
     if mtls {
-        http.post(format!("{base}/api/v1/cas")).bearer_auth(ADMIN_TOKEN).json(&json!({"name": "bench"})).send().await?.error_for_status()?;
+        http.post(format!("{base}/api/v1/cas"))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&json!({"name": "bench"}))
+            .send()
+            .await?
+            .error_for_status()?;
     }
     let mut tokens = Vec::new();
     let mut identities = Vec::new();
     for i in 0..args.clients {
         let id = format!("bench-{i:04}");
-        let r: Value = http.post(format!("{base}/api/v1/devices")).bearer_auth(ADMIN_TOKEN).json(&json!({"id": id})).send().await?.error_for_status()?.json().await?;
+        let r: Value = http
+            .post(format!("{base}/api/v1/devices"))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&json!({"id": id}))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
         tokens.push((id.clone(), r["token"].as_str().unwrap_or_default().to_string()));
         if mtls {
-            let issued: Value =
-                http.post(format!("{base}/api/v1/devices/{id}/certificate")).bearer_auth(ADMIN_TOKEN).json(&json!({})).send().await?.error_for_status()?.json().await?;
-            let pair = (issued["certificate"].as_str().unwrap_or_default().to_string(), issued["private_key"].as_str().unwrap_or_default().to_string());
+            let issued: Value = http
+                .post(format!("{base}/api/v1/devices/{id}/certificate"))
+                .bearer_auth(ADMIN_TOKEN)
+                .json(&json!({}))
+                .send()
+                .await?
+                .error_for_status()?
+                .json()
+                .await?;
+            let pair = (
+                issued["certificate"].as_str().unwrap_or_default().to_string(),
+                issued["private_key"].as_str().unwrap_or_default().to_string(),
+            );
             identities.push((id, client_config(roots, Some(pair))?));
         }
     }
@@ -154,10 +206,21 @@ async fn mosquitto(args: &MqttsArgs, certs: &Path, roots: &Arc<rustls::RootCertS
         &conf,
         // `user root`: started as root, mosquitto would drop to its own user before reading the
         // key in this private temp dir (no effect when not root).
-        format!("listener {port} 127.0.0.1\nallow_anonymous true\nuser root\ncertfile {}\nkeyfile {}\n", path("server.pem"), path("server.key")),
+        format!(
+            "listener {port} 127.0.0.1\nallow_anonymous true\nuser root\ncertfile {}\nkeyfile {}\n",
+            path("server.pem"),
+            path("server.key")
+        ),
     )?;
-    let bin = ["/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto"].into_iter().find(|p| Path::new(p).exists()).unwrap_or("mosquitto");
-    let mut child = Command::new(bin).arg("-c").arg(&conf).stdout(Stdio::null()).stderr(Stdio::null()).spawn().context("starting mosquitto")?;
+    let bin =
+        ["/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto"].into_iter().find(|p| Path::new(p).exists()).unwrap_or("mosquitto");
+    let mut child = Command::new(bin)
+        .arg("-c")
+        .arg(&conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting mosquitto")?;
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
     let mut up = false;
     for _ in 0..100 {
@@ -178,7 +241,12 @@ async fn mosquitto(args: &MqttsArgs, certs: &Path, roots: &Arc<rustls::RootCertS
 }
 
 /// Clients connecting in a loop until the time is up: (connections per second, failures).
-async fn drive(addr: SocketAddr, args: &MqttsArgs, roots: &Arc<rustls::RootCertStore>, login: Login) -> anyhow::Result<(f64, u64)> {
+async fn drive(
+    addr: SocketAddr,
+    args: &MqttsArgs,
+    roots: &Arc<rustls::RootCertStore>,
+    login: Login,
+) -> anyhow::Result<(f64, u64)> {
     let plain = client_config(roots, None)?;
     let done = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));

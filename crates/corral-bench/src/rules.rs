@@ -133,8 +133,12 @@ async fn latency(args: &RulesArgs) -> anyhow::Result<(f64, f64, u64, u64, f64)> 
     let server = Server::start(&args.corral, &["--webhook-allow".into(), "127.0.0.1".into()])?;
     let http = reqwest::Client::builder().pool_max_idle_per_host(256).build()?;
     let tokens = Arc::new(register(&http, &server.base, args.devices).await?);
-    add_rules(&http, &server.base, &[json!({"name": "hot", "condition": "temperature > 50", "severity": "major",
-        "actions": [{"type": "webhook", "url": hook}]})])
+    add_rules(
+        &http,
+        &server.base,
+        &[json!({"name": "hot", "condition": "temperature > 50", "severity": "major",
+        "actions": [{"type": "webhook", "url": hook}]})],
+    )
     .await?;
     let senders = 64usize.min(args.devices);
     let per_sender = Duration::from_secs_f64(senders as f64 / args.rate as f64);
@@ -143,7 +147,8 @@ async fn latency(args: &RulesArgs) -> anyhow::Result<(f64, f64, u64, u64, f64)> 
     let started = Instant::now();
     let mut tasks = Vec::new();
     for s in 0..senders {
-        let (http, base, tokens, expected, sent) = (http.clone(), server.base.clone(), tokens.clone(), expected.clone(), sent.clone());
+        let (http, base, tokens, expected, sent) =
+            (http.clone(), server.base.clone(), tokens.clone(), expected.clone(), sent.clone());
         tasks.push(tokio::spawn(async move {
             let mut tick = tokio::time::interval(per_sender);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -156,7 +161,8 @@ async fn latency(args: &RulesArgs) -> anyhow::Result<(f64, f64, u64, u64, f64)> 
                 let d = devices[(k as usize) % devices.len()];
                 let round = k / devices.len() as u64;
                 let hot = round.is_multiple_of(10);
-                let body = json!({"temperature": if hot { 60.0 } else { 40.0 }, "sent_us": chrono::Utc::now().timestamp_micros()});
+                let body =
+                    json!({"temperature": if hot { 60.0 } else { 40.0 }, "sent_us": chrono::Utc::now().timestamp_micros()});
                 let r = http.post(format!("{base}/api/v1/ingest")).bearer_auth(&tokens[d]).json(&body).send().await;
                 if r.is_ok_and(|r| r.status().is_success()) {
                     sent.fetch_add(1, Ordering::Relaxed);
@@ -225,18 +231,31 @@ pub async fn run(args: RulesArgs) -> anyhow::Result<()> {
         println!("{summary}");
         return Ok(());
     }
-    println!("corral-bench rules: {} devices, {} readings x 10 fields per request, {} writers, {} s x {} runs (medians)",
-        args.devices, args.batch, args.concurrency, args.seconds, args.runs);
+    println!(
+        "corral-bench rules: {} devices, {} readings x 10 fields per request, {} writers, {} s x {} runs (medians)",
+        args.devices, args.batch, args.concurrency, args.seconds, args.runs
+    );
     for t in &throughput {
-        println!("  {:>4} rules  {:>10} rows/s   {:.3} x the first", t["rules"], t["rows_per_s"], t["ratio_to_first"].as_f64().unwrap_or(0.0));
+        println!(
+            "  {:>4} rules  {:>10} rows/s   {:.3} x the first",
+            t["rules"],
+            t["rows_per_s"],
+            t["ratio_to_first"].as_f64().unwrap_or(0.0)
+        );
     }
     if !lost.is_empty() {
         println!("  ACKED BUT NOT STORED: {lost:?}");
     }
     if !latency.is_null() {
-        println!("  webhook latency at {} msg/s (achieved {}): p50 {} ms, p99 {} ms; {} of {} webhooks received",
-            latency["target_msg_per_s"], latency["achieved_msg_per_s"], latency["p50_ms"], latency["p99_ms"],
-            latency["webhooks_received"], latency["webhooks_expected"]);
+        println!(
+            "  webhook latency at {} msg/s (achieved {}): p50 {} ms, p99 {} ms; {} of {} webhooks received",
+            latency["target_msg_per_s"],
+            latency["achieved_msg_per_s"],
+            latency["p50_ms"],
+            latency["p99_ms"],
+            latency["webhooks_received"],
+            latency["webhooks_expected"]
+        );
     }
     Ok(())
 }

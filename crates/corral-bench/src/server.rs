@@ -55,7 +55,18 @@ pub struct Listening {
 pub fn start(binary: &Path, data_dir: &Path, extra: &[String]) -> anyhow::Result<Listening> {
     let log = std::env::var("CORRAL_BENCH_LOG").ok();
     let mut child = Command::new(binary)
-        .args(["serve", "--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0", "--coap", "127.0.0.1:0", "--coaps", "127.0.0.1:0", "--log"])
+        .args([
+            "serve",
+            "--http",
+            "127.0.0.1:0",
+            "--mqtt",
+            "127.0.0.1:0",
+            "--coap",
+            "127.0.0.1:0",
+            "--coaps",
+            "127.0.0.1:0",
+            "--log",
+        ])
         .arg(log.as_deref().unwrap_or("warn,corral=info"))
         .arg("--data-dir")
         .arg(data_dir)

@@ -58,7 +58,11 @@ mod tests {
 
     #[test]
     fn option_values_round_trip() {
-        for block in [Block { num: 0, more: false, szx: 0 }, Block { num: 5, more: true, szx: 6 }, Block { num: MAX_NUM, more: false, szx: 2 }] {
+        for block in [
+            Block { num: 0, more: false, szx: 0 },
+            Block { num: 5, more: true, szx: 6 },
+            Block { num: MAX_NUM, more: false, szx: 2 },
+        ] {
             assert_eq!(Block::parse(&block.encode()), Some(block));
         }
         assert_eq!(Block::parse(&[]), Some(Block { num: 0, more: false, szx: 0 }));

@@ -92,7 +92,13 @@ fn make_fair_room(uploads: &mut HashMap<Key, Assembly>, owner: &Speaker) -> bool
 
 impl Blockwise {
     /// `max_per_device` uploads of one device at once (it may send several tables in parallel).
-    pub fn new(max_body_bytes: usize, block_bytes: usize, max_entries: usize, max_per_device: usize, idle: Duration) -> Blockwise {
+    pub fn new(
+        max_body_bytes: usize,
+        block_bytes: usize,
+        max_entries: usize,
+        max_per_device: usize,
+        idle: Duration,
+    ) -> Blockwise {
         Blockwise {
             max_body_bytes,
             max_entries,
@@ -114,7 +120,15 @@ impl Blockwise {
 
     /// Takes one Block1 block of a request to `path` that `owner` sends (authorized already).
     /// `size1` is the client's announced total.
-    pub fn upload(&self, peer: SocketAddr, path: &str, owner: &Speaker, block: Block, payload: &[u8], size1: Option<u32>) -> Upload {
+    pub fn upload(
+        &self,
+        peer: SocketAddr,
+        path: &str,
+        owner: &Speaker,
+        block: Block,
+        payload: &[u8],
+        size1: Option<u32>,
+    ) -> Upload {
         if size1.is_some_and(|s| s as usize > self.max_body_bytes) {
             return Upload::Refused(Code::REQUEST_ENTITY_TOO_LARGE, "the body is over the server's limit");
         }
@@ -227,8 +241,14 @@ mod tests {
     fn uploads_assemble_in_order_and_refuse_gaps_and_excess() {
         let b = blockwise();
         let block = |num, more| Block { num, more, szx: 6 };
-        assert_eq!(b.upload(peer(), "p", &owner("d1", "acme"), block(0, true), &[1; 1024], None), Upload::Continue(block(0, true)));
-        assert_eq!(b.upload(peer(), "p", &owner("d1", "acme"), block(1, true), &[2; 1024], None), Upload::Continue(block(1, true)));
+        assert_eq!(
+            b.upload(peer(), "p", &owner("d1", "acme"), block(0, true), &[1; 1024], None),
+            Upload::Continue(block(0, true))
+        );
+        assert_eq!(
+            b.upload(peer(), "p", &owner("d1", "acme"), block(1, true), &[2; 1024], None),
+            Upload::Continue(block(1, true))
+        );
         match b.upload(peer(), "p", &owner("d1", "acme"), block(2, false), &[3; 10], None) {
             Upload::Complete(body, last) => {
                 assert_eq!((body.len(), body[1024], last), (2058, 2, block(2, false)))

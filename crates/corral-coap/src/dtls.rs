@@ -4,13 +4,13 @@
 //! network.
 //!
 //! OpenSSL runs the protocol; this module feeds it datagrams and sends what it writes. Each peer
-//! address has one [`Session`], created by a ClientHello and bounded in number and age. A
+//! address has one `Session`, created by a ClientHello and bounded in number and age. A
 //! stateless cookie (HelloVerifyRequest, RFC 6347 §4.2.1) proves the client's address before the
 //! server answers with its larger flight, so the port cannot be used to amplify floods.
 //!
 //! The registry lookup is asynchronous but OpenSSL's PSK callback is not, so the identity is
 //! read from the ClientKeyExchange before OpenSSL sees the datagram, the key fetched, and left
-//! where the callback finds it ([`PskSlot`]).
+//! where the callback finds it (`PskSlot`).
 
 use crate::hooks::CoapHooks;
 use corral_model::{ErrorKind, WireError};
@@ -109,7 +109,7 @@ impl Write for Pipe {
 #[derive(Debug, Default)]
 pub struct DtlsMetrics {
     pub handshakes: AtomicU64,
-    /// Failed handshakes by reason ([`FAILURE_REASONS`]).
+    /// Failed handshakes by reason (`FAILURE_REASONS`).
     pub failures: [AtomicU64; 5],
     /// Records from a peer without a session, and ClientHellos refused at `max_sessions`.
     pub stray: AtomicU64,
@@ -177,7 +177,9 @@ impl Dtls {
             let identity = identity.and_then(|i| std::str::from_utf8(i).ok()).unwrap_or_default();
             let mut entry = lock(&slot);
             match entry.as_mut() {
-                Some(PskEntry { identity: known, key: Ok(key), used }) if known == identity && !*used && key.len() <= out.len() => {
+                Some(PskEntry { identity: known, key: Ok(key), used })
+                    if known == identity && !*used && key.len() <= out.len() =>
+                {
                     out[..key.len()].copy_from_slice(key);
                     *used = true;
                     Ok(key.len())
@@ -204,7 +206,8 @@ impl Dtls {
             Ok(n)
         });
         builder.set_cookie_verify_cb(move |ssl, presented| {
-            cookie(&cookie_key, ssl.ex_data(peer_index)).is_ok_and(|mac| mac.len() == presented.len() && openssl::memcmp::eq(&mac, presented))
+            cookie(&cookie_key, ssl.ex_data(peer_index))
+                .is_ok_and(|mac| mac.len() == presented.len() && openssl::memcmp::eq(&mac, presented))
         });
         Ok(Dtls {
             socket,
@@ -264,7 +267,8 @@ impl Dtls {
 
     fn close_where(&self, which: impl Fn(&str) -> bool) {
         let mut sessions = lock(&self.sessions);
-        let peers: Vec<SocketAddr> = sessions.iter().filter(|(_, s)| s.device.as_deref().is_some_and(&which)).map(|(p, _)| *p).collect();
+        let peers: Vec<SocketAddr> =
+            sessions.iter().filter(|(_, s)| s.device.as_deref().is_some_and(&which)).map(|(p, _)| *p).collect();
         for peer in peers {
             if let Some(mut session) = sessions.remove(&peer) {
                 let _ = session.stream.shutdown();
@@ -375,7 +379,8 @@ impl Dtls {
                 Ok(()) => {
                     // The device is the identity whose key OpenSSL took, nothing else.
                     let device = lock(&session.psk).as_ref().filter(|e| e.used && e.key.is_ok()).map(|e| e.identity.clone());
-                    let negotiated = session.stream.ssl().psk_identity().and_then(|i| std::str::from_utf8(i).ok()).map(str::to_string);
+                    let negotiated =
+                        session.stream.ssl().psk_identity().and_then(|i| std::str::from_utf8(i).ok()).map(str::to_string);
                     match device.filter(|d| Some(d) == negotiated.as_ref()) {
                         Some(device) => {
                             tracing::info!(%peer, device, cipher = session.stream.ssl().current_cipher().map(|c| c.name()), "coaps session established");
@@ -534,7 +539,8 @@ pub mod records {
     /// The PSK identity of a ClientKeyExchange (its first field in every PSK key exchange,
     /// RFC 4279 §2 and RFC 5489 §2).
     pub fn psk_identity(datagram: &[u8]) -> Option<String> {
-        let (_, _, body) = handshakes(datagram).into_iter().find(|(kind, offset, _)| *kind == CLIENT_KEY_EXCHANGE && *offset == 0)?;
+        let (_, _, body) =
+            handshakes(datagram).into_iter().find(|(kind, offset, _)| *kind == CLIENT_KEY_EXCHANGE && *offset == 0)?;
         let length = u16::from_be_bytes([*body.first()?, *body.get(1)?]) as usize;
         String::from_utf8(body.get(2..2 + length)?.to_vec()).ok()
     }
@@ -574,7 +580,12 @@ pub mod records {
         fn sees_a_client_hello_and_ignores_garbage() {
             assert!(is_client_hello(&record(0, &[(CLIENT_HELLO, b"hello")])));
             assert!(!is_client_hello(&record(1, &[(CLIENT_HELLO, b"hello")])), "an encrypted record is not read");
-            for garbage in [&b""[..], b"\x16\xfe", b"\x16\xfe\xfd\0\0\0\0\0\0\0\0\xff\xff", b"\x16\xfe\xfd\0\0\0\0\0\0\0\0\0\x0e\x10\0\0\x20\0\0\0\0\0\0\0\x20\xff\xff"] {
+            for garbage in [
+                &b""[..],
+                b"\x16\xfe",
+                b"\x16\xfe\xfd\0\0\0\0\0\0\0\0\xff\xff",
+                b"\x16\xfe\xfd\0\0\0\0\0\0\0\0\0\x0e\x10\0\0\x20\0\0\0\0\0\0\0\x20\xff\xff",
+            ] {
                 assert!(!is_client_hello(garbage));
                 assert_eq!(psk_identity(garbage), None);
             }

@@ -41,8 +41,8 @@ mod server;
 mod transport;
 
 pub use config::CoapConfig;
-pub use error::{CoapError, FormatError};
 pub use dtls::DtlsConfig;
+pub use error::{CoapError, FormatError};
 pub use hooks::{CoapHooks, Credential, Speaker};
 pub use message::{Code, Kind, Message};
 pub use server::CoapServer;

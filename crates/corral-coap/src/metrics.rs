@@ -54,7 +54,11 @@ impl Metrics {
         let counters: [(&str, &str, &AtomicU64); 9] = [
             ("malformed", "Datagrams that were not well-formed CoAP.", &self.malformed),
             ("duplicates", "Requests received again and answered from memory.", &self.duplicates),
-            ("exchanges_evicted", "Remembered exchanges forgotten early because max_exchanges was reached.", &self.exchanges_evicted),
+            (
+                "exchanges_evicted",
+                "Remembered exchanges forgotten early because max_exchanges was reached.",
+                &self.exchanges_evicted,
+            ),
             ("overloaded", "Requests refused because max_in_flight were in progress.", &self.overloaded),
             ("retransmissions", "Confirmable messages of the server sent again for want of an ACK.", &self.retransmissions),
             ("unacknowledged", "Confirmable messages of the server never acknowledged.", &self.unacknowledged),
@@ -68,7 +72,10 @@ impl Metrics {
             let _ = writeln!(out, "corral_{door}_{name}_total {}", counter.load(Relaxed));
         }
         let observers = self.observers.load(Relaxed).max(0) as usize;
-        for (name, help, value) in [("observers", "Devices observing their commands.", observers), ("uploads", "Block-wise uploads being assembled.", uploads)] {
+        for (name, help, value) in [
+            ("observers", "Devices observing their commands.", observers),
+            ("uploads", "Block-wise uploads being assembled.", uploads),
+        ] {
             let _ = writeln!(out, "# HELP corral_{door}_{name} {help}");
             let _ = writeln!(out, "# TYPE corral_{door}_{name} gauge");
             let _ = writeln!(out, "corral_{door}_{name} {value}");

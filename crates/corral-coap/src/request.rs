@@ -100,7 +100,13 @@ pub(crate) async fn respond(shared: &Arc<Shared>, peer: SocketAddr, request: Mes
     cut_blocks(shared, peer, &key, block2.flatten(), response)
 }
 
-async fn route(shared: &Arc<Shared>, peer: SocketAddr, request: &Message, path: &[&str], key: &str) -> Result<Response, Response> {
+async fn route(
+    shared: &Arc<Shared>,
+    peer: SocketAddr,
+    request: &Message,
+    path: &[&str],
+    key: &str,
+) -> Result<Response, Response> {
     if let Some((number, _)) = request.options.iter().find(|(n, _)| !option::is_understood(*n)) {
         return Err(Response::error(Code::BAD_OPTION, format!("unknown critical option {number}")));
     }
@@ -129,7 +135,11 @@ async fn route(shared: &Arc<Shared>, peer: SocketAddr, request: &Message, path: 
 }
 
 fn allow(method: Code, allowed: Code) -> Result<(), Response> {
-    if method == allowed { Ok(()) } else { Err(Response::error(Code::METHOD_NOT_ALLOWED, format!("only {} here", method_name(allowed)))) }
+    if method == allowed {
+        Ok(())
+    } else {
+        Err(Response::error(Code::METHOD_NOT_ALLOWED, format!("only {} here", method_name(allowed))))
+    }
 }
 
 fn method_name(code: Code) -> &'static str {
@@ -143,15 +153,18 @@ fn method_name(code: Code) -> &'static str {
 /// Who the request speaks for: the device token in the `t` query parameter, or else the
 /// device whose key opened the DTLS session it came on; checked for the device in the path.
 async fn authorize(shared: &Shared, peer: SocketAddr, request: &Message, device: &str) -> Result<Speaker, Response> {
-    let token = request
-        .options_of(option::URI_QUERY)
-        .filter_map(|q| std::str::from_utf8(q).ok())
-        .find_map(|q| q.strip_prefix("t="));
+    let token =
+        request.options_of(option::URI_QUERY).filter_map(|q| std::str::from_utf8(q).ok()).find_map(|q| q.strip_prefix("t="));
     let session = shared.transport.device_of(peer);
     let credential = match (token, &session) {
         (Some(token), _) => Credential::Token(token),
         (None, Some(device)) => Credential::Session(device),
-        (None, None) => return Err(Response::error(Code::UNAUTHORIZED, "add the device token as ?t=<token>, or use coaps with the device's pre-shared key")),
+        (None, None) => {
+            return Err(Response::error(
+                Code::UNAUTHORIZED,
+                "add the device token as ?t=<token>, or use coaps with the device's pre-shared key",
+            ));
+        }
     };
     let speaker = shared.hooks.authorize(credential, device).await.map_err(Response::from)?;
     shared.commands.used_by(device);
@@ -160,9 +173,16 @@ async fn authorize(shared: &Shared, peer: SocketAddr, request: &Message, device:
 
 /// The request body, whole: at once, or assembled from Block1 blocks (with the last block, to
 /// echo). A block that is not the last is answered with 2.31 Continue, as an `Err`.
-fn body(shared: &Shared, peer: SocketAddr, request: &Message, key: &str, speaker: &Speaker) -> Result<(Vec<u8>, Option<Block>), Response> {
+fn body(
+    shared: &Shared,
+    peer: SocketAddr,
+    request: &Message,
+    key: &str,
+    speaker: &Speaker,
+) -> Result<(Vec<u8>, Option<Block>), Response> {
     let max = shared.config.max_body_bytes;
-    let too_large = || Response::error(Code::REQUEST_ENTITY_TOO_LARGE, format!("body over {max} bytes")).with_uint(option::SIZE1, max as u32);
+    let too_large =
+        || Response::error(Code::REQUEST_ENTITY_TOO_LARGE, format!("body over {max} bytes")).with_uint(option::SIZE1, max as u32);
     let Some(block1) = request.option(option::BLOCK1) else {
         return if request.payload.len() > max { Err(too_large()) } else { Ok((request.payload.clone(), None)) };
     };
@@ -187,11 +207,20 @@ fn with_block1(mut response: Response, block1: Option<Block>) -> Response {
     response
 }
 
-async fn telemetry(shared: &Shared, request: &Message, speaker: &Speaker, table: Option<&str>, body: &[u8]) -> Result<Response, Response> {
+async fn telemetry(
+    shared: &Shared,
+    request: &Message,
+    speaker: &Speaker,
+    table: Option<&str>,
+    body: &[u8],
+) -> Result<Response, Response> {
     let format = match request.uint(option::CONTENT_FORMAT) {
         Ok(None) => TelemetryFormat::Json,
         Ok(Some(n)) => u16::try_from(n).ok().and_then(TelemetryFormat::from_coap_content_format).ok_or_else(|| {
-            Response::error(Code::UNSUPPORTED_CONTENT_FORMAT, format!("content format {n} is not telemetry; send JSON (50), CBOR (60), SenML JSON (110) or SenML CBOR (112)"))
+            Response::error(
+                Code::UNSUPPORTED_CONTENT_FORMAT,
+                format!("content format {n} is not telemetry; send JSON (50), CBOR (60), SenML JSON (110) or SenML CBOR (112)"),
+            )
         })?,
         Err(_) => return Err(Response::error(Code::BAD_OPTION, "invalid Content-Format option")),
     };

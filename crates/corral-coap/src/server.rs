@@ -83,7 +83,9 @@ impl CoapServer {
         config.validate().map_err(CoapError::Config)?;
         let socket = Arc::new(UdpSocket::bind(addr).await.map_err(|source| CoapError::Bind { addr, source })?);
         let dtls = match dtls {
-            Some(c) => Some(Arc::new(Dtls::new(socket.clone(), hooks.clone(), c).map_err(|e| CoapError::Config(format!("DTLS: {e}")))?)),
+            Some(c) => {
+                Some(Arc::new(Dtls::new(socket.clone(), hooks.clone(), c).map_err(|e| CoapError::Config(format!("DTLS: {e}")))?))
+            }
             None => None,
         };
         let transport = Arc::new(match &dtls {

@@ -79,13 +79,19 @@ async fn render(console: &Console, headers: &HeaderMap, uri: &Uri, page: &Page) 
 }
 
 fn shell(page: &Page, user: &Principal, csrf: &str, ports: &crate::DevicePorts) -> String {
-    let nav = [("overview", "/", "Overview"), ("inventory", "/devices", "Inventory"), ("alarms", "/alarms", "Alarms"), ("sql", "/sql", "SQL")]
-        .iter()
-        .map(|(name, href, label)| {
-            let current = if *name == page.name || (page.name == "device" && *name == "inventory") { r#" aria-current="page""# } else { "" };
-            format!(r#"<a href="{href}"{current}>{label}</a>"#)
-        })
-        .collect::<String>();
+    let nav = [
+        ("overview", "/", "Overview"),
+        ("inventory", "/devices", "Inventory"),
+        ("alarms", "/alarms", "Alarms"),
+        ("sql", "/sql", "SQL"),
+    ]
+    .iter()
+    .map(|(name, href, label)| {
+        let current =
+            if *name == page.name || (page.name == "device" && *name == "inventory") { r#" aria-current="page""# } else { "" };
+        format!(r#"<a href="{href}"{current}>{label}</a>"#)
+    })
+    .collect::<String>();
     // `data-mqtt-port` and the like, only for the listeners that are on.
     let ports = [("mqtt", ports.mqtt), ("mqtts", ports.mqtts), ("coap", ports.coap), ("coaps", ports.coaps)]
         .iter()

@@ -3,7 +3,7 @@
 //! The sign-in form is protected against cross-site posting by a double-submit token: a random
 //! value in a `SameSite=Strict` cookie that the form must carry too. Sign-in sets the session
 //! cookie (`HttpOnly`, `SameSite=Lax`, `Secure` over HTTPS) and the page then knows the session's
-//! CSRF token for everything it changes. Failed attempts are throttled ([`crate::throttle`]).
+//! CSRF token for everything it changes. Failed attempts are throttled (`throttle.rs`).
 
 use crate::Console;
 use crate::pages::escape;
@@ -47,7 +47,9 @@ pub struct SignOut {
 /// only (browsers drop tabs and newlines from a `Location`, which could turn `/\t/x` into `//x`).
 fn local_path(next: Option<&str>) -> &str {
     match next {
-        Some(p) if p.starts_with('/') && !p.starts_with("//") && !p.contains('\\') && p.chars().all(|c| c.is_ascii_graphic()) => p,
+        Some(p) if p.starts_with('/') && !p.starts_with("//") && !p.contains('\\') && p.chars().all(|c| c.is_ascii_graphic()) => {
+            p
+        }
         _ => "/",
     }
 }
@@ -101,21 +103,35 @@ pub async fn sign_in(
 ) -> Response {
     let next = credentials.next.as_deref();
     let name = credentials.name.trim();
-    let posted_from_our_form = cookie(&headers, LOGIN_COOKIE).is_some_and(|c| !c.is_empty() && constant_time_eq(c.as_bytes(), credentials.csrf.as_bytes()));
+    let posted_from_our_form = cookie(&headers, LOGIN_COOKIE)
+        .is_some_and(|c| !c.is_empty() && constant_time_eq(c.as_bytes(), credentials.csrf.as_bytes()));
     if !posted_from_our_form {
-        return page(StatusCode::FORBIDDEN, Say::Error("The form expired or came from another site; please sign in again."), next, name, &tls);
+        return page(
+            StatusCode::FORBIDDEN,
+            Say::Error("The form expired or came from another site; please sign in again."),
+            next,
+            name,
+            &tls,
+        );
     }
     let address = peer.map(|Extension(ConnectInfo(p))| p.ip());
     if let Err(wait) = console.throttle.attempt(name, address) {
         tracing::warn!(user = name, ?address, "console sign-in throttled");
         let minutes = wait.as_secs().div_ceil(60);
-        let mut response = page(StatusCode::TOO_MANY_REQUESTS, Say::Error(&format!("Too many failed sign-ins. Try again in {minutes} minutes.")), next, name, &tls);
+        let mut response = page(
+            StatusCode::TOO_MANY_REQUESTS,
+            Say::Error(&format!("Too many failed sign-ins. Try again in {minutes} minutes.")),
+            next,
+            name,
+            &tls,
+        );
         response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(wait.as_secs().max(1)));
         return response;
     }
     // Each check costs 19 MiB and tens of milliseconds by design: only a few run at once.
     let Ok(_permit) = console.hashing.clone().try_acquire_owned() else {
-        let mut response = page(StatusCode::SERVICE_UNAVAILABLE, Say::Error("Many sign-ins at once; try again in a moment."), next, name, &tls);
+        let mut response =
+            page(StatusCode::SERVICE_UNAVAILABLE, Say::Error("Many sign-ins at once; try again in a moment."), next, name, &tls);
         response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
         return response;
     };
@@ -137,7 +153,9 @@ pub async fn sign_in(
         Err(e) => {
             tracing::info!(user = name, ?address, error = %e, "console sign-in refused");
             let (status, message) = match e {
-                corral_registry::RegistryError::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, "Wrong user name or password.".to_string()),
+                corral_registry::RegistryError::Unauthenticated(_) => {
+                    (StatusCode::UNAUTHORIZED, "Wrong user name or password.".to_string())
+                }
                 other => (StatusCode::SERVICE_UNAVAILABLE, format!("Sign-in is not possible right now: {other}")),
             };
             page(status, Say::Error(&message), next, name, &tls)
@@ -152,12 +170,18 @@ pub async fn sign_out(State(console): State<Console>, headers: HeaderMap, Form(f
             Ok((_, csrf)) if constant_time_eq(csrf.as_bytes(), form.csrf.as_bytes()) => {
                 let _ = console.registry.sign_out(secret).await;
             }
-            Ok(_) => return (StatusCode::FORBIDDEN, Html("<p>Missing or wrong CSRF token; reload the page and sign out again.</p>")).into_response(),
+            Ok(_) => {
+                return (StatusCode::FORBIDDEN, Html("<p>Missing or wrong CSRF token; reload the page and sign out again.</p>"))
+                    .into_response();
+            }
             Err(_) => {} // already ended
         }
     }
     let mut response = Redirect::to("/login").into_response();
-    response.headers_mut().insert(header::SET_COOKIE, HeaderValue::from_str(&format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0")).expect("ASCII"));
+    response.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_str(&format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0")).expect("ASCII"),
+    );
     response
 }
 
@@ -168,7 +192,8 @@ mod tests {
     #[test]
     fn next_stays_on_this_site() {
         assert_eq!(local_path(Some("/devices?site=roof")), "/devices?site=roof");
-        for outside in ["https://evil.example", "//evil.example", "/\\evil.example", "devices", "/\t/evil.example", "/a\nb", "/é"] {
+        for outside in ["https://evil.example", "//evil.example", "/\\evil.example", "devices", "/\t/evil.example", "/a\nb", "/é"]
+        {
             assert_eq!(local_path(Some(outside)), "/", "{outside}");
         }
         assert_eq!(local_path(None), "/");

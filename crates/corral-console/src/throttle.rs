@@ -50,7 +50,12 @@ impl Throttle {
         let keys = keys(name, address);
         let wait = keys
             .iter()
-            .filter_map(|(key, limit)| failures.get(key).filter(|(since, n)| *n >= *limit && now.duration_since(*since) < WINDOW).map(|(since, _)| WINDOW - now.duration_since(*since)))
+            .filter_map(|(key, limit)| {
+                failures
+                    .get(key)
+                    .filter(|(since, n)| *n >= *limit && now.duration_since(*since) < WINDOW)
+                    .map(|(since, _)| WINDOW - now.duration_since(*since))
+            })
             .max();
         if let Some(wait) = wait {
             return Err(wait);

@@ -1,9 +1,9 @@
 //! Administration routes: API tokens, profiles (device kinds), tenants, audit log.
 
+use crate::AppState;
 use crate::auth::Caller;
 use crate::body::parse_json;
 use crate::error::{ApiError, ApiResult};
-use crate::AppState;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -28,11 +28,7 @@ pub async fn list_tokens(State(state): State<AppState>, Caller(caller): Caller) 
     Ok(Json(json!({ "tokens": state.registry.list_api_tokens(&caller).await? })))
 }
 
-pub async fn revoke_token(
-    State(state): State<AppState>,
-    Caller(caller): Caller,
-    Path(id): Path<i64>,
-) -> ApiResult<StatusCode> {
+pub async fn revoke_token(State(state): State<AppState>, Caller(caller): Caller, Path(id): Path<i64>) -> ApiResult<StatusCode> {
     state.registry.revoke_api_token(&caller, id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

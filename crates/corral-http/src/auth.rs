@@ -2,8 +2,8 @@
 //! clients send it), the console's session cookie (with its CSRF token on every change), and on
 //! HTTPS the client certificate of the connection (mTLS).
 
-use crate::error::{ApiError, ApiResult};
 use crate::AppState;
+use crate::error::{ApiError, ApiResult};
 use axum::extract::FromRequestParts;
 use axum::http::HeaderMap;
 use axum::http::request::Parts;
@@ -20,7 +20,11 @@ pub struct ClientCertificate(pub Arc<Vec<u8>>);
 /// so a revoked certificate stops working on a kept-alive connection too.
 pub async fn device(state: &AppState, headers: &HeaderMap, certificate: Option<&ClientCertificate>) -> ApiResult<DeviceIdentity> {
     if let (None, Some(certificate)) = (headers.get(axum::http::header::AUTHORIZATION), certificate) {
-        return state.authorities.identify(&certificate.0).await.map_err(|why| ApiError::unauthenticated(format!("client certificate: {why}")));
+        return state
+            .authorities
+            .identify(&certificate.0)
+            .await
+            .map_err(|why| ApiError::unauthenticated(format!("client certificate: {why}")));
     }
     Ok(state.registry.authenticate_device(bearer(headers)?).await?)
 }
@@ -31,9 +35,8 @@ pub fn bearer(headers: &HeaderMap) -> ApiResult<&str> {
         .ok_or_else(|| ApiError::unauthenticated("missing Authorization header; send \"Authorization: Bearer <token>\""))?
         .to_str()
         .map_err(|_| ApiError::unauthenticated("Authorization header is not valid text"))?;
-    let (scheme, token) = value
-        .split_once(' ')
-        .ok_or_else(|| ApiError::unauthenticated("Authorization header must be \"Bearer <token>\""))?;
+    let (scheme, token) =
+        value.split_once(' ').ok_or_else(|| ApiError::unauthenticated("Authorization header must be \"Bearer <token>\""))?;
     if !(scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("token")) {
         return Err(ApiError::unauthenticated("Authorization scheme must be Bearer"));
     }

@@ -52,7 +52,11 @@ fn one_year() -> u32 {
     365
 }
 
-pub async fn create_ca(State(state): State<AppState>, Caller(caller): Caller, Json(new): Json<NewCa>) -> ApiResult<(StatusCode, Json<CertificateAuthority>)> {
+pub async fn create_ca(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Json(new): Json<NewCa>,
+) -> ApiResult<(StatusCode, Json<CertificateAuthority>)> {
     let auto = new.auto_register.map(|a| AutoRegister { profile: a.profile, status: a.status });
     let ca = match &new.certificate {
         Some(pem) => state.authorities.import(&caller, &new.name, new.tenant, pem, auto).await?,
@@ -65,7 +69,11 @@ pub async fn list_cas(State(state): State<AppState>, Caller(caller): Caller) -> 
     Ok(Json(json!({ "cas": state.registry.certificate_authorities(&caller).await? })))
 }
 
-pub async fn show_ca(State(state): State<AppState>, Caller(caller): Caller, Path(id): Path<String>) -> ApiResult<Json<CertificateAuthority>> {
+pub async fn show_ca(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<CertificateAuthority>> {
     Ok(Json(state.registry.certificate_authority(&caller, &id).await?))
 }
 

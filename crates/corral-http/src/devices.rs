@@ -1,10 +1,10 @@
 //! `/api/v1/devices`: the inventory. Authorization (role, tenant scope) is the registry's job; the
 //! handlers only parse and render.
 
+use crate::AppState;
 use crate::auth::Caller;
 use crate::body::parse_json;
 use crate::error::ApiResult;
-use crate::AppState;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -89,8 +89,10 @@ pub async fn rotate_token(
     Query(params): Query<RotateParams>,
 ) -> ApiResult<Json<Value>> {
     let token = state.registry.rotate_device_token_with_overlap(&caller, &id, params.overlap_secs).await?;
-    let until = (params.overlap_secs > 0)
-        .then(|| (chrono::Utc::now() + chrono::Duration::seconds(params.overlap_secs as i64)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+    let until = (params.overlap_secs > 0).then(|| {
+        (chrono::Utc::now() + chrono::Duration::seconds(params.overlap_secs as i64))
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    });
     Ok(Json(json!({ "device": id, "token": token, "old_token_valid_until": until })))
 }
 

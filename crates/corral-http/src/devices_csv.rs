@@ -38,7 +38,14 @@ pub async fn export(state: &AppState, caller: &corral_registry::Principal, filte
             _ => break,
         }
     }
-    Ok(([(header::CONTENT_TYPE, "text/csv; charset=utf-8"), (header::CONTENT_DISPOSITION, "attachment; filename=\"devices.csv\"")], out).into_response())
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+            (header::CONTENT_DISPOSITION, "attachment; filename=\"devices.csv\""),
+        ],
+        out,
+    )
+        .into_response())
 }
 
 fn row(d: &Device) -> Vec<String> {
@@ -156,21 +163,30 @@ fn new_device(header: &[String], fields: &[String]) -> Result<NewDevice, String>
     Ok(new)
 }
 
-pub async fn import(State(state): State<AppState>, Caller(caller): Caller, Query(params): Query<ImportParams>, body: String) -> ApiResult<Json<Value>> {
+pub async fn import(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Query(params): Query<ImportParams>,
+    body: String,
+) -> ApiResult<Json<Value>> {
     // A preview promises what the import would do: only for those who may import.
     if !caller.can_write() {
         return Err(ApiError::forbidden(format!("role {} may only read; importing registers devices", caller.role)));
     }
     let records = parse(&body).map_err(ApiError::bad_input)?;
     let Some(((_, header), lines)) = records.split_first() else {
-        return Err(ApiError::bad_input("the file is empty; the first line names the columns (id,profile,site,tenant,tags,attributes)"));
+        return Err(ApiError::bad_input(
+            "the file is empty; the first line names the columns (id,profile,site,tenant,tags,attributes)",
+        ));
     };
     if lines.len() > MAX_IMPORT_LINES {
         return Err(ApiError::bad_input(format!("{} devices in one file; at most {MAX_IMPORT_LINES}", lines.len())));
     }
     let header: Vec<String> = header.iter().map(|h| h.trim().to_ascii_lowercase()).collect();
     if let Some(unknown) = header.iter().find(|h| !COLUMNS.contains(&h.as_str())) {
-        return Err(ApiError::bad_input(format!("unknown column {unknown:?}; columns are id,profile,site,tenant,tags,attributes")));
+        return Err(ApiError::bad_input(format!(
+            "unknown column {unknown:?}; columns are id,profile,site,tenant,tags,attributes"
+        )));
     }
     if !header.iter().any(|h| h == "id") {
         return Err(ApiError::bad_input("no id column"));
@@ -193,7 +209,8 @@ pub async fn import(State(state): State<AppState>, Caller(caller): Caller, Query
             // A preview checks what it can without writing: the id must be free and visible.
             match state.registry.get_device(&corral_registry::Principal::system(), &id).await {
                 Ok(_) => rejected.push(json!({ "line": line, "id": id, "error": format!("device {id} already exists") })),
-                Err(_) => accepted.push(json!({ "line": line, "id": id, "profile": new.profile, "site": new.site, "tenant": new.tenant })),
+                Err(_) => accepted
+                    .push(json!({ "line": line, "id": id, "profile": new.profile, "site": new.site, "tenant": new.tenant })),
             }
             continue;
         }

@@ -49,7 +49,9 @@ fn column_values(array: &ArrayRef) -> Vec<Value> {
     }
     match array.data_type() {
         DataType::Float64 => prim!(Float64Type, |v: f64| serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number)),
-        DataType::Float32 => prim!(Float32Type, |v: f32| serde_json::Number::from_f64(v as f64).map_or(Value::Null, Value::Number)),
+        DataType::Float32 => {
+            prim!(Float32Type, |v: f32| serde_json::Number::from_f64(v as f64).map_or(Value::Null, Value::Number))
+        }
         DataType::Int64 => prim!(Int64Type, |v: i64| json!(v)),
         DataType::Int32 => prim!(Int32Type, |v: i32| json!(v)),
         DataType::Int16 => prim!(Int16Type, |v: i16| json!(v)),
@@ -75,9 +77,7 @@ fn column_values(array: &ArrayRef) -> Vec<Value> {
             match cast {
                 Ok(ns) => {
                     let a = ns.as_primitive::<arrow::datatypes::TimestampNanosecondType>();
-                    (0..n)
-                        .map(|i| if valid(i) { json!(rfc3339(a.value(i))) } else { Value::Null })
-                        .collect()
+                    (0..n).map(|i| if valid(i) { json!(rfc3339(a.value(i))) } else { Value::Null }).collect()
                 }
                 Err(_) => formatted(array, unit),
             }
@@ -94,9 +94,7 @@ pub fn rfc3339(ns: i64) -> String {
 fn formatted(array: &ArrayRef, _unit: &TimeUnit) -> Vec<Value> {
     let options = FormatOptions::default();
     match ArrayFormatter::try_new(array.as_ref(), &options) {
-        Ok(f) => (0..array.len())
-            .map(|i| if array.is_valid(i) { json!(f.value(i).to_string()) } else { Value::Null })
-            .collect(),
+        Ok(f) => (0..array.len()).map(|i| if array.is_valid(i) { json!(f.value(i).to_string()) } else { Value::Null }).collect(),
         Err(_) => vec![Value::Null; array.len()],
     }
 }

@@ -82,7 +82,10 @@ impl IntoResponse for ApiError {
 impl From<axum::extract::rejection::BytesRejection> for ApiError {
     fn from(rejection: axum::extract::rejection::BytesRejection) -> Self {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(ErrorKind::TooLarge, "request body is larger than the configured limit (--max-body-bytes); nothing was stored")
+            ApiError::new(
+                ErrorKind::TooLarge,
+                "request body is larger than the configured limit (--max-body-bytes); nothing was stored",
+            )
         } else {
             ApiError::bad_input(format!("could not read the request body: {}", rejection.body_text()))
         }

@@ -6,9 +6,9 @@ use crate::AppState;
 use crate::auth::ClientCertificate;
 use crate::body::read_body;
 use crate::error::ApiResult;
+use axum::Extension;
 use axum::Json;
 use axum::body::Body;
-use axum::Extension;
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use corral_ingest::decode::TelemetryFormat;
@@ -56,10 +56,7 @@ async fn ingest(
     let device = crate::auth::device(&state, &headers, certificate.as_deref()).await?;
     let body = read_body(body, state.limits.max_body_bytes).await?;
     let received_at_ns = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0);
-    let content_type = headers
-        .get(axum::http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("application/json");
+    let content_type = headers.get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/json");
     let format = match params.format.as_deref() {
         Some("senml") => TelemetryFormat::SenmlJson,
         _ => TelemetryFormat::from_content_type(content_type),

@@ -96,7 +96,8 @@ impl corral_ingest::Observer for LiveFeed {
         let watched = lock(&self.watched);
         for batch in batches {
             for row in batch.rows.into_iter().filter(|r| watched.contains_key(&r.device)) {
-                let time = chrono::DateTime::from_timestamp_nanos(row.time_ns).to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
+                let time =
+                    chrono::DateTime::from_timestamp_nanos(row.time_ns).to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
                 let values = row.fields.iter().map(|(name, value)| (name.clone(), json(value))).collect();
                 let _ = self.sender.send(Arc::new(Reading { device: row.device, table: batch.table.to_string(), time, values }));
             }
@@ -138,9 +139,10 @@ pub async fn stream(
                 }
             };
             let event = match received {
-                Ok(reading) if reading.device == watch.device => {
-                    Event::default().event("reading").json_data(&*reading).unwrap_or_else(|_| Event::default().comment("unencodable"))
-                }
+                Ok(reading) if reading.device == watch.device => Event::default()
+                    .event("reading")
+                    .json_data(&*reading)
+                    .unwrap_or_else(|_| Event::default().comment("unencodable")),
                 Ok(_) => continue,
                 Err(broadcast::error::RecvError::Lagged(n)) => Event::default().event("lagged").data(n.to_string()),
                 Err(broadcast::error::RecvError::Closed) => return None,
@@ -164,10 +166,18 @@ mod tests {
         let mut receiver = feed.sender.subscribe();
         let watch = Watch::new(&feed, "pump-1".into());
         assert!(feed.wants());
-        let envelope = Envelope { device: DeviceId::new("pump-1").unwrap(), tenant: TenantId::default_tenant(), door: Door::Http, received_at_ns: 0 };
+        let envelope = Envelope {
+            device: DeviceId::new("pump-1").unwrap(),
+            tenant: TenantId::default_tenant(),
+            door: Door::Http,
+            received_at_ns: 0,
+        };
         let batch = Batch {
             table: TableName::telemetry(),
-            rows: vec![Row::new(1, "pump-2").field("rpm", FieldValue::Float(1.0)), Row::new(2, "pump-1").field("rpm", FieldValue::Int(7))],
+            rows: vec![
+                Row::new(1, "pump-2").field("rpm", FieldValue::Float(1.0)),
+                Row::new(2, "pump-1").field("rpm", FieldValue::Int(7)),
+            ],
         };
         feed.observe(&envelope, vec![batch]).await;
         let reading = receiver.try_recv().unwrap();

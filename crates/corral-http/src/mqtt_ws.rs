@@ -23,7 +23,11 @@ pub trait MqttOverWebSocket: Send + Sync {
 /// Bytes in flight between the WebSocket and the broker, each way, per connection.
 const PIPE_BYTES: usize = 16 * 1024;
 
-pub async fn upgrade(State(state): State<AppState>, ConnectInfo(peer): ConnectInfo<SocketAddr>, ws: WebSocketUpgrade) -> Response {
+pub async fn upgrade(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ws: WebSocketUpgrade,
+) -> Response {
     let Some(broker) = state.mqtt_ws.clone() else {
         return ApiError(WireError::new(ErrorKind::NotFound, "MQTT is off on this server (--mqtt off)")).into_response();
     };

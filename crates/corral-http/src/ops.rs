@@ -65,9 +65,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     }
     state.http_metrics.render(&mut out);
     let mut response = out.into_response();
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
     response
 }
 

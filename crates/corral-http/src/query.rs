@@ -1,10 +1,10 @@
 //! `POST /api/v1/query`: read-only SQL. JSON by default, CSV with `Accept: text/csv`.
 
+use crate::AppState;
 use crate::auth::Caller;
 use crate::body::parse_json;
 use crate::encode::{to_csv, to_json};
 use crate::error::{ApiError, ApiResult};
-use crate::AppState;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
@@ -28,10 +28,7 @@ pub async fn query(
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
     let request: QueryRequest = parse_json(body)?;
-    let csv = headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|a| a.contains("text/csv"));
+    let csv = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("text/csv"));
     // CSV is for exports: it streams whatever matched, bounded only by the timeout and a larger cap.
     let server_max = if csv { state.limits.max_query_rows.saturating_mul(10) } else { state.limits.max_query_rows };
     let max_rows = request.limit.map_or(server_max, |l| l.min(server_max));

@@ -44,7 +44,8 @@ pub async fn create(
     require_write(&caller)?;
     let spec: RuleSpec = parse_json(body)?;
     let rule = state.rules.create_rule(spec, &caller.name, scope(&caller)).await?;
-    audit(&state, &caller, "rule.create", rule.id.to_string(), rule.spec.tenant.as_deref(), json!({"name": rule.spec.name})).await;
+    audit(&state, &caller, "rule.create", rule.id.to_string(), rule.spec.tenant.as_deref(), json!({"name": rule.spec.name}))
+        .await;
     Ok((StatusCode::CREATED, Json(json!({ "rule": rule }))))
 }
 
@@ -98,7 +99,9 @@ pub async fn alarms(
     let status = p
         .status
         .as_deref()
-        .map(|s| AlarmStatus::parse(s).ok_or_else(|| ApiError::bad_input(format!("status `{s}`: use active, acknowledged or cleared"))))
+        .map(|s| {
+            AlarmStatus::parse(s).ok_or_else(|| ApiError::bad_input(format!("status `{s}`: use active, acknowledged or cleared")))
+        })
         .transpose()?;
     let limit = p.limit.unwrap_or(100).clamp(1, 1_000);
     let filter = AlarmFilter {

@@ -38,7 +38,11 @@ pub struct NewPassword {
     current_password: Option<String>,
 }
 
-pub async fn create(State(state): State<AppState>, Caller(caller): Caller, body: Result<Bytes, BytesRejection>) -> ApiResult<(StatusCode, Json<Value>)> {
+pub async fn create(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
     let new: NewUser = parse_json(body)?;
     let generated = new.password.is_none().then(generate_password);
     let password = new.password.as_deref().or(generated.as_deref()).unwrap_or_default();

@@ -66,10 +66,8 @@ impl Pipeline {
 impl Sink for Pipeline {
     async fn submit(&self, envelope: &Envelope, batches: Vec<Batch>) -> Result<Accepted, WireError> {
         let batches: Vec<Batch> = batches.into_iter().filter(|b| !b.rows.is_empty()).collect();
-        let accepted = Accepted {
-            rows: batches.iter().map(|b| b.rows.len()).sum(),
-            values: batches.iter().map(Batch::value_count).sum(),
-        };
+        let accepted =
+            Accepted { rows: batches.iter().map(|b| b.rows.len()).sum(), values: batches.iter().map(Batch::value_count).sum() };
         if accepted.rows > 0 {
             let batches = self.store.write(batches).await?;
             let listening: Vec<&Arc<dyn Observer>> = self.observers.iter().filter(|o| o.wants()).collect();

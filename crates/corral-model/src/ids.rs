@@ -14,11 +14,7 @@ pub struct IdError {
 fn check_name(what: &'static str, value: &str, max_len: usize) -> Result<(), IdError> {
     let err = |rule| IdError { what, value: value.chars().take(140).collect(), rule };
     if value.is_empty() || value.len() > max_len {
-        return Err(err(if max_len == 128 {
-            "must be 1-128 characters"
-        } else {
-            "must be 1-64 characters"
-        }));
+        return Err(err(if max_len == 128 { "must be 1-128 characters" } else { "must be 1-64 characters" }));
     }
     if !value.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')) {
         return Err(err("only letters, digits, '.', '_' and '-' are allowed"));

@@ -21,26 +21,15 @@ struct ExampleHooks;
 impl BrokerHooks for ExampleHooks {
     async fn authenticate(&self, req: &ConnectRequest) -> Result<Identity, ConnectRefusal> {
         match (req.username.as_deref(), req.password.as_deref()) {
-            (Some("dev1"), Some(b"pw1")) => Ok(Identity::Device {
-                id: "dev1".into(),
-                tenant: "acme".into(),
-                children: vec![],
-            }),
-            (Some("admin"), Some(b"secret")) => Ok(Identity::Application {
-                name: "admin".into(),
-                principal: "admin".into(),
-                role: Role::Admin,
-                tenant: None,
-            }),
+            (Some("dev1"), Some(b"pw1")) => Ok(Identity::Device { id: "dev1".into(), tenant: "acme".into(), children: vec![] }),
+            (Some("admin"), Some(b"secret")) => {
+                Ok(Identity::Application { name: "admin".into(), principal: "admin".into(), role: Role::Admin, tenant: None })
+            }
             _ => Err(ConnectRefusal::BadCredentials),
         }
     }
 
-    fn on_platform_publish(
-        &self,
-        _who: &Identity,
-        p: &InboundPublish,
-    ) -> Result<PlatformWrite, PublishRefusal> {
+    fn on_platform_publish(&self, _who: &Identity, p: &InboundPublish) -> Result<PlatformWrite, PublishRefusal> {
         tracing::info!(topic = %p.topic, bytes = p.payload.len(), "platform publish");
         Ok(Box::pin(async { Ok(()) }))
     }
@@ -58,26 +47,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .init();
     let mut args = std::env::args().skip(1);
     let mut addr = "127.0.0.1:1883".to_string();
-    let mut config = BrokerConfig {
-        allow_anonymous: true,
-        ..BrokerConfig::default()
-    };
+    let mut config = BrokerConfig { allow_anonymous: true, ..BrokerConfig::default() };
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--addr" => addr = args.next().ok_or("--addr needs a value")?,
-            "--data-dir" => {
-                config.data_dir = Some(args.next().ok_or("--data-dir needs a value")?.into())
-            }
-            "--snapshot-every" => {
-                config.snapshot_every_ops = args
-                    .next()
-                    .ok_or("--snapshot-every needs a value")?
-                    .parse()?
-            }
-            "--qos0-backlog" => {
-                config.max_qos0_backlog =
-                    args.next().ok_or("--qos0-backlog needs a value")?.parse()?
-            }
+            "--data-dir" => config.data_dir = Some(args.next().ok_or("--data-dir needs a value")?.into()),
+            "--snapshot-every" => config.snapshot_every_ops = args.next().ok_or("--snapshot-every needs a value")?.parse()?,
+            "--qos0-backlog" => config.max_qos0_backlog = args.next().ok_or("--qos0-backlog needs a value")?.parse()?,
             other => return Err(format!("unknown argument {other}").into()),
         }
     }

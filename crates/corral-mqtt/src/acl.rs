@@ -29,9 +29,7 @@ pub(crate) fn may_publish(who: &Identity, topic_name: &str, hooks: &dyn BrokerHo
                 return false;
             }
             match (tenant, topic::device_of(topic_name)) {
-                (Some(tenant), Some(device)) => {
-                    hooks.device_tenant(device).as_deref() == Some(tenant.as_str())
-                }
+                (Some(tenant), Some(device)) => hooks.device_tenant(device).as_deref() == Some(tenant.as_str()),
                 (Some(tenant), None) => in_tenant_namespace(topic_name, tenant),
                 (None, _) => true,
             }
@@ -51,9 +49,7 @@ pub(crate) fn may_subscribe(who: &Identity, filter: &str) -> bool {
     match who {
         Identity::Device { id, children, .. } => {
             let mut levels = filter.split('/');
-            let (Some("devices"), Some(device), Some(_)) =
-                (levels.next(), levels.next(), levels.next())
-            else {
+            let (Some("devices"), Some(device), Some(_)) = (levels.next(), levels.next(), levels.next()) else {
                 return false;
             };
             device == id || children.iter().any(|c| c == device)
@@ -95,20 +91,11 @@ mod tests {
     }
 
     fn device() -> Identity {
-        Identity::Device {
-            id: "gw".into(),
-            tenant: "acme".into(),
-            children: vec!["c1".into()],
-        }
+        Identity::Device { id: "gw".into(), tenant: "acme".into(), children: vec!["c1".into()] }
     }
 
     fn app(role: Role, tenant: Option<&str>) -> Identity {
-        Identity::Application {
-            name: "app".into(),
-            principal: "app".into(),
-            role,
-            tenant: tenant.map(Into::into),
-        }
+        Identity::Application { name: "app".into(), principal: "app".into(), role, tenant: tenant.map(Into::into) }
     }
 
     #[test]
@@ -130,36 +117,12 @@ mod tests {
     #[test]
     fn applications_by_role_and_tenant() {
         assert!(may_subscribe(&app(Role::Viewer, None), "#"));
-        assert!(!may_publish(
-            &app(Role::Viewer, None),
-            "devices/a1/commands/x",
-            &Tenants
-        ));
-        assert!(may_publish(
-            &app(Role::Operator, None),
-            "devices/a1/commands/x",
-            &Tenants
-        ));
-        assert!(may_publish(
-            &app(Role::Operator, Some("acme")),
-            "devices/a1/commands/x",
-            &Tenants
-        ));
-        assert!(!may_publish(
-            &app(Role::Operator, Some("acme")),
-            "devices/b1/commands/x",
-            &Tenants
-        ));
-        assert!(!may_publish(
-            &app(Role::Admin, Some("acme")),
-            "devices/unknown/commands/x",
-            &Tenants
-        ));
-        assert!(!may_publish(
-            &app(Role::Admin, None),
-            "devices/a1/telemetry",
-            &Tenants
-        ));
+        assert!(!may_publish(&app(Role::Viewer, None), "devices/a1/commands/x", &Tenants));
+        assert!(may_publish(&app(Role::Operator, None), "devices/a1/commands/x", &Tenants));
+        assert!(may_publish(&app(Role::Operator, Some("acme")), "devices/a1/commands/x", &Tenants));
+        assert!(!may_publish(&app(Role::Operator, Some("acme")), "devices/b1/commands/x", &Tenants));
+        assert!(!may_publish(&app(Role::Admin, Some("acme")), "devices/unknown/commands/x", &Tenants));
+        assert!(!may_publish(&app(Role::Admin, None), "devices/a1/telemetry", &Tenants));
         assert!(!may_publish(&app(Role::Admin, None), "$SYS/x", &Tenants));
     }
 
@@ -167,16 +130,8 @@ mod tests {
     /// `alarms/globex/globex-d1`, which unscoped subscribers took for a globex alarm event.
     #[test]
     fn nobody_forges_alarm_events_or_leaves_its_tenants_namespace() {
-        for who in [
-            app(Role::Operator, Some("acme")),
-            app(Role::Admin, None),
-            device(),
-            Identity::Anonymous,
-        ] {
-            assert!(
-                !may_publish(&who, "alarms/globex/globex-d1", &Tenants),
-                "{who:?}"
-            );
+        for who in [app(Role::Operator, Some("acme")), app(Role::Admin, None), device(), Identity::Anonymous] {
+            assert!(!may_publish(&who, "alarms/globex/globex-d1", &Tenants), "{who:?}");
             assert!(!may_publish(&who, "alarms/acme/a1", &Tenants), "{who:?}");
         }
         let acme = app(Role::Operator, Some("acme"));
@@ -184,16 +139,8 @@ mod tests {
         assert!(!may_publish(&acme, "tenants/acme", &Tenants));
         assert!(!may_publish(&acme, "tenants/globex/dispatch", &Tenants));
         assert!(!may_publish(&acme, "ops/anything", &Tenants));
-        assert!(may_publish(
-            &app(Role::Operator, None),
-            "ops/anything",
-            &Tenants
-        ));
-        assert!(!may_publish(
-            &Identity::Anonymous,
-            "tenants/acme/x",
-            &Tenants
-        ));
+        assert!(may_publish(&app(Role::Operator, None), "ops/anything", &Tenants));
+        assert!(!may_publish(&Identity::Anonymous, "tenants/acme/x", &Tenants));
     }
 
     #[test]

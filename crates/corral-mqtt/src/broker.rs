@@ -72,9 +72,7 @@ impl Broker {
             }
         });
         if let Some(rec) = recovered {
-            state
-                .next_msg_id
-                .store(rec.max_msg_id + 1, Ordering::Relaxed);
+            state.next_msg_id.store(rec.max_msg_id + 1, Ordering::Relaxed);
             {
                 let mut retained = crate::state::write(&state.retained);
                 for (_, message) in rec.retained {
@@ -183,10 +181,7 @@ impl Broker {
             && let Some(p) = &self.state.persist
             && !p.barrier().await.unwrap_or(false)
         {
-            return Err(BrokerError::State {
-                path: "mqtt state log".into(),
-                message: "write failed".into(),
-            });
+            return Err(BrokerError::State { path: "mqtt state log".into(), message: "write failed".into() });
         }
         Ok(())
     }
@@ -207,20 +202,13 @@ impl Broker {
 
     /// Disconnects every client whose identity matches (v5: DISCONNECT with `reason`, e.g.
     /// 0x98 administrative action). Returns how many were asked to leave.
-    pub fn disconnect_client_where(
-        &self,
-        reason: ReasonCode,
-        pred: impl Fn(&Identity) -> bool,
-    ) -> usize {
+    pub fn disconnect_client_where(&self, reason: ReasonCode, pred: impl Fn(&Identity) -> bool) -> usize {
         self.state.kick_where(reason, &pred)
     }
 
     /// Disconnects the device `device_id` (quarantined, decommissioned, token rotated).
     pub fn kick_device(&self, device_id: &str, reason: ReasonCode) -> usize {
-        self.disconnect_client_where(
-            reason,
-            |who| matches!(who, Identity::Device { id, .. } if id == device_id),
-        )
+        self.disconnect_client_where(reason, |who| matches!(who, Identity::Device { id, .. } if id == device_id))
     }
 
     /// Stops listeners, disconnects every client (v5: 0x8B server shutting down), waits up to

@@ -62,9 +62,6 @@ pub enum BrokerError {
 
 impl BrokerError {
     pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
-        BrokerError::Io {
-            context: context.into(),
-            source,
-        }
+        BrokerError::Io { context: context.into(), source }
     }
 }

@@ -23,11 +23,7 @@ pub enum Role {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Identity {
     /// A device; `children` are the devices this gateway may speak for.
-    Device {
-        id: String,
-        tenant: String,
-        children: Vec<String>,
-    },
+    Device { id: String, tenant: String, children: Vec<String> },
     /// A program or person holding an API token.
     Application {
         name: String,
@@ -133,10 +129,7 @@ pub struct PublishRefusal {
 
 impl PublishRefusal {
     pub fn new(reason: ReasonCode, message: impl Into<String>) -> Self {
-        PublishRefusal {
-            reason,
-            message: message.into(),
-        }
+        PublishRefusal { reason, message: message.into() }
     }
 }
 
@@ -195,11 +188,7 @@ pub trait BrokerHooks: Send + Sync + 'static {
     /// waiting for the write: a crash before it finishes leaves the publisher unacknowledged, so
     /// it sends again and "at least once" holds. QoS 2 messages are routed only after the write,
     /// so that resend cannot deliver a second copy.
-    fn on_platform_publish(
-        &self,
-        who: &Identity,
-        publish: &InboundPublish,
-    ) -> Result<PlatformWrite, PublishRefusal>;
+    fn on_platform_publish(&self, who: &Identity, publish: &InboundPublish) -> Result<PlatformWrite, PublishRefusal>;
 
     /// The tenant of a device, for tenant-scoped applications publishing to `devices/<id>/...`
     /// and for tagging platform-originated messages. `None` = unknown device.

@@ -104,8 +104,7 @@ pub use codec::{QoS, ReasonCode};
 pub use config::{BrokerConfig, QueueOverflow, RateLimit};
 pub use error::{BrokerError, DecodeError};
 pub use hooks::{
-    BrokerHooks, ConnectRefusal, ConnectRequest, DisconnectKind, Identity, InboundPublish,
-    PlatformWrite, PublishRefusal, Role,
+    BrokerHooks, ConnectRefusal, ConnectRequest, DisconnectKind, Identity, InboundPublish, PlatformWrite, PublishRefusal, Role,
 };
 pub use metrics::MetricsSnapshot;
 pub use tap::Tapped;

@@ -58,16 +58,8 @@ impl Metrics {
             retained_messages: gauges.retained_messages,
             subscriptions: gauges.subscriptions,
             pending_wills: gauges.pending_wills,
-            messages_in_by_qos: [
-                g(&self.messages_in[0]),
-                g(&self.messages_in[1]),
-                g(&self.messages_in[2]),
-            ],
-            messages_out_by_qos: [
-                g(&self.messages_out[0]),
-                g(&self.messages_out[1]),
-                g(&self.messages_out[2]),
-            ],
+            messages_in_by_qos: [g(&self.messages_in[0]), g(&self.messages_in[1]), g(&self.messages_in[2])],
+            messages_out_by_qos: [g(&self.messages_out[0]), g(&self.messages_out[1]), g(&self.messages_out[2])],
             bytes_in: g(&self.bytes_in),
             bytes_out: g(&self.bytes_out),
             denied_publish: g(&self.denied_publish),
@@ -161,17 +153,42 @@ impl MetricsSnapshot {
         };
         metric("connections", "gauge", "MQTT connections past CONNACK.", &[("", self.connections_current)]);
         metric("connects_total", "counter", "Accepted CONNECTs.", &[("", self.connections_total)]);
-        metric("connects_refused_total", "counter", "CONNECTs refused (credentials, limits, client id).", &[("", self.connects_refused)]);
-        metric("sessions", "gauge", "Sessions held, connected or not.", &[("", self.sessions), ("{persistent=\"true\"}", self.persistent_sessions)]);
+        metric(
+            "connects_refused_total",
+            "counter",
+            "CONNECTs refused (credentials, limits, client id).",
+            &[("", self.connects_refused)],
+        );
+        metric(
+            "sessions",
+            "gauge",
+            "Sessions held, connected or not.",
+            &[("", self.sessions), ("{persistent=\"true\"}", self.persistent_sessions)],
+        );
         metric("retained_messages", "gauge", "Retained messages.", &[("", self.retained_messages)]);
         metric("subscriptions", "gauge", "Subscriptions.", &[("", self.subscriptions)]);
         let by_qos = |v: [u64; 3]| [("{qos=\"0\"}", v[0]), ("{qos=\"1\"}", v[1]), ("{qos=\"2\"}", v[2])];
         metric("messages_received_total", "counter", "PUBLISH packets received, by QoS.", &by_qos(self.messages_in_by_qos));
-        metric("messages_sent_total", "counter", "PUBLISH packets sent (not resends), by QoS.", &by_qos(self.messages_out_by_qos));
+        metric(
+            "messages_sent_total",
+            "counter",
+            "PUBLISH packets sent (not resends), by QoS.",
+            &by_qos(self.messages_out_by_qos),
+        );
         metric("bytes_received_total", "counter", "Bytes read from MQTT clients.", &[("", self.bytes_in)]);
         metric("bytes_sent_total", "counter", "Bytes written to MQTT clients.", &[("", self.bytes_out)]);
-        metric("denied_total", "counter", "ACL denials.", &[("{what=\"publish\"}", self.denied_publish), ("{what=\"subscribe\"}", self.denied_subscribe)]);
-        metric("platform_refused_total", "counter", "Platform publishes refused (bad payload, disk full...).", &[("", self.platform_publish_refused)]);
+        metric(
+            "denied_total",
+            "counter",
+            "ACL denials.",
+            &[("{what=\"publish\"}", self.denied_publish), ("{what=\"subscribe\"}", self.denied_subscribe)],
+        );
+        metric(
+            "platform_refused_total",
+            "counter",
+            "Platform publishes refused (bad payload, disk full...).",
+            &[("", self.platform_publish_refused)],
+        );
         metric(
             "dropped_total",
             "counter",
@@ -184,7 +201,12 @@ impl MetricsSnapshot {
                 ("{cause=\"offline_qos0\"}", self.dropped_offline_qos0),
             ],
         );
-        metric("protocol_errors_total", "counter", "Connections closed for malformed packets or protocol errors.", &[("", self.protocol_errors)]);
+        metric(
+            "protocol_errors_total",
+            "counter",
+            "Connections closed for malformed packets or protocol errors.",
+            &[("", self.protocol_errors)],
+        );
         metric("keep_alive_timeouts_total", "counter", "Connections closed by keep-alive.", &[("", self.keep_alive_timeouts)]);
         metric("takeovers_total", "counter", "Sessions taken over by a new connection.", &[("", self.takeovers)]);
         metric(

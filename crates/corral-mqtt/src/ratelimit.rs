@@ -25,17 +25,11 @@ impl TokenBucket {
 
     /// Takes one token; when the bucket is empty, returns how long until one is available.
     pub fn take(&mut self, now: Instant) -> Option<Duration> {
-        let elapsed = now
-            .saturating_duration_since(self.refilled_at)
-            .as_secs_f64();
+        let elapsed = now.saturating_duration_since(self.refilled_at).as_secs_f64();
         self.tokens = (self.tokens + elapsed * self.rate_per_sec).min(self.burst);
         self.refilled_at = now;
         self.tokens -= 1.0;
-        if self.tokens >= 0.0 {
-            None
-        } else {
-            Some(Duration::from_secs_f64(-self.tokens / self.rate_per_sec))
-        }
+        if self.tokens >= 0.0 { None } else { Some(Duration::from_secs_f64(-self.tokens / self.rate_per_sec)) }
     }
 }
 
@@ -46,13 +40,7 @@ mod tests {
     #[test]
     fn allows_a_burst_then_paces() {
         let t0 = Instant::now();
-        let mut bucket = TokenBucket::new(
-            RateLimit {
-                messages_per_second: 10,
-                burst: 3,
-            },
-            t0,
-        );
+        let mut bucket = TokenBucket::new(RateLimit { messages_per_second: 10, burst: 3 }, t0);
         assert_eq!(bucket.take(t0), None);
         assert_eq!(bucket.take(t0), None);
         assert_eq!(bucket.take(t0), None);

@@ -128,11 +128,7 @@ mod tests {
     }
 
     fn topics(store: &RetainedStore, filter: &str) -> Vec<String> {
-        let mut t: Vec<String> = store
-            .matching(filter)
-            .iter()
-            .map(|m| m.topic.to_string())
-            .collect();
+        let mut t: Vec<String> = store.matching(filter).iter().map(|m| m.topic.to_string()).collect();
         t.sort();
         t
     }

@@ -30,8 +30,7 @@ impl BrokerState {
         if msg.retain {
             logged |= self.store_retained(&msg);
         }
-        let mut matched: Vec<(Arc<Session>, crate::codec::SubscriptionOptions, Option<u32>)> =
-            Vec::new();
+        let mut matched: Vec<(Arc<Session>, crate::codec::SubscriptionOptions, Option<u32>)> = Vec::new();
         {
             let accept = |s: &Subscriber| {
                 !(s.options.no_local && msg.origin_client.as_ref() == Some(&s.session.client_id))
@@ -86,10 +85,7 @@ impl BrokerState {
             (Some(p), false) => {
                 let gate = p.gate();
                 // Logged before queueing so no Done for it can precede it in the log.
-                p.log(&Op::Route {
-                    message: msg.clone(),
-                    targets: durable,
-                });
+                p.log(&Op::Route { message: msg.clone(), targets: durable });
                 logged = true;
                 Some((p, gate))
             }
@@ -114,10 +110,7 @@ impl BrokerState {
                     metrics::inc(&self.metrics.dropped_queue_full);
                     tracing::debug!(client_id = %session.client_id, topic = %dropped.message.topic, "session queue full: message dropped");
                     if let Some(p) = persist.filter(|_| session.is_persistent()) {
-                        p.log(&Op::Done {
-                            client_id: session.client_id.clone(),
-                            msg_id: dropped.message.id,
-                        });
+                        p.log(&Op::Done { client_id: session.client_id.clone(), msg_id: dropped.message.id });
                     }
                 }
             }
@@ -127,10 +120,7 @@ impl BrokerState {
     /// Queues one copy for one session (retained on subscribe); logs it if durable. Returns
     /// true if it logged.
     pub fn deliver_to(&self, session: &Session, out: Outgoing) -> bool {
-        match self
-            .persist_for(session)
-            .filter(|_| out.qos != QoS::AtMostOnce)
-        {
+        match self.persist_for(session).filter(|_| out.qos != QoS::AtMostOnce) {
             Some(p) => {
                 let _gate = p.gate();
                 self.log_route_one(p, session, &out);
@@ -151,14 +141,10 @@ impl BrokerState {
         let mut retained = write(&self.retained);
         let op = if msg.payload.is_empty() {
             retained.delete(&msg.topic);
-            Op::RetainDelete {
-                topic: msg.topic.clone(),
-            }
+            Op::RetainDelete { topic: msg.topic.clone() }
         } else {
             retained.set(msg.clone());
-            Op::RetainSet {
-                message: msg.clone(),
-            }
+            Op::RetainSet { message: msg.clone() }
         };
         match gate {
             Some((p, _gate)) => {
@@ -170,13 +156,7 @@ impl BrokerState {
     }
 
     /// Retained messages a new subscription should receive, already as copies to queue.
-    pub fn retained_for(
-        &self,
-        filter: &str,
-        sub: &Subscription,
-        existed: bool,
-        now_ms: u64,
-    ) -> Vec<Outgoing> {
+    pub fn retained_for(&self, filter: &str, sub: &Subscription, existed: bool, now_ms: u64) -> Vec<Outgoing> {
         let send = match sub.options.retain_handling {
             RetainHandling::SendAtSubscribe => true,
             RetainHandling::SendIfNew => !existed,

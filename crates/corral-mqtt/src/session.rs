@@ -103,12 +103,7 @@ pub(crate) enum Enqueued {
 }
 
 impl Session {
-    pub fn new(
-        client_id: Arc<str>,
-        owner: Arc<str>,
-        protocol: ProtocolVersion,
-        expiry_secs: u32,
-    ) -> Self {
+    pub fn new(client_id: Arc<str>, owner: Arc<str>, protocol: ProtocolVersion, expiry_secs: u32) -> Self {
         Session {
             client_id,
             owner,
@@ -161,17 +156,13 @@ impl SessionState {
             if !online {
                 return Enqueued::OfflineQos0;
             }
-            if self.queue.len() >= config.max_qos0_backlog
-                || self.queue.share_full(config.max_queued_per_tenant)
-            {
+            if self.queue.len() >= config.max_qos0_backlog || self.queue.share_full(config.max_queued_per_tenant) {
                 return Enqueued::Qos0Backlog;
             }
             self.queue.push_back(out);
             return Enqueued::Queued;
         }
-        if self.queue.len() >= config.max_queued_messages
-            || self.queue.share_full(config.max_queued_per_tenant)
-        {
+        if self.queue.len() >= config.max_queued_messages || self.queue.share_full(config.max_queued_per_tenant) {
             // Fresh data wins only within the session's own queue: a session whose tenant's
             // share is full but that holds nothing itself drops the new message.
             if matches!(config.queue_overflow, QueueOverflow::DropOldest)
@@ -230,11 +221,7 @@ mod tests {
     /// queue without end together.
     #[test]
     fn a_tenants_sessions_share_one_bound() {
-        let config = BrokerConfig {
-            max_queued_messages: 10,
-            max_queued_per_tenant: 3,
-            ..Default::default()
-        };
+        let config = BrokerConfig { max_queued_messages: 10, max_queued_per_tenant: 3, ..Default::default() };
         let shares = crate::queue::TenantShares::default();
         let session = |tenant: &str| {
             let s = Session::new(Arc::from("c"), Arc::from("anonymous"), ProtocolVersion::V5, 60);
@@ -261,34 +248,13 @@ mod tests {
 
     #[test]
     fn queue_limits_and_overflow_policies() {
-        let mut config = BrokerConfig {
-            max_queued_messages: 2,
-            max_qos0_backlog: 1,
-            ..Default::default()
-        };
-        let s = Session::new(
-            Arc::from("c"),
-            Arc::from("anonymous"),
-            ProtocolVersion::V5,
-            10,
-        );
+        let mut config = BrokerConfig { max_queued_messages: 2, max_qos0_backlog: 1, ..Default::default() };
+        let s = Session::new(Arc::from("c"), Arc::from("anonymous"), ProtocolVersion::V5, 10);
         let mut st = s.lock();
-        assert!(matches!(
-            st.enqueue(out(1, QoS::AtMostOnce), &config, false),
-            Enqueued::OfflineQos0
-        ));
-        assert!(matches!(
-            st.enqueue(out(1, QoS::AtMostOnce), &config, true),
-            Enqueued::Queued
-        ));
-        assert!(matches!(
-            st.enqueue(out(2, QoS::AtMostOnce), &config, true),
-            Enqueued::Qos0Backlog
-        ));
-        assert!(matches!(
-            st.enqueue(out(3, QoS::AtLeastOnce), &config, true),
-            Enqueued::Queued
-        ));
+        assert!(matches!(st.enqueue(out(1, QoS::AtMostOnce), &config, false), Enqueued::OfflineQos0));
+        assert!(matches!(st.enqueue(out(1, QoS::AtMostOnce), &config, true), Enqueued::Queued));
+        assert!(matches!(st.enqueue(out(2, QoS::AtMostOnce), &config, true), Enqueued::Qos0Backlog));
+        assert!(matches!(st.enqueue(out(3, QoS::AtLeastOnce), &config, true), Enqueued::Queued));
         match st.enqueue(out(4, QoS::AtLeastOnce), &config, true) {
             Enqueued::Dropped(old) => assert_eq!(old.message.id, 1),
             other => panic!("{other:?}"),
@@ -304,28 +270,11 @@ mod tests {
 
     #[test]
     fn packet_ids_skip_zero_and_inflight() {
-        let s = Session::new(
-            Arc::from("c"),
-            Arc::from("anonymous"),
-            ProtocolVersion::V5,
-            0,
-        );
+        let s = Session::new(Arc::from("c"), Arc::from("anonymous"), ProtocolVersion::V5, 0);
         let mut st = s.lock();
         st.next_packet_id = u16::MAX - 1;
-        st.inflight.insert(
-            u16::MAX,
-            Inflight {
-                out: out(1, QoS::AtLeastOnce),
-                phase: Phase::AwaitPubAck,
-            },
-        );
-        st.inflight.insert(
-            1,
-            Inflight {
-                out: out(2, QoS::AtLeastOnce),
-                phase: Phase::AwaitPubAck,
-            },
-        );
+        st.inflight.insert(u16::MAX, Inflight { out: out(1, QoS::AtLeastOnce), phase: Phase::AwaitPubAck });
+        st.inflight.insert(1, Inflight { out: out(2, QoS::AtLeastOnce), phase: Phase::AwaitPubAck });
         assert_eq!(st.next_packet_id(), 2);
     }
 }

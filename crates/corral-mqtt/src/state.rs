@@ -97,15 +97,7 @@ impl BrokerState {
         generation: u64,
     ) -> Option<Attached> {
         let mut ended_will = None;
-        let attached = self.attach_locked(
-            client_id,
-            clean_start,
-            expiry_secs,
-            protocol,
-            identity,
-            generation,
-            &mut ended_will,
-        );
+        let attached = self.attach_locked(client_id, clean_start, expiry_secs, protocol, identity, generation, &mut ended_will);
         // Published with no lock held: routing takes the gate and session locks itself.
         if let Some(will) = ended_will {
             self.publish_will(will.message, &will.identity);
@@ -138,10 +130,7 @@ impl BrokerState {
                 }
             }
             let mut st = old.lock();
-            let expired = st.owner == 0
-                && st
-                    .disconnected_at
-                    .is_some_and(|at| expired_at(at, st.expiry_secs));
+            let expired = st.owner == 0 && st.disconnected_at.is_some_and(|at| expired_at(at, st.expiry_secs));
             if st.owner != 0 {
                 // Tell the current owner to leave: DISCONNECT 0x8E.
                 st.kick = Some((
@@ -174,18 +163,13 @@ impl BrokerState {
                             owner: old.owner.clone(),
                         });
                     } else if was_persistent {
-                        p.log(&Op::SessionDelete {
-                            client_id: client_id.clone(),
-                        });
+                        p.log(&Op::SessionDelete { client_id: client_id.clone() });
                     }
                 }
                 self.refresh_subscriptions(&old, &mut st, identity);
                 self.wills.cancel(client_id);
                 drop(st);
-                return Some(Attached {
-                    session: old,
-                    session_present: true,
-                });
+                return Some(Attached { session: old, session_present: true });
             }
             // The old session ends here.
             st.owner = 0;
@@ -195,12 +179,7 @@ impl BrokerState {
             sessions.remove(client_id);
             *ended_will = self.wills.take(client_id);
         }
-        let session = Arc::new(Session::new(
-            client_id.clone(),
-            principal.clone(),
-            protocol,
-            expiry_secs,
-        ));
+        let session = Arc::new(Session::new(client_id.clone(), principal.clone(), protocol, expiry_secs));
         {
             let mut st = session.lock();
             st.owner = generation;
@@ -211,18 +190,10 @@ impl BrokerState {
         if expiry_secs > 0
             && let Some(p) = &self.persist
         {
-            p.log(&Op::SessionUpsert {
-                client_id: client_id.clone(),
-                expiry_secs,
-                protocol,
-                owner: principal,
-            });
+            p.log(&Op::SessionUpsert { client_id: client_id.clone(), expiry_secs, protocol, owner: principal });
         }
         sessions.insert(client_id.clone(), session.clone());
-        Some(Attached {
-            session,
-            session_present: false,
-        })
+        Some(Attached { session, session_present: false })
     }
 
     /// The tenant share the queue of `who`'s session counts in; none for unscoped principals.
@@ -232,12 +203,7 @@ impl BrokerState {
 
     /// Re-applies the ACL and tenant scope of the (possibly changed) identity to a resumed
     /// session's subscriptions.
-    fn refresh_subscriptions(
-        &self,
-        session: &Arc<Session>,
-        st: &mut crate::session::SessionState,
-        who: &Identity,
-    ) {
+    fn refresh_subscriptions(&self, session: &Arc<Session>, st: &mut crate::session::SessionState, who: &Identity) {
         let scope: Option<Arc<str>> = who.receive_scope().map(Arc::from);
         let persist = self.persist_for(session);
         let mut trie = write(&self.trie);
@@ -246,10 +212,7 @@ impl BrokerState {
             if !crate::acl::may_subscribe(who, inner) {
                 trie.remove(filter, &session.client_id);
                 if let Some(p) = persist {
-                    p.log(&Op::Unsubscribe {
-                        client_id: session.client_id.clone(),
-                        filter: filter.clone(),
-                    });
+                    p.log(&Op::Unsubscribe { client_id: session.client_id.clone(), filter: filter.clone() });
                 }
                 return false;
             }
@@ -257,12 +220,7 @@ impl BrokerState {
                 sub.tenant_scope = scope.clone();
                 trie.insert(
                     filter,
-                    Subscriber {
-                        session: session.clone(),
-                        options: sub.options,
-                        id: sub.id,
-                        tenant_scope: scope.clone(),
-                    },
+                    Subscriber { session: session.clone(), options: sub.options, id: sub.id, tenant_scope: scope.clone() },
                 );
                 if let Some(p) = persist {
                     p.log(&Op::Subscribe {
@@ -291,9 +249,7 @@ impl BrokerState {
         if session.persistent.swap(false, Ordering::AcqRel)
             && let Some(p) = &self.persist
         {
-            p.log(&Op::SessionDelete {
-                client_id: session.client_id.clone(),
-            });
+            p.log(&Op::SessionDelete { client_id: session.client_id.clone() });
         }
     }
 
@@ -312,10 +268,7 @@ impl BrokerState {
         if st.expiry_secs == 0 {
             self.forget_locked(session, &mut st);
             drop(st);
-            if sessions
-                .get(&session.client_id)
-                .is_some_and(|s| Arc::ptr_eq(s, session))
-            {
+            if sessions.get(&session.client_id).is_some_and(|s| Arc::ptr_eq(s, session)) {
                 sessions.remove(&session.client_id);
             }
         } else {
@@ -331,10 +284,7 @@ impl BrokerState {
         let mut ended = Vec::new();
         sessions.retain(|client_id, session| {
             let mut st = session.lock();
-            let gone = st.owner == 0
-                && st
-                    .disconnected_at
-                    .is_some_and(|at| expired_at(at, st.expiry_secs));
+            let gone = st.owner == 0 && st.disconnected_at.is_some_and(|at| expired_at(at, st.expiry_secs));
             if gone {
                 self.forget_locked(session, &mut st);
                 ended.push(client_id.clone());
@@ -352,38 +302,20 @@ impl BrokerState {
     }
 
     /// Adds or replaces a subscription; returns true if it existed before.
-    pub fn subscribe(
-        &self,
-        session: &Arc<Session>,
-        generation: u64,
-        filter: &str,
-        sub: Subscription,
-    ) -> bool {
+    pub fn subscribe(&self, session: &Arc<Session>, generation: u64, filter: &str, sub: Subscription) -> bool {
         let persist = self.persist_for(session);
         let _gate = persist.map(Persist::gate);
         let mut st = session.lock();
         if !st.owned_by(generation) {
             return false;
         }
-        let existed = st
-            .subscriptions
-            .insert(filter.to_owned(), sub.clone())
-            .is_some();
+        let existed = st.subscriptions.insert(filter.to_owned(), sub.clone()).is_some();
         write(&self.trie).insert(
             filter,
-            Subscriber {
-                session: session.clone(),
-                options: sub.options,
-                id: sub.id,
-                tenant_scope: sub.tenant_scope.clone(),
-            },
+            Subscriber { session: session.clone(), options: sub.options, id: sub.id, tenant_scope: sub.tenant_scope.clone() },
         );
         if let Some(p) = persist {
-            p.log(&Op::Subscribe {
-                client_id: session.client_id.clone(),
-                filter: filter.to_owned(),
-                subscription: sub,
-            });
+            p.log(&Op::Subscribe { client_id: session.client_id.clone(), filter: filter.to_owned(), subscription: sub });
         }
         existed
     }
@@ -398,10 +330,7 @@ impl BrokerState {
         }
         write(&self.trie).remove(filter, &session.client_id);
         if let Some(p) = persist {
-            p.log(&Op::Unsubscribe {
-                client_id: session.client_id.clone(),
-                filter: filter.to_owned(),
-            });
+            p.log(&Op::Unsubscribe { client_id: session.client_id.clone(), filter: filter.to_owned() });
         }
         true
     }
@@ -412,12 +341,7 @@ impl BrokerState {
         let mut trie = write(&self.trie);
         let now = Instant::now();
         for (client_id, rec) in recovered {
-            let session = Arc::new(Session::new(
-                client_id.clone(),
-                rec.owner.clone(),
-                rec.protocol,
-                rec.expiry_secs,
-            ));
+            let session = Arc::new(Session::new(client_id.clone(), rec.owner.clone(), rec.protocol, rec.expiry_secs));
             {
                 let mut st = session.lock();
                 st.disconnected_at = Some(now);
@@ -474,14 +398,7 @@ impl BrokerState {
             if st.owner == 0 || !st.identity.as_deref().is_some_and(pred) {
                 continue;
             }
-            st.kick = Some((
-                st.owner,
-                Kick {
-                    reason,
-                    kind: DisconnectKind::Kicked,
-                    session_continues: false,
-                },
-            ));
+            st.kick = Some((st.owner, Kick { reason, kind: DisconnectKind::Kicked, session_continues: false }));
             drop(st);
             session.wake.notify_one();
             kicked += 1;
@@ -517,10 +434,8 @@ fn claim(owner: &str, principal: &str, who: &Identity, client_id: &str) -> Claim
     }
 }
 
-
 fn expired_at(disconnected_at: Instant, expiry_secs: u32) -> bool {
-    expiry_secs != u32::MAX
-        && disconnected_at.elapsed() >= Duration::from_secs(u64::from(expiry_secs))
+    expiry_secs != u32::MAX && disconnected_at.elapsed() >= Duration::from_secs(u64::from(expiry_secs))
 }
 
 impl StateCapture for BrokerState {
@@ -540,11 +455,7 @@ impl StateCapture for BrokerState {
                 owner: session.owner.clone(),
             });
             for (filter, sub) in &st.subscriptions {
-                ops.push(Op::Subscribe {
-                    client_id: client_id.clone(),
-                    filter: filter.clone(),
-                    subscription: sub.clone(),
-                });
+                ops.push(Op::Subscribe { client_id: client_id.clone(), filter: filter.clone(), subscription: sub.clone() });
             }
             let target = |out: &Outgoing| RouteTarget {
                 client_id: client_id.clone(),
@@ -555,38 +466,17 @@ impl StateCapture for BrokerState {
             // In-flight first: they were routed before anything still queued.
             for (&packet_id, inflight) in &st.inflight {
                 let msg_id = inflight.out.message.id;
-                ops.push(Op::Route {
-                    message: inflight.out.message.clone(),
-                    targets: vec![target(&inflight.out)],
-                });
-                ops.push(Op::Sent {
-                    client_id: client_id.clone(),
-                    msg_id,
-                    packet_id,
-                });
+                ops.push(Op::Route { message: inflight.out.message.clone(), targets: vec![target(&inflight.out)] });
+                ops.push(Op::Sent { client_id: client_id.clone(), msg_id, packet_id });
                 if inflight.phase == Phase::AwaitPubComp {
-                    ops.push(Op::Released {
-                        client_id: client_id.clone(),
-                        msg_id,
-                    });
+                    ops.push(Op::Released { client_id: client_id.clone(), msg_id });
                 }
             }
-            for out in st
-                .queue
-                .iter()
-                .filter(|o| o.qos != crate::codec::QoS::AtMostOnce)
-            {
-                ops.push(Op::Route {
-                    message: out.message.clone(),
-                    targets: vec![target(out)],
-                });
+            for out in st.queue.iter().filter(|o| o.qos != crate::codec::QoS::AtMostOnce) {
+                ops.push(Op::Route { message: out.message.clone(), targets: vec![target(out)] });
             }
             for &packet_id in &st.inbound_qos2 {
-                ops.push(Op::InboundQos2 {
-                    client_id: client_id.clone(),
-                    packet_id,
-                    stored: true,
-                });
+                ops.push(Op::InboundQos2 { client_id: client_id.clone(), packet_id, stored: true });
             }
         }
         for message in read(&self.retained).all() {

@@ -14,9 +14,7 @@ pub fn is_valid_filter(filter: &str) -> bool {
     }
     if let Some(rest) = filter.strip_prefix("$share/") {
         return match rest.split_once('/') {
-            Some((group, inner)) => {
-                !group.is_empty() && !group.contains(['+', '#']) && is_valid_plain_filter(inner)
-            }
+            Some((group, inner)) => !group.is_empty() && !group.contains(['+', '#']) && is_valid_plain_filter(inner),
             None => false,
         };
     }
@@ -94,9 +92,7 @@ pub fn platform_topic(topic: &str) -> Option<(&str, PlatformTopic)> {
             if table.is_empty() || table.contains('/') {
                 return None;
             }
-            PlatformTopic::Telemetry {
-                table: Some(table.to_owned()),
-            }
+            PlatformTopic::Telemetry { table: Some(table.to_owned()) }
         }
     };
     Some((id, kind))
@@ -117,29 +113,10 @@ mod tests {
 
     #[test]
     fn filters() {
-        for ok in [
-            "#",
-            "+",
-            "a/#",
-            "a/+/b",
-            "+/+",
-            "/",
-            "$share/g/a/#",
-            "$SYS/#",
-        ] {
+        for ok in ["#", "+", "a/#", "a/+/b", "+/+", "/", "$share/g/a/#", "$SYS/#"] {
             assert!(is_valid_filter(ok), "{ok}");
         }
-        for bad in [
-            "",
-            "a#",
-            "a/#/b",
-            "a+/b",
-            "#/a",
-            "$share/g",
-            "$share//a",
-            "$share/g+/a",
-            "$share/g/",
-        ] {
+        for bad in ["", "a#", "a/#/b", "a+/b", "#/a", "$share/g", "$share//a", "$share/g+/a", "$share/g/"] {
             assert!(!is_valid_filter(bad), "{bad}");
         }
     }
@@ -169,27 +146,13 @@ mod tests {
     fn shared_and_platform_topics() {
         assert_eq!(parse_shared("$share/g/a/+"), Some(("g", "a/+")));
         assert_eq!(parse_shared("a/b"), None);
-        assert_eq!(
-            platform_topic("devices/d1/telemetry"),
-            Some(("d1", PlatformTopic::Telemetry { table: None }))
-        );
+        assert_eq!(platform_topic("devices/d1/telemetry"), Some(("d1", PlatformTopic::Telemetry { table: None })));
         assert_eq!(
             platform_topic("devices/d1/telemetry/power"),
-            Some((
-                "d1",
-                PlatformTopic::Telemetry {
-                    table: Some("power".into())
-                }
-            ))
+            Some(("d1", PlatformTopic::Telemetry { table: Some("power".into()) }))
         );
-        assert_eq!(
-            platform_topic("devices/d1/attributes"),
-            Some(("d1", PlatformTopic::Attributes))
-        );
-        assert_eq!(
-            platform_topic("devices/d1/twin/reported"),
-            Some(("d1", PlatformTopic::TwinReported))
-        );
+        assert_eq!(platform_topic("devices/d1/attributes"), Some(("d1", PlatformTopic::Attributes)));
+        assert_eq!(platform_topic("devices/d1/twin/reported"), Some(("d1", PlatformTopic::TwinReported)));
         assert_eq!(platform_topic("devices/d1/twin/desired"), None);
         assert_eq!(platform_topic("devices/d1/commands/reboot"), None);
         assert_eq!(platform_topic("devices/d1/telemetry/a/b"), None);

@@ -70,10 +70,7 @@ impl SubscriptionTrie {
             None => node.subscribers.insert(client_id, sub).is_some(),
             Some(g) => {
                 let members = &mut node.shared.entry(g.into()).or_default().members;
-                match members
-                    .iter_mut()
-                    .find(|m| m.session.client_id == client_id)
-                {
+                match members.iter_mut().find(|m| m.session.client_id == client_id) {
                     Some(existing) => {
                         *existing = sub;
                         true
@@ -107,12 +104,7 @@ impl SubscriptionTrie {
 
     /// Calls `deliver` for every subscription matching `topic`: each plain subscriber, and one
     /// member per shared group (round robin, preferring connected members) among those `accept`s.
-    pub fn for_each_match(
-        &self,
-        topic_name: &str,
-        accept: &dyn Fn(&Subscriber) -> bool,
-        deliver: &mut dyn FnMut(&Subscriber),
-    ) {
+    pub fn for_each_match(&self, topic_name: &str, accept: &dyn Fn(&Subscriber) -> bool, deliver: &mut dyn FnMut(&Subscriber)) {
         let levels: Vec<&str> = topic_name.split('/').collect();
         let dollar = topic_name.starts_with('$');
         walk(&self.root, &levels, dollar, accept, deliver);
@@ -128,9 +120,7 @@ fn remove_at(node: &mut Node, levels: &[&str], group: Option<&str>, client_id: &
                     return false;
                 };
                 let before = shared.members.len();
-                shared
-                    .members
-                    .retain(|m| &*m.session.client_id != client_id);
+                shared.members.retain(|m| &*m.session.client_id != client_id);
                 let removed = shared.members.len() != before;
                 if shared.members.is_empty() {
                     node.shared.remove(g);
@@ -192,10 +182,7 @@ fn visit(node: &Node, accept: &dyn Fn(&Subscriber) -> bool, deliver: &mut dyn Fn
 }
 
 /// Next member in turn that accepts the message, preferring connected ones.
-fn pick<'a>(
-    group: &'a SharedGroup,
-    accept: &dyn Fn(&Subscriber) -> bool,
-) -> Option<&'a Subscriber> {
+fn pick<'a>(group: &'a SharedGroup, accept: &dyn Fn(&Subscriber) -> bool) -> Option<&'a Subscriber> {
     let n = group.members.len();
     if n == 0 {
         return None;
@@ -221,19 +208,11 @@ mod tests {
     use crate::codec::{ProtocolVersion, QoS};
 
     fn sub(client: &str, online: bool) -> Subscriber {
-        let session = Arc::new(Session::new(
-            Arc::from(client),
-            Arc::from("anonymous"),
-            ProtocolVersion::V5,
-            0,
-        ));
+        let session = Arc::new(Session::new(Arc::from(client), Arc::from("anonymous"), ProtocolVersion::V5, 0));
         session.online.store(online, Ordering::Release);
         Subscriber {
             session,
-            options: SubscriptionOptions {
-                qos: QoS::AtLeastOnce,
-                ..Default::default()
-            },
+            options: SubscriptionOptions { qos: QoS::AtLeastOnce, ..Default::default() },
             id: None,
             tenant_scope: None,
         }
@@ -241,9 +220,7 @@ mod tests {
 
     fn matching(trie: &SubscriptionTrie, topic: &str) -> Vec<String> {
         let mut out = Vec::new();
-        trie.for_each_match(topic, &|_| true, &mut |s| {
-            out.push(s.session.client_id.to_string())
-        });
+        trie.for_each_match(topic, &|_| true, &mut |s| out.push(s.session.client_id.to_string()));
         out.sort();
         out
     }
@@ -299,19 +276,11 @@ mod tests {
             }
         }
         assert_eq!(counts["solo"], 30);
-        assert_eq!(
-            counts.get("m3"),
-            None,
-            "offline member skipped while others are online"
-        );
+        assert_eq!(counts.get("m3"), None, "offline member skipped while others are online");
         assert_eq!(counts["m1"] + counts["m2"], 30);
         assert!(counts["m1"] >= 10 && counts["m2"] >= 10, "{counts:?}");
         assert!(trie.remove("$share/g/t/+", "m1"));
         assert!(trie.remove("$share/g/t/+", "m2"));
-        assert_eq!(
-            matching(&trie, "t/x"),
-            ["m3", "solo"],
-            "offline member used as fallback"
-        );
+        assert_eq!(matching(&trie, "t/x"), ["m3", "solo"], "offline member used as fallback");
     }
 }

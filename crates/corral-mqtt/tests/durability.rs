@@ -53,15 +53,8 @@ impl ChildBroker {
             .spawn()
             .unwrap();
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = line
-            .trim()
-            .strip_prefix("listening proto=mqtt addr=")
-            .unwrap_or_else(|| panic!("{line:?}"))
-            .parse()
-            .unwrap();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let addr = line.trim().strip_prefix("listening proto=mqtt addr=").unwrap_or_else(|| panic!("{line:?}")).parse().unwrap();
         ChildBroker { child, addr }
     }
 
@@ -85,44 +78,25 @@ async fn persistent_session_and_retained_survive_kill_9() {
     for version in [V3, V5] {
         let broker = ChildBroker::start(dir.path(), &[]);
         // A persistent subscriber goes offline.
-        let mut sub = Raw::ok(
-            broker.addr,
-            version,
-            ConnectOpts::new("keeper").persistent(3600),
-        )
-        .await;
+        let mut sub = Raw::ok(broker.addr, version, ConnectOpts::new("keeper").persistent(3600)).await;
         sub.subscribe(1, "keep/#", QoS::AtLeastOnce).await;
         sub.subscribe(2, "keep2/#", QoS::ExactlyOnce).await;
         drop(sub);
         tokio::time::sleep(Duration::from_millis(100)).await;
         let mut p = Raw::ok(broker.addr, V5, ConnectOpts::new("p")).await;
         for i in 1..=5u16 {
-            p.publish(
-                "keep/x",
-                format!("m{i}").as_bytes(),
-                QoS::AtLeastOnce,
-                i,
-                false,
-            )
-            .await;
+            p.publish("keep/x", format!("m{i}").as_bytes(), QoS::AtLeastOnce, i, false).await;
             // Acknowledged means durable: after this PUBACK a kill -9 must not lose it.
             assert_eq!(p.recv().await, Packet::PubAck(ack(i)));
         }
-        p.publish("keep2/x", b"q2", QoS::ExactlyOnce, 9, false)
-            .await;
+        p.publish("keep2/x", b"q2", QoS::ExactlyOnce, 9, false).await;
         assert_eq!(p.recv().await, Packet::PubRec(ack(9)));
-        p.publish("retained/x", b"kept", QoS::AtLeastOnce, 10, true)
-            .await;
+        p.publish("retained/x", b"kept", QoS::AtLeastOnce, 10, true).await;
         assert_eq!(p.recv().await, Packet::PubAck(ack(10)));
         broker.kill9();
 
         let broker = ChildBroker::start(dir.path(), &[]);
-        let (mut sub, connack) = Raw::connect(
-            broker.addr,
-            version,
-            ConnectOpts::new("keeper").persistent(3600),
-        )
-        .await;
+        let (mut sub, connack) = Raw::connect(broker.addr, version, ConnectOpts::new("keeper").persistent(3600)).await;
         assert!(connack.session_present, "session survived");
         let mut got = Vec::new();
         for _ in 0..6 {
@@ -140,8 +114,7 @@ async fn persistent_session_and_retained_survive_kill_9() {
         assert_eq!(got, ["m1", "m2", "m3", "m4", "m5", "q2"]);
         // The subscriptions survived too.
         let mut p = Raw::ok(broker.addr, V5, ConnectOpts::new("p")).await;
-        p.publish("keep/y", b"live", QoS::AtMostOnce, 0, false)
-            .await;
+        p.publish("keep/y", b"live", QoS::AtMostOnce, 0, false).await;
         assert_eq!(&sub.recv_publish().await.payload[..], b"live");
         // The publisher's inbound QoS 2 id survived: a resend is not delivered twice.
         let (mut p2, c) = Raw::connect(broker.addr, V5, ConnectOpts::new("p")).await;
@@ -153,16 +126,14 @@ async fn persistent_session_and_retained_survive_kill_9() {
         let m = r.recv_publish().await;
         assert!(m.retain);
         assert_eq!(&m.payload[..], b"kept");
-        sub.send(Packet::Disconnect(Disconnect::new(ReasonCode::SUCCESS)))
-            .await;
+        sub.send(Packet::Disconnect(Disconnect::new(ReasonCode::SUCCESS))).await;
         drop(p);
         broker.kill9();
         // Clean up for the next version.
         let broker = ChildBroker::start(dir.path(), &[]);
         let _ = Raw::ok(broker.addr, version, ConnectOpts::new("keeper")).await;
         let mut p = Raw::ok(broker.addr, V5, ConnectOpts::new("p")).await;
-        p.publish("retained/x", b"", QoS::AtLeastOnce, 1, true)
-            .await;
+        p.publish("retained/x", b"", QoS::AtLeastOnce, 1, true).await;
         p.recv().await;
         broker.kill9();
     }
@@ -177,8 +148,7 @@ async fn inbound_qos2_and_inflight_state_survive_kill_9_with_snapshots() {
     sub.subscribe(1, "s/#", QoS::ExactlyOnce).await;
     let mut p = Raw::ok(broker.addr, V5, ConnectOpts::new("pub").persistent(600)).await;
     for i in 1..=20u16 {
-        p.publish("s/x", format!("{i}").as_bytes(), QoS::ExactlyOnce, i, false)
-            .await;
+        p.publish("s/x", format!("{i}").as_bytes(), QoS::ExactlyOnce, i, false).await;
         assert_eq!(p.recv().await, Packet::PubRec(ack(i)));
         if i != 20 {
             p.send(Packet::PubRel(ack(i))).await;
@@ -234,16 +204,9 @@ async fn inbound_qos2_and_inflight_state_survive_kill_9_with_snapshots() {
             other => panic!("{other:?}"),
         }
     }
-    assert_eq!(
-        pubrels.first(),
-        Some(&eleven),
-        "PUBREL resent for the PUBREC'd message"
-    );
+    assert_eq!(pubrels.first(), Some(&eleven), "PUBREL resent for the PUBREC'd message");
     let want: Vec<String> = (12..=20).map(|i| i.to_string()).collect();
-    assert_eq!(
-        payloads, want,
-        "unacknowledged ones resent, none of 1..=11 again"
-    );
+    assert_eq!(payloads, want, "unacknowledged ones resent, none of 1..=11 again");
 }
 
 /// The server's default window is 128, so all 20 arrive; stop once we have them.

@@ -6,8 +6,8 @@ use crate::verifier::DeviceCertVerifier;
 use crate::{CertInfo, PkiError, create_ca, inspect, issue, pem_certificates};
 use corral_model::{DeviceId, TenantId};
 use corral_registry::{
-    AutoRegister, CertificateAuthority, DeviceCertificate, DeviceStatus, NewCertificateAuthority, NewDeviceCertificate, Principal, Registry,
-    RegistryError,
+    AutoRegister, CertificateAuthority, DeviceCertificate, DeviceStatus, NewCertificateAuthority, NewDeviceCertificate,
+    Principal, Registry, RegistryError,
 };
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -42,7 +42,11 @@ fn bad(e: PkiError) -> RegistryError {
 
 impl Authorities {
     /// Loads the registered CAs and revocations into the mTLS verifier.
-    pub async fn open(registry: Registry, key_dir: PathBuf, provider: Arc<rustls::crypto::CryptoProvider>) -> Result<Authorities, RegistryError> {
+    pub async fn open(
+        registry: Registry,
+        key_dir: PathBuf,
+        provider: Arc<rustls::crypto::CryptoProvider>,
+    ) -> Result<Authorities, RegistryError> {
         let authorities =
             Authorities { registry, key_dir, verifier: Arc::new(DeviceCertVerifier::new(provider)), cas: Arc::default() };
         authorities.reload_cas().await?;
@@ -66,12 +70,17 @@ impl Authorities {
     }
 
     /// Creates a CA for a tenant: key and self-signed certificate made here, key saved 0600.
-    pub async fn create(&self, actor: &Principal, name: &str, tenant: Option<TenantId>, valid_days: u32, auto: Option<AutoRegister>) -> Result<CertificateAuthority, RegistryError> {
+    pub async fn create(
+        &self,
+        actor: &Principal,
+        name: &str,
+        tenant: Option<TenantId>,
+        valid_days: u32,
+        auto: Option<AutoRegister>,
+    ) -> Result<CertificateAuthority, RegistryError> {
         let ca = create_ca(name, valid_days).map_err(bad)?;
-        let record = self
-            .registry
-            .add_certificate_authority(actor, new_ca(name, tenant, &ca.cert_pem, &ca.info, true, auto))
-            .await?;
+        let record =
+            self.registry.add_certificate_authority(actor, new_ca(name, tenant, &ca.cert_pem, &ca.info, true, auto)).await?;
         if let Err(e) = self.save_key(&record.id, &ca.key_pem) {
             tracing::error!(ca = record.id, error = %e, "could not save the CA key; the CA cannot issue");
             return Err(RegistryError::Storage(format!("saving the CA key: {e}")));
@@ -83,8 +92,19 @@ impl Authorities {
 
     /// Registers an operator's own CA by its certificate: Corral verifies against it, never
     /// issues with it.
-    pub async fn import(&self, actor: &Principal, name: &str, tenant: Option<TenantId>, pem: &str, auto: Option<AutoRegister>) -> Result<CertificateAuthority, RegistryError> {
-        let der = pem_certificates(pem).map_err(bad)?.into_iter().next().ok_or_else(|| RegistryError::BadInput("no certificate".into()))?;
+    pub async fn import(
+        &self,
+        actor: &Principal,
+        name: &str,
+        tenant: Option<TenantId>,
+        pem: &str,
+        auto: Option<AutoRegister>,
+    ) -> Result<CertificateAuthority, RegistryError> {
+        let der = pem_certificates(pem)
+            .map_err(bad)?
+            .into_iter()
+            .next()
+            .ok_or_else(|| RegistryError::BadInput("no certificate".into()))?;
         let info = inspect(&der).map_err(bad)?;
         if !info.is_ca {
             return Err(RegistryError::BadInput("this certificate is not a CA (basicConstraints CA:TRUE is missing)".into()));
@@ -96,17 +116,39 @@ impl Authorities {
 
     /// Signs a certificate for a device with a managed CA of its tenant (`ca`, or the tenant's
     /// only managed CA): for the key of `csr` if given, else for a key made here.
-    pub async fn issue(&self, actor: &Principal, device: &str, ca: Option<&str>, csr: Option<&str>, valid_days: u32) -> Result<IssuedCertificate, RegistryError> {
+    pub async fn issue(
+        &self,
+        actor: &Principal,
+        device: &str,
+        ca: Option<&str>,
+        csr: Option<&str>,
+        valid_days: u32,
+    ) -> Result<IssuedCertificate, RegistryError> {
         let d = self.registry.get_device(actor, device).await?;
         let ca = match ca {
             Some(id) => self.registry.certificate_authority(actor, id).await?,
             None => {
-                let mut managed: Vec<_> =
-                    self.registry.certificate_authorities(actor).await?.into_iter().filter(|c| c.managed && c.tenant == d.tenant).collect();
+                let mut managed: Vec<_> = self
+                    .registry
+                    .certificate_authorities(actor)
+                    .await?
+                    .into_iter()
+                    .filter(|c| c.managed && c.tenant == d.tenant)
+                    .collect();
                 match managed.len() {
                     1 => managed.remove(0),
-                    0 => return Err(RegistryError::BadInput(format!("tenant {} has no CA of Corral's to issue with; create one (POST /api/v1/cas)", d.tenant))),
-                    _ => return Err(RegistryError::BadInput(format!("tenant {} has several CAs; name one with \"ca\"", d.tenant))),
+                    0 => {
+                        return Err(RegistryError::BadInput(format!(
+                            "tenant {} has no CA of Corral's to issue with; create one (POST /api/v1/cas)",
+                            d.tenant
+                        )));
+                    }
+                    _ => {
+                        return Err(RegistryError::BadInput(format!(
+                            "tenant {} has several CAs; name one with \"ca\"",
+                            d.tenant
+                        )));
+                    }
                 }
             }
         };
@@ -155,7 +197,8 @@ impl Authorities {
             Err(RegistryError::NotFound(_)) if issuers.iter().any(|ca| ca.auto_register) => {
                 // Just-in-time registration: the CA vouches for the device's first connection.
                 let ca = issuers.iter().find(|ca| ca.auto_register).copied().expect("checked above");
-                let id = DeviceId::new(device.as_str()).map_err(|e| format!("the certificate names an invalid device id: {e}"))?;
+                let id =
+                    DeviceId::new(device.as_str()).map_err(|e| format!("the certificate names an invalid device id: {e}"))?;
                 let d = self.registry.register_by_certificate(ca, id).await.map_err(|e| e.to_string())?;
                 tracing::info!(device, ca = ca.id, status = %d.status, "device registered by its certificate");
                 d
@@ -167,7 +210,10 @@ impl Authorities {
         };
         if d.status != DeviceStatus::Decommissioned && known.is_none() {
             let first_use = Principal { name: "first use".into(), ..Principal::system() };
-            self.registry.add_device_certificate(&first_use, &device, new_cert(&ca.id, &info)).await.map_err(|e| e.to_string())?;
+            self.registry
+                .add_device_certificate(&first_use, &device, new_cert(&ca.id, &info))
+                .await
+                .map_err(|e| e.to_string())?;
         }
         if d.status != DeviceStatus::Active {
             return Err(format!("device {device} is {}", d.status));
@@ -184,7 +230,14 @@ impl Authorities {
     }
 }
 
-fn new_ca(name: &str, tenant: Option<TenantId>, pem: &str, info: &CertInfo, managed: bool, auto_register: Option<AutoRegister>) -> NewCertificateAuthority {
+fn new_ca(
+    name: &str,
+    tenant: Option<TenantId>,
+    pem: &str,
+    info: &CertInfo,
+    managed: bool,
+    auto_register: Option<AutoRegister>,
+) -> NewCertificateAuthority {
     NewCertificateAuthority {
         tenant,
         name: name.to_string(),

@@ -36,7 +36,8 @@ impl CertInfo {
 
 /// Reads a DER certificate.
 pub fn inspect(der: &[u8]) -> Result<CertInfo, PkiError> {
-    let (rest, cert) = X509Certificate::from_der(der).map_err(|e| PkiError::BadInput(format!("not an X.509 certificate: {e}")))?;
+    let (rest, cert) =
+        X509Certificate::from_der(der).map_err(|e| PkiError::BadInput(format!("not an X.509 certificate: {e}")))?;
     if !rest.is_empty() {
         return Err(PkiError::BadInput("trailing bytes after the certificate".into()));
     }

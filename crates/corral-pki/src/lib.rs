@@ -25,8 +25,8 @@ pub use inspect::{CertInfo, inspect, pem_certificates};
 pub use verifier::{DeviceCertVerifier, fingerprint};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
-    KeyPair, KeyUsagePurpose, SanType, SerialNumber,
+    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, SanType, SerialNumber,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -82,13 +82,21 @@ pub fn create_ca(name: &str, valid_days: u32) -> Result<NewCa, PkiError> {
 /// (its subject and extensions are replaced: Corral decides the identity), else for a new P-256
 /// key returned in [`Issued::key_pem`]. Subject CN and URI SAN name the device; the certificate
 /// is for TLS client authentication only.
-pub fn issue(ca_cert_pem: &str, ca_key_pem: &str, device_id: &str, csr_pem: Option<&str>, valid_days: u32) -> Result<Issued, PkiError> {
+pub fn issue(
+    ca_cert_pem: &str,
+    ca_key_pem: &str,
+    device_id: &str,
+    csr_pem: Option<&str>,
+    valid_days: u32,
+) -> Result<Issued, PkiError> {
     let ca_key = KeyPair::from_pem(ca_key_pem).map_err(|e| PkiError::Crypto(format!("the CA key: {e}")))?;
-    let issuer = Issuer::from_ca_cert_pem(ca_cert_pem, ca_key).map_err(|e| PkiError::Crypto(format!("the CA certificate: {e}")))?;
+    let issuer =
+        Issuer::from_ca_cert_pem(ca_cert_pem, ca_key).map_err(|e| PkiError::Crypto(format!("the CA certificate: {e}")))?;
     let mut params = CertificateParams::default();
     params.distinguished_name.push(DnType::CommonName, device_id);
     let uri = format!("{DEVICE_URI_PREFIX}{device_id}");
-    params.subject_alt_names = vec![SanType::URI(uri.try_into().map_err(|_| PkiError::BadInput("device id is not URI-safe".into()))?)];
+    params.subject_alt_names =
+        vec![SanType::URI(uri.try_into().map_err(|_| PkiError::BadInput("device id is not URI-safe".into()))?)];
     params.is_ca = IsCa::ExplicitNoCa;
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];

@@ -25,11 +25,7 @@ pub struct DeviceCertVerifier {
 
 impl DeviceCertVerifier {
     pub fn new(provider: Arc<CryptoProvider>) -> DeviceCertVerifier {
-        DeviceCertVerifier {
-            provider,
-            current: RwLock::new(WebPkiClientVerifier::no_client_auth()),
-            revoked: RwLock::default(),
-        }
+        DeviceCertVerifier { provider, current: RwLock::new(WebPkiClientVerifier::no_client_auth()), revoked: RwLock::default() }
     }
 
     /// Trusts exactly these CA certificates (DER) from now on; no CA means no client
@@ -44,7 +40,10 @@ impl DeviceCertVerifier {
         let verifier = if roots.is_empty() {
             WebPkiClientVerifier::no_client_auth()
         } else {
-            match WebPkiClientVerifier::builder_with_provider(Arc::new(roots), self.provider.clone()).allow_unauthenticated().build() {
+            match WebPkiClientVerifier::builder_with_provider(Arc::new(roots), self.provider.clone())
+                .allow_unauthenticated()
+                .build()
+            {
                 Ok(v) => v,
                 Err(e) => {
                     tracing::error!(error = %e, "cannot build the client-certificate verifier; mTLS is off");
@@ -83,7 +82,12 @@ impl ClientCertVerifier for DeviceCertVerifier {
         &[]
     }
 
-    fn verify_client_cert(&self, end_entity: &CertificateDer<'_>, intermediates: &[CertificateDer<'_>], now: UnixTime) -> Result<ClientCertVerified, Error> {
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, Error> {
         let verified = self.current().verify_client_cert(end_entity, intermediates, now)?;
         if self.revoked.read().unwrap_or_else(|p| p.into_inner()).contains(&fingerprint(end_entity)) {
             return Err(Error::InvalidCertificate(CertificateError::Revoked));
@@ -91,11 +95,21 @@ impl ClientCertVerifier for DeviceCertVerifier {
         Ok(verified)
     }
 
-    fn verify_tls12_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, Error> {
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
         rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
     }
 
-    fn verify_tls13_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, Error> {
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
         rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
     }
 

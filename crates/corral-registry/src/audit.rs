@@ -42,18 +42,16 @@ pub(crate) async fn record(
     tenant: Option<&TenantId>,
     detail: Value,
 ) -> Result<(), RegistryError> {
-    sqlx::query(
-        "INSERT INTO audit (at, actor, actor_token, action, target, tenant, detail) VALUES (?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(now_ms())
-    .bind(&actor.name)
-    .bind(actor.audit_token())
-    .bind(action)
-    .bind(target)
-    .bind(tenant.map(TenantId::as_str))
-    .bind(detail.to_string())
-    .execute(conn)
-    .await?;
+    sqlx::query("INSERT INTO audit (at, actor, actor_token, action, target, tenant, detail) VALUES (?, ?, ?, ?, ?, ?, ?)")
+        .bind(now_ms())
+        .bind(&actor.name)
+        .bind(actor.audit_token())
+        .bind(action)
+        .bind(target)
+        .bind(tenant.map(TenantId::as_str))
+        .bind(detail.to_string())
+        .execute(conn)
+        .await?;
     Ok(())
 }
 

@@ -85,11 +85,7 @@ impl Principal {
     }
 
     pub(crate) fn require_write(&self) -> Result<(), RegistryError> {
-        if self.can_write() {
-            Ok(())
-        } else {
-            Err(RegistryError::Forbidden(format!("role {} may only read", self.role)))
-        }
+        if self.can_write() { Ok(()) } else { Err(RegistryError::Forbidden(format!("role {} may only read", self.role))) }
     }
 
     pub(crate) fn require_admin(&self) -> Result<(), RegistryError> {

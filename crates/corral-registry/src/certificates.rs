@@ -178,7 +178,8 @@ impl Registry {
         }
         inserted?;
         let action = if new.managed { "ca.create" } else { "ca.import" };
-        audit::record(&mut tx, actor, action, &id, Some(&tenant), json!({"name": new.name, "fingerprint": new.fingerprint})).await?;
+        audit::record(&mut tx, actor, action, &id, Some(&tenant), json!({"name": new.name, "fingerprint": new.fingerprint}))
+            .await?;
         tx.commit().await?;
         self.certificate_authority(actor, &id).await
     }
@@ -223,7 +224,10 @@ impl Registry {
             .map(|r| r.try_get("tenant"))
             .transpose()?;
         if ca_tenant.as_deref() != Some(d.tenant.as_str()) {
-            return Err(RegistryError::BadInput(format!("CA {} does not belong to tenant {} of device {device}", new.ca, d.tenant)));
+            return Err(RegistryError::BadInput(format!(
+                "CA {} does not belong to tenant {} of device {device}",
+                new.ca, d.tenant
+            )));
         }
         sqlx::query(
             "INSERT OR IGNORE INTO device_certificates (fingerprint, serial, device_id, ca_id, not_before, not_after, \
@@ -247,7 +251,12 @@ impl Registry {
 
     /// Revokes a device's certificate (by fingerprint or serial): connections using it are
     /// refused from now on, and the device's live connections are told to go.
-    pub async fn revoke_device_certificate(&self, actor: &Principal, device: &str, which: &str) -> Result<DeviceCertificate, RegistryError> {
+    pub async fn revoke_device_certificate(
+        &self,
+        actor: &Principal,
+        device: &str,
+        which: &str,
+    ) -> Result<DeviceCertificate, RegistryError> {
         actor.require_write()?;
         let mut tx = self.write_tx().await?;
         let d = fetch_visible(&mut tx, actor, device).await?;
@@ -277,10 +286,11 @@ impl Registry {
     pub async fn device_certificates(&self, actor: &Principal, device: &str) -> Result<Vec<DeviceCertificate>, RegistryError> {
         let mut conn = self.pool().acquire().await?;
         let d = fetch_visible(&mut conn, actor, device).await?;
-        let rows = sqlx::query(&format!("SELECT {CERT_COLUMNS} FROM device_certificates WHERE device_id = ? ORDER BY issued_at DESC"))
-            .bind(d.id.as_str())
-            .fetch_all(&mut *conn)
-            .await?;
+        let rows =
+            sqlx::query(&format!("SELECT {CERT_COLUMNS} FROM device_certificates WHERE device_id = ? ORDER BY issued_at DESC"))
+                .bind(d.id.as_str())
+                .fetch_all(&mut *conn)
+                .await?;
         rows.iter().map(cert_from_row).collect()
     }
 
@@ -314,13 +324,24 @@ impl Registry {
 impl Registry {
     /// Just-in-time registration: creates `device` in `ca`'s tenant with the CA's profile and
     /// status, as the platform, recorded in the audit log with the CA that vouched for it.
-    pub async fn register_by_certificate(&self, ca: &CertificateAuthority, device: DeviceId) -> Result<crate::Device, RegistryError> {
-        let actor = Principal { name: format!("auto-register ({})", ca.id), tenant: Some(ca.tenant.clone()), ..Principal::system() };
+    pub async fn register_by_certificate(
+        &self,
+        ca: &CertificateAuthority,
+        device: DeviceId,
+    ) -> Result<crate::Device, RegistryError> {
+        let actor =
+            Principal { name: format!("auto-register ({})", ca.id), tenant: Some(ca.tenant.clone()), ..Principal::system() };
         let mut new = NewDevice::new(device.clone());
         new.profile = ca.register_profile.clone();
         let (created, _token) = self.insert_device(&actor, new, ca.register_status).await?;
-        self.record_audit(&actor, "device.auto_register", device.as_str(), Some(&ca.tenant), json!({"ca": ca.id, "status": ca.register_status}))
-            .await?;
+        self.record_audit(
+            &actor,
+            "device.auto_register",
+            device.as_str(),
+            Some(&ca.tenant),
+            json!({"ca": ca.id, "status": ca.register_status}),
+        )
+        .await?;
         Ok(created)
     }
 

@@ -18,10 +18,7 @@ use sqlx::{Row, SqliteConnection};
 const MAX_GATEWAY_DEPTH: usize = 32;
 
 async fn fetch(conn: &mut SqliteConnection, id: &str) -> Result<Option<Device>, RegistryError> {
-    let row = sqlx::query(&format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE id = ?"))
-        .bind(id)
-        .fetch_optional(conn)
-        .await?;
+    let row = sqlx::query(&format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE id = ?")).bind(id).fetch_optional(conn).await?;
     row.as_ref().map(device_from_row).transpose()
 }
 
@@ -85,7 +82,12 @@ impl Registry {
 
     /// [`Registry::create_device`] with the status it starts in (just-in-time registration
     /// may start a device pending approval, in the same write).
-    pub(crate) async fn insert_device(&self, actor: &Principal, new: NewDevice, status: DeviceStatus) -> Result<(Device, String), RegistryError> {
+    pub(crate) async fn insert_device(
+        &self,
+        actor: &Principal,
+        new: NewDevice,
+        status: DeviceStatus,
+    ) -> Result<(Device, String), RegistryError> {
         actor.require_write()?;
         let tenant = actor.resolve_tenant(new.tenant)?;
         if let Some(p) = &new.profile {
@@ -164,12 +166,7 @@ impl Registry {
 
     /// Applies a [`DevicePatch`]. Decommissioned devices are frozen (`Conflict`). Setting
     /// `status` to `decommissioned` here is the same as [`Registry::decommission_device`].
-    pub async fn update_device(
-        &self,
-        actor: &Principal,
-        id: &str,
-        patch: DevicePatch,
-    ) -> Result<Device, RegistryError> {
+    pub async fn update_device(&self, actor: &Principal, id: &str, patch: DevicePatch) -> Result<Device, RegistryError> {
         actor.require_write()?;
         // Pure validation first, so bad input never waits for the write lock.
         if let Some(Some(p)) = &patch.profile {
@@ -306,7 +303,12 @@ impl Registry {
     /// Rotates a device's token; the old one keeps working `overlap_secs` more (0: it stops at
     /// once), so a fleet can be moved to new tokens without an outage. With an overlap, live
     /// connections stay up; they authenticated with what was valid when they connected.
-    pub async fn rotate_device_token_with_overlap(&self, actor: &Principal, id: &str, overlap_secs: u64) -> Result<String, RegistryError> {
+    pub async fn rotate_device_token_with_overlap(
+        &self,
+        actor: &Principal,
+        id: &str,
+        overlap_secs: u64,
+    ) -> Result<String, RegistryError> {
         actor.require_write()?;
         if overlap_secs > 30 * 86_400 {
             return Err(RegistryError::BadInput("overlap_secs: at most 30 days (2592000)".into()));

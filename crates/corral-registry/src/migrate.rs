@@ -46,10 +46,8 @@ async fn migrate(conn: &mut sqlx::SqliteConnection) -> Result<usize, RegistryErr
     )
     .execute(&mut *tx)
     .await?;
-    let current: i64 = sqlx::query("SELECT COALESCE(MAX(version), 0) AS v FROM _migrations")
-        .fetch_one(&mut *tx)
-        .await?
-        .try_get("v")?;
+    let current: i64 =
+        sqlx::query("SELECT COALESCE(MAX(version), 0) AS v FROM _migrations").fetch_one(&mut *tx).await?.try_get("v")?;
     let latest = MIGRATIONS.last().map_or(0, |m| m.version);
     if current > latest {
         // Running an older binary against a newer database would write rows the newer schema
@@ -73,7 +71,10 @@ async fn migrate(conn: &mut sqlx::SqliteConnection) -> Result<usize, RegistryErr
     if applied > 0 {
         let broken = sqlx::query("PRAGMA foreign_key_check").fetch_all(&mut *tx).await?;
         if !broken.is_empty() {
-            return Err(RegistryError::storage(format!("migration left {} rows with broken references; not applied", broken.len())));
+            return Err(RegistryError::storage(format!(
+                "migration left {} rows with broken references; not applied",
+                broken.len()
+            )));
         }
     }
     tx.commit().await?;

@@ -77,13 +77,11 @@ impl Registry {
         let mut tx = self.write_tx().await?;
         let mut written = 0;
         for (id, ms) in &devices {
-            let r = sqlx::query(
-                "UPDATE devices SET last_seen = ?1 WHERE id = ?2 AND (last_seen IS NULL OR last_seen < ?1)",
-            )
-            .bind(ms)
-            .bind(id.as_str())
-            .execute(&mut *tx)
-            .await?;
+            let r = sqlx::query("UPDATE devices SET last_seen = ?1 WHERE id = ?2 AND (last_seen IS NULL OR last_seen < ?1)")
+                .bind(ms)
+                .bind(id.as_str())
+                .execute(&mut *tx)
+                .await?;
             written += r.rows_affected() as usize;
         }
         for (id, ms) in &tokens {

@@ -92,9 +92,7 @@ impl Profile {
             return Err(RegistryError::BadInput(format!("description: at most {MAX_DESCRIPTION_CHARS} characters")));
         }
         if self.attributes.len() > MAX_DECLS || self.telemetry.len() > MAX_DECLS {
-            return Err(RegistryError::BadInput(format!(
-                "attributes, telemetry: at most {MAX_DECLS} declarations each"
-            )));
+            return Err(RegistryError::BadInput(format!("attributes, telemetry: at most {MAX_DECLS} declarations each")));
         }
         let mut seen = HashSet::new();
         for a in &self.attributes {
@@ -113,10 +111,7 @@ impl Profile {
         for f in &self.telemetry {
             check_name("telemetry.name", &f.name, 128)?;
             if TELEMETRY_COLUMNS.contains(&f.name.to_ascii_lowercase().as_str()) {
-                return Err(RegistryError::BadInput(format!(
-                    "telemetry: {:?} is a column of every telemetry table",
-                    f.name
-                )));
+                return Err(RegistryError::BadInput(format!("telemetry: {:?} is a column of every telemetry table", f.name)));
             }
             if let Some(u) = &f.unit {
                 check_text("telemetry.unit", u, 32)?;
@@ -143,21 +138,16 @@ fn profile_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Profile, RegistryEr
 }
 
 /// Makes sure a profile row exists for a device naming it (see the module docs).
-pub(crate) async fn ensure_profile(
-    conn: &mut SqliteConnection,
-    actor: &Principal,
-    name: &str,
-) -> Result<(), RegistryError> {
+pub(crate) async fn ensure_profile(conn: &mut SqliteConnection, actor: &Principal, name: &str) -> Result<(), RegistryError> {
     let now = now_ms();
-    let created = sqlx::query(
-        "INSERT INTO profiles (name, created_at, updated_at) VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING",
-    )
-    .bind(name)
-    .bind(now)
-    .bind(now)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
+    let created =
+        sqlx::query("INSERT INTO profiles (name, created_at, updated_at) VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING")
+            .bind(name)
+            .bind(now)
+            .bind(now)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
     if created == 1 {
         audit::record(conn, actor, "profile.create", name, None, json!({"implicit": true})).await?;
     }
@@ -170,8 +160,7 @@ impl Registry {
         actor.require_write()?;
         actor.require_unscoped("profiles")?;
         profile.validate()?;
-        let attributes =
-            serde_json::to_string(&profile.attributes).map_err(|e| RegistryError::storage(e.to_string()))?;
+        let attributes = serde_json::to_string(&profile.attributes).map_err(|e| RegistryError::storage(e.to_string()))?;
         let telemetry = serde_json::to_string(&profile.telemetry).map_err(|e| RegistryError::storage(e.to_string()))?;
         let now = now_ms();
         let mut tx = self.write_tx().await?;

@@ -42,7 +42,11 @@ impl Registry {
         let mut tx = self.write_tx().await?;
         let d = fetch_visible(&mut tx, actor, id).await?;
         refuse_decommissioned(&d)?;
-        let replaced = sqlx::query("SELECT 1 FROM device_psks WHERE device_id = ?").bind(d.id.as_str()).fetch_optional(&mut *tx).await?.is_some();
+        let replaced = sqlx::query("SELECT 1 FROM device_psks WHERE device_id = ?")
+            .bind(d.id.as_str())
+            .fetch_optional(&mut *tx)
+            .await?
+            .is_some();
         sqlx::query(
             "INSERT INTO device_psks (device_id, psk, created_at, created_by) VALUES (?, ?, ?, ?) \
              ON CONFLICT (device_id) DO UPDATE SET psk = excluded.psk, created_at = excluded.created_at, created_by = excluded.created_by",
@@ -53,8 +57,15 @@ impl Registry {
         .bind(&actor.name)
         .execute(&mut *tx)
         .await?;
-        audit::record(&mut tx, actor, "device.set_psk", d.id.as_str(), Some(&d.tenant), json!({"generated": generated, "replaced": replaced}))
-            .await?;
+        audit::record(
+            &mut tx,
+            actor,
+            "device.set_psk",
+            d.id.as_str(),
+            Some(&d.tenant),
+            json!({"generated": generated, "replaced": replaced}),
+        )
+        .await?;
         tx.commit().await?;
         self.forget_device(&d.id);
         self.credentials_changed(&d.id);
@@ -67,7 +78,11 @@ impl Registry {
         actor.require_write()?;
         let mut tx = self.write_tx().await?;
         let d = fetch_visible(&mut tx, actor, id).await?;
-        let removed = sqlx::query("DELETE FROM device_psks WHERE device_id = ?").bind(d.id.as_str()).execute(&mut *tx).await?.rows_affected();
+        let removed = sqlx::query("DELETE FROM device_psks WHERE device_id = ?")
+            .bind(d.id.as_str())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
         if removed == 0 {
             return Err(RegistryError::not_found("pre-shared key of device", d.id.as_str()));
         }
@@ -82,7 +97,8 @@ impl Registry {
     pub async fn has_device_psk(&self, actor: &Principal, id: &str) -> Result<bool, RegistryError> {
         let mut conn = self.pool().acquire().await?;
         let d = fetch_visible(&mut conn, actor, id).await?;
-        let row = sqlx::query("SELECT 1 FROM device_psks WHERE device_id = ?").bind(d.id.as_str()).fetch_optional(&mut *conn).await?;
+        let row =
+            sqlx::query("SELECT 1 FROM device_psks WHERE device_id = ?").bind(d.id.as_str()).fetch_optional(&mut *conn).await?;
         Ok(row.is_some())
     }
 

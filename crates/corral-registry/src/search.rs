@@ -128,11 +128,10 @@ impl Registry {
     /// id, with current `last_seen`: the rows of the SQL `devices` table. The caller has already
     /// resolved what the querying principal may see into `tenant`.
     pub async fn devices_for_sql(&self, tenant: Option<&TenantId>) -> Result<Vec<Device>, RegistryError> {
-        let rows =
-            sqlx::query(&format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE ?1 IS NULL OR tenant = ?1 ORDER BY id"))
-                .bind(tenant.map(TenantId::as_str))
-                .fetch_all(self.pool())
-                .await?;
+        let rows = sqlx::query(&format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE ?1 IS NULL OR tenant = ?1 ORDER BY id"))
+            .bind(tenant.map(TenantId::as_str))
+            .fetch_all(self.pool())
+            .await?;
         let mut devices = rows.iter().map(device_from_row).collect::<Result<Vec<_>, _>>()?;
         for d in &mut devices {
             self.inner.presence.merge_into(d);

@@ -27,13 +27,12 @@ pub(crate) async fn ensure_tenant(
     actor: &Principal,
     tenant: &TenantId,
 ) -> Result<(), RegistryError> {
-    let created =
-        sqlx::query("INSERT INTO tenants (id, name, created_at) VALUES (?, NULL, ?) ON CONFLICT (id) DO NOTHING")
-            .bind(tenant.as_str())
-            .bind(now_ms())
-            .execute(&mut *conn)
-            .await?
-            .rows_affected();
+    let created = sqlx::query("INSERT INTO tenants (id, name, created_at) VALUES (?, NULL, ?) ON CONFLICT (id) DO NOTHING")
+        .bind(tenant.as_str())
+        .bind(now_ms())
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
     if created == 1 {
         audit::record(conn, actor, "tenant.create", tenant.as_str(), Some(tenant), json!({"implicit": true})).await?;
     }
@@ -42,8 +41,7 @@ pub(crate) async fn ensure_tenant(
 
 fn tenant_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Tenant, RegistryError> {
     Ok(Tenant {
-        id: TenantId::new(row.try_get::<String, _>("id")?)
-            .map_err(|e| RegistryError::storage(format!("tenant row: {e}")))?,
+        id: TenantId::new(row.try_get::<String, _>("id")?).map_err(|e| RegistryError::storage(format!("tenant row: {e}")))?,
         name: row.try_get("name")?,
         created_at: from_ms(row.try_get("created_at")?),
     })
@@ -52,12 +50,7 @@ fn tenant_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Tenant, RegistryErro
 impl Registry {
     /// Creates a tenant. Unscoped admins only: tenants are the boundary scoped principals live in.
     /// An existing id (including one created implicitly by a device) is a `Conflict`.
-    pub async fn create_tenant(
-        &self,
-        actor: &Principal,
-        id: TenantId,
-        name: Option<String>,
-    ) -> Result<Tenant, RegistryError> {
+    pub async fn create_tenant(&self, actor: &Principal, id: TenantId, name: Option<String>) -> Result<Tenant, RegistryError> {
         actor.require_admin()?;
         actor.require_unscoped("tenants")?;
         if let Some(n) = &name {
@@ -65,14 +58,13 @@ impl Registry {
         }
         let now = now_ms();
         let mut tx = self.write_tx().await?;
-        let inserted =
-            sqlx::query("INSERT INTO tenants (id, name, created_at) VALUES (?, ?, ?) ON CONFLICT (id) DO NOTHING")
-                .bind(id.as_str())
-                .bind(name.as_deref())
-                .bind(now)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
+        let inserted = sqlx::query("INSERT INTO tenants (id, name, created_at) VALUES (?, ?, ?) ON CONFLICT (id) DO NOTHING")
+            .bind(id.as_str())
+            .bind(name.as_deref())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
         if inserted == 0 {
             return Err(RegistryError::Conflict(format!("tenant {id} already exists")));
         }

@@ -72,26 +72,23 @@ impl Registry {
         let secret = preset.map_or_else(|| generate_secret(API_TOKEN_PREFIX), str::to_owned);
         let hash = hash_secret(&secret);
         let mut tx = self.write_tx().await?;
-        let existing: i64 =
-            sqlx::query("SELECT COUNT(*) AS n FROM api_tokens").fetch_one(&mut *tx).await?.try_get("n")?;
+        let existing: i64 = sqlx::query("SELECT COUNT(*) AS n FROM api_tokens").fetch_one(&mut *tx).await?.try_get("n")?;
         if existing > 0 {
             if preset.is_some() {
-                let known =
-                    sqlx::query("SELECT 1 FROM api_tokens WHERE hash = ?").bind(&hash).fetch_optional(&mut *tx).await?;
+                let known = sqlx::query("SELECT 1 FROM api_tokens WHERE hash = ?").bind(&hash).fetch_optional(&mut *tx).await?;
                 if known.is_none() {
                     tracing::warn!("a preset admin token was given, but API tokens already exist; it is ignored");
                 }
             }
             return Ok(None);
         }
-        let id = sqlx::query(
-            "INSERT INTO api_tokens (name, role, tenant, hash, created_at) VALUES ('admin', 'admin', NULL, ?, ?)",
-        )
-        .bind(&hash)
-        .bind(now_ms())
-        .execute(&mut *tx)
-        .await?
-        .last_insert_rowid();
+        let id =
+            sqlx::query("INSERT INTO api_tokens (name, role, tenant, hash, created_at) VALUES ('admin', 'admin', NULL, ?, ?)")
+                .bind(&hash)
+                .bind(now_ms())
+                .execute(&mut *tx)
+                .await?
+                .last_insert_rowid();
         let detail = json!({"name": "admin", "role": "admin", "bootstrap": true, "preset": preset.is_some()});
         audit::record(&mut tx, &Principal::system(), "token.create", &id.to_string(), None, detail).await?;
         tx.commit().await?;
@@ -102,11 +99,7 @@ impl Registry {
 
     /// Creates an API token and returns it with its secret, shown this once. Admins only; a
     /// tenant-scoped admin creates tokens in its own tenant only.
-    pub async fn create_api_token(
-        &self,
-        actor: &Principal,
-        new: NewApiToken,
-    ) -> Result<(ApiToken, String), RegistryError> {
+    pub async fn create_api_token(&self, actor: &Principal, new: NewApiToken) -> Result<(ApiToken, String), RegistryError> {
         actor.require_admin()?;
         check_text("name", &new.name, 64)?;
         let tenant = match actor.tenant {
@@ -131,26 +124,18 @@ impl Registry {
         let detail = json!({"name": new.name, "role": new.role, "tenant": tenant});
         audit::record(&mut tx, actor, "token.create", &id.to_string(), tenant.as_ref(), detail).await?;
         tx.commit().await?;
-        let token = ApiToken {
-            id,
-            name: new.name,
-            role: new.role,
-            tenant,
-            created_at: from_ms(now),
-            last_used_at: None,
-            revoked: false,
-        };
+        let token =
+            ApiToken { id, name: new.name, role: new.role, tenant, created_at: from_ms(now), last_used_at: None, revoked: false };
         Ok((token, secret))
     }
 
     /// Every API token the admin may manage (a scoped admin: its tenant's), revoked ones included.
     pub async fn list_api_tokens(&self, actor: &Principal) -> Result<Vec<ApiToken>, RegistryError> {
         actor.require_admin()?;
-        let rows =
-            sqlx::query(&format!("SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE ?1 IS NULL OR tenant = ?1 ORDER BY id"))
-                .bind(actor.tenant.as_ref().map(TenantId::as_str))
-                .fetch_all(self.pool())
-                .await?;
+        let rows = sqlx::query(&format!("SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE ?1 IS NULL OR tenant = ?1 ORDER BY id"))
+            .bind(actor.tenant.as_ref().map(TenantId::as_str))
+            .fetch_all(self.pool())
+            .await?;
         rows.iter().map(|r| self.token_from_row(r)).collect()
     }
 
@@ -190,16 +175,13 @@ impl Registry {
                 ));
             }
         }
-        sqlx::query("UPDATE api_tokens SET revoked_at = ? WHERE id = ?")
-            .bind(now_ms())
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query("UPDATE api_tokens SET revoked_at = ? WHERE id = ?").bind(now_ms()).bind(id).execute(&mut *tx).await?;
         // The console's first administrator signs in with the bootstrap token as its password:
         // revoking that token (a leak, say) must not leave the same secret working there. Unless
         // the password was changed since, the `admin` user can no longer sign in until someone
         // sets a new one (`corral user passwd admin`).
-        let bootstrap: Option<i64> = sqlx::query("SELECT MIN(id) AS id FROM api_tokens").fetch_one(&mut *tx).await?.try_get("id")?;
+        let bootstrap: Option<i64> =
+            sqlx::query("SELECT MIN(id) AS id FROM api_tokens").fetch_one(&mut *tx).await?.try_get("id")?;
         let mut detail = json!({"name": token.name, "role": token.role});
         if bootstrap == Some(id) {
             let locked = sqlx::query(

@@ -99,7 +99,14 @@ const USER_COLUMNS: &str = "name, role, tenant, created_at, created_by, password
 
 impl Registry {
     /// Creates a user. Admins only; a tenant-scoped admin creates users of its own tenant.
-    pub async fn create_user(&self, actor: &Principal, name: &str, password: &str, role: Role, tenant: Option<TenantId>) -> Result<User, RegistryError> {
+    pub async fn create_user(
+        &self,
+        actor: &Principal,
+        name: &str,
+        password: &str,
+        role: Role,
+        tenant: Option<TenantId>,
+    ) -> Result<User, RegistryError> {
         actor.require_admin()?;
         check_user_name(name)?;
         check_password(password)?;
@@ -145,7 +152,13 @@ impl Registry {
 
     /// Sets a user's password (an admin for anyone it may see; a user for itself) and ends the
     /// user's sessions.
-    pub async fn set_user_password(&self, actor: &Principal, name: &str, password: &str, current: Option<&str>) -> Result<(), RegistryError> {
+    pub async fn set_user_password(
+        &self,
+        actor: &Principal,
+        name: &str,
+        password: &str,
+        current: Option<&str>,
+    ) -> Result<(), RegistryError> {
         let user = self.visible_user(actor, name, true).await?;
         check_password(password)?;
         // Signed-in users changing their own password prove it first: a session left open on a
@@ -195,7 +208,14 @@ impl Registry {
         let user = if check_user_name(name).is_ok() { self.user_with_hash(name).await? } else { None };
         let (user, stored) = match user {
             Some((user, stored)) => (Some(user), stored),
-            None => (None, self.inner.decoy_hash.get_or_init(|| async { hash_password(&generate_secret("")).await.unwrap_or_default() }).await.clone()),
+            None => (
+                None,
+                self.inner
+                    .decoy_hash
+                    .get_or_init(|| async { hash_password(&generate_secret("")).await.unwrap_or_default() })
+                    .await
+                    .clone(),
+            ),
         };
         let matches = verify_password(password, stored).await;
         let Some(user) = user.filter(|_| matches) else { return Err(refused()) };
@@ -261,7 +281,10 @@ impl Registry {
     }
 
     async fn user_with_hash(&self, name: &str) -> Result<Option<(User, String)>, RegistryError> {
-        let row = sqlx::query(&format!("SELECT {USER_COLUMNS}, password_hash FROM users WHERE name = ?")).bind(name).fetch_optional(self.pool()).await?;
+        let row = sqlx::query(&format!("SELECT {USER_COLUMNS}, password_hash FROM users WHERE name = ?"))
+            .bind(name)
+            .fetch_optional(self.pool())
+            .await?;
         row.map(|r| Ok((user_from_row(&r)?, r.try_get("password_hash")?))).transpose()
     }
 
@@ -272,7 +295,9 @@ impl Registry {
         match user {
             Some(u) if or_self && u.name == actor.name && actor.token_id == 0 => Ok(u),
             Some(u) if actor.is_admin() && (actor.tenant.is_none() || u.tenant == actor.tenant) => Ok(u),
-            Some(_) if !actor.is_admin() => Err(RegistryError::Forbidden(format!("role {} may not manage users; admin only", actor.role))),
+            Some(_) if !actor.is_admin() => {
+                Err(RegistryError::Forbidden(format!("role {} may not manage users; admin only", actor.role)))
+            }
             _ => Err(RegistryError::not_found("user", name)),
         }
     }

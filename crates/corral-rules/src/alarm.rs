@@ -83,7 +83,16 @@ pub const CLEARED_BY_RULE: &str = "rule";
 #[derive(Debug, Clone)]
 pub enum Transition {
     /// The condition came true (and held for the rule's `for`), or the device went silent.
-    Raise { rule_id: i64, rule: String, severity: Severity, message: String, tenant: String, device: String, at_ns: i64, values: serde_json::Value },
+    Raise {
+        rule_id: i64,
+        rule: String,
+        severity: Severity,
+        message: String,
+        tenant: String,
+        device: String,
+        at_ns: i64,
+        values: serde_json::Value,
+    },
     /// The condition is still true: count it on the open alarm.
     Repeat { rule_id: i64, device: String, at_ns: i64, values: serde_json::Value },
     /// The clear condition came true, or data arrived after an absence.
@@ -236,7 +245,9 @@ mod tests {
         let (event, first) = book.apply(raise("d1", 1)).unwrap();
         assert_eq!((event, first.id, first.count), (AlarmEvent::Raised, 1, 1));
         assert!(book.apply(raise("d1", 2)).is_none(), "a second raise is a repeat");
-        assert!(book.apply(Transition::Repeat { rule_id: 1, device: "d1".into(), at_ns: 3, values: serde_json::json!({}) }).is_none());
+        assert!(
+            book.apply(Transition::Repeat { rule_id: 1, device: "d1".into(), at_ns: 3, values: serde_json::json!({}) }).is_none()
+        );
         assert_eq!(book.get(1).unwrap().count, 3);
         assert_eq!(book.apply(raise("d2", 4)).unwrap().1.id, 2);
         let changes = book.take_changes();
@@ -253,10 +264,16 @@ mod tests {
         assert_eq!((acked.status, acked.acknowledged_by.as_deref()), (AlarmStatus::Acknowledged, Some("alice")));
         let (event, cleared) = book.apply(Transition::Clear { rule_id: 1, device: "d1".into(), at_ns: 9 }).unwrap();
         assert_eq!(event, AlarmEvent::Cleared);
-        assert_eq!((cleared.status, cleared.cleared_by.as_deref(), cleared.cleared_at), (AlarmStatus::Cleared, Some("rule"), Some(9)));
+        assert_eq!(
+            (cleared.status, cleared.cleared_by.as_deref(), cleared.cleared_at),
+            (AlarmStatus::Cleared, Some("rule"), Some(9))
+        );
         assert_eq!(cleared.acknowledged_by.as_deref(), Some("alice"), "acknowledgement is kept");
         assert_eq!(book.open_count(), 0);
-        assert!(book.apply(Transition::Repeat { rule_id: 1, device: "d1".into(), at_ns: 10, values: serde_json::json!({}) }).is_none());
+        assert!(
+            book.apply(Transition::Repeat { rule_id: 1, device: "d1".into(), at_ns: 10, values: serde_json::json!({}) })
+                .is_none()
+        );
         let changes = book.take_changes();
         assert_eq!(changes.len(), 1);
         assert_eq!(changes[0].status, AlarmStatus::Cleared);

@@ -170,7 +170,9 @@ impl Rules {
     fn prepare(&self, spec: &mut RuleSpec, tenant: Option<&str>, previous: Option<&RuleSpec>) -> Result<(), RulesError> {
         match (tenant, spec.tenant.as_deref()) {
             (Some(scope), Some(t)) if t != scope => {
-                return Err(RulesError::Forbidden(format!("your token is scoped to tenant `{scope}`; it cannot write rules for `{t}`")));
+                return Err(RulesError::Forbidden(format!(
+                    "your token is scoped to tenant `{scope}`; it cannot write rules for `{t}`"
+                )));
             }
             (Some(scope), _) => spec.tenant = Some(scope.to_string()),
             (None, _) => {}
@@ -197,8 +199,15 @@ impl Rules {
     async fn activate(&self, id: i64, spec: RuleSpec) -> Result<(), RulesError> {
         let rule = ActiveRule::new(id, spec, &self.inner.metrics).map_err(RulesError::Invalid)?;
         let mut state = self.inner.state.lock().await;
-        let open: Vec<String> =
-            self.inner.book.lock().expect("book lock").open_alarms().filter(|a| a.rule_id == id).map(|a| a.device.clone()).collect();
+        let open: Vec<String> = self
+            .inner
+            .book
+            .lock()
+            .expect("book lock")
+            .open_alarms()
+            .filter(|a| a.rule_id == id)
+            .map(|a| a.device.clone())
+            .collect();
         state.engine.upsert(rule);
         for device in &open {
             state.engine.mark_raised(id, device);
@@ -243,7 +252,10 @@ impl Rules {
     }
 
     async fn comments(&self, id: i64) -> Result<Vec<Comment>, RulesError> {
-        let rows = sqlx::query("SELECT * FROM alarm_comments WHERE alarm_id = ? ORDER BY id").bind(id).fetch_all(&self.inner.pool).await?;
+        let rows = sqlx::query("SELECT * FROM alarm_comments WHERE alarm_id = ? ORDER BY id")
+            .bind(id)
+            .fetch_all(&self.inner.pool)
+            .await?;
         rows.iter()
             .map(|r| {
                 Ok(Comment {
@@ -272,12 +284,14 @@ impl Rules {
                 Ok(acked)
             }
             None => {
-                sqlx::query("UPDATE alarms SET acknowledged_by = ?, acknowledged_at = ? WHERE id = ? AND acknowledged_at IS NULL")
-                    .bind(by)
-                    .bind(now)
-                    .bind(id)
-                    .execute(&self.inner.pool)
-                    .await?;
+                sqlx::query(
+                    "UPDATE alarms SET acknowledged_by = ?, acknowledged_at = ? WHERE id = ? AND acknowledged_at IS NULL",
+                )
+                .bind(by)
+                .bind(now)
+                .bind(id)
+                .execute(&self.inner.pool)
+                .await?;
                 Ok(self.alarm(id, tenant).await?.0)
             }
         }
@@ -310,18 +324,31 @@ impl Rules {
             self.inner.commit(&state.engine, Vec::new()).await;
         }
         let at = now_ms();
-        let comment_id: i64 = sqlx::query_scalar("INSERT INTO alarm_comments (alarm_id, at, author, text) VALUES (?, ?, ?, ?) RETURNING id")
-            .bind(id)
-            .bind(at)
-            .bind(by)
-            .bind(text)
-            .fetch_one(&self.inner.pool)
-            .await?;
-        Ok(Comment { id: comment_id, alarm_id: id, at: crate::alarm::format_ns(at * 1_000_000), author: by.to_string(), text: text.to_string() })
+        let comment_id: i64 =
+            sqlx::query_scalar("INSERT INTO alarm_comments (alarm_id, at, author, text) VALUES (?, ?, ?, ?) RETURNING id")
+                .bind(id)
+                .bind(at)
+                .bind(by)
+                .bind(text)
+                .fetch_one(&self.inner.pool)
+                .await?;
+        Ok(Comment {
+            id: comment_id,
+            alarm_id: id,
+            at: crate::alarm::format_ns(at * 1_000_000),
+            author: by.to_string(),
+            text: text.to_string(),
+        })
     }
 
     /// Outbox entries, newest first, by state (`pending`, `delivered`, `dead`).
-    pub async fn outbox(&self, state: Option<&str>, tenant: Option<&str>, limit: usize, before: Option<i64>) -> Result<Vec<Entry>, RulesError> {
+    pub async fn outbox(
+        &self,
+        state: Option<&str>,
+        tenant: Option<&str>,
+        limit: usize,
+        before: Option<i64>,
+    ) -> Result<Vec<Entry>, RulesError> {
         let rows = sqlx::query(
             "SELECT o.* FROM outbox o LEFT JOIN alarms a ON a.id = o.alarm_id
              WHERE (?1 IS NULL OR o.state = ?1) AND (?2 IS NULL OR a.tenant = ?2) AND (?3 IS NULL OR o.id < ?3)
@@ -356,11 +383,13 @@ impl Rules {
     }
 
     async fn outbox_entry(&self, id: i64, tenant: Option<&str>) -> Result<Entry, RulesError> {
-        let row = sqlx::query("SELECT o.* FROM outbox o LEFT JOIN alarms a ON a.id = o.alarm_id WHERE o.id = ?1 AND (?2 IS NULL OR a.tenant = ?2)")
-            .bind(id)
-            .bind(tenant)
-            .fetch_optional(&self.inner.pool)
-            .await?;
+        let row = sqlx::query(
+            "SELECT o.* FROM outbox o LEFT JOIN alarms a ON a.id = o.alarm_id WHERE o.id = ?1 AND (?2 IS NULL OR a.tenant = ?2)",
+        )
+        .bind(id)
+        .bind(tenant)
+        .fetch_optional(&self.inner.pool)
+        .await?;
         row.as_ref().map(entry_from_row).transpose()?.ok_or_else(|| RulesError::NotFound(format!("outbox entry {id}")))
     }
 }

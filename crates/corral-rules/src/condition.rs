@@ -64,7 +64,8 @@ impl std::fmt::Debug for Condition {
 }
 
 /// Aggregates make sense in a condition only over a window; alone they would need a GROUP BY.
-const AGGREGATES: &[&str] = &["avg", "mean", "min", "max", "sum", "count", "rate", "median", "stddev", "first_value", "last_value"];
+const AGGREGATES: &[&str] =
+    &["avg", "mean", "min", "max", "sum", "count", "rate", "median", "stddev", "first_value", "last_value"];
 
 static WINDOW: LazyLock<regex::Regex> = LazyLock::new(|| {
     regex::Regex::new(

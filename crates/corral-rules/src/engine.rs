@@ -14,8 +14,8 @@ use crate::condition::{Condition, Input};
 use crate::metrics::{Metrics, RuleCounters};
 use crate::spec::RuleSpec;
 use crate::window::{WindowSpec, WindowState, parse_duration_ns};
-use columns::Columns;
 use arrow::array::ArrayRef;
+use columns::Columns;
 use corral_model::{FieldValue, Row};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -241,7 +241,12 @@ impl Engine {
 
     /// Raises absence alarms for devices in scope not heard from for the rule's duration.
     /// `last_heard` holds what this process saw; `facts.last_seen_ns` covers the time before.
-    pub fn check_absence(&mut self, now_ns: i64, devices: &[Arc<DeviceFacts>], last_heard: &HashMap<String, i64>) -> Vec<Transition> {
+    pub fn check_absence(
+        &mut self,
+        now_ns: i64,
+        devices: &[Arc<DeviceFacts>],
+        last_heard: &HashMap<String, i64>,
+    ) -> Vec<Transition> {
         let mut out = Vec::new();
         for rule in self.rules.iter_mut().filter(|r| r.spec.enabled) {
             let Some(absence) = rule.absence_ns else { continue };
@@ -273,9 +278,7 @@ fn clear_absences(rule: &mut ActiveRule, columns: &Columns, out: &mut Vec<Transi
         return;
     }
     for group in &columns.groups {
-        if group.facts.is_some_and(|f| rule.in_scope(f))
-            && rule.machines.remove(&group.number).is_some_and(|m| m.raised)
-        {
+        if group.facts.is_some_and(|f| rule.in_scope(f)) && rule.machines.remove(&group.number).is_some_and(|m| m.raised) {
             let first = &columns.rows[group.rows[0]];
             out.push(Transition::Clear { rule_id: rule.id, device: first.device.clone(), at_ns: first.time_ns });
         }
@@ -349,7 +352,12 @@ fn evaluate_condition(rule: &mut ActiveRule, columns: &mut Columns, out: &mut Ve
                 state.raised = false;
                 out.push(Transition::Clear { rule_id: rule.id, device: row.device.clone(), at_ns: row.time_ns });
             } else if is_true {
-                out.push(Transition::Repeat { rule_id: rule.id, device: row.device.clone(), at_ns: row.time_ns, values: row_values(row) });
+                out.push(Transition::Repeat {
+                    rule_id: rule.id,
+                    device: row.device.clone(),
+                    at_ns: row.time_ns,
+                    values: row_values(row),
+                });
             }
         }
         if state.idle() {

@@ -76,9 +76,15 @@ impl Metrics {
     pub fn render_prometheus(&self, out: &mut String) {
         let rules = self.rules.lock().expect("metrics lock");
         let families: [RuleFamily; 3] = [
-            ("corral_rule_evaluated_rows_total", "Rows a rule's condition was evaluated on.", |c| c.evaluated_rows.load(Relaxed).to_string()),
-            ("corral_rule_matched_rows_total", "Rows on which a rule's condition was true.", |c| c.matched_rows.load(Relaxed).to_string()),
-            ("corral_rule_eval_seconds_total", "Time spent evaluating a rule.", |c| format!("{:.6}", c.eval_ns.load(Relaxed) as f64 / 1e9)),
+            ("corral_rule_evaluated_rows_total", "Rows a rule's condition was evaluated on.", |c| {
+                c.evaluated_rows.load(Relaxed).to_string()
+            }),
+            ("corral_rule_matched_rows_total", "Rows on which a rule's condition was true.", |c| {
+                c.matched_rows.load(Relaxed).to_string()
+            }),
+            ("corral_rule_eval_seconds_total", "Time spent evaluating a rule.", |c| {
+                format!("{:.6}", c.eval_ns.load(Relaxed) as f64 / 1e9)
+            }),
         ];
         for (name, help, value) in families {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
@@ -125,7 +131,11 @@ impl Metrics {
             let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {}", self.latency_buckets[i].load(Relaxed));
         }
         let count = self.latency_count.load(Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}\n{name}_sum {:.6}\n{name}_count {count}", self.latency_sum_us.load(Relaxed) as f64 / 1e6);
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{le=\"+Inf\"}} {count}\n{name}_sum {:.6}\n{name}_count {count}",
+            self.latency_sum_us.load(Relaxed) as f64 / 1e6
+        );
     }
 }
 

@@ -38,9 +38,9 @@ impl OfflineWindows {
     /// Whether the device is online at `now_ns` (its `last_seen_ns` is when it was last heard from).
     pub fn online(&self, facts: &DeviceFacts, connection: Connection, now_ns: i64) -> bool {
         connection.connected
-            || facts.last_seen_ns.is_some_and(|seen| {
-                now_ns - seen < self.window_ns(facts) && connection.ended_ns.is_none_or(|ended| seen > ended)
-            })
+            || facts
+                .last_seen_ns
+                .is_some_and(|seen| now_ns - seen < self.window_ns(facts) && connection.ended_ns.is_none_or(|ended| seen > ended))
     }
 }
 
@@ -51,7 +51,13 @@ mod tests {
     const MIN: i64 = 60_000_000_000;
 
     fn device(profile: &str, seen: Option<i64>) -> DeviceFacts {
-        DeviceFacts { id: "d".into(), tenant: "default".into(), profile: Some(profile.into()), last_seen_ns: seen, ..Default::default() }
+        DeviceFacts {
+            id: "d".into(),
+            tenant: "default".into(),
+            profile: Some(profile.into()),
+            last_seen_ns: seen,
+            ..Default::default()
+        }
     }
 
     fn windows() -> OfflineWindows {

@@ -169,9 +169,8 @@ impl Deliverer {
                     Err(e) => tracing::error!(error = %e, "reading the outbox failed; retrying in 1 s"),
                 }
             }
-            let sleep = next_due.map_or(Duration::from_secs(1), |at: i64| {
-                Duration::from_millis((at - now_ms()).clamp(1, 1_000) as u64)
-            });
+            let sleep =
+                next_due.map_or(Duration::from_secs(1), |at: i64| Duration::from_millis((at - now_ms()).clamp(1, 1_000) as u64));
             tokio::select! {
                 Some(first) = inflight.next(), if !inflight.is_empty() => {
                     // Record every outcome that is ready in one transaction: at thousands of
@@ -221,11 +220,12 @@ impl Deliverer {
                 created_at: row.try_get("created_at")?,
             });
         }
-        let next: Option<i64> = sqlx::query("SELECT MIN(next_attempt_at) FROM outbox WHERE state = 'pending' AND next_attempt_at > ?")
-            .bind(now)
-            .fetch_one(&self.pool)
-            .await?
-            .try_get(0)?;
+        let next: Option<i64> =
+            sqlx::query("SELECT MIN(next_attempt_at) FROM outbox WHERE state = 'pending' AND next_attempt_at > ?")
+                .bind(now)
+                .fetch_one(&self.pool)
+                .await?
+                .try_get(0)?;
         Ok((due, next))
     }
 

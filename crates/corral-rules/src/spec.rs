@@ -168,11 +168,9 @@ impl ActionSpec {
     /// The action as the API shows it after creation: secrets hidden.
     pub fn redacted(&self) -> ActionSpec {
         match self {
-            ActionSpec::Webhook { url, secret, on } => ActionSpec::Webhook {
-                url: url.clone(),
-                secret: secret.as_ref().map(|_| "********".to_string()),
-                on: on.clone(),
-            },
+            ActionSpec::Webhook { url, secret, on } => {
+                ActionSpec::Webhook { url: url.clone(), secret: secret.as_ref().map(|_| "********".to_string()), on: on.clone() }
+            }
             other => other.clone(),
         }
     }

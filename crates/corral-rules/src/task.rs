@@ -76,7 +76,12 @@ impl Shared {
             metrics,
             enabled: std::sync::atomic::AtomicUsize::new(engine.enabled()),
             unsettled: std::sync::atomic::AtomicUsize::new(0),
-            state: tokio::sync::Mutex::new(EngineState { engine, last_heard: HashMap::new(), fleet: Vec::new(), fleet_read: None }),
+            state: tokio::sync::Mutex::new(EngineState {
+                engine,
+                last_heard: HashMap::new(),
+                fleet: Vec::new(),
+                fleet_read: None,
+            }),
             book: Mutex::new(Book::new(open, max_id)),
             flush: tokio::sync::Mutex::new(()),
             wake_outbox: Arc::new(Notify::new()),

@@ -76,7 +76,10 @@ pub enum WindowState {
         /// instead of a scan of the window.
         extremes: VecDeque<(u64, f64)>,
     },
-    Tumbling { bucket: i64, acc: Accumulator },
+    Tumbling {
+        bucket: i64,
+        acc: Accumulator,
+    },
 }
 
 #[derive(Debug, Clone, Default)]

@@ -3,8 +3,8 @@
 
 use crate::schema::{ColumnKind, TableSchema};
 use arrow::array::{
-    ArrayRef, BooleanBuilder, Float64Builder, Int64Builder, RecordBatch, StringBuilder,
-    TimestampNanosecondBuilder, UInt64Builder, new_null_array,
+    ArrayRef, BooleanBuilder, Float64Builder, Int64Builder, RecordBatch, StringBuilder, TimestampNanosecondBuilder,
+    UInt64Builder, new_null_array,
 };
 use arrow::datatypes::SchemaRef;
 use corral_model::{FieldType, FieldValue, Row};
@@ -28,9 +28,7 @@ impl ColumnBuilder {
     fn new(kind: ColumnKind) -> Self {
         match kind {
             ColumnKind::Time => ColumnBuilder::Time(TimestampNanosecondBuilder::new().with_timezone("UTC")),
-            ColumnKind::Device | ColumnKind::Tag | ColumnKind::Field(FieldType::Str) => {
-                ColumnBuilder::Str(StringBuilder::new())
-            }
+            ColumnKind::Device | ColumnKind::Tag | ColumnKind::Field(FieldType::Str) => ColumnBuilder::Str(StringBuilder::new()),
             ColumnKind::Field(FieldType::Float) => ColumnBuilder::Float(Float64Builder::new()),
             ColumnKind::Field(FieldType::Int) => ColumnBuilder::Int(Int64Builder::new()),
             ColumnKind::Field(FieldType::UInt) => ColumnBuilder::UInt(UInt64Builder::new()),

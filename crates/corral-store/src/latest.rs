@@ -138,7 +138,8 @@ impl LatestRows {
     pub fn batch_for_file(&self, schema: &TableSchema) -> RecordBatch {
         let batch = self.batch(schema);
         let devices = batch.column(1).as_string::<i32>();
-        let sets: Vec<Option<Vec<u8>>> = devices.iter().map(|d| d.and_then(|d| self.written.get(d)).map(ColumnSet::to_bytes)).collect();
+        let sets: Vec<Option<Vec<u8>>> =
+            devices.iter().map(|d| d.and_then(|d| self.written.get(d)).map(ColumnSet::to_bytes)).collect();
         let written: ArrayRef = std::sync::Arc::new(BinaryArray::from_iter(sets));
         let mut fields: Vec<Field> = batch.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
         fields.push(Field::new(WRITTEN_COLUMN, DataType::Binary, true));
@@ -241,12 +242,16 @@ mod tests {
 
     #[test]
     fn persisted_rows_yield_only_to_newer_live_ones() {
-        let rows = vec![Row::new(10, "a").field("v", FieldValue::Float(1.0)), Row::new(10, "b").field("v", FieldValue::Float(2.0))];
+        let rows =
+            vec![Row::new(10, "a").field("v", FieldValue::Float(1.0)), Row::new(10, "b").field("v", FieldValue::Float(2.0))];
         let schema = schema_for(&rows);
         let mut before = LatestRows::default();
         before.observe(&rows, &schema);
         let mut latest = LatestRows::with_persisted(before.batch(&schema));
-        latest.observe(&[Row::new(11, "a").field("v", FieldValue::Float(9.0)), Row::new(9, "b").field("v", FieldValue::Float(0.0))], &schema);
+        latest.observe(
+            &[Row::new(11, "a").field("v", FieldValue::Float(9.0)), Row::new(9, "b").field("v", FieldValue::Float(0.0))],
+            &schema,
+        );
         let mut got = devices_and_values(&latest.batch(&schema));
         got.sort_by(|x, y| x.0.cmp(&y.0));
         assert_eq!(got, [("a".into(), Some(9.0)), ("b".into(), Some(2.0))]);
@@ -264,7 +269,9 @@ mod tests {
         let schema = schema_for(&rows);
         let mut before = LatestRows::default();
         before.observe(&rows, &schema);
-        let seen = |latest: &LatestRows, devices: &[&str]| -> Vec<usize> { latest.written_by(devices.iter().copied()).positions().collect() };
+        let seen = |latest: &LatestRows, devices: &[&str]| -> Vec<usize> {
+            latest.written_by(devices.iter().copied()).positions().collect()
+        };
         let (v, secret, w) = (schema.position("v").unwrap(), schema.position("secret").unwrap(), schema.position("w").unwrap());
         assert_eq!(seen(&before, &["a"]), [v, w], "a's newest row lacks v, yet a wrote it");
         assert_eq!(seen(&before, &["b"]), [v, secret]);

@@ -43,9 +43,8 @@ pub struct FileMeta {
 impl Manifest {
     pub fn load(dir: &Path) -> std::io::Result<Manifest> {
         match std::fs::read(dir.join(FILE)) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-                std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{}: {e}", dir.join(FILE).display()))
-            }),
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{}: {e}", dir.join(FILE).display()))),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 Ok(Manifest { version: 1, wal_floor: 1, next_file_id: 1, tables: BTreeMap::new() })
             }

@@ -123,15 +123,45 @@ impl StoreMetricsSnapshot {
             &mut per_table(|c| c.bytes).into_iter(),
         );
         let one = |v: f64| std::iter::once((String::new(), v));
-        family("corral_write_buffer_bytes", "gauge", "Estimated bytes of unpersisted rows in memory.", &mut one(self.buffer_bytes as f64));
+        family(
+            "corral_write_buffer_bytes",
+            "gauge",
+            "Estimated bytes of unpersisted rows in memory.",
+            &mut one(self.buffer_bytes as f64),
+        );
         family("corral_parquet_files", "gauge", "Parquet files committed.", &mut one(self.parquet_files as f64));
         family("corral_parquet_bytes", "gauge", "Bytes of committed Parquet files.", &mut one(self.parquet_bytes as f64));
-        family("corral_write_failures_total", "counter", "Writes refused by a WAL failure (e.g. disk full).", &mut one(self.failed_writes as f64));
-        family("corral_backpressure_waits_total", "counter", "Writes that waited at the buffer ceiling.", &mut one(self.backpressure_waits as f64));
-        family("corral_backpressure_rejections_total", "counter", "Writes refused with 503 at the buffer ceiling.", &mut one(self.rejected_overload as f64));
-        family("corral_persists_total", "counter", "Snapshots of the buffer persisted to Parquet.", &mut one(self.persists as f64));
+        family(
+            "corral_write_failures_total",
+            "counter",
+            "Writes refused by a WAL failure (e.g. disk full).",
+            &mut one(self.failed_writes as f64),
+        );
+        family(
+            "corral_backpressure_waits_total",
+            "counter",
+            "Writes that waited at the buffer ceiling.",
+            &mut one(self.backpressure_waits as f64),
+        );
+        family(
+            "corral_backpressure_rejections_total",
+            "counter",
+            "Writes refused with 503 at the buffer ceiling.",
+            &mut one(self.rejected_overload as f64),
+        );
+        family(
+            "corral_persists_total",
+            "counter",
+            "Snapshots of the buffer persisted to Parquet.",
+            &mut one(self.persists as f64),
+        );
         family("corral_persist_seconds_total", "counter", "Time spent persisting.", &mut one(self.persist_seconds));
-        family("corral_persist_failures_total", "counter", "Persist attempts that failed (retried).", &mut one(self.persist_failures as f64));
+        family(
+            "corral_persist_failures_total",
+            "counter",
+            "Persist attempts that failed (retried).",
+            &mut one(self.persist_failures as f64),
+        );
         let w = &self.wal;
         family("corral_wal_appends_total", "counter", "WAL records appended.", &mut one(w.appends as f64));
         family("corral_wal_bytes_total", "counter", "WAL bytes written.", &mut one(w.bytes_written as f64));

@@ -11,8 +11,8 @@ use crate::manifest::{FileMeta, sync_dir};
 use arrow::array::{Array, AsArray, RecordBatch, UInt32Array};
 use arrow::compute::{SortColumn, lexsort_to_indices, take_record_batch};
 use arrow::datatypes::{SchemaRef, TimestampNanosecondType};
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use std::collections::BTreeMap;
@@ -27,12 +27,7 @@ const NANOS_PER_DAY: i64 = 86_400 * 1_000_000_000;
 /// Writes `batch` (all rows of one table from one snapshot) as one file per UTC day under
 /// `<dir>/tables/<table>/<YYYY-MM-DD>/`. Files are fsynced and renamed into place; the caller
 /// commits them by listing them in the manifest.
-pub fn write_table(
-    dir: &Path,
-    table: &str,
-    batch: &RecordBatch,
-    next_file_id: &mut u64,
-) -> std::io::Result<Vec<FileMeta>> {
+pub fn write_table(dir: &Path, table: &str, batch: &RecordBatch, next_file_id: &mut u64) -> std::io::Result<Vec<FileMeta>> {
     let times = batch.column(0).as_primitive::<TimestampNanosecondType>();
     let mut days: BTreeMap<i64, Vec<u32>> = BTreeMap::new();
     for (row, t) in times.values().iter().enumerate() {
@@ -50,8 +45,7 @@ pub fn write_table(
         let size_bytes = write_file(&dir.join(&rel), &sorted)?;
         sync_dir(&dir.join(&rel_dir))?;
         let times = sorted.column(0).as_primitive::<TimestampNanosecondType>();
-        let values: usize =
-            sorted.columns()[2..].iter().map(|c| c.len() - c.null_count()).sum();
+        let values: usize = sorted.columns()[2..].iter().map(|c| c.len() - c.null_count()).sum();
         files.push(FileMeta {
             path: rel,
             size_bytes,
@@ -78,9 +72,7 @@ pub fn write_latest(dir: &Path, table: &str, batch: &RecordBatch, next_file_id: 
 
 /// Reads a whole file written here back in the table's types.
 pub fn read_file(path: &Path, table: &SchemaRef) -> std::io::Result<Vec<RecordBatch>> {
-    let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(path)?)
-        .and_then(|b| b.build())
-        .map_err(io_err)?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(path)?).and_then(|b| b.build()).map_err(io_err)?;
     reader.map(|batch| to_table_types(table, &batch.map_err(io_err)?).map_err(io_err)).collect()
 }
 

@@ -186,10 +186,8 @@ mod tests {
 
     #[test]
     fn truncated_records_are_errors_not_panics() {
-        let batches = vec![Batch {
-            table: TableName::telemetry(),
-            rows: vec![Row::new(1, "d").field("x", FieldValue::Str("abc".into()))],
-        }];
+        let batches =
+            vec![Batch { table: TableName::telemetry(), rows: vec![Row::new(1, "d").field("x", FieldValue::Str("abc".into()))] }];
         let bytes = encode(&batches);
         for cut in 0..bytes.len() {
             assert!(decode(&bytes[..cut]).is_err(), "cut at {cut}");

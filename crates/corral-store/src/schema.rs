@@ -105,8 +105,7 @@ impl TableSchema {
                         row_no + 1
                     )));
                 }
-                let existing =
-                    self.position(name).map(|i| self.columns[i].kind).or_else(|| pending.kinds.get(name).copied());
+                let existing = self.position(name).map(|i| self.columns[i].kind).or_else(|| pending.kinds.get(name).copied());
                 match existing {
                     Some(have) if have == kind => {}
                     Some(have) => {
@@ -180,10 +179,7 @@ mod tests {
     #[test]
     fn a_conflict_inside_one_request_is_caught() {
         let schema = TableSchema::default();
-        let rows = vec![
-            Row::new(0, "d").field("x", FieldValue::Float(1.0)),
-            Row::new(1, "d").field("x", FieldValue::Bool(true)),
-        ];
+        let rows = vec![Row::new(0, "d").field("x", FieldValue::Float(1.0)), Row::new(1, "d").field("x", FieldValue::Bool(true))];
         let err = schema.check(&batch(rows), &mut NewColumns::default(), 100).unwrap_err();
         assert!(err.message.starts_with("row 2"), "{}", err.message);
     }

@@ -21,8 +21,7 @@ use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
-    DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, Partitioning,
-    PlanProperties,
+    DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, Partitioning, PlanProperties,
 };
 use futures::StreamExt;
 use std::collections::HashSet;
@@ -40,12 +39,8 @@ impl TenantScope {
         let ids = devices
             .column_by_name("device")
             .and_then(|c| c.as_string_opt::<i32>())
-            .ok_or_else(|| {
-                DataFusionError::Internal("the devices table has no text `device` column".into())
-            })?;
-        Ok(TenantScope {
-            devices: ids.iter().flatten().map(str::to_string).collect(),
-        })
+            .ok_or_else(|| DataFusionError::Internal("the devices table has no text `device` column".into()))?;
+        Ok(TenantScope { devices: ids.iter().flatten().map(str::to_string).collect() })
     }
 
     pub fn contains(&self, device: &str) -> bool {
@@ -62,9 +57,8 @@ impl TenantScope {
             .column(device_col)
             .as_string_opt::<i32>()
             .ok_or_else(|| DataFusionError::Internal("the device column is not text".into()))?;
-        let mask: BooleanArray = (0..devices.len())
-            .map(|i| Some(devices.is_valid(i) && self.contains(devices.value(i))))
-            .collect();
+        let mask: BooleanArray =
+            (0..devices.len()).map(|i| Some(devices.is_valid(i) && self.contains(devices.value(i)))).collect();
         Ok(filter_record_batch(batch, &mask)?)
     }
 
@@ -110,14 +104,7 @@ impl TenantScopeExec {
             EmissionType::Incremental,
             Boundedness::Bounded,
         ));
-        Ok(TenantScopeExec {
-            input,
-            scope,
-            device_col,
-            projection,
-            schema,
-            properties,
-        })
+        Ok(TenantScopeExec { input, scope, device_col, projection, schema, properties })
     }
 }
 
@@ -148,39 +135,21 @@ impl ExecutionPlan for TenantScopeExec {
     }
 
     #[allow(deprecated)] // required by the trait in DataFusion 55; `replace_children` calls it
-    fn with_new_children(
-        self: Arc<Self>,
-        mut children: Vec<Arc<dyn ExecutionPlan>>,
-    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+    fn with_new_children(self: Arc<Self>, mut children: Vec<Arc<dyn ExecutionPlan>>) -> DfResult<Arc<dyn ExecutionPlan>> {
         if children.len() != 1 {
-            return Err(DataFusionError::Internal(
-                "TenantScopeExec has one child".into(),
-            ));
+            return Err(DataFusionError::Internal("TenantScopeExec has one child".into()));
         }
-        let exec = TenantScopeExec::try_new(
-            children.remove(0),
-            self.scope.clone(),
-            self.device_col,
-            self.projection.clone(),
-        )?;
+        let exec = TenantScopeExec::try_new(children.remove(0), self.scope.clone(), self.device_col, self.projection.clone())?;
         Ok(Arc::new(exec))
     }
 
-    fn execute(
-        &self,
-        partition: usize,
-        context: Arc<TaskContext>,
-    ) -> DfResult<SendableRecordBatchStream> {
-        let (scope, device_col, projection) =
-            (self.scope.clone(), self.device_col, self.projection.clone());
+    fn execute(&self, partition: usize, context: Arc<TaskContext>) -> DfResult<SendableRecordBatchStream> {
+        let (scope, device_col, projection) = (self.scope.clone(), self.device_col, self.projection.clone());
         let rows = self.input.execute(partition, context)?.map(move |batch| {
             let kept = scope.keep(&batch?, device_col)?;
             Ok(kept.project(&projection)?)
         });
-        Ok(Box::pin(RecordBatchStreamAdapter::new(
-            self.schema.clone(),
-            rows,
-        )))
+        Ok(Box::pin(RecordBatchStreamAdapter::new(self.schema.clone(), rows)))
     }
 }
 
@@ -191,17 +160,11 @@ mod tests {
     use arrow::datatypes::{DataType, Field, Schema};
 
     fn batch(devices: &[&str]) -> RecordBatch {
-        let schema = Schema::new(vec![
-            Field::new("device", DataType::Utf8, false),
-            Field::new("v", DataType::Int64, true),
-        ]);
+        let schema = Schema::new(vec![Field::new("device", DataType::Utf8, false), Field::new("v", DataType::Int64, true)]);
         let values: Vec<i64> = (0..devices.len() as i64).collect();
         RecordBatch::try_new(
             Arc::new(schema),
-            vec![
-                Arc::new(StringArray::from(devices.to_vec())),
-                Arc::new(Int64Array::from(values)),
-            ],
+            vec![Arc::new(StringArray::from(devices.to_vec())), Arc::new(Int64Array::from(values))],
         )
         .unwrap()
     }
@@ -213,11 +176,6 @@ mod tests {
         let devices: Vec<&str> = kept.column(0).as_string::<i32>().iter().flatten().collect();
         assert_eq!(devices, ["a1", "a2"]);
         assert!(scope.predicate().is_some());
-        assert!(
-            TenantScope::from_devices(&batch(&[]))
-                .unwrap()
-                .predicate()
-                .is_none()
-        );
+        assert!(TenantScope::from_devices(&batch(&[])).unwrap().predicate().is_none());
     }
 }

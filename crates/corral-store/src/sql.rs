@@ -14,7 +14,8 @@ use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
 use datafusion::catalog::{
-    CatalogProvider, CatalogProviderList, MemoryCatalogProvider, MemoryCatalogProviderList, SchemaProvider, Session, TableProvider,
+    CatalogProvider, CatalogProviderList, MemoryCatalogProvider, MemoryCatalogProviderList, SchemaProvider, Session,
+    TableProvider,
 };
 use datafusion::common::{DataFusionError, Result as DfResult};
 use datafusion::datasource::MemTable;
@@ -40,7 +41,7 @@ use std::sync::Arc;
 pub trait DeviceDirectory: Send + Sync + std::fmt::Debug {
     /// The `devices` table as `tenant` may see it (`None`: every tenant).
     async fn devices(&self, tenant: Option<&str>) -> Result<RecordBatch, String>;
-    /// Another of the platform's tables (one of [`DIRECTORY_TABLES`]: `alarms`, `certificates`)
+    /// Another of the platform's tables (one of `DIRECTORY_TABLES`: `alarms`, `certificates`)
     /// as `tenant` may see it; `None` when that part of the platform is not running.
     async fn table(&self, _name: &str, _tenant: Option<&str>) -> Result<Option<RecordBatch>, String> {
         Ok(None)
@@ -91,7 +92,8 @@ impl QueryEngine {
             None => None,
         };
         for (name, view) in [("public", View::History), ("latest", View::Latest)] {
-            let schema = CorralSchema { store: self.store.clone(), directory: self.directory.clone(), scope: scope.clone(), view };
+            let schema =
+                CorralSchema { store: self.store.clone(), directory: self.directory.clone(), scope: scope.clone(), view };
             catalog.register_schema(name, Arc::new(schema))?;
         }
         let catalogs = MemoryCatalogProviderList::new();

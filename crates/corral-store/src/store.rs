@@ -189,8 +189,11 @@ impl Store {
             state.oldest_unpersisted = Some(Instant::now());
         }
         tracing::info!(
-            segments = report.segments, records = report.records, skipped_persisted = skipped,
-            damaged = report.damage.len(), "WAL replayed"
+            segments = report.segments,
+            records = report.records,
+            skipped_persisted = skipped,
+            damaged = report.damage.len(),
+            "WAL replayed"
         );
         let inner = Inner {
             config,
@@ -417,7 +420,12 @@ impl Store {
         }
         self.inner.wal.remove_segments_before(floor)?;
         self.inner.metrics.persist_seconds_total.record(started.elapsed());
-        tracing::info!(files = file_count, tables = job_count, ms = started.elapsed().as_millis() as u64, "persisted buffers to Parquet");
+        tracing::info!(
+            files = file_count,
+            tables = job_count,
+            ms = started.elapsed().as_millis() as u64,
+            "persisted buffers to Parquet"
+        );
         Ok(file_count)
     }
 
@@ -473,8 +481,7 @@ impl Store {
             state.persisting.iter().filter(|p| p.table == name).flat_map(|p| p.batches.clone()).collect();
         let table = state.tables.get_mut(name)?;
         let schema = table.schema.arrow();
-        let mut batches: Vec<RecordBatch> =
-            persisting.iter().map(|b| crate::buffer::align(&schema, b)).collect();
+        let mut batches: Vec<RecordBatch> = persisting.iter().map(|b| crate::buffer::align(&schema, b)).collect();
         batches.extend(table.buffer.snapshot(&table.schema));
         Some(TableSnapshot { name: name.to_string(), schema, batches, files })
     }
@@ -515,14 +522,16 @@ impl Store {
     pub fn metrics(&self) -> crate::metrics::StoreMetricsSnapshot {
         let state = self.state();
         let tables = state.tables.iter().map(|(n, t)| (n.clone(), t.counters.snapshot())).collect();
-        let (files, file_bytes) = state
-            .manifest
-            .tables
-            .values()
-            .flat_map(|t| &t.files)
-            .fold((0u64, 0u64), |(n, b), f| (n + 1, b + f.size_bytes));
+        let (files, file_bytes) =
+            state.manifest.tables.values().flat_map(|t| &t.files).fold((0u64, 0u64), |(n, b), f| (n + 1, b + f.size_bytes));
         drop(state);
-        self.inner.metrics.snapshot(tables, self.inner.buffer_bytes.load(Ordering::Relaxed), files, file_bytes, self.inner.wal.metrics())
+        self.inner.metrics.snapshot(
+            tables,
+            self.inner.buffer_bytes.load(Ordering::Relaxed),
+            files,
+            file_bytes,
+            self.inner.wal.metrics(),
+        )
     }
 }
 

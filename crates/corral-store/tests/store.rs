@@ -17,10 +17,8 @@ impl DeviceDirectory for Sites {
     async fn devices(&self, tenant: Option<&str>) -> Result<RecordBatch, String> {
         let all = [("d1", "north", "t1"), ("d2", "south", "t2")];
         let rows: Vec<_> = all.iter().filter(|(_, _, t)| tenant.is_none_or(|x| x == *t)).collect();
-        let schema = Arc::new(Schema::new(vec![
-            Field::new("device", DataType::Utf8, false),
-            Field::new("site", DataType::Utf8, false),
-        ]));
+        let schema =
+            Arc::new(Schema::new(vec![Field::new("device", DataType::Utf8, false), Field::new("site", DataType::Utf8, false)]));
         RecordBatch::try_new(
             schema,
             vec![
@@ -49,10 +47,13 @@ async fn buffer_and_parquet_answer_together_across_restarts() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(StoreConfig::new(dir.path())).unwrap();
     store
-        .write(vec![batch("t", vec![
-            Row::new(0, "d1").field("a", FieldValue::Float(1.0)),
-            Row::new(DAY + 1, "d2").field("a", FieldValue::Float(2.0)),
-        ])])
+        .write(vec![batch(
+            "t",
+            vec![
+                Row::new(0, "d1").field("a", FieldValue::Float(1.0)),
+                Row::new(DAY + 1, "d2").field("a", FieldValue::Float(2.0)),
+            ],
+        )])
         .await
         .unwrap();
     assert_eq!(store.persist().await.unwrap(), 2, "one file per UTC day");
@@ -64,7 +65,9 @@ async fn buffer_and_parquet_answer_together_across_restarts() {
 
     let store = Store::open(StoreConfig::new(dir.path())).unwrap();
     assert_eq!(sql(&store, "SELECT device, a, b FROM t ORDER BY time", None).await, expected);
-    let joined = sql(&store, "SELECT d.site, count(*) AS n FROM t JOIN devices d USING (device) GROUP BY d.site ORDER BY d.site", None).await;
+    let joined =
+        sql(&store, "SELECT d.site, count(*) AS n FROM t JOIN devices d USING (device) GROUP BY d.site ORDER BY d.site", None)
+            .await;
     assert!(joined.contains("| north | 2 |") && joined.contains("| south | 1 |"), "{joined}");
     let scoped = sql(&store, "SELECT device, a FROM t ORDER BY time", Some("t2")).await;
     assert!(scoped.contains("d2") && !scoped.contains("d1"), "{scoped}");
@@ -150,7 +153,10 @@ async fn compaction_merges_a_days_files_into_one_and_answers_stay_the_same() {
         store.persist().await.unwrap();
     }
     let parquet_files = |dir: &std::path::Path| {
-        std::fs::read_dir(dir.join("tables/t/1970-01-01")).unwrap().filter(|e| e.as_ref().unwrap().path().extension().unwrap() == "parquet").count()
+        std::fs::read_dir(dir.join("tables/t/1970-01-01"))
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().path().extension().unwrap() == "parquet")
+            .count()
     };
     assert_eq!(parquet_files(dir.path()), 4);
     let before = sql(&store, "SELECT time, device, a, b FROM t ORDER BY time", None).await;
@@ -179,7 +185,9 @@ async fn decimal_encoded_floats_answer_exactly_like_buffered_ones() {
             .map(|(i, v)| {
                 // `x`: every value an exact decimal; `y`: one value that is not (stays a double).
                 let y = if i == 2 { *v } else { v * 2.0 };
-                Row::new(offset + i as i64, "d1").field("x", FieldValue::Float(if i == 2 { 0.3 } else { *v })).field("y", FieldValue::Float(y))
+                Row::new(offset + i as i64, "d1")
+                    .field("x", FieldValue::Float(if i == 2 { 0.3 } else { *v }))
+                    .field("y", FieldValue::Float(y))
             })
             .collect()
     };
@@ -202,7 +210,9 @@ async fn decimal_encoded_floats_answer_exactly_like_buffered_ones() {
     assert_eq!(both, buffered);
     let filtered = sql(&store, "SELECT count(*) AS n FROM t WHERE x = -8.64257 OR x > 1000000", None).await;
     assert!(filtered.contains("| 4 |"), "{filtered}");
-    let summed = sql(&store, "SELECT abs(sum(x) - 2 * (-8.64257 + 21.5 + 0.3 + 1e-9 + 123456789.125 + 3.0)) < 1e-6 AS same FROM t", None).await;
+    let summed =
+        sql(&store, "SELECT abs(sum(x) - 2 * (-8.64257 + 21.5 + 0.3 + 1e-9 + 123456789.125 + 3.0)) < 1e-6 AS same FROM t", None)
+            .await;
     assert!(summed.contains("true"), "{summed}");
 }
 
@@ -220,7 +230,10 @@ async fn latest_rows_match_the_history_across_persist_and_restart() {
     assert_eq!(sql(&store, &latest_v, None).await, sql(&store, &history_v, None).await);
     store.persist().await.unwrap();
     // Out of order for d1 (older than what is persisted), newer for d2 with a new column.
-    store.write(vec![batch("t", vec![reading(5, "d1", 0.5), reading(40, "d2", 4.0).field("w", FieldValue::Int(7))])]).await.unwrap();
+    store
+        .write(vec![batch("t", vec![reading(5, "d1", 0.5), reading(40, "d2", 4.0).field("w", FieldValue::Int(7))])])
+        .await
+        .unwrap();
     let expected = sql(&store, history, None).await;
     assert!(expected.contains("| d1     | 1970-01-01T00:00:00.000000030Z | 3.0 |   |"), "{expected}");
     assert_eq!(sql(&store, latest, None).await, expected);

@@ -77,7 +77,18 @@ impl Browser {
 }
 
 pub fn serde_urlencoded(pairs: &[(&str, &str)]) -> String {
-    pairs.iter().map(|(k, v)| format!("{k}={}", v.bytes().map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") }).collect::<String>())).collect::<Vec<_>>().join("&")
+    pairs
+        .iter()
+        .map(|(k, v)| {
+            format!(
+                "{k}={}",
+                v.bytes()
+                    .map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") })
+                    .collect::<String>()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("&")
 }
 
 pub fn hidden(html: &str, name: &str) -> String {
@@ -89,4 +100,3 @@ pub fn meta(html: &str, name: &str) -> String {
     let at = html.find(&format!(r#"<meta name="{name}" content=""#)).unwrap_or_else(|| panic!("no meta {name} in {html}"));
     html[at + name.len() + 23..].split('"').next().unwrap().to_string()
 }
-

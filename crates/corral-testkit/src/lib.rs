@@ -129,7 +129,17 @@ impl TestServer {
     fn spawn(&mut self) {
         let mut child = Command::new(&self.binary)
             .arg("serve")
-            .args(["--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0", "--coap", "127.0.0.1:0", "--coaps", "127.0.0.1:0", "--data-dir"])
+            .args([
+                "--http",
+                "127.0.0.1:0",
+                "--mqtt",
+                "127.0.0.1:0",
+                "--coap",
+                "127.0.0.1:0",
+                "--coaps",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
             .arg(&self.data_dir)
             .args(&self.extra_args)
             .env("CORRAL_ADMIN_TOKEN", ADMIN_TOKEN)
@@ -160,9 +170,9 @@ impl TestServer {
         self.child = Some(child);
         // The MQTT and CoAP listeners (unless `off`) are logged before the HTTP one.
         loop {
-            let (proto, addr) = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_else(|_| {
-                panic!("corral did not report its HTTP address; log:\n{}", self.log_text())
-            });
+            let (proto, addr) = rx
+                .recv_timeout(Duration::from_secs(60))
+                .unwrap_or_else(|_| panic!("corral did not report its HTTP address; log:\n{}", self.log_text()));
             if proto == "mqtt" {
                 self.mqtt = addr;
             } else if proto == "mqtts" {

@@ -43,11 +43,7 @@ impl WalError {
     /// Wraps an I/O error, routing "disk full" causes to [`WalError::StorageFull`].
     pub(crate) fn io(context: impl Into<String>, source: io::Error) -> Self {
         let context = context.into();
-        if is_full_kind(&source) {
-            WalError::StorageFull { context, source }
-        } else {
-            WalError::Io { context, source }
-        }
+        if is_full_kind(&source) { WalError::StorageFull { context, source } } else { WalError::Io { context, source } }
     }
 
     /// true when the cause is ENOSPC / ErrorKind::StorageFull / QuotaExceeded
@@ -63,19 +59,12 @@ impl WalError {
     /// failure, but `io::Error` is not `Clone`. The OS code (and so the kind) is preserved.
     pub(crate) fn duplicate(&self) -> Self {
         match self {
-            WalError::Io { context, source } => WalError::Io {
-                context: context.clone(),
-                source: copy_io(source),
-            },
-            WalError::StorageFull { context, source } => WalError::StorageFull {
-                context: context.clone(),
-                source: copy_io(source),
-            },
+            WalError::Io { context, source } => WalError::Io { context: context.clone(), source: copy_io(source) },
+            WalError::StorageFull { context, source } => {
+                WalError::StorageFull { context: context.clone(), source: copy_io(source) }
+            }
             WalError::Closed => WalError::Closed,
-            WalError::RecordTooLarge { len, max } => WalError::RecordTooLarge {
-                len: *len,
-                max: *max,
-            },
+            WalError::RecordTooLarge { len, max } => WalError::RecordTooLarge { len: *len, max: *max },
             WalError::Locked { dir } => WalError::Locked { dir: dir.clone() },
             WalError::SequenceExhausted => WalError::SequenceExhausted,
         }
@@ -84,10 +73,7 @@ impl WalError {
 
 // std already maps ENOSPC to StorageFull and EDQUOT to QuotaExceeded, so the kind is enough.
 fn is_full_kind(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
-    )
+    matches!(e.kind(), io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded)
 }
 
 fn copy_io(e: &io::Error) -> io::Error {

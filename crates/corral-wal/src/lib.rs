@@ -95,10 +95,7 @@ impl Wal {
     ///
     /// Records below `config.start_seq` are replayed too; skipping what is already persisted is
     /// the caller's decision. Fails with [`WalError::Locked`] if another `Wal` has the directory.
-    pub fn open(
-        config: WalConfig,
-        mut on_record: impl FnMut(Record<'_>),
-    ) -> Result<(Wal, ReplayReport), WalError> {
+    pub fn open(config: WalConfig, mut on_record: impl FnMut(Record<'_>)) -> Result<(Wal, ReplayReport), WalError> {
         let dir = config.dir.clone();
         create_dir(&dir)?;
         // Locked before replay: replay truncates files another writer might be appending to.
@@ -107,10 +104,7 @@ impl Wal {
 
         let next_seq = match replayed.last_seq {
             None => config.start_seq,
-            Some(last) => last
-                .checked_add(1)
-                .ok_or(WalError::SequenceExhausted)?
-                .max(config.start_seq),
+            Some(last) => last.checked_add(1).ok_or(WalError::SequenceExhausted)?.max(config.start_seq),
         };
         let shared = Arc::new(Shared {
             dir: dir.clone(),
@@ -136,18 +130,8 @@ impl Wal {
         let report = replayed.report;
         tracing::info!(dir = %dir.display(), segments = report.segments, records = report.records,
             damaged = report.damage.len(), next_seq, "WAL opened");
-        let inner = Inner {
-            tx,
-            closed: AtomicBool::new(false),
-            thread: Mutex::new(Some(thread)),
-            shared,
-        };
-        Ok((
-            Wal {
-                inner: Arc::new(inner),
-            },
-            report,
-        ))
+        let inner = Inner { tx, closed: AtomicBool::new(false), thread: Mutex::new(Some(thread)), shared };
+        Ok((Wal { inner: Arc::new(inner) }, report))
     }
 
     /// Appends one record; resolves with its sequence number only after the fsync covering it.
@@ -156,10 +140,7 @@ impl Wal {
     /// does not withdraw it. An error means "not acknowledged" (see [`WalError`]).
     pub async fn append(&self, payload: Vec<u8>) -> Result<u64, WalError> {
         if payload.len() > MAX_RECORD_BYTES {
-            return Err(WalError::RecordTooLarge {
-                len: payload.len(),
-                max: MAX_RECORD_BYTES,
-            });
+            return Err(WalError::RecordTooLarge { len: payload.len(), max: MAX_RECORD_BYTES });
         }
         let (reply, answer) = oneshot::channel();
         self.inner.send(Request::Append { payload, reply })?;
@@ -187,9 +168,8 @@ impl Wal {
         }
         let shared = &self.inner.shared;
         let limit = segment_id.min(shared.active_segment.load(Ordering::Acquire));
-        let segments = segment::list(&shared.dir).map_err(|e| {
-            WalError::io(format!("listing WAL directory {}", shared.dir.display()), e)
-        })?;
+        let segments =
+            segment::list(&shared.dir).map_err(|e| WalError::io(format!("listing WAL directory {}", shared.dir.display()), e))?;
         let mut removed = 0;
         for (_, path) in segments.iter().take_while(|(id, _)| *id < limit) {
             match fs::remove_file(path) {
@@ -198,18 +178,14 @@ impl Wal {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => {
                     shared.metrics.segments_removed(removed as u64);
-                    return Err(WalError::io(
-                        format!("removing WAL segment {}", path.display()),
-                        e,
-                    ));
+                    return Err(WalError::io(format!("removing WAL segment {}", path.display()), e));
                 }
             }
         }
         if removed > 0 {
             shared.metrics.segments_removed(removed as u64);
-            segment::sync_dir(&shared.dir).map_err(|e| {
-                WalError::io(format!("syncing WAL directory {}", shared.dir.display()), e)
-            })?;
+            segment::sync_dir(&shared.dir)
+                .map_err(|e| WalError::io(format!("syncing WAL directory {}", shared.dir.display()), e))?;
             tracing::debug!(removed, before = limit, "WAL segments removed");
         }
         Ok(removed)
@@ -233,10 +209,7 @@ impl fmt::Debug for Wal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Wal")
             .field("dir", &self.inner.shared.dir)
-            .field(
-                "active_segment",
-                &self.inner.shared.active_segment.load(Ordering::Relaxed),
-            )
+            .field("active_segment", &self.inner.shared.active_segment.load(Ordering::Relaxed))
             .field("closed", &self.inner.closed.load(Ordering::Relaxed))
             .finish()
     }
@@ -274,12 +247,7 @@ impl Drop for Inner {
 impl Wal {
     /// Makes the next group commit fail (or stall) as described by `fault`.
     pub(crate) fn inject_fault(&self, fault: writer::Fault) {
-        let mut faults = self
-            .inner
-            .shared
-            .faults
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut faults = self.inner.shared.faults.lock().unwrap_or_else(PoisonError::into_inner);
         faults.push_back(fault);
     }
 
@@ -314,16 +282,11 @@ fn lock_dir(dir: &Path) -> Result<File, WalError> {
         .map_err(|e| WalError::io(format!("opening WAL lock file {}", path.display()), e))?;
     match file.try_lock() {
         Ok(()) => Ok(file),
-        Err(TryLockError::WouldBlock) => Err(WalError::Locked {
-            dir: dir.to_path_buf(),
-        }),
+        Err(TryLockError::WouldBlock) => Err(WalError::Locked { dir: dir.to_path_buf() }),
         Err(TryLockError::Error(e)) if e.kind() == std::io::ErrorKind::Unsupported => {
             tracing::warn!(dir = %dir.display(), "file locking unsupported; not guarding the WAL");
             Ok(file)
         }
-        Err(TryLockError::Error(e)) => Err(WalError::io(
-            format!("locking WAL directory {}", dir.display()),
-            e,
-        )),
+        Err(TryLockError::Error(e)) => Err(WalError::io(format!("locking WAL directory {}", dir.display()), e)),
     }
 }

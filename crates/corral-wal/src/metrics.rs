@@ -5,9 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 /// Upper bounds (seconds) of the fsync latency histogram; `+Inf` is implicit.
-pub(crate) const FSYNC_BOUNDS: [f64; 12] = [
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-];
+pub(crate) const FSYNC_BOUNDS: [f64; 12] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
 
 /// A point-in-time copy of the log's counters.
 #[derive(Debug, Clone, PartialEq)]
@@ -59,10 +57,7 @@ impl Metrics {
     pub fn observe_fsync(&self, took: Duration) {
         self.fsyncs.fetch_add(1, Relaxed);
         let secs = took.as_secs_f64();
-        let bucket = FSYNC_BOUNDS
-            .iter()
-            .position(|&bound| secs <= bound)
-            .unwrap_or(FSYNC_BOUNDS.len());
+        let bucket = FSYNC_BOUNDS.iter().position(|&bound| secs <= bound).unwrap_or(FSYNC_BOUNDS.len());
         self.fsync_buckets[bucket].fetch_add(1, Relaxed);
         let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
         self.fsync_nanos.fetch_add(nanos, Relaxed);
@@ -78,9 +73,7 @@ impl Metrics {
 
     pub fn segments_removed(&self, n: u64) {
         // Saturating: a stray count mismatch (a file removed by hand) must not wrap to 2^64.
-        let _ = self
-            .segments_on_disk
-            .fetch_update(Relaxed, Relaxed, |v| Some(v.saturating_sub(n)));
+        let _ = self.segments_on_disk.fetch_update(Relaxed, Relaxed, |v| Some(v.saturating_sub(n)));
     }
 
     pub fn snapshot(&self) -> WalMetricsSnapshot {

@@ -51,16 +51,9 @@ pub(crate) struct Replayed {
     pub live_segments: u64,
 }
 
-pub(crate) fn replay_dir(
-    dir: &Path,
-    on_record: &mut dyn FnMut(Record<'_>),
-) -> Result<Replayed, WalError> {
-    let segments = segment::list(dir)
-        .map_err(|e| WalError::io(format!("listing WAL directory {}", dir.display()), e))?;
-    let mut report = ReplayReport {
-        segments: segments.len(),
-        ..ReplayReport::default()
-    };
+pub(crate) fn replay_dir(dir: &Path, on_record: &mut dyn FnMut(Record<'_>)) -> Result<Replayed, WalError> {
+    let segments = segment::list(dir).map_err(|e| WalError::io(format!("listing WAL directory {}", dir.display()), e))?;
+    let mut report = ReplayReport { segments: segments.len(), ..ReplayReport::default() };
     let mut last_seq = None;
     let mut live_segments = 0;
     let mut dir_changed = false;
@@ -69,46 +62,25 @@ pub(crate) fn replay_dir(
 
     for (index, (id, path)) in segments.iter().enumerate() {
         let context = |what: &str| format!("{what} WAL segment {}", path.display());
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(path)
-            .map_err(|e| WalError::io(context("opening"), e))?;
+        let file = OpenOptions::new().read(true).write(true).open(path).map_err(|e| WalError::io(context("opening"), e))?;
         let before = report.records;
-        let end = scan(
-            &file,
-            *id,
-            &mut last_seq,
-            &mut payload,
-            &mut report,
-            on_record,
-        )
-        .map_err(|e| WalError::io(context("reading"), e))?;
+        let end = scan(&file, *id, &mut last_seq, &mut payload, &mut report, on_record)
+            .map_err(|e| WalError::io(context("reading"), e))?;
         let kept_records = report.records > before;
 
         let damage = match end {
             End::Clean => None,
             End::Torn { offset, reason } => {
-                file.set_len(offset)
-                    .map_err(|e| WalError::io(context("truncating"), e))?;
-                file.sync_data()
-                    .map_err(|e| WalError::io(context("syncing"), e))?;
-                Some(Damage {
-                    segment: path.clone(),
-                    offset,
-                    reason,
-                })
+                file.set_len(offset).map_err(|e| WalError::io(context("truncating"), e))?;
+                file.sync_data().map_err(|e| WalError::io(context("syncing"), e))?;
+                Some(Damage { segment: path.clone(), offset, reason })
             }
             End::TornHeader => {
                 // A crash between creating the file and syncing its header: nothing was ever
                 // acknowledged in it, so the file itself is the only thing to clean up.
                 fs::remove_file(path).map_err(|e| WalError::io(context("removing"), e))?;
                 dir_changed = true;
-                Some(Damage {
-                    segment: path.clone(),
-                    offset: 0,
-                    reason: "torn segment header".into(),
-                })
+                Some(Damage { segment: path.clone(), offset: 0, reason: "torn segment header".into() })
             }
             End::ForeignHeader => {
                 // Not our header: keep the bytes for a human instead of truncating them away,
@@ -151,14 +123,9 @@ pub(crate) fn replay_dir(
     }
 
     if dir_changed {
-        segment::sync_dir(dir)
-            .map_err(|e| WalError::io(format!("syncing WAL directory {}", dir.display()), e))?;
+        segment::sync_dir(dir).map_err(|e| WalError::io(format!("syncing WAL directory {}", dir.display()), e))?;
     }
-    Ok(Replayed {
-        report,
-        last_seq,
-        live_segments,
-    })
+    Ok(Replayed { report, last_seq, live_segments })
 }
 
 enum End {
@@ -184,23 +151,14 @@ fn scan(
     let mut magic = [0u8; MAGIC.len()];
     let n = read_full(&mut reader, &mut magic)?;
     if n < MAGIC.len() {
-        return Ok(if magic[..n] == MAGIC[..n] {
-            End::TornHeader
-        } else {
-            End::ForeignHeader
-        });
+        return Ok(if magic[..n] == MAGIC[..n] { End::TornHeader } else { End::ForeignHeader });
     }
     if &magic != MAGIC {
         return Ok(End::ForeignHeader);
     }
 
     let mut offset = MAGIC.len() as u64;
-    let torn = |offset, reason: &str| {
-        Ok(End::Torn {
-            offset,
-            reason: reason.to_owned(),
-        })
-    };
+    let torn = |offset, reason: &str| Ok(End::Torn { offset, reason: reason.to_owned() });
     loop {
         let mut header = [0u8; FRAME_HEADER];
         match read_full(&mut reader, &mut header)? {
@@ -233,10 +191,7 @@ fn scan(
         if last_seq.is_some_and(|last| frame.seq <= last) {
             return torn(offset, "record sequence number not increasing");
         }
-        on_record(Record {
-            seq: frame.seq,
-            payload,
-        });
+        on_record(Record { seq: frame.seq, payload });
         *last_seq = Some(frame.seq);
         report.records += 1;
         report.bytes += len as u64;

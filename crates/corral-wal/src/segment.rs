@@ -116,11 +116,7 @@ pub(crate) struct ActiveSegment {
 pub(crate) fn create(dir: &Path, id: u64, metrics: &Metrics) -> io::Result<ActiveSegment> {
     let path = path(dir, id);
     let result = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)?;
+        let mut file = OpenOptions::new().write(true).create(true).truncate(true).open(&path)?;
         file.write_all(MAGIC)?;
         sync_data(&file, metrics)?;
         sync_dir(dir)?;
@@ -129,13 +125,7 @@ pub(crate) fn create(dir: &Path, id: u64, metrics: &Metrics) -> io::Result<Activ
     match result {
         Ok(file) => {
             metrics.add_bytes_written(MAGIC.len() as u64);
-            Ok(ActiveSegment {
-                id,
-                path,
-                file,
-                len: MAGIC.len() as u64,
-                records: 0,
-            })
+            Ok(ActiveSegment { id, path, file, len: MAGIC.len() as u64, records: 0 })
         }
         Err(e) => {
             // Best effort: a half-written header would otherwise show up as damage on replay.

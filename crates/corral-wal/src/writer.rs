@@ -178,16 +178,9 @@ impl Writer {
         if self.current.is_none() {
             self.roll()?;
         }
-        let Some(seg) = self.current.as_mut() else {
-            unreachable!("roll() sets a segment")
-        };
+        let Some(seg) = self.current.as_mut() else { unreachable!("roll() sets a segment") };
         #[cfg(test)]
-        let fault = self
-            .shared
-            .faults
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .pop_front();
+        let fault = self.shared.faults.lock().unwrap_or_else(|p| p.into_inner()).pop_front();
 
         let written = (|| {
             // Positioned explicitly: after a failed group the cursor may sit past `len`.
@@ -255,10 +248,7 @@ impl Writer {
     }
 
     fn roll_if_full(&mut self) {
-        let full = self
-            .current
-            .as_ref()
-            .is_some_and(|seg| seg.records > 0 && seg.len >= self.segment_bytes);
+        let full = self.current.as_ref().is_some_and(|seg| seg.records > 0 && seg.len >= self.segment_bytes);
         if full && let Err(error) = self.roll() {
             tracing::error!(%error, "cannot start a new WAL segment; will retry on next append");
         }

@@ -80,7 +80,10 @@ impl BrokerHooks for PlatformHooks {
             if req.client_id != device.id.as_str() {
                 return refuse(ConnectRefusal::ClientIdNotValid, "client id must be the device id the certificate names");
             }
-            return self.device_identity(device.id, device.tenant).await.or_else(|why| refuse(ConnectRefusal::ServerUnavailable, &why));
+            return self
+                .device_identity(device.id, device.tenant)
+                .await
+                .or_else(|why| refuse(ConnectRefusal::ServerUnavailable, &why));
         }
         let Some(password) = req.password.as_deref() else {
             return refuse(ConnectRefusal::NotAuthorized, "no credentials (password = device or API token)");
@@ -98,7 +101,10 @@ impl BrokerHooks for PlatformHooks {
             if req.client_id != device.id.as_str() || req.username.as_deref().is_some_and(|u| u != device.id.as_str()) {
                 return refuse(ConnectRefusal::ClientIdNotValid, "client id and user name must be the device id");
             }
-            return self.device_identity(device.id, device.tenant).await.or_else(|why| refuse(ConnectRefusal::ServerUnavailable, &why));
+            return self
+                .device_identity(device.id, device.tenant)
+                .await
+                .or_else(|why| refuse(ConnectRefusal::ServerUnavailable, &why));
         }
         let principal = match self.registry.authenticate_api(secret).await {
             Ok(p) => p,
@@ -135,7 +141,9 @@ impl BrokerHooks for PlatformHooks {
                     .map_err(|e| refusal(&e, &publish.topic))?;
                 let envelope = Envelope { device, tenant, door: Door::Mqtt, received_at_ns };
                 let (pipeline, topic) = (self.pipeline.clone(), publish.topic.clone());
-                Ok(Box::pin(async move { pipeline.submit(&envelope, vec![batch]).await.map(|_| ()).map_err(|e| refusal(&e, &topic)) }))
+                Ok(Box::pin(
+                    async move { pipeline.submit(&envelope, vec![batch]).await.map(|_| ()).map_err(|e| refusal(&e, &topic)) },
+                ))
             }
             PlatformTopic::Attributes => self.report_attributes(device, &publish.payload),
             // No twin store yet: routed to subscribers like any other message.
@@ -191,8 +199,9 @@ impl PlatformHooks {
 
     /// `devices/<id>/attributes`: a JSON object merged into the device's attributes.
     fn report_attributes(&self, device: DeviceId, payload: &[u8]) -> Result<PlatformWrite, PublishRefusal> {
-        let reported: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(payload)
-            .map_err(|e| PublishRefusal::new(ReasonCode::PAYLOAD_FORMAT_INVALID, format!("attributes must be a JSON object: {e}")))?;
+        let reported: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(payload).map_err(|e| {
+            PublishRefusal::new(ReasonCode::PAYLOAD_FORMAT_INVALID, format!("attributes must be a JSON object: {e}"))
+        })?;
         let registry = self.registry.clone();
         Ok(Box::pin(async move {
             registry

@@ -105,7 +105,9 @@ pub async fn ca(cmd: CaCommand) -> anyhow::Result<()> {
             let pem = std::fs::read_to_string(&certificate).with_context(|| format!("reading {}", certificate.display()))?;
             let body = json!({"name": name, "tenant": tenant, "certificate": pem, "auto_register": register.body()});
             let ca = Client::new(&conn)?.json(Method::POST, "/api/v1/cas", Some(body)).await?;
-            print(&conn, &ca, || format!("registered CA {} ({}) for tenant {}", cell(&ca["id"]), cell(&ca["subject"]), cell(&ca["tenant"])))
+            print(&conn, &ca, || {
+                format!("registered CA {} ({}) for tenant {}", cell(&ca["id"]), cell(&ca["subject"]), cell(&ca["tenant"]))
+            })
         }
         CaCommand::List { conn } => {
             let out = Client::new(&conn)?.json(Method::GET, "/api/v1/cas", None).await?;
@@ -129,16 +131,27 @@ pub async fn ca(cmd: CaCommand) -> anyhow::Result<()> {
                 use std::io::Write;
                 use std::os::unix::fs::OpenOptionsExt;
                 let key_out = key_out.unwrap_or_else(|| PathBuf::from(format!("{device}.key")));
-                let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&key_out)
+                let mut file = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&key_out)
                     .with_context(|| format!("writing {} (it must not exist yet)", key_out.display()))?;
                 file.write_all(key.as_bytes())?;
                 println!("key: {} (mode 0600; Corral keeps no copy)", key_out.display());
             }
-            println!("certificate: {} (serial {}, valid until {})", cert_out.display(), cell(&out["record"]["serial"]), cell(&out["record"]["not_after"]));
+            println!(
+                "certificate: {} (serial {}, valid until {})",
+                cert_out.display(),
+                cell(&out["record"]["serial"]),
+                cell(&out["record"]["not_after"])
+            );
             Ok(())
         }
         CaCommand::Certs { device, conn } => {
-            let out = Client::new(&conn)?.json(Method::GET, &format!("/api/v1/devices/{}/certificates", percent_encode(&device)), None).await?;
+            let out = Client::new(&conn)?
+                .json(Method::GET, &format!("/api/v1/devices/{}/certificates", percent_encode(&device)), None)
+                .await?;
             if conn.json {
                 println!("{}", serde_json::to_string_pretty(&out)?);
             } else {

@@ -175,7 +175,12 @@ impl Client {
         Ok(Client { http: reqwest::Client::new(), base: conn.server.trim_end_matches('/').to_string(), token })
     }
 
-    pub(crate) async fn send(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<reqwest::Response> {
+    pub(crate) async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<reqwest::Response> {
         let mut request = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(&self.token);
         if let Some(body) = body {
             request = request.json(&body);
@@ -219,8 +224,11 @@ pub async fn device(cmd: DeviceCommand) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&created)?);
             } else {
                 println!("registered {id}\ntoken (shown once): {}", created["token"].as_str().unwrap_or(""));
-                println!("\nsend data:\n  curl -X POST {}/api/v1/ingest -H 'Authorization: Bearer {}' \\\n    -H 'Content-Type: application/json' -d '{{\"temperature\": 21.5}}'",
-                    client.base, created["token"].as_str().unwrap_or(""));
+                println!(
+                    "\nsend data:\n  curl -X POST {}/api/v1/ingest -H 'Authorization: Bearer {}' \\\n    -H 'Content-Type: application/json' -d '{{\"temperature\": 21.5}}'",
+                    client.base,
+                    created["token"].as_str().unwrap_or("")
+                );
             }
         }
         DeviceCommand::List { tenant, site, profile, status, q, limit, conn } => {
@@ -253,8 +261,7 @@ pub async fn device(cmd: DeviceCommand) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&json!({ "devices": devices, "total": total }))?);
             } else {
                 let columns = ["id", "profile", "tenant", "site", "status", "online", "last_seen"];
-                let rows: Vec<Vec<String>> =
-                    devices.iter().map(|d| columns.iter().map(|c| cell(&d[*c])).collect()).collect();
+                let rows: Vec<Vec<String>> = devices.iter().map(|d| columns.iter().map(|c| cell(&d[*c])).collect()).collect();
                 print_table(&columns, &rows);
                 println!("({} of {total} devices)", devices.len());
             }
@@ -264,7 +271,8 @@ pub async fn device(cmd: DeviceCommand) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&device)?);
         }
         DeviceCommand::Rm { id, conn } => {
-            let device = Client::new(&conn)?.json(Method::DELETE, &format!("/api/v1/devices/{}", percent_encode(&id)), None).await?;
+            let device =
+                Client::new(&conn)?.json(Method::DELETE, &format!("/api/v1/devices/{}", percent_encode(&id)), None).await?;
             if conn.json {
                 println!("{}", serde_json::to_string_pretty(&device)?);
             } else {
@@ -278,14 +286,28 @@ pub async fn device(cmd: DeviceCommand) -> anyhow::Result<()> {
                 Some(until) => format!("the old token works until {until}"),
                 None => "the old token no longer works".to_string(),
             };
-            println!("{}", if conn.json { serde_json::to_string_pretty(&out)? } else { format!("new token for {id} (shown once): {}\n{old}", cell(&out["token"])) });
+            println!(
+                "{}",
+                if conn.json {
+                    serde_json::to_string_pretty(&out)?
+                } else {
+                    format!("new token for {id} (shown once): {}\n{old}", cell(&out["token"]))
+                }
+            );
         }
         DeviceCommand::Psk { id, key, key_hex, remove, conn } => {
             let path = format!("/api/v1/devices/{}/psk", percent_encode(&id));
             let client = Client::new(&conn)?;
             if remove {
                 client.send(Method::DELETE, &path, None).await?;
-                println!("{}", if conn.json { json!({ "device": id, "has_psk": false }).to_string() } else { format!("{id} has no pre-shared key now") });
+                println!(
+                    "{}",
+                    if conn.json {
+                        json!({ "device": id, "has_psk": false }).to_string()
+                    } else {
+                        format!("{id} has no pre-shared key now")
+                    }
+                );
             } else {
                 let out = client.json(Method::PUT, &path, Some(json!({ "key": key, "key_hex": key_hex }))).await?;
                 if conn.json {
@@ -305,8 +327,12 @@ pub async fn device(cmd: DeviceCommand) -> anyhow::Result<()> {
 
 /// `corral device approve|reject`.
 async fn decide(id: &str, verb: &str, conn: &Conn) -> anyhow::Result<()> {
-    let device = Client::new(conn)?.json(reqwest::Method::POST, &format!("/api/v1/devices/{}/{verb}", percent_encode(id)), None).await?;
-    println!("{}", if conn.json { serde_json::to_string_pretty(&device)? } else { format!("{id} is now {}", cell(&device["status"])) });
+    let device =
+        Client::new(conn)?.json(reqwest::Method::POST, &format!("/api/v1/devices/{}/{verb}", percent_encode(id)), None).await?;
+    println!(
+        "{}",
+        if conn.json { serde_json::to_string_pretty(&device)? } else { format!("{id} is now {}", cell(&device["status"])) }
+    );
     Ok(())
 }
 
@@ -316,7 +342,14 @@ pub async fn token(cmd: TokenCommand) -> anyhow::Result<()> {
         TokenCommand::Create { name, role, tenant, conn } => {
             let body = json!({ "name": name, "role": role, "tenant": tenant });
             let out = Client::new(&conn)?.json(Method::POST, "/api/v1/tokens", Some(body)).await?;
-            println!("{}", if conn.json { serde_json::to_string_pretty(&out)? } else { format!("token (shown once): {}", cell(&out["token"])) });
+            println!(
+                "{}",
+                if conn.json {
+                    serde_json::to_string_pretty(&out)?
+                } else {
+                    format!("token (shown once): {}", cell(&out["token"]))
+                }
+            );
         }
         TokenCommand::List { conn } => {
             let out = Client::new(&conn)?.json(Method::GET, "/api/v1/tokens", None).await?;
@@ -367,12 +400,8 @@ pub async fn sql(args: SqlArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let columns: Vec<String> = out["columns"].as_array().into_iter().flatten().map(cell).collect();
-    let rows: Vec<Vec<String>> = out["rows"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|r| r.as_array().into_iter().flatten().map(cell).collect())
-        .collect();
+    let rows: Vec<Vec<String>> =
+        out["rows"].as_array().into_iter().flatten().map(|r| r.as_array().into_iter().flatten().map(cell).collect()).collect();
     let headers: Vec<&str> = columns.iter().map(String::as_str).collect();
     print_table(&headers, &rows);
     let truncated = if out["truncated"].as_bool() == Some(true) { ", truncated" } else { "" };
@@ -396,11 +425,8 @@ pub(crate) fn print_table(headers: &[&str], rows: &[Vec<String>]) {
         }
     }
     let line = |cells: Vec<String>| {
-        let padded: Vec<String> = cells
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{:<w$}", c.chars().take(*w).collect::<String>(), w = *w))
-            .collect();
+        let padded: Vec<String> =
+            cells.iter().zip(&widths).map(|(c, w)| format!("{:<w$}", c.chars().take(*w).collect::<String>(), w = *w)).collect();
         println!("{}", padded.join("  ").trim_end());
     };
     line(headers.iter().map(|h| h.to_string()).collect());
@@ -411,11 +437,7 @@ pub(crate) fn print_table(headers: &[&str], rows: &[Vec<String>]) {
 }
 
 pub(crate) fn serde_urlencoded(pairs: &[(&str, String)]) -> String {
-    pairs
-        .iter()
-        .map(|(k, v)| format!("{k}={}", percent_encode(v)))
-        .collect::<Vec<_>>()
-        .join("&")
+    pairs.iter().map(|(k, v)| format!("{k}={}", percent_encode(v))).collect::<Vec<_>>().join("&")
 }
 
 pub(crate) fn percent_encode(s: &str) -> String {

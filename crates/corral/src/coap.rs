@@ -50,7 +50,8 @@ impl CoapHooks for PlatformHooks {
     }
 
     async fn command_response(&self, speaker: &Speaker, command_id: &str, payload: Vec<u8>) -> Result<(), WireError> {
-        let broker = self.broker.as_ref().ok_or_else(|| WireError::unavailable("MQTT is off: command responses have nowhere to go"))?;
+        let broker =
+            self.broker.as_ref().ok_or_else(|| WireError::unavailable("MQTT is off: command responses have nowhere to go"))?;
         let topic = format!("devices/{}/commands/{command_id}/response", speaker.device);
         broker
             .publish_from_platform(&topic, payload, corral_mqtt::QoS::AtLeastOnce, false)

@@ -166,7 +166,13 @@ impl Default for Config {
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        StorageConfig { buffer_ceiling_mb: 256, persist_mb: 64, persist_age_secs: 600, backpressure_wait_secs: 10, wal_segment_mb: 64 }
+        StorageConfig {
+            buffer_ceiling_mb: 256,
+            persist_mb: 64,
+            persist_age_secs: 600,
+            backpressure_wait_secs: 10,
+            wal_segment_mb: 64,
+        }
     }
 }
 
@@ -405,8 +411,15 @@ impl Config {
         let r = &self.rules;
         r.webhooks.validate().map_err(|e| anyhow::anyhow!("rules.webhooks: {e}"))?;
         let o = &r.outbox;
-        if o.max_attempts == 0 || o.retry_base_ms == 0 || o.retry_max_ms < o.retry_base_ms || o.concurrency == 0 || o.timeout_ms == 0 {
-            bail!("rules.outbox: max_attempts, retry_base_ms, concurrency and timeout_ms must be positive, retry_max_ms >= retry_base_ms");
+        if o.max_attempts == 0
+            || o.retry_base_ms == 0
+            || o.retry_max_ms < o.retry_base_ms
+            || o.concurrency == 0
+            || o.timeout_ms == 0
+        {
+            bail!(
+                "rules.outbox: max_attempts, retry_base_ms, concurrency and timeout_ms must be positive, retry_max_ms >= retry_base_ms"
+            );
         }
         if r.absence_check_ms < 10 || r.queue == 0 || r.linger_ms > 1_000 || r.offline_after_ms == 0 {
             bail!("rules: absence_check_ms must be >= 10, queue and offline_after_ms positive, linger_ms at most 1000");
@@ -420,7 +433,9 @@ impl Config {
             return Ok(None);
         }
         let addr = self.mqtt.listen.parse();
-        Ok(Some(addr.with_context(|| format!("mqtt.listen: {:?} is not an address like 0.0.0.0:1883 or `off`", self.mqtt.listen))?))
+        Ok(Some(
+            addr.with_context(|| format!("mqtt.listen: {:?} is not an address like 0.0.0.0:1883 or `off`", self.mqtt.listen))?,
+        ))
     }
 
     /// The CoAP listener's address, `None` when it is `off`.
@@ -429,7 +444,9 @@ impl Config {
             return Ok(None);
         }
         let addr = self.coap.listen.parse();
-        Ok(Some(addr.with_context(|| format!("coap.listen: {:?} is not an address like 0.0.0.0:5683 or `off`", self.coap.listen))?))
+        Ok(Some(
+            addr.with_context(|| format!("coap.listen: {:?} is not an address like 0.0.0.0:5683 or `off`", self.coap.listen))?,
+        ))
     }
 
     /// The CoAP over DTLS listener's address, `None` when it is `off`.
@@ -438,7 +455,9 @@ impl Config {
             return Ok(None);
         }
         let addr = self.coap.dtls_listen.parse();
-        Ok(Some(addr.with_context(|| format!("coap.dtls_listen: {:?} is not an address like 0.0.0.0:5684 or `off`", self.coap.dtls_listen))?))
+        Ok(Some(addr.with_context(|| {
+            format!("coap.dtls_listen: {:?} is not an address like 0.0.0.0:5684 or `off`", self.coap.dtls_listen)
+        })?))
     }
 
     pub fn http_addr(&self) -> anyhow::Result<SocketAddr> {

@@ -79,7 +79,9 @@ pub async fn run(mut config: Config, interval: Duration) -> anyhow::Result<()> {
     println!("  console:  {base}/");
     println!("  login:    user admin, password {admin} (also the API token)");
     println!("  try:      curl -s -H 'Authorization: Bearer {admin}' {base}/api/v1/query \\");
-    println!("              -d '{{\"sql\": \"SELECT d.site, avg(t.temperature) FROM telemetry t JOIN devices d USING (device) GROUP BY d.site\"}}'");
+    println!(
+        "              -d '{{\"sql\": \"SELECT d.site, avg(t.temperature) FROM telemetry t JOIN devices d USING (device) GROUP BY d.site\"}}'"
+    );
     if let Some(mqtt) = running.mqtt_addr {
         let mqtt = loopback(mqtt);
         println!("  mqtt:     {mqtt} (a device: client id = user name = device id, password = its token)");
@@ -88,7 +90,10 @@ pub async fn run(mut config: Config, interval: Duration) -> anyhow::Result<()> {
         println!("  coap:     coap://{}/devices/<id>/telemetry?t=<device token>", loopback(coap));
     }
     if let Some(coaps) = running.coaps_addr {
-        println!("  coaps:    coaps://{}/devices/<id>/telemetry (PSK identity = device id; key: corral device psk <id>)", loopback(coaps));
+        println!(
+            "  coaps:    coaps://{}/devices/<id>/telemetry (PSK identity = device id; key: corral device psk <id>)",
+            loopback(coaps)
+        );
     }
     println!("  alarms:   corral alarm list --open --server {base} --token {admin}   (rules: corral rule list)");
     println!("Stop with Ctrl-C.\n");
@@ -154,11 +159,7 @@ async fn provision(http: &reqwest::Client, base: &str, admin: &str) -> anyhow::R
 async fn ensure_ok_or_conflict(r: reqwest::Response) -> anyhow::Result<Value> {
     let status = r.status();
     let body: Value = r.json().await.unwrap_or(Value::Null);
-    if status.is_success() || status == reqwest::StatusCode::CONFLICT {
-        Ok(body)
-    } else {
-        bail!("{status}: {body}")
-    }
+    if status.is_success() || status == reqwest::StatusCode::CONFLICT { Ok(body) } else { bail!("{status}: {body}") }
 }
 
 /// Rules that catch the fleet's misbehaviour: `reefer-07` warming, `truck-13` overheating,
@@ -184,7 +185,15 @@ async fn add_rules(http: &reqwest::Client, base: &str, admin: &str) -> anyhow::R
 }
 
 /// One device's life: a random walk around its kind's normal values, one message per interval.
-async fn simulate(http: reqwest::Client, base: String, id: String, profile: &'static str, token: String, interval: Duration, seed: u64) {
+async fn simulate(
+    http: reqwest::Client,
+    base: String,
+    id: String,
+    profile: &'static str,
+    token: String,
+    interval: Duration,
+    seed: u64,
+) {
     let mut rng = StdRng::seed_from_u64(seed);
     let started = tokio::time::Instant::now();
     tokio::time::sleep(interval.mul_f64(rng.random_range(0.0..1.0))).await;
@@ -212,7 +221,11 @@ async fn simulate(http: reqwest::Client, base: String, id: String, profile: &'st
                     tokio::time::sleep(interval).await;
                     continue; // silent: its last_seen goes stale
                 }
-                let mode: Value = if id == "hvac-11" && ticks.is_multiple_of(7) { json!(2) } else { json!(["eco", "comfort"][ticks as usize % 2]) };
+                let mode: Value = if id == "hvac-11" && ticks.is_multiple_of(7) {
+                    json!(2)
+                } else {
+                    json!(["eco", "comfort"][ticks as usize % 2])
+                };
                 json!({"supply_temp": 16.0 + level * 3.0, "return_temp": 22.0 + level * 2.0,
                        "power_kw": 5.0 + level * 30.0, "mode": mode})
             }

@@ -114,7 +114,8 @@ fn certificates_batch(
         certificates.iter().for_each(|(c, _)| b.append_option(f(c)));
         Arc::new(b.finish())
     };
-    let timestamp = |name: &str, nullable| Field::new(name, DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())), nullable);
+    let timestamp =
+        |name: &str, nullable| Field::new(name, DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())), nullable);
     let fields = vec![
         Field::new("device", DataType::Utf8, false),
         Field::new("tenant", DataType::Utf8, false),
@@ -221,9 +222,7 @@ fn devices_batch(
             }
             _ => (
                 DataType::Utf8,
-                text(&|d| {
-                    d.attributes.get(name).map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string))
-                }),
+                text(&|d| d.attributes.get(name).map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string))),
             ),
         };
         fields.push(Field::new(name, data_type, true));

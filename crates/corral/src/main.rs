@@ -3,12 +3,16 @@
 //! `corral serve` runs the platform on embedded storage; `corral demo` adds a simulated fleet;
 //! `corral device|token|sql` talk to a running server over its REST API.
 
-mod client;
-mod config;
-mod demo;
+// Doc comments on the clap types are also the `--help` text, where `<device>` and bare URLs
+// read as they should; rustdoc would take them for HTML and links.
+#![allow(rustdoc::invalid_html_tags, rustdoc::bare_urls)]
+
 mod broker;
 mod ca_cli;
+mod client;
 mod coap;
+mod config;
+mod demo;
 mod glue;
 mod rules_cli;
 mod serve;
@@ -24,11 +28,15 @@ use config::ServeArgs;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
-#[command(name = "corral", version, about = "Corral: connect, know, secure and analyse every connected asset.",
+#[command(
+    name = "corral",
+    version,
+    about = "Corral: connect, know, secure and analyse every connected asset.",
     long_about = "Corral: connect, know, secure and analyse every connected asset.\n\n\
     Start with `corral demo` to see a simulated fleet, or `corral serve` for an empty platform.\n\
     Client commands (`device`, `token`, `sql`, `rule`, `alarm`, `outbox`) talk to a running server: set --server/CORRAL_URL and\n\
-    --token/CORRAL_TOKEN (default: the admin token in ./corral-data/admin.token).")]
+    --token/CORRAL_TOKEN (default: the admin token in ./corral-data/admin.token)."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

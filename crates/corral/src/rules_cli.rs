@@ -146,7 +146,23 @@ fn print_json(v: &Value) -> anyhow::Result<()> {
 
 pub async fn rule(cmd: RuleCommand) -> anyhow::Result<()> {
     match cmd {
-        RuleCommand::Add { file, name, condition, clear, hold, absence, severity, tenant, profile, site, tag, device, table, webhook, conn } => {
+        RuleCommand::Add {
+            file,
+            name,
+            condition,
+            clear,
+            hold,
+            absence,
+            severity,
+            tenant,
+            profile,
+            site,
+            tag,
+            device,
+            table,
+            webhook,
+            conn,
+        } => {
             let body: Value = match file {
                 Some(path) => {
                     let text = if path == "-" {
@@ -159,7 +175,9 @@ pub async fn rule(cmd: RuleCommand) -> anyhow::Result<()> {
                 None => {
                     let mut body = json!({"name": name, "severity": severity, "table": table,
                         "scope": {"profile": profile, "site": site, "tag": tag, "device": device}});
-                    for (key, value) in [("condition", condition), ("clear", clear), ("for", hold), ("absence", absence), ("tenant", tenant)] {
+                    for (key, value) in
+                        [("condition", condition), ("clear", clear), ("for", hold), ("absence", absence), ("tenant", tenant)]
+                    {
                         if let Some(v) = value {
                             body[key] = json!(v);
                         }
@@ -202,7 +220,9 @@ pub async fn rule(cmd: RuleCommand) -> anyhow::Result<()> {
                 .collect();
             print_table(&columns, &rows);
         }
-        RuleCommand::Show { id, conn } => print_json(&Client::new(&conn)?.json(Method::GET, &format!("/api/v1/rules/{id}"), None).await?)?,
+        RuleCommand::Show { id, conn } => {
+            print_json(&Client::new(&conn)?.json(Method::GET, &format!("/api/v1/rules/{id}"), None).await?)?
+        }
         RuleCommand::Rm { id, conn } => {
             Client::new(&conn)?.send(Method::DELETE, &format!("/api/v1/rules/{id}"), None).await?;
             println!("deleted rule {id}");
@@ -223,7 +243,8 @@ pub async fn alarm(cmd: AlarmCommand) -> anyhow::Result<()> {
                     params.push((k, v));
                 }
             }
-            let out = Client::new(&conn)?.json(Method::GET, &format!("/api/v1/alarms?{}", serde_urlencoded(&params)), None).await?;
+            let out =
+                Client::new(&conn)?.json(Method::GET, &format!("/api/v1/alarms?{}", serde_urlencoded(&params)), None).await?;
             if conn.json {
                 return print_json(&out);
             }
@@ -232,7 +253,9 @@ pub async fn alarm(cmd: AlarmCommand) -> anyhow::Result<()> {
                 out["alarms"].as_array().into_iter().flatten().map(|a| columns.iter().map(|c| cell(&a[*c])).collect()).collect();
             print_table(&columns, &rows);
         }
-        AlarmCommand::Show { id, conn } => print_json(&Client::new(&conn)?.json(Method::GET, &format!("/api/v1/alarms/{id}"), None).await?)?,
+        AlarmCommand::Show { id, conn } => {
+            print_json(&Client::new(&conn)?.json(Method::GET, &format!("/api/v1/alarms/{id}"), None).await?)?
+        }
         AlarmCommand::Ack { id, conn } => {
             let out = Client::new(&conn)?.json(Method::POST, &format!("/api/v1/alarms/{id}/ack"), None).await?;
             if conn.json {
@@ -248,7 +271,9 @@ pub async fn alarm(cmd: AlarmCommand) -> anyhow::Result<()> {
             println!("alarm {id}: cleared by {}", cell(&out["alarm"]["cleared_by"]));
         }
         AlarmCommand::Comment { id, text, conn } => {
-            let out = Client::new(&conn)?.json(Method::POST, &format!("/api/v1/alarms/{id}/comments"), Some(json!({"text": text}))).await?;
+            let out = Client::new(&conn)?
+                .json(Method::POST, &format!("/api/v1/alarms/{id}/comments"), Some(json!({"text": text})))
+                .await?;
             if conn.json {
                 return print_json(&out);
             }
@@ -265,7 +290,8 @@ pub async fn outbox(cmd: OutboxCommand) -> anyhow::Result<()> {
             if let Some(s) = state {
                 params.push(("state", s));
             }
-            let out = Client::new(&conn)?.json(Method::GET, &format!("/api/v1/outbox?{}", serde_urlencoded(&params)), None).await?;
+            let out =
+                Client::new(&conn)?.json(Method::GET, &format!("/api/v1/outbox?{}", serde_urlencoded(&params)), None).await?;
             if conn.json {
                 return print_json(&out);
             }

@@ -47,9 +47,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     store_config.backpressure_wait = Duration::from_secs(config.storage.backpressure_wait_secs);
     store_config.wal_segment_bytes = config.storage.wal_segment_mb << 20;
     store_config.max_columns_per_table = config.limits.max_columns_per_table;
-    let store = tokio::task::spawn_blocking(move || Store::open(store_config))
-        .await?
-        .context("opening the store (WAL replay)")?;
+    let store =
+        tokio::task::spawn_blocking(move || Store::open(store_config)).await?.context("opening the store (WAL replay)")?;
     let persister = tokio::spawn(store.clone().run_persister());
 
     let platform = Arc::new(glue::RulesPlatform { registry: registry.clone(), store: store.clone(), broker: Default::default() });
@@ -57,12 +56,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .await
         .context("opening the rules database")?;
     let live = corral_http::LiveFeed::default();
-    let pipeline = Pipeline::new(
-        Arc::new(glue::StoreSink(store.clone())),
-        Arc::new(glue::RegistryPresence(registry.clone())),
-    )
-    .with_observer(Arc::new(glue::RulesObserver(rules.clone())))
-    .with_observer(Arc::new(live.clone()));
+    let pipeline = Pipeline::new(Arc::new(glue::StoreSink(store.clone())), Arc::new(glue::RegistryPresence(registry.clone())))
+        .with_observer(Arc::new(glue::RulesObserver(rules.clone())))
+        .with_observer(Arc::new(live.clone()));
     let connected = broker::ConnectedDevices::default();
     let handshake_failures = crate::tls::HandshakeFailures::new("mqtts");
     let https_failures = crate::tls::HandshakeFailures::new("https");
@@ -74,8 +70,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let coap_servers: Vec<corral_coap::CoapServer> = [&coap.plain, &coap.secure].into_iter().flatten().cloned().collect();
     let online = glue::Online(connected.clone(), rules.clone());
     let directory = Arc::new(glue::RegistryDirectory(registry.clone(), online.clone(), rules.clone()));
-    let engine = QueryEngine::new(store.clone(), directory, config.limits.query_memory_mb << 20)
-        .context("setting up the SQL engine")?;
+    let engine =
+        QueryEngine::new(store.clone(), directory, config.limits.query_memory_mb << 20).context("setting up the SQL engine")?;
     let ready = Arc::new(AtomicBool::new(false));
     let state = AppState {
         registry: registry.clone(),
@@ -119,7 +115,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let https = match (config.https_addr()?, &config.mqtt.tls_cert, &config.mqtt.tls_key) {
         (Some(addr), Some(cert), Some(key)) => {
             let acceptor = crate::tls::acceptor(cert, key, authorities.verifier(), &[b"http/1.1"])?;
-            let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding the HTTPS listener to {addr}"))?;
+            let listener =
+                tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding the HTTPS listener to {addr}"))?;
             tracing::info!(proto = %"https", addr = %listener.local_addr()?, "listening");
             Some((listener, acceptor))
         }
@@ -148,7 +145,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         coaps: coap.secure.as_ref().and_then(|s| s.local_addr().ok()).map(|a| a.port()),
     };
     let app = corral_http::router(state, corral_console::router(registry.clone(), device_ports));
-    let https = https.map(|(listener, acceptor)| tokio::spawn(crate::tls::serve_https(listener, acceptor, app.clone(), https_failures)));
+    let https =
+        https.map(|(listener, acceptor)| tokio::spawn(crate::tls::serve_https(listener, acceptor, app.clone(), https_failures)));
     ready.store(true, Ordering::Relaxed);
     let mqtt_addr = mqtt.as_ref().map(|mqtt| mqtt.addr);
     let coap_addr = coap.plain.as_ref().and_then(|coap| coap.local_addr().ok());
@@ -251,10 +249,14 @@ async fn start_broker(
         (Some(cert), Some(key)) => {
             let acceptor = crate::tls::acceptor(cert, key, authorities.verifier(), &[])?;
             let addr = crate::tls::listen_addr(&m.tls_listen)?;
-            let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding the MQTTS listener to {addr}"))?;
+            let listener =
+                tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding the MQTTS listener to {addr}"))?;
             let tls_addr = listener.local_addr()?;
             tracing::info!(proto = %"mqtts", addr = %tls_addr, "listening");
-            (Some(tokio::spawn(crate::tls::serve_mqtts(listener, acceptor, broker.clone(), handshake_failures.clone()))), Some(tls_addr))
+            (
+                Some(tokio::spawn(crate::tls::serve_mqtts(listener, acceptor, broker.clone(), handshake_failures.clone()))),
+                Some(tls_addr),
+            )
         }
         _ => (None, None),
     };
@@ -270,8 +272,14 @@ struct CoapServers {
 
 /// Starts the CoAP servers, each hearing commands from the broker and credential changes from
 /// the registry.
-async fn start_coap(config: &Config, registry: &Registry, pipeline: &Pipeline, broker: Option<corral_mqtt::Broker>) -> anyhow::Result<CoapServers> {
-    let hooks: Arc<dyn corral_coap::CoapHooks> = Arc::new(coap::PlatformHooks { registry: registry.clone(), broker: broker.clone() });
+async fn start_coap(
+    config: &Config,
+    registry: &Registry,
+    pipeline: &Pipeline,
+    broker: Option<corral_mqtt::Broker>,
+) -> anyhow::Result<CoapServers> {
+    let hooks: Arc<dyn corral_coap::CoapHooks> =
+        Arc::new(coap::PlatformHooks { registry: registry.clone(), broker: broker.clone() });
     let sink = Arc::new(pipeline.clone());
     let limits = corral_ingest::decode::Limits::default();
     let plain = match config.coap_addr()? {
@@ -368,7 +376,10 @@ async fn bootstrap_admin(registry: &Registry, data_dir: &Path) -> anyhow::Result
             writeln!(file, "{secret}")?;
             file.sync_all()?;
             std::fs::rename(&tmp, &token_file).with_context(|| format!("writing {}", token_file.display()))?;
-            println!("\nFirst start: created the administrator token (shown once, also in {}):\n\n    {secret}\n", token_file.display());
+            println!(
+                "\nFirst start: created the administrator token (shown once, also in {}):\n\n    {secret}\n",
+                token_file.display()
+            );
             Ok(Some(secret))
         }
         Some(secret) => Ok(Some(secret)),

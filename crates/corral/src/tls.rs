@@ -23,7 +23,12 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// The server's TLS setup from a PEM certificate chain (leaf first) and a PEM private key;
 /// client certificates are checked by `clients` (optional: token clients share the listener).
 /// `alpn` lists the application protocols offered (HTTPS: `http/1.1`; MQTT: none).
-pub fn acceptor(cert: &Path, key: &Path, clients: Arc<corral_pki::DeviceCertVerifier>, alpn: &[&[u8]]) -> anyhow::Result<TlsAcceptor> {
+pub fn acceptor(
+    cert: &Path,
+    key: &Path,
+    clients: Arc<corral_pki::DeviceCertVerifier>,
+    alpn: &[&[u8]],
+) -> anyhow::Result<TlsAcceptor> {
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
         .with_context(|| format!("reading the TLS certificate {}", cert.display()))?
         .collect::<Result<_, _>>()

@@ -94,7 +94,9 @@ pub async fn user(cmd: UserCommand) -> anyhow::Result<()> {
                 let users = out["users"].as_array().cloned().unwrap_or_default();
                 let rows: Vec<Vec<String>> = users
                     .iter()
-                    .map(|u: &Value| ["name", "role", "tenant", "created_at", "password_changed_at"].iter().map(|k| cell(&u[*k])).collect())
+                    .map(|u: &Value| {
+                        ["name", "role", "tenant", "created_at", "password_changed_at"].iter().map(|k| cell(&u[*k])).collect()
+                    })
                     .collect();
                 print_table(&["name", "role", "tenant", "created", "password changed"], &rows);
             }

@@ -137,8 +137,17 @@ async fn a_rotated_token_keeps_working_through_its_overlap_window_then_stops() {
     let (_, rotated) = server.admin(Method::POST, "/api/v1/devices/truck-9/token", None).await;
     assert_eq!(server.ingest(&new, "telemetry", r#"{"km": 6}"#).await.0, 401);
     assert_eq!(server.ingest(rotated["token"].as_str().unwrap(), "telemetry", r#"{"km": 7}"#).await.0, 200);
-    assert_eq!(server.query("SELECT km FROM telemetry ORDER BY km").await, [1.0, 2.0, 3.0, 5.0, 7.0].map(|k| vec![json!(k)]).to_vec());
+    assert_eq!(
+        server.query("SELECT km FROM telemetry ORDER BY km").await,
+        [1.0, 2.0, 3.0, 5.0, 7.0].map(|k| vec![json!(k)]).to_vec()
+    );
     let (_, audit) = server.admin(Method::GET, "/api/v1/audit", None).await;
-    let overlaps: Vec<_> = audit["entries"].as_array().unwrap().iter().filter(|e| e["action"] == "device.rotate_token").map(|e| e["detail"]["overlap_secs"].clone()).collect();
+    let overlaps: Vec<_> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "device.rotate_token")
+        .map(|e| e["detail"]["overlap_secs"].clone())
+        .collect();
     assert_eq!(overlaps, vec![json!(0), json!(2)], "newest first, each with who and how");
 }

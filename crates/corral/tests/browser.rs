@@ -41,7 +41,16 @@ async fn the_console_works_in_chromium() {
     let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("console-screenshots");
     let run = tokio::task::spawn_blocking({
         let (base, shots) = (server.base.clone(), shots.clone());
-        move || Command::new("node").arg("console.mjs").current_dir(DIR).env("BASE", base).env("ADMIN_TOKEN", ADMIN_TOKEN).env("SHOTS", shots).output().expect("node")
+        move || {
+            Command::new("node")
+                .arg("console.mjs")
+                .current_dir(DIR)
+                .env("BASE", base)
+                .env("ADMIN_TOKEN", ADMIN_TOKEN)
+                .env("SHOTS", shots)
+                .output()
+                .expect("node")
+        }
     })
     .await
     .unwrap();
@@ -54,7 +63,20 @@ async fn the_console_works_in_chromium() {
         String::from_utf8_lossy(&run.stderr),
         server.log_text()
     );
-    for page in ["login", "overview", "inventory", "registered", "device", "device-psk", "import-report", "alarms", "sql", "account-admin", "inventory-viewer-tablet", "password-changed"] {
+    for page in [
+        "login",
+        "overview",
+        "inventory",
+        "registered",
+        "device",
+        "device-psk",
+        "import-report",
+        "alarms",
+        "sql",
+        "account-admin",
+        "inventory-viewer-tablet",
+        "password-changed",
+    ] {
         assert!(shots.join(format!("{page}.png")).exists(), "screenshot {page}");
     }
 }

@@ -20,18 +20,72 @@ fn openssl(dir: &Path, args: &[&str]) {
 /// A key and a CSR `<name>.key`, `<name>.csr` with subject CN `cn`.
 fn key_and_csr(dir: &Path, name: &str, cn: &str) {
     let subject = format!("/CN={cn}");
-    openssl(dir, &["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-subj", &subject, "-keyout", &format!("{name}.key"), "-out", &format!("{name}.csr")]);
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-subj",
+            &subject,
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.csr"),
+        ],
+    );
 }
 
 /// The MQTTS server's own CA and certificate, an operator's own device CA (`own`), and a CA
 /// nobody registered (`stranger`).
 fn setup(dir: &Path) {
     for (name, cn) in [("server-ca", "Server CA"), ("own", "Own Device CA"), ("stranger", "Stranger CA")] {
-        openssl(dir, &["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "2", "-subj", &format!("/CN={cn}"), "-keyout", &format!("{name}.key"), "-out", &format!("{name}.pem")]);
+        openssl(
+            dir,
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                &format!("/CN={cn}"),
+                "-keyout",
+                &format!("{name}.key"),
+                "-out",
+                &format!("{name}.pem"),
+            ],
+        );
     }
     key_and_csr(dir, "server", "localhost");
     std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1,DNS:localhost\n").unwrap();
-    openssl(dir, &["x509", "-req", "-in", "server.csr", "-CA", "server-ca.pem", "-CAkey", "server-ca.key", "-CAcreateserial", "-days", "2", "-extfile", "san.ext", "-out", "server.pem"]);
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "server-ca.pem",
+            "-CAkey",
+            "server-ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+            "-out",
+            "server.pem",
+        ],
+    );
     // `openssl ca` sets arbitrary validity dates: for the expired certificate.
     std::fs::write(
         dir.join("ca.cnf"),
@@ -49,14 +103,34 @@ fn setup(dir: &Path) {
 async fn start(dir: &Path) -> TestServer {
     setup(dir);
     let (cert, key) = (dir.join("server.pem").display().to_string(), dir.join("server.key").display().to_string());
-    TestServer::start_with(BIN, &["--mqtts", "127.0.0.1:0", "--https", "127.0.0.1:0", "--tls-cert", &cert, "--tls-key", &key]).await
+    TestServer::start_with(BIN, &["--mqtts", "127.0.0.1:0", "--https", "127.0.0.1:0", "--tls-cert", &cert, "--tls-key", &key])
+        .await
 }
 
 /// Signs `<name>.csr` with CA `ca` as an X.509 v3 client certificate (openssl's own signing, as
 /// an operator's CA would).
 fn sign(dir: &Path, ca: &str, name: &str) {
     let (csr, ca_pem, ca_key, out) = (format!("{name}.csr"), format!("{ca}.pem"), format!("{ca}.key"), format!("{name}.pem"));
-    openssl(dir, &["x509", "-req", "-in", &csr, "-CA", &ca_pem, "-CAkey", &ca_key, "-CAcreateserial", "-days", "2", "-extfile", "client.ext", "-out", &out]);
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            &ca_pem,
+            "-CAkey",
+            &ca_key,
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "client.ext",
+            "-out",
+            &out,
+        ],
+    );
 }
 
 /// `mosquitto_pub` over MQTTS with a client certificate and no password; true if acknowledged.
@@ -94,7 +168,8 @@ async fn devices_connect_with_certificates_of_a_corral_ca_or_an_imported_one_and
     assert!(publish_with(&server, dir, "meter-1", "meter-1", r#"{"kwh": 1}"#), "{}", server.log_text());
 
     // Or Corral makes the key, shown once.
-    let (status, issued) = server.admin(Method::POST, "/api/v1/devices/meter-2/certificate", Some(json!({"valid_days": 30}))).await;
+    let (status, issued) =
+        server.admin(Method::POST, "/api/v1/devices/meter-2/certificate", Some(json!({"valid_days": 30}))).await;
     assert_eq!(status, 201, "{issued}");
     std::fs::write(dir.join("meter-2.pem"), issued["certificate"].as_str().unwrap()).unwrap();
     std::fs::write(dir.join("meter-2.key"), issued["private_key"].as_str().unwrap()).unwrap();
@@ -103,11 +178,35 @@ async fn devices_connect_with_certificates_of_a_corral_ca_or_an_imported_one_and
     let (host, port) = server.mqtts.rsplit_once(':').unwrap();
     for (version, kwh) in [("5", "2.5"), ("311", "2.6")] {
         let out = Command::new("python3")
-            .args([PAHO, "publish", host, port, "meter-2", "", "", version, "devices/meter-2/telemetry", &format!(r#"{{"kwh": {kwh}}}"#)])
-            .env("MQTT_TLS", format!("{},{},{}", dir.join("server-ca.pem").display(), dir.join("meter-2.pem").display(), dir.join("meter-2.key").display()))
+            .args([
+                PAHO,
+                "publish",
+                host,
+                port,
+                "meter-2",
+                "",
+                "",
+                version,
+                "devices/meter-2/telemetry",
+                &format!(r#"{{"kwh": {kwh}}}"#),
+            ])
+            .env(
+                "MQTT_TLS",
+                format!(
+                    "{},{},{}",
+                    dir.join("server-ca.pem").display(),
+                    dir.join("meter-2.pem").display(),
+                    dir.join("meter-2.key").display()
+                ),
+            )
             .output()
             .unwrap();
-        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "puback 0", "paho {version}: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "puback 0",
+            "paho {version}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     // A certificate names one device: it cannot connect as another.
     assert!(!publish_with(&server, dir, "meter-2", "meter-1", r#"{"kwh": 99}"#));
@@ -128,7 +227,27 @@ async fn devices_connect_with_certificates_of_a_corral_ca_or_an_imported_one_and
     sign(dir, "stranger", "stranger-1");
     assert!(!publish_with(&server, dir, "stranger-1", "meter-1", r#"{"kwh": 90}"#));
     key_and_csr(dir, "expired-3", "meter-3");
-    openssl(dir, &["ca", "-batch", "-config", "ca.cnf", "-cert", "own.pem", "-keyfile", "own.key", "-in", "expired-3.csr", "-out", "expired-3.pem", "-startdate", "20200101000000Z", "-enddate", "20200102000000Z"]);
+    openssl(
+        dir,
+        &[
+            "ca",
+            "-batch",
+            "-config",
+            "ca.cnf",
+            "-cert",
+            "own.pem",
+            "-keyfile",
+            "own.key",
+            "-in",
+            "expired-3.csr",
+            "-out",
+            "expired-3.pem",
+            "-startdate",
+            "20200101000000Z",
+            "-enddate",
+            "20200102000000Z",
+        ],
+    );
     assert!(!publish_with(&server, dir, "expired-3", "meter-3", r#"{"kwh": 91}"#));
     let (_, listed) = server.admin(Method::GET, "/api/v1/devices/meter-1/certificates", None).await;
     let serial = listed["certificates"][0]["serial"].as_str().unwrap().to_string();
@@ -152,7 +271,10 @@ async fn devices_connect_with_certificates_of_a_corral_ca_or_an_imported_one_and
     );
     let metrics = reqwest::get(server.url("/metrics")).await.unwrap().text().await.unwrap();
     for reason in ["unknown CA", "expired", "revoked"] {
-        assert!(metrics.contains(&format!("corral_mqtts_handshake_failures_total{{reason=\"{reason}\"}} 1")), "{reason}: {metrics}");
+        assert!(
+            metrics.contains(&format!("corral_mqtts_handshake_failures_total{{reason=\"{reason}\"}} 1")),
+            "{reason}: {metrics}"
+        );
     }
     let (_, audit) = server.admin(Method::GET, "/api/v1/audit", None).await;
     let actions: Vec<&str> = audit["entries"].as_array().unwrap().iter().filter_map(|e| e["action"].as_str()).collect();
@@ -271,9 +393,11 @@ async fn https_ingest_takes_a_client_certificate_instead_of_a_token() {
     let json_post = |body: &'static str| ["-H", "Content-Type: application/json", "--data-binary", body];
 
     // JSON ingest and InfluxDB line protocol, no token: the certificate names the device.
-    let (code, status, body) = curl_https(&server, dir, &[&with_cert[..], &json_post(r#"{"kwh": 1.5}"#)].concat(), "/api/v1/ingest");
+    let (code, status, body) =
+        curl_https(&server, dir, &[&with_cert[..], &json_post(r#"{"kwh": 1.5}"#)].concat(), "/api/v1/ingest");
     assert_eq!((code, status.as_str()), (0, "200"), "{body}");
-    let (code, status, body) = curl_https(&server, dir, &[&with_cert[..], &["--data-binary", "power kwh=2.5"]].concat(), "/api/v2/write?bucket=b");
+    let (code, status, body) =
+        curl_https(&server, dir, &[&with_cert[..], &["--data-binary", "power kwh=2.5"]].concat(), "/api/v2/write?bucket=b");
     assert_eq!((code, status.as_str()), (0, "204"), "{body}");
     // The rest of the API is there too, for API tokens; a device certificate is not one.
     let bearer = format!("Authorization: Bearer {}", corral_testkit::ADMIN_TOKEN);
@@ -282,20 +406,31 @@ async fn https_ingest_takes_a_client_certificate_instead_of_a_token() {
     let (_, status, _) = curl_https(&server, dir, &with_cert, "/api/v1/devices");
     assert_eq!(status, "401");
     // The console over HTTPS marks its cookies Secure.
-    let out = Command::new("curl").args(["-sS", "-i", "--cacert", "server-ca.pem"]).arg(format!("{}/login", server.https)).current_dir(dir).output().unwrap();
+    let out = Command::new("curl")
+        .args(["-sS", "-i", "--cacert", "server-ca.pem"])
+        .arg(format!("{}/login", server.https))
+        .current_dir(dir)
+        .output()
+        .unwrap();
     let head = String::from_utf8_lossy(&out.stdout).to_lowercase();
     assert!(head.contains("set-cookie: corral_login=") && head.contains("; secure"), "{head}");
     // A token still works over HTTPS without a certificate.
     let token = server.register_device("meter-t", json!({})).await;
     let auth = format!("Authorization: Bearer {token}");
-    let (_, status, body) = curl_https(&server, dir, &[&["-H", auth.as_str()][..], &json_post(r#"{"kwh": 3.5}"#)].concat(), "/api/v1/ingest");
+    let (_, status, body) =
+        curl_https(&server, dir, &[&["-H", auth.as_str()][..], &json_post(r#"{"kwh": 3.5}"#)].concat(), "/api/v1/ingest");
     assert_eq!(status, "200", "{body}");
 
     // A certificate of a CA nobody registered fails the handshake; a quarantined device is refused
     // with the reason; a revoked certificate fails the handshake.
     key_and_csr(dir, "stranger-h", "meter-h");
     sign(dir, "stranger", "stranger-h");
-    let (code, _, _) = curl_https(&server, dir, &[&["--cert", "stranger-h.pem", "--key", "stranger-h.key"][..], &json_post(r#"{"kwh": 9}"#)].concat(), "/api/v1/ingest");
+    let (code, _, _) = curl_https(
+        &server,
+        dir,
+        &[&["--cert", "stranger-h.pem", "--key", "stranger-h.key"][..], &json_post(r#"{"kwh": 9}"#)].concat(),
+        "/api/v1/ingest",
+    );
     assert_ne!(code, 0, "the handshake is refused");
     let (status, _) = server.admin(Method::PATCH, "/api/v1/devices/meter-h", Some(json!({"status": "quarantined"}))).await;
     assert_eq!(status, 200);
@@ -316,6 +451,9 @@ async fn https_ingest_takes_a_client_certificate_instead_of_a_token() {
     assert_eq!(server.query("SELECT device, kwh FROM power").await, vec![vec![json!("meter-h"), json!(2.5)]]);
     let metrics = reqwest::get(server.url("/metrics")).await.unwrap().text().await.unwrap();
     for reason in ["unknown CA", "revoked"] {
-        assert!(metrics.contains(&format!("corral_https_handshake_failures_total{{reason=\"{reason}\"}} 1")), "{reason}: {metrics}");
+        assert!(
+            metrics.contains(&format!("corral_https_handshake_failures_total{{reason=\"{reason}\"}} 1")),
+            "{reason}: {metrics}"
+        );
     }
 }

@@ -19,7 +19,10 @@ fn corral(server: &TestServer, args: &[&str]) -> (bool, String, String) {
 #[tokio::test]
 async fn device_token_and_sql_commands_work_end_to_end() {
     let server = TestServer::start(BIN).await;
-    let (ok, out, err) = corral(&server, &["device", "add", "pump-1", "--site", "plant-a", "--profile", "pump", "--attr", "rated_kw=7.5", "--tag", "critical"]);
+    let (ok, out, err) = corral(
+        &server,
+        &["device", "add", "pump-1", "--site", "plant-a", "--profile", "pump", "--attr", "rated_kw=7.5", "--tag", "critical"],
+    );
     assert!(ok, "{err}");
     let token = out.lines().find_map(|l| l.strip_prefix("token (shown once): ")).expect(&out).to_string();
     assert!(token.starts_with("cdt_"), "{out}");
@@ -63,11 +66,7 @@ async fn device_token_and_sql_commands_work_end_to_end() {
 
 #[test]
 fn config_prints_the_effective_settings_with_their_sources_applied() {
-    let out = Command::new(BIN)
-        .args(["config", "--persist-mb", "32"])
-        .env("CORRAL_HTTP", "127.0.0.1:9999")
-        .output()
-        .unwrap();
+    let out = Command::new(BIN).args(["config", "--persist-mb", "32"]).env("CORRAL_HTTP", "127.0.0.1:9999").output().unwrap();
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("http = \"127.0.0.1:9999\""), "{text}");
@@ -103,7 +102,8 @@ async fn readme_curl_tour() {
     let (code, body) = curl(&[&url("/api/v1/ingest"), "-H", &device_auth, "-H", json, "-d", reading]);
     assert_eq!(code, "200", "{body}");
 
-    let sql = r#"{"sql": "SELECT d.site, avg(t.temperature) AS avg_t FROM telemetry t JOIN devices d USING (device) GROUP BY d.site"}"#;
+    let sql =
+        r#"{"sql": "SELECT d.site, avg(t.temperature) AS avg_t FROM telemetry t JOIN devices d USING (device) GROUP BY d.site"}"#;
     let (code, body) = curl(&[&url("/api/v1/query"), "-H", &auth, "-d", sql]);
     assert_eq!(code, "200", "{body}");
     let out: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -132,7 +132,8 @@ async fn ca_commands_issue_list_and_revoke_device_certificates() {
     assert!(ok && out.starts_with("created CA ca-"), "{out}{err}");
     let (ok, _, err) = corral(&server, &["device", "add", "valve-1"]);
     assert!(ok, "{err}");
-    let (ok, out, err) = corral(&server, &["ca", "issue", "valve-1", "--cert-out", &path("valve-1.pem"), "--key-out", &path("valve-1.key")]);
+    let (ok, out, err) =
+        corral(&server, &["ca", "issue", "valve-1", "--cert-out", &path("valve-1.pem"), "--key-out", &path("valve-1.key")]);
     assert!(ok, "{err}");
     assert!(out.contains("mode 0600") && out.contains("serial "), "{out}");
     use std::os::unix::fs::PermissionsExt;
@@ -169,7 +170,8 @@ async fn user_commands_add_change_list_and_remove_console_users() {
     let server = TestServer::start(BIN).await;
     let (ok, out, err) = corral(&server, &["user", "add", "alice", "--role", "operator", "--tenant", "acme"]);
     assert!(ok && out.contains("added alice (operator)"), "{out}{err}");
-    let generated = out.lines().find_map(|l| l.strip_prefix("password (shown once): ")).expect("a generated password").to_string();
+    let generated =
+        out.lines().find_map(|l| l.strip_prefix("password (shown once): ")).expect("a generated password").to_string();
     assert_eq!(generated.len(), 20);
     // From standard input, as a script would; too short is refused with the rule.
     let add_with = |name: &str, password: &str| {

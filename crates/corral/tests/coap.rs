@@ -38,7 +38,8 @@ async fn every_content_format_from_coap_client_and_aiocoap_is_durable_and_querya
     // libcoap: JSON and SenML JSON, Confirmable and Non-confirmable.
     let (_, err) = coap_client(&["-m", "post", "-t", "50", "-e", r#"{"ts": 1795255200000, "power": 1.5}"#, &telemetry]);
     assert!(!err.contains("4.") && !err.contains("5."), "{err}");
-    let (_, err) = coap_client(&["-N", "-m", "post", "-t", "110", "-e", r#"[{"bt": 1795255201, "n": "power", "v": 2.5}]"#, &telemetry]);
+    let (_, err) =
+        coap_client(&["-N", "-m", "post", "-t", "110", "-e", r#"[{"bt": 1795255201, "n": "power", "v": 2.5}]"#, &telemetry]);
     assert!(!err.contains("4.") && !err.contains("5."), "{err}");
     // aiocoap: CBOR and SenML CBOR (integer labels), and a named table.
     assert_eq!(aiocoap_post(&telemetry, "cbor", r#"{"ts": 1795255202000, "power": 3.5}"#, "con"), "2.04");
@@ -64,7 +65,10 @@ async fn refusals_are_coap_codes_with_a_reason_and_store_nothing() {
     server.register_device("child-1", json!({"gateway": "gw-1"})).await;
     let telemetry = uri(&server, "devices/meter-1/telemetry", &token);
 
-    assert_eq!(aiocoap_post(&uri(&server, "devices/meter-1/telemetry", "cdt_wrong"), "json", r#"{"a": 1}"#, "con"), "4.01 invalid device token");
+    assert_eq!(
+        aiocoap_post(&uri(&server, "devices/meter-1/telemetry", "cdt_wrong"), "json", r#"{"a": 1}"#, "con"),
+        "4.01 invalid device token"
+    );
     assert_eq!(
         aiocoap_post(&format!("coap://{}/devices/meter-1/telemetry", server.coap), "json", r#"{"a": 1}"#, "con"),
         "4.01 add the device token as ?t=<token>, or use coaps with the device's pre-shared key"
@@ -73,8 +77,14 @@ async fn refusals_are_coap_codes_with_a_reason_and_store_nothing() {
         aiocoap_post(&uri(&server, "devices/meter-1/telemetry", &other), "json", r#"{"a": 1}"#, "con"),
         "4.03 the token of meter-2 may not speak for meter-1"
     );
-    assert_eq!(aiocoap_post(&telemetry, "json", r#"{"a": "#, "con"), "4.00 invalid JSON at line 1 column 6: EOF while parsing a value");
-    assert_eq!(aiocoap_post(&telemetry, "senml-cbor", r#"[{"n": "a"}]"#, "con"), r#"4.00 record 1: field "a": no value (one of "v", "vs", "vb", "vd" or a sum "s" is required)"#);
+    assert_eq!(
+        aiocoap_post(&telemetry, "json", r#"{"a": "#, "con"),
+        "4.00 invalid JSON at line 1 column 6: EOF while parsing a value"
+    );
+    assert_eq!(
+        aiocoap_post(&telemetry, "senml-cbor", r#"[{"n": "a"}]"#, "con"),
+        r#"4.00 record 1: field "a": no value (one of "v", "vs", "vb", "vd" or a sum "s" is required)"#
+    );
     let (_, err) = coap_client(&["-m", "post", "-t", "0", "-e", "a=1", &telemetry]);
     assert!(err.contains("4.15 content format 0 is not telemetry"), "{err}");
     let (_, err) = coap_client(&["-m", "put", "-t", "50", "-e", "{}", &telemetry]);
@@ -120,7 +130,8 @@ async fn observers_receive_commands_in_order_and_their_responses_reach_mqtt() {
     let big = "x".repeat(3000); // more than one block: the notification goes block-wise
     publish("close", "shut");
     publish("big", &big);
-    let got: Vec<String> = tokio::task::spawn_blocking(move || lines.by_ref().take(3).map(Result::unwrap).collect()).await.unwrap();
+    let got: Vec<String> =
+        tokio::task::spawn_blocking(move || lines.by_ref().take(3).map(Result::unwrap).collect()).await.unwrap();
     assert_eq!(got[0], r#"{"id":"open","payload":{"position":80}}"#, "the command waiting before the registration comes first");
     assert_eq!(got[1], r#"{"id":"close","payload":"shut"}"#);
     assert_eq!(got[2], format!(r#"{{"id":"big","payload":"{big}"}}"#));
@@ -148,7 +159,8 @@ async fn block_wise_transfer_both_ways_and_the_body_limit() {
     let token = server.register_device("cam-1", json!({})).await;
     let dir = tempfile::tempdir().unwrap();
     // 100 readings, about 6 KB: coap-client uploads it in 64-byte Block1 blocks.
-    let readings: Vec<_> = (0..100).map(|i| json!({"ts": 1_795_255_200_000i64 + i, "frame": i, "label": "x".repeat(20)})).collect();
+    let readings: Vec<_> =
+        (0..100).map(|i| json!({"ts": 1_795_255_200_000i64 + i, "frame": i, "label": "x".repeat(20)})).collect();
     let file = dir.path().join("readings.json");
     std::fs::write(&file, serde_json::to_vec(&readings).unwrap()).unwrap();
     let telemetry = uri(&server, "devices/cam-1/telemetry/frames", &token);
@@ -166,7 +178,22 @@ async fn block_wise_transfer_both_ways_and_the_body_limit() {
     let (host, port) = server.mqtt.split_once(':').unwrap();
     let big = "y".repeat(2500);
     let out = Command::new("mosquitto_pub")
-        .args(["-h", host, "-p", port, "-q", "1", "-u", "token", "-P", corral_testkit::ADMIN_TOKEN, "-t", "devices/cam-1/commands/c1", "-m", &big])
+        .args([
+            "-h",
+            host,
+            "-p",
+            port,
+            "-q",
+            "1",
+            "-u",
+            "token",
+            "-P",
+            corral_testkit::ADMIN_TOKEN,
+            "-t",
+            "devices/cam-1/commands/c1",
+            "-m",
+            &big,
+        ])
         .output()
         .unwrap();
     assert!(out.status.success());
@@ -180,7 +207,6 @@ async fn block_wise_transfer_both_ways_and_the_body_limit() {
     assert!(err.contains("4.13"), "{err}");
     assert_eq!(server.count("frames").await, 200);
 }
-
 
 fn telemetry_post(kind: u8, message_id: u16, token: &str, payload: &[u8]) -> Vec<u8> {
     let query = format!("t={token}");
@@ -229,8 +255,8 @@ async fn duplicates_are_answered_from_memory_and_malformed_datagrams_never_hurt(
         (&[0x49, 0x01, 0x00, 0x08], Some(vec![0x70, 0x00, 0x00, 0x08])),       // token length 9
         (&[0x40, 0x01, 0x00, 0x09, 0xbf], Some(vec![0x70, 0x00, 0x00, 0x09])), // option length 15
         (&[0x40, 0x00, 0x00, 0x0a], Some(vec![0x70, 0x00, 0x00, 0x0a])),       // a CoAP ping
-        (&[0x50, 0x01, 0x00, 0x0b, 0xff], None),                                // NON: dropped
-        (&[0x01, 0x02], None),                                                   // not CoAP at all
+        (&[0x50, 0x01, 0x00, 0x0b, 0xff], None),                               // NON: dropped
+        (&[0x01, 0x02], None),                                                 // not CoAP at all
     ];
     for (bytes, reset) in &malformed {
         socket.send(bytes).unwrap();
@@ -265,11 +291,16 @@ async fn a_slow_write_gets_an_empty_ack_then_a_separate_response() {
     let empty_ack = receive(&socket).expect("an empty ACK");
     assert_eq!(empty_ack, vec![0x60, 0x00, 0x40, 0x00]);
     let separate = receive(&socket).expect("the separate response");
-    assert_eq!((separate[0], separate[1], &separate[4..6]), (0x42, 0x44, &[0xa1u8, 0xb2][..]), "CON 2.04 with the request's token");
+    assert_eq!(
+        (separate[0], separate[1], &separate[4..6]),
+        (0x42, 0x44, &[0xa1u8, 0xb2][..]),
+        "CON 2.04 with the request's token"
+    );
     socket.send(&[0x60, 0x00, separate[2], separate[3]]).unwrap(); // acknowledge it
     assert_eq!(server.query("SELECT rpm FROM telemetry").await, vec![vec![json!(900.0)]]);
     // libcoap copes with the separate response as well.
-    let (_, err) = coap_client(&["-m", "post", "-t", "50", "-e", r#"{"rpm": 950}"#, &uri(&server, "devices/pump-1/telemetry", &token)]);
+    let (_, err) =
+        coap_client(&["-m", "post", "-t", "50", "-e", r#"{"rpm": 950}"#, &uri(&server, "devices/pump-1/telemetry", &token)]);
     assert!(!err.contains("4.") && !err.contains("5."), "{err}");
     assert_eq!(server.count("telemetry").await, 2);
     let metrics = reqwest::get(server.url("/metrics")).await.unwrap().text().await.unwrap();
@@ -313,27 +344,51 @@ async fn coaps_devices_authenticate_with_their_pre_shared_key_and_need_no_token(
 
     let telemetry = |device: &str| format!("coaps://{}/devices/{device}/telemetry", server.coaps);
     // libcoap over OpenSSL and over GnuTLS; Confirmable and Non-confirmable; no token anywhere.
-    let err = coaps_client("openssl", "meter-s", "factory-key-0001", &["-m", "post", "-t", "50", "-e", r#"{"power": 1.5}"#, &telemetry("meter-s")]);
+    let err = coaps_client(
+        "openssl",
+        "meter-s",
+        "factory-key-0001",
+        &["-m", "post", "-t", "50", "-e", r#"{"power": 1.5}"#, &telemetry("meter-s")],
+    );
     assert!(!err.contains("4.") && !err.contains("5.") && !err.contains("ERR"), "{err}");
-    let err = coaps_client("gnutls", "meter-s", "factory-key-0001", &["-N", "-m", "post", "-t", "110", "-e", r#"[{"n": "power", "v": 2.5}]"#, &telemetry("meter-s")]);
+    let err = coaps_client(
+        "gnutls",
+        "meter-s",
+        "factory-key-0001",
+        &["-N", "-m", "post", "-t", "110", "-e", r#"[{"n": "power", "v": 2.5}]"#, &telemetry("meter-s")],
+    );
     assert!(!err.contains("4.") && !err.contains("5.") && !err.contains("ERR"), "{err}");
-    let err = coaps_client("gnutls", "meter-g", &generated_key, &["-m", "post", "-e", r#"{"power": 3.5}"#, &telemetry("meter-g")]);
+    let err =
+        coaps_client("gnutls", "meter-g", &generated_key, &["-m", "post", "-e", r#"{"power": 3.5}"#, &telemetry("meter-g")]);
     assert!(!err.contains("4.") && !err.contains("5.") && !err.contains("ERR"), "{err}");
     let rows = server.query("SELECT device, power FROM telemetry ORDER BY power").await;
-    assert_eq!(rows, vec![vec![json!("meter-s"), json!(1.5)], vec![json!("meter-s"), json!(2.5)], vec![json!("meter-g"), json!(3.5)]]);
+    assert_eq!(
+        rows,
+        vec![vec![json!("meter-s"), json!(1.5)], vec![json!("meter-s"), json!(2.5)], vec![json!("meter-g"), json!(3.5)]]
+    );
 
     // The session speaks for its own device only.
-    let err = coaps_client("openssl", "meter-s", "factory-key-0001", &["-m", "post", "-e", r#"{"power": 9}"#, &telemetry("other")]);
+    let err =
+        coaps_client("openssl", "meter-s", "factory-key-0001", &["-m", "post", "-e", r#"{"power": 9}"#, &telemetry("other")]);
     assert!(err.contains("4.03"), "{err}");
     // A wrong key or an unknown identity never gets a session, and nothing is stored.
-    let err = coaps_client("openssl", "meter-s", "not-the-right-key", &["-B", "4", "-m", "post", "-e", r#"{"power": 9}"#, &telemetry("meter-s")]);
+    let err = coaps_client(
+        "openssl",
+        "meter-s",
+        "not-the-right-key",
+        &["-B", "4", "-m", "post", "-e", r#"{"power": 9}"#, &telemetry("meter-s")],
+    );
     assert!(err.contains("ERR"), "{err}");
     let err = coaps_client("gnutls", "ghost", "factory-key-0001", &["-m", "post", "-e", r#"{"power": 9}"#, &telemetry("ghost")]);
     assert!(err.contains("PSK username is missing or not known"), "{err}");
     assert_eq!(server.count("telemetry").await, 3);
-    assert_eq!(metric(&server, "corral_coaps_handshake_failures_total{reason=\"unknown_identity\"}").await, "corral_coaps_handshake_failures_total{reason=\"unknown_identity\"} 1");
+    assert_eq!(
+        metric(&server, "corral_coaps_handshake_failures_total{reason=\"unknown_identity\"}").await,
+        "corral_coaps_handshake_failures_total{reason=\"unknown_identity\"} 1"
+    );
     // Plain CoAP sent to the DTLS port is not read at all.
-    let (_, err) = coap_client(&["-B", "2", "-m", "post", "-e", "{}", &format!("coap://{}/devices/meter-s/telemetry", server.coaps)]);
+    let (_, err) =
+        coap_client(&["-B", "2", "-m", "post", "-e", "{}", &format!("coap://{}/devices/meter-s/telemetry", server.coaps)]);
     assert!(!err.contains("2.04"), "{err}");
 
     // Commands reach an observer on its session.
@@ -354,25 +409,46 @@ async fn coaps_devices_authenticate_with_their_pre_shared_key_and_need_no_token(
     assert!(out.status.success());
     let out = tokio::task::spawn_blocking(move || observer.wait_with_output().unwrap()).await.unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains(r#"{"id":"reboot","payload":{"delay":5}}"#), "stdout: {stdout}\nstderr: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        stdout.contains(r#"{"id":"reboot","payload":{"delay":5}}"#),
+        "stdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // Without its key, or once it is no longer active, a device cannot open a session.
     let (status, _) = server.admin(Method::DELETE, "/api/v1/devices/meter-g/psk", None).await;
     assert_eq!(status, 204);
-    let err = coaps_client("openssl", "meter-g", &generated_key, &["-B", "4", "-m", "post", "-e", r#"{"power": 9}"#, &telemetry("meter-g")]);
+    let err = coaps_client(
+        "openssl",
+        "meter-g",
+        &generated_key,
+        &["-B", "4", "-m", "post", "-e", r#"{"power": 9}"#, &telemetry("meter-g")],
+    );
     assert!(err.contains("ERR"), "{err}");
     let (status, _) = server.admin(Method::PATCH, "/api/v1/devices/meter-s", Some(json!({"status": "quarantined"}))).await;
     assert_eq!(status, 200);
-    let err = coaps_client("openssl", "meter-s", "factory-key-0001", &["-B", "4", "-m", "post", "-e", r#"{"power": 9}"#, &telemetry("meter-s")]);
+    let err = coaps_client(
+        "openssl",
+        "meter-s",
+        "factory-key-0001",
+        &["-B", "4", "-m", "post", "-e", r#"{"power": 9}"#, &telemetry("meter-s")],
+    );
     assert!(err.contains("ERR"), "{err}");
     assert_eq!(server.count("telemetry").await, 3);
-    assert_eq!(metric(&server, "corral_coaps_handshake_failures_total{reason=\"unknown_identity\"}").await, "corral_coaps_handshake_failures_total{reason=\"unknown_identity\"} 2");
-    assert_eq!(metric(&server, "corral_coaps_handshake_failures_total{reason=\"not_active\"}").await, "corral_coaps_handshake_failures_total{reason=\"not_active\"} 1");
+    assert_eq!(
+        metric(&server, "corral_coaps_handshake_failures_total{reason=\"unknown_identity\"}").await,
+        "corral_coaps_handshake_failures_total{reason=\"unknown_identity\"} 2"
+    );
+    assert_eq!(
+        metric(&server, "corral_coaps_handshake_failures_total{reason=\"not_active\"}").await,
+        "corral_coaps_handshake_failures_total{reason=\"not_active\"} 1"
+    );
     let log = server.log_text();
     assert!(log.contains("coaps handshake failed") && log.contains("device meter-s is quarantined"), "{log}");
     // Every key change is in the audit log, with who did it.
     let (_, audit) = server.admin(Method::GET, "/api/v1/audit", None).await;
-    let actions: Vec<&str> = audit["entries"].as_array().unwrap().iter().filter_map(|e| e["action"].as_str()).filter(|a| a.contains("psk")).collect();
+    let actions: Vec<&str> =
+        audit["entries"].as_array().unwrap().iter().filter_map(|e| e["action"].as_str()).filter(|a| a.contains("psk")).collect();
     assert_eq!(actions.len(), 3, "{audit}");
 }
 
@@ -408,5 +484,9 @@ async fn a_coaps_client_hello_gets_a_cookie_challenge_and_the_server_keeps_nothi
         assert_eq!((buf[0], buf[13]), (22, 3), "{:?}", &buf[..n]);
         assert!(n < 100, "{n} bytes");
     }
-    assert_eq!(metric(&server, "corral_coaps_sessions ").await, "corral_coaps_sessions 0", "no state before the client proves its address");
+    assert_eq!(
+        metric(&server, "corral_coaps_sessions ").await,
+        "corral_coaps_sessions 0",
+        "no state before the client proves its address"
+    );
 }

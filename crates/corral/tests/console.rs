@@ -40,10 +40,21 @@ async fn sign_in_sessions_csrf_roles_and_sign_out() {
     assert!(page.contains("<title>Inventory · Corral</title>") && page.contains(r#"data-role="admin""#), "{page}");
 
     // Every page, with its title, script and the session's CSRF token for the script.
-    for (path, title, script) in [("/", "Overview", "overview"), ("/devices", "Inventory", "inventory"), ("/devices/pump-9", "Device", "device"), ("/alarms", "Alarms", "alarms"), ("/sql", "SQL", "sql"), ("/account", "Account", "account")] {
+    for (path, title, script) in [
+        ("/", "Overview", "overview"),
+        ("/devices", "Inventory", "inventory"),
+        ("/devices/pump-9", "Device", "device"),
+        ("/alarms", "Alarms", "alarms"),
+        ("/sql", "SQL", "sql"),
+        ("/account", "Account", "account"),
+    ] {
         let (status, page) = browser.get(path).await;
         assert_eq!(status, StatusCode::OK, "{path}");
-        assert!(page.contains(&format!("<title>{title} · Corral</title>")) && page.contains(&format!(r#"<script src="/assets/{script}.js">"#)), "{path}: {page}");
+        assert!(
+            page.contains(&format!("<title>{title} · Corral</title>"))
+                && page.contains(&format!(r#"<script src="/assets/{script}.js">"#)),
+            "{path}: {page}"
+        );
         assert_eq!(meta(&page, "csrf-token"), browser.csrf, "{path}");
     }
     // The connection snippets name the ports this server bound (port 0 here), not the defaults.
@@ -51,7 +62,13 @@ async fn sign_in_sessions_csrf_roles_and_sign_out() {
     for (proto, addr) in [("mqtt", &server.mqtt), ("coap", &server.coap), ("coaps", &server.coaps)] {
         assert!(page.contains(&format!(r#"data-{proto}-port="{}""#, port(addr))), "{proto} port {addr} in the shell");
     }
-    for (asset, kind) in [("console.css", "text/css"), ("app.js", "text/javascript"), ("inventory.js", "text/javascript"), ("account.js", "text/javascript"), ("icon.svg", "image/svg+xml")] {
+    for (asset, kind) in [
+        ("console.css", "text/css"),
+        ("app.js", "text/javascript"),
+        ("inventory.js", "text/javascript"),
+        ("account.js", "text/javascript"),
+        ("icon.svg", "image/svg+xml"),
+    ] {
         let response = browser.request(Method::GET, &format!("/assets/{asset}"), None, false).await;
         assert!(response.headers()["content-type"].to_str().unwrap().starts_with(kind), "{asset}");
     }
@@ -64,7 +81,8 @@ async fn sign_in_sessions_csrf_roles_and_sign_out() {
     let (status, refused) = browser.api(Method::POST, "/api/v1/devices", Some(json!({"id": "pump-1"})), false).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{refused}");
     assert!(refused["error"].as_str().unwrap().contains("CSRF"), "{refused}");
-    let (status, created) = browser.api(Method::POST, "/api/v1/devices", Some(json!({"id": "pump-1", "site": "roof"})), true).await;
+    let (status, created) =
+        browser.api(Method::POST, "/api/v1/devices", Some(json!({"id": "pump-1", "site": "roof"})), true).await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
 
     // Users: the admin adds a viewer, who may read but not write.
@@ -85,12 +103,23 @@ async fn sign_in_sessions_csrf_roles_and_sign_out() {
     let own = "/api/v1/users/vera/password";
     let (status, refused) = viewer.api(Method::PUT, own, Some(json!({"password": "vera's new passphrase"})), true).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{refused}");
-    let (status, refused) = viewer.api(Method::PUT, own, Some(json!({"password": "vera's new passphrase", "current_password": "a guess at it"})), true).await;
+    let (status, refused) = viewer
+        .api(Method::PUT, own, Some(json!({"password": "vera's new passphrase", "current_password": "a guess at it"})), true)
+        .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{refused}");
     assert!(refused["error"].as_str().unwrap().contains("current password is wrong"), "{refused}");
-    let (status, _) = viewer.api(Method::PUT, "/api/v1/users/admin/password", Some(json!({"password": "taking over admin", "current_password": password})), true).await;
+    let (status, _) = viewer
+        .api(
+            Method::PUT,
+            "/api/v1/users/admin/password",
+            Some(json!({"password": "taking over admin", "current_password": password})),
+            true,
+        )
+        .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "nobody else's password");
-    let (status, changed) = viewer.api(Method::PUT, own, Some(json!({"password": "vera's new passphrase", "current_password": password})), true).await;
+    let (status, changed) = viewer
+        .api(Method::PUT, own, Some(json!({"password": "vera's new passphrase", "current_password": password})), true)
+        .await;
     assert_eq!(status, StatusCode::OK, "{changed}");
     let (status, _) = viewer.api(Method::GET, "/api/v1/devices/pump-1", None, false).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "the change ended the session");
@@ -99,10 +128,13 @@ async fn sign_in_sessions_csrf_roles_and_sign_out() {
     assert_eq!(viewer.sign_in("vera", "vera's new passphrase").await.0, StatusCode::SEE_OTHER);
 
     // Sign-out needs the session's CSRF token; afterwards the cookie is worthless.
-    let response = browser.request(Method::POST, "/logout", Some(("application/x-www-form-urlencoded", "csrf=wrong".into())), false).await;
+    let response =
+        browser.request(Method::POST, "/logout", Some(("application/x-www-form-urlencoded", "csrf=wrong".into())), false).await;
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
     let csrf = browser.csrf.clone();
-    let response = browser.request(Method::POST, "/logout", Some(("application/x-www-form-urlencoded", format!("csrf={csrf}"))), false).await;
+    let response = browser
+        .request(Method::POST, "/logout", Some(("application/x-www-form-urlencoded", format!("csrf={csrf}"))), false)
+        .await;
     assert_eq!((response.status(), response.headers()[LOCATION].to_str().unwrap()), (StatusCode::SEE_OTHER, "/login"));
     browser.cookies.push(("corral_session".into(), session));
     let (status, _) = browser.api(Method::GET, "/api/v1/devices", None, false).await;
@@ -153,7 +185,12 @@ async fn inventory_csv_export_and_import_with_a_report_of_rejected_lines() {
     let report: Value = response.json().await.unwrap();
     assert_eq!(ids(&report["accepted"]), ["meter-1", "meter-3"]);
     assert!(report["accepted"][0]["token"].as_str().unwrap().starts_with("cdt_"), "tokens shown once");
-    let rejected: Vec<(i64, String)> = report["rejected"].as_array().unwrap().iter().map(|r| (r["line"].as_i64().unwrap(), r["error"].as_str().unwrap().to_string())).collect();
+    let rejected: Vec<(i64, String)> = report["rejected"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["line"].as_i64().unwrap(), r["error"].as_str().unwrap().to_string()))
+        .collect();
     assert_eq!(rejected.len(), 3, "{report}");
     assert_eq!(rejected[0].0, 3);
     assert!(rejected[0].1.starts_with("id:"), "{rejected:?}");
@@ -190,16 +227,27 @@ async fn a_device_page_hears_each_reading_once_it_is_durable() {
     let acknowledged = sent.elapsed();
     let mut text = String::new();
     while !text.contains("\n\n") {
-        let chunk = tokio::time::timeout(Duration::from_secs(5), live.chunk()).await.expect("a reading within 5 s").unwrap().unwrap();
+        let chunk =
+            tokio::time::timeout(Duration::from_secs(5), live.chunk()).await.expect("a reading within 5 s").unwrap().unwrap();
         text.push_str(&String::from_utf8_lossy(&chunk));
     }
     let arrived = sent.elapsed();
     assert!(text.starts_with("event: reading\ndata: "), "{text}");
     let reading: Value = serde_json::from_str(text.lines().nth(1).unwrap().trim_start_matches("data: ")).unwrap();
-    assert_eq!((reading["device"].as_str(), reading["table"].as_str(), &reading["values"]), (Some("reefer-7"), Some("telemetry"), &json!({"temperature": 4.5})));
+    assert_eq!(
+        (reading["device"].as_str(), reading["table"].as_str(), &reading["values"]),
+        (Some("reefer-7"), Some("telemetry"), &json!({"temperature": 4.5}))
+    );
     eprintln!("acknowledged after {acknowledged:?}, live event after {arrived:?}");
     // Another tenant's user cannot listen to it.
-    let (status, added) = browser.api(Method::POST, "/api/v1/users", Some(json!({"name": "acme-ops", "role": "operator", "tenant": "acme", "password": "acme operator pass"})), true).await;
+    let (status, added) = browser
+        .api(
+            Method::POST,
+            "/api/v1/users",
+            Some(json!({"name": "acme-ops", "role": "operator", "tenant": "acme", "password": "acme operator pass"})),
+            true,
+        )
+        .await;
     assert_eq!(status, StatusCode::CREATED, "{added}");
     let mut other = Browser::new(&server);
     other.sign_in("acme-ops", "acme operator pass").await;

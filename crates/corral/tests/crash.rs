@@ -46,10 +46,11 @@ async fn kill_9_loses_no_acknowledged_row() {
     server.restart();
     for (device, seqs) in &acked {
         let rows = server
-            .query(&format!("SELECT CAST(seq AS BIGINT) AS s, count(*) FROM telemetry WHERE device = '{device}' GROUP BY s ORDER BY s"))
+            .query(&format!(
+                "SELECT CAST(seq AS BIGINT) AS s, count(*) FROM telemetry WHERE device = '{device}' GROUP BY s ORDER BY s"
+            ))
             .await;
-        let stored: HashMap<i64, i64> =
-            rows.iter().map(|r| (r[0].as_i64().unwrap(), r[1].as_i64().unwrap())).collect();
+        let stored: HashMap<i64, i64> = rows.iter().map(|r| (r[0].as_i64().unwrap(), r[1].as_i64().unwrap())).collect();
         for seq in seqs {
             assert_eq!(stored.get(seq), Some(&1), "{device} seq {seq} acknowledged but stored {:?} times", stored.get(seq));
         }
@@ -87,7 +88,9 @@ async fn a_torn_wal_tail_keeps_the_intact_prefix() {
 async fn sigterm_persists_to_parquet_and_restart_reads_it_back() {
     let mut server = TestServer::start(BIN).await;
     let token = server.register_device("d1", json!({"site": "x"})).await;
-    let (status, _) = server.ingest(&token, "telemetry", r#"[{"ts": 1795255200000, "t": 1.5}, {"ts": "2026-11-22T00:00:01Z", "t": 2.5}]"#).await;
+    let (status, _) = server
+        .ingest(&token, "telemetry", r#"[{"ts": 1795255200000, "t": 1.5}, {"ts": "2026-11-22T00:00:01Z", "t": 2.5}]"#)
+        .await;
     assert_eq!(status, 200);
     assert_eq!(server.terminate(), Some(0), "SIGTERM must exit 0; log:\n{}", server.log_text());
     let tables = server.data_dir().join("store/tables/telemetry");

@@ -21,8 +21,12 @@ async fn json_round_trips_values_types_and_times() {
     assert_eq!(out["values"], 9);
 
     let (status, out) = server
-        .admin(Method::POST, "/api/v1/query", Some(json!({"sql":
-            "SELECT time, device, temperature, door_open, mode, \"gps.lat\", \"gps.lon\" FROM telemetry ORDER BY time"})))
+        .admin(
+            Method::POST,
+            "/api/v1/query",
+            Some(json!({"sql":
+            "SELECT time, device, temperature, door_open, mode, \"gps.lat\", \"gps.lon\" FROM telemetry ORDER BY time"})),
+        )
         .await;
     assert_eq!(status, 200, "{out}");
     assert_eq!(out["columns"], json!(["time", "device", "temperature", "door_open", "mode", "gps.lat", "gps.lon"]));
@@ -116,7 +120,8 @@ async fn bad_sql_is_a_400_with_the_engine_message_and_writes_are_refused() {
     let (status, out) = server.admin(Method::POST, "/api/v1/query", Some(json!({"sql": "SELECT * FROM nowhere"}))).await;
     assert_eq!(status, 400);
     assert!(out["error"].as_str().unwrap().contains("nowhere"), "{out}");
-    for sql in ["CREATE TABLE x AS SELECT 1", "COPY (SELECT 1) TO '/tmp/corral-copy-test.csv'", "INSERT INTO devices VALUES (1)"] {
+    for sql in ["CREATE TABLE x AS SELECT 1", "COPY (SELECT 1) TO '/tmp/corral-copy-test.csv'", "INSERT INTO devices VALUES (1)"]
+    {
         let (status, out) = server.admin(Method::POST, "/api/v1/query", Some(json!({"sql": sql}))).await;
         assert_eq!(status, 400, "{sql}: {out}");
     }
@@ -128,7 +133,11 @@ async fn a_query_over_its_timeout_is_stopped_with_503() {
     let server = TestServer::start_with(BIN, &["--query-timeout-secs", "1"]).await;
     let started = std::time::Instant::now();
     let (status, out) = server
-        .admin(Method::POST, "/api/v1/query", Some(json!({"sql": "SELECT count(*) FROM range(100000000000) WHERE value % 7 = 3"})))
+        .admin(
+            Method::POST,
+            "/api/v1/query",
+            Some(json!({"sql": "SELECT count(*) FROM range(100000000000) WHERE value % 7 = 3"})),
+        )
         .await;
     assert_eq!(status, 503, "{out}");
     assert!(out["error"].as_str().unwrap().contains("timeout"), "{out}");

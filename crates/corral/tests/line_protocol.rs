@@ -45,14 +45,30 @@ async fn a_device_writes_v2_with_precision_and_gzip() {
     let auth = format!("Authorization: Token {token}");
     let (status, out) = curl_post(&url, &gzip(body), &["-H", &auth, "-H", "Content-Encoding: gzip"]);
     assert_eq!(status, 204, "{out}");
-    let rows = server
-        .query("SELECT time, device, fleet, driver, velocity, fuel, moving, note FROM readings ORDER BY time")
-        .await;
+    let rows = server.query("SELECT time, device, fleet, driver, velocity, fuel, moving, note FROM readings ORDER BY time").await;
     assert_eq!(
         rows,
         vec![
-            vec![json!("2026-11-21T10:00:00Z"), json!("truck-1"), json!("north"), json!("Ann Lee"), json!(61.5), json!(42), json!(true), json!("a \"quoted\" word")],
-            vec![json!("2026-11-21T10:00:10Z"), json!("truck-1"), json!("north"), json!(null), json!(0.0), json!(null), json!(null), json!(null)],
+            vec![
+                json!("2026-11-21T10:00:00Z"),
+                json!("truck-1"),
+                json!("north"),
+                json!("Ann Lee"),
+                json!(61.5),
+                json!(42),
+                json!(true),
+                json!("a \"quoted\" word")
+            ],
+            vec![
+                json!("2026-11-21T10:00:10Z"),
+                json!("truck-1"),
+                json!("north"),
+                json!(null),
+                json!(0.0),
+                json!(null),
+                json!(null),
+                json!(null)
+            ],
         ]
     );
     // Joins to the registry like any telemetry.
@@ -150,8 +166,24 @@ async fn official_influx_python_clients_write_unchanged() {
     assert_eq!(
         rows,
         vec![
-            vec![json!("2026-11-21T10:00:00Z"), json!("truck-9"), json!("FH16"), json!(1450.5), json!(6), json!(true), json!("say \"hi\", ok")],
-            vec![json!("2026-11-21T10:01:00Z"), json!("truck-9"), json!("FH16"), json!(1500.25), json!(7), json!(null), json!(null)],
+            vec![
+                json!("2026-11-21T10:00:00Z"),
+                json!("truck-9"),
+                json!("FH16"),
+                json!(1450.5),
+                json!(6),
+                json!(true),
+                json!("say \"hi\", ok")
+            ],
+            vec![
+                json!("2026-11-21T10:01:00Z"),
+                json!("truck-9"),
+                json!("FH16"),
+                json!(1500.25),
+                json!(7),
+                json!(null),
+                json!(null)
+            ],
         ]
     );
     let rows = server.query("SELECT device, usage FROM cpu ORDER BY device").await;

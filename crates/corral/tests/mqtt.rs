@@ -45,16 +45,48 @@ async fn mosquitto_pub_telemetry_is_durable_and_queryable_in_both_versions() {
         let payload = format!(r#"{{"temperature": {temperature}, "door_open": false}}"#);
         let (ok, out) = mosquitto_pub(
             &server,
-            &["-V", version, "-q", "1", "-i", "reefer-1", "-u", "reefer-1", "-P", &token, "-t", "devices/reefer-1/telemetry", "-m", &payload],
+            &[
+                "-V",
+                version,
+                "-q",
+                "1",
+                "-i",
+                "reefer-1",
+                "-u",
+                "reefer-1",
+                "-P",
+                &token,
+                "-t",
+                "devices/reefer-1/telemetry",
+                "-m",
+                &payload,
+            ],
         );
         assert!(ok, "{version}: {out}");
     }
     let (ok, out) = mosquitto_pub(
         &server,
-        &["-V", "mqttv5", "-q", "2", "-i", "reefer-1", "-u", "reefer-1", "-P", &token, "-t", "devices/reefer-1/telemetry/compressor", "-m", r#"{"rpm": 1450}"#],
+        &[
+            "-V",
+            "mqttv5",
+            "-q",
+            "2",
+            "-i",
+            "reefer-1",
+            "-u",
+            "reefer-1",
+            "-P",
+            &token,
+            "-t",
+            "devices/reefer-1/telemetry/compressor",
+            "-m",
+            r#"{"rpm": 1450}"#,
+        ],
     );
     assert!(ok, "{out}");
-    let rows = server.query("SELECT t.temperature, t.door_open, d.site FROM telemetry t JOIN devices d USING (device) ORDER BY time").await;
+    let rows = server
+        .query("SELECT t.temperature, t.door_open, d.site FROM telemetry t JOIN devices d USING (device) ORDER BY time")
+        .await;
     assert_eq!(rows, vec![vec![json!(4.5), json!(false), json!("dock")], vec![json!(5.5), json!(false), json!("dock")]]);
     assert_eq!(server.query("SELECT device, rpm FROM compressor").await, vec![vec![json!("reefer-1"), json!(1450.0)]]);
     // The MQTT door updates last_seen like HTTP does.
@@ -82,7 +114,10 @@ async fn senml_bad_payloads_and_foreign_topics_get_mqtt5_reason_codes_and_store_
     let rows = server.query("SELECT device, time, \"urn:meter-1:power\" FROM telemetry").await;
     assert_eq!(rows, vec![vec![json!("meter-1"), json!("2026-11-21T10:00:00Z"), json!(230.5)]]);
     // MQTT 3.1.1 has no negative PUBACK: the publisher is disconnected instead, nothing stored.
-    assert_eq!(paho(&server, &["publish", "meter-1", "meter-1", &token, "311", "devices/meter-1/telemetry", "[1,", ""]), "closed");
+    assert_eq!(
+        paho(&server, &["publish", "meter-1", "meter-1", &token, "311", "devices/meter-1/telemetry", "[1,", ""]),
+        "closed"
+    );
     assert_eq!(server.count("telemetry").await, 1);
     let metrics = server.http.get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains("corral_mqtt_denied_total{what=\"publish\"} 1"), "{metrics}");
@@ -117,8 +152,9 @@ async fn an_application_token_subscribes_to_every_devices_telemetry_of_its_tenan
     }
     let acme_token = server.register_device("truck-a", json!({"tenant": "acme"})).await;
     let globex_token = server.register_device("truck-g", json!({"tenant": "globex"})).await;
-    let (status, created) =
-        server.admin(Method::POST, "/api/v1/tokens", Some(json!({"name": "acme-dashboard", "role": "viewer", "tenant": "acme"}))).await;
+    let (status, created) = server
+        .admin(Method::POST, "/api/v1/tokens", Some(json!({"name": "acme-dashboard", "role": "viewer", "tenant": "acme"})))
+        .await;
     assert_eq!(status, 201, "{created}");
     let app_token = created["token"].as_str().unwrap().to_string();
 
@@ -132,12 +168,49 @@ async fn an_application_token_subscribes_to_every_devices_telemetry_of_its_tenan
         .expect("mosquitto_sub is installed");
     tokio::time::sleep(Duration::from_millis(700)).await; // let the subscription land
     // The other tenant's message is not delivered; acme's is, with the original payload.
-    let (ok, out) = mosquitto_pub(&server, &["-q", "1", "-i", "truck-g", "-u", "truck-g", "-P", &globex_token, "-t", "devices/truck-g/telemetry", "-m", r#"{"speed": 1}"#]);
+    let (ok, out) = mosquitto_pub(
+        &server,
+        &[
+            "-q",
+            "1",
+            "-i",
+            "truck-g",
+            "-u",
+            "truck-g",
+            "-P",
+            &globex_token,
+            "-t",
+            "devices/truck-g/telemetry",
+            "-m",
+            r#"{"speed": 1}"#,
+        ],
+    );
     assert!(ok, "{out}");
-    let (ok, out) = mosquitto_pub(&server, &["-q", "1", "-i", "truck-a", "-u", "truck-a", "-P", &acme_token, "-t", "devices/truck-a/telemetry", "-m", r#"{"speed": 2}"#]);
+    let (ok, out) = mosquitto_pub(
+        &server,
+        &[
+            "-q",
+            "1",
+            "-i",
+            "truck-a",
+            "-u",
+            "truck-a",
+            "-P",
+            &acme_token,
+            "-t",
+            "devices/truck-a/telemetry",
+            "-m",
+            r#"{"speed": 2}"#,
+        ],
+    );
     assert!(ok, "{out}");
     let out = sub.wait_with_output().unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), r#"devices/truck-a/telemetry {"speed": 2}"#, "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        r#"devices/truck-a/telemetry {"speed": 2}"#,
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // A viewer may not publish (a command, say).
     let (_, out) = mosquitto_pub(
         &server,
@@ -155,7 +228,23 @@ async fn rotating_a_token_or_quarantining_disconnects_the_live_session() {
     // MQTT 5 (mosquitto_sub): the server says why, DISCONNECT 0x98 administrative action.
     // stdbuf: mosquitto_sub's stdout is block-buffered into a pipe; we read it line by line.
     let mut sub = Command::new("stdbuf")
-        .args(["-oL", "mosquitto_sub", "-d", "-V", "mqttv5", "-h", &host, "-p", &port, "-i", "valve-1", "-u", "valve-1", "-P", &token])
+        .args([
+            "-oL",
+            "mosquitto_sub",
+            "-d",
+            "-V",
+            "mqttv5",
+            "-h",
+            &host,
+            "-p",
+            &port,
+            "-i",
+            "valve-1",
+            "-u",
+            "valve-1",
+            "-P",
+            &token,
+        ])
         .args(["-t", "devices/valve-1/commands/#"])
         .stdout(Stdio::piped())
         .spawn()
@@ -166,9 +255,8 @@ async fn rotating_a_token_or_quarantining_disconnects_the_live_session() {
     let (status, body) = server.admin(Method::POST, "/api/v1/devices/valve-1/token", None).await;
     assert_eq!(status, 200);
     let token = body["token"].as_str().unwrap().to_string();
-    let disconnected = tokio::task::spawn_blocking(move || lines.map_while(Result::ok).find(|l| l.contains("DISCONNECT")))
-        .await
-        .unwrap();
+    let disconnected =
+        tokio::task::spawn_blocking(move || lines.map_while(Result::ok).find(|l| l.contains("DISCONNECT"))).await.unwrap();
     assert_eq!(disconnected.as_deref(), Some("Received DISCONNECT (152)"));
     let _ = sub.kill();
     let _ = sub.wait();
@@ -204,7 +292,10 @@ async fn qos1_acknowledged_telemetry_survives_kill_9() {
     let token = server.register_device("probe-1", json!({})).await;
     for i in 0..20 {
         let payload = format!(r#"{{"seq": {i}}}"#);
-        let (ok, out) = mosquitto_pub(&server, &["-q", "1", "-i", "probe-1", "-u", "probe-1", "-P", &token, "-t", "devices/probe-1/telemetry", "-m", &payload]);
+        let (ok, out) = mosquitto_pub(
+            &server,
+            &["-q", "1", "-i", "probe-1", "-u", "probe-1", "-P", &token, "-t", "devices/probe-1/telemetry", "-m", &payload],
+        );
         assert!(ok, "{out}");
     }
     server.kill9();
@@ -239,11 +330,72 @@ fn make_certificates(dir: &std::path::Path) {
         let out = Command::new("openssl").args(args).current_dir(dir).output().expect("openssl is installed");
         assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     };
-    run(&["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "2", "-subj", "/CN=Test CA", "-keyout", "ca.key", "-out", "ca.pem"]);
-    run(&["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-subj", "/CN=localhost", "-keyout", "server.key", "-out", "server.csr"]);
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=Test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-subj",
+        "/CN=localhost",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    ]);
     std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1,DNS:localhost\n").unwrap();
-    run(&["x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2", "-extfile", "san.ext", "-out", "server.pem"]);
-    run(&["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "2", "-subj", "/CN=Other CA", "-keyout", "other.key", "-out", "other.pem"]);
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+        "-out",
+        "server.pem",
+    ]);
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=Other CA",
+        "-keyout",
+        "other.key",
+        "-out",
+        "other.pem",
+    ]);
 }
 
 #[tokio::test]
@@ -252,7 +404,11 @@ async fn mqtts_with_a_configured_certificate_carries_durable_telemetry() {
     make_certificates(certs.path());
     let path = |f: &str| certs.path().join(f).display().to_string();
     let (cert, key) = (path("server.pem"), path("server.key"));
-    let server = TestServer::start_with(BIN, &["--mqtts", "127.0.0.1:0", "--https", "127.0.0.1:0", "--tls-cert", &cert, "--tls-key", &key]).await;
+    let server = TestServer::start_with(
+        BIN,
+        &["--mqtts", "127.0.0.1:0", "--https", "127.0.0.1:0", "--tls-cert", &cert, "--tls-key", &key],
+    )
+    .await;
     let token = server.register_device("gauge-1", json!({})).await;
     let (host, port) = server.mqtts.rsplit_once(':').expect("MQTTS address logged");
     let publish = |cafile: &str, value: u32| {
@@ -278,12 +434,28 @@ async fn mqtts_with_a_configured_certificate_carries_durable_telemetry() {
 async fn mqtts_without_a_certificate_is_a_clear_start_up_error() {
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new(BIN)
-        .args(["serve", "--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0", "--coap", "127.0.0.1:0", "--coaps", "127.0.0.1:0", "--mqtts", "127.0.0.1:0"])
+        .args([
+            "serve",
+            "--http",
+            "127.0.0.1:0",
+            "--mqtt",
+            "127.0.0.1:0",
+            "--coap",
+            "127.0.0.1:0",
+            "--coaps",
+            "127.0.0.1:0",
+            "--mqtts",
+            "127.0.0.1:0",
+        ])
         .env("CORRAL_DATA_DIR", dir.path())
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--tls-cert and --tls-key"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--tls-cert and --tls-key"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[tokio::test]
@@ -292,7 +464,20 @@ async fn reported_attributes_merge_into_the_registry() {
     let token = server.register_device("hvac-1", json!({"attributes": {"model": "X200", "floor": 3}})).await;
     let (ok, out) = mosquitto_pub(
         &server,
-        &["-q", "1", "-i", "hvac-1", "-u", "hvac-1", "-P", &token, "-t", "devices/hvac-1/attributes", "-m", r#"{"firmware": "2.1.0", "floor": 4}"#],
+        &[
+            "-q",
+            "1",
+            "-i",
+            "hvac-1",
+            "-u",
+            "hvac-1",
+            "-P",
+            &token,
+            "-t",
+            "devices/hvac-1/attributes",
+            "-m",
+            r#"{"firmware": "2.1.0", "floor": 4}"#,
+        ],
     );
     assert!(ok, "{out}");
     let (_, device) = server.admin(Method::GET, "/api/v1/devices/hvac-1", None).await;

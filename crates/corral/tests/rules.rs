@@ -86,7 +86,8 @@ async fn outbox(server: &TestServer, state: Option<&str>) -> Vec<Value> {
 
 /// Waits until an outbox entry for `event` (raised, cleared...) satisfies `done`; returns it.
 async fn wait_for_entry(server: &TestServer, event: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
-    poll_until(server, what, PATIENCE, async || outbox(server, None).await.into_iter().find(|e| e["event"] == event && done(e))).await
+    poll_until(server, what, PATIENCE, async || outbox(server, None).await.into_iter().find(|e| e["event"] == event && done(e)))
+        .await
 }
 
 async fn metrics(server: &TestServer) -> String {
@@ -235,14 +236,32 @@ impl Subscriber {
         let (host, port) = server.mqtt.rsplit_once(':').expect("MQTT address");
         let mut command = Command::new("stdbuf");
         // stdbuf: mosquitto_sub's stdout is block-buffered into a pipe; we read it line by line.
-        command.args(["-oL", "mosquitto_sub", "-d", "-v", "-V", "mqttv5", "-q", "1", "-h", host, "-p", port, "-u", user, "-P", password]);
+        command.args([
+            "-oL",
+            "mosquitto_sub",
+            "-d",
+            "-v",
+            "-V",
+            "mqttv5",
+            "-q",
+            "1",
+            "-h",
+            host,
+            "-p",
+            port,
+            "-u",
+            user,
+            "-P",
+            password,
+        ]);
         if let Some(id) = client {
             command.args(["-i", id]);
         }
         for topic in topics {
             command.args(["-t", topic]);
         }
-        let mut child = command.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("mosquitto_sub is installed (mosquitto-clients)");
+        let mut child =
+            command.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("mosquitto_sub is installed (mosquitto-clients)");
         let stdout = child.stdout.take().unwrap();
         let (tx, lines) = mpsc::channel();
         std::thread::spawn(move || {
@@ -255,7 +274,10 @@ impl Subscriber {
         let subscriber = Subscriber { child, lines };
         let deadline = Instant::now() + PATIENCE;
         loop {
-            let line = subscriber.lines.recv_timeout(deadline.saturating_duration_since(Instant::now())).expect("mosquitto_sub got no SUBACK");
+            let line = subscriber
+                .lines
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .expect("mosquitto_sub got no SUBACK");
             if line.contains("received SUBACK") {
                 return subscriber;
             }
@@ -268,7 +290,8 @@ impl Subscriber {
         let deadline = Instant::now() + PATIENCE;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let line = self.lines.recv_timeout(left).unwrap_or_else(|_| panic!("no MQTT message on {prefix}* within {PATIENCE:?}"));
+            let line =
+                self.lines.recv_timeout(left).unwrap_or_else(|_| panic!("no MQTT message on {prefix}* within {PATIENCE:?}"));
             if line.starts_with(prefix)
                 && let Some((topic, payload)) = line.split_once(' ')
             {
@@ -377,7 +400,11 @@ impl NatsSubscriber {
                     let total: usize = parts[parts.len() - 1].parse().unwrap();
                     let mut data = vec![0; total + 2];
                     self.reader.read_exact(&mut data).await.unwrap();
-                    return NatsMessage { subject: parts[1].to_string(), headers: String::new(), payload: data[..total].to_vec() };
+                    return NatsMessage {
+                        subject: parts[1].to_string(),
+                        headers: String::new(),
+                        payload: data[..total].to_vec(),
+                    };
                 }
                 _ => {} // INFO updates, +OK
             }
@@ -430,7 +457,8 @@ async fn a_rule_raises_repeats_and_clears_with_hysteresis() {
 
     // Below 7: the clear condition clears it, and the rule is recorded as who cleared it.
     ingest_ok(&server, &vaccines, json!({"temperature": 6.5})).await;
-    let cleared = wait_for_alarms(&server, "", "the alarm to clear", |a| a.first().is_some_and(|a| a["status"] == "cleared")).await;
+    let cleared =
+        wait_for_alarms(&server, "", "the alarm to clear", |a| a.first().is_some_and(|a| a["status"] == "cleared")).await;
     assert_eq!(cleared.len(), 1, "{cleared:?}");
     assert_eq!((cleared[0]["id"].as_i64(), cleared[0]["cleared_by"].as_str()), (Some(id), Some("rule")), "{cleared:?}");
     assert!(cleared[0]["cleared_at"].is_string(), "{cleared:?}");
@@ -441,7 +469,10 @@ async fn a_rule_raises_repeats_and_clears_with_hysteresis() {
         .query("SELECT a.device, a.status, a.count, a.cleared_by, d.attributes FROM alarms a JOIN devices d USING (device)")
         .await;
     assert_eq!(rows.len(), 1, "{rows:?}");
-    assert_eq!((&rows[0][0], &rows[0][1], rows[0][2].as_f64(), &rows[0][3]), (&json!("truck-1"), &json!("cleared"), Some(2.0), &json!("rule")));
+    assert_eq!(
+        (&rows[0][0], &rows[0][1], rows[0][2].as_f64(), &rows[0][3]),
+        (&json!("truck-1"), &json!("cleared"), Some(2.0), &json!("rule"))
+    );
 
     // Five rows in scope were evaluated; two matched (9 and 9.5); one alarm raised.
     let text = metrics(&server).await;
@@ -484,7 +515,8 @@ async fn absence_raises_when_a_device_goes_silent_and_data_clears_it() {
     let server = TestServer::start_with(BIN, &["--absence-check-ms", "100"]).await;
     let beacon = server.register_device("beacon-1", json!({})).await;
     let other = server.register_device("beacon-2", json!({})).await;
-    create_rule(&server, json!({"name": "beacon silent", "absence": "1s", "scope": {"device": "beacon-1"}, "severity": "major"})).await;
+    create_rule(&server, json!({"name": "beacon silent", "absence": "1s", "scope": {"device": "beacon-1"}, "severity": "major"}))
+        .await;
 
     ingest_ok(&server, &beacon, json!({"rssi": -60})).await;
     ingest_ok(&server, &other, json!({"rssi": -70})).await;
@@ -551,15 +583,23 @@ async fn alarm_lifecycle_by_role() {
     // An operator acknowledges, comments and clears; each step records who.
     let (status, out) = server.call(Method::POST, &path("/ack"), &operator, None).await;
     assert_eq!(status, 200, "{out}");
-    assert_eq!((out["alarm"]["status"].as_str(), out["alarm"]["acknowledged_by"].as_str()), (Some("acknowledged"), Some("night-ops")), "{out}");
+    assert_eq!(
+        (out["alarm"]["status"].as_str(), out["alarm"]["acknowledged_by"].as_str()),
+        (Some("acknowledged"), Some("night-ops")),
+        "{out}"
+    );
     assert!(out["alarm"]["acknowledged_at"].is_string(), "{out}");
-    let (status, out) = server.call(Method::POST, &path("/comments"), &operator, Some(json!({"text": "door was open, closed it"}))).await;
+    let (status, out) =
+        server.call(Method::POST, &path("/comments"), &operator, Some(json!({"text": "door was open, closed it"}))).await;
     assert_eq!(status, 201, "{out}");
     let (_, shown) = server.call(Method::GET, &path(""), &viewer, None).await;
     assert_eq!(shown["alarm"]["status"], "acknowledged", "{shown}");
     let comments = shown["comments"].as_array().unwrap();
     assert_eq!(comments.len(), 1, "{shown}");
-    assert_eq!((comments[0]["author"].as_str(), comments[0]["text"].as_str()), (Some("night-ops"), Some("door was open, closed it")));
+    assert_eq!(
+        (comments[0]["author"].as_str(), comments[0]["text"].as_str()),
+        (Some("night-ops"), Some("door was open, closed it"))
+    );
 
     let (status, out) = server.call(Method::POST, &path("/clear"), &operator, None).await;
     assert_eq!(status, 200, "{out}");
@@ -570,7 +610,11 @@ async fn alarm_lifecycle_by_role() {
     assert_eq!(status, 409, "clearing twice: {out}");
 
     let (_, shown) = server.admin(Method::GET, &path(""), None).await;
-    assert_eq!((shown["alarm"]["status"].as_str(), shown["alarm"]["cleared_by"].as_str()), (Some("cleared"), Some("night-ops")), "{shown}");
+    assert_eq!(
+        (shown["alarm"]["status"].as_str(), shown["alarm"]["cleared_by"].as_str()),
+        (Some("cleared"), Some("night-ops")),
+        "{shown}"
+    );
     assert_eq!(alarms(&server, "status=cleared").await.len(), 1);
     assert!(alarms(&server, "open=true").await.is_empty());
 }
@@ -667,9 +711,14 @@ async fn webhook_delivery_is_signed_retried_and_survives_a_crash() {
     verify_signature(SECRET, &delivered);
     assert_eq!(delivered.header("idempotency-key"), pending["idempotency_key"].as_str().unwrap(), "same key as before the crash");
     let body = delivered.json();
-    assert_eq!((body["alarm"]["status"].as_str(), body["alarm"]["cleared_by"].as_str()), (Some("cleared"), Some("rule")), "{body}");
+    assert_eq!(
+        (body["alarm"]["status"].as_str(), body["alarm"]["cleared_by"].as_str()),
+        (Some("cleared"), Some("rule")),
+        "{body}"
+    );
     assert_eq!(body["alarm"]["device"], "reefer-9", "{body}");
-    let entry = wait_for_entry(&server, "cleared", "the cleared entry to be recorded delivered", |e| e["state"] == "delivered").await;
+    let entry =
+        wait_for_entry(&server, "cleared", "the cleared entry to be recorded delivered", |e| e["state"] == "delivered").await;
     assert_eq!(entry["id"], pending["id"], "{entry}");
     assert!(outbox(&server, Some("pending")).await.is_empty());
 }
@@ -677,15 +726,23 @@ async fn webhook_delivery_is_signed_retried_and_survives_a_crash() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_letters_after_the_attempt_limit_and_retry_revives() {
     let receiver = start_receiver(0, Hook::with_failures(usize::MAX)).await;
-    let server =
-        TestServer::start_with(BIN, &["--webhook-allow", "127.0.0.1", "--outbox-max-attempts", "3", "--outbox-retry-base-ms", "50"]).await;
+    let server = TestServer::start_with(
+        BIN,
+        &["--webhook-allow", "127.0.0.1", "--outbox-max-attempts", "3", "--outbox-retry-base-ms", "50"],
+    )
+    .await;
     let token = server.register_device("boiler-1", json!({})).await;
-    create_rule(&server, json!({"name": "boiler hot", "condition": "pressure > 3",
-        "actions": [{"type": "webhook", "url": receiver.url(), "secret": SECRET}]}))
+    create_rule(
+        &server,
+        json!({"name": "boiler hot", "condition": "pressure > 3",
+        "actions": [{"type": "webhook", "url": receiver.url(), "secret": SECRET}]}),
+    )
     .await;
 
     ingest_ok(&server, &token, json!({"pressure": 4})).await;
-    let dead = poll_until(&server, "the delivery to go dead", PATIENCE, async || outbox(&server, Some("dead")).await.into_iter().next()).await;
+    let dead =
+        poll_until(&server, "the delivery to go dead", PATIENCE, async || outbox(&server, Some("dead")).await.into_iter().next())
+            .await;
     assert_eq!(dead["attempts"], 3, "{dead}");
     assert!(dead["last_error"].as_str().is_some_and(|e| e.contains("500")), "{dead}");
     assert_eq!(receiver.hook.deliveries().len(), 3, "exactly the attempt limit");
@@ -717,12 +774,18 @@ async fn loopback_webhooks_are_refused_without_an_allow_entry() {
     let receiver = start_receiver(0, Hook::with_failures(0)).await;
     let server = TestServer::start(BIN).await;
     let token = server.register_device("tank-1", json!({})).await;
-    create_rule(&server, json!({"name": "tank low", "condition": "level < 10",
-        "actions": [{"type": "webhook", "url": receiver.url(), "secret": SECRET}]}))
+    create_rule(
+        &server,
+        json!({"name": "tank low", "condition": "level < 10",
+        "actions": [{"type": "webhook", "url": receiver.url(), "secret": SECRET}]}),
+    )
     .await;
 
     ingest_ok(&server, &token, json!({"level": 3})).await;
-    let dead = poll_until(&server, "the loopback delivery to be refused", PATIENCE, async || outbox(&server, Some("dead")).await.into_iter().next()).await;
+    let dead = poll_until(&server, "the loopback delivery to be refused", PATIENCE, async || {
+        outbox(&server, Some("dead")).await.into_iter().next()
+    })
+    .await;
     assert_eq!(dead["attempts"], 1, "a refused target is not retried: {dead}");
     assert!(dead["last_error"].as_str().is_some_and(|e| e.contains("loopback")), "{dead}");
     assert!(receiver.hook.deliveries().is_empty(), "nothing reached the receiver");
@@ -748,7 +811,11 @@ async fn alarm_events_reach_mqtt_subscribers_and_commands_reach_the_device() {
     assert_eq!(topic, "alarms/default/chiller-1");
     let event: Value = serde_json::from_str(&payload).expect("alarm event JSON");
     assert_eq!(event["event"], "alarm.raised", "{event}");
-    assert_eq!((event["alarm"]["device"].as_str(), event["alarm"]["status"].as_str()), (Some("chiller-1"), Some("active")), "{event}");
+    assert_eq!(
+        (event["alarm"]["device"].as_str(), event["alarm"]["status"].as_str()),
+        (Some("chiller-1"), Some("active")),
+        "{event}"
+    );
     assert!(event["event_id"].is_string() && event["time"].is_string(), "{event}");
 
     let (topic, payload) = device.next("devices/chiller-1/commands/");
@@ -758,7 +825,10 @@ async fn alarm_events_reach_mqtt_subscribers_and_commands_reach_the_device() {
     let (topic, payload) = app.next("ops/");
     assert_eq!(topic, "ops/default/chiller-1/raised", "the template expanded");
     let republished: Value = serde_json::from_str(&payload).unwrap();
-    assert_eq!((republished["event"].as_str(), republished["alarm"]["id"].clone()), (Some("alarm.raised"), event["alarm"]["id"].clone()));
+    assert_eq!(
+        (republished["event"].as_str(), republished["alarm"]["id"].clone()),
+        (Some("alarm.raised"), event["alarm"]["id"].clone())
+    );
 
     let entries = poll_until(&server, "both actions recorded delivered", PATIENCE, async || {
         let entries = outbox(&server, Some("delivered")).await;
@@ -784,9 +854,9 @@ async fn nats_action_publishes_to_a_real_nats_server() {
     .await;
 
     ingest_ok(&server, &token, json!({"fill": 95})).await;
-    let message = tokio::time::timeout(PATIENCE, subscriber.next()).await.unwrap_or_else(|_| {
-        panic!("no NATS message within {PATIENCE:?}; server log:\n{}", server.log_text())
-    });
+    let message = tokio::time::timeout(PATIENCE, subscriber.next())
+        .await
+        .unwrap_or_else(|_| panic!("no NATS message within {PATIENCE:?}; server log:\n{}", server.log_text()));
     assert_eq!(message.subject, "corral.default.silo-1");
     let entry = wait_for_entry(&server, "raised", "the NATS entry recorded delivered", |e| e["state"] == "delivered").await;
     let key = entry["idempotency_key"].as_str().unwrap();
@@ -804,8 +874,11 @@ async fn replacing_a_rule_keeps_its_webhook_secret() {
     let receiver = start_receiver(0, Hook::with_failures(0)).await;
     let server = TestServer::start_with(BIN, &["--webhook-allow", "127.0.0.1"]).await;
     let token = server.register_device("oven-1", json!({})).await;
-    let id = create_rule(&server, json!({"name": "oven hot", "condition": "temperature > 250",
-        "actions": [{"type": "webhook", "url": receiver.url(), "secret": SECRET}]}))
+    let id = create_rule(
+        &server,
+        json!({"name": "oven hot", "condition": "temperature > 250",
+        "actions": [{"type": "webhook", "url": receiver.url(), "secret": SECRET}]}),
+    )
     .await;
     let path = format!("/api/v1/rules/{id}");
     // The rule as GET shows it (secret redacted), minus what the server adds: a spec to PUT back.
@@ -834,7 +907,9 @@ async fn replacing_a_rule_keeps_its_webhook_secret() {
     assert_eq!(status, 200, "PUT of the rule as GET shows it (secret \"********\"): {out}");
 
     ingest_ok(&server, &token, json!({"temperature": 190})).await;
-    let delivery = poll_until(&server, "the webhook of the edited rule", PATIENCE, async || receiver.hook.deliveries().into_iter().next()).await;
+    let delivery =
+        poll_until(&server, "the webhook of the edited rule", PATIENCE, async || receiver.hook.deliveries().into_iter().next())
+            .await;
     verify_signature(SECRET, &delivery);
 }
 
@@ -866,7 +941,8 @@ async fn rule_metrics_count_only_rows_in_the_rules_scope() {
     let server = TestServer::start(BIN).await;
     let inside = server.register_device("in-1", json!({})).await;
     let outside = server.register_device("out-1", json!({})).await;
-    let rule = create_rule(&server, json!({"name": "hot in-1", "condition": "temperature > 8", "scope": {"device": "in-1"}})).await;
+    let rule =
+        create_rule(&server, json!({"name": "hot in-1", "condition": "temperature > 8", "scope": {"device": "in-1"}})).await;
 
     // Concurrent writers, so one evaluation pass often holds rows of both devices.
     let mut writers = Vec::new();
@@ -900,7 +976,10 @@ async fn online(server: &TestServer, device: &str) -> bool {
     let before = rest().await;
     let sql = server.query(&format!("SELECT online FROM devices WHERE device = '{device}'")).await;
     let after = rest().await;
-    assert!(sql == vec![vec![json!(before)]] || sql == vec![vec![json!(after)]], "SQL ({sql:?}) and REST ({before}, then {after}) disagree about {device}");
+    assert!(
+        sql == vec![vec![json!(before)]] || sql == vec![vec![json!(after)]],
+        "SQL ({sql:?}) and REST ({before}, then {after}) disagree about {device}"
+    );
     after
 }
 
@@ -930,12 +1009,18 @@ async fn online_status_follows_connections_data_and_absence_rules() {
     let connection = Subscriber::start(&server, Some("chiller-1"), "chiller-1", &chiller, &["devices/chiller-1/commands/#"]);
     assert!(online(&server, "chiller-1").await, "connected");
     drop(connection);
-    poll_until(&server, "the chiller to go offline on disconnect", PATIENCE, async || (!online(&server, "chiller-1").await).then_some(()))
-        .await;
+    poll_until(&server, "the chiller to go offline on disconnect", PATIENCE, async || {
+        (!online(&server, "chiller-1").await).then_some(())
+    })
+    .await;
 
     // The inventory listing carries the status too.
     let (_, page) = server.admin(Method::GET, "/api/v1/devices", None).await;
-    let listed: Vec<(String, bool)> =
-        page["devices"].as_array().unwrap().iter().map(|d| (d["id"].as_str().unwrap().to_string(), d["online"].as_bool().unwrap())).collect();
+    let listed: Vec<(String, bool)> = page["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| (d["id"].as_str().unwrap().to_string(), d["online"].as_bool().unwrap()))
+        .collect();
     assert!(listed.contains(&("logger-1".into(), true)) && listed.contains(&("beacon-1".into(), false)), "{listed:?}");
 }

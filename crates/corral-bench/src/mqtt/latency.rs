@@ -143,7 +143,11 @@ pub async fn run(ctx: &Ctx<'_>, qos: u8) -> anyhow::Result<(Vec<Figure>, Vec<Str
         fig(&format!("{prefix}.p99"), &format!("{prefix}: p99 ms"), ms(99.0)),
         fig(&format!("{prefix}.max"), &format!("{prefix}: max ms"), ms(100.0)),
         fig(&format!("{prefix}.achieved"), &format!("{prefix}: msg/s achieved"), sent as f64 / end.as_secs_f64()),
-        fig(&format!("{prefix}.received"), &format!("{prefix}: received / sent, %"), 100.0 * received as f64 / sent.max(1) as f64),
+        fig(
+            &format!("{prefix}.received"),
+            &format!("{prefix}: received / sent, %"),
+            100.0 * received as f64 / sent.max(1) as f64,
+        ),
     ];
     Ok((figures, notes))
 }

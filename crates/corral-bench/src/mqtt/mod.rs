@@ -170,11 +170,8 @@ pub async fn run(args: MqttArgs) -> anyhow::Result<()> {
         eprintln!("note: {n}");
     }
     let http = reqwest::Client::new();
-    let mut results: Vec<BrokerResults> = args
-        .brokers
-        .iter()
-        .map(|b| BrokerResults { name: b.clone(), notes: run_notes.clone(), ..Default::default() })
-        .collect();
+    let mut results: Vec<BrokerResults> =
+        args.brokers.iter().map(|b| BrokerResults { name: b.clone(), notes: run_notes.clone(), ..Default::default() }).collect();
     for run in 1..=sizes.runs {
         for res in results.iter_mut() {
             if !args.json {
@@ -194,11 +191,8 @@ pub async fn run(args: MqttArgs) -> anyhow::Result<()> {
             };
             tokio::time::sleep(Duration::from_millis(500)).await;
             let needs_devices = scenarios.iter().any(|s| s.starts_with("fan-in") || s.starts_with("latency"));
-            let devices = if broker.name == "corral" && needs_devices {
-                broker.register(&http, sizes.clients).await?
-            } else {
-                Vec::new()
-            };
+            let devices =
+                if broker.name == "corral" && needs_devices { broker.register(&http, sizes.clients).await? } else { Vec::new() };
             for (i, scenario) in scenarios.iter().enumerate() {
                 if scenario == "idle" && i > 0 {
                     // A fresh broker: memory the others left in its allocator would hide the cost.

@@ -77,8 +77,12 @@ pub fn print(args: &MqttArgs, sizes: &Sizes, nofile: u64, results: &[BrokerResul
         println!("{line}");
     }
     println!("\nratio Corral ÷ Mosquitto: above 1 is better for rates, below 1 for latency and RSS");
-    println!("Mosquitto 2.0: listener on loopback, allow_anonymous true, persistence off (as shipped): QoS 1 is acknowledged from memory;");
-    println!("Corral: fan-in and latency publish as registered devices (QoS 1 PUBACK after WAL fsync); fan-out, pairs and idle use --mqtt-allow-anonymous");
+    println!(
+        "Mosquitto 2.0: listener on loopback, allow_anonymous true, persistence off (as shipped): QoS 1 is acknowledged from memory;"
+    );
+    println!(
+        "Corral: fan-in and latency publish as registered devices (QoS 1 PUBACK after WAL fsync); fan-out, pairs and idle use --mqtt-allow-anonymous"
+    );
     let any_notes = results.iter().any(|r| !r.notes.is_empty());
     if any_notes {
         println!("\nnotes:");

@@ -63,8 +63,7 @@ impl Credit {
             if now != seen {
                 (seen, since) = (now, Instant::now());
             } else if since.elapsed() > Duration::from_millis(200) {
-                let outstanding =
-                    (self.sent.load(Relaxed) * self.fanout).saturating_sub(now + self.lost.load(Relaxed));
+                let outstanding = (self.sent.load(Relaxed) * self.fanout).saturating_sub(now + self.lost.load(Relaxed));
                 self.lost.fetch_add(outstanding, Relaxed);
                 since = Instant::now();
             }
@@ -94,7 +93,13 @@ fn spawn_counter(set: &mut JoinSet<anyhow::Result<u64>>, mut client: Client, cre
 }
 
 /// A QoS 0 publisher on `topic`, closed-loop on `credit`, until `deadline`.
-fn spawn_qos0_publisher(set: &mut JoinSet<anyhow::Result<u64>>, mut client: Client, topic: String, credit: Arc<Credit>, deadline: Instant) {
+fn spawn_qos0_publisher(
+    set: &mut JoinSet<anyhow::Result<u64>>,
+    mut client: Client,
+    topic: String,
+    credit: Arc<Credit>,
+    deadline: Instant,
+) {
     set.spawn(async move {
         let (mut out, mut payload, mut seq) = (Vec::with_capacity(1024), Vec::with_capacity(64), 0u64);
         loop {
@@ -175,8 +180,16 @@ fn open_window(ctx: &Ctx<'_>) -> Window {
 
 fn cpu_figures(ctx: &Ctx<'_>, w: &Window, prefix: &str, seconds: f64) -> Vec<Figure> {
     vec![
-        fig(&format!("{prefix}.broker_cpu"), &format!("{prefix}: broker CPU, % of one core"), 100.0 * (ctx.broker.cpu_seconds() - w.broker_cpu) / seconds),
-        fig(&format!("{prefix}.client_cpu"), &format!("{prefix}: load generator CPU, % of one core"), 100.0 * (self_cpu() - w.client_cpu) / seconds),
+        fig(
+            &format!("{prefix}.broker_cpu"),
+            &format!("{prefix}: broker CPU, % of one core"),
+            100.0 * (ctx.broker.cpu_seconds() - w.broker_cpu) / seconds,
+        ),
+        fig(
+            &format!("{prefix}.client_cpu"),
+            &format!("{prefix}: load generator CPU, % of one core"),
+            100.0 * (self_cpu() - w.client_cpu) / seconds,
+        ),
     ]
 }
 
@@ -228,9 +241,16 @@ pub async fn fan_in(ctx: &Ctx<'_>, qos: u8) -> anyhow::Result<(Vec<Figure>, Vec<
         stop.store(true, Relaxed);
         let received_all = join(&mut subs).await?;
         delivered_or_acked = received_all;
-        figures.insert(0, fig(&format!("{prefix}.rate"), &format!("{prefix}: msg/s received by the subscriber"), received as f64 / seconds));
+        figures.insert(
+            0,
+            fig(&format!("{prefix}.rate"), &format!("{prefix}: msg/s received by the subscriber"), received as f64 / seconds),
+        );
         figures.push(fig(&format!("{prefix}.sent"), &format!("{prefix}: messages sent"), sent as f64));
-        figures.push(fig(&format!("{prefix}.received"), &format!("{prefix}: messages received by the subscriber"), received_all as f64));
+        figures.push(fig(
+            &format!("{prefix}.received"),
+            &format!("{prefix}: messages received by the subscriber"),
+            received_all as f64,
+        ));
         if received_all < sent {
             notes.push(format!("subscriber received {received_all} of {sent} messages sent"));
         }
@@ -247,7 +267,10 @@ pub async fn fan_in(ctx: &Ctx<'_>, qos: u8) -> anyhow::Result<(Vec<Figure>, Vec<
             (in_window, acked, total_sent) = (in_window + a, acked + b, total_sent + c);
         }
         figures = cpu_figures(ctx, &w, &prefix, seconds);
-        figures.insert(0, fig(&format!("{prefix}.rate"), &format!("{prefix}: msg/s acknowledged (PUBACK)"), in_window as f64 / seconds));
+        figures.insert(
+            0,
+            fig(&format!("{prefix}.rate"), &format!("{prefix}: msg/s acknowledged (PUBACK)"), in_window as f64 / seconds),
+        );
         figures.push(fig(&format!("{prefix}.acked"), &format!("{prefix}: messages acknowledged"), acked as f64));
         (delivered_or_acked, sent) = (acked, total_sent);
     }

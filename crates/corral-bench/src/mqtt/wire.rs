@@ -4,7 +4,7 @@
 //! [`frames`] walks the complete packets at the front of a receive buffer.
 
 use bytes::{Bytes, BytesMut};
-use corral_mqtt::codec::{Connect, Packet, ProtocolVersion, Properties, QoS, Subscribe, SubscriptionOptions, encode_packet};
+use corral_mqtt::codec::{Connect, Packet, Properties, ProtocolVersion, QoS, Subscribe, SubscriptionOptions, encode_packet};
 
 pub const CONNACK: u8 = 2;
 pub const PUBLISH: u8 = 3;
@@ -168,12 +168,15 @@ mod tests {
             assert_eq!((&*p.topic, p.qos as u8, p.packet_id), ("devices/d1/telemetry", qos, id));
             assert_eq!(&p.payload[..], br#"{"temperature":21.5}"#);
             let mut seen = 0;
-            assert_eq!(frames(&out, |kind, flags, body| {
-                assert_eq!(kind, PUBLISH);
-                let (topic, pid, payload) = publish_parts(flags, body).unwrap();
-                assert_eq!((topic, pid, payload), (&b"devices/d1/telemetry"[..], id, &br#"{"temperature":21.5}"#[..]));
-                seen += 1;
-            }), Ok(out.len()));
+            assert_eq!(
+                frames(&out, |kind, flags, body| {
+                    assert_eq!(kind, PUBLISH);
+                    let (topic, pid, payload) = publish_parts(flags, body).unwrap();
+                    assert_eq!((topic, pid, payload), (&b"devices/d1/telemetry"[..], id, &br#"{"temperature":21.5}"#[..]));
+                    seen += 1;
+                }),
+                Ok(out.len())
+            );
             assert_eq!(seen, 1);
         }
     }

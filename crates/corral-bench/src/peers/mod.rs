@@ -191,13 +191,7 @@ fn read_batches(dir: &Path, batch: usize) -> anyhow::Result<(Vec<Batch>, i64, i6
                 let t: i64 = line.rsplit(' ').next().unwrap_or("").parse()?;
                 (min, max) = (min.min(t), max.max(t));
             }
-            out.push(Batch {
-                table,
-                lp: l.join("\n") + "\n",
-                csv: c.join("\n") + "\n",
-                rows: l.len() as u64,
-                values,
-            });
+            out.push(Batch { table, lp: l.join("\n") + "\n", csv: c.join("\n") + "\n", rows: l.len() as u64, values });
         }
     }
     anyhow::ensure!(!out.is_empty(), "no rows in {}", dir.display());

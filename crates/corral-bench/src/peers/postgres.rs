@@ -42,7 +42,8 @@ struct Pg {
 }
 
 pub async fn bench(ctx: &Ctx, dir: &Path) -> SystemReport {
-    let mut report = SystemReport { name: "postgresql", bytes_note: "pg_total_relation_size of both tables", ..Default::default() };
+    let mut report =
+        SystemReport { name: "postgresql", bytes_note: "pg_total_relation_size of both tables", ..Default::default() };
     let pg = match start(dir) {
         Ok(pg) => pg,
         Err(e) => return SystemReport { error: Some(format!("n/a: {e:#}")), ..report },
@@ -50,11 +51,7 @@ pub async fn bench(ctx: &Ctx, dir: &Path) -> SystemReport {
     if let Err(e) = run(ctx, &pg, &mut report) {
         report.error = Some(format!("{e:#}"));
     }
-    let _ = as_postgres(&pg.bin.join("pg_ctl"))
-        .args(["stop", "-m", "fast", "-D"])
-        .arg(&pg.data)
-        .stdout(Stdio::null())
-        .status();
+    let _ = as_postgres(&pg.bin.join("pg_ctl")).args(["stop", "-m", "fast", "-D"]).arg(&pg.data).stdout(Stdio::null()).status();
     report
 }
 
@@ -139,10 +136,10 @@ fn run(ctx: &Ctx, pg: &Pg, report: &mut SystemReport) -> anyhow::Result<()> {
     }
     (report.rows_stored, report.values_stored) = (Some(rows), Some(values));
     for q in &ctx.queries {
-        report.queries.push(query(pg, &q.postgres, ctx.args.runs).unwrap_or_else(|e| QueryResult {
-            note: Some(format!("n/a: {e:#}")),
-            ..Default::default()
-        }));
+        report.queries.push(
+            query(pg, &q.postgres, ctx.args.runs)
+                .unwrap_or_else(|e| QueryResult { note: Some(format!("n/a: {e:#}")), ..Default::default() }),
+        );
     }
     Ok(())
 }

@@ -40,10 +40,7 @@ pub fn fleet_queries(start_ns: i64, end_ns: i64) -> Vec<Query> {
             influx: Ok("SELECT latitude, longitude, driver FROM \"readings\" WHERE fleet = 'South' \
                         GROUP BY \"name\" ORDER BY time DESC LIMIT 1"
                 .into()),
-            victoria: Ok((
-                "last_over_time({__name__=~\"readings_(latitude|longitude)\", fleet=\"South\"}[1h])".into(),
-                vm_end,
-            )),
+            victoria: Ok(("last_over_time({__name__=~\"readings_(latitude|longitude)\", fleet=\"South\"}[1h])".into(), vm_end)),
         },
         Query {
             name: "trucks with fuel below 10% (latest diagnostics)",

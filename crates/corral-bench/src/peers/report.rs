@@ -116,7 +116,9 @@ pub fn print(ctx: &Ctx, reports: &[SystemReport]) {
     for (i, (q, c)) in ctx.queries.iter().zip(&checks).enumerate() {
         let rows: Vec<String> = reports
             .iter()
-            .map(|r| format!("{} {}", short(r.name), r.queries.get(i).and_then(|m| m.rows).map_or("n/a".into(), |n| n.to_string())))
+            .map(|r| {
+                format!("{} {}", short(r.name), r.queries.get(i).and_then(|m| m.rows).map_or("n/a".into(), |n| n.to_string()))
+            })
             .collect();
         println!("  {:<66} {c}; answer rows: {}", q.name, rows.join(", "));
     }
@@ -129,7 +131,13 @@ pub fn print(ctx: &Ctx, reports: &[SystemReport]) {
         if let Some(l) = &r.load
             && l.rows != ctx.rows
         {
-            println!("  {}: {} of {} rows acknowledged; first error: {}", r.name, l.rows, ctx.rows, l.first_error.as_deref().unwrap_or("-"));
+            println!(
+                "  {}: {} of {} rows acknowledged; first error: {}",
+                r.name,
+                l.rows,
+                ctx.rows,
+                l.first_error.as_deref().unwrap_or("-")
+            );
         }
         if r.values_stored.is_some_and(|v| v != ctx.values) {
             println!("  {}: stored {} values of {} sent", r.name, r.values_stored.unwrap_or(0), ctx.values);

@@ -42,8 +42,8 @@ pub fn decode_senml_cbor(
 
 fn parse(body: &[u8]) -> Result<Value, WireError> {
     let mut reader = body;
-    let value: Value = ciborium::de::from_reader(&mut reader)
-        .map_err(|e| WireError::bad_input(format!("invalid CBOR: {}", describe(&e))))?;
+    let value: Value =
+        ciborium::de::from_reader(&mut reader).map_err(|e| WireError::bad_input(format!("invalid CBOR: {}", describe(&e))))?;
     if !reader.is_empty() {
         let at = body.len() - reader.len();
         return Err(WireError::bad_input(format!("invalid CBOR: {} bytes after the end of the item at byte {at}", reader.len())));
@@ -117,17 +117,12 @@ fn to_json(value: Value, labels: &Labels) -> Result<Json, String> {
                 return Err(format!("integer {i} is out of range"));
             }
         }
-        Value::Float(x) => {
-            Json::Number(serde_json::Number::from_f64(x).ok_or_else(|| format!("number {x} is not finite"))?)
-        }
+        Value::Float(x) => Json::Number(serde_json::Number::from_f64(x).ok_or_else(|| format!("number {x} is not finite"))?),
         Value::Text(text) => Json::String(text),
         Value::Bytes(bytes) => Json::String(base64url(&bytes)),
         Value::Array(items) => Json::Array(items.into_iter().map(|v| to_json(v, labels)).collect::<Result<_, _>>()?),
         Value::Map(entries) => Json::Object(
-            entries
-                .into_iter()
-                .map(|(k, v)| Ok((labels.key(k)?, to_json(v, labels)?)))
-                .collect::<Result<_, String>>()?,
+            entries.into_iter().map(|(k, v)| Ok((labels.key(k)?, to_json(v, labels)?))).collect::<Result<_, String>>()?,
         ),
         Value::Tag(_, inner) => to_json(*inner, labels)?,
         _ => Json::Null,
@@ -202,10 +197,7 @@ mod tests {
                 (Value::Integer(0.into()), text("voltage")),
                 (Value::Integer(2.into()), Value::Float(120.1)),
             ]),
-            map(vec![
-                (Value::Integer(0.into()), text("blob")),
-                (Value::Integer(8.into()), Value::Bytes(vec![0xfb, 0xff, 0x00])),
-            ]),
+            map(vec![(Value::Integer(0.into()), text("blob")), (Value::Integer(8.into()), Value::Bytes(vec![0xfb, 0xff, 0x00]))]),
         ]));
         let batch = decode_senml_cbor(&body, "meter-1", &TableName::telemetry(), NOW, &Limits::default()).unwrap();
         let row = &batch.rows[0];
@@ -222,9 +214,15 @@ mod tests {
         };
         assert_eq!(message(&[0xa1, 0x61], false), "invalid CBOR: the body ends in the middle of an item");
         assert_eq!(message(&[0xa1, 0x01, 0x02], false), "map keys must be text strings, got an integer");
-        assert_eq!(message(&cbor(&Value::Array(vec![map(vec![(Value::Integer(99.into()), Value::Null)])])), true), "unknown SenML label 99");
+        assert_eq!(
+            message(&cbor(&Value::Array(vec![map(vec![(Value::Integer(99.into()), Value::Null)])])), true),
+            "unknown SenML label 99"
+        );
         assert!(message(&[0xa0, 0x00], false).contains("1 bytes after the end of the item at byte 1"));
-        assert_eq!(message(&cbor(&Value::Integer(3.into())), false), "body must be an object or an array of objects, got a number");
+        assert_eq!(
+            message(&cbor(&Value::Integer(3.into())), false),
+            "body must be an object or an array of objects, got a number"
+        );
         // 10,000 nested arrays: refused, not a stack overflow.
         assert_eq!(message(&[0x81; 10_000], false), "invalid CBOR: nested too deeply");
     }

@@ -34,31 +34,20 @@ pub(crate) fn decode_json_document(
         }
         Json::Array(items) => items,
         other => {
-            return Err(WireError::bad_input(format!(
-                "body must be an object or an array of objects, got {}",
-                other.kind()
-            )));
+            return Err(WireError::bad_input(format!("body must be an object or an array of objects, got {}", other.kind())));
         }
     };
     if messages.len() > limits.max_rows {
-        return Err(WireError::bad_input(format!(
-            "body has {} messages, over the limit of {}",
-            messages.len(),
-            limits.max_rows
-        )));
+        return Err(WireError::bad_input(format!("body has {} messages, over the limit of {}", messages.len(), limits.max_rows)));
     }
     let mut batch = Batch::new(table.clone());
     batch.rows.reserve(messages.len());
     for (i, message) in messages.into_iter().enumerate() {
         let number = i + 1;
         let Json::Object(members) = message else {
-            return Err(WireError::bad_input(format!(
-                "message {number}: must be an object, got {}",
-                message.kind()
-            )));
+            return Err(WireError::bad_input(format!("message {number}: must be an object, got {}", message.kind())));
         };
-        let row = decode_message(members, device, received_at_ns, limits)
-            .map_err(|e| WireError::bad_input(e.placed(number)))?;
+        let row = decode_message(members, device, received_at_ns, limits).map_err(|e| WireError::bad_input(e.placed(number)))?;
         batch.rows.push(row);
     }
     Ok(batch)
@@ -87,12 +76,7 @@ impl From<String> for MessageError {
     }
 }
 
-fn decode_message(
-    members: Vec<(String, Json)>,
-    device: &str,
-    received_at_ns: i64,
-    limits: &Limits,
-) -> Result<Row, MessageError> {
+fn decode_message(members: Vec<(String, Json)>, device: &str, received_at_ns: i64, limits: &Limits) -> Result<Row, MessageError> {
     let mut time_ns = None;
     let mut seen_ts = false;
     let mut fields = Fields { row: Row::new(received_at_ns, device), seen: HashSet::new(), limits };
@@ -127,10 +111,7 @@ fn ts_to_ns(value: &Json) -> Result<Option<i64>, String> {
             (None, None, None) => Err(TimeError::OutOfRange),
         },
         other => {
-            return Err(format!(
-                "must be an RFC 3339 string or Unix epoch milliseconds, got {}",
-                other.kind()
-            ));
+            return Err(format!("must be an RFC 3339 string or Unix epoch milliseconds, got {}", other.kind()));
         }
     };
     converted.map(Some).map_err(|e| format!("is not a usable time: {e}"))
@@ -172,8 +153,7 @@ impl Fields<'_> {
                 self.push(name, FieldValue::Str(s))
             }
             array @ Json::Array(_) => {
-                let text = serde_json::to_string(&array)
-                    .map_err(|e| format!("field {}: {e}", quoted(&name)))?;
+                let text = serde_json::to_string(&array).map_err(|e| format!("field {}: {e}", quoted(&name)))?;
                 check_string(&name, &text, self.limits)?;
                 self.push(name, FieldValue::Str(text))
             }
@@ -183,16 +163,10 @@ impl Fields<'_> {
     fn push(&mut self, name: String, value: FieldValue) -> Result<(), String> {
         check_field_name(&name, self.limits)?;
         if self.seen.contains(&name) {
-            return Err(format!(
-                "field {}: appears more than once (names must be unique after flattening)",
-                quoted(&name)
-            ));
+            return Err(format!("field {}: appears more than once (names must be unique after flattening)", quoted(&name)));
         }
         if self.row.fields.len() >= self.limits.max_fields_per_row {
-            return Err(format!(
-                "over the limit of {} fields per message",
-                self.limits.max_fields_per_row
-            ));
+            return Err(format!("over the limit of {} fields per message", self.limits.max_fields_per_row));
         }
         self.seen.insert(name.clone());
         self.row.fields.push((name, value));

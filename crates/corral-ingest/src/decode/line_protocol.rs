@@ -139,9 +139,7 @@ pub fn decode_line_protocol(
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        decoder
-            .line(line)
-            .map_err(|what| WireError::bad_input(format!("line {}: {what}", i + 1)))?;
+        decoder.line(line).map_err(|what| WireError::bad_input(format!("line {}: {what}", i + 1)))?;
     }
     Ok(decoder.batches)
 }
@@ -180,10 +178,7 @@ impl<'a> Decoder<'a> {
             let (key, equals) = key_at(line, i + 1, "tag")?;
             let (end, escaped) = scan::<true>(b, equals + 1);
             if b.get(end) == Some(&b'=') {
-                return Err(format!(
-                    "tag {}: unescaped \"=\" in the value (write \\=)",
-                    quoted(&key)
-                ));
+                return Err(format!("tag {}: unescaped \"=\" in the value (write \\=)", quoted(&key)));
             }
             if end == equals + 1 {
                 return Err(format!("tag {} has an empty value", quoted(&key)));
@@ -215,15 +210,11 @@ impl<'a> Decoder<'a> {
                 check_string(&key, &text, self.limits)?;
                 i = end;
                 if i < b.len() && b[i] != b',' && b[i] != b' ' {
-                    return Err(format!(
-                        "field {}: unexpected text after the closing quote",
-                        quoted(&key)
-                    ));
+                    return Err(format!("field {}: unexpected text after the closing quote", quoted(&key)));
                 }
                 FieldValue::Str(text.into_owned())
             } else {
-                let end =
-                    b[i..].iter().position(|&c| c == b',' || c == b' ').map_or(b.len(), |p| i + p);
+                let end = b[i..].iter().position(|&c| c == b',' || c == b' ').map_or(b.len(), |p| i + p);
                 let value = value(&line[i..end], &key)?;
                 i = end;
                 value
@@ -252,12 +243,7 @@ impl<'a> Decoder<'a> {
     }
 
     /// Checks the line as a whole and appends its row to batch `table`.
-    fn finish(
-        &mut self,
-        table: usize,
-        device: Option<Cow<'a, str>>,
-        time_ns: i64,
-    ) -> Result<(), String> {
+    fn finish(&mut self, table: usize, device: Option<Cow<'a, str>>, time_ns: i64) -> Result<(), String> {
         if let Some(clash) = self.clash(device.is_some()) {
             return Err(clash);
         }
@@ -280,12 +266,8 @@ impl<'a> Decoder<'a> {
             return Err(format!("over the limit of {} rows per body", self.limits.max_rows));
         }
         self.rows += 1;
-        let mut row = Row {
-            time_ns,
-            device,
-            tags: Vec::with_capacity(self.tags.len()),
-            fields: Vec::with_capacity(self.fields.len()),
-        };
+        let mut row =
+            Row { time_ns, device, tags: Vec::with_capacity(self.tags.len()), fields: Vec::with_capacity(self.fields.len()) };
         for (key, value) in self.tags.drain(..) {
             row.tags.push((key.into_owned(), value.into_owned()));
         }
@@ -307,9 +289,8 @@ impl<'a> Decoder<'a> {
             Some(&index) => index,
             None => {
                 let name = unescape::<false>(raw, escaped);
-                let table = TableName::new(name.as_ref()).map_err(|e| {
-                    format!("measurement {} is not a valid table name: {}", quoted(&name), e.rule)
-                })?;
+                let table = TableName::new(name.as_ref())
+                    .map_err(|e| format!("measurement {} is not a valid table name: {}", quoted(&name), e.rule))?;
                 self.batches.push(Batch::new(table));
                 self.index.insert(raw, self.batches.len() - 1);
                 self.batches.len() - 1
@@ -323,23 +304,14 @@ impl<'a> Decoder<'a> {
         let limits = self.limits;
         if key.len() > limits.max_name_bytes {
             let (len, max) = (key.len(), limits.max_name_bytes);
-            return Err(format!(
-                "tag {}: key is {len} bytes, over the limit of {max}",
-                quoted(key)
-            ));
+            return Err(format!("tag {}: key is {len} bytes, over the limit of {max}", quoted(key)));
         }
         if RESERVED_NAMES.contains(&key) {
-            return Err(format!(
-                "tag {}: key is reserved (every row has the columns \"time\" and \"device\")",
-                quoted(key)
-            ));
+            return Err(format!("tag {}: key is reserved (every row has the columns \"time\" and \"device\")", quoted(key)));
         }
         if value.len() > limits.max_string_bytes {
             let (len, max) = (value.len(), limits.max_string_bytes);
-            return Err(format!(
-                "tag {}: value is {len} bytes, over the limit of {max}",
-                quoted(key)
-            ));
+            return Err(format!("tag {}: value is {len} bytes, over the limit of {max}", quoted(key)));
         }
         self.check_width()
     }
@@ -356,9 +328,7 @@ impl<'a> Decoder<'a> {
     /// A key repeated among the tags, among the fields, or used as both, as an error message.
     fn clash(&self, has_device_tag: bool) -> Option<String> {
         let (tags, fields) = (&self.tags, &self.fields);
-        let key = |i: usize| -> &str {
-            if i < tags.len() { &tags[i].0 } else { &fields[i - tags.len()].0 }
-        };
+        let key = |i: usize| -> &str { if i < tags.len() { &tags[i].0 } else { &fields[i - tags.len()].0 } };
         let describe = |first: usize, second: usize| {
             let name = quoted(key(second));
             match (first < tags.len(), second < tags.len()) {

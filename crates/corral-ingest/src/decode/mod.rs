@@ -1,4 +1,4 @@
-//! Telemetry decoders: a device's bytes in, [`Batch`](corral_model::Batch)es out.
+//! Telemetry decoders: a device's bytes in, [`corral_model::Batch`]es out.
 //!
 //! All decoders are pure (no I/O, no clock: the caller passes the receive time) and atomic: a bad
 //! element anywhere fails the whole body with [`WireError::bad_input`] and nothing is stored.
@@ -150,12 +150,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits {
-            max_fields_per_row: 1000,
-            max_rows: 100_000,
-            max_string_bytes: 64 * 1024,
-            max_name_bytes: 256,
-        }
+        Limits { max_fields_per_row: 1000, max_rows: 100_000, max_string_bytes: 64 * 1024, max_name_bytes: 256 }
     }
 }
 
@@ -217,9 +212,7 @@ impl<'de> Visitor<'de> for JsonVisitor {
         Ok(Json::Number(v.into()))
     }
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<Json, E> {
-        serde_json::Number::from_f64(v)
-            .map(Json::Number)
-            .ok_or_else(|| E::custom("number out of range"))
+        serde_json::Number::from_f64(v).map(Json::Number).ok_or_else(|| E::custom("number out of range"))
     }
     fn visit_str<E>(self, v: &str) -> Result<Json, E> {
         Ok(Json::String(v.to_owned()))
@@ -273,11 +266,7 @@ pub(crate) fn parse_body(body: &[u8]) -> Result<Json, WireError> {
     serde_json::from_slice(body).map_err(|e| {
         let text = e.to_string();
         let what = text.rfind(" at line ").map_or(text.as_str(), |i| &text[..i]);
-        WireError::bad_input(format!(
-            "invalid JSON at line {} column {}: {what}",
-            e.line(),
-            e.column()
-        ))
+        WireError::bad_input(format!("invalid JSON at line {} column {}: {what}", e.line(), e.column()))
     })
 }
 
@@ -296,18 +285,10 @@ pub(crate) fn check_field_name(name: &str, limits: &Limits) -> Result<(), String
         return Err("empty field name".into());
     }
     if name.len() > limits.max_name_bytes {
-        return Err(format!(
-            "field {}: name is {} bytes, over the limit of {}",
-            quoted(name),
-            name.len(),
-            limits.max_name_bytes
-        ));
+        return Err(format!("field {}: name is {} bytes, over the limit of {}", quoted(name), name.len(), limits.max_name_bytes));
     }
     if RESERVED_NAMES.contains(&name) {
-        return Err(format!(
-            "field {}: name is reserved (every row has the columns \"time\" and \"device\")",
-            quoted(name)
-        ));
+        return Err(format!("field {}: name is reserved (every row has the columns \"time\" and \"device\")", quoted(name)));
     }
     Ok(())
 }

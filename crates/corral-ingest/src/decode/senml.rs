@@ -39,10 +39,7 @@ pub(crate) fn decode_senml_document(
         }
         Json::Array(items) => items,
         other => {
-            return Err(WireError::bad_input(format!(
-                "SenML pack must be an array of records, got {}",
-                other.kind()
-            )));
+            return Err(WireError::bad_input(format!("SenML pack must be an array of records, got {}", other.kind())));
         }
     };
     let mut base = Base::default();
@@ -87,12 +84,7 @@ struct Pack<'a> {
 
 /// Reads one record, updating `base`, and adds its fields to `pack`. The error text goes after
 /// `record N: `.
-fn decode_record(
-    record: Json,
-    base: &mut Base,
-    pack: &mut Pack,
-    received_at_ns: i64,
-) -> Result<(), String> {
+fn decode_record(record: Json, base: &mut Base, pack: &mut Pack, received_at_ns: i64) -> Result<(), String> {
     let Json::Object(members) = record else {
         return Err(format!("must be an object, got {}", record.kind()));
     };
@@ -125,10 +117,7 @@ fn decode_record(
                 number(&value, "update time \"ut\"")?;
             }
             other if other.ends_with('_') => {
-                return Err(format!(
-                    "field {} must be understood (RFC 8428 §4.4) and is not supported",
-                    quoted(other)
-                ));
+                return Err(format!("field {} must be understood (RFC 8428 §4.4) and is not supported", quoted(other)));
             }
             _ => {} // Unknown keys without the `_` suffix may be ignored (§4.4).
         }
@@ -141,21 +130,13 @@ fn decode_record(
     check_senml_name(&name)?;
     let time_ns = resolve_time(base.time_ns, r.time_ns, received_at_ns)?;
 
-    let given: Vec<&str> = [
-        ("\"v\"", r.v.is_some()),
-        ("\"vs\"", r.vs.is_some()),
-        ("\"vb\"", r.vb.is_some()),
-        ("\"vd\"", r.vd.is_some()),
-    ]
-    .into_iter()
-    .filter_map(|(key, present)| present.then_some(key))
-    .collect();
+    let given: Vec<&str> =
+        [("\"v\"", r.v.is_some()), ("\"vs\"", r.vs.is_some()), ("\"vb\"", r.vb.is_some()), ("\"vd\"", r.vd.is_some())]
+            .into_iter()
+            .filter_map(|(key, present)| present.then_some(key))
+            .collect();
     if given.len() > 1 {
-        return Err(format!(
-            "field {}: more than one value ({}); a record carries one",
-            quoted(&name),
-            given.join(", ")
-        ));
+        return Err(format!("field {}: more than one value ({}); a record carries one", quoted(&name), given.join(", ")));
     }
     let value = if let Some(v) = r.v {
         Some(FieldValue::Float(finite(v + base.value, &name, "value")?))
@@ -168,10 +149,9 @@ fn decode_record(
     let sum = r.s.map(|s| finite(s + base.sum, &name, "sum")).transpose()?;
     let sum_name = format!("{name}.sum");
     match (value, sum) {
-        (None, None) => Err(format!(
-            "field {}: no value (one of \"v\", \"vs\", \"vb\", \"vd\" or a sum \"s\" is required)",
-            quoted(&name)
-        )),
+        (None, None) => {
+            Err(format!("field {}: no value (one of \"v\", \"vs\", \"vb\", \"vd\" or a sum \"s\" is required)", quoted(&name)))
+        }
         (value, sum) => {
             if let Some(value) = value {
                 pack.push(time_ns, name, value)?;
@@ -191,10 +171,7 @@ impl Pack<'_> {
             Some(&index) => index,
             None => {
                 if self.rows.len() >= self.limits.max_rows {
-                    return Err(format!(
-                        "over the limit of {} rows (distinct times) per pack",
-                        self.limits.max_rows
-                    ));
+                    return Err(format!("over the limit of {} rows (distinct times) per pack", self.limits.max_rows));
                 }
                 self.rows.push((Row::new(time_ns, self.device), HashSet::new()));
                 self.by_time.insert(time_ns, self.rows.len() - 1);
@@ -203,10 +180,7 @@ impl Pack<'_> {
         };
         let (row, seen) = &mut self.rows[index];
         if seen.contains(&name) {
-            return Err(format!(
-                "field {}: repeated at the same time (an earlier record has this name and time)",
-                quoted(&name)
-            ));
+            return Err(format!("field {}: repeated at the same time (an earlier record has this name and time)", quoted(&name)));
         }
         if row.fields.len() >= self.limits.max_fields_per_row {
             return Err(format!(
@@ -224,17 +198,12 @@ impl Pack<'_> {
 fn resolve_time(base_ns: i64, offset_ns: i64, received_at_ns: i64) -> Result<i64, String> {
     let out_of_range = || format!("time: {}", time::TimeError::OutOfRange);
     let resolved = base_ns.checked_add(offset_ns).ok_or_else(out_of_range)?;
-    if resolved < RELATIVE_BELOW_NS {
-        received_at_ns.checked_add(resolved).ok_or_else(out_of_range)
-    } else {
-        Ok(resolved)
-    }
+    if resolved < RELATIVE_BELOW_NS { received_at_ns.checked_add(resolved).ok_or_else(out_of_range) } else { Ok(resolved) }
 }
 
 /// RFC 8428 §4.5.1: `[A-Za-z0-9][A-Za-z0-9:./_-]*`.
 fn check_senml_name(name: &str) -> Result<(), String> {
-    let allowed =
-        |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b':' | b'.' | b'/' | b'_');
+    let allowed = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b':' | b'.' | b'/' | b'_');
     let bytes = name.as_bytes();
     if !bytes[0].is_ascii_alphanumeric() || !bytes.iter().all(|&b| allowed(b)) {
         return Err(format!(
@@ -272,25 +241,19 @@ fn seconds(value: &Json, what: &str) -> Result<i64, String> {
 }
 
 fn finite(x: f64, name: &str, what: &str) -> Result<f64, String> {
-    if x.is_finite() {
-        Ok(x)
-    } else {
-        Err(format!("field {}: {what} is out of range after adding the base", quoted(name)))
-    }
+    if x.is_finite() { Ok(x) } else { Err(format!("field {}: {what} is out of range after adding the base", quoted(name))) }
 }
 
 fn version(value: &Json) -> Result<(), String> {
     let what = "base version \"bver\"";
     let v = match value {
-        Json::Number(n) => n.as_u64().or_else(|| {
-            n.as_f64().filter(|f| f.fract() == 0.0 && (1.0..1e15).contains(f)).map(|f| f as u64)
-        }),
+        Json::Number(n) => {
+            n.as_u64().or_else(|| n.as_f64().filter(|f| f.fract() == 0.0 && (1.0..1e15).contains(f)).map(|f| f as u64))
+        }
         _ => None,
     };
     match v {
-        Some(v) if v > MAX_VERSION => {
-            Err(format!("{what} is {v}; this server understands SenML up to version {MAX_VERSION}"))
-        }
+        Some(v) if v > MAX_VERSION => Err(format!("{what} is {v}; this server understands SenML up to version {MAX_VERSION}")),
         Some(v) if v >= 1 => Ok(()),
         _ => match value {
             Json::Number(n) => Err(format!("{what} must be a positive integer, got {n}")),
@@ -306,8 +269,6 @@ fn data(value: Json) -> Result<String, String> {
     let body = text.trim_end_matches('=');
     let padding = text.len() - body.len();
     let alphabet = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'-' | b'_');
-    let ok = body.bytes().all(alphabet)
-        && body.len() % 4 != 1
-        && (padding == 0 || (padding <= 2 && text.len() % 4 == 0));
+    let ok = body.bytes().all(alphabet) && body.len() % 4 != 1 && (padding == 0 || (padding <= 2 && text.len() % 4 == 0));
     if ok { Ok(text) } else { Err(format!("{what} must be base64 text")) }
 }

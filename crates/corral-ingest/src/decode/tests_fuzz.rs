@@ -107,8 +107,7 @@ fn mutate(rng: &mut Rng, doc: &[u8]) -> Vec<u8> {
             5 => out.truncate(at),
             // Change one digit: stays valid JSON, moves times and values around.
             _ => {
-                let digits: Vec<usize> =
-                    (0..out.len()).filter(|&i| out[i].is_ascii_digit()).collect();
+                let digits: Vec<usize> = (0..out.len()).filter(|&i| out[i].is_ascii_digit()).collect();
                 if !digits.is_empty() {
                     let i = *rng.pick(&digits);
                     out[i] = b'0' + rng.below(10) as u8;
@@ -140,11 +139,7 @@ fn check_batch(batch: &Batch, limits: &Limits, input: &[u8]) {
     for row in &batch.rows {
         assert_eq!(row.device, "dev-1");
         assert!(row.tags.is_empty());
-        assert!(
-            !row.fields.is_empty() && row.fields.len() <= limits.max_fields_per_row,
-            "{}",
-            show()
-        );
+        assert!(!row.fields.is_empty() && row.fields.len() <= limits.max_fields_per_row, "{}", show());
         let mut seen = HashSet::new();
         for (name, value) in &row.fields {
             assert!(!name.is_empty() && name.len() <= limits.max_name_bytes, "{}", show());
@@ -170,10 +165,7 @@ fn check(result: Result<Batch, WireError>, limits: &Limits, input: &[u8]) {
 #[test]
 fn random_and_mutated_inputs_never_panic() {
     let table = TableName::telemetry();
-    let limit_sets = [
-        Limits::default(),
-        Limits { max_fields_per_row: 3, max_rows: 2, max_string_bytes: 6, max_name_bytes: 8 },
-    ];
+    let limit_sets = [Limits::default(), Limits { max_fields_per_row: 3, max_rows: 2, max_string_bytes: 6, max_name_bytes: 8 }];
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     let (mut accepted, mut semantic, mut total) = (0, 0, 0);
     for round in 0..4000 {
@@ -193,9 +185,7 @@ fn random_and_mutated_inputs_never_panic() {
                 };
                 total += 1;
                 accepted += usize::from(result.is_ok());
-                semantic += usize::from(
-                    result.as_ref().is_err_and(|e| !e.message.starts_with("invalid JSON")),
-                );
+                semantic += usize::from(result.as_ref().is_err_and(|e| !e.message.starts_with("invalid JSON")));
                 check(result, limits, &input);
             }
         }
@@ -215,10 +205,6 @@ fn unmutated_seeds_decode() {
         } else {
             decode_senml_json(seed.as_bytes(), "dev-1", &table, 0, &Limits::default())
         };
-        check_batch(
-            &result.unwrap_or_else(|e| panic!("seed {i}: {e}")),
-            &Limits::default(),
-            seed.as_bytes(),
-        );
+        check_batch(&result.unwrap_or_else(|e| panic!("seed {i}: {e}")), &Limits::default(), seed.as_bytes());
     }
 }

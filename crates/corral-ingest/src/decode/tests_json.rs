@@ -11,8 +11,7 @@ fn decode(body: &str) -> Batch {
 }
 
 fn error_with(body: &str, limits: &Limits) -> String {
-    let err = decode_json(body.as_bytes(), "truck-7", &TableName::telemetry(), NOW, limits)
-        .expect_err(body);
+    let err = decode_json(body.as_bytes(), "truck-7", &TableName::telemetry(), NOW, limits).expect_err(body);
     assert_eq!(err.kind, ErrorKind::BadInput, "{body}");
     err.message
 }
@@ -31,9 +30,7 @@ fn s(x: &str) -> FieldValue {
 
 #[test]
 fn contract_example_object() {
-    let batch = decode(
-        r#"{"ts": "2026-11-21T10:00:00Z", "temperature": 21.5, "door_open": false, "mode": "eco"}"#,
-    );
+    let batch = decode(r#"{"ts": "2026-11-21T10:00:00Z", "temperature": 21.5, "door_open": false, "mode": "eco"}"#);
     assert_eq!(batch.table, TableName::telemetry());
     let expected = Row::new(NOW, "truck-7")
         .field("temperature", f(21.5))
@@ -45,21 +42,12 @@ fn contract_example_object() {
 #[test]
 fn array_of_objects_gives_one_row_each_in_order() {
     let table = TableName::new("engine").unwrap();
-    let batch = decode_json(
-        br#"[{"ts": 1000, "rpm": 3}, {"ts": 2000, "rpm": 3.5}]"#,
-        "truck-7",
-        &table,
-        NOW,
-        &Limits::default(),
-    )
-    .unwrap();
+    let batch = decode_json(br#"[{"ts": 1000, "rpm": 3}, {"ts": 2000, "rpm": 3.5}]"#, "truck-7", &table, NOW, &Limits::default())
+        .unwrap();
     assert_eq!(batch.table, table);
     assert_eq!(
         batch.rows,
-        vec![
-            Row::new(1_000_000_000, "truck-7").field("rpm", f(3.0)),
-            Row::new(2_000_000_000, "truck-7").field("rpm", f(3.5)),
-        ]
+        vec![Row::new(1_000_000_000, "truck-7").field("rpm", f(3.0)), Row::new(2_000_000_000, "truck-7").field("rpm", f(3.5)),]
     );
 }
 
@@ -75,8 +63,7 @@ fn numbers_are_always_float_and_fields_keep_document_order() {
 
 #[test]
 fn nested_objects_flatten_with_dots() {
-    let batch =
-        decode(r#"{"gps": {"lat": 1, "lon": 2.5, "fix": {"ok": true}}, "gps2": {}, "x": 0}"#);
+    let batch = decode(r#"{"gps": {"lat": 1, "lon": 2.5, "fix": {"ok": true}}, "gps2": {}, "x": 0}"#);
     let expected = Row::new(NOW, "truck-7")
         .field("gps.lat", f(1.0))
         .field("gps.lon", f(2.5))
@@ -90,10 +77,7 @@ fn array_values_are_their_compact_json_text() {
     let batch = decode(r#"{"xs": [1, 2.5, "a", null, {"z": 1, "a": [true]}], "empty": [ ]}"#);
     assert_eq!(
         batch.rows[0].fields,
-        vec![
-            ("xs".to_string(), s(r#"[1,2.5,"a",null,{"z":1,"a":[true]}]"#)),
-            ("empty".to_string(), s("[]")),
-        ]
+        vec![("xs".to_string(), s(r#"[1,2.5,"a",null,{"z":1,"a":[true]}]"#)), ("empty".to_string(), s("[]")),]
     );
 }
 
@@ -132,9 +116,10 @@ fn missing_or_null_ts_uses_received_time() {
 
 #[test]
 fn bad_ts_is_rejected() {
-    assert!(error(r#"{"ts": "tomorrow", "v": 1}"#).starts_with(
-        "message 1: \"ts\" is not a usable time: invalid RFC 3339 timestamp \"tomorrow\""
-    ));
+    assert!(
+        error(r#"{"ts": "tomorrow", "v": 1}"#)
+            .starts_with("message 1: \"ts\" is not a usable time: invalid RFC 3339 timestamp \"tomorrow\"")
+    );
     assert_eq!(
         error(r#"[{"v": 1}, {"ts": true, "v": 1}]"#),
         "message 2: \"ts\" must be an RFC 3339 string or Unix epoch milliseconds, got a boolean"
@@ -153,10 +138,7 @@ fn bad_ts_is_rejected() {
 #[test]
 fn reserved_names_are_rejected() {
     assert!(error(r#"{"time": 1}"#).starts_with("message 1: field \"time\": name is reserved"));
-    assert!(
-        error(r#"[{"a": 1}, {"device": "x"}]"#)
-            .starts_with("message 2: field \"device\": name is reserved")
-    );
+    assert!(error(r#"[{"a": 1}, {"device": "x"}]"#).starts_with("message 2: field \"device\": name is reserved"));
     assert!(error(r#"{"time": null, "a": 1}"#).contains("reserved"));
     // Only the whole name is reserved.
     let batch = decode(r#"{"time": {"zone": "utc"}, "device_temp": 40}"#);
@@ -176,10 +158,7 @@ fn duplicate_names_after_flattening_are_rejected() {
 #[test]
 fn empty_names_are_rejected() {
     assert_eq!(error(r#"{"": 1}"#), "message 1: empty field name");
-    assert_eq!(
-        error(r#"{"gps": {"": 1}}"#),
-        "message 1: field \"gps.\": empty key in a nested object"
-    );
+    assert_eq!(error(r#"{"gps": {"": 1}}"#), "message 1: field \"gps.\": empty key in a nested object");
 }
 
 #[test]
@@ -206,32 +185,18 @@ fn malformed_json_names_line_and_column() {
     assert_eq!(error(""), "invalid JSON at line 1 column 0: EOF while parsing a value");
     assert!(error(r#"{"a": 1} x"#).starts_with("invalid JSON at line 1 column 10: trailing"));
     assert!(error("{\"a\": \"\u{0}\"}").starts_with("invalid JSON at line 1"));
-    let bad_utf8 =
-        decode_json(b"{\"a\": \"\xff\"}", "d", &TableName::telemetry(), 0, &Limits::default());
+    let bad_utf8 = decode_json(b"{\"a\": \"\xff\"}", "d", &TableName::telemetry(), 0, &Limits::default());
     assert!(bad_utf8.unwrap_err().message.starts_with("invalid JSON at line 1"));
     assert!(error(r#"{"a": 1e999}"#).starts_with("invalid JSON at line 1 column "));
 }
 
 #[test]
 fn limits_are_enforced_with_clear_messages() {
-    let tight =
-        Limits { max_fields_per_row: 2, max_rows: 2, max_string_bytes: 4, max_name_bytes: 5 };
-    assert_eq!(
-        error_with(r#"{"a": 1, "b": 2, "c": 3}"#, &tight),
-        "message 1: over the limit of 2 fields per message"
-    );
-    assert_eq!(
-        error_with(r#"[{"a": 1}, {"a": 1}, {"a": 1}]"#, &tight),
-        "body has 3 messages, over the limit of 2"
-    );
-    assert_eq!(
-        error_with(r#"{"a": "12345"}"#, &tight),
-        "message 1: field \"a\": string value is 5 bytes, over the limit of 4"
-    );
-    assert_eq!(
-        error_with(r#"{"a": [1, 2, 3]}"#, &tight),
-        "message 1: field \"a\": string value is 7 bytes, over the limit of 4"
-    );
+    let tight = Limits { max_fields_per_row: 2, max_rows: 2, max_string_bytes: 4, max_name_bytes: 5 };
+    assert_eq!(error_with(r#"{"a": 1, "b": 2, "c": 3}"#, &tight), "message 1: over the limit of 2 fields per message");
+    assert_eq!(error_with(r#"[{"a": 1}, {"a": 1}, {"a": 1}]"#, &tight), "body has 3 messages, over the limit of 2");
+    assert_eq!(error_with(r#"{"a": "12345"}"#, &tight), "message 1: field \"a\": string value is 5 bytes, over the limit of 4");
+    assert_eq!(error_with(r#"{"a": [1, 2, 3]}"#, &tight), "message 1: field \"a\": string value is 7 bytes, over the limit of 4");
     assert_eq!(
         error_with(r#"{"gps": {"lat": 1}}"#, &tight),
         "message 1: field \"gps.lat\": name is 7 bytes, over the limit of 5"

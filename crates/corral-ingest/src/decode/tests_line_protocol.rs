@@ -8,13 +8,7 @@ use corral_model::{Batch, ErrorKind, FieldValue, Row, TableName};
 
 const NOW: i64 = 1_795_255_200_000_000_000; // 2026-11-21T10:00:00Z
 
-fn run(
-    body: &str,
-    precision: Precision,
-    tag: &str,
-    default: Option<&str>,
-    limits: &Limits,
-) -> Result<Vec<Batch>, String> {
+fn run(body: &str, precision: Precision, tag: &str, default: Option<&str>, limits: &Limits) -> Result<Vec<Batch>, String> {
     decode_line_protocol(body.as_bytes(), precision, NOW, tag, default, limits).map_err(|e| {
         assert_eq!(e.kind, ErrorKind::BadInput, "{body}");
         e.message
@@ -48,36 +42,24 @@ fn named(pairs: &[(&str, FieldValue)]) -> Vec<(String, FieldValue)> {
 
 #[test]
 fn a_full_line() {
-    let batches =
-        batches("weather,site=north,device=truck-7 temp=21.5,ok=t,n=3i 1795255200000000001");
+    let batches = batches("weather,site=north,device=truck-7 temp=21.5,ok=t,n=3i 1795255200000000001");
     assert_eq!(batches[0].table, TableName::new("weather").unwrap());
-    let expected = Row::new(NOW + 1, "truck-7")
-        .tag("site", "north")
-        .field("temp", Float(21.5))
-        .field("ok", Bool(true))
-        .field("n", Int(3));
+    let expected =
+        Row::new(NOW + 1, "truck-7").tag("site", "north").field("temp", Float(21.5)).field("ok", Bool(true)).field("n", Int(3));
     assert_eq!(batches[0].rows, vec![expected]);
 }
 
 #[test]
 fn measurement_escapes_are_unescaped_before_the_name_check() {
     let rule = "only letters, digits, '.', '_' and '-' are allowed";
-    let cases = [
-        (r"my\ weather f=1", "my weather"),
-        (r"a\,b f=1", "a,b"),
-        (r"a\b f=1", r"a\b"),
-        ("a=b f=1", "a=b"),
-    ];
+    let cases = [(r"my\ weather f=1", "my weather"), (r"a\,b f=1", "a,b"), (r"a\b f=1", r"a\b"), ("a=b f=1", "a=b")];
     for (body, name) in cases {
         let expected = format!("line 1: measurement {name:?} is not a valid table name: {rule}");
         assert_eq!(error(body), expected);
     }
     assert!(error("m f=1\n_x f=1").starts_with("line 2: measurement \"_x\" is not"));
     let reserved = error("devices f=1");
-    assert_eq!(
-        reserved,
-        "line 1: measurement \"devices\" is not a valid table name: is reserved for the platform"
-    );
+    assert_eq!(reserved, "line 1: measurement \"devices\" is not a valid table name: is reserved for the platform");
     assert!(error("_x f=1").ends_with(": must start with a letter or digit"));
 }
 
@@ -106,16 +88,9 @@ fn string_field_escapes_round_trip() {
 
 #[test]
 fn integers_and_unsigned_cover_their_range() {
-    let body =
-        "m a=1i,b=-9223372036854775808i,c=9223372036854775807i,d=18446744073709551615u,e=0u,f=-0i";
-    let expected = [
-        ("a", Int(1)),
-        ("b", Int(i64::MIN)),
-        ("c", Int(i64::MAX)),
-        ("d", UInt(u64::MAX)),
-        ("e", UInt(0)),
-        ("f", Int(0)),
-    ];
+    let body = "m a=1i,b=-9223372036854775808i,c=9223372036854775807i,d=18446744073709551615u,e=0u,f=-0i";
+    let expected =
+        [("a", Int(1)), ("b", Int(i64::MIN)), ("c", Int(i64::MAX)), ("d", UInt(u64::MAX)), ("e", UInt(0)), ("f", Int(0))];
     assert_eq!(fields(body), named(&expected));
     let signed = "(integers with i are 64-bit signed)";
     assert_eq!(
@@ -129,16 +104,7 @@ fn integers_and_unsigned_cover_their_range() {
 #[test]
 fn floats_with_and_without_exponent() {
     let body = "m a=1,b=-1.5E-3,c=1e3,d=.5,e=1.,f=-0.0,g=1E+2,h=21.5";
-    let expected = [
-        ("a", 1.0),
-        ("b", -1.5e-3),
-        ("c", 1e3),
-        ("d", 0.5),
-        ("e", 1.0),
-        ("f", -0.0),
-        ("g", 100.0),
-        ("h", 21.5),
-    ];
+    let expected = [("a", 1.0), ("b", -1.5e-3), ("c", 1e3), ("d", 0.5), ("e", 1.0), ("f", -0.0), ("g", 100.0), ("h", 21.5)];
     let expected: Vec<_> = expected.iter().map(|(k, v)| (*k, Float(*v))).collect();
     assert_eq!(fields(body), named(&expected));
     assert!(error("m a=1e400").ends_with("out of range: \"1e400\" (floats are 64-bit)"));
@@ -167,15 +133,9 @@ fn bad_values_name_line_field_and_text() {
     let expected = "line 3: invalid field value for \"temp\": \"abc\" (expected a number, an \
                     integer with i, an unsigned with u, a boolean, or a double-quoted string)";
     assert_eq!(error("m temp=1\n\nm temp=abc"), expected);
-    for bad in [
-        "tRue", "yes", "inf", "NaN", "+1", "1_0", "-1u", "1.5i", "1e3i", "0x10", "-", "1e",
-        "a\"b\"", "1i2",
-    ] {
+    for bad in ["tRue", "yes", "inf", "NaN", "+1", "1_0", "-1u", "1.5i", "1e3i", "0x10", "-", "1e", "a\"b\"", "1i2"] {
         let message = error(&format!("m v={bad}"));
-        assert!(
-            message.starts_with(&format!("line 1: invalid field value for \"v\": {bad:?}")),
-            "{bad}: {message}"
-        );
+        assert!(message.starts_with(&format!("line 1: invalid field value for \"v\": {bad:?}")), "{bad}: {message}");
     }
     assert_eq!(error("m v="), "line 1: missing value for field \"v\"");
     assert_eq!(error("m v=,w=1"), "line 1: missing value for field \"v\"");
@@ -183,19 +143,12 @@ fn bad_values_name_line_field_and_text() {
 
 #[test]
 fn precision_scales_each_unit() {
-    let units = [
-        ("ns", 1),
-        ("us", 1_000),
-        ("ms", 1_000_000),
-        ("s", 1_000_000_000),
-        ("m", 60_000_000_000),
-        ("h", 3_600_000_000_000),
-    ];
+    let units =
+        [("ns", 1), ("us", 1_000), ("ms", 1_000_000), ("s", 1_000_000_000), ("m", 60_000_000_000), ("h", 3_600_000_000_000)];
     for (name, nanos) in units {
         let precision = Precision::parse(name).unwrap();
         assert_eq!(precision.as_str(), name);
-        let batches =
-            run("m f=1 2\nm f=1 -3", precision, "device", Some("d"), &Limits::default()).unwrap();
+        let batches = run("m f=1 2\nm f=1 -3", precision, "device", Some("d"), &Limits::default()).unwrap();
         let times: Vec<_> = batches[0].rows.iter().map(|r| r.time_ns).collect();
         assert_eq!(times, [2 * nanos, -3 * nanos], "{name}");
     }
@@ -215,17 +168,8 @@ fn timestamps_range_sign_and_absence() {
     assert_eq!(rows("m f=1")[0].time_ns, NOW);
     assert_eq!(rows("m f=1  \t")[0].time_ns, NOW, "trailing whitespace is no timestamp");
     assert_eq!(rows("m f=1   7  ")[0].time_ns, 7);
-    let ms = run(
-        "m f=1\nm f=1 99999999999999999999",
-        Precision::Milliseconds,
-        "device",
-        Some("d"),
-        &Limits::default(),
-    );
-    assert_eq!(
-        ms.unwrap_err(),
-        "line 2: timestamp \"99999999999999999999\" out of range for precision ms"
-    );
+    let ms = run("m f=1\nm f=1 99999999999999999999", Precision::Milliseconds, "device", Some("d"), &Limits::default());
+    assert_eq!(ms.unwrap_err(), "line 2: timestamp \"99999999999999999999\" out of range for precision ms");
     let h = run("m f=1 2562048", Precision::Hours, "device", Some("d"), &Limits::default());
     assert_eq!(h.unwrap_err(), "line 1: timestamp \"2562048\" out of range for precision h");
     assert!(error("m f=1 9223372036854775808").ends_with("out of range for precision ns"));
@@ -238,20 +182,13 @@ fn timestamps_range_sign_and_absence() {
 fn comments_blank_lines_and_crlf() {
     assert_eq!(batches(""), vec![]);
     assert_eq!(batches("# only a comment\r\n\r\n   \n\t# indented\n"), vec![]);
-    let body =
-        "# header\r\n\r\n  m f=1 1\r\n\n\tm f=2 2  \r\n# m f=3\nm s=\"#not a comment\" 3\r\n";
+    let body = "# header\r\n\r\n  m f=1 1\r\n\n\tm f=2 2  \r\n# m f=3\nm s=\"#not a comment\" 3\r\n";
     let times: Vec<_> = rows(body).iter().map(|r| r.time_ns).collect();
     assert_eq!(times, [1, 2, 3]);
     assert_eq!(error("# c\n\r\nm f=1\r\nm f=x\r\n").split(':').next(), Some("line 4"));
     assert_eq!(error("m f=1\n\u{0}\n").split(':').next(), Some("line 2"));
-    let invalid_utf8 = decode_line_protocol(
-        b"m f=1\nm s=\"\xff\"",
-        Precision::Nanoseconds,
-        NOW,
-        "device",
-        Some("d"),
-        &Limits::default(),
-    );
+    let invalid_utf8 =
+        decode_line_protocol(b"m f=1\nm s=\"\xff\"", Precision::Nanoseconds, NOW, "device", Some("d"), &Limits::default());
     assert_eq!(invalid_utf8.unwrap_err().message, "line 2: invalid UTF-8");
 }
 
@@ -260,8 +197,7 @@ fn one_batch_per_measurement_in_first_seen_order() {
     let batches = batches("b f=1 1\na f=2 2\nb f=3 3\nc f=4 4\na f=5 5");
     let tables: Vec<_> = batches.iter().map(|b| b.table.as_str()).collect();
     assert_eq!(tables, ["b", "a", "c"]);
-    let times: Vec<Vec<i64>> =
-        batches.iter().map(|b| b.rows.iter().map(|r| r.time_ns).collect()).collect();
+    let times: Vec<Vec<i64>> = batches.iter().map(|b| b.rows.iter().map(|r| r.time_ns).collect()).collect();
     assert_eq!(times, [vec![1, 3], vec![2, 5], vec![4]]);
 }
 
@@ -270,34 +206,21 @@ fn device_tag_is_consumed_and_default_device_fills_in() {
     let rows = rows("m,device=truck-9,site=A f=1\nm,site=B f=2");
     assert_eq!(rows[0], Row::new(NOW, "truck-9").tag("site", "A").field("f", Float(1.0)));
     assert_eq!(rows[1], Row::new(NOW, "dev-1").tag("site", "B").field("f", Float(2.0)));
-    let missing =
-        run("m f=1\nm,site=B f=2", Precision::Nanoseconds, "device", None, &Limits::default());
+    let missing = run("m f=1\nm,site=B f=2", Precision::Nanoseconds, "device", None, &Limits::default());
     assert_eq!(
         missing.unwrap_err(),
         "line 1: missing tag \"device\" (the tag that names the device; or write with a device token)"
     );
     let by_host = |body: &str| run(body, Precision::Nanoseconds, "host", None, &Limits::default());
-    assert_eq!(
-        by_host("m,host=web-1 f=1").unwrap()[0].rows,
-        vec![Row::new(NOW, "web-1").field("f", Float(1.0))]
-    );
+    assert_eq!(by_host("m,host=web-1 f=1").unwrap()[0].rows, vec![Row::new(NOW, "web-1").field("f", Float(1.0))]);
     assert_eq!(
         by_host("m f=1").unwrap_err(),
         "line 1: missing tag \"host\" (the tag that names the device; or write with a device token)"
     );
     let reserved = "key is reserved (every row has the columns \"time\" and \"device\")";
-    assert_eq!(
-        by_host("m,host=a,device=b f=1").unwrap_err(),
-        format!("line 1: tag \"device\": {reserved}")
-    );
-    assert_eq!(
-        by_host("m,host=a host=1").unwrap_err(),
-        "line 1: \"host\" is used as both a tag and a field"
-    );
-    assert_eq!(
-        by_host("m,host=a,host=b f=1").unwrap_err(),
-        "line 1: tag \"host\" appears more than once"
-    );
+    assert_eq!(by_host("m,host=a,device=b f=1").unwrap_err(), format!("line 1: tag \"device\": {reserved}"));
+    assert_eq!(by_host("m,host=a host=1").unwrap_err(), "line 1: \"host\" is used as both a tag and a field");
+    assert_eq!(by_host("m,host=a,host=b f=1").unwrap_err(), "line 1: tag \"host\" appears more than once");
     assert_eq!(
         error(r"m,device=a/b f=1"),
         "line 1: tag \"device\": \"a/b\" is not a valid device id: only letters, digits, '.', '_' \
@@ -337,46 +260,21 @@ fn structural_errors_name_their_line() {
         assert_eq!(error(body), expected, "{body:?}");
     }
     // Any bad line fails the body, wherever it is.
-    assert!(
-        run("m f=1\nm f=2\nm f=", Precision::Nanoseconds, "device", Some("d"), &Limits::default())
-            .is_err()
-    );
+    assert!(run("m f=1\nm f=2\nm f=", Precision::Nanoseconds, "device", Some("d"), &Limits::default()).is_err());
 }
 
 #[test]
 fn limits_bound_width_rows_strings_and_names() {
-    let limits =
-        Limits { max_fields_per_row: 3, max_rows: 2, max_string_bytes: 4, max_name_bytes: 5 };
+    let limits = Limits { max_fields_per_row: 3, max_rows: 2, max_string_bytes: 4, max_name_bytes: 5 };
     let check = |body: &str| run(body, Precision::Nanoseconds, "device", Some("d"), &limits);
     assert!(check("m,a=1,b=2 c=3\nm,device=x a=1,b=2,c=\"abcd\"").is_ok());
-    assert_eq!(
-        check("m,a=1,b=2 c=3,d=4").unwrap_err(),
-        "line 1: over the limit of 3 tags and fields per line"
-    );
-    assert_eq!(
-        check("m,a=1,b=2,c=3,d=4 e=1").unwrap_err(),
-        "line 1: over the limit of 3 tags and fields per line"
-    );
-    assert_eq!(
-        check("m f=1\n#\nm f=2\nm f=3").unwrap_err(),
-        "line 4: over the limit of 2 rows per body"
-    );
-    assert_eq!(
-        check("m s=\"abcde\"").unwrap_err(),
-        "line 1: field \"s\": string value is 5 bytes, over the limit of 4"
-    );
-    assert_eq!(
-        check("m,t=abcde f=1").unwrap_err(),
-        "line 1: tag \"t\": value is 5 bytes, over the limit of 4"
-    );
-    assert_eq!(
-        check("m abcdef=1").unwrap_err(),
-        "line 1: field \"abcdef\": name is 6 bytes, over the limit of 5"
-    );
-    assert_eq!(
-        check("m,abcdef=1 f=1").unwrap_err(),
-        "line 1: tag \"abcdef\": key is 6 bytes, over the limit of 5"
-    );
+    assert_eq!(check("m,a=1,b=2 c=3,d=4").unwrap_err(), "line 1: over the limit of 3 tags and fields per line");
+    assert_eq!(check("m,a=1,b=2,c=3,d=4 e=1").unwrap_err(), "line 1: over the limit of 3 tags and fields per line");
+    assert_eq!(check("m f=1\n#\nm f=2\nm f=3").unwrap_err(), "line 4: over the limit of 2 rows per body");
+    assert_eq!(check("m s=\"abcde\"").unwrap_err(), "line 1: field \"s\": string value is 5 bytes, over the limit of 4");
+    assert_eq!(check("m,t=abcde f=1").unwrap_err(), "line 1: tag \"t\": value is 5 bytes, over the limit of 4");
+    assert_eq!(check("m abcdef=1").unwrap_err(), "line 1: field \"abcdef\": name is 6 bytes, over the limit of 5");
+    assert_eq!(check("m,abcdef=1 f=1").unwrap_err(), "line 1: tag \"abcdef\": key is 6 bytes, over the limit of 5");
 }
 
 #[test]
@@ -386,10 +284,7 @@ fn wide_lines_check_repeated_keys_too() {
     assert_eq!(rows(&format!("m {fields}"))[0].fields.len(), 20);
     assert_eq!(error(&format!("m {fields},k3=2")), "line 1: field \"k3\" appears more than once");
     let tags = many.iter().map(|kv| format!(",{kv}")).collect::<String>();
-    assert_eq!(
-        error(&format!("m{tags} x=1,k19=1")),
-        "line 1: \"k19\" is used as both a tag and a field"
-    );
+    assert_eq!(error(&format!("m{tags} x=1,k19=1")), "line 1: \"k19\" is used as both a tag and a field");
     assert_eq!(error(&format!("m{tags},k0=2 x=1")), "line 1: tag \"k0\" appears more than once");
 }
 
@@ -397,19 +292,13 @@ fn wide_lines_check_repeated_keys_too() {
 fn ten_thousand_lines() {
     let mut body = String::new();
     for i in 0..10_000 {
-        body.push_str(&format!(
-            "cpu,device=host-{},region=eu\\ west usage={i}.5,count={i}i,ok=t,note=\"n {i}\" {i}\n",
-            i % 10
-        ));
+        body.push_str(&format!("cpu,device=host-{},region=eu\\ west usage={i}.5,count={i}i,ok=t,note=\"n {i}\" {i}\n", i % 10));
     }
     let start = std::time::Instant::now();
     let batches = batches(&body);
     println!("10k lines ({} bytes) in {:?} (debug build)", body.len(), start.elapsed());
     assert_eq!(batches[0].rows.len(), 10_000);
     let last = &batches[0].rows[9_999];
-    assert_eq!(
-        (last.device.as_str(), last.time_ns, &last.tags[0].1[..]),
-        ("host-9", 9_999, "eu west")
-    );
+    assert_eq!((last.device.as_str(), last.time_ns, &last.tags[0].1[..]), ("host-9", 9_999, "eu west"));
     assert_eq!(last.fields[3], ("note".into(), Str("n 9999".into())));
 }

@@ -12,8 +12,7 @@ fn decode(body: &str) -> Batch {
 }
 
 fn error_with(body: &str, limits: &Limits) -> String {
-    let err = decode_senml_json(body.as_bytes(), "meter-1", &TableName::telemetry(), NOW, limits)
-        .expect_err(body);
+    let err = decode_senml_json(body.as_bytes(), "meter-1", &TableName::telemetry(), NOW, limits).expect_err(body);
     assert_eq!(err.kind, ErrorKind::BadInput, "{body}");
     err.message
 }
@@ -102,18 +101,13 @@ fn string_boolean_and_data_values() {
                 .field("d/blob2", FieldValue::Str("aGk-_w==".into()))
         ]
     );
-    assert_eq!(
-        error(r#"[{"n":"x","vd":"not base64!"}]"#),
-        "record 1: data value \"vd\" must be base64 text"
-    );
+    assert_eq!(error(r#"[{"n":"x","vd":"not base64!"}]"#), "record 1: data value \"vd\" must be base64 text");
     assert_eq!(error(r#"[{"n":"x","vd":"a"}]"#), "record 1: data value \"vd\" must be base64 text");
 }
 
 #[test]
 fn same_time_records_merge_in_order_and_names_may_not_repeat() {
-    let batch = decode(
-        r#"[{"bt":1.8e9,"n":"a","v":1},{"n":"b","v":2,"t":10},{"n":"c","v":3},{"n":"d","v":4,"t":10}]"#,
-    );
+    let batch = decode(r#"[{"bt":1.8e9,"n":"a","v":1},{"n":"b","v":2,"t":10},{"n":"c","v":3},{"n":"d","v":4,"t":10}]"#);
     let t = 1_800_000_000 * SEC;
     assert_eq!(
         batch.rows,
@@ -126,10 +120,7 @@ fn same_time_records_merge_in_order_and_names_may_not_repeat() {
         error(r#"[{"n":"a","v":1},{"n":"b","v":1},{"n":"a","v":2}]"#),
         "record 3: field \"a\": repeated at the same time (an earlier record has this name and time)"
     );
-    assert!(
-        error(r#"[{"n":"a.sum","v":1},{"n":"a","s":1}]"#)
-            .starts_with("record 2: field \"a.sum\": repeated")
-    );
+    assert!(error(r#"[{"n":"a.sum","v":1},{"n":"a","s":1}]"#).starts_with("record 2: field \"a.sum\": repeated"));
     // The same name at different times is a time series.
     assert_eq!(decode(r#"[{"n":"a","v":1},{"n":"a","v":2,"t":1}]"#).rows.len(), 2);
 }
@@ -161,45 +152,21 @@ fn missing_value_or_name_and_several_values_are_rejected() {
 #[test]
 fn bad_base_and_record_types_are_rejected() {
     let cases = [
-        (
-            r#"[{"n":"a","v":1},{"bn":5,"n":"a","v":1}]"#,
-            "record 2: base name \"bn\" must be a string, got a number",
-        ),
-        (
-            r#"[{"bt":"now","n":"a","v":1}]"#,
-            "record 1: base time \"bt\" must be a number, got a string",
-        ),
-        (
-            r#"[{"bu":1,"n":"a","v":1}]"#,
-            "record 1: base unit \"bu\" must be a string, got a number",
-        ),
-        (
-            r#"[{"bv":"1","n":"a","v":1}]"#,
-            "record 1: base value \"bv\" must be a number, got a string",
-        ),
+        (r#"[{"n":"a","v":1},{"bn":5,"n":"a","v":1}]"#, "record 2: base name \"bn\" must be a string, got a number"),
+        (r#"[{"bt":"now","n":"a","v":1}]"#, "record 1: base time \"bt\" must be a number, got a string"),
+        (r#"[{"bu":1,"n":"a","v":1}]"#, "record 1: base unit \"bu\" must be a string, got a number"),
+        (r#"[{"bv":"1","n":"a","v":1}]"#, "record 1: base value \"bv\" must be a number, got a string"),
         (r#"[{"bs":null,"n":"a","s":1}]"#, "record 1: base sum \"bs\" must be a number, got null"),
-        (
-            r#"[{"bver":"10","n":"a","v":1}]"#,
-            "record 1: base version \"bver\" must be a positive integer, got a string",
-        ),
-        (
-            r#"[{"bver":1.5,"n":"a","v":1}]"#,
-            "record 1: base version \"bver\" must be a positive integer, got 1.5",
-        ),
+        (r#"[{"bver":"10","n":"a","v":1}]"#, "record 1: base version \"bver\" must be a positive integer, got a string"),
+        (r#"[{"bver":1.5,"n":"a","v":1}]"#, "record 1: base version \"bver\" must be a positive integer, got 1.5"),
         (r#"[{"n":1,"v":1}]"#, "record 1: name \"n\" must be a string, got a number"),
         (r#"[{"n":"a","t":"1","v":1}]"#, "record 1: time \"t\" must be a number, got a string"),
         (r#"[{"n":"a","v":true}]"#, "record 1: value \"v\" must be a number, got a boolean"),
         (r#"[{"n":"a","vs":1}]"#, "record 1: string value \"vs\" must be a string, got a number"),
-        (
-            r#"[{"n":"a","vb":"true"}]"#,
-            "record 1: boolean value \"vb\" must be a boolean, got a string",
-        ),
+        (r#"[{"n":"a","vb":"true"}]"#, "record 1: boolean value \"vb\" must be a boolean, got a string"),
         (r#"[{"n":"a","vd":[]}]"#, "record 1: data value \"vd\" must be a string, got an array"),
         (r#"[{"n":"a","s":"1"}]"#, "record 1: sum \"s\" must be a number, got a string"),
-        (
-            r#"[{"n":"a","v":1,"ut":{}}]"#,
-            "record 1: update time \"ut\" must be a number, got an object",
-        ),
+        (r#"[{"n":"a","v":1,"ut":{}}]"#, "record 1: update time \"ut\" must be a number, got an object"),
         (r#"[{"n":"a","v":1,"v":2}]"#, "record 1: key \"v\" appears more than once"),
     ];
     for (body, expected) in cases {
@@ -219,41 +186,25 @@ fn versions_above_10_are_rejected() {
 
 #[test]
 fn names_follow_rfc_and_field_rules() {
-    assert!(
-        error(r#"[{"n":"a b","v":1}]"#).starts_with("record 1: field \"a b\": invalid SenML name")
-    );
+    assert!(error(r#"[{"n":"a b","v":1}]"#).starts_with("record 1: field \"a b\": invalid SenML name"));
     assert!(error(r#"[{"n":"-a","v":1}]"#).contains("invalid SenML name"));
-    assert!(
-        error(r#"[{"n":"time","v":1}]"#).starts_with("record 1: field \"time\": name is reserved")
-    );
+    assert!(error(r#"[{"n":"time","v":1}]"#).starts_with("record 1: field \"time\": name is reserved"));
     assert!(error(r#"[{"bn":"dev","n":"ice","v":1}]"#).contains("\"device\": name is reserved"));
-    assert!(
-        error(r#"[{"n":"x","vs":"a"},{"n":"é","v":1}]"#)
-            .starts_with("record 2: field \"é\": invalid")
-    );
+    assert!(error(r#"[{"n":"x","vs":"a"},{"n":"é","v":1}]"#).starts_with("record 2: field \"é\": invalid"));
 }
 
 #[test]
 fn pack_shape_and_json_errors() {
     assert_eq!(error("[]"), "SenML pack is an empty array: no records");
-    assert_eq!(
-        error(r#"{"n":"a","v":1}"#),
-        "SenML pack must be an array of records, got an object"
-    );
+    assert_eq!(error(r#"{"n":"a","v":1}"#), "SenML pack must be an array of records, got an object");
     assert_eq!(error(r#"[{"n":"a","v":1}, "x"]"#), "record 2: must be an object, got a string");
     assert_eq!(error(r#"[{"n":"a","v":}]"#), "invalid JSON at line 1 column 15: expected value");
 }
 
 #[test]
 fn out_of_range_times_and_values_are_rejected() {
-    assert!(
-        error(r#"[{"bt":1e10,"n":"a","v":1}]"#)
-            .starts_with("record 1: base time \"bt\": timestamp out of range")
-    );
-    assert!(
-        error(r#"[{"bt":9e9,"n":"a","v":1,"t":3e8}]"#)
-            .starts_with("record 1: time: timestamp out of range")
-    );
+    assert!(error(r#"[{"bt":1e10,"n":"a","v":1}]"#).starts_with("record 1: base time \"bt\": timestamp out of range"));
+    assert!(error(r#"[{"bt":9e9,"n":"a","v":1,"t":3e8}]"#).starts_with("record 1: time: timestamp out of range"));
     assert_eq!(
         error(r#"[{"bv":1.7e308,"n":"a","v":1.7e308}]"#),
         "record 1: field \"a\": value is out of range after adding the base"
@@ -262,17 +213,13 @@ fn out_of_range_times_and_values_are_rejected() {
 
 #[test]
 fn limits_apply_to_rows_fields_strings_and_names() {
-    let tight =
-        Limits { max_fields_per_row: 2, max_rows: 2, max_string_bytes: 4, max_name_bytes: 5 };
+    let tight = Limits { max_fields_per_row: 2, max_rows: 2, max_string_bytes: 4, max_name_bytes: 5 };
     assert_eq!(
         error_with(r#"[{"n":"a","v":1},{"n":"b","v":1},{"n":"c","v":1}]"#, &tight),
         "record 3: over the limit of 2 fields per row (records with the same time)"
     );
     assert_eq!(
-        error_with(
-            r#"[{"n":"a","v":1,"t":1},{"n":"a","v":1,"t":2},{"n":"a","v":1,"t":3}]"#,
-            &tight
-        ),
+        error_with(r#"[{"n":"a","v":1,"t":1},{"n":"a","v":1,"t":2},{"n":"a","v":1,"t":3}]"#, &tight),
         "record 3: over the limit of 2 rows (distinct times) per pack"
     );
     assert_eq!(
@@ -283,8 +230,5 @@ fn limits_apply_to_rows_fields_strings_and_names() {
         error_with(r#"[{"bn":"abc:","n":"de","v":1}]"#, &tight),
         "record 1: field \"abc:de\": name is 6 bytes, over the limit of 5"
     );
-    assert!(
-        error_with(r#"[{"n":"ab","s":1}]"#, &tight).contains("\"ab.sum\""),
-        "the suffix counts"
-    );
+    assert!(error_with(r#"[{"n":"ab","s":1}]"#, &tight).contains("\"ab.sum\""), "the suffix counts");
 }

@@ -58,10 +58,7 @@ fn decimal_to_ns(value: f64, digits: u32) -> Result<i64, TimeError> {
     if frac.get(digits as usize).is_some_and(|b| *b >= b'5') {
         part += 1;
     }
-    let ns = whole
-        .checked_mul(10_i64.pow(digits))
-        .and_then(|w| w.checked_add(part))
-        .ok_or(TimeError::OutOfRange)?;
+    let ns = whole.checked_mul(10_i64.pow(digits)).and_then(|w| w.checked_add(part)).ok_or(TimeError::OutOfRange)?;
     Ok(if value < 0.0 { -ns } else { ns })
 }
 

@@ -18,10 +18,7 @@ use crate::topic;
 
 /// Length of the fixed header and of the whole packet at the start of `buf`, once known.
 /// Fails as soon as the declared size exceeds `max_packet_size`, before the body arrives.
-pub fn frame_len(
-    buf: &[u8],
-    max_packet_size: usize,
-) -> Result<Option<(usize, usize)>, DecodeError> {
+pub fn frame_len(buf: &[u8], max_packet_size: usize) -> Result<Option<(usize, usize)>, DecodeError> {
     if buf.len() < 2 {
         return Ok(None);
     }
@@ -31,10 +28,7 @@ pub fn frame_len(
     let header_len = 1 + varint_len;
     let total = header_len + remaining as usize;
     if total > max_packet_size {
-        return Err(DecodeError::TooLarge {
-            size: total,
-            max: max_packet_size,
-        });
+        return Err(DecodeError::TooLarge { size: total, max: max_packet_size });
     }
     Ok(Some((header_len, total)))
 }
@@ -74,11 +68,7 @@ pub fn parse(first: u8, body: Bytes, version: ProtocolVersion) -> Result<Packet,
     let kind = first >> 4;
     let flags = first & 0x0F;
     let expect_flags = |want: u8| {
-        if flags == want {
-            Ok(())
-        } else {
-            Err(DecodeError::Malformed("reserved fixed header flags"))
-        }
+        if flags == want { Ok(()) } else { Err(DecodeError::Malformed("reserved fixed header flags")) }
     };
     let v5 = version == ProtocolVersion::V5;
     match kind {
@@ -128,11 +118,7 @@ pub fn parse(first: u8, body: Bytes, version: ProtocolVersion) -> Result<Packet,
             if !body.is_empty() {
                 return Err(DecodeError::Malformed("PINGREQ/PINGRESP with a body"));
             }
-            Ok(if kind == 12 {
-                Packet::PingReq
-            } else {
-                Packet::PingResp
-            })
+            Ok(if kind == 12 { Packet::PingReq } else { Packet::PingResp })
         }
         14 => {
             expect_flags(0)?;
@@ -147,11 +133,7 @@ pub fn parse(first: u8, body: Bytes, version: ProtocolVersion) -> Result<Packet,
 }
 
 fn finish(r: &Reader<'_>) -> Result<(), DecodeError> {
-    if r.is_empty() {
-        Ok(())
-    } else {
-        Err(DecodeError::Malformed("trailing bytes after packet"))
-    }
+    if r.is_empty() { Ok(()) } else { Err(DecodeError::Malformed("trailing bytes after packet")) }
 }
 
 fn packet_id(r: &mut Reader<'_>) -> Result<u16, DecodeError> {
@@ -165,9 +147,7 @@ fn reason_in(code: u8, allowed: &[u8]) -> Result<ReasonCode, DecodeError> {
     if allowed.contains(&code) {
         Ok(ReasonCode(code))
     } else {
-        Err(DecodeError::Protocol(
-            "reason code not allowed in this packet",
-        ))
+        Err(DecodeError::Protocol("reason code not allowed in this packet"))
     }
 }
 
@@ -206,60 +186,27 @@ fn connect(body: &[u8]) -> Result<Connect, DecodeError> {
         return Err(DecodeError::Malformed("password without user name"));
     }
     let keep_alive_secs = r.u16()?;
-    let properties = if v5 {
-        Properties::decode(&mut r, PropertyContext::Connect)?
-    } else {
-        Properties::default()
-    };
+    let properties = if v5 { Properties::decode(&mut r, PropertyContext::Connect)? } else { Properties::default() };
     if properties.authentication_data.is_some() && properties.authentication_method.is_none() {
-        return Err(DecodeError::Protocol(
-            "authentication data without a method",
-        ));
+        return Err(DecodeError::Protocol("authentication data without a method"));
     }
     let client_id = r.utf8()?.to_owned();
     let will = if will_flag {
-        let properties = if v5 {
-            Properties::decode(&mut r, PropertyContext::Will)?
-        } else {
-            Properties::default()
-        };
+        let properties = if v5 { Properties::decode(&mut r, PropertyContext::Will)? } else { Properties::default() };
         let topic = r.utf8()?;
         if !topic::is_valid_topic_name(topic) {
             return Err(DecodeError::TopicNameInvalid);
         }
         let topic = topic.to_owned();
         let payload = Bytes::copy_from_slice(r.binary()?);
-        Some(LastWill {
-            topic,
-            payload,
-            qos: will_qos,
-            retain: will_retain,
-            properties,
-        })
+        Some(LastWill { topic, payload, qos: will_qos, retain: will_retain, properties })
     } else {
         None
     };
-    let username = if username_flag {
-        Some(r.utf8()?.to_owned())
-    } else {
-        None
-    };
-    let password = if password_flag {
-        Some(Bytes::copy_from_slice(r.binary()?))
-    } else {
-        None
-    };
+    let username = if username_flag { Some(r.utf8()?.to_owned()) } else { None };
+    let password = if password_flag { Some(Bytes::copy_from_slice(r.binary()?)) } else { None };
     finish(&r)?;
-    Ok(Connect {
-        version,
-        client_id,
-        clean_start,
-        keep_alive_secs,
-        properties,
-        will,
-        username,
-        password,
-    })
+    Ok(Connect { version, client_id, clean_start, keep_alive_secs, properties, will, username, password })
 }
 
 fn connack(body: &[u8], v5: bool) -> Result<ConnAck, DecodeError> {
@@ -271,10 +218,7 @@ fn connack(body: &[u8], v5: bool) -> Result<ConnAck, DecodeError> {
     let code = r.u8()?;
     let (reason, properties) = if v5 {
         let reason = reason_in(code, reason::CONNACK_CODES)?;
-        (
-            reason,
-            Properties::decode(&mut r, PropertyContext::ConnAck)?,
-        )
+        (reason, Properties::decode(&mut r, PropertyContext::ConnAck)?)
     } else {
         let reason = match code {
             0 => ReasonCode::SUCCESS,
@@ -288,11 +232,7 @@ fn connack(body: &[u8], v5: bool) -> Result<ConnAck, DecodeError> {
         (reason, Properties::default())
     };
     finish(&r)?;
-    Ok(ConnAck {
-        session_present: flags & 1 == 1,
-        reason,
-        properties,
-    })
+    Ok(ConnAck { session_present: flags & 1 == 1, reason, properties })
 }
 
 fn publish(flags: u8, body: &Bytes, v5: bool) -> Result<Publish, DecodeError> {
@@ -304,16 +244,8 @@ fn publish(flags: u8, body: &Bytes, v5: bool) -> Result<Publish, DecodeError> {
     }
     let mut r = Reader::new(body);
     let topic = r.utf8()?;
-    let packet_id = if qos == QoS::AtMostOnce {
-        0
-    } else {
-        packet_id(&mut r)?
-    };
-    let properties = if v5 {
-        Properties::decode(&mut r, PropertyContext::Publish)?
-    } else {
-        Properties::default()
-    };
+    let packet_id = if qos == QoS::AtMostOnce { 0 } else { packet_id(&mut r)? };
+    let properties = if v5 { Properties::decode(&mut r, PropertyContext::Publish)? } else { Properties::default() };
     let aliased = properties.topic_alias.is_some();
     if topic.is_empty() {
         if !aliased {
@@ -324,15 +256,7 @@ fn publish(flags: u8, body: &Bytes, v5: bool) -> Result<Publish, DecodeError> {
     }
     let topic: Arc<str> = Arc::from(topic);
     let payload = body.slice(r.position()..);
-    Ok(Publish {
-        dup,
-        qos,
-        retain,
-        topic,
-        packet_id,
-        properties,
-        payload,
-    })
+    Ok(Publish { dup, qos, retain, topic, packet_id, properties, payload })
 }
 
 fn ack(body: &[u8], v5: bool, allowed: &[u8]) -> Result<PubAck, DecodeError> {
@@ -349,21 +273,13 @@ fn ack(body: &[u8], v5: bool, allowed: &[u8]) -> Result<PubAck, DecodeError> {
         }
     }
     finish(&r)?;
-    Ok(PubAck {
-        packet_id,
-        reason,
-        properties,
-    })
+    Ok(PubAck { packet_id, reason, properties })
 }
 
 fn subscribe(body: &[u8], v5: bool) -> Result<Subscribe, DecodeError> {
     let mut r = Reader::new(body);
     let packet_id = packet_id(&mut r)?;
-    let properties = if v5 {
-        Properties::decode(&mut r, PropertyContext::Subscribe)?
-    } else {
-        Properties::default()
-    };
+    let properties = if v5 { Properties::decode(&mut r, PropertyContext::Subscribe)? } else { Properties::default() };
     let mut filters = Vec::new();
     while !r.is_empty() {
         let filter = r.utf8()?;
@@ -379,12 +295,8 @@ fn subscribe(body: &[u8], v5: bool) -> Result<Subscribe, DecodeError> {
             2 => RetainHandling::DoNotSend,
             _ => return Err(DecodeError::Protocol("retain handling 3")),
         };
-        let options = SubscriptionOptions {
-            qos,
-            no_local: byte & 0x04 != 0,
-            retain_as_published: byte & 0x08 != 0,
-            retain_handling,
-        };
+        let options =
+            SubscriptionOptions { qos, no_local: byte & 0x04 != 0, retain_as_published: byte & 0x08 != 0, retain_handling };
         if !topic::is_valid_filter(filter) {
             return Err(DecodeError::TopicFilterInvalid);
         }
@@ -396,46 +308,26 @@ fn subscribe(body: &[u8], v5: bool) -> Result<Subscribe, DecodeError> {
     if filters.is_empty() {
         return Err(DecodeError::Protocol("SUBSCRIBE without a topic filter"));
     }
-    Ok(Subscribe {
-        packet_id,
-        properties,
-        filters,
-    })
+    Ok(Subscribe { packet_id, properties, filters })
 }
 
 fn suback(body: &[u8], v5: bool) -> Result<SubAck, DecodeError> {
     let mut r = Reader::new(body);
     let packet_id = packet_id(&mut r)?;
-    let properties = if v5 {
-        Properties::decode(&mut r, PropertyContext::SubAck)?
-    } else {
-        Properties::default()
-    };
+    let properties = if v5 { Properties::decode(&mut r, PropertyContext::SubAck)? } else { Properties::default() };
     let mut reasons = Vec::with_capacity(r.remaining());
     while !r.is_empty() {
         let code = r.u8()?;
-        let allowed: &[u8] = if v5 {
-            reason::SUBACK_CODES
-        } else {
-            &[0, 1, 2, 0x80]
-        };
+        let allowed: &[u8] = if v5 { reason::SUBACK_CODES } else { &[0, 1, 2, 0x80] };
         reasons.push(reason_in(code, allowed)?);
     }
-    Ok(SubAck {
-        packet_id,
-        properties,
-        reasons,
-    })
+    Ok(SubAck { packet_id, properties, reasons })
 }
 
 fn unsubscribe(body: &[u8], v5: bool) -> Result<Unsubscribe, DecodeError> {
     let mut r = Reader::new(body);
     let packet_id = packet_id(&mut r)?;
-    let properties = if v5 {
-        Properties::decode(&mut r, PropertyContext::Unsubscribe)?
-    } else {
-        Properties::default()
-    };
+    let properties = if v5 { Properties::decode(&mut r, PropertyContext::Unsubscribe)? } else { Properties::default() };
     let mut filters = Vec::new();
     while !r.is_empty() {
         let filter = r.utf8()?;
@@ -447,11 +339,7 @@ fn unsubscribe(body: &[u8], v5: bool) -> Result<Unsubscribe, DecodeError> {
     if filters.is_empty() {
         return Err(DecodeError::Protocol("UNSUBSCRIBE without a topic filter"));
     }
-    Ok(Unsubscribe {
-        packet_id,
-        properties,
-        filters,
-    })
+    Ok(Unsubscribe { packet_id, properties, filters })
 }
 
 fn unsuback(body: &[u8], v5: bool) -> Result<UnsubAck, DecodeError> {
@@ -466,11 +354,7 @@ fn unsuback(body: &[u8], v5: bool) -> Result<UnsubAck, DecodeError> {
         }
     }
     finish(&r)?;
-    Ok(UnsubAck {
-        packet_id,
-        properties,
-        reasons,
-    })
+    Ok(UnsubAck { packet_id, properties, reasons })
 }
 
 fn disconnect(body: &[u8], v5: bool) -> Result<Disconnect, DecodeError> {
@@ -490,10 +374,7 @@ fn disconnect(body: &[u8], v5: bool) -> Result<Disconnect, DecodeError> {
 
 fn auth(body: &[u8]) -> Result<Auth, DecodeError> {
     let mut r = Reader::new(body);
-    let mut out = Auth {
-        reason: ReasonCode::SUCCESS,
-        properties: Properties::default(),
-    };
+    let mut out = Auth { reason: ReasonCode::SUCCESS, properties: Properties::default() };
     if !r.is_empty() {
         out.reason = reason_in(r.u8()?, reason::AUTH_CODES)?;
         out.properties = Properties::decode(&mut r, PropertyContext::Auth)?;

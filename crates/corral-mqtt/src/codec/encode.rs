@@ -72,29 +72,13 @@ fn body_len(packet: &Packet, v5: bool) -> usize {
         }
         Packet::ConnAck(c) => 2 + props_len(&c.properties, v5),
         Packet::Publish(p) => {
-            2 + p.topic.len()
-                + if p.qos == QoS::AtMostOnce { 0 } else { 2 }
-                + props_len(&p.properties, v5)
-                + p.payload.len()
+            2 + p.topic.len() + if p.qos == QoS::AtMostOnce { 0 } else { 2 } + props_len(&p.properties, v5) + p.payload.len()
         }
-        Packet::PubAck(a) | Packet::PubRec(a) | Packet::PubRel(a) | Packet::PubComp(a) => {
-            ack_len(a, v5)
-        }
-        Packet::Subscribe(s) => {
-            2 + props_len(&s.properties, v5)
-                + s.filters.iter().map(|(f, _)| 3 + f.len()).sum::<usize>()
-        }
+        Packet::PubAck(a) | Packet::PubRec(a) | Packet::PubRel(a) | Packet::PubComp(a) => ack_len(a, v5),
+        Packet::Subscribe(s) => 2 + props_len(&s.properties, v5) + s.filters.iter().map(|(f, _)| 3 + f.len()).sum::<usize>(),
         Packet::SubAck(s) => 2 + props_len(&s.properties, v5) + s.reasons.len(),
-        Packet::Unsubscribe(u) => {
-            2 + props_len(&u.properties, v5) + u.filters.iter().map(|f| 2 + f.len()).sum::<usize>()
-        }
-        Packet::UnsubAck(u) => {
-            2 + if v5 {
-                u.properties.block_len() + u.reasons.len()
-            } else {
-                0
-            }
-        }
+        Packet::Unsubscribe(u) => 2 + props_len(&u.properties, v5) + u.filters.iter().map(|f| 2 + f.len()).sum::<usize>(),
+        Packet::UnsubAck(u) => 2 + if v5 { u.properties.block_len() + u.reasons.len() } else { 0 },
         Packet::PingReq | Packet::PingResp => 0,
         Packet::Disconnect(d) => short_reason_len(d.reason.0, &d.properties, v5, false),
         Packet::Auth(a) => short_reason_len(a.reason.0, &a.properties, v5, true),
@@ -129,11 +113,7 @@ fn write_body(packet: &Packet, v5: bool, out: &mut BytesMut) {
         Packet::Connect(c) => connect(c, v5, out),
         Packet::ConnAck(c) => {
             out.put_u8(c.session_present as u8);
-            out.put_u8(if v5 {
-                c.reason.0
-            } else {
-                c.reason.to_v3_connack()
-            });
+            out.put_u8(if v5 { c.reason.0 } else { c.reason.to_v3_connack() });
             if v5 {
                 c.properties.encode(out);
             }

@@ -141,11 +141,7 @@ pub struct PubAck {
 
 impl PubAck {
     pub fn new(packet_id: u16, reason: ReasonCode) -> Self {
-        PubAck {
-            packet_id,
-            reason,
-            properties: Properties::default(),
-        }
+        PubAck { packet_id, reason, properties: Properties::default() }
     }
 }
 
@@ -170,10 +166,7 @@ pub struct SubscriptionOptions {
 
 impl SubscriptionOptions {
     pub fn to_byte(self) -> u8 {
-        self.qos as u8
-            | (self.no_local as u8) << 2
-            | (self.retain_as_published as u8) << 3
-            | (self.retain_handling as u8) << 4
+        self.qos as u8 | (self.no_local as u8) << 2 | (self.retain_as_published as u8) << 3 | (self.retain_handling as u8) << 4
     }
 }
 
@@ -215,10 +208,7 @@ pub struct Disconnect {
 
 impl Disconnect {
     pub fn new(reason: ReasonCode) -> Self {
-        Disconnect {
-            reason,
-            properties: Properties::default(),
-        }
+        Disconnect { reason, properties: Properties::default() }
     }
 }
 

@@ -91,11 +91,9 @@ fn allowed(pid: u8, ctx: PropertyContext) -> bool {
     use PropertyContext::*;
     use id::*;
     match pid {
-        PAYLOAD_FORMAT_INDICATOR
-        | MESSAGE_EXPIRY_INTERVAL
-        | CONTENT_TYPE
-        | RESPONSE_TOPIC
-        | CORRELATION_DATA => matches!(ctx, Publish | Will),
+        PAYLOAD_FORMAT_INDICATOR | MESSAGE_EXPIRY_INTERVAL | CONTENT_TYPE | RESPONSE_TOPIC | CORRELATION_DATA => {
+            matches!(ctx, Publish | Will)
+        }
         SUBSCRIPTION_IDENTIFIER => matches!(ctx, Publish | Subscribe),
         SESSION_EXPIRY_INTERVAL => matches!(ctx, Connect | ConnAck | Disconnect),
         ASSIGNED_CLIENT_IDENTIFIER
@@ -142,10 +140,7 @@ impl Properties {
     }
 
     /// Reads a property block (length + properties) for a packet of kind `ctx`.
-    pub(crate) fn decode(
-        r: &mut Reader<'_>,
-        ctx: PropertyContext,
-    ) -> Result<Properties, DecodeError> {
+    pub(crate) fn decode(r: &mut Reader<'_>, ctx: PropertyContext) -> Result<Properties, DecodeError> {
         let len = r.varint()? as usize;
         if len > r.remaining() {
             return Err(DecodeError::Malformed("property length exceeds packet"));
@@ -169,27 +164,18 @@ impl Properties {
         Ok(p)
     }
 
-    fn read_one(
-        &mut self,
-        pid: u8,
-        r: &mut Reader<'_>,
-        ctx: PropertyContext,
-    ) -> Result<(), DecodeError> {
+    fn read_one(&mut self, pid: u8, r: &mut Reader<'_>, ctx: PropertyContext) -> Result<(), DecodeError> {
         use id::*;
         let string = |r: &mut Reader<'_>| r.utf8().map(str::to_owned);
         let binary = |r: &mut Reader<'_>| r.binary().map(Bytes::copy_from_slice);
         match pid {
-            PAYLOAD_FORMAT_INDICATOR => {
-                set_once(&mut self.payload_format_indicator, flag(r.u8()?)?)
-            }
+            PAYLOAD_FORMAT_INDICATOR => set_once(&mut self.payload_format_indicator, flag(r.u8()?)?),
             MESSAGE_EXPIRY_INTERVAL => set_once(&mut self.message_expiry_interval, r.u32()?),
             CONTENT_TYPE => set_once(&mut self.content_type, string(r)?),
             RESPONSE_TOPIC => {
                 let topic = string(r)?;
                 if !crate::topic::is_valid_topic_name(&topic) {
-                    return Err(DecodeError::Protocol(
-                        "response topic must be a valid topic name",
-                    ));
+                    return Err(DecodeError::Protocol("response topic must be a valid topic name"));
                 }
                 set_once(&mut self.response_topic, topic)
             }
@@ -206,19 +192,13 @@ impl Properties {
                 Ok(())
             }
             SESSION_EXPIRY_INTERVAL => set_once(&mut self.session_expiry_interval, r.u32()?),
-            ASSIGNED_CLIENT_IDENTIFIER => {
-                set_once(&mut self.assigned_client_identifier, string(r)?)
-            }
+            ASSIGNED_CLIENT_IDENTIFIER => set_once(&mut self.assigned_client_identifier, string(r)?),
             SERVER_KEEP_ALIVE => set_once(&mut self.server_keep_alive, r.u16()?),
             AUTHENTICATION_METHOD => set_once(&mut self.authentication_method, string(r)?),
             AUTHENTICATION_DATA => set_once(&mut self.authentication_data, binary(r)?),
-            REQUEST_PROBLEM_INFORMATION => {
-                set_once(&mut self.request_problem_information, flag(r.u8()?)?)
-            }
+            REQUEST_PROBLEM_INFORMATION => set_once(&mut self.request_problem_information, flag(r.u8()?)?),
             WILL_DELAY_INTERVAL => set_once(&mut self.will_delay_interval, r.u32()?),
-            REQUEST_RESPONSE_INFORMATION => {
-                set_once(&mut self.request_response_information, flag(r.u8()?)?)
-            }
+            REQUEST_RESPONSE_INFORMATION => set_once(&mut self.request_response_information, flag(r.u8()?)?),
             RESPONSE_INFORMATION => set_once(&mut self.response_information, string(r)?),
             SERVER_REFERENCE => set_once(&mut self.server_reference, string(r)?),
             REASON_STRING => set_once(&mut self.reason_string, string(r)?),
@@ -246,15 +226,9 @@ impl Properties {
                 }
                 set_once(&mut self.maximum_packet_size, v)
             }
-            WILDCARD_SUBSCRIPTION_AVAILABLE => {
-                set_once(&mut self.wildcard_subscription_available, flag(r.u8()?)?)
-            }
-            SUBSCRIPTION_IDENTIFIER_AVAILABLE => {
-                set_once(&mut self.subscription_identifier_available, flag(r.u8()?)?)
-            }
-            SHARED_SUBSCRIPTION_AVAILABLE => {
-                set_once(&mut self.shared_subscription_available, flag(r.u8()?)?)
-            }
+            WILDCARD_SUBSCRIPTION_AVAILABLE => set_once(&mut self.wildcard_subscription_available, flag(r.u8()?)?),
+            SUBSCRIPTION_IDENTIFIER_AVAILABLE => set_once(&mut self.subscription_identifier_available, flag(r.u8()?)?),
+            SHARED_SUBSCRIPTION_AVAILABLE => set_once(&mut self.shared_subscription_available, flag(r.u8()?)?),
             _ => Err(DecodeError::Malformed("unknown property")),
         }
     }
@@ -269,11 +243,7 @@ impl Properties {
             + s(&self.content_type)
             + s(&self.response_topic)
             + b(&self.correlation_data)
-            + self
-                .subscription_identifiers
-                .iter()
-                .map(|&v| 1 + varint_len(v))
-                .sum::<usize>()
+            + self.subscription_identifiers.iter().map(|&v| 1 + varint_len(v)).sum::<usize>()
             + n(self.session_expiry_interval.is_some(), 4)
             + s(&self.assigned_client_identifier)
             + n(self.server_keep_alive.is_some(), 2)
@@ -290,11 +260,7 @@ impl Properties {
             + n(self.topic_alias.is_some(), 2)
             + n(self.maximum_qos.is_some(), 1)
             + n(self.retain_available.is_some(), 1)
-            + self
-                .user_properties
-                .iter()
-                .map(|(k, v)| 5 + k.len() + v.len())
-                .sum::<usize>()
+            + self.user_properties.iter().map(|(k, v)| 5 + k.len() + v.len()).sum::<usize>()
             + n(self.maximum_packet_size.is_some(), 4)
             + n(self.wildcard_subscription_available.is_some(), 1)
             + n(self.subscription_identifier_available.is_some(), 1)
@@ -350,25 +316,13 @@ impl Properties {
             put_varint(out, v.min(MAX_VARINT));
         }
         u32p(out, SESSION_EXPIRY_INTERVAL, self.session_expiry_interval);
-        strp(
-            out,
-            ASSIGNED_CLIENT_IDENTIFIER,
-            &self.assigned_client_identifier,
-        );
+        strp(out, ASSIGNED_CLIENT_IDENTIFIER, &self.assigned_client_identifier);
         u16p(out, SERVER_KEEP_ALIVE, self.server_keep_alive);
         strp(out, AUTHENTICATION_METHOD, &self.authentication_method);
         binp(out, AUTHENTICATION_DATA, &self.authentication_data);
-        u8p(
-            out,
-            REQUEST_PROBLEM_INFORMATION,
-            self.request_problem_information,
-        );
+        u8p(out, REQUEST_PROBLEM_INFORMATION, self.request_problem_information);
         u32p(out, WILL_DELAY_INTERVAL, self.will_delay_interval);
-        u8p(
-            out,
-            REQUEST_RESPONSE_INFORMATION,
-            self.request_response_information,
-        );
+        u8p(out, REQUEST_RESPONSE_INFORMATION, self.request_response_information);
         strp(out, RESPONSE_INFORMATION, &self.response_information);
         strp(out, SERVER_REFERENCE, &self.server_reference);
         strp(out, REASON_STRING, &self.reason_string);
@@ -383,21 +337,9 @@ impl Properties {
             put_str(out, v);
         }
         u32p(out, MAXIMUM_PACKET_SIZE, self.maximum_packet_size);
-        u8p(
-            out,
-            WILDCARD_SUBSCRIPTION_AVAILABLE,
-            self.wildcard_subscription_available,
-        );
-        u8p(
-            out,
-            SUBSCRIPTION_IDENTIFIER_AVAILABLE,
-            self.subscription_identifier_available,
-        );
-        u8p(
-            out,
-            SHARED_SUBSCRIPTION_AVAILABLE,
-            self.shared_subscription_available,
-        );
+        u8p(out, WILDCARD_SUBSCRIPTION_AVAILABLE, self.wildcard_subscription_available);
+        u8p(out, SUBSCRIPTION_IDENTIFIER_AVAILABLE, self.subscription_identifier_available);
+        u8p(out, SHARED_SUBSCRIPTION_AVAILABLE, self.shared_subscription_available);
     }
 }
 
@@ -432,22 +374,13 @@ mod tests {
     fn rejects_duplicates_wrong_context_and_bad_values() {
         // session expiry twice
         let dup = [10, 0x11, 0, 0, 0, 1, 0x11, 0, 0, 0, 2];
-        assert!(matches!(
-            decode(&dup, PropertyContext::Connect),
-            Err(DecodeError::Protocol(_))
-        ));
+        assert!(matches!(decode(&dup, PropertyContext::Connect), Err(DecodeError::Protocol(_))));
         // topic alias in CONNECT
-        assert!(matches!(
-            decode(&[3, 0x23, 0, 1], PropertyContext::Connect),
-            Err(DecodeError::Protocol(_))
-        ));
+        assert!(matches!(decode(&[3, 0x23, 0, 1], PropertyContext::Connect), Err(DecodeError::Protocol(_))));
         // receive maximum 0
         assert!(decode(&[3, 0x21, 0, 0], PropertyContext::Connect).is_err());
         // unknown identifier
-        assert!(matches!(
-            decode(&[2, 0x7F, 0], PropertyContext::Connect),
-            Err(DecodeError::Malformed(_))
-        ));
+        assert!(matches!(decode(&[2, 0x7F, 0], PropertyContext::Connect), Err(DecodeError::Malformed(_))));
         // length beyond the packet
         assert!(decode(&[9, 0x01, 0], PropertyContext::Publish).is_err());
         // subscription id 0

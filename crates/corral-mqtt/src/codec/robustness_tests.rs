@@ -15,8 +15,8 @@ fn check(bytes: &[u8], version: ProtocolVersion) {
             Ok(Some(packet)) => {
                 let mut again = BytesMut::new();
                 encode_packet(&packet, version, &mut again);
-                let back = decode_packet(&mut again, version, usize::MAX)
-                    .unwrap_or_else(|e| panic!("re-decoding {packet:?}: {e}"));
+                let back =
+                    decode_packet(&mut again, version, usize::MAX).unwrap_or_else(|e| panic!("re-decoding {packet:?}: {e}"));
                 assert_eq!(back.as_ref(), Some(&packet));
             }
             Ok(None) | Err(_) => break,
@@ -27,11 +27,7 @@ fn check(bytes: &[u8], version: ProtocolVersion) {
 fn seeds() -> Vec<Vec<u8>> {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/corpus/decode");
     let mut seeds: Vec<Vec<u8>> = std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .filter_map(|e| std::fs::read(e.ok()?.path()).ok())
-                .collect()
-        })
+        .map(|entries| entries.filter_map(|e| std::fs::read(e.ok()?.path()).ok()).collect())
         .unwrap_or_default();
     assert!(seeds.len() >= 10, "seed corpus missing in {dir}");
     seeds.sort();

@@ -32,10 +32,7 @@ impl<'a> Reader<'a> {
     }
 
     pub fn u8(&mut self) -> Result<u8, DecodeError> {
-        let b = *self
-            .buf
-            .get(self.pos)
-            .ok_or(DecodeError::Malformed("packet ends early"))?;
+        let b = *self.buf.get(self.pos).ok_or(DecodeError::Malformed("packet ends early"))?;
         self.pos += 1;
         Ok(b)
     }
@@ -65,9 +62,7 @@ impl<'a> Reader<'a> {
                 self.pos += len;
                 Ok(value)
             }
-            None => Err(DecodeError::Malformed(
-                "packet ends inside a variable byte integer",
-            )),
+            None => Err(DecodeError::Malformed("packet ends inside a variable byte integer")),
         }
     }
 
@@ -97,24 +92,18 @@ pub fn decode_varint(buf: &[u8]) -> Result<Option<(u32, usize)>, DecodeError> {
     let mut value: u32 = 0;
     for (i, &byte) in buf.iter().enumerate() {
         if i == 4 {
-            return Err(DecodeError::Malformed(
-                "variable byte integer longer than 4 bytes",
-            ));
+            return Err(DecodeError::Malformed("variable byte integer longer than 4 bytes"));
         }
         value |= u32::from(byte & 0x7F) << (7 * i);
         if byte & 0x80 == 0 {
             if i > 0 && byte == 0 {
-                return Err(DecodeError::Malformed(
-                    "variable byte integer not minimally encoded",
-                ));
+                return Err(DecodeError::Malformed("variable byte integer not minimally encoded"));
             }
             return Ok(Some((value, i + 1)));
         }
     }
     if buf.len() >= 4 {
-        return Err(DecodeError::Malformed(
-            "variable byte integer longer than 4 bytes",
-        ));
+        return Err(DecodeError::Malformed("variable byte integer longer than 4 bytes"));
     }
     Ok(None)
 }
@@ -162,9 +151,7 @@ mod tests {
 
     #[test]
     fn varint_round_trips_at_every_length_boundary() {
-        for value in [
-            0, 127, 128, 16_383, 16_384, 2_097_151, 2_097_152, MAX_VARINT,
-        ] {
+        for value in [0, 127, 128, 16_383, 16_384, 2_097_151, 2_097_152, MAX_VARINT] {
             let mut out = BytesMut::new();
             put_varint(&mut out, value);
             assert_eq!(out.len(), varint_len(value));

@@ -13,8 +13,7 @@ use futures::stream::FuturesOrdered;
 use super::Connection;
 use super::transport::{Transport, Writer};
 use crate::codec::{
-    ConnAck, Connect, Packet, Properties, ProtocolVersion, ReasonCode, decode_packet,
-    encode_packet, peek_connect_level,
+    ConnAck, Connect, Packet, Properties, ProtocolVersion, ReasonCode, decode_packet, encode_packet, peek_connect_level,
 };
 use crate::error::DecodeError;
 use crate::hooks::{ConnectRequest, Identity};
@@ -31,10 +30,7 @@ pub(super) async fn handshake(
     label: &'static str,
     certificate: Option<Vec<u8>>,
 ) -> Option<Connection> {
-    let Transport {
-        mut reader,
-        mut writer,
-    } = transport;
+    let Transport { mut reader, mut writer } = transport;
     let deadline = tokio::time::Instant::now() + state.config.connect_timeout;
     let max = state.config.max_packet_size as usize;
     let mut rbuf = BytesMut::new();
@@ -67,47 +63,23 @@ pub(super) async fn handshake(
     };
     let connect = *connect;
     let version = connect.version;
-    let refuse = |reason: ReasonCode| ConnAck {
-        session_present: false,
-        reason,
-        properties: Properties::default(),
-    };
+    let refuse = |reason: ReasonCode| ConnAck { session_present: false, reason, properties: Properties::default() };
 
     if connect.properties.authentication_method.is_some() {
         // Enhanced authentication (AUTH exchanges) is not supported.
-        send_connack(
-            &state,
-            &mut writer,
-            version,
-            refuse(ReasonCode::BAD_AUTHENTICATION_METHOD),
-        )
-        .await;
+        send_connack(&state, &mut writer, version, refuse(ReasonCode::BAD_AUTHENTICATION_METHOD)).await;
         return None;
     }
-    if state.metrics.connections_current.load(Ordering::Relaxed) as usize
-        >= state.config.max_connections
-    {
+    if state.metrics.connections_current.load(Ordering::Relaxed) as usize >= state.config.max_connections {
         tracing::warn!(%peer, max = state.config.max_connections, "connection limit reached; refusing");
-        send_connack(
-            &state,
-            &mut writer,
-            version,
-            refuse(ReasonCode::QUOTA_EXCEEDED),
-        )
-        .await;
+        send_connack(&state, &mut writer, version, refuse(ReasonCode::QUOTA_EXCEEDED)).await;
         return None;
     }
     let mut client_id = connect.client_id.clone();
     let assigned = client_id.is_empty();
     if assigned {
         if version == ProtocolVersion::V311 && !connect.clean_start {
-            send_connack(
-                &state,
-                &mut writer,
-                version,
-                refuse(ReasonCode::CLIENT_IDENTIFIER_NOT_VALID),
-            )
-            .await;
+            send_connack(&state, &mut writer, version, refuse(ReasonCode::CLIENT_IDENTIFIER_NOT_VALID)).await;
             return None;
         }
         client_id = format!("corral-{:016x}", rand::random::<u64>());
@@ -140,48 +112,21 @@ pub(super) async fn handshake(
     {
         tracing::info!(%peer, client_id = %client_id, topic = %will.topic, "will topic denied by ACL; CONNECT refused");
         metrics::inc(&state.metrics.denied_publish);
-        send_connack(
-            &state,
-            &mut writer,
-            version,
-            refuse(ReasonCode::NOT_AUTHORIZED),
-        )
-        .await;
+        send_connack(&state, &mut writer, version, refuse(ReasonCode::NOT_AUTHORIZED)).await;
         return None;
     }
     if state.is_shutting_down() {
-        send_connack(
-            &state,
-            &mut writer,
-            version,
-            refuse(ReasonCode::SERVER_UNAVAILABLE),
-        )
-        .await;
+        send_connack(&state, &mut writer, version, refuse(ReasonCode::SERVER_UNAVAILABLE)).await;
         return None;
     }
 
     let version = connect.version;
-    let connection = accept(
-        state.clone(),
-        connect,
-        client_id,
-        assigned,
-        identity,
-        (reader, writer),
-        rbuf,
-        peer,
-    );
+    let connection = accept(state.clone(), connect, client_id, assigned, identity, (reader, writer), rbuf, peer);
     match connection {
         Ok(connection) => Some(connection),
         Err(mut writer) => {
             tracing::info!(%peer, "client id is a session another credential owns; CONNECT refused");
-            send_connack(
-                &state,
-                &mut writer,
-                version,
-                refuse(ReasonCode::CLIENT_IDENTIFIER_NOT_VALID),
-            )
-            .await;
+            send_connack(&state, &mut writer, version, refuse(ReasonCode::CLIENT_IDENTIFIER_NOT_VALID)).await;
             None
         }
     }
@@ -225,14 +170,7 @@ fn accept(
     let identity = Arc::new(identity);
     let client_id: Arc<str> = Arc::from(client_id);
     let generation = state.next_generation.fetch_add(1, Ordering::Relaxed);
-    let Some(attached) = state.attach(
-        &client_id,
-        connect.clean_start,
-        expiry_secs,
-        version,
-        &identity,
-        generation,
-    ) else {
+    let Some(attached) = state.attach(&client_id, connect.clean_start, expiry_secs, version, &identity, generation) else {
         return Err(writer);
     };
 
@@ -240,18 +178,13 @@ fn accept(
     if v5 {
         properties.receive_maximum = Some(config.receive_maximum);
         properties.maximum_packet_size = Some(config.max_packet_size);
-        properties.topic_alias_maximum =
-            (config.topic_alias_maximum > 0).then_some(config.topic_alias_maximum);
+        properties.topic_alias_maximum = (config.topic_alias_maximum > 0).then_some(config.topic_alias_maximum);
         properties.server_keep_alive = server_keep_alive;
         if assigned {
             properties.assigned_client_identifier = Some(client_id.to_string());
         }
     }
-    let connack = ConnAck {
-        session_present: attached.session_present,
-        reason: ReasonCode::SUCCESS,
-        properties,
-    };
+    let connack = ConnAck { session_present: attached.session_present, reason: ReasonCode::SUCCESS, properties };
     let mut wbuf = BytesMut::new();
     let n = encode_packet(&Packet::ConnAck(connack), version, &mut wbuf);
     metrics::add(&state.metrics.bytes_out, n as u64);
@@ -259,10 +192,7 @@ fn accept(
 
     let client_props = &connect.properties;
     let send_window = match version {
-        ProtocolVersion::V5 => client_props
-            .receive_maximum
-            .unwrap_or(u16::MAX)
-            .min(config.max_inflight),
+        ProtocolVersion::V5 => client_props.receive_maximum.unwrap_or(u16::MAX).min(config.max_inflight),
         ProtocolVersion::V311 => config.max_inflight,
     } as usize;
     let tenant = match &*identity {
@@ -272,9 +202,7 @@ fn accept(
     tracing::debug!(client_id = %client_id, %peer, ?version, session_present = attached.session_present, "client connected");
     state.hooks.on_connected(&identity, &client_id);
     Ok(Connection {
-        rate: config
-            .publish_rate_limit
-            .map(|limit| TokenBucket::new(limit, Instant::now())),
+        rate: config.publish_rate_limit.map(|limit| TokenBucket::new(limit, Instant::now())),
         state: state.clone(),
         reader,
         writer,
@@ -287,18 +215,11 @@ fn accept(
         tenant,
         session: attached.session,
         generation,
-        keep_alive: (keep_alive_secs > 0)
-            .then(|| Duration::from_millis(u64::from(keep_alive_secs) * 1500)),
+        keep_alive: (keep_alive_secs > 0).then(|| Duration::from_millis(u64::from(keep_alive_secs) * 1500)),
         last_packet_at: Instant::now(),
         send_window,
-        client_max_packet: client_props
-            .maximum_packet_size
-            .map_or(usize::MAX, |m| m as usize),
-        client_alias_max: if v5 {
-            client_props.topic_alias_maximum.unwrap_or(0)
-        } else {
-            0
-        },
+        client_max_packet: client_props.maximum_packet_size.map_or(usize::MAX, |m| m as usize),
+        client_alias_max: if v5 { client_props.topic_alias_maximum.unwrap_or(0) } else { 0 },
         inbound_aliases: HashMap::new(),
         outbound_aliases: HashMap::new(),
         will: connect.will.map(Box::new),
@@ -313,12 +234,7 @@ fn accept(
     })
 }
 
-async fn send_connack(
-    state: &BrokerState,
-    writer: &mut Writer,
-    version: ProtocolVersion,
-    connack: ConnAck,
-) {
+async fn send_connack(state: &BrokerState, writer: &mut Writer, version: ProtocolVersion, connack: ConnAck) {
     metrics::inc(&state.metrics.connects_refused);
     let mut out = BytesMut::new();
     encode_packet(&Packet::ConnAck(connack), version, &mut out);
@@ -328,47 +244,19 @@ async fn send_connack(
 
 /// A CONNECT that does not decode: unsupported versions get the CONNACK of their own protocol;
 /// a v5 CONNECT gets a CONNACK with the reason; anything else is just closed.
-async fn refuse_undecodable(
-    state: &BrokerState,
-    writer: &mut Writer,
-    level: Option<u8>,
-    error: &DecodeError,
-    peer: SocketAddr,
-) {
+async fn refuse_undecodable(state: &BrokerState, writer: &mut Writer, level: Option<u8>, error: &DecodeError, peer: SocketAddr) {
     metrics::inc(&state.metrics.protocol_errors);
     tracing::info!(%peer, %error, "invalid CONNECT");
-    let refuse = |reason| ConnAck {
-        session_present: false,
-        reason,
-        properties: Properties::default(),
-    };
+    let refuse = |reason| ConnAck { session_present: false, reason, properties: Properties::default() };
     match error {
         DecodeError::UnsupportedProtocolVersion(level) if *level < 5 => {
-            send_connack(
-                state,
-                writer,
-                ProtocolVersion::V311,
-                refuse(ReasonCode::UNSUPPORTED_PROTOCOL_VERSION),
-            )
-            .await;
+            send_connack(state, writer, ProtocolVersion::V311, refuse(ReasonCode::UNSUPPORTED_PROTOCOL_VERSION)).await;
         }
         DecodeError::UnsupportedProtocolVersion(_) => {
-            send_connack(
-                state,
-                writer,
-                ProtocolVersion::V5,
-                refuse(ReasonCode::UNSUPPORTED_PROTOCOL_VERSION),
-            )
-            .await;
+            send_connack(state, writer, ProtocolVersion::V5, refuse(ReasonCode::UNSUPPORTED_PROTOCOL_VERSION)).await;
         }
         other if level == Some(5) => {
-            send_connack(
-                state,
-                writer,
-                ProtocolVersion::V5,
-                refuse(other.reason_code()),
-            )
-            .await;
+            send_connack(state, writer, ProtocolVersion::V5, refuse(other.reason_code())).await;
         }
         _ => writer.shutdown().await,
     }

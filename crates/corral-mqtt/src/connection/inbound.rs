@@ -7,9 +7,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::{Connection, Exit};
-use crate::codec::{
-    Disconnect, Packet, PubAck, Publish, QoS, ReasonCode, SubAck, Subscribe, UnsubAck, Unsubscribe,
-};
+use crate::codec::{Disconnect, Packet, PubAck, Publish, QoS, ReasonCode, SubAck, Subscribe, UnsubAck, Unsubscribe};
 use crate::hooks::{Identity, InboundPublish, PlatformWrite, PublishRefusal};
 use crate::message::{Message, forwarded_properties, now_ms};
 use crate::persist::{Op, Persist};
@@ -27,32 +25,14 @@ const MAX_STAGED: usize = 512;
 /// A publish waiting for its turn in the (ordered) first stage.
 pub(crate) enum Staged {
     /// To be routed, then acknowledged. Queued, it holds back the routing of later publishes.
-    Accept {
-        message: Arc<Message>,
-        qos: QoS,
-        packet_id: u16,
-    },
+    Accept { message: Arc<Message>, qos: QoS, packet_id: u16 },
     /// Routed already (`logged`: that changed logged broker state); acknowledge it.
-    Routed {
-        qos: QoS,
-        packet_id: u16,
-        logged: bool,
-    },
+    Routed { qos: QoS, packet_id: u16, logged: bool },
     /// Not routed; acknowledged with `reason` (v5 0x87 on ACL denial; success for 3.1.1).
-    Refuse {
-        qos: QoS,
-        packet_id: u16,
-        reason: ReasonCode,
-    },
+    Refuse { qos: QoS, packet_id: u16, reason: ReasonCode },
     /// The platform refused it (decoding, or its write); `held_routing` if it was queued to be
     /// routed after the write.
-    PlatformRefused {
-        qos: QoS,
-        packet_id: u16,
-        topic: Arc<str>,
-        refusal: PublishRefusal,
-        held_routing: bool,
-    },
+    PlatformRefused { qos: QoS, packet_id: u16, topic: Arc<str>, refusal: PublishRefusal, held_routing: bool },
     /// A QoS 2 resend of a packet id we already hold: PUBREC again, route nothing.
     Duplicate { packet_id: u16 },
 }
@@ -60,30 +40,17 @@ pub(crate) enum Staged {
 impl Staged {
     /// Whether, while queued, it keeps later publishes from being routed before it.
     fn holds_routing(&self) -> bool {
-        matches!(
-            self,
-            Staged::Accept { .. }
-                | Staged::PlatformRefused {
-                    held_routing: true,
-                    ..
-                }
-        )
+        matches!(self, Staged::Accept { .. } | Staged::PlatformRefused { held_routing: true, .. })
     }
 }
 
 /// The hook's view of a message on a platform topic; `None` if the topic is not one.
-pub(crate) fn platform_publish_of(
-    message: &Message,
-    identity: &Identity,
-) -> Option<InboundPublish> {
+pub(crate) fn platform_publish_of(message: &Message, identity: &Identity) -> Option<InboundPublish> {
     let _ = identity;
     let (device, kind) = topic::platform_topic(&message.topic)?;
     let props = message.props.as_deref();
     Some(InboundPublish {
-        client_id: message
-            .origin_client
-            .clone()
-            .unwrap_or_else(|| Arc::from("")),
+        client_id: message.origin_client.clone().unwrap_or_else(|| Arc::from("")),
         topic: message.topic.clone(),
         device: device.to_owned(),
         kind,
@@ -159,23 +126,11 @@ impl Connection {
                 return;
             }
             // 3.1.1 has no negative ack: acknowledge and drop, like Mosquitto.
-            let reason = if self.is_v5() {
-                ReasonCode::NOT_AUTHORIZED
-            } else {
-                ReasonCode::SUCCESS
-            };
-            return self.stage_ready(Staged::Refuse {
-                qos,
-                packet_id,
-                reason,
-            });
+            let reason = if self.is_v5() { ReasonCode::NOT_AUTHORIZED } else { ReasonCode::SUCCESS };
+            return self.stage_ready(Staged::Refuse { qos, packet_id, reason });
         }
         let now = now_ms();
-        let payload = if p.payload.len() < COPY_PAYLOAD_BELOW {
-            Bytes::copy_from_slice(&p.payload)
-        } else {
-            p.payload
-        };
+        let payload = if p.payload.len() < COPY_PAYLOAD_BELOW { Bytes::copy_from_slice(&p.payload) } else { p.payload };
         let origin_tenant = self.origin_tenant(&topic);
         let message = Arc::new(Message {
             id: self.state.new_message_id(),
@@ -183,15 +138,8 @@ impl Connection {
             payload,
             qos,
             retain: p.retain,
-            props: if self.is_v5() {
-                forwarded_properties(&p.properties)
-            } else {
-                None
-            },
-            expires_at_ms: p
-                .properties
-                .message_expiry_interval
-                .map(|s| now + u64::from(s) * 1000),
+            props: if self.is_v5() { forwarded_properties(&p.properties) } else { None },
+            expires_at_ms: p.properties.message_expiry_interval.map(|s| now + u64::from(s) * 1000),
             origin_client: Some(self.client_id.clone()),
             origin_tenant,
         });
@@ -216,13 +164,7 @@ impl Connection {
     /// An accepted publish. Routed now, unless a publish queued ahead of it has yet to be routed
     /// (arrival order) or it is QoS 2 with a platform write to wait for (a resend after a crash
     /// must not deliver it twice); acknowledged in arrival order once `write` is durable.
-    fn accept(
-        &mut self,
-        message: Arc<Message>,
-        qos: QoS,
-        packet_id: u16,
-        write: Option<PlatformWrite>,
-    ) {
+    fn accept(&mut self, message: Arc<Message>, qos: QoS, packet_id: u16, write: Option<PlatformWrite>) {
         let topic = message.topic.clone();
         if self.routes_held > 0 || (qos == QoS::ExactlyOnce && write.is_some()) {
             self.routes_held += 1;
@@ -230,19 +172,9 @@ impl Connection {
                 if let Some(write) = write
                     && let Err(refusal) = write.await
                 {
-                    return Staged::PlatformRefused {
-                        qos,
-                        packet_id,
-                        topic,
-                        refusal,
-                        held_routing: true,
-                    };
+                    return Staged::PlatformRefused { qos, packet_id, topic, refusal, held_routing: true };
                 }
-                Staged::Accept {
-                    message,
-                    qos,
-                    packet_id,
-                }
+                Staged::Accept { message, qos, packet_id }
             }));
             return;
         }
@@ -252,13 +184,7 @@ impl Connection {
             Some(write) => self.staged.push_back(Box::pin(async move {
                 match write.await {
                     Ok(()) => routed,
-                    Err(refusal) => Staged::PlatformRefused {
-                        qos,
-                        packet_id,
-                        topic,
-                        refusal,
-                        held_routing: false,
-                    },
+                    Err(refusal) => Staged::PlatformRefused { qos, packet_id, topic, refusal, held_routing: false },
                 }
             })),
         }
@@ -271,30 +197,19 @@ impl Connection {
         if qos == QoS::ExactlyOnce {
             logged |= self.hold_inbound_qos2(packet_id);
         }
-        Staged::Routed {
-            qos,
-            packet_id,
-            logged,
-        }
+        Staged::Routed { qos, packet_id, logged }
     }
 
     /// Topic of a PUBLISH after MQTT 5 topic alias resolution, or the DISCONNECT reason.
     fn resolve_topic(&mut self, p: &Publish) -> Result<Arc<str>, ReasonCode> {
         let Some(alias) = p.properties.topic_alias.filter(|_| self.is_v5()) else {
-            return if p.topic.is_empty() {
-                Err(ReasonCode::PROTOCOL_ERROR)
-            } else {
-                Ok(p.topic.clone())
-            };
+            return if p.topic.is_empty() { Err(ReasonCode::PROTOCOL_ERROR) } else { Ok(p.topic.clone()) };
         };
         if alias == 0 || alias > self.state.config.topic_alias_maximum {
             return Err(ReasonCode::TOPIC_ALIAS_INVALID);
         }
         if p.topic.is_empty() {
-            self.inbound_aliases
-                .get(&alias)
-                .cloned()
-                .ok_or(ReasonCode::PROTOCOL_ERROR)
+            self.inbound_aliases.get(&alias).cloned().ok_or(ReasonCode::PROTOCOL_ERROR)
         } else {
             self.inbound_aliases.insert(alias, p.topic.clone());
             Ok(p.topic.clone())
@@ -306,12 +221,7 @@ impl Connection {
         match topic::device_of(topic_name) {
             Some(device) => match &*self.identity {
                 Identity::Device { id, .. } if id == device => self.tenant.clone(),
-                _ => self
-                    .state
-                    .hooks
-                    .device_tenant(device)
-                    .map(Arc::from)
-                    .or_else(|| self.tenant.clone()),
+                _ => self.state.hooks.device_tenant(device).map(Arc::from).or_else(|| self.tenant.clone()),
             },
             None => self.tenant.clone(),
         }
@@ -340,52 +250,25 @@ impl Connection {
     /// A publish's turn (in arrival order): route it if not yet done, and acknowledge it.
     fn on_staged(&mut self, staged: Staged) {
         match staged {
-            Staged::Accept {
-                message,
-                qos,
-                packet_id,
-            } => {
+            Staged::Accept { message, qos, packet_id } => {
                 let routed = self.route(message, qos, packet_id);
                 self.on_staged(routed);
             }
-            Staged::Routed {
-                qos,
-                packet_id,
-                logged,
-            } => match qos {
+            Staged::Routed { qos, packet_id, logged } => match qos {
                 QoS::AtMostOnce => {}
-                QoS::AtLeastOnce => self.ack_after(
-                    Packet::PubAck(PubAck::new(packet_id, ReasonCode::SUCCESS)),
-                    logged,
-                ),
-                QoS::ExactlyOnce => self.ack_after(
-                    Packet::PubRec(PubAck::new(packet_id, ReasonCode::SUCCESS)),
-                    logged,
-                ),
+                QoS::AtLeastOnce => self.ack_after(Packet::PubAck(PubAck::new(packet_id, ReasonCode::SUCCESS)), logged),
+                QoS::ExactlyOnce => self.ack_after(Packet::PubRec(PubAck::new(packet_id, ReasonCode::SUCCESS)), logged),
             },
-            Staged::Refuse {
-                qos,
-                packet_id,
-                reason,
-            } => self.ack_now_or_in_order(qos, packet_id, reason),
-            Staged::PlatformRefused {
-                qos,
-                packet_id,
-                topic,
-                refusal,
-                ..
-            } => {
+            Staged::Refuse { qos, packet_id, reason } => self.ack_now_or_in_order(qos, packet_id, reason),
+            Staged::PlatformRefused { qos, packet_id, topic, refusal, .. } => {
                 metrics::inc(&self.state.metrics.platform_refused);
                 tracing::info!(client_id = %self.client_id, topic = %topic, error = %refusal, "platform refused publish");
                 match (qos, self.is_v5()) {
                     (QoS::AtMostOnce, _) => {}
                     (_, true) => {
                         let allowed = [0x80, 0x83, 0x87, 0x90, 0x97, 0x99];
-                        let reason = if allowed.contains(&refusal.reason.0) {
-                            refusal.reason
-                        } else {
-                            ReasonCode::UNSPECIFIED_ERROR
-                        };
+                        let reason =
+                            if allowed.contains(&refusal.reason.0) { refusal.reason } else { ReasonCode::UNSPECIFIED_ERROR };
                         self.ack_now_or_in_order(qos, packet_id, reason);
                     }
                     (_, false) => self.fail(Exit::Refused),
@@ -393,21 +276,14 @@ impl Connection {
             }
             Staged::Duplicate { packet_id } => {
                 let durable = self.state.persist_for(&self.session).is_some();
-                self.ack_after(
-                    Packet::PubRec(PubAck::new(packet_id, ReasonCode::SUCCESS)),
-                    durable,
-                );
+                self.ack_after(Packet::PubRec(PubAck::new(packet_id, ReasonCode::SUCCESS)), durable);
             }
         }
     }
 
     fn ack_now_or_in_order(&mut self, qos: QoS, packet_id: u16, reason: ReasonCode) {
         let ack = PubAck::new(packet_id, reason);
-        let packet = if qos == QoS::ExactlyOnce {
-            Packet::PubRec(ack)
-        } else {
-            Packet::PubAck(ack)
-        };
+        let packet = if qos == QoS::ExactlyOnce { Packet::PubRec(ack) } else { Packet::PubAck(ack) };
         self.ack_after(packet, false);
     }
 
@@ -421,11 +297,7 @@ impl Connection {
         }
         st.inbound_qos2.insert(packet_id);
         if let Some(p) = persist {
-            p.log(&Op::InboundQos2 {
-                client_id: self.client_id.clone(),
-                packet_id,
-                stored: true,
-            });
+            p.log(&Op::InboundQos2 { client_id: self.client_id.clone(), packet_id, stored: true });
         }
         persist.is_some()
     }
@@ -433,12 +305,7 @@ impl Connection {
     /// Sends `packet` once everything logged so far is durable (when `wait`), keeping acks in
     /// arrival order behind any still waiting.
     fn ack_after(&mut self, packet: Packet, wait: bool) {
-        let barrier = self
-            .state
-            .persist
-            .as_ref()
-            .filter(|_| wait)
-            .map(Persist::barrier);
+        let barrier = self.state.persist.as_ref().filter(|_| wait).map(Persist::barrier);
         if barrier.is_none() && self.acks.is_empty() {
             return self.send_ack(packet);
         }
@@ -484,24 +351,13 @@ impl Connection {
             let mut st = self.session.lock();
             let released = st.owned_by(self.generation) && st.inbound_qos2.remove(&ack.packet_id);
             if released && let Some(p) = persist {
-                p.log(&Op::InboundQos2 {
-                    client_id: self.client_id.clone(),
-                    packet_id: ack.packet_id,
-                    stored: false,
-                });
+                p.log(&Op::InboundQos2 { client_id: self.client_id.clone(), packet_id: ack.packet_id, stored: false });
             }
             released
         };
-        let reason = if released || !self.is_v5() {
-            ReasonCode::SUCCESS
-        } else {
-            ReasonCode::PACKET_IDENTIFIER_NOT_FOUND
-        };
+        let reason = if released || !self.is_v5() { ReasonCode::SUCCESS } else { ReasonCode::PACKET_IDENTIFIER_NOT_FOUND };
         // Durable before PUBCOMP: a forgotten release would swallow a later publish reusing the id.
-        self.ack_after(
-            Packet::PubComp(PubAck::new(ack.packet_id, reason)),
-            released && persist.is_some(),
-        );
+        self.ack_after(Packet::PubComp(PubAck::new(ack.packet_id, reason)), released && persist.is_some());
     }
 
     /// PUBACK (QoS 1 done) or PUBCOMP (QoS 2 done) for a message we sent.
@@ -512,17 +368,11 @@ impl Connection {
         if !st.owned_by(self.generation) {
             return;
         }
-        if st
-            .inflight
-            .get(&ack.packet_id)
-            .is_some_and(|i| i.phase == expected)
+        if st.inflight.get(&ack.packet_id).is_some_and(|i| i.phase == expected)
             && let Some(done) = st.inflight.remove(&ack.packet_id)
             && let Some(p) = persist
         {
-            p.log(&Op::Done {
-                client_id: self.client_id.clone(),
-                msg_id: done.out.message.id,
-            });
+            p.log(&Op::Done { client_id: self.client_id.clone(), msg_id: done.out.message.id });
         }
     }
 
@@ -539,26 +389,18 @@ impl Connection {
                     let msg_id = inflight.out.message.id;
                     st.inflight.remove(&ack.packet_id);
                     if let Some(p) = persist {
-                        p.log(&Op::Done {
-                            client_id: self.client_id.clone(),
-                            msg_id,
-                        });
+                        p.log(&Op::Done { client_id: self.client_id.clone(), msg_id });
                     }
                     None
                 }
                 Some(inflight) if inflight.phase != Phase::AwaitPubAck => {
                     inflight.phase = Phase::AwaitPubComp;
                     if let Some(p) = persist {
-                        p.log(&Op::Released {
-                            client_id: self.client_id.clone(),
-                            msg_id: inflight.out.message.id,
-                        });
+                        p.log(&Op::Released { client_id: self.client_id.clone(), msg_id: inflight.out.message.id });
                     }
                     Some(ReasonCode::SUCCESS)
                 }
-                _ if self.version == crate::codec::ProtocolVersion::V5 => {
-                    Some(ReasonCode::PACKET_IDENTIFIER_NOT_FOUND)
-                }
+                _ if self.version == crate::codec::ProtocolVersion::V5 => Some(ReasonCode::PACKET_IDENTIFIER_NOT_FOUND),
                 _ => Some(ReasonCode::SUCCESS),
             }
         };
@@ -578,29 +420,15 @@ impl Connection {
             if !acl::may_subscribe(&self.identity, inner) {
                 metrics::inc(&self.state.metrics.denied_subscribe);
                 tracing::info!(client_id = %self.client_id, filter = %filter, "subscription denied by ACL");
-                reasons.push(if self.is_v5() {
-                    ReasonCode::NOT_AUTHORIZED
-                } else {
-                    ReasonCode::UNSPECIFIED_ERROR
-                });
+                reasons.push(if self.is_v5() { ReasonCode::NOT_AUTHORIZED } else { ReasonCode::UNSPECIFIED_ERROR });
                 continue;
             }
-            let sub = Subscription {
-                options,
-                id,
-                tenant_scope: scope.clone(),
-            };
-            let existed =
-                self.state
-                    .subscribe(&self.session, self.generation, &filter, sub.clone());
+            let sub = Subscription { options, id, tenant_scope: scope.clone() };
+            let existed = self.state.subscribe(&self.session, self.generation, &filter, sub.clone());
             retained.extend(self.state.retained_for(&filter, &sub, existed, now));
             reasons.push(ReasonCode(options.qos as u8));
         }
-        self.send(&Packet::SubAck(SubAck {
-            packet_id: s.packet_id,
-            properties: Default::default(),
-            reasons,
-        }));
+        self.send(&Packet::SubAck(SubAck { packet_id: s.packet_id, properties: Default::default(), reasons }));
         // After the SUBACK, as the spec wants; the drain that follows sends them.
         for out in retained {
             self.state.deliver_to(&self.session, out);
@@ -610,23 +438,13 @@ impl Connection {
     fn on_unsubscribe(&mut self, u: Unsubscribe) {
         let mut reasons = Vec::with_capacity(u.filters.len());
         for filter in &u.filters {
-            let removed = self
-                .state
-                .unsubscribe(&self.session, self.generation, filter);
-            reasons.push(if removed {
-                ReasonCode::SUCCESS
-            } else {
-                ReasonCode::NO_SUBSCRIPTION_EXISTED
-            });
+            let removed = self.state.unsubscribe(&self.session, self.generation, filter);
+            reasons.push(if removed { ReasonCode::SUCCESS } else { ReasonCode::NO_SUBSCRIPTION_EXISTED });
         }
         if !self.is_v5() {
             reasons.clear();
         }
-        self.send(&Packet::UnsubAck(UnsubAck {
-            packet_id: u.packet_id,
-            properties: Default::default(),
-            reasons,
-        }));
+        self.send(&Packet::UnsubAck(UnsubAck { packet_id: u.packet_id, properties: Default::default(), reasons }));
     }
 
     fn on_disconnect(&mut self, d: Disconnect) {
@@ -651,10 +469,7 @@ impl Connection {
             return;
         }
         st.expiry_secs = expiry;
-        let was = self
-            .session
-            .persistent
-            .swap(expiry > 0, std::sync::atomic::Ordering::AcqRel);
+        let was = self.session.persistent.swap(expiry > 0, std::sync::atomic::Ordering::AcqRel);
         if let Some(p) = &self.state.persist {
             if expiry > 0 {
                 p.log(&Op::SessionUpsert {
@@ -664,9 +479,7 @@ impl Connection {
                     owner: self.session.owner.clone(),
                 });
             } else if was {
-                p.log(&Op::SessionDelete {
-                    client_id: self.client_id.clone(),
-                });
+                p.log(&Op::SessionDelete { client_id: self.client_id.clone() });
             }
         }
     }

@@ -123,17 +123,13 @@ pub(crate) async fn run(
     let _guard = TaskGuard(state.clone());
     // Boxed: the handshake and teardown futures are big and short-lived; left inline they would
     // inflate every idle connection's task for its whole life.
-    let Some(mut conn) = Box::pin(connect::handshake(state.clone(), transport, peer, label, certificate)).await
-    else {
+    let Some(mut conn) = Box::pin(connect::handshake(state.clone(), transport, peer, label, certificate)).await else {
         return;
     };
     metrics::inc(&state.metrics.connections_current);
     let exit = conn.serve().await;
     Box::pin(conn.finish(exit)).await;
-    state
-        .metrics
-        .connections_current
-        .fetch_sub(1, Ordering::Relaxed);
+    state.metrics.connections_current.fetch_sub(1, Ordering::Relaxed);
 }
 
 impl Connection {
@@ -151,10 +147,7 @@ impl Connection {
         if self.wbuf.is_empty() {
             return Ok(());
         }
-        let result = self
-            .writer
-            .write_all(&self.wbuf, self.state.config.write_timeout)
-            .await;
+        let result = self.writer.write_all(&self.wbuf, self.state.config.write_timeout).await;
         // A fresh buffer per burst: an idle connection keeps no write buffer either.
         self.wbuf = BytesMut::new();
         result
@@ -236,16 +229,9 @@ impl Connection {
     fn on_wake(&mut self) {
         {
             let st = self.session.lock();
-            let kick = st
-                .kick
-                .filter(|(generation, _)| *generation == self.generation)
-                .map(|(_, k)| k);
+            let kick = st.kick.filter(|(generation, _)| *generation == self.generation).map(|(_, k)| k);
             if let Some(k) = kick {
-                self.exit = Some(Exit::Kicked {
-                    reason: k.reason,
-                    kind: k.kind,
-                    session_continues: k.session_continues,
-                });
+                self.exit = Some(Exit::Kicked { reason: k.reason, kind: k.kind, session_continues: k.session_continues });
                 return;
             }
             if !st.owned_by(self.generation) {
@@ -317,10 +303,7 @@ impl Connection {
         if let (Some(reason), true) = (disconnect_reason, self.is_v5()) {
             self.wbuf.clear();
             let mut disconnect = Disconnect::new(reason);
-            let text = self
-                .problem
-                .take()
-                .unwrap_or_else(|| reason.description().to_string());
+            let text = self.problem.take().unwrap_or_else(|| reason.description().to_string());
             // Only where it fits the client's Maximum Packet Size (MQTT 5 §3.14.2.2.3).
             if text.len() + 16 <= self.client_max_packet {
                 disconnect.properties.reason_string = Some(text);
@@ -351,10 +334,7 @@ impl Connection {
             // A clean DISCONNECT discards the will; a stopping broker cannot deliver it anyway.
             Exit::ClientDisconnect { with_will: false } | Exit::Shutdown => {}
             // The session continues under the new connection: only an undelayed will goes out.
-            Exit::Kicked {
-                session_continues: true,
-                ..
-            } => {
+            Exit::Kicked { session_continues: true, .. } => {
                 if let Some(will) = self.will.take()
                     && will.properties.will_delay_interval.unwrap_or(0) == 0
                 {
@@ -365,9 +345,7 @@ impl Connection {
         }
         self.state.detach(&self.session, self.generation);
         tracing::debug!(client_id = %self.client_id, ?exit, "connection closed");
-        self.state
-            .hooks
-            .on_disconnected(&self.identity, &self.client_id, kind);
+        self.state.hooks.on_disconnected(&self.identity, &self.client_id, kind);
     }
 
     /// Drops any unacknowledged in-progress publishes and reports the exit if not yet set.
@@ -384,20 +362,12 @@ mod size_tests {
     async fn connection_task_stays_small() {
         let broker = crate::Broker::new(Default::default(), std::sync::Arc::new(NoHooks)).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
-            .await
-            .unwrap();
+        let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
         let (server, peer) = listener.accept().await.unwrap();
         let fut = broker.serve_tcp_stream(server, peer);
         let size = std::mem::size_of_val(&fut);
-        eprintln!(
-            "connection future: {size} bytes; Connection: {} bytes",
-            std::mem::size_of::<super::Connection>()
-        );
-        assert!(
-            size < 2048 || cfg!(debug_assertions),
-            "connection task grew to {size} bytes"
-        );
+        eprintln!("connection future: {size} bytes; Connection: {} bytes", std::mem::size_of::<super::Connection>());
+        assert!(size < 2048 || cfg!(debug_assertions), "connection task grew to {size} bytes");
         drop(fut);
         drop(client);
     }
@@ -405,10 +375,7 @@ mod size_tests {
     struct NoHooks;
     #[async_trait::async_trait]
     impl crate::BrokerHooks for NoHooks {
-        async fn authenticate(
-            &self,
-            _: &crate::ConnectRequest,
-        ) -> Result<crate::Identity, crate::ConnectRefusal> {
+        async fn authenticate(&self, _: &crate::ConnectRequest) -> Result<crate::Identity, crate::ConnectRefusal> {
             Err(crate::ConnectRefusal::NotAuthorized)
         }
         fn on_platform_publish(

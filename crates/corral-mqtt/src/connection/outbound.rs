@@ -45,9 +45,7 @@ impl Connection {
         while budget > 0 {
             match st.queue.front() {
                 None => break,
-                Some(next)
-                    if next.qos != QoS::AtMostOnce && st.inflight.len() >= self.send_window =>
-                {
+                Some(next) if next.qos != QoS::AtMostOnce && st.inflight.len() >= self.send_window => {
                     break;
                 }
                 Some(_) => {}
@@ -56,38 +54,23 @@ impl Connection {
                 break;
             };
             budget -= 1;
-            let packet_id = if out.qos == QoS::AtMostOnce {
-                0
-            } else {
-                st.next_packet_id()
-            };
+            let packet_id = if out.qos == QoS::AtMostOnce { 0 } else { st.next_packet_id() };
             let logged = persist.filter(|_| out.qos != QoS::AtMostOnce);
             match self.write_publish(&out, packet_id, false, now) {
                 Written::Yes => {
                     state.metrics.message_out(out.qos);
                     if out.qos != QoS::AtMostOnce {
                         if let Some(p) = logged {
-                            p.log(&Op::Sent {
-                                client_id: self.client_id.clone(),
-                                msg_id: out.message.id,
-                                packet_id,
-                            });
+                            p.log(&Op::Sent { client_id: self.client_id.clone(), msg_id: out.message.id, packet_id });
                         }
-                        let phase = if out.qos == QoS::AtLeastOnce {
-                            Phase::AwaitPubAck
-                        } else {
-                            Phase::AwaitPubRec
-                        };
+                        let phase = if out.qos == QoS::AtLeastOnce { Phase::AwaitPubAck } else { Phase::AwaitPubRec };
                         st.inflight.insert(packet_id, Inflight { out, phase });
                     }
                 }
                 outcome => {
                     self.count_unsent(&outcome);
                     if let Some(p) = logged {
-                        p.log(&Op::Done {
-                            client_id: self.client_id.clone(),
-                            msg_id: out.message.id,
-                        });
+                        p.log(&Op::Done { client_id: self.client_id.clone(), msg_id: out.message.id });
                     }
                 }
             }
@@ -119,8 +102,7 @@ impl Connection {
             return;
         }
         let now = now_ms();
-        let pending: Vec<(u16, Inflight)> =
-            st.inflight.iter().map(|(id, i)| (*id, i.clone())).collect();
+        let pending: Vec<(u16, Inflight)> = st.inflight.iter().map(|(id, i)| (*id, i.clone())).collect();
         for (packet_id, inflight) in pending {
             if inflight.phase == Phase::AwaitPubComp {
                 self.send(&Packet::PubRel(PubAck::new(packet_id, ReasonCode::SUCCESS)));
@@ -131,10 +113,7 @@ impl Connection {
                 self.count_unsent(&outcome);
                 st.inflight.remove(&packet_id);
                 if let Some(p) = persist {
-                    p.log(&Op::Done {
-                        client_id: self.client_id.clone(),
-                        msg_id: inflight.out.message.id,
-                    });
+                    p.log(&Op::Done { client_id: self.client_id.clone(), msg_id: inflight.out.message.id });
                 }
             }
         }
@@ -163,8 +142,7 @@ impl Connection {
             return Written::TooLarge;
         }
         if let Some(alias) = new_alias {
-            self.outbound_aliases
-                .insert(out.message.topic.clone(), alias);
+            self.outbound_aliases.insert(out.message.topic.clone(), alias);
         }
         self.send(&packet);
         Written::Yes
@@ -181,10 +159,7 @@ impl Connection {
             qos: will.qos,
             retain: will.retain,
             props: forwarded_properties(&will.properties),
-            expires_at_ms: will
-                .properties
-                .message_expiry_interval
-                .map(|s| now_ms() + u64::from(s) * 1000),
+            expires_at_ms: will.properties.message_expiry_interval.map(|s| now_ms() + u64::from(s) * 1000),
             origin_client: Some(self.client_id.clone()),
             origin_tenant,
         })
@@ -199,11 +174,7 @@ impl Connection {
     /// after min(will delay, session expiry).
     pub(super) fn release_will(&mut self) {
         let Some(will) = self.will.take() else { return };
-        let delay_secs = will
-            .properties
-            .will_delay_interval
-            .unwrap_or(0)
-            .min(self.session_expiry_secs);
+        let delay_secs = will.properties.will_delay_interval.unwrap_or(0).min(self.session_expiry_secs);
         if delay_secs == 0 {
             return self.publish_will_now(will);
         }

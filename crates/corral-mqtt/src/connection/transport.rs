@@ -43,25 +43,13 @@ pub(crate) enum Writer {
 impl Transport {
     pub fn tcp(stream: TcpStream) -> Transport {
         let (r, w) = stream.into_split();
-        Transport {
-            reader: Reader {
-                half: ReadHalf::Tcp(r),
-                chunk: MIN_CHUNK,
-            },
-            writer: Writer::Tcp(w),
-        }
+        Transport { reader: Reader { half: ReadHalf::Tcp(r), chunk: MIN_CHUNK }, writer: Writer::Tcp(w) }
     }
 
     pub fn stream<S: ByteStream + 'static>(stream: S) -> Transport {
         let boxed: Box<dyn ByteStream> = Box::new(stream);
         let (r, w) = tokio::io::split(boxed);
-        Transport {
-            reader: Reader {
-                half: ReadHalf::Stream(r),
-                chunk: MIN_CHUNK,
-            },
-            writer: Writer::Stream(w),
-        }
+        Transport { reader: Reader { half: ReadHalf::Stream(r), chunk: MIN_CHUNK }, writer: Writer::Stream(w) }
     }
 }
 
@@ -115,10 +103,7 @@ impl Writer {
         };
         match tokio::time::timeout(timeout, write).await {
             Ok(result) => result,
-            Err(_) => Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "write to client timed out",
-            )),
+            Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "write to client timed out")),
         }
     }
 

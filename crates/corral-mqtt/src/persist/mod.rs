@@ -59,12 +59,7 @@ pub(crate) struct Opened {
 
 /// Loads `dir` (snapshot + log). Fails loudly on damage other than a torn log tail.
 pub(crate) fn open(dir: &Path) -> Result<Opened, BrokerError> {
-    std::fs::create_dir_all(dir).map_err(|e| {
-        BrokerError::io(
-            format!("creating MQTT state directory {}", dir.display()),
-            e,
-        )
-    })?;
+    std::fs::create_dir_all(dir).map_err(|e| BrokerError::io(format!("creating MQTT state directory {}", dir.display()), e))?;
     let mut recovered = Recovered::default();
     let base = snapshot::read(dir, |op| recovered.apply(op))?;
     let mut damage = None;
@@ -74,10 +69,7 @@ pub(crate) fn open(dir: &Path) -> Result<Opened, BrokerError> {
         }
     })?;
     if let Some(message) = damage {
-        return Err(BrokerError::State {
-            path: dir.display().to_string(),
-            message,
-        });
+        return Err(BrokerError::State { path: dir.display().to_string(), message });
     }
     if let Some(base) = base {
         // Left over when a crash hit between writing the snapshot and deleting what it covers.
@@ -85,20 +77,12 @@ pub(crate) fn open(dir: &Path) -> Result<Opened, BrokerError> {
     }
     tracing::info!(dir = %dir.display(), sessions = recovered.sessions.len(),
         retained = recovered.retained.len(), log_records = report.records, "MQTT state recovered");
-    Ok(Opened {
-        recovered,
-        wal,
-        dir: dir.to_owned(),
-    })
+    Ok(Opened { recovered, wal, dir: dir.to_owned() })
 }
 
 impl Persist {
     /// Starts the writer task. `snapshot_every_ops` ops after the last snapshot trigger the next.
-    pub fn start(
-        opened: Opened,
-        state: Weak<dyn StateCapture>,
-        snapshot_every_ops: u64,
-    ) -> (Persist, Recovered) {
+    pub fn start(opened: Opened, state: Weak<dyn StateCapture>, snapshot_every_ops: u64) -> (Persist, Recovered) {
         let (tx, rx) = mpsc::unbounded_channel();
         let gate = Arc::new(RwLock::new(()));
         let writer = Writer {
@@ -194,9 +178,7 @@ impl Writer {
                 }
             }
             self.flush(&mut record, &mut barriers).await;
-            if self.ops_since_snapshot >= self.snapshot_every_ops
-                && !self.snapshot_running.load(Ordering::Acquire)
-            {
+            if self.ops_since_snapshot >= self.snapshot_every_ops && !self.snapshot_running.load(Ordering::Acquire) {
                 self.ops_since_snapshot = 0;
                 let _gate = self.gate.write().unwrap_or_else(PoisonError::into_inner);
                 if let Some(tx) = self.self_tx.upgrade() {
@@ -237,11 +219,7 @@ impl Writer {
         let ops = state.capture();
         drop(state);
         self.snapshot_running.store(true, Ordering::Release);
-        let (dir, wal, running) = (
-            self.dir.clone(),
-            self.wal.clone(),
-            self.snapshot_running.clone(),
-        );
+        let (dir, wal, running) = (self.dir.clone(), self.wal.clone(), self.snapshot_running.clone());
         let job = tokio::task::spawn_blocking(move || {
             match snapshot::write(&dir, base, &ops) {
                 Ok(bytes) => match wal.remove_segments_before(base) {

@@ -10,9 +10,7 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 
 use crate::codec::wire::Reader;
-use crate::codec::{
-    Properties, PropertyContext, ProtocolVersion, QoS, RetainHandling, SubscriptionOptions,
-};
+use crate::codec::{Properties, PropertyContext, ProtocolVersion, QoS, RetainHandling, SubscriptionOptions};
 use crate::message::Message;
 use crate::session::Subscription;
 
@@ -158,19 +156,13 @@ impl<'a> Dec<'a> {
         Ok(self.take(1)?[0])
     }
     fn u16(&mut self) -> DecResult<u16> {
-        Ok(u16::from_be_bytes(
-            self.take(2)?.try_into().map_err(|_| "bad u16")?,
-        ))
+        Ok(u16::from_be_bytes(self.take(2)?.try_into().map_err(|_| "bad u16")?))
     }
     fn u32(&mut self) -> DecResult<u32> {
-        Ok(u32::from_be_bytes(
-            self.take(4)?.try_into().map_err(|_| "bad u32")?,
-        ))
+        Ok(u32::from_be_bytes(self.take(4)?.try_into().map_err(|_| "bad u32")?))
     }
     fn u64(&mut self) -> DecResult<u64> {
-        Ok(u64::from_be_bytes(
-            self.take(8)?.try_into().map_err(|_| "bad u64")?,
-        ))
+        Ok(u64::from_be_bytes(self.take(8)?.try_into().map_err(|_| "bad u64")?))
     }
     fn bytes(&mut self) -> DecResult<&'a [u8]> {
         let len = self.u32()? as usize;
@@ -208,17 +200,7 @@ impl<'a> Dec<'a> {
                 .map_err(|_| "bad message properties")?;
             Some(Box::new(p))
         };
-        Ok(Arc::new(Message {
-            id,
-            topic,
-            payload,
-            qos,
-            retain,
-            props,
-            expires_at_ms,
-            origin_client,
-            origin_tenant,
-        }))
+        Ok(Arc::new(Message { id, topic, payload, qos, retain, props, expires_at_ms, origin_client, origin_tenant }))
     }
 }
 
@@ -226,12 +208,7 @@ impl Op {
     pub fn encode(&self, out: &mut Vec<u8>) {
         let mut e = Enc(out);
         match self {
-            Op::SessionUpsert {
-                client_id,
-                expiry_secs,
-                protocol,
-                owner,
-            } => {
+            Op::SessionUpsert { client_id, expiry_secs, protocol, owner } => {
                 e.u8(tag::SESSION_UPSERT);
                 e.bytes(client_id.as_bytes());
                 e.u32(*expiry_secs);
@@ -242,11 +219,7 @@ impl Op {
                 e.u8(tag::SESSION_DELETE);
                 e.bytes(client_id.as_bytes());
             }
-            Op::Subscribe {
-                client_id,
-                filter,
-                subscription,
-            } => {
+            Op::Subscribe { client_id, filter, subscription } => {
                 e.u8(tag::SUBSCRIBE);
                 e.bytes(client_id.as_bytes());
                 e.bytes(filter.as_bytes());
@@ -273,11 +246,7 @@ impl Op {
                     }
                 }
             }
-            Op::Sent {
-                client_id,
-                msg_id,
-                packet_id,
-            } => {
+            Op::Sent { client_id, msg_id, packet_id } => {
                 e.u8(tag::SENT);
                 e.bytes(client_id.as_bytes());
                 e.u64(*msg_id);
@@ -293,11 +262,7 @@ impl Op {
                 e.bytes(client_id.as_bytes());
                 e.u64(*msg_id);
             }
-            Op::InboundQos2 {
-                client_id,
-                packet_id,
-                stored,
-            } => {
+            Op::InboundQos2 { client_id, packet_id, stored } => {
                 e.u8(tag::INBOUND_QOS2);
                 e.bytes(client_id.as_bytes());
                 e.u16(*packet_id);
@@ -325,15 +290,9 @@ impl Op {
                     5 => ProtocolVersion::V5,
                     _ => return Err("bad protocol level"),
                 },
-                owner: if d.buf.is_empty() {
-                    Arc::from("")
-                } else {
-                    d.arc_str()?
-                },
+                owner: if d.buf.is_empty() { Arc::from("") } else { d.arc_str()? },
             },
-            tag::SESSION_DELETE => Op::SessionDelete {
-                client_id: d.arc_str()?,
-            },
+            tag::SESSION_DELETE => Op::SessionDelete { client_id: d.arc_str()? },
             tag::SUBSCRIBE => {
                 let client_id = d.arc_str()?;
                 let filter = d.str()?.to_owned();
@@ -350,20 +309,9 @@ impl Op {
                 };
                 let id = Some(d.u32()?).filter(|&i| i != 0);
                 let tenant_scope = d.opt_str()?;
-                Op::Subscribe {
-                    client_id,
-                    filter,
-                    subscription: Subscription {
-                        options,
-                        id,
-                        tenant_scope,
-                    },
-                }
+                Op::Subscribe { client_id, filter, subscription: Subscription { options, id, tenant_scope } }
             }
-            tag::UNSUBSCRIBE => Op::Unsubscribe {
-                client_id: d.arc_str()?,
-                filter: d.str()?.to_owned(),
-            },
+            tag::UNSUBSCRIBE => Op::Unsubscribe { client_id: d.arc_str()?, filter: d.str()?.to_owned() },
             tag::ROUTE => {
                 let message = d.message()?;
                 let n = d.u32()? as usize;
@@ -377,39 +325,16 @@ impl Op {
                     for _ in 0..ids {
                         subscription_ids.push(d.u32()?);
                     }
-                    targets.push(RouteTarget {
-                        client_id,
-                        qos,
-                        retain,
-                        subscription_ids,
-                    });
+                    targets.push(RouteTarget { client_id, qos, retain, subscription_ids });
                 }
                 Op::Route { message, targets }
             }
-            tag::SENT => Op::Sent {
-                client_id: d.arc_str()?,
-                msg_id: d.u64()?,
-                packet_id: d.u16()?,
-            },
-            tag::RELEASED => Op::Released {
-                client_id: d.arc_str()?,
-                msg_id: d.u64()?,
-            },
-            tag::DONE => Op::Done {
-                client_id: d.arc_str()?,
-                msg_id: d.u64()?,
-            },
-            tag::INBOUND_QOS2 => Op::InboundQos2 {
-                client_id: d.arc_str()?,
-                packet_id: d.u16()?,
-                stored: d.u8()? != 0,
-            },
-            tag::RETAIN_SET => Op::RetainSet {
-                message: d.message()?,
-            },
-            tag::RETAIN_DELETE => Op::RetainDelete {
-                topic: d.arc_str()?,
-            },
+            tag::SENT => Op::Sent { client_id: d.arc_str()?, msg_id: d.u64()?, packet_id: d.u16()? },
+            tag::RELEASED => Op::Released { client_id: d.arc_str()?, msg_id: d.u64()? },
+            tag::DONE => Op::Done { client_id: d.arc_str()?, msg_id: d.u64()? },
+            tag::INBOUND_QOS2 => Op::InboundQos2 { client_id: d.arc_str()?, packet_id: d.u16()?, stored: d.u8()? != 0 },
+            tag::RETAIN_SET => Op::RetainSet { message: d.message()? },
+            tag::RETAIN_DELETE => Op::RetainDelete { topic: d.arc_str()? },
             _ => return Err("unknown operation"),
         };
         if !d.buf.is_empty() {
@@ -474,9 +399,7 @@ mod tests {
                 protocol: ProtocolVersion::V5,
                 owner: Arc::from("device:client"),
             },
-            Op::SessionDelete {
-                client_id: c.clone(),
-            },
+            Op::SessionDelete { client_id: c.clone() },
             Op::Subscribe {
                 client_id: c.clone(),
                 filter: "a/#".into(),
@@ -491,10 +414,7 @@ mod tests {
                     tenant_scope: Some(Arc::from("acme")),
                 },
             },
-            Op::Unsubscribe {
-                client_id: c.clone(),
-                filter: "a/#".into(),
-            },
+            Op::Unsubscribe { client_id: c.clone(), filter: "a/#".into() },
             Op::Route {
                 message: message(),
                 targets: vec![RouteTarget {
@@ -504,28 +424,12 @@ mod tests {
                     subscription_ids: vec![1, 2],
                 }],
             },
-            Op::Sent {
-                client_id: c.clone(),
-                msg_id: 42,
-                packet_id: 9,
-            },
-            Op::Released {
-                client_id: c.clone(),
-                msg_id: 42,
-            },
-            Op::Done {
-                client_id: c.clone(),
-                msg_id: 42,
-            },
-            Op::InboundQos2 {
-                client_id: c.clone(),
-                packet_id: 5,
-                stored: true,
-            },
+            Op::Sent { client_id: c.clone(), msg_id: 42, packet_id: 9 },
+            Op::Released { client_id: c.clone(), msg_id: 42 },
+            Op::Done { client_id: c.clone(), msg_id: 42 },
+            Op::InboundQos2 { client_id: c.clone(), packet_id: 5, stored: true },
             Op::RetainSet { message: message() },
-            Op::RetainDelete {
-                topic: Arc::from("a/b"),
-            },
+            Op::RetainDelete { topic: Arc::from("a/b") },
         ];
         let mut batch = Vec::new();
         for op in &ops {

@@ -42,23 +42,15 @@ impl Recovered {
     pub fn apply(&mut self, op: Op) {
         self.ops += 1;
         match op {
-            Op::SessionUpsert {
-                client_id,
-                expiry_secs,
-                protocol,
-                owner,
-            } => {
-                let s = self
-                    .sessions
-                    .entry(client_id)
-                    .or_insert_with(|| RecoveredSession {
-                        expiry_secs,
-                        protocol,
-                        owner: owner.clone(),
-                        subscriptions: HashMap::new(),
-                        messages: BTreeMap::new(),
-                        inbound_qos2: HashSet::new(),
-                    });
+            Op::SessionUpsert { client_id, expiry_secs, protocol, owner } => {
+                let s = self.sessions.entry(client_id).or_insert_with(|| RecoveredSession {
+                    expiry_secs,
+                    protocol,
+                    owner: owner.clone(),
+                    subscriptions: HashMap::new(),
+                    messages: BTreeMap::new(),
+                    inbound_qos2: HashSet::new(),
+                });
                 s.expiry_secs = expiry_secs;
                 s.protocol = protocol;
                 s.owner = owner;
@@ -66,11 +58,7 @@ impl Recovered {
             Op::SessionDelete { client_id } => {
                 self.sessions.remove(&client_id);
             }
-            Op::Subscribe {
-                client_id,
-                filter,
-                subscription,
-            } => {
+            Op::Subscribe { client_id, filter, subscription } => {
                 if let Some(s) = self.sessions.get_mut(&client_id) {
                     s.subscriptions.insert(filter, subscription);
                 }
@@ -84,26 +72,20 @@ impl Recovered {
                 self.max_msg_id = self.max_msg_id.max(message.id);
                 for t in targets {
                     if let Some(s) = self.sessions.get_mut(&t.client_id) {
-                        s.messages
-                            .entry(message.id)
-                            .or_insert_with(|| RecoveredMessage {
-                                out: Outgoing {
-                                    message: message.clone(),
-                                    qos: t.qos,
-                                    retain: t.retain,
-                                    subscription_ids: t.subscription_ids,
-                                },
-                                packet_id: None,
-                                released: false,
-                            });
+                        s.messages.entry(message.id).or_insert_with(|| RecoveredMessage {
+                            out: Outgoing {
+                                message: message.clone(),
+                                qos: t.qos,
+                                retain: t.retain,
+                                subscription_ids: t.subscription_ids,
+                            },
+                            packet_id: None,
+                            released: false,
+                        });
                     }
                 }
             }
-            Op::Sent {
-                client_id,
-                msg_id,
-                packet_id,
-            } => {
+            Op::Sent { client_id, msg_id, packet_id } => {
                 if let Some(m) = self.message(&client_id, msg_id) {
                     m.packet_id = Some(packet_id);
                 }
@@ -118,11 +100,7 @@ impl Recovered {
                     s.messages.remove(&msg_id);
                 }
             }
-            Op::InboundQos2 {
-                client_id,
-                packet_id,
-                stored,
-            } => {
+            Op::InboundQos2 { client_id, packet_id, stored } => {
                 if let Some(s) = self.sessions.get_mut(&client_id) {
                     if stored {
                         s.inbound_qos2.insert(packet_id);
@@ -169,12 +147,7 @@ mod tests {
     fn route(id: u64, c: &Arc<str>) -> Op {
         Op::Route {
             message: msg(id),
-            targets: vec![RouteTarget {
-                client_id: c.clone(),
-                qos: QoS::AtLeastOnce,
-                retain: false,
-                subscription_ids: vec![],
-            }],
+            targets: vec![RouteTarget { client_id: c.clone(), qos: QoS::AtLeastOnce, retain: false, subscription_ids: vec![] }],
         }
     }
 
@@ -190,20 +163,9 @@ mod tests {
             },
             route(1, &c),
             route(2, &c),
-            Op::Sent {
-                client_id: c.clone(),
-                msg_id: 1,
-                packet_id: 7,
-            },
-            Op::Done {
-                client_id: c.clone(),
-                msg_id: 2,
-            },
-            Op::InboundQos2 {
-                client_id: c.clone(),
-                packet_id: 3,
-                stored: true,
-            },
+            Op::Sent { client_id: c.clone(), msg_id: 1, packet_id: 7 },
+            Op::Done { client_id: c.clone(), msg_id: 2 },
+            Op::InboundQos2 { client_id: c.clone(), packet_id: 3, stored: true },
         ];
         let mut once = Recovered::default();
         log.iter().cloned().for_each(|op| once.apply(op));
@@ -224,9 +186,7 @@ mod tests {
         let c: Arc<str> = Arc::from("gone");
         let mut r = Recovered::default();
         r.apply(route(1, &c));
-        r.apply(Op::SessionDelete {
-            client_id: c.clone(),
-        });
+        r.apply(Op::SessionDelete { client_id: c.clone() });
         assert!(r.sessions.is_empty());
     }
 }

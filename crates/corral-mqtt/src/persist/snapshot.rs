@@ -34,18 +34,14 @@ pub(super) fn write(dir: &Path, base_segment: u64, ops: &[Op]) -> std::io::Resul
 /// Feeds the snapshot's ops to `apply`; returns its base segment, `None` without a snapshot.
 pub(super) fn read(dir: &Path, mut apply: impl FnMut(Op)) -> Result<Option<u64>, BrokerError> {
     let path = dir.join(FILE);
-    let fail = |message: String| BrokerError::State {
-        path: path.display().to_string(),
-        message,
-    };
+    let fail = |message: String| BrokerError::State { path: path.display().to_string(), message };
     let mut file = match File::open(&path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(BrokerError::io(format!("opening {}", path.display()), e)),
     };
     let mut raw = Vec::new();
-    file.read_to_end(&mut raw)
-        .map_err(|e| BrokerError::io(format!("reading {}", path.display()), e))?;
+    file.read_to_end(&mut raw).map_err(|e| BrokerError::io(format!("reading {}", path.display()), e))?;
     if raw.len() < 28 || &raw[..8] != MAGIC {
         return Err(fail("not a snapshot file (bad header)".into()));
     }
@@ -54,9 +50,7 @@ pub(super) fn read(dir: &Path, mut apply: impl FnMut(Op)) -> Result<Option<u64>,
     let crc = u32::from_be_bytes(raw[24..28].try_into().expect("4 bytes"));
     let body = &raw[28..];
     if body.len() != len || crc32fast::hash(body) != crc {
-        return Err(fail(
-            "snapshot is damaged (length or checksum mismatch)".into(),
-        ));
+        return Err(fail("snapshot is damaged (length or checksum mismatch)".into()));
     }
     op::unframe(body, &mut apply).map_err(|e| fail(format!("snapshot content: {e}")))?;
     Ok(Some(base))

@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -57,12 +57,7 @@ pub struct TestHooks {
 
 impl TestHooks {
     pub fn platform_topics(&self) -> Vec<String> {
-        self.platform
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(t, _)| t.clone())
-            .collect()
+        self.platform.lock().unwrap().iter().map(|(t, _)| t.clone()).collect()
     }
 }
 
@@ -75,11 +70,7 @@ impl BrokerHooks for TestHooks {
         identity_for(user, req.password.as_deref().unwrap_or_default())
     }
 
-    fn on_platform_publish(
-        &self,
-        _who: &Identity,
-        p: &InboundPublish,
-    ) -> Result<PlatformWrite, PublishRefusal> {
+    fn on_platform_publish(&self, _who: &Identity, p: &InboundPublish) -> Result<PlatformWrite, PublishRefusal> {
         match self.fail_with.load(Ordering::SeqCst) {
             0 => {
                 let platform = self.platform.clone();
@@ -112,17 +103,11 @@ impl BrokerHooks for TestHooks {
     }
 
     fn on_connected(&self, _who: &Identity, client_id: &str) {
-        self.events
-            .lock()
-            .unwrap()
-            .push(format!("connected {client_id}"));
+        self.events.lock().unwrap().push(format!("connected {client_id}"));
     }
 
     fn on_disconnected(&self, _who: &Identity, client_id: &str, how: DisconnectKind) {
-        self.events
-            .lock()
-            .unwrap()
-            .push(format!("disconnected {client_id} {how:?}"));
+        self.events.lock().unwrap().push(format!("disconnected {client_id} {how:?}"));
     }
 }
 
@@ -133,28 +118,18 @@ pub struct TestBroker {
 }
 
 pub async fn start(config: BrokerConfig) -> TestBroker {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter("corral_mqtt=debug")
-        .with_test_writer()
-        .try_init();
+    let _ = tracing_subscriber::fmt().with_env_filter("corral_mqtt=debug").with_test_writer().try_init();
     let hooks = Arc::new(TestHooks::default());
     let broker = Broker::new(config, hooks.clone()).expect("broker starts");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let b = broker.clone();
     tokio::spawn(async move { b.serve_tcp(listener).await });
-    TestBroker {
-        broker,
-        addr,
-        hooks,
-    }
+    TestBroker { broker, addr, hooks }
 }
 
 pub fn open_config() -> BrokerConfig {
-    BrokerConfig {
-        allow_anonymous: true,
-        ..BrokerConfig::default()
-    }
+    BrokerConfig { allow_anonymous: true, ..BrokerConfig::default() }
 }
 
 /// A hand-driven MQTT client on a raw socket.
@@ -198,18 +173,10 @@ impl<'a> ConnectOpts<'a> {
 impl Raw {
     pub async fn tcp(addr: SocketAddr, version: ProtocolVersion) -> Raw {
         let stream = TcpStream::connect(addr).await.unwrap();
-        Raw {
-            stream,
-            buf: BytesMut::new(),
-            version,
-        }
+        Raw { stream, buf: BytesMut::new(), version }
     }
 
-    pub async fn connect(
-        addr: SocketAddr,
-        version: ProtocolVersion,
-        opts: ConnectOpts<'_>,
-    ) -> (Raw, ConnAck) {
+    pub async fn connect(addr: SocketAddr, version: ProtocolVersion, opts: ConnectOpts<'_>) -> (Raw, ConnAck) {
         let mut raw = Raw::tcp(addr, version).await;
         let connack = raw.handshake(opts).await;
         (raw, connack)
@@ -228,11 +195,7 @@ impl Raw {
             client_id: opts.client_id.into(),
             clean_start: opts.clean_start,
             keep_alive_secs: opts.keep_alive_secs,
-            properties: if self.version == ProtocolVersion::V5 {
-                opts.properties
-            } else {
-                Properties::default()
-            },
+            properties: if self.version == ProtocolVersion::V5 { opts.properties } else { Properties::default() },
             will: opts.will,
             username: opts.user.map(|(u, _)| u.to_owned()),
             password: opts.user.map(|(_, p)| Bytes::copy_from_slice(p.as_bytes())),
@@ -258,9 +221,7 @@ impl Raw {
     pub async fn recv_within(&mut self, wait: Duration) -> Option<Packet> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
-            if let Some(p) =
-                decode_packet(&mut self.buf, self.version, usize::MAX).expect("server sent garbage")
-            {
+            if let Some(p) = decode_packet(&mut self.buf, self.version, usize::MAX).expect("server sent garbage") {
                 return Some(p);
             }
             self.buf.reserve(4096);
@@ -287,16 +248,7 @@ impl Raw {
     }
 
     pub async fn subscribe(&mut self, packet_id: u16, filter: &str, qos: QoS) -> SubAck {
-        self.subscribe_with(
-            packet_id,
-            filter,
-            SubscriptionOptions {
-                qos,
-                ..Default::default()
-            },
-            None,
-        )
-        .await
+        self.subscribe_with(packet_id, filter, SubscriptionOptions { qos, ..Default::default() }, None).await
     }
 
     pub async fn subscribe_with(
@@ -306,16 +258,8 @@ impl Raw {
         options: SubscriptionOptions,
         id: Option<u32>,
     ) -> SubAck {
-        let properties = Properties {
-            subscription_identifiers: id.into_iter().collect(),
-            ..Properties::default()
-        };
-        self.send(Packet::Subscribe(Subscribe {
-            packet_id,
-            properties,
-            filters: vec![(filter.into(), options)],
-        }))
-        .await;
+        let properties = Properties { subscription_identifiers: id.into_iter().collect(), ..Properties::default() };
+        self.send(Packet::Subscribe(Subscribe { packet_id, properties, filters: vec![(filter.into(), options)] })).await;
         loop {
             match self.recv().await {
                 Packet::SubAck(s) => return s,
@@ -325,18 +269,8 @@ impl Raw {
         }
     }
 
-    pub async fn publish(
-        &mut self,
-        topic: &str,
-        payload: &[u8],
-        qos: QoS,
-        packet_id: u16,
-        retain: bool,
-    ) {
-        self.send(Packet::Publish(publish(
-            topic, payload, qos, packet_id, retain,
-        )))
-        .await;
+    pub async fn publish(&mut self, topic: &str, payload: &[u8], qos: QoS, packet_id: u16, retain: bool) {
+        self.send(Packet::Publish(publish(topic, payload, qos, packet_id, retain))).await;
     }
 
     pub async fn recv_publish(&mut self) -> Publish {

@@ -40,8 +40,7 @@ async fn duplicate_ids_conflict_and_unknown_tenants_appear() {
     f.device("d1", "acme").await;
     let again = f.reg.create_device(&f.admin, nd("d1")).await;
     assert!(matches!(again, Err(RegistryError::Conflict(_))), "{again:?}");
-    let tenants: Vec<String> =
-        f.reg.list_tenants(&f.admin).await.unwrap().into_iter().map(|t| t.id.to_string()).collect();
+    let tenants: Vec<String> = f.reg.list_tenants(&f.admin).await.unwrap().into_iter().map(|t| t.id.to_string()).collect();
     assert_eq!(tenants, vec!["acme", "default"]);
 }
 
@@ -226,12 +225,21 @@ async fn filters_narrow_the_listing() {
 
     // Tags, and sorted pages by offset (id breaks ties, so pages never overlap).
     assert_eq!(ids(DeviceFilter { tag: Some("cold".into()), ..Default::default() }).await, ["truck-1"]);
-    let sorted = |offset: u32| DeviceFilter { sort: Some("site".into()), desc: Some(true), limit: Some(2), offset: Some(offset), ..Default::default() };
+    let sorted = |offset: u32| DeviceFilter {
+        sort: Some("site".into()),
+        desc: Some(true),
+        limit: Some(2),
+        offset: Some(offset),
+        ..Default::default()
+    };
     let first = f.reg.list_devices(&f.admin, &sorted(0)).await.unwrap();
     let second = f.reg.list_devices(&f.admin, &sorted(2)).await.unwrap();
     let names = |p: &corral_registry::DevicePage| p.devices.iter().map(|d| d.id.to_string()).collect::<Vec<_>>();
     assert_eq!((names(&first), first.next.as_deref()), (vec!["truck-1".to_string(), "hvac-1".to_string()], Some("2")));
-    assert_eq!((names(&second), second.next.as_deref(), second.total), (vec!["truck-2".to_string(), "hvac-2".to_string()], None, 4));
+    assert_eq!(
+        (names(&second), second.next.as_deref(), second.total),
+        (vec!["truck-2".to_string(), "hvac-2".to_string()], None, 4)
+    );
     let bad = DeviceFilter { sort: Some("password".into()), ..Default::default() };
     assert_bad_input(f.reg.list_devices(&f.admin, &bad).await);
 }

@@ -113,10 +113,7 @@ async fn profiles_are_declared_and_merged_for_sql() {
 async fn every_mutation_is_audited() {
     let f = fixture().await;
     f.device("a1", "acme").await;
-    f.reg
-        .update_device(&f.admin, "a1", DevicePatch { site: Some(Some("roof".into())), ..Default::default() })
-        .await
-        .unwrap();
+    f.reg.update_device(&f.admin, "a1", DevicePatch { site: Some(Some("roof".into())), ..Default::default() }).await.unwrap();
     f.reg.rotate_device_token(&f.admin, "a1").await.unwrap();
     f.reg.decommission_device(&f.admin, "a1").await.unwrap();
     let op = f.principal(Role::Operator, None).await;

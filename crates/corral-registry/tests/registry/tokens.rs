@@ -29,11 +29,8 @@ async fn secrets_are_stored_only_as_hashes() {
     let f = fixture().await;
     let device_token = f.device("t1", "default").await;
     let rotated = f.reg.rotate_device_token(&f.admin, "t1").await.unwrap();
-    let (_, api_secret) = f
-        .reg
-        .create_api_token(&f.admin, NewApiToken { name: "ci".into(), role: Role::Operator, tenant: None })
-        .await
-        .unwrap();
+    let (_, api_secret) =
+        f.reg.create_api_token(&f.admin, NewApiToken { name: "ci".into(), role: Role::Operator, tenant: None }).await.unwrap();
 
     let raw = f.raw().await;
     for table in ["device_tokens", "api_tokens", "audit", "devices"] {
@@ -52,8 +49,7 @@ async fn secrets_are_stored_only_as_hashes() {
         .map(|r| r.get("hash"))
         .collect();
     assert_eq!(hashes, [sha256_hex(&device_token), sha256_hex(&rotated)]);
-    let api_hash: String =
-        sqlx::query("SELECT hash FROM api_tokens WHERE name = 'ci'").fetch_one(&raw).await.unwrap().get(0);
+    let api_hash: String = sqlx::query("SELECT hash FROM api_tokens WHERE name = 'ci'").fetch_one(&raw).await.unwrap().get(0);
     assert_eq!(api_hash, sha256_hex(&api_secret));
 }
 
@@ -126,11 +122,8 @@ async fn garbage_tokens_are_unauthenticated() {
 #[tokio::test]
 async fn revoked_api_tokens_stop_at_once() {
     let f = fixture().await;
-    let (t, secret) = f
-        .reg
-        .create_api_token(&f.admin, NewApiToken { name: "script".into(), role: Role::Viewer, tenant: None })
-        .await
-        .unwrap();
+    let (t, secret) =
+        f.reg.create_api_token(&f.admin, NewApiToken { name: "script".into(), role: Role::Viewer, tenant: None }).await.unwrap();
     let p = f.reg.authenticate_api(&secret).await.unwrap(); // now cached
     assert_eq!((p.token_id, p.role, p.name.as_str()), (t.id, Role::Viewer, "script"));
     f.reg.revoke_api_token(&f.admin, t.id).await.unwrap();
@@ -223,7 +216,10 @@ async fn pre_shared_keys_authenticate_active_devices_and_every_change_is_audited
     assert_unauthenticated(f.reg.authenticate_psk("nobody").await);
     // (Each lookup is cached; every change below must reach the cache at once.)
     assert_eq!(f.reg.authenticate_psk("p2").await.unwrap().0.id, did("p2"));
-    f.reg.update_device(&f.admin, "p2", DevicePatch { status: Some(DeviceStatus::Quarantined), ..Default::default() }).await.unwrap();
+    f.reg
+        .update_device(&f.admin, "p2", DevicePatch { status: Some(DeviceStatus::Quarantined), ..Default::default() })
+        .await
+        .unwrap();
     assert_forbidden(f.reg.authenticate_psk("p2").await);
     f.reg.remove_device_psk(&f.admin, "p1").await.unwrap();
     assert_unauthenticated(f.reg.authenticate_psk("p1").await);

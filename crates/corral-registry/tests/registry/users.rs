@@ -11,8 +11,12 @@ async fn users_sign_in_with_argon2id_passwords_and_sessions_end_with_a_new_passw
     assert_eq!((user.role, user.tenant), (Role::Operator, None));
     assert_bad_input(f.reg.create_user(&f.admin, "bob", "short", Role::Viewer, None).await);
     assert_bad_input(f.reg.create_user(&f.admin, "bad name", "long enough password", Role::Viewer, None).await);
-    assert!(matches!(f.reg.create_user(&f.admin, "alice", "another long password", Role::Viewer, None).await, Err(corral_registry::RegistryError::Conflict(_))));
-    let stored: String = sqlx::query("SELECT password_hash FROM users WHERE name = 'alice'").fetch_one(&f.raw().await).await.unwrap().get(0);
+    assert!(matches!(
+        f.reg.create_user(&f.admin, "alice", "another long password", Role::Viewer, None).await,
+        Err(corral_registry::RegistryError::Conflict(_))
+    ));
+    let stored: String =
+        sqlx::query("SELECT password_hash FROM users WHERE name = 'alice'").fetch_one(&f.raw().await).await.unwrap().get(0);
     assert!(stored.starts_with("$argon2id$"), "{stored}");
 
     // Wrong password and unknown user: the same refusal.
@@ -24,7 +28,10 @@ async fn users_sign_in_with_argon2id_passwords_and_sessions_end_with_a_new_passw
     assert_eq!((principal.name.as_str(), principal.role, csrf), ("alice", Role::Operator, session.csrf.clone()));
     // A new password ends every session; so does removing the user.
     // Changing one's own password from a session takes the current one.
-    assert!(matches!(f.reg.set_user_password(&principal, "alice", "a brand new passphrase", None).await, Err(corral_registry::RegistryError::BadInput(_))));
+    assert!(matches!(
+        f.reg.set_user_password(&principal, "alice", "a brand new passphrase", None).await,
+        Err(corral_registry::RegistryError::BadInput(_))
+    ));
     assert_forbidden(f.reg.set_user_password(&principal, "alice", "a brand new passphrase", Some("not the password")).await);
     f.reg.session(&session.secret).await.expect("a refused change ends nothing");
     f.reg.set_user_password(&principal, "alice", "a brand new passphrase", Some("correct horse battery")).await.unwrap();
@@ -60,7 +67,10 @@ async fn the_first_administrator_signs_in_with_the_bootstrap_token() {
 
     // Revoking the bootstrap token (leaked, say) stops the same secret in the console too.
     let admin = reg.authenticate_api(&token).await.unwrap();
-    let (_, other) = reg.create_api_token(&admin, corral_registry::NewApiToken { name: "ops".into(), role: Role::Admin, tenant: None }).await.unwrap();
+    let (_, other) = reg
+        .create_api_token(&admin, corral_registry::NewApiToken { name: "ops".into(), role: Role::Admin, tenant: None })
+        .await
+        .unwrap();
     reg.revoke_api_token(&admin, admin.token_id).await.unwrap();
     assert!(reg.sign_in("admin", &token).await.is_err());
     assert!(reg.session(&session.secret).await.is_err(), "its sessions ended");

@@ -42,13 +42,7 @@ impl NatsPublisher {
     /// Publishes and waits until the server has processed it (a PING after the HPUB, resolved by its PONG),
     /// so success means the NATS server accepted the message. `msg_id` goes in the `Nats-Msg-Id` header,
     /// which JetStream uses to drop duplicates of a redelivered message.
-    pub async fn publish(
-        &self,
-        url: &str,
-        subject: &str,
-        msg_id: &str,
-        payload: &[u8],
-    ) -> Result<(), AttemptError> {
+    pub async fn publish(&self, url: &str, subject: &str, msg_id: &str, payload: &[u8]) -> Result<(), AttemptError> {
         check_subject(subject)?;
         if msg_id.contains(['\r', '\n']) {
             return Err(AttemptError::permanent("NATS message id must not contain a line break"));
@@ -81,11 +75,7 @@ struct Message<'a> {
 /// closed by the server since (restart, idle cut-off); one fresh try keeps that from costing the
 /// action an attempt. A duplicate is possible if the first copy did get through, which the
 /// outbox's at-least-once contract (and JetStream's `Nats-Msg-Id` dedup) already covers.
-async fn publish_on(
-    slot: &mut Option<Connection>,
-    server: &Server,
-    message: &Message<'_>,
-) -> Result<(), AttemptError> {
+async fn publish_on(slot: &mut Option<Connection>, server: &Server, message: &Message<'_>) -> Result<(), AttemptError> {
     if let Some(connection) = slot {
         match connection.publish(message).await {
             Err(e) if e.retryable => {
@@ -125,8 +115,7 @@ impl Connection {
             .map_err(|e| AttemptError::retry(format!("cannot connect: {e}")))?;
         let _ = stream.set_nodelay(true);
         let (reader, writer) = stream.into_split();
-        let mut connection =
-            Connection { reader: BufReader::new(reader), writer, headers: false, max_payload: None };
+        let mut connection = Connection { reader: BufReader::new(reader), writer, headers: false, max_payload: None };
         let line = connection.read_line().await?;
         let info: Info = line
             .strip_prefix("INFO ")
@@ -154,9 +143,7 @@ impl Connection {
         };
         let total = headers.len() + payload.len();
         if let Some(max) = self.max_payload.filter(|max| total > *max) {
-            return Err(AttemptError::permanent(format!(
-                "message is {total} bytes, over the server's max_payload of {max}"
-            )));
+            return Err(AttemptError::permanent(format!("message is {total} bytes, over the server's max_payload of {max}")));
         }
         let mut frame = Vec::with_capacity(total + subject.len() + 40);
         if self.headers {
@@ -195,10 +182,7 @@ impl Connection {
     async fn read_line(&mut self) -> Result<String, AttemptError> {
         let mut line = Vec::new();
         let mut limited = (&mut self.reader).take(MAX_LINE_BYTES);
-        limited
-            .read_until(b'\n', &mut line)
-            .await
-            .map_err(|e| AttemptError::retry(format!("read failed: {e}")))?;
+        limited.read_until(b'\n', &mut line).await.map_err(|e| AttemptError::retry(format!("read failed: {e}")))?;
         if !line.ends_with(b"\n") {
             let why = if line.is_empty() { "the server closed the connection" } else { "line too long" };
             return Err(AttemptError::retry(why));
@@ -273,9 +257,7 @@ impl Server {
             None => url.to_string(),
         };
         let bad = |why: &str| {
-            AttemptError::permanent(format!(
-                "NATS URL {shown:?} is invalid: {why}; expected nats://[user:pass@]host[:port]"
-            ))
+            AttemptError::permanent(format!("NATS URL {shown:?} is invalid: {why}; expected nats://[user:pass@]host[:port]"))
         };
         let rest = match url.trim().split_once("://") {
             Some(("nats", rest)) => rest,

@@ -70,9 +70,7 @@ impl TargetPolicy {
 
     fn entries(&self) -> Result<(Vec<Entry>, Vec<Entry>), String> {
         let parse = |list: &[String], name: &str| -> Result<Vec<Entry>, String> {
-            list.iter()
-                .map(|s| Entry::parse(s).map_err(|e| format!("rules.webhooks.{name}: {e}")))
-                .collect()
+            list.iter().map(|s| Entry::parse(s).map_err(|e| format!("rules.webhooks.{name}: {e}"))).collect()
         };
         Ok((parse(&self.allow, "allow")?, parse(&self.deny, "deny")?))
     }
@@ -108,13 +106,9 @@ impl Entry {
             None => (false, s),
         };
         let name = normalize_host(name);
-        let label_ok = |l: &str| {
-            !l.is_empty() && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        };
+        let label_ok = |l: &str| !l.is_empty() && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
         if name.is_empty() || !name.split('.').all(label_ok) {
-            return Err(format!(
-                "{text:?} is not an IP, CIDR (10.0.0.0/8), host name or wildcard (*.example.com)"
-            ));
+            return Err(format!("{text:?} is not an IP, CIDR (10.0.0.0/8), host name or wildcard (*.example.com)"));
         }
         Ok(if suffix { Entry::Suffix(format!(".{name}")) } else { Entry::Host(name) })
     }
@@ -158,9 +152,7 @@ impl Cidr {
         let (addr, len) = text.split_once('/').ok_or_else(|| bad("missing /"))?;
         let base: IpAddr = addr.parse().map_err(|_| bad("bad address"))?;
         let max = if base.is_ipv4() { 32 } else { 128 };
-        let bits: u8 = len.parse().ok().filter(|b| *b <= max).ok_or_else(|| {
-            bad(&format!("prefix length must be 0..={max}"))
-        })?;
+        let bits: u8 = len.parse().ok().filter(|b| *b <= max).ok_or_else(|| bad(&format!("prefix length must be 0..={max}")))?;
         // Addresses are matched in canonical form, so ::ffff:10.0.0.0/104 becomes 10.0.0.0/8.
         let cidr = match base.to_canonical() {
             v4 @ IpAddr::V4(_) if base.is_ipv6() && bits >= 96 => Cidr { base: v4, bits: bits - 96 },

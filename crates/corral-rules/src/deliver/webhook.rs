@@ -61,9 +61,7 @@ impl WebhookClient {
         body: &[u8],
     ) -> Result<(), AttemptError> {
         let target = self.check_url(url)?;
-        let timestamp_secs = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64);
+        let timestamp_secs = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
         let response = self
             .http
             .post(target.clone())
@@ -82,8 +80,8 @@ impl WebhookClient {
     /// Malformed URLs and targets refused by an IP literal never reach the network. Names are
     /// checked by [`PolicyResolver`] on the addresses actually connected to.
     fn check_url(&self, url: &str) -> Result<reqwest::Url, AttemptError> {
-        let target = reqwest::Url::parse(url)
-            .map_err(|e| AttemptError::permanent(format!("webhook URL {url:?} is invalid: {e}")))?;
+        let target =
+            reqwest::Url::parse(url).map_err(|e| AttemptError::permanent(format!("webhook URL {url:?} is invalid: {e}")))?;
         if !matches!(target.scheme(), "http" | "https") {
             return Err(AttemptError::permanent(format!(
                 "webhook URL {} has scheme {:?}; only http and https are supported",
@@ -103,8 +101,7 @@ impl WebhookClient {
 
 /// `v1=<hex HMAC-SHA256(secret, "{timestamp_secs}.{body}")>`
 pub fn signature(secret: &str, timestamp_secs: i64, body: &[u8]) -> String {
-    let mut mac =
-        Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC accepts any key length");
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC accepts any key length");
     mac.update(format!("{timestamp_secs}.").as_bytes());
     mac.update(body);
     format!("v1={}", hex::encode(mac.finalize().into_bytes()))
@@ -184,10 +181,7 @@ async fn judge(target: &reqwest::Url, mut response: reqwest::Response) -> Result
         }
     }
     head.truncate(ERROR_BODY_BYTES);
-    let message = format!(
-        "webhook POST {url} answered {status}: {}",
-        String::from_utf8_lossy(&head).trim()
-    );
+    let message = format!("webhook POST {url} answered {status}: {}", String::from_utf8_lossy(&head).trim());
     if status == reqwest::StatusCode::GONE {
         return Err(AttemptError::permanent(message));
     }

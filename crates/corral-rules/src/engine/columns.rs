@@ -4,7 +4,9 @@
 use super::{ActiveRule, DeviceFacts, Devices};
 use crate::condition::Input;
 use crate::window::WindowSpec;
-use arrow::array::{ArrayRef, BooleanBuilder, Float64Builder, Int64Builder, NullArray, StringBuilder, TimestampNanosecondBuilder, UInt64Builder};
+use arrow::array::{
+    ArrayRef, BooleanBuilder, Float64Builder, Int64Builder, NullArray, StringBuilder, TimestampNanosecondBuilder, UInt64Builder,
+};
 use corral_model::{FieldValue, Row};
 use std::collections::HashMap;
 use std::sync::Arc;

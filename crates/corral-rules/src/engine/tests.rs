@@ -17,7 +17,13 @@ fn facts(id: &str, profile: &str, cargo: &str) -> (String, Arc<DeviceFacts>) {
     attributes.insert("cargo".into(), cargo.into());
     (
         id.to_string(),
-        Arc::new(DeviceFacts { id: id.into(), tenant: "default".into(), profile: Some(profile.into()), attributes, ..Default::default() }),
+        Arc::new(DeviceFacts {
+            id: id.into(),
+            tenant: "default".into(),
+            profile: Some(profile.into()),
+            attributes,
+            ..Default::default()
+        }),
     )
 }
 
@@ -48,7 +54,11 @@ fn fires_and_clears_with_hysteresis() {
     let mut engine = Engine::default();
     engine.upsert(rule(1, serde_json::json!({"name": "warm", "condition": "temperature > 8", "clear": "temperature < 7"})));
     let mut book = Book::new(vec![], 0);
-    let events = run(&mut engine, &mut book, &[vec![temp("r1", 0, 9.0), temp("r1", 1, 7.5), temp("r1", 2, 9.5)], vec![temp("r1", 3, 7.2)]]);
+    let events = run(
+        &mut engine,
+        &mut book,
+        &[vec![temp("r1", 0, 9.0), temp("r1", 1, 7.5), temp("r1", 2, 9.5)], vec![temp("r1", 3, 7.2)]],
+    );
     assert_eq!(events, vec![(AlarmEvent::Raised, "r1".into(), 1)], "7.5 and 7.2 are inside the hysteresis band");
     assert_eq!(book.open_alarms().next().unwrap().count, 2, "9.5 repeated the open alarm");
     let events = run(&mut engine, &mut book, &[vec![temp("r1", 4, 6.9), temp("r1", 5, 9.1)]]);
@@ -95,8 +105,11 @@ fn sliding_average_over_ten_minutes() {
 #[test]
 fn attributes_and_scope_choose_the_devices() {
     let mut engine = Engine::default();
-    engine.upsert(rule(1, serde_json::json!({"name": "vaccines", "scope": {"profile": "reefer"},
-        "condition": "temperature > 8 AND attributes.cargo = 'vaccines'"})));
+    engine.upsert(rule(
+        1,
+        serde_json::json!({"name": "vaccines", "scope": {"profile": "reefer"},
+        "condition": "temperature > 8 AND attributes.cargo = 'vaccines'"}),
+    ));
     let mut book = Book::new(vec![], 0);
     let rows = vec![temp("r1", 0, 9.0), temp("r2", 0, 9.0), temp("t1", 0, 9.0), temp("unknown", 0, 99.0)];
     let events = run(&mut engine, &mut book, &[rows]);

@@ -92,7 +92,11 @@ pub fn to_table_types(table: &SchemaRef, batch: &RecordBatch) -> Result<RecordBa
 /// Dictionary or delta encoding for an integer column, whichever would take fewer bits: a
 /// slowly moving reading has small deltas even when it takes thousands of distinct values, a
 /// status code has few values even when it jumps.
-fn integers<I: Iterator<Item = i64>>(props: WriterPropertiesBuilder, path: ColumnPath, values: impl Fn() -> I) -> WriterPropertiesBuilder {
+fn integers<I: Iterator<Item = i64>>(
+    props: WriterPropertiesBuilder,
+    path: ColumnPath,
+    values: impl Fn() -> I,
+) -> WriterPropertiesBuilder {
     match dictionary_bits(values()) {
         Some(bits) if bits <= delta_bits(values()) => props.set_column_dictionary_enabled(path, true),
         _ => delta(props, path),
@@ -193,7 +197,8 @@ mod tests {
 
     #[test]
     fn printed_decimals_become_exact_decimals_and_come_back_bit_for_bit() {
-        let values: Vec<Option<f64>> = (0..1000).map(|i| Some(-8.64257 + i as f64 * 0.00001)).map(|v| v.map(|v: f64| (v * 1e5).round() / 1e5)).collect();
+        let values: Vec<Option<f64>> =
+            (0..1000).map(|i| Some(-8.64257 + i as f64 * 0.00001)).map(|v| v.map(|v: f64| (v * 1e5).round() / 1e5)).collect();
         let mut values = values;
         values[3] = None;
         values[4] = Some(0.1 + 0.2); // 0.30000000000000004 needs 17 digits: the column stays at scale <= 9 only if exact

@@ -46,11 +46,7 @@ async fn random_segment_files_never_panic_and_repair_is_final() {
         let dir = tempfile::tempdir().unwrap();
         let mut id = 1 + rng.below(5);
         for _ in 0..10 {
-            fs::write(
-                dir.path().join(segment::file_name(id)),
-                garbage(&mut rng, id),
-            )
-            .unwrap();
+            fs::write(dir.path().join(segment::file_name(id)), garbage(&mut rng, id)).unwrap();
             id += 1 + rng.below(8);
         }
 
@@ -66,15 +62,9 @@ async fn random_segment_files_never_panic_and_repair_is_final() {
         assert!(report.damage.is_empty(), "repair was not final: {report:?}");
         assert_eq!(second[..first.len()], first[..]);
         assert_eq!(second.last().unwrap(), &(next, b"still works".to_vec()));
-        assert!(
-            second.windows(2).all(|w| w[0].0 < w[1].0),
-            "seqs out of order"
-        );
+        assert!(second.windows(2).all(|w| w[0].0 < w[1].0), "seqs out of order");
     }
     // The generator must exercise both paths, or the test proves little.
     eprintln!("garbage: {records} records kept, {damaged} damaged segments");
-    assert!(
-        records > 50 && damaged > 100,
-        "{records} records, {damaged} damaged"
-    );
+    assert!(records > 50 && damaged > 100, "{records} records, {damaged} damaged");
 }

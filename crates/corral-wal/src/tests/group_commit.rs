@@ -69,10 +69,7 @@ async fn everyone_queued_behind_a_slow_fsync_shares_the_next_one() {
 async fn max_group_bytes_caps_one_group() {
     let dir = tempfile::tempdir().unwrap();
     // Two 20-byte payloads (36 bytes framed each) fit in 100 bytes, three do not.
-    let config = WalConfig {
-        max_group_bytes: 100,
-        ..WalConfig::new(dir.path())
-    };
+    let config = WalConfig { max_group_bytes: 100, ..WalConfig::new(dir.path()) };
     let (wal, _, _) = open(config);
     wal.inject_fault(Fault::SyncDelay(Duration::from_millis(300)));
     let first = tokio::spawn({

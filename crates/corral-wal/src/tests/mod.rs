@@ -17,10 +17,7 @@ pub(crate) type Replayed = Vec<(u64, Vec<u8>)>;
 
 pub(crate) fn open(config: WalConfig) -> (Wal, Replayed, ReplayReport) {
     let mut seen = Vec::new();
-    let (wal, report) = Wal::open(config, |record| {
-        seen.push((record.seq, record.payload.to_vec()))
-    })
-    .expect("open");
+    let (wal, report) = Wal::open(config, |record| seen.push((record.seq, record.payload.to_vec()))).expect("open");
     assert_eq!(report.records, seen.len() as u64);
     (wal, seen, report)
 }

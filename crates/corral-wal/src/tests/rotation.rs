@@ -25,13 +25,7 @@ async fn removing_segments_before_a_rotation_leaves_only_later_records() {
     assert_eq!(wal.remove_segments_before(rotated).unwrap(), 1);
     assert_eq!(wal.remove_segments_before(rotated).unwrap(), 0);
     assert_eq!(wal.metrics().segments_on_disk, 1);
-    assert_eq!(
-        segments(dir.path())
-            .iter()
-            .map(|(id, _)| *id)
-            .collect::<Vec<_>>(),
-        [rotated]
-    );
+    assert_eq!(segments(dir.path()).iter().map(|(id, _)| *id).collect::<Vec<_>>(), [rotated]);
     wal.shutdown();
 
     let (_wal, seen, report) = open_dir(dir.path());
@@ -56,12 +50,8 @@ async fn rotation_is_ordered_with_appends_in_flight() {
     let dir = tempfile::tempdir().unwrap();
     let (wal, _, _) = open_dir(dir.path());
     // Queue appends and a rotation without waiting in between: the queue order decides.
-    let (a, b, rotated, c) = tokio::join!(
-        wal.append(b"a".to_vec()),
-        wal.append(b"b".to_vec()),
-        wal.rotate(),
-        wal.append(b"c".to_vec()),
-    );
+    let (a, b, rotated, c) =
+        tokio::join!(wal.append(b"a".to_vec()), wal.append(b"b".to_vec()), wal.rotate(), wal.append(b"c".to_vec()),);
     let rotated = rotated.unwrap();
     assert!(a.unwrap() < rotated && b.unwrap() < rotated);
     assert!(c.unwrap() >= rotated);
@@ -70,10 +60,7 @@ async fn rotation_is_ordered_with_appends_in_flight() {
 #[tokio::test]
 async fn the_writer_rolls_to_a_new_segment_at_segment_bytes() {
     let dir = tempfile::tempdir().unwrap();
-    let config = WalConfig {
-        segment_bytes: 200,
-        ..WalConfig::new(dir.path())
-    };
+    let config = WalConfig { segment_bytes: 200, ..WalConfig::new(dir.path()) };
     let (wal, _, _) = open(config.clone());
     let mut expected = Vec::new();
     for i in 0..20 {

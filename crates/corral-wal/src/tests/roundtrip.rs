@@ -28,10 +28,7 @@ async fn replay_returns_every_record_in_order_and_seqs_continue() {
     assert_eq!(seen, expected);
     assert_eq!(report.segments, 1);
     assert!(report.damage.is_empty());
-    assert_eq!(
-        report.bytes,
-        expected.iter().map(|(_, p)| p.len() as u64).sum::<u64>()
-    );
+    assert_eq!(report.bytes, expected.iter().map(|(_, p)| p.len() as u64).sum::<u64>());
     assert_eq!(wal.append(b"after".to_vec()).await.unwrap(), 52);
     wal.shutdown();
 
@@ -53,10 +50,7 @@ async fn start_seq_is_respected_when_no_segment_is_left() {
     wal.shutdown();
 
     // The store persisted 1..=3 and says the next record must be at least 1000.
-    let config = WalConfig {
-        start_seq: 1000,
-        ..WalConfig::new(dir.path())
-    };
+    let config = WalConfig { start_seq: 1000, ..WalConfig::new(dir.path()) };
     let (wal, seen, report) = open(config);
     assert!(seen.is_empty());
     assert!(report.damage.is_empty());
@@ -64,10 +58,7 @@ async fn start_seq_is_respected_when_no_segment_is_left() {
     wal.shutdown();
 
     // A start_seq below what the log holds never makes sequence numbers go backwards.
-    let config = WalConfig {
-        start_seq: 5,
-        ..WalConfig::new(dir.path())
-    };
+    let config = WalConfig { start_seq: 5, ..WalConfig::new(dir.path()) };
     let (wal, seen, _) = open(config);
     assert_eq!(seen, [(1000, b"a".to_vec())]);
     assert_eq!(wal.append(b"b".to_vec()).await.unwrap(), 1001);
@@ -94,15 +85,9 @@ async fn a_second_open_of_the_same_directory_is_refused_until_shutdown() {
     // The old handle still exists, but shutdown released the directory.
     let (_wal2, seen, _) = open_dir(dir.path());
     assert_eq!(seen, [(1, b"x".to_vec())]);
-    assert!(matches!(
-        wal.append(b"y".to_vec()).await,
-        Err(WalError::Closed)
-    ));
+    assert!(matches!(wal.append(b"y".to_vec()).await, Err(WalError::Closed)));
     assert!(matches!(wal.rotate().await, Err(WalError::Closed)));
-    assert!(matches!(
-        wal.remove_segments_before(u64::MAX),
-        Err(WalError::Closed)
-    ));
+    assert!(matches!(wal.remove_segments_before(u64::MAX), Err(WalError::Closed)));
     wal.shutdown(); // idempotent
 }
 
@@ -118,9 +103,7 @@ async fn shutdown_lets_queued_appends_finish_and_acked_ones_survive() {
         .collect();
     tokio::task::yield_now().await;
     let stopper = wal.clone();
-    tokio::task::spawn_blocking(move || stopper.shutdown())
-        .await
-        .unwrap();
+    tokio::task::spawn_blocking(move || stopper.shutdown()).await.unwrap();
 
     let mut acked = Vec::new();
     for task in tasks {

@@ -54,10 +54,7 @@ async fn truncation_inside_the_last_record_keeps_the_intact_prefix() {
     for cut in [1, 4, 8, 15, 16, 17, 40, last_len - 1] {
         let dir = tempfile::tempdir().unwrap();
         let (records, last_start) = write_records(dir.path()).await;
-        let file = OpenOptions::new()
-            .write(true)
-            .open(only_segment(dir.path()))
-            .unwrap();
+        let file = OpenOptions::new().write(true).open(only_segment(dir.path())).unwrap();
         assert_eq!(file.metadata().unwrap().len(), last_start + last_len);
         file.set_len(last_start + cut).unwrap();
         drop(file);
@@ -83,10 +80,7 @@ async fn a_flipped_byte_in_the_last_record_is_caught() {
 async fn a_cut_on_a_record_boundary_is_not_damage() {
     let dir = tempfile::tempdir().unwrap();
     let (records, last_start) = write_records(dir.path()).await;
-    let file = OpenOptions::new()
-        .write(true)
-        .open(only_segment(dir.path()))
-        .unwrap();
+    let file = OpenOptions::new().write(true).open(only_segment(dir.path())).unwrap();
     file.set_len(last_start).unwrap();
     drop(file);
     let (_wal, seen, report) = open_dir(dir.path());
@@ -125,20 +119,12 @@ async fn torn_and_foreign_headers_are_cleared_out_of_the_way() {
     wal.shutdown();
     // A crash right after creating the next segment, and a file that is not ours.
     fs::write(dir.path().join(crate::segment::file_name(50)), &MAGIC[..3]).unwrap();
-    fs::write(
-        dir.path().join(crate::segment::file_name(60)),
-        b"not a wal segment",
-    )
-    .unwrap();
+    fs::write(dir.path().join(crate::segment::file_name(60)), b"not a wal segment").unwrap();
 
     let (wal, seen, report) = open_dir(dir.path());
     assert_eq!(seen, [(a, b"a".to_vec())]);
     assert_eq!(report.damage.len(), 2, "{report:?}");
-    assert!(
-        dir.path()
-            .join(format!("{}.corrupt", crate::segment::file_name(60)))
-            .exists()
-    );
+    assert!(dir.path().join(format!("{}.corrupt", crate::segment::file_name(60))).exists());
     // Both gone from the segment list; the log continues right after the last record.
     assert_eq!(wal.append(b"b".to_vec()).await.unwrap(), a + 1);
     wal.shutdown();

@@ -49,9 +49,7 @@ fn readings(k: usize) -> Value {
 
 async fn create_tenants(server: &TestServer, tenants: &[&str]) {
     for tenant in tenants {
-        let (status, out) = server
-            .admin(Method::POST, "/api/v1/tenants", Some(json!({"id": tenant})))
-            .await;
+        let (status, out) = server.admin(Method::POST, "/api/v1/tenants", Some(json!({"id": tenant}))).await;
         assert_eq!(status, 201, "tenant {tenant}: {out}");
     }
 }
@@ -59,20 +57,9 @@ async fn create_tenants(server: &TestServer, tenants: &[&str]) {
 /// Creates `tenants` and registers their devices of the fleet, with their readings.
 async fn populate(server: &TestServer, tenants: &[&str]) {
     create_tenants(server, tenants).await;
-    for (k, (id, tenant, site, profile)) in FLEET
-        .iter()
-        .enumerate()
-        .filter(|(_, d)| tenants.contains(&d.1))
-    {
-        let token = server
-            .register_device(
-                id,
-                json!({"tenant": tenant, "site": site, "profile": profile}),
-            )
-            .await;
-        let (status, out) = server
-            .ingest(&token, "telemetry", &readings(k).to_string())
-            .await;
+    for (k, (id, tenant, site, profile)) in FLEET.iter().enumerate().filter(|(_, d)| tenants.contains(&d.1)) {
+        let token = server.register_device(id, json!({"tenant": tenant, "site": site, "profile": profile})).await;
+        let (status, out) = server.ingest(&token, "telemetry", &readings(k).to_string()).await;
         assert_eq!(status, 200, "{id}: {out}");
         if *tenant == "globex" {
             // A table only globex writes: for acme it does not exist.
@@ -83,33 +70,14 @@ async fn populate(server: &TestServer, tenants: &[&str]) {
 }
 
 async fn api_token(server: &TestServer, name: &str, role: &str, tenant: Option<&str>) -> String {
-    let (status, out) = server
-        .admin(
-            Method::POST,
-            "/api/v1/tokens",
-            Some(json!({"name": name, "role": role, "tenant": tenant})),
-        )
-        .await;
+    let (status, out) =
+        server.admin(Method::POST, "/api/v1/tokens", Some(json!({"name": name, "role": role, "tenant": tenant}))).await;
     assert_eq!(status, 201, "token {name}: {out}");
     out["token"].as_str().expect("token secret").to_string()
 }
 
 /// SQL as `token`: (status, the rows when 200, else the error body).
 async fn sql(server: &TestServer, token: &str, sql: &str) -> (u16, Value) {
-    let (status, out) = server
-        .call(
-            Method::POST,
-            "/api/v1/query",
-            token,
-            Some(json!({"sql": sql})),
-        )
-        .await;
-    (
-        status,
-        if status == 200 {
-            out["rows"].clone()
-        } else {
-            out
-        },
-    )
+    let (status, out) = server.call(Method::POST, "/api/v1/query", token, Some(json!({"sql": sql}))).await;
+    (status, if status == 200 { out["rows"].clone() } else { out })
 }

@@ -15,40 +15,20 @@ fn host_port(server: &TestServer) -> (String, String) {
 fn attacks(server: &TestServer, args: &[&str]) -> Command {
     let (host, port) = host_port(server);
     let mut command = Command::new("python3");
-    command
-        .arg(ATTACKS)
-        .arg(args[0])
-        .args([&host, &port])
-        .args(&args[1..]);
+    command.arg(ATTACKS).arg(args[0]).args([&host, &port]).args(&args[1..]);
     command
 }
 
 /// A one-shot scenario of mqtt_attacks.py: its whole output, trimmed.
 pub(super) fn paho(server: &TestServer, args: &[&str]) -> String {
     let out = attacks(server, args).output().expect("python3");
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 /// The admin commands a device over MQTT (QoS 1); the PUBACK line.
 fn command(server: &TestServer, device: &str, id: &str, payload: &str) -> String {
-    paho(
-        server,
-        &[
-            "publish",
-            "ops-1",
-            "token",
-            ADMIN_TOKEN,
-            "5",
-            &format!("devices/{device}/commands/{id}"),
-            payload,
-            "-",
-        ],
-    )
+    paho(server, &["publish", "ops-1", "token", ADMIN_TOKEN, "5", &format!("devices/{device}/commands/{id}"), payload, "-"])
 }
 
 /// A running scenario (`hold`, `listen`): its lines as they come; stdin stays open until
@@ -62,11 +42,7 @@ pub(super) struct Scenario {
 
 impl Scenario {
     pub(super) fn spawn(server: &TestServer, args: &[&str]) -> Scenario {
-        let mut child = attacks(server, args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("python3");
+        let mut child = attacks(server, args).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().expect("python3");
         let stdout = child.stdout.take().unwrap();
         let (tx, lines) = mpsc::channel();
         std::thread::spawn(move || {
@@ -76,39 +52,22 @@ impl Scenario {
                 }
             }
         });
-        Scenario {
-            stdin: child.stdin.take(),
-            child,
-            lines,
-            seen: Vec::new(),
-        }
+        Scenario { stdin: child.stdin.take(), child, lines, seen: Vec::new() }
     }
 
     /// The next line starting with `prefix`; a disconnect, refusal or timeout before it fails.
     pub(super) fn wait_for(&mut self, prefix: &str) -> String {
         let deadline = Instant::now() + PATIENCE;
         loop {
-            let Ok(line) = self
-                .lines
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            else {
-                panic!(
-                    "no line starting with {prefix:?} within {PATIENCE:?}; seen {:?}",
-                    self.seen
-                );
+            let Ok(line) = self.lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) else {
+                panic!("no line starting with {prefix:?} within {PATIENCE:?}; seen {:?}", self.seen);
             };
             self.seen.push(line.clone());
             if line.starts_with(prefix) {
                 return line;
             }
-            let fatal = ["disconnected", "refused", "timeout"]
-                .iter()
-                .any(|p| line.starts_with(p));
-            assert!(
-                !fatal,
-                "{line:?} while waiting for {prefix:?}; seen {:?}",
-                self.seen
-            );
+            let fatal = ["disconnected", "refused", "timeout"].iter().any(|p| line.starts_with(p));
+            assert!(!fatal, "{line:?} while waiting for {prefix:?}; seen {:?}", self.seen);
         }
     }
 
@@ -117,10 +76,7 @@ impl Scenario {
         drop(self.stdin.take());
         let deadline = Instant::now() + PATIENCE;
         let mut rest = Vec::new();
-        while let Ok(line) = self
-            .lines
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-        {
+        while let Ok(line) = self.lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
             rest.push(line);
         }
         rest
@@ -140,21 +96,10 @@ impl Drop for Scenario {
 async fn a_foreign_credential_can_neither_take_over_nor_drain_a_devices_mqtt_session() {
     let server = TestServer::start(BIN).await;
     create_tenants(&server, &["acme", "globex"]).await;
-    server
-        .register_device("acme-d1", json!({"tenant": "acme"}))
-        .await;
-    let device = server
-        .register_device("globex-d2", json!({"tenant": "globex"}))
-        .await;
+    server.register_device("acme-d1", json!({"tenant": "acme"})).await;
+    let device = server.register_device("globex-d2", json!({"tenant": "globex"})).await;
     let viewer = api_token(&server, "acme-viewer", "viewer", Some("acme")).await;
-    let hold = [
-        "hold",
-        "globex-d2",
-        "globex-d2",
-        device.as_str(),
-        "5",
-        "devices/globex-d2/commands/#",
-    ];
+    let hold = ["hold", "globex-d2", "globex-d2", device.as_str(), "5", "devices/globex-d2/commands/#"];
     let door = r#"{"door":"open","pin":"4711"}"#;
 
     let mut online = Scenario::spawn(&server, &hold);
@@ -162,38 +107,21 @@ async fn a_foreign_credential_can_neither_take_over_nor_drain_a_devices_mqtt_ses
     assert_eq!(online.wait_for("subscribed"), "subscribed 1");
     for version in ["5", "311"] {
         // 0x85 Client Identifier not valid (3.1.1: return code 2, which paho reports as 133).
-        assert_eq!(
-            paho(&server, &["attack", "globex-d2", "token", &viewer, version]),
-            "refused 133",
-            "MQTT {version}"
-        );
+        assert_eq!(paho(&server, &["attack", "globex-d2", "token", &viewer, version]), "refused 133", "MQTT {version}");
     }
     // The device was not disconnected: the next command still reaches it.
     assert_eq!(command(&server, "globex-d2", "c1", door), "puback 0");
-    assert_eq!(
-        online.wait_for("message"),
-        format!("message devices/globex-d2/commands/c1 {door}")
-    );
+    assert_eq!(online.wait_for("message"), format!("message devices/globex-d2/commands/c1 {door}"));
     assert_eq!(online.finish(), ["still-connected"]);
 
     // Offline, its session queues commands; the attacker cannot resume it to read them...
     assert_eq!(command(&server, "globex-d2", "c2", door), "puback 0");
-    assert_eq!(
-        paho(&server, &["attack", "globex-d2", "token", &viewer, "5"]),
-        "refused 133",
-        "and receives nothing"
-    );
+    assert_eq!(paho(&server, &["attack", "globex-d2", "token", &viewer, "5"]), "refused 133", "and receives nothing");
     // ...and the device, back, finds its queued command.
     let mut back = Scenario::spawn(&server, &hold);
     back.wait_for("connected 0");
-    assert_eq!(
-        back.wait_for("message"),
-        format!("message devices/globex-d2/commands/c2 {door}")
-    );
-    assert_eq!(
-        back.finish().last().map(String::as_str),
-        Some("still-connected")
-    );
+    assert_eq!(back.wait_for("message"), format!("message devices/globex-d2/commands/c2 {door}"));
+    assert_eq!(back.finish().last().map(String::as_str), Some("still-connected"));
 }
 
 /// A client id that names no device is free to choose, but the session it opens belongs to the
@@ -208,29 +136,12 @@ async fn an_applications_mqtt_session_belongs_to_the_token_that_created_it() {
     let mut dashboard = Scenario::spawn(&server, &["hold", "dashboard-1", "token", &acme, "5"]);
     dashboard.wait_for("connected 0");
     for version in ["5", "311"] {
-        assert_eq!(
-            paho(
-                &server,
-                &["attack", "dashboard-1", "token", &globex, version]
-            ),
-            "refused 133",
-            "MQTT {version}"
-        );
+        assert_eq!(paho(&server, &["attack", "dashboard-1", "token", &globex, version]), "refused 133", "MQTT {version}");
     }
-    assert_eq!(
-        dashboard.finish(),
-        ["still-connected"],
-        "the owner stayed connected"
-    );
+    assert_eq!(dashboard.finish(), ["still-connected"], "the owner stayed connected");
     // Offline the session is still acme's: globex is refused, acme resumes it.
-    assert_eq!(
-        paho(&server, &["attack", "dashboard-1", "token", &globex, "5"]),
-        "refused 133"
-    );
-    assert_eq!(
-        paho(&server, &["attack", "dashboard-1", "token", &acme, "5"]),
-        "connected 0"
-    );
+    assert_eq!(paho(&server, &["attack", "dashboard-1", "token", &globex, "5"]), "refused 133");
+    assert_eq!(paho(&server, &["attack", "dashboard-1", "token", &acme, "5"]), "connected 0");
 }
 
 /// `alarms/<tenant>/<device>` is where the server publishes alarm events; an app that could
@@ -240,64 +151,28 @@ async fn an_applications_mqtt_session_belongs_to_the_token_that_created_it() {
 async fn applications_cannot_forge_alarm_events_or_publish_outside_their_tenant() {
     let server = TestServer::start(BIN).await;
     create_tenants(&server, &["acme", "globex"]).await;
-    server
-        .register_device("acme-d1", json!({"tenant": "acme"}))
-        .await;
-    server
-        .register_device("globex-d1", json!({"tenant": "globex"}))
-        .await;
+    server.register_device("acme-d1", json!({"tenant": "acme"})).await;
+    server.register_device("globex-d1", json!({"tenant": "globex"})).await;
     let acme = api_token(&server, "acme-ops", "operator", Some("acme")).await;
     let forged = r#"{"event":"alarm.raised","alarm":{"device":"globex-d1","tenant":"globex","status":"active"}}"#;
     let publish = |client: &str, token: &str, topic: &str, retain: &str| {
-        paho(
-            &server,
-            &[
-                "publish", client, "token", token, "5", topic, forged, retain,
-            ],
-        )
+        paho(&server, &["publish", client, "token", token, "5", topic, forged, retain])
     };
 
-    assert_eq!(
-        publish("acme-ops-1", &acme, "alarms/globex/globex-d1", "retain"),
-        "puback 135",
-        "0x87 not authorized"
-    );
+    assert_eq!(publish("acme-ops-1", &acme, "alarms/globex/globex-d1", "retain"), "puback 135", "0x87 not authorized");
     assert_eq!(
         publish("acme-ops-1", &acme, "alarms/acme/acme-d1", "retain"),
         "puback 135",
         "alarm events are the server's alone"
     );
-    assert_eq!(
-        publish("admin-1", ADMIN_TOKEN, "alarms/globex/globex-d1", "retain"),
-        "puback 135",
-        "even for an unscoped admin"
-    );
+    assert_eq!(publish("admin-1", ADMIN_TOKEN, "alarms/globex/globex-d1", "retain"), "puback 135", "even for an unscoped admin");
     // Nothing was retained for a subscriber that comes later.
-    assert_eq!(
-        paho(
-            &server,
-            &[
-                "listen",
-                "alarm-watch",
-                "token",
-                ADMIN_TOKEN,
-                "1",
-                "alarms/#"
-            ]
-        ),
-        "subscribed 1\ndone"
-    );
+    assert_eq!(paho(&server, &["listen", "alarm-watch", "token", ADMIN_TOKEN, "1", "alarms/#"]), "subscribed 1\ndone");
 
-    for (topic, expected) in [
-        ("tenants/acme/dispatch", "puback 0"),
-        ("tenants/globex/dispatch", "puback 135"),
-        ("ops/anything", "puback 135"),
-    ] {
-        assert_eq!(
-            publish("acme-ops-1", &acme, topic, "-"),
-            expected,
-            "{topic}"
-        );
+    for (topic, expected) in
+        [("tenants/acme/dispatch", "puback 0"), ("tenants/globex/dispatch", "puback 135"), ("ops/anything", "puback 135")]
+    {
+        assert_eq!(publish("acme-ops-1", &acme, topic, "-"), expected, "{topic}");
     }
 }
 
@@ -307,36 +182,13 @@ async fn applications_cannot_forge_alarm_events_or_publish_outside_their_tenant(
 async fn an_oversized_mqtt5_publish_is_told_packet_too_large() {
     let server = TestServer::start_with(BIN, &["--mqtt-max-packet-bytes", "2048"]).await;
     let token = server.register_device("acme-d1", json!({})).await;
-    let publish = |payload: &str| {
-        paho(
-            &server,
-            &[
-                "publish",
-                "acme-d1",
-                "acme-d1",
-                &token,
-                "5",
-                "devices/acme-d1/telemetry",
-                payload,
-                "-",
-            ],
-        )
-    };
+    let publish =
+        |payload: &str| paho(&server, &["publish", "acme-d1", "acme-d1", &token, "5", "devices/acme-d1/telemetry", payload, "-"]);
     let big = format!(r#"{{"blob": "{}"}}"#, "x".repeat(10_000));
     // paho 2.1.0 reads a DISCONNECT's reason code only when its remaining length is over 2
     // (eclipse-paho/paho.mqtt.python#860): a bare reason code shows as 0 (Success), so the
     // server's DISCONNECT must carry a property (a Reason String) for clients like it to see why.
-    assert_eq!(
-        publish(&big),
-        "disconnected 149",
-        "log:\n{}",
-        server.log_text()
-    );
-    assert_eq!(
-        publish(r#"{"temperature": 1}"#),
-        "puback 0",
-        "the device may go on with smaller packets"
-    );
+    assert_eq!(publish(&big), "disconnected 149", "log:\n{}", server.log_text());
+    assert_eq!(publish(r#"{"temperature": 1}"#), "puback 0", "the device may go on with smaller packets");
     assert_eq!(server.count("telemetry").await, 1);
 }
-

@@ -7,43 +7,22 @@ use corral_testkit::ADMIN_TOKEN;
 /// the true guess must fail (else the oracle proves nothing); acme's viewer must get the same
 /// answer, its own rows counted, whether the guess is true or false.
 async fn assert_oracles_closed(server: &TestServer, viewer: &str) {
-    let temperature = (
-        "device = 'globex-d1' AND temperature > 50",
-        "device = 'globex-d1' AND temperature > 500",
-    );
+    let temperature = ("device = 'globex-d1' AND temperature > 50", "device = 'globex-d1' AND temperature > 500");
     let cases = [
         ("telemetry", temperature, ACME_ROWS, ALL_ROWS),
         ("latest.telemetry", temperature, 3, 5),
-        (
-            "devices",
-            ("device = 'globex-d1'", "device = 'globex-d9'"),
-            3,
-            5,
-        ),
+        ("devices", ("device = 'globex-d1'", "device = 'globex-d9'"), 3, 5),
     ];
     for (table, (true_guess, false_guess), acme, all) in cases {
         let query = |guess: &str| {
-            format!(
-                "SELECT count(*) AS n FROM {table} WHERE CAST(CASE WHEN {guess} THEN 'x' ELSE '1' END AS INT) = 1"
-            )
+            format!("SELECT count(*) AS n FROM {table} WHERE CAST(CASE WHEN {guess} THEN 'x' ELSE '1' END AS INT) = 1")
         };
         let (status, out) = sql(server, ADMIN_TOKEN, &query(true_guess)).await;
-        assert_ne!(
-            status, 200,
-            "unscoped, the true guess must fail on {table} or this oracle tests nothing: {out}"
-        );
-        assert_eq!(
-            sql(server, ADMIN_TOKEN, &query(false_guess)).await,
-            (200, json!([[all]])),
-            "{table}"
-        );
+        assert_ne!(status, 200, "unscoped, the true guess must fail on {table} or this oracle tests nothing: {out}");
+        assert_eq!(sql(server, ADMIN_TOKEN, &query(false_guess)).await, (200, json!([[all]])), "{table}");
         for guess in [true_guess, false_guess] {
             let answer = sql(server, viewer, &query(guess)).await;
-            assert_eq!(
-                answer,
-                (200, json!([[acme]])),
-                "acme's answer on {table} must not depend on globex's data ({guess})"
-            );
+            assert_eq!(answer, (200, json!([[acme]])), "acme's answer on {table} must not depend on globex's data ({guess})");
         }
     }
 }
@@ -57,16 +36,8 @@ async fn an_sql_error_never_reveals_another_tenants_rows() {
     assert_oracles_closed(&server, &viewer).await;
     assert_names_are_the_tenants(&server, &viewer).await;
     // ...and from Parquet, where user filters are pushed into decoding and statistics pruning.
-    assert_eq!(
-        server.terminate(),
-        Some(0),
-        "SIGTERM persists to Parquet; log:\n{}",
-        server.log_text()
-    );
-    assert!(
-        server.data_dir().join("store/tables/telemetry").is_dir(),
-        "telemetry was persisted to Parquet"
-    );
+    assert_eq!(server.terminate(), Some(0), "SIGTERM persists to Parquet; log:\n{}", server.log_text());
+    assert!(server.data_dir().join("store/tables/telemetry").is_dir(), "telemetry was persisted to Parquet");
     server.restart();
     assert_oracles_closed(&server, &viewer).await;
     assert_names_are_the_tenants(&server, &viewer).await;
@@ -75,10 +46,8 @@ async fn an_sql_error_never_reveals_another_tenants_rows() {
 /// The names globex gave its table (`vault`) and its field (`pin_code`) are globex's: acme's
 /// viewer meets them nowhere, and asking for them fails exactly as for names nobody used.
 async fn assert_names_are_the_tenants(server: &TestServer, viewer: &str) {
-    for (sql, theirs) in [
-        ("SELECT * FROM telemetry LIMIT 1", "pin_code"),
-        ("SELECT * FROM latest.telemetry LIMIT 1", "pin_code"),
-    ] {
+    for (sql, theirs) in [("SELECT * FROM telemetry LIMIT 1", "pin_code"), ("SELECT * FROM latest.telemetry LIMIT 1", "pin_code")]
+    {
         let (status, out) = server.call(Method::POST, "/api/v1/query", viewer, Some(json!({"sql": sql}))).await;
         assert_eq!(status, 200, "{sql}: {out}");
         assert_eq!(out["columns"], json!(["time", "device", "temperature"]), "{sql}: no {theirs} for acme");
@@ -101,7 +70,9 @@ async fn assert_names_are_the_tenants(server: &TestServer, viewer: &str) {
         let (status, theirs_error) = sql(server, viewer, theirs).await;
         let (other_status, nobodys_error) = sql(server, viewer, nobodys).await;
         assert_eq!((status, other_status), (400, 400), "{theirs_error} / {nobodys_error}");
-        let unname = |e: &Value| e.to_string().replace("pin_code", "X").replace("pin_kode", "X").replace("vaulx", "X").replace("vault", "X");
+        let unname = |e: &Value| {
+            e.to_string().replace("pin_code", "X").replace("pin_kode", "X").replace("vaulx", "X").replace("vault", "X")
+        };
         assert_eq!(unname(&theirs_error), unname(&nobodys_error));
     }
 }
@@ -111,10 +82,7 @@ struct Lcg(u64);
 
 impl Lcg {
     fn below(&mut self, n: u64) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         (self.0 >> 33) % n
     }
 
@@ -142,15 +110,13 @@ fn random_query(lcg: &mut Lcg) -> String {
         2 => format!("SELECT count(*) FROM latest.telemetry WHERE temperature BETWEEN {a} AND {b}"),
         3 => format!("SELECT device FROM devices WHERE site = '{site}' ORDER BY device"),
         4 => format!("SELECT max(temperature) FROM telemetry WHERE device LIKE '{prefix}%'"),
-        5 => format!(
-            "SELECT count(*) FROM telemetry WHERE CAST(CASE WHEN temperature > {c} THEN 'x' ELSE '1' END AS INT) = 1"
-        ),
+        5 => format!("SELECT count(*) FROM telemetry WHERE CAST(CASE WHEN temperature > {c} THEN 'x' ELSE '1' END AS INT) = 1"),
         6 => format!(
             "SELECT l.device, d.profile, l.temperature FROM latest.telemetry l JOIN devices d USING (device) WHERE d.site = '{site}' ORDER BY 1"
         ),
-        7 => format!(
-            "SELECT count(*) FROM devices WHERE CAST(CASE WHEN device LIKE '{prefix}%' THEN 'x' ELSE '1' END AS INT) = 1"
-        ),
+        7 => {
+            format!("SELECT count(*) FROM devices WHERE CAST(CASE WHEN device LIKE '{prefix}%' THEN 'x' ELSE '1' END AS INT) = 1")
+        }
         // `*`: the same columns as a server that never heard of globex's fields.
         8 => format!("SELECT * FROM telemetry WHERE temperature > {c} ORDER BY device, time"),
         _ => format!("SELECT * FROM latest.telemetry WHERE device LIKE '{prefix}%' ORDER BY device"),
@@ -171,10 +137,7 @@ async fn a_tenants_sql_answers_are_those_of_a_server_holding_only_its_data() {
     let mut answered = 0;
     for n in 0..60 {
         let query = random_query(&mut lcg);
-        let (scoped, reference) = (
-            sql(&shared, &viewer, &query).await,
-            sql(&alone, ADMIN_TOKEN, &query).await,
-        );
+        let (scoped, reference) = (sql(&shared, &viewer, &query).await, sql(&alone, ADMIN_TOKEN, &query).await);
         assert_eq!(
             scoped.0, reference.0,
             "query {n}, status: {query}\nshared, acme viewer: {}\nacme alone: {}",
@@ -185,8 +148,5 @@ async fn a_tenants_sql_answers_are_those_of_a_server_holding_only_its_data() {
             answered += 1;
         }
     }
-    assert!(
-        answered >= 30,
-        "only {answered} of 60 queries answered: the comparison is mostly of errors"
-    );
+    assert!(answered >= 30, "only {answered} of 60 queries answered: the comparison is mostly of errors");
 }

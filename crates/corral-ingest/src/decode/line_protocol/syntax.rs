@@ -56,20 +56,14 @@ pub(super) fn unescape<const KEY: bool>(raw: &str, escaped: bool) -> Cow<'_, str
 }
 
 /// A tag or field key starting at `start`, and the index of its `=`.
-pub(super) fn key_at<'a>(
-    line: &'a str,
-    start: usize,
-    what: &str,
-) -> Result<(Cow<'a, str>, usize), String> {
+pub(super) fn key_at<'a>(line: &'a str, start: usize, what: &str) -> Result<(Cow<'a, str>, usize), String> {
     let b = line.as_bytes();
     let (end, escaped) = scan::<true>(b, start);
     let key = unescape::<true>(&line[start..end], escaped);
     match b.get(end) {
         Some(b'=') if key.is_empty() => Err(format!("{what} with an empty key")),
         Some(b'=') => Ok((key, end)),
-        _ if key.is_empty() && start > 0 && b[start - 1] == b',' => {
-            Err(format!("missing {what} after \",\""))
-        }
+        _ if key.is_empty() && start > 0 && b[start - 1] == b',' => Err(format!("missing {what} after \",\"")),
         _ if key.is_empty() => Err(format!("expected a {what} as key=value")),
         _ => Err(format!("{what} {}: missing \"=\" and value", quoted(&key))),
     }
@@ -114,9 +108,7 @@ pub(super) fn skip_spaces(b: &[u8], mut i: usize) -> usize {
 /// A field value other than a string: float, `i` integer, `u` unsigned or boolean.
 pub(super) fn value(text: &str, key: &str) -> Result<FieldValue, String> {
     let b = text.as_bytes();
-    let out_of_range = |why: &str| {
-        format!("field value for {} out of range: {} ({why})", quoted(key), quoted(text))
-    };
+    let out_of_range = |why: &str| format!("field value for {} out of range: {} ({why})", quoted(key), quoted(text));
     match b.last() {
         None => return Err(format!("missing value for field {}", quoted(key))),
         Some(b'i') => match parse_i64(&b[..b.len() - 1]) {
@@ -139,11 +131,7 @@ pub(super) fn value(text: &str, key: &str) -> Result<FieldValue, String> {
     let numeric = matches!(b[0], b'0'..=b'9' | b'-' | b'.')
         && b.iter().all(|c| matches!(c, b'0'..=b'9' | b'.' | b'e' | b'E' | b'+' | b'-'));
     if numeric && let Ok(x) = text.parse::<f64>() {
-        return if x.is_finite() {
-            Ok(FieldValue::Float(x))
-        } else {
-            Err(out_of_range("floats are 64-bit"))
-        };
+        return if x.is_finite() { Ok(FieldValue::Float(x)) } else { Err(out_of_range("floats are 64-bit")) };
     }
     Err(format!(
         "invalid field value for {}: {} (expected a number, an integer with i, an unsigned with \
@@ -162,9 +150,7 @@ pub(super) fn timestamp(text: &str, precision: Precision) -> Result<i64, String>
             return Err(format!("invalid timestamp {} (expected an integer)", quoted(text)));
         }
     }
-    .ok_or_else(|| {
-        format!("timestamp {} out of range for precision {}", quoted(text), precision.as_str())
-    })
+    .ok_or_else(|| format!("timestamp {} out of range for precision {}", quoted(text), precision.as_str()))
 }
 
 /// `-?[0-9]+` as `i64`; `Err(true)` when well-formed but out of range, `Err(false)` otherwise.

@@ -64,12 +64,7 @@ fn check_batches(batches: &[Batch], limits: &Limits, input: &[u8]) {
     assert!(batches.iter().map(|b| b.rows.len()).sum::<usize>() <= limits.max_rows, "{}", show());
     for row in batches.iter().flat_map(|b| &b.rows) {
         assert!(row.device == "dev-1" || DeviceId::new(row.device.as_str()).is_ok(), "{}", show());
-        assert!(
-            !row.fields.is_empty()
-                && row.fields.len() + row.tags.len() <= limits.max_fields_per_row,
-            "{}",
-            show()
-        );
+        assert!(!row.fields.is_empty() && row.fields.len() + row.tags.len() <= limits.max_fields_per_row, "{}", show());
         let mut seen = HashSet::new();
         for (key, value) in &row.tags {
             assert!(!value.is_empty() && value.len() <= limits.max_string_bytes, "{}", show());
@@ -92,25 +87,17 @@ fn check_batches(batches: &[Batch], limits: &Limits, input: &[u8]) {
 
 #[test]
 fn random_and_mutated_inputs_never_panic() {
-    let limit_sets = [
-        Limits::default(),
-        Limits { max_fields_per_row: 3, max_rows: 2, max_string_bytes: 6, max_name_bytes: 8 },
-    ];
+    let limit_sets = [Limits::default(), Limits { max_fields_per_row: 3, max_rows: 2, max_string_bytes: 6, max_name_bytes: 8 }];
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     let (mut accepted, mut total) = (0, 0);
     for round in 0..4000 {
         let input: Vec<u8> = if round % 4 == 0 {
-            (0..rng.below(40))
-                .map(|_| {
-                    if rng.below(2) == 0 { rng.next() as u8 } else { b"a=1 ,\"\\\n"[rng.below(8)] }
-                })
-                .collect()
+            (0..rng.below(40)).map(|_| if rng.below(2) == 0 { rng.next() as u8 } else { b"a=1 ,\"\\\n"[rng.below(8)] }).collect()
         } else {
             let seed = SEEDS[rng.below(SEEDS.len())].as_bytes();
             mutate(&mut rng, seed)
         };
-        let precision =
-            [Precision::Nanoseconds, Precision::Seconds, Precision::Hours][rng.below(3)];
+        let precision = [Precision::Nanoseconds, Precision::Seconds, Precision::Hours][rng.below(3)];
         for limits in &limit_sets {
             total += 1;
             match decode_line_protocol(&input, precision, NOW, "device", Some("dev-1"), limits) {
@@ -133,14 +120,8 @@ fn random_and_mutated_inputs_never_panic() {
 #[test]
 fn unmutated_seeds_decode() {
     for seed in SEEDS {
-        let decoded = decode_line_protocol(
-            seed.as_bytes(),
-            Precision::Nanoseconds,
-            NOW,
-            "device",
-            Some("dev-1"),
-            &Limits::default(),
-        );
+        let decoded =
+            decode_line_protocol(seed.as_bytes(), Precision::Nanoseconds, NOW, "device", Some("dev-1"), &Limits::default());
         let batches = decoded.unwrap_or_else(|e| panic!("{seed:?}: {e}"));
         check_batches(&batches, &Limits::default(), seed.as_bytes());
         assert!(!batches.is_empty());

@@ -57,11 +57,7 @@ impl Drop for NatsServer {
 /// normal user's PATH).
 fn nats_server_binary() -> &'static str {
     let on_path = Command::new("nats-server").arg("--version").output().is_ok();
-    if on_path || !std::path::Path::new("/usr/sbin/nats-server").exists() {
-        "nats-server"
-    } else {
-        "/usr/sbin/nats-server"
-    }
+    if on_path || !std::path::Path::new("/usr/sbin/nats-server").exists() { "nats-server" } else { "/usr/sbin/nats-server" }
 }
 
 fn free_port() -> u16 {
@@ -79,9 +75,7 @@ async fn line(reader: &mut BufReader<TcpStream>) -> String {
 async fn subscribe(port: u16, subject: &str) -> BufReader<TcpStream> {
     let mut reader = BufReader::new(TcpStream::connect(("127.0.0.1", port)).await.unwrap());
     assert!(line(&mut reader).await.starts_with("INFO "));
-    let hello = format!(
-        "CONNECT {{\"verbose\":false,\"headers\":true,\"protocol\":1}}\r\nSUB {subject} 1\r\nPING\r\n"
-    );
+    let hello = format!("CONNECT {{\"verbose\":false,\"headers\":true,\"protocol\":1}}\r\nSUB {subject} 1\r\nPING\r\n");
     reader.get_mut().write_all(hello.as_bytes()).await.unwrap();
     while line(&mut reader).await != "PONG" {}
     reader
@@ -177,8 +171,7 @@ async fn invalid_subjects_ids_and_urls_are_permanent() {
 #[test]
 fn urls_parse_with_defaults_and_credentials() {
     let s = Server::parse("nats://u:p@nats.example:4223/").unwrap();
-    assert_eq!((s.host.as_str(), s.port, s.user.as_deref(), s.pass.as_deref()),
-        ("nats.example", 4223, Some("u"), Some("p")));
+    assert_eq!((s.host.as_str(), s.port, s.user.as_deref(), s.pass.as_deref()), ("nats.example", 4223, Some("u"), Some("p")));
     let s = Server::parse("10.0.0.5").unwrap();
     assert_eq!((s.host.as_str(), s.port, s.user), ("10.0.0.5", 4222, None));
     let s = Server::parse("nats://tok@[::1]").unwrap();

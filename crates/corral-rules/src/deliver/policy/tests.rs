@@ -89,9 +89,7 @@ fn deny_wins_over_allow_and_allow_private() {
 
 #[test]
 fn validate_names_the_bad_entry() {
-    policy(&["::1", "[::1]", "10.0.0.0/8", "0.0.0.0/0", "::/0", "a-b.c_d", "*.x.io"], &[])
-        .validate()
-        .unwrap();
+    policy(&["::1", "[::1]", "10.0.0.0/8", "0.0.0.0/0", "::/0", "a-b.c_d", "*.x.io"], &[]).validate().unwrap();
     for (entry, why) in [
         ("10.0.0.1/8", "bits set"),
         ("10.0.0.0/33", "0..=32"),

@@ -78,9 +78,7 @@ async fn post_arrives_signed_with_every_header() {
 async fn statuses_map_to_retry_or_permanent_with_status_and_body() {
     let port = status_server().await;
     let client = loopback_allowed();
-    for (code, retryable) in [(500, true), (503, true), (408, true), (429, true), (404, true),
-        (400, true), (410, false)]
-    {
+    for (code, retryable) in [(500, true), (503, true), (408, true), (429, true), (404, true), (400, true), (410, false)] {
         let url = format!("http://127.0.0.1:{port}/status/{code}");
         let err = client.post(&url, "k", "id", "e", b"{}").await.unwrap_err();
         assert_eq!(err.retryable, retryable, "{code}: {err}");
@@ -154,20 +152,33 @@ impl TlsServer {
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::null())
                 .spawn()
-                .unwrap_or_else(|e| {
-                    panic!("cannot run openssl ({e}); install it (scripts/test.sh does)")
-                })
+                .unwrap_or_else(|e| panic!("cannot run openssl ({e}); install it (scripts/test.sh does)"))
         };
-        let status = openssl(&["req", "-x509", "-newkey", "ec", "-pkeyopt",
-            "ec_paramgen_curve:prime256v1", "-nodes", "-subj", "/CN=127.0.0.1", "-addext",
-            "subjectAltName=IP:127.0.0.1", "-days", "1", "-keyout", "key.pem", "-out", "cert.pem"])
-            .wait()
-            .unwrap();
+        let status = openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-days",
+            "1",
+            "-keyout",
+            "key.pem",
+            "-out",
+            "cert.pem",
+        ])
+        .wait()
+        .unwrap();
         assert!(status.success(), "openssl req failed");
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let accept = format!("127.0.0.1:{port}");
-        let child = openssl(&["s_server", "-quiet", "-www", "-accept", &accept, "-cert", "cert.pem",
-            "-key", "key.pem"]);
+        let child = openssl(&["s_server", "-quiet", "-www", "-accept", &accept, "-cert", "cert.pem", "-key", "key.pem"]);
         let server = TlsServer { child, port, _dir: dir };
         for _ in 0..500 {
             if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {

@@ -2,8 +2,9 @@
 //! a decoded batch durable and tells the rest of the platform about it.
 //!
 //! Place on the data path: `transport → identity → **decode → pipeline** → WAL → write buffer`.
-//! Transports (HTTP, later MQTT and CoAP) call [`decode`] and then [`Sink::submit`]; they never see
-//! storage. The pipeline reaches storage through its own [`DurableStore`] trait, which the binary
+//! Transports call [`decode`] and then [`Sink::submit`]; they never see storage. HTTP and CoAP do
+//! so themselves; MQTT's publishes are still decoded in the binary's broker hooks (issue 17
+//! moves that into `corral-mqtt`). The pipeline reaches storage through its own [`DurableStore`] trait, which the binary
 //! implements over `corral-store`, and tells the registry who was heard from through [`Presence`].
 //!
 //! ```

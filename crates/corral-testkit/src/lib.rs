@@ -1,5 +1,6 @@
 //! Test-only (a dev-dependency): [`TestServer`] starts the real `corral` binary on port 0 in a
-//! temporary data directory (HTTP and MQTT on port 0), reads the bound addresses from its
+//! temporary data directory (every listener on port 0: HTTP, MQTT, CoAP, CoAP over DTLS, and
+//! MQTTS and HTTPS when given a certificate), reads the bound addresses from its
 //! `listening proto=... addr=...` log lines, and offers the few calls whole-server tests repeat
 //! (register a device, ingest, SQL).
 //! Tests talk to it over real HTTP; nothing is mocked. [`browser::Browser`] signs in to the

@@ -140,6 +140,9 @@ impl Blockwise {
         if block.num == 0 {
             uploads.remove(&key);
             let device = owner.device.as_str();
+            // The device's abandoned uploads do not count against it (nor wait for a full table).
+            let now = Instant::now();
+            uploads.retain(|_, a| a.device != device || now.duration_since(a.touched) <= self.idle);
             if uploads.values().filter(|a| a.device == device).count() >= self.max_per_device {
                 return Upload::Refused(
                     Code::SERVICE_UNAVAILABLE,
@@ -318,6 +321,19 @@ mod tests {
         let next = Block { num: 1, more: true, szx: 0 };
         let stolen = b.upload(peer(), "a2/t2", &owner("a9", "acme"), next, &[0; 16], None);
         assert!(matches!(stolen, Upload::Refused(Code::REQUEST_ENTITY_INCOMPLETE, _)));
+    }
+
+    #[test]
+    fn a_devices_abandoned_uploads_do_not_hold_its_share() {
+        let b = Blockwise::new(3000, 1024, 100, 2, Duration::ZERO);
+        let first = Block { num: 0, more: true, szx: 0 };
+        let start = |table: &str| b.upload(peer(), &format!("a1/{table}"), &owner("a1", "acme"), first, &[0; 16], None);
+        start("t1");
+        start("t2");
+        // Both went idle (the idle limit is zero here), so a third upload may start.
+        std::thread::sleep(Duration::from_millis(2));
+        assert!(matches!(start("t3"), Upload::Continue(_)));
+        assert_eq!(b.uploads_in_progress(), 1);
     }
 
     #[test]

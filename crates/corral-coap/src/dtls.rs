@@ -12,8 +12,8 @@
 //! read from the ClientKeyExchange before OpenSSL sees the datagram, the key fetched, and left
 //! where the callback finds it (`PskSlot`).
 
-use crate::hooks::CoapHooks;
 use corral_model::{ErrorKind, WireError};
+use corral_services::Identity;
 use openssl::error::ErrorStack;
 use openssl::ex_data::Index;
 use openssl::hash::MessageDigest;
@@ -155,7 +155,7 @@ pub(crate) struct Dtls {
     peer_index: Index<Ssl, SocketAddr>,
     psk_index: Index<Ssl, PskSlot>,
     sessions: Mutex<HashMap<SocketAddr, Session>>,
-    hooks: Arc<dyn CoapHooks>,
+    identity: Arc<dyn Identity>,
     config: DtlsConfig,
     pub metrics: DtlsMetrics,
 }
@@ -165,7 +165,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Dtls {
-    pub fn new(socket: Arc<UdpSocket>, hooks: Arc<dyn CoapHooks>, config: DtlsConfig) -> Result<Dtls, ErrorStack> {
+    pub fn new(socket: Arc<UdpSocket>, identity: Arc<dyn Identity>, config: DtlsConfig) -> Result<Dtls, ErrorStack> {
         let peer_index = Ssl::new_ex_index::<SocketAddr>()?;
         let psk_index = Ssl::new_ex_index::<PskSlot>()?;
         let mut builder = SslContext::builder(SslMethod::dtls_server())?;
@@ -215,7 +215,7 @@ impl Dtls {
             peer_index,
             psk_index,
             sessions: Mutex::default(),
-            hooks,
+            identity,
             config,
             metrics: DtlsMetrics::default(),
         })
@@ -312,7 +312,7 @@ impl Dtls {
         if lock(&slot).as_ref().is_some_and(|e| e.identity == identity || e.used) {
             return; // a retransmitted flight, or the key was already taken
         }
-        let key = self.hooks.psk(&identity).await;
+        let key = self.identity.psk(&identity).await;
         let mut entry = lock(&slot);
         if !entry.as_ref().is_some_and(|e| e.used) {
             *entry = Some(PskEntry { identity, key, used: false });

@@ -2,7 +2,7 @@
 //! same decoders and the same durable pipeline as every other door, and commands for devices
 //! that sleep between messages.
 //!
-//! Place on the data path: `device → **coap** → identity ([`CoapHooks`]) → decode → pipeline
+//! Place on the data path: `device → **coap** → identity (`corral_services::Identity`) → decode → pipeline
 //! ([`corral_ingest::Sink`]) → WAL`. `2.04 Changed` is sent only once the pipeline made the
 //! data durable; a write slower than [`CoapConfig::piggyback_wait`] gets an empty ACK first and
 //! a separate response later.
@@ -18,8 +18,9 @@
 //! [`dtls`]): the session says which device speaks, so no token crosses the network.
 //!
 //! ```no_run
-//! # async fn run(hooks: std::sync::Arc<dyn corral_coap::CoapHooks>, sink: std::sync::Arc<dyn corral_ingest::Sink>) {
-//! let server = corral_coap::CoapServer::bind("0.0.0.0:5683".parse().unwrap(), Default::default(), hooks, sink,
+//! # async fn run(services: corral_coap::Services) {
+//! // services: the platform's Identity and Commands, and the ingest Sink.
+//! let server = corral_coap::CoapServer::bind("0.0.0.0:5683".parse().unwrap(), Default::default(), services,
 //!     Default::default()).await.unwrap();
 //! let (_stop, stopped) = tokio::sync::watch::channel(false);
 //! server.serve(stopped).await;
@@ -43,6 +44,6 @@ mod transport;
 pub use config::CoapConfig;
 pub use dtls::DtlsConfig;
 pub use error::{CoapError, FormatError};
-pub use hooks::{CoapHooks, Credential, Speaker};
+pub use hooks::{Credential, Speaker};
 pub use message::{Code, Kind, Message};
-pub use server::CoapServer;
+pub use server::{CoapServer, Services};

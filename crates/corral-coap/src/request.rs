@@ -15,6 +15,7 @@ use crate::message::{Code, Kind, Message, encode_uint, option};
 use crate::server::Shared;
 use corral_ingest::decode::TelemetryFormat;
 use corral_model::{Door, Envelope, ErrorKind, TableName, WireError};
+use corral_services::{Caller, CommandResponse};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -166,9 +167,27 @@ async fn authorize(shared: &Shared, peer: SocketAddr, request: &Message, device:
             ));
         }
     };
-    let speaker = shared.hooks.authorize(credential, device).await.map_err(Response::from)?;
+    let speaker = speaker(shared, credential, device).await.map_err(Response::from)?;
     shared.commands.used_by(device);
     Ok(speaker)
+}
+
+/// The device `credential` speaks for when it names `device` (its own, or a child of that
+/// gateway), counted as heard from.
+async fn speaker(shared: &Shared, credential: Credential<'_>, device: &str) -> Result<Speaker, WireError> {
+    let (proof, whose) = match credential {
+        Credential::Token(token) => (corral_services::Credential::DeviceToken(token), "the token of"),
+        // The session proved the key; the device may have left active since.
+        Credential::Session(identity) => (corral_services::Credential::PskSession(identity), "the DTLS session of"),
+    };
+    let Caller::Device(caller) = shared.identity.authenticate(proof).await? else {
+        return Err(WireError::new(ErrorKind::Unauthenticated, "not a device credential"));
+    };
+    let Some(speaker) = shared.identity.speaks_for(&caller, device).await? else {
+        return Err(WireError::new(ErrorKind::Forbidden, format!("{whose} {} may not speak for {device}", caller.id)));
+    };
+    shared.identity.heard_from(&speaker.id, chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default());
+    Ok(Speaker { device: speaker.id, tenant: speaker.tenant })
 }
 
 /// The request body, whole: at once, or assembled from Block1 blocks (with the last block, to
@@ -262,7 +281,14 @@ async fn command_response(shared: &Shared, speaker: &Speaker, command_id: &str, 
     if command_id.is_empty() || command_id.contains(['+', '#']) {
         return Err(Response::error(Code::BAD_REQUEST, "command id must be non-empty without + or #"));
     }
-    shared.hooks.command_response(speaker, command_id, body).await?;
+    let response = CommandResponse {
+        device: speaker.device.clone(),
+        tenant: Some(speaker.tenant.clone()),
+        id: command_id.to_string(),
+        payload: body.into(),
+        from: Some(Door::Coap),
+    };
+    shared.command_service.respond(response).await?;
     shared.commands.done(speaker.device.as_str(), command_id);
     Ok(Response::new(Code::CHANGED))
 }

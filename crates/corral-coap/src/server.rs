@@ -8,13 +8,13 @@ use crate::config::CoapConfig;
 use crate::dtls::{Dtls, DtlsConfig};
 use crate::error::CoapError;
 use crate::exchange::{Delivery, Exchanges, Seen};
-use crate::hooks::CoapHooks;
 use crate::message::{Code, Kind, Message, option};
 use crate::metrics::Metrics;
 use crate::request::{self, Response};
 use crate::transport::Transport;
 use corral_ingest::Sink;
 use corral_ingest::decode::Limits;
+use corral_services::{Commands as CommandService, Identity};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -24,7 +24,9 @@ use tokio::sync::{Semaphore, watch};
 /// Everything the receive loop and the request tasks share. Lives as long as the server.
 pub(crate) struct Shared {
     pub config: CoapConfig,
-    pub hooks: Arc<dyn CoapHooks>,
+    pub identity: Arc<dyn Identity>,
+    /// The platform's commands: heard for CoAP devices, answered through it.
+    pub command_service: Arc<dyn CommandService>,
     pub sink: Arc<dyn Sink>,
     pub limits: Limits,
     pub exchanges: Exchanges,
@@ -38,6 +40,17 @@ pub(crate) struct Shared {
     dtls: Option<Arc<Dtls>>,
 }
 
+/// What the CoAP door uses of the platform: services only.
+#[derive(Clone)]
+pub struct Services {
+    /// Who a token or a DTLS session is, and whom it may speak for.
+    pub identity: Arc<dyn Identity>,
+    /// Commands for devices, whatever their door; a device's answers go back through it.
+    pub commands: Arc<dyn CommandService>,
+    /// Where decoded telemetry goes (durable when it returns).
+    pub sink: Arc<dyn Sink>,
+}
+
 /// A CoAP server on one UDP socket. Cheap to clone.
 #[derive(Clone)]
 pub struct CoapServer {
@@ -49,43 +62,35 @@ const MAX_DATAGRAM: usize = 65_535;
 
 impl CoapServer {
     /// A plain CoAP server (`coap://`, devices authenticate with `?t=<token>`).
-    pub async fn bind(
-        addr: SocketAddr,
-        config: CoapConfig,
-        hooks: Arc<dyn CoapHooks>,
-        sink: Arc<dyn Sink>,
-        limits: Limits,
-    ) -> Result<CoapServer, CoapError> {
-        CoapServer::start(addr, config, None, hooks, sink, limits).await
+    pub async fn bind(addr: SocketAddr, config: CoapConfig, services: Services, limits: Limits) -> Result<CoapServer, CoapError> {
+        CoapServer::start(addr, config, None, services, limits).await
     }
 
     /// A CoAP over DTLS server (`coaps://`): devices open a session with their pre-shared key
-    /// ([`CoapHooks::psk`]) and need no token.
+    /// (`Identity::psk`) and need no token.
     pub async fn bind_dtls(
         addr: SocketAddr,
         config: CoapConfig,
         dtls: DtlsConfig,
-        hooks: Arc<dyn CoapHooks>,
-        sink: Arc<dyn Sink>,
+        services: Services,
         limits: Limits,
     ) -> Result<CoapServer, CoapError> {
-        CoapServer::start(addr, config, Some(dtls), hooks, sink, limits).await
+        CoapServer::start(addr, config, Some(dtls), services, limits).await
     }
 
     async fn start(
         addr: SocketAddr,
         config: CoapConfig,
         dtls: Option<DtlsConfig>,
-        hooks: Arc<dyn CoapHooks>,
-        sink: Arc<dyn Sink>,
+        services: Services,
         limits: Limits,
     ) -> Result<CoapServer, CoapError> {
         config.validate().map_err(CoapError::Config)?;
         let socket = Arc::new(UdpSocket::bind(addr).await.map_err(|source| CoapError::Bind { addr, source })?);
         let dtls = match dtls {
-            Some(c) => {
-                Some(Arc::new(Dtls::new(socket.clone(), hooks.clone(), c).map_err(|e| CoapError::Config(format!("DTLS: {e}")))?))
-            }
+            Some(c) => Some(Arc::new(
+                Dtls::new(socket.clone(), services.identity.clone(), c).map_err(|e| CoapError::Config(format!("DTLS: {e}")))?,
+            )),
             None => None,
         };
         let transport = Arc::new(match &dtls {
@@ -105,15 +110,20 @@ impl CoapServer {
             commands: Commands::new(config.max_pending_commands, config.max_observers, config.command_ttl, metrics.clone()),
             in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
             config,
-            hooks,
-            sink,
+            identity: services.identity.clone(),
+            command_service: services.commands.clone(),
+            sink: services.sink,
             limits,
             metrics,
             transport,
             socket,
             dtls,
         };
-        Ok(CoapServer { shared: Arc::new(shared) })
+        let server = CoapServer { shared: Arc::new(shared) };
+        // Subscribed before bind returns: no command sent after it is missed.
+        tokio::spawn(hear_commands(Arc::downgrade(&server.shared), services.commands.subscribe()));
+        tokio::spawn(forget_on_credential_changes(Arc::downgrade(&server.shared), services.identity.credential_changes()));
+        Ok(server)
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -143,30 +153,6 @@ impl CoapServer {
                 // On Linux an ICMP "port unreachable" for an earlier send surfaces here.
                 (Err(e), _) => tracing::debug!(error = %e, "coap receive failed"),
             }
-        }
-    }
-
-    /// A command published for `device` (`devices/<id>/commands/<command-id>`): kept for it if
-    /// it uses CoAP, and pushed to its observation if it has one.
-    pub fn command(&self, device: &str, command_id: &str, payload: &[u8]) {
-        if self.shared.commands.push(device, Command::new(command_id, payload)) {
-            tokio::spawn(deliver(self.shared.clone(), device.to_string()));
-        }
-    }
-
-    /// The device's credentials changed: its observation ends (it must register again).
-    pub fn forget_device(&self, device: &str) {
-        self.shared.commands.forget(device);
-        if let Some(dtls) = &self.shared.dtls {
-            dtls.close_device(device);
-        }
-    }
-
-    /// Credential changes were missed (the notifications lagged): every DTLS session ends, and
-    /// devices handshake again with what holds now.
-    pub fn forget_all_sessions(&self) {
-        if let Some(dtls) = &self.shared.dtls {
-            dtls.close_all();
         }
     }
 
@@ -303,5 +289,60 @@ async fn deliver(shared: Arc<Shared>, device: String) {
                 shared.commands.lost(&device, observer.generation);
             }
         }
+    }
+}
+
+/// Every command sent for a device (whoever sent it, through whichever door) is kept for it if it
+/// uses CoAP, and pushed to its observation if it has one. Ends with the server.
+async fn hear_commands(
+    shared: std::sync::Weak<Shared>,
+    mut commands: tokio::sync::broadcast::Receiver<Arc<corral_services::Command>>,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        let command = match commands.recv().await {
+            Ok(c) => c,
+            Err(RecvError::Lagged(n)) => {
+                tracing::warn!(missed = n, "commands came faster than CoAP took them");
+                continue;
+            }
+            Err(RecvError::Closed) => return,
+        };
+        let Some(shared) = shared.upgrade() else { return };
+        let device = command.device.as_str();
+        if shared.commands.push(device, Command::new(&command.id, &command.payload)) {
+            tokio::spawn(deliver(shared, device.to_string()));
+        }
+    }
+}
+
+/// A device whose token was rotated, or whose status or gateway changed, loses its observation
+/// of commands and its DTLS session: it must register again with what holds now. Ends with the
+/// server.
+async fn forget_on_credential_changes(
+    shared: std::sync::Weak<Shared>,
+    mut changes: tokio::sync::broadcast::Receiver<corral_model::DeviceId>,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        let changed = changes.recv().await;
+        let Some(shared) = shared.upgrade() else { return };
+        match changed {
+            Ok(device) => {
+                shared.commands.forget(device.as_str());
+                if let Some(dtls) = &shared.dtls {
+                    dtls.close_device(device.as_str());
+                }
+            }
+            // Which devices changed is lost: no DTLS session is trusted any more.
+            Err(RecvError::Lagged(_)) => shared.dtls.iter().for_each(|d| d.close_all()),
+            Err(RecvError::Closed) => return,
+        }
+    }
+}
+
+impl corral_services::MetricsSource for CoapServer {
+    fn render(&self, out: &mut String) {
+        self.render_metrics(out);
     }
 }

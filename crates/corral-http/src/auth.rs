@@ -7,7 +7,8 @@ use crate::error::{ApiError, ApiResult};
 use axum::extract::FromRequestParts;
 use axum::http::HeaderMap;
 use axum::http::request::Parts;
-use corral_registry::{DeviceIdentity, Principal};
+use corral_registry::Principal;
+use corral_services::{Caller as Who, Credential, DeviceCaller};
 use std::sync::Arc;
 
 /// The client certificate (DER) a TLS connection presented, verified against the registered
@@ -18,15 +19,15 @@ pub struct ClientCertificate(pub Arc<Vec<u8>>);
 /// The device a telemetry request speaks for: its token when there is an `Authorization`
 /// header, else the device the connection's client certificate names. Checked on every request,
 /// so a revoked certificate stops working on a kept-alive connection too.
-pub async fn device(state: &AppState, headers: &HeaderMap, certificate: Option<&ClientCertificate>) -> ApiResult<DeviceIdentity> {
-    if let (None, Some(certificate)) = (headers.get(axum::http::header::AUTHORIZATION), certificate) {
-        return state
-            .authorities
-            .identify(&certificate.0)
-            .await
-            .map_err(|why| ApiError::unauthenticated(format!("client certificate: {why}")));
+pub async fn device(state: &AppState, headers: &HeaderMap, certificate: Option<&ClientCertificate>) -> ApiResult<DeviceCaller> {
+    let credential = match (headers.get(axum::http::header::AUTHORIZATION), certificate) {
+        (None, Some(certificate)) => Credential::Certificate(&certificate.0),
+        _ => Credential::DeviceToken(bearer(headers)?),
+    };
+    match state.identity.authenticate(credential).await? {
+        Who::Device(device) => Ok(device),
+        Who::Application(_) => Err(ApiError::unauthenticated("not a device credential")),
     }
-    Ok(state.registry.authenticate_device(bearer(headers)?).await?)
 }
 
 pub fn bearer(headers: &HeaderMap) -> ApiResult<&str> {

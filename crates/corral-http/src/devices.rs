@@ -36,7 +36,8 @@ pub async fn list(
         return crate::devices_csv::export(&state, &caller, filter).await;
     }
     let page = state.registry.list_devices(&caller, &filter).await?;
-    let online = state.online.online(&page.devices).await;
+    let facts: Vec<_> = page.devices.iter().map(Device::scope_facts).collect();
+    let online = state.online.online(&facts).await;
     let DevicePage { devices, total, next } = page;
     let devices: Vec<Value> = devices.into_iter().zip(online).map(|(d, online)| with_online(d, online)).collect();
     Ok(Json(json!({ "devices": devices, "total": total, "next": next })).into_response())
@@ -44,7 +45,7 @@ pub async fn list(
 
 pub async fn show(State(state): State<AppState>, Caller(caller): Caller, Path(id): Path<String>) -> ApiResult<Json<Value>> {
     let device = state.registry.get_device(&caller, &id).await?;
-    let online = state.online.online(std::slice::from_ref(&device)).await;
+    let online = state.online.online(&[device.scope_facts()]).await;
     Ok(Json(with_online(device, online.first().copied().unwrap_or(false))))
 }
 

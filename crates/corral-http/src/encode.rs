@@ -1,12 +1,12 @@
 //! Query results on the wire: JSON `{"columns","types","rows","truncated"}` and CSV.
 
-use crate::SqlResult;
 use crate::error::{ApiError, ApiResult};
 use arrow::array::{Array, ArrayRef, AsArray};
 use arrow::datatypes::{DataType, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type, TimeUnit};
 use arrow::datatypes::{UInt8Type, UInt16Type, UInt32Type, UInt64Type};
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use chrono::{DateTime, SecondsFormat};
+use corral_services::SqlResult;
 use serde_json::{Value, json};
 
 pub fn to_json(result: &SqlResult) -> Value {

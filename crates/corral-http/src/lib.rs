@@ -1,6 +1,6 @@
 //! The HTTP listener: REST API, HTTP ingest, SQL, health and Prometheus metrics.
 //!
-//! Place on the data path: a **transport**. Ingest handlers ask the registry who the device is,
+//! Place on the data path: a **transport**. Ingest handlers ask `Identity` who the device is,
 //! decode with `corral-ingest`, and hand the batch to the pipeline's [`Sink`]; they return 2xx only
 //! after the sink said the data is durable. Query handlers call a [`SqlService`]; operations
 //! metrics come from a [`MetricsSource`]. This crate never touches storage directly.
@@ -9,7 +9,8 @@
 //! - `POST/GET /api/v1/devices` (`Accept: text/csv` exports), `POST /api/v1/devices/import` (CSV),
 //!   `GET/PATCH/DELETE /api/v1/devices/{id}`,
 //!   `POST /api/v1/devices/{id}/token`, `PUT/GET/DELETE /api/v1/devices/{id}/psk`,
-//!   `GET /api/v1/devices/{id}/live` (server-sent events of its readings)
+//!   `GET /api/v1/devices/{id}/live` (server-sent events of its readings),
+//!   `POST /api/v1/devices/{id}/commands` (to the device through whichever door it uses)
 //! - `POST /api/v1/ingest[/{table}]` (device token; JSON or SenML)
 //! - `POST /api/v1/query` (`{"sql": ...}`; `Accept: text/csv` for CSV)
 //! - `POST /write`, `POST /api/v2/write` (InfluxDB line protocol, v1 and v2 APIs)
@@ -26,6 +27,7 @@ mod admin;
 mod auth;
 mod body;
 mod certificates;
+mod commands;
 mod devices;
 mod devices_csv;
 mod encode;
@@ -39,16 +41,13 @@ mod query;
 mod rules;
 mod users;
 
-use arrow::array::RecordBatch;
-use arrow::datatypes::SchemaRef;
-use async_trait::async_trait;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use corral_ingest::Sink;
 use corral_ingest::decode::Limits;
-use corral_model::WireError;
 use corral_registry::Registry;
+use corral_services::{Commands, Identity, MetricsSource, OnlineStatus, SqlService};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
@@ -58,31 +57,6 @@ pub use error::ApiError;
 pub use live::{LiveFeed, Reading};
 pub use mqtt_ws::MqttOverWebSocket;
 pub use ops::HttpMetrics;
-
-/// Result of a SQL statement as the HTTP layer renders it.
-pub struct SqlResult {
-    pub schema: SchemaRef,
-    pub batches: Vec<RecordBatch>,
-    pub truncated: bool,
-}
-
-/// Read-only SQL, scoped to a tenant when the caller's token is.
-#[async_trait]
-pub trait SqlService: Send + Sync {
-    async fn query(&self, sql: &str, tenant: Option<&str>, max_rows: usize) -> Result<SqlResult, WireError>;
-}
-
-/// Whether devices are online (connections, recent data, absence rules): the binary knows; device
-/// answers carry it as `online`.
-#[async_trait]
-pub trait OnlineStatus: Send + Sync {
-    async fn online(&self, devices: &[corral_registry::Device]) -> Vec<bool>;
-}
-
-/// Anything that appends Prometheus text-format lines to `/metrics` (store, WAL, later broker).
-pub trait MetricsSource: Send + Sync {
-    fn render(&self, out: &mut String);
-}
 
 #[derive(Debug, Clone)]
 pub struct HttpLimits {
@@ -109,6 +83,10 @@ impl Default for HttpLimits {
 #[derive(Clone)]
 pub struct AppState {
     pub registry: Registry,
+    /// Who a device credential is (ingest); management requests still ask the registry.
+    pub identity: Arc<dyn Identity>,
+    /// Commands to devices, whatever door they use.
+    pub commands: Arc<dyn Commands>,
     pub sink: Arc<dyn Sink>,
     pub sql: Arc<dyn SqlService>,
     pub metrics_sources: Vec<Arc<dyn MetricsSource>>,
@@ -124,7 +102,7 @@ pub struct AppState {
     /// The tenants' certificate authorities.
     pub authorities: corral_pki::Authorities,
     /// Readings as they become durable, for live views (register it as a pipeline observer).
-    pub live: live::LiveFeed,
+    pub live: LiveFeed,
 }
 
 /// The HTTP routes; `pages` (the web console) are served beside them, under the same request
@@ -136,6 +114,7 @@ pub fn router(state: AppState, pages: Router) -> Router {
         .route("/devices/{id}", get(devices::show).patch(devices::update).delete(devices::decommission))
         .route("/devices/{id}/token", post(devices::rotate_token))
         .route("/devices/{id}/live", get(live::stream))
+        .route("/devices/{id}/commands", post(commands::send))
         .route("/devices/{id}/psk", axum::routing::put(devices::set_psk).get(devices::show_psk).delete(devices::remove_psk))
         .route("/devices/{id}/certificate", post(certificates::issue))
         .route("/devices/{id}/certificate/{which}", axum::routing::delete(certificates::revoke))

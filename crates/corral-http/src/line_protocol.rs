@@ -22,7 +22,8 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use corral_ingest::decode::{Precision, decode_line_protocol};
 use corral_model::{DeviceId, Door, Envelope, ErrorKind, TenantId};
-use corral_registry::{DeviceIdentity, Principal};
+use corral_registry::Principal;
+use corral_services::{Caller, Credential, DeviceCaller};
 use serde::Deserialize;
 use std::collections::BTreeSet;
 use std::io::Read;
@@ -55,7 +56,7 @@ pub async fn write(
 
 /// Who is writing: a device for itself, or an application for devices it may write for.
 enum Writer {
-    Device(DeviceIdentity),
+    Device(DeviceCaller),
     App(Principal),
 }
 
@@ -126,9 +127,10 @@ fn credentials(params: &WriteParams, headers: &HeaderMap) -> ApiResult<String> {
 }
 
 async fn identify(state: &AppState, token: &str) -> ApiResult<Writer> {
-    match state.registry.authenticate_device(token).await {
-        Ok(device) => return Ok(Writer::Device(device)),
-        Err(e) if e.to_wire().kind != ErrorKind::Unauthenticated => return Err(e.into()),
+    match state.identity.authenticate(Credential::DeviceToken(token)).await {
+        Ok(Caller::Device(device)) => return Ok(Writer::Device(device)),
+        Ok(Caller::Application(_)) => {}
+        Err(e) if e.kind != ErrorKind::Unauthenticated => return Err(e.into()),
         Err(_) => {}
     }
     let principal = state.registry.authenticate_api(token).await?;

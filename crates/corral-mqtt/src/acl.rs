@@ -76,7 +76,7 @@ mod tests {
         }
         fn on_platform_publish(
             &self,
-            _: &crate::Identity,
+            _: &Identity,
             _: &crate::InboundPublish,
         ) -> Result<crate::PlatformWrite, crate::PublishRefusal> {
             Ok(Box::pin(async { Ok(()) }))

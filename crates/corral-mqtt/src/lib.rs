@@ -11,9 +11,11 @@
 //!                      └──► route to subscribers (live fan-out, persistent sessions, retained)
 //! ```
 //!
-//! The broker is the MQTT transport and live fan-out; it knows nothing of storage. The binary
-//! plugs the platform in through [`BrokerHooks`]: who a client is ([`Identity`]), what happens
-//! to telemetry, and lifecycle notifications. The broker's own durable state (persistent
+//! The broker is the MQTT transport and live fan-out; it knows nothing of storage. The platform
+//! plugs in through [`BrokerHooks`]: who a client is ([`Identity`]), what happens to telemetry,
+//! and lifecycle notifications. [`PlatformDoor`] is the platform's implementation, written
+//! against the service traits of `corral-services` and the ingest `Sink` (decode here, then the
+//! same corridor as every door); [`carry_commands`] joins the broker to the `Commands` service. The broker's own durable state (persistent
 //! sessions, queued QoS 1/2 messages, retained messages) lives in `BrokerConfig::data_dir` as an
 //! operation log on `corral-wal` plus snapshots; a QoS 1/2 PUBACK/PUBREC leaves only after every
 //! state change it caused is fsynced.
@@ -84,6 +86,7 @@ mod acl;
 mod broker;
 mod config;
 mod connection;
+mod door;
 mod error;
 mod hooks;
 mod message;
@@ -102,6 +105,7 @@ mod will;
 pub use broker::Broker;
 pub use codec::{QoS, ReasonCode};
 pub use config::{BrokerConfig, QueueOverflow, RateLimit};
+pub use door::{ConnectedDevices, DoorMetrics, PlatformDoor, carry_commands, disconnect_on_credential_changes};
 pub use error::{BrokerError, DecodeError};
 pub use hooks::{
     BrokerHooks, ConnectRefusal, ConnectRequest, DisconnectKind, Identity, InboundPublish, PlatformWrite, PublishRefusal, Role,

@@ -242,7 +242,7 @@ mod tests {
         // Delivered or forgotten messages give their place back.
         a1.lock().queue.pop_front();
         drop(a2);
-        assert_eq!(shares.of("acme").load(std::sync::atomic::Ordering::Relaxed), 1);
+        assert_eq!(shares.of("acme").load(Ordering::Relaxed), 1);
         assert!(matches!(a3.lock().enqueue(out(7, QoS::AtLeastOnce), &config, false), Enqueued::Queued));
     }
 

@@ -12,6 +12,10 @@ use tokio::sync::mpsc;
 pub struct Tapped {
     pub topic: Arc<str>,
     pub payload: Bytes,
+    /// Published by an MQTT client (not by the platform through the broker's API).
+    pub from_client: bool,
+    /// The tenant the message belongs to, when known.
+    pub tenant: Option<Arc<str>>,
 }
 
 /// One listener: its filter and the channel it reads. Dropped when the receiver is dropped
@@ -28,7 +32,12 @@ pub(crate) fn offer(taps: &[Tap], msg: &Message) {
         if !crate::topic::matches(&tap.filter, &msg.topic) {
             continue;
         }
-        let tapped = Tapped { topic: msg.topic.clone(), payload: msg.payload.clone() };
+        let tapped = Tapped {
+            topic: msg.topic.clone(),
+            payload: msg.payload.clone(),
+            from_client: msg.origin_client.is_some(),
+            tenant: msg.origin_tenant.clone(),
+        };
         if let Err(mpsc::error::TrySendError::Full(_)) = tap.sender.try_send(tapped) {
             tracing::warn!(filter = %tap.filter, topic = %msg.topic, "tap full: message not passed on");
         }

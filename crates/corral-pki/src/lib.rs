@@ -17,10 +17,12 @@
 //! ```
 
 mod authority;
+mod identity;
 mod inspect;
 mod verifier;
 
 pub use authority::{Authorities, IssuedCertificate};
+pub use identity::Identities;
 pub use inspect::{CertInfo, inspect, pem_certificates};
 pub use verifier::{DeviceCertVerifier, fingerprint};
 

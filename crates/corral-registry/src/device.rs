@@ -83,6 +83,26 @@ pub struct Device {
     pub updated_at: DateTime<Utc>,
 }
 
+impl Device {
+    /// What rules need to know of it.
+    pub fn facts(&self) -> corral_services::DeviceFacts {
+        corral_services::DeviceFacts { attributes: self.attributes.clone(), ..self.scope_facts() }
+    }
+
+    /// What scopes and presence need to know of it: all but its attributes (they can be large).
+    pub fn scope_facts(&self) -> corral_services::DeviceFacts {
+        corral_services::DeviceFacts {
+            id: self.id.to_string(),
+            tenant: self.tenant.to_string(),
+            profile: self.profile.clone(),
+            site: self.site.clone(),
+            tags: self.tags.clone(),
+            attributes: Default::default(),
+            last_seen_ns: self.last_seen.and_then(|t| t.timestamp_nanos_opt()),
+        }
+    }
+}
+
 /// Body of `POST /api/v1/devices`. `tenant` defaults to the caller's scope, else `default`.
 /// A `profile` nobody has declared yet is accepted and registered as an empty profile, so devices
 /// can be enrolled before their kind is described.

@@ -353,3 +353,19 @@ impl Registry {
         Ok(u64::try_from(n).unwrap_or(0))
     }
 }
+
+/// `devices/<id>/attributes` and the like: what a device says about itself, merged as the
+/// platform (the device's own credential was checked by its door).
+#[async_trait::async_trait]
+impl corral_services::Reported for Registry {
+    async fn merge_attributes(
+        &self,
+        device: &DeviceId,
+        attributes: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<(), corral_model::WireError> {
+        Registry::merge_attributes(self, &Principal::system(), device.as_str(), attributes)
+            .await
+            .map(drop)
+            .map_err(|e| e.to_wire())
+    }
+}

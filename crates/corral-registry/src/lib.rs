@@ -11,8 +11,9 @@
 //! [`Registry::flush_last_seen`] persists that in batches. The REST API manages the registry
 //! (create, list, patch, decommission devices; rotate tokens; API tokens; profiles; tenants),
 //! always on behalf of a [`Principal`] whose [`Role`] and tenant scope every call checks. The SQL
-//! engine reads it as the `devices` table through [`Registry::devices_for_sql`] and
-//! [`Registry::declared_attributes`].
+//! engine reads it as the `devices` and `certificates` tables ([`DevicesTable`],
+//! [`CertificatesTable`], its `corral_services::SystemTable`s); what devices report about
+//! themselves arrives through its `corral_services::Reported`.
 //!
 //! # Main types
 //!
@@ -58,6 +59,7 @@ mod presence;
 mod profiles;
 mod psk;
 mod search;
+mod tables;
 mod tenants;
 mod time;
 mod tokens;
@@ -70,6 +72,7 @@ pub use device::{Device, DeviceFilter, DeviceIdentity, DevicePage, DevicePatch, 
 pub use error::RegistryError;
 pub use profiles::{AttributeDecl, FieldDecl, Profile, ValueType};
 pub use psk::{PSK_MAX_BYTES, PSK_MIN_BYTES};
+pub use tables::{CertificatesTable, DevicesTable};
 pub use tenants::Tenant;
 pub use tokens::{ApiToken, NewApiToken};
 pub use users::{MIN_PASSWORD_CHARS, SESSION_HOURS, Session, User, generate_password};

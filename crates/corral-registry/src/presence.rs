@@ -101,3 +101,10 @@ impl Registry {
         Ok(written)
     }
 }
+
+/// The pipeline reports who was heard from after every durable write (`last_seen`, in memory).
+impl corral_ingest::Presence for Registry {
+    fn heard_from(&self, envelope: &corral_model::Envelope) {
+        self.touch(&envelope.device, DateTime::from_timestamp_nanos(envelope.received_at_ns));
+    }
+}

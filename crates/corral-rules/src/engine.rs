@@ -21,18 +21,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-/// What the engine needs to know about a device: where it belongs and its attributes.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct DeviceFacts {
-    pub id: String,
-    pub tenant: String,
-    pub profile: Option<String>,
-    pub site: Option<String>,
-    pub tags: Vec<String>,
-    pub attributes: serde_json::Map<String, serde_json::Value>,
-    /// When the platform last heard from it (for absence rules after a restart).
-    pub last_seen_ns: Option<i64>,
-}
+/// What the engine needs to know about a device: where it belongs, its attributes, and when it
+/// was last heard from (for absence rules after a restart).
+pub use corral_services::DeviceFacts;
 
 /// Where one (rule, device) stands in the state machine. Only devices with something pending or
 /// raised have one, so a false condition for a quiet device costs no state at all.

@@ -19,8 +19,8 @@
 //! [`Platform`] gives the engine device facts from the registry and an MQTT publisher.
 //!
 //! ```no_run
-//! # async fn t(platform: std::sync::Arc<dyn corral_rules::Platform>) -> Result<(), corral_rules::RulesError> {
-//! let rules = corral_rules::Rules::open(std::path::Path::new("rules.db"), Default::default(), platform).await?;
+//! # async fn t(platform: std::sync::Arc<dyn corral_rules::Platform>, commands: std::sync::Arc<dyn corral_services::Commands>) -> Result<(), corral_rules::RulesError> {
+//! let rules = corral_rules::Rules::open(std::path::Path::new("rules.db"), Default::default(), platform, commands).await?;
 //! let spec = serde_json::from_value(serde_json::json!({
 //!     "name": "vaccines too warm", "condition": "temperature > 8 AND attributes.cargo = 'vaccines'",
 //!     "clear": "temperature < 7", "for": "5m", "severity": "critical",
@@ -49,9 +49,10 @@ pub use api::{AlarmFilter, Comment, Rule};
 pub use deliver::policy::TargetPolicy;
 pub use engine::DeviceFacts;
 pub use error::RulesError;
-pub use online::{Connection, OfflineWindows};
+pub use online::{OfflineWindows, Online};
 pub use outbox::{Entry as OutboxEntry, OutboxConfig};
 pub use spec::{ActionSpec, AlarmEvent, RuleSpec, Scope, Severity};
+pub use sql::AlarmsTable;
 
 use async_trait::async_trait;
 use corral_model::{Batch, Envelope};
@@ -126,7 +127,12 @@ pub struct Rules {
 impl Rules {
     /// Opens `path` (created if missing), loads rules and open alarms, and starts the rules task
     /// and the outbox deliverer.
-    pub async fn open(path: &Path, config: RulesConfig, platform: Arc<dyn Platform>) -> Result<Rules, RulesError> {
+    pub async fn open(
+        path: &Path,
+        config: RulesConfig,
+        platform: Arc<dyn Platform>,
+        commands: Arc<dyn corral_services::Commands>,
+    ) -> Result<Rules, RulesError> {
         config.webhooks.validate().map_err(|e| RulesError::invalid(format!("rules.webhooks: {e}")))?;
         let pool = db::open(path).await?;
         let metrics = Arc::new(metrics::Metrics::default());
@@ -142,6 +148,7 @@ impl Rules {
             .map_err(RulesError::Invalid)?,
             nats: deliver::nats::NatsPublisher::new(std::time::Duration::from_millis(config.outbox.timeout_ms)),
             platform,
+            commands,
             wake: shared.wake_outbox.clone(),
             metrics,
         };
@@ -198,5 +205,24 @@ impl Rules {
     /// Prometheus lines for `/metrics`.
     pub fn render_metrics(&self, out: &mut String) {
         self.inner.metrics.render_prometheus(out);
+    }
+}
+
+/// The pipeline hands every durable batch to the rules.
+#[async_trait]
+impl corral_ingest::Observer for Rules {
+    fn wants(&self) -> bool {
+        Rules::wants(self)
+    }
+
+    async fn observe(&self, envelope: &Envelope, batches: Vec<Batch>) {
+        Rules::observe(self, envelope, batches).await;
+    }
+}
+
+/// `/metrics` lines for rules, alarms and the outbox.
+impl corral_services::MetricsSource for Rules {
+    fn render(&self, out: &mut String) {
+        self.render_metrics(out);
     }
 }

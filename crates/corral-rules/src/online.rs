@@ -7,8 +7,11 @@
 //! device that reports over HTTP or CoAP is online while it keeps reporting, and an MQTT device is
 //! offline the moment its connection ends (cleanly or by keep-alive timeout).
 
-use crate::DeviceFacts;
 use crate::spec::RuleSpec;
+use crate::{DeviceFacts, Rules};
+use async_trait::async_trait;
+use corral_services::{Connection, Connections, OnlineStatus};
+use std::sync::Arc;
 
 /// The offline windows in force: a snapshot of the enabled absence rules.
 #[derive(Debug, Clone)]
@@ -17,12 +20,21 @@ pub struct OfflineWindows {
     default_ns: i64,
 }
 
-/// What the platform knows of a device's MQTT connection.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Connection {
-    pub connected: bool,
-    /// When its last MQTT connection ended (Unix ns), if one did since the server started.
-    pub ended_ns: Option<i64>,
+/// The platform's [`OnlineStatus`]: the connections the doors hold, judged with the offline
+/// windows of the rules in force.
+#[derive(Clone)]
+pub struct Online {
+    pub rules: Rules,
+    pub connections: Arc<dyn Connections>,
+}
+
+#[async_trait]
+impl OnlineStatus for Online {
+    async fn online(&self, devices: &[DeviceFacts]) -> Vec<bool> {
+        let windows = self.rules.offline_windows().await;
+        let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default();
+        devices.iter().map(|d| windows.online(d, self.connections.connection(&d.id), now)).collect()
+    }
 }
 
 impl OfflineWindows {

@@ -143,6 +143,8 @@ pub struct Deliverer {
     pub webhook: WebhookClient,
     pub nats: NatsPublisher,
     pub platform: Arc<dyn Platform>,
+    /// Command actions go to the devices through it, whatever their door.
+    pub commands: Arc<dyn corral_services::Commands>,
     pub wake: Arc<Notify>,
     pub metrics: Arc<Metrics>,
 }
@@ -229,10 +231,11 @@ impl Deliverer {
         Ok((due, next))
     }
 
-    fn attempt(&self, d: Due) -> impl std::future::Future<Output = Outcome> + Send + 'static {
+    fn attempt(&self, d: Due) -> impl Future<Output = Outcome> + Send + 'static {
         let webhook = self.webhook.clone();
         let nats = self.nats.clone();
         let platform = self.platform.clone();
+        let commands = self.commands.clone();
         async move {
             let event = format!("alarm.{}", d.event);
             let result = match &d.action.spec {
@@ -252,10 +255,15 @@ impl Deliverer {
                 }
                 ActionSpec::Command { name, payload, .. } => {
                     let event: serde_json::Value = serde_json::from_str(&d.payload).unwrap_or_default();
-                    let topic = format!("devices/{}/commands/{name}", d.action.device);
                     let body = if payload.is_null() { d.payload.clone() } else { payload.to_string() };
-                    let tenant = event["alarm"]["tenant"].as_str().unwrap_or_default();
-                    platform.publish(&topic, body.into_bytes(), tenant).await.map_err(AttemptError::retry)
+                    let tenant = event["alarm"]["tenant"].as_str().and_then(|t| corral_model::TenantId::new(t).ok());
+                    match corral_model::DeviceId::new(d.action.device.as_str()) {
+                        Ok(device) => {
+                            let command = corral_services::Command::new(device, tenant, name.as_str(), body.into_bytes(), None);
+                            commands.send(command).await.map_err(|e| AttemptError::retry(e.message))
+                        }
+                        Err(e) => Err(AttemptError::permanent(format!("command for {}: {e}", d.action.device))),
+                    }
                 }
             };
             (d, result)

@@ -4,7 +4,24 @@ use crate::Rules;
 use crate::error::RulesError;
 use arrow::array::{ArrayRef, Int64Builder, RecordBatch, StringBuilder, TimestampNanosecondBuilder};
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use async_trait::async_trait;
+use corral_model::WireError;
+use corral_services::SystemTable;
 use std::sync::Arc;
+
+/// SQL's `alarms`, read from the rules database at query time.
+pub struct AlarmsTable(pub Rules);
+
+#[async_trait]
+impl SystemTable for AlarmsTable {
+    fn name(&self) -> &'static str {
+        "alarms"
+    }
+
+    async fn scan(&self, tenant: Option<&str>) -> Result<RecordBatch, WireError> {
+        self.0.alarms_table(tenant).await.map_err(|e| e.to_wire())
+    }
+}
 
 /// At most this many alarms (the newest) are visible to one query.
 const MAX_ROWS: i64 = 1_000_000;

@@ -19,6 +19,9 @@ pub enum StoreError {
     Query(#[from] datafusion::error::DataFusionError),
     #[error("the store is shutting down")]
     ShuttingDown,
+    /// The store was set up wrongly (a programming or configuration error, found at start).
+    #[error("{0}")]
+    Invalid(String),
 }
 
 impl StoreError {
@@ -34,6 +37,7 @@ impl StoreError {
                 WireError::unavailable(self.to_string())
             }
             StoreError::Query(e) => WireError::bad_input(e.to_string()),
+            StoreError::Invalid(e) => WireError::internal(e.clone()),
             StoreError::Wal(_) | StoreError::Io { .. } => {
                 tracing::error!(error = %self, "storage failure");
                 WireError::unavailable("storage is failing; the write was not stored (see server log)")

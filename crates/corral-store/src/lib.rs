@@ -12,8 +12,9 @@
 //!   segments they cover. Start-up replays whatever the manifest does not cover.
 //! - [`Store::compact`] (every minute from the same task) rewrites a day partition that has
 //!   collected many small files as one, and deletes the replaced files after a grace period.
-//! - [`QueryEngine`] runs read-only SQL over buffer and files together, plus the `devices` table
-//!   from a [`DeviceDirectory`] the binary provides.
+//! - [`QueryEngine`] runs read-only SQL over buffer and files together, plus the platform's own
+//!   tables ([`SystemTables`]: `devices`, `certificates`, `alarms`, each a
+//!   `corral_services::SystemTable` implemented by the room that owns it).
 //!
 //! Layout of the store's directory: `wal/` (segments), `tables/<table>/<YYYY-MM-DD>/<id>.parquet`,
 //! `manifest.json`.
@@ -44,5 +45,20 @@ mod store;
 pub use error::StoreError;
 pub use manifest::FileMeta;
 pub use schema::{Column, ColumnKind};
-pub use sql::{DeviceDirectory, QueryEngine, QueryOutput};
+pub use sql::{QueryEngine, QueryOutput, SystemTables};
 pub use store::{Store, StoreConfig, TableSnapshot};
+
+/// The pipeline stores through the store: one WAL record per request, durable when it returns.
+#[async_trait::async_trait]
+impl corral_ingest::DurableStore for Store {
+    async fn write(&self, batches: Vec<corral_model::Batch>) -> Result<Vec<corral_model::Batch>, corral_model::WireError> {
+        Store::write(self, batches).await.map_err(|e| e.to_wire())
+    }
+}
+
+/// `/metrics` lines for the store and its WAL.
+impl corral_services::MetricsSource for Store {
+    fn render(&self, out: &mut String) {
+        self.metrics().render_prometheus(out);
+    }
+}

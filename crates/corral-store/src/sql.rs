@@ -1,9 +1,10 @@
 //! SQL over the platform: DataFusion sees every telemetry table (write buffer and Parquet files
-//! together) and the registry's `devices` table, resolved lazily per query; the schema `latest`
-//! has the same telemetry tables with only each device's newest row (`latest.readings`).
+//! together) and the platform's own tables (`devices`, `certificates`, `alarms`: each a
+//! [`SystemTable`] its owner implements), resolved lazily per query; the schema `latest` has the
+//! same telemetry tables with only each device's newest row (`latest.readings`).
 //!
 //! A tenant-scoped query sees only its tenant's rows in every table, enforced at the scan (see
-//! `scope.rs`): the registry's tables come scoped from the [`DeviceDirectory`], telemetry scans
+//! `scope.rs`): system tables come scoped from their owners, telemetry scans
 //! are wrapped in a `TenantScopeExec`, and `latest.*` rows are filtered before they are offered.
 //! A telemetry table none of the tenant's devices has written does not exist for it, and of a
 //! table it shares it sees only the columns its devices wrote.
@@ -13,6 +14,8 @@ use crate::{Store, StoreError, TableSnapshot};
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
+use corral_model::WireError;
+use corral_services::{SqlResult, SqlService, SystemTable};
 use datafusion::catalog::{
     CatalogProvider, CatalogProviderList, MemoryCatalogProvider, MemoryCatalogProviderList, SchemaProvider, Session,
     TableProvider,
@@ -35,21 +38,49 @@ use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 use futures::StreamExt;
 use std::sync::Arc;
 
-/// The registry as SQL needs it. Implemented by the binary over `corral-registry`, so the store
-/// never depends on the registry.
-#[async_trait]
-pub trait DeviceDirectory: Send + Sync + std::fmt::Debug {
-    /// The `devices` table as `tenant` may see it (`None`: every tenant).
-    async fn devices(&self, tenant: Option<&str>) -> Result<RecordBatch, String>;
-    /// Another of the platform's tables (one of `DIRECTORY_TABLES`: `alarms`, `certificates`)
-    /// as `tenant` may see it; `None` when that part of the platform is not running.
-    async fn table(&self, _name: &str, _tenant: Option<&str>) -> Result<Option<RecordBatch>, String> {
-        Ok(None)
+/// The platform's own tables, registered once when the engine is built. `devices` is required:
+/// its `device` column is the scope of every telemetry table for a tenant-scoped query.
+#[derive(Clone)]
+pub struct SystemTables {
+    devices: Arc<dyn SystemTable>,
+    /// Every table, `devices` first, in the order `SHOW TABLES` lists them.
+    all: Vec<Arc<dyn SystemTable>>,
+}
+
+impl SystemTables {
+    /// `tables` must hold one named `devices`; names must be unique.
+    pub fn new(tables: Vec<Arc<dyn SystemTable>>) -> Result<Self, StoreError> {
+        let mut names: Vec<&str> = tables.iter().map(|t| t.name()).collect();
+        names.sort_unstable();
+        if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+            return Err(StoreError::Invalid(format!("system table {} registered twice", w[0])));
+        }
+        let devices = tables
+            .iter()
+            .find(|t| t.name() == "devices")
+            .cloned()
+            .ok_or_else(|| StoreError::Invalid("the SQL engine needs a `devices` system table".into()))?;
+        Ok(SystemTables { devices, all: tables })
+    }
+
+    fn get(&self, name: &str) -> Option<&Arc<dyn SystemTable>> {
+        self.all.iter().find(|t| t.name() == name)
+    }
+
+    async fn devices(&self, tenant: Option<&str>) -> DfResult<RecordBatch> {
+        self.devices.scan(tenant).await.map_err(external)
     }
 }
 
-/// The platform's own tables besides `devices`, read from their rooms at query time.
-pub const DIRECTORY_TABLES: &[&str] = &["alarms", "certificates"];
+impl std::fmt::Debug for SystemTables {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.all.iter().map(|t| t.name())).finish()
+    }
+}
+
+fn external(e: WireError) -> DataFusionError {
+    DataFusionError::External(e.message.into())
+}
 
 pub struct QueryOutput {
     pub schema: SchemaRef,
@@ -64,7 +95,7 @@ pub struct QueryOutput {
 #[derive(Clone)]
 pub struct QueryEngine {
     store: Store,
-    directory: Arc<dyn DeviceDirectory>,
+    tables: SystemTables,
     /// Built once (registering DataFusion's functions and rules costs milliseconds) and copied per
     /// query. Its runtime is shared by all queries: the memory pool bounds what they may hold at
     /// once (sorts and joins beyond it fail with a clear error instead of exhausting the machine),
@@ -73,14 +104,14 @@ pub struct QueryEngine {
 }
 
 impl QueryEngine {
-    pub fn new(store: Store, directory: Arc<dyn DeviceDirectory>, memory_limit_bytes: usize) -> Result<Self, StoreError> {
+    pub fn new(store: Store, tables: SystemTables, memory_limit_bytes: usize) -> Result<Self, StoreError> {
         let runtime = RuntimeEnvBuilder::new().with_memory_limit(memory_limit_bytes, 1.0).build_arc()?;
         let config = SessionConfig::new()
             .with_information_schema(true)
             .with_create_default_catalog_and_schema(false)
             .with_default_catalog_and_schema("corral", "public");
         let base = SessionStateBuilder::new().with_config(config).with_runtime_env(runtime).with_default_features().build();
-        Ok(QueryEngine { store, directory, base })
+        Ok(QueryEngine { store, tables, base })
     }
 
     /// Runs one statement. `tenant` scopes every table to that tenant's devices. DDL, DML and
@@ -88,12 +119,11 @@ impl QueryEngine {
     pub async fn query(&self, sql: &str, tenant: Option<&str>, max_rows: usize) -> Result<QueryOutput, StoreError> {
         let catalog = MemoryCatalogProvider::new();
         let scope = match tenant {
-            Some(tenant) => Some(Arc::new(Scoped::resolve(self.directory.as_ref(), tenant).await?)),
+            Some(tenant) => Some(Arc::new(Scoped::resolve(&self.tables, tenant).await?)),
             None => None,
         };
         for (name, view) in [("public", View::History), ("latest", View::Latest)] {
-            let schema =
-                CorralSchema { store: self.store.clone(), directory: self.directory.clone(), scope: scope.clone(), view };
+            let schema = CorralSchema { store: self.store.clone(), tables: self.tables.clone(), scope: scope.clone(), view };
             catalog.register_schema(name, Arc::new(schema))?;
         }
         let catalogs = MemoryCatalogProviderList::new();
@@ -122,6 +152,14 @@ impl QueryEngine {
     }
 }
 
+#[async_trait]
+impl SqlService for QueryEngine {
+    async fn query(&self, sql: &str, tenant: Option<&str>, max_rows: usize) -> Result<SqlResult, WireError> {
+        let out = QueryEngine::query(self, sql, tenant, max_rows).await.map_err(|e| e.to_wire())?;
+        Ok(SqlResult { schema: out.schema, batches: out.batches, truncated: out.truncated })
+    }
+}
+
 /// What a schema's tables hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum View {
@@ -134,7 +172,7 @@ enum View {
 #[derive(Debug)]
 struct CorralSchema {
     store: Store,
-    directory: Arc<dyn DeviceDirectory>,
+    tables: SystemTables,
     /// `Some` for a tenant-scoped query; shared by the query's schemas.
     scope: Option<Arc<Scoped>>,
     view: View,
@@ -150,8 +188,8 @@ struct Scoped {
 }
 
 impl Scoped {
-    async fn resolve(directory: &dyn DeviceDirectory, tenant: &str) -> Result<Scoped, StoreError> {
-        let devices = directory.devices(Some(tenant)).await.map_err(|e| DataFusionError::External(e.into()))?;
+    async fn resolve(tables: &SystemTables, tenant: &str) -> Result<Scoped, StoreError> {
+        let devices = tables.devices(Some(tenant)).await?;
         let scope = Arc::new(TenantScope::from_devices(&devices)?);
         Ok(Scoped { tenant: tenant.to_string(), devices, scope })
     }
@@ -190,7 +228,7 @@ impl CorralSchema {
     async fn devices_table(&self) -> DfResult<Arc<MemTable>> {
         let batch = match &self.scope {
             Some(scoped) => scoped.devices.clone(),
-            None => self.directory.devices(None).await.map_err(|e| DataFusionError::External(e.into()))?,
+            None => self.tables.devices(None).await?,
         };
         Ok(Arc::new(MemTable::try_new(batch.schema(), vec![vec![batch]])?))
     }
@@ -201,24 +239,23 @@ impl SchemaProvider for CorralSchema {
     fn table_names(&self) -> Vec<String> {
         let mut names: Vec<String> = self.store.table_names().into_iter().filter(|t| self.visible(t)).collect();
         if self.view == View::History {
-            names.push("devices".to_string());
-            names.extend(DIRECTORY_TABLES.iter().map(|t| t.to_string()));
+            names.extend(self.tables.all.iter().map(|t| t.name().to_string()));
         }
         names
     }
 
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
         let scope = self.scope().cloned();
-        let telemetry = !(self.view == View::History && (name == "devices" || DIRECTORY_TABLES.contains(&name)));
+        let system = if self.view == View::History { self.tables.get(name) } else { None };
+        let telemetry = system.is_none();
         if telemetry && !self.visible(name) {
             return Ok(None);
         }
         let table: Arc<dyn TableProvider> = match self.view {
             View::History if name == "devices" => self.devices_table().await?,
-            View::History if DIRECTORY_TABLES.contains(&name) => {
-                // Scoped to the tenant by the directory, which reads only its rows.
-                let batch = self.directory.table(name, self.tenant()).await.map_err(|e| DataFusionError::External(e.into()))?;
-                let Some(batch) = batch else { return Ok(None) };
+            View::History if let Some(table) = system => {
+                // Scoped to the tenant by its owner, which reads only its rows.
+                let batch = table.scan(self.tenant()).await.map_err(external)?;
                 Arc::new(MemTable::try_new(batch.schema(), vec![vec![batch]])?)
             }
             View::History => {
@@ -249,7 +286,7 @@ impl SchemaProvider for CorralSchema {
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        (self.view == View::History && (name == "devices" || DIRECTORY_TABLES.contains(&name))) || self.visible(name)
+        (self.view == View::History && self.tables.get(name).is_some()) || self.visible(name)
     }
 }
 

@@ -5,16 +5,21 @@ use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, Field, Schema};
 use arrow::util::pretty::pretty_format_batches;
 use async_trait::async_trait;
+use corral_model::WireError;
 use corral_model::{Batch, FieldValue, Row, TableName};
-use corral_store::{DeviceDirectory, QueryEngine, Store, StoreConfig};
+use corral_services::SystemTable;
+use corral_store::{QueryEngine, Store, StoreConfig, SystemTables};
 use std::sync::Arc;
 
-#[derive(Debug)]
 struct Sites;
 
 #[async_trait]
-impl DeviceDirectory for Sites {
-    async fn devices(&self, tenant: Option<&str>) -> Result<RecordBatch, String> {
+impl SystemTable for Sites {
+    fn name(&self) -> &'static str {
+        "devices"
+    }
+
+    async fn scan(&self, tenant: Option<&str>) -> Result<RecordBatch, WireError> {
         let all = [("d1", "north", "t1"), ("d2", "south", "t2")];
         let rows: Vec<_> = all.iter().filter(|(_, _, t)| tenant.is_none_or(|x| x == *t)).collect();
         let schema =
@@ -26,8 +31,12 @@ impl DeviceDirectory for Sites {
                 Arc::new(arrow::array::StringArray::from_iter_values(rows.iter().map(|r| r.1))),
             ],
         )
-        .map_err(|e| e.to_string())
+        .map_err(|e| WireError::internal(e.to_string()))
     }
+}
+
+fn sites() -> SystemTables {
+    SystemTables::new(vec![Arc::new(Sites)]).unwrap()
 }
 
 fn batch(table: &str, rows: Vec<Row>) -> Batch {
@@ -35,7 +44,7 @@ fn batch(table: &str, rows: Vec<Row>) -> Batch {
 }
 
 async fn sql(store: &Store, query: &str, tenant: Option<&str>) -> String {
-    let engine = QueryEngine::new(store.clone(), Arc::new(Sites), 256 << 20).unwrap();
+    let engine = QueryEngine::new(store.clone(), sites(), 256 << 20).unwrap();
     let out = engine.query(query, tenant, 1000).await.unwrap();
     pretty_format_batches(&out.batches).unwrap().to_string()
 }
@@ -196,7 +205,7 @@ async fn decimal_encoded_floats_answer_exactly_like_buffered_ones() {
     let buffered = sql(&store, query, None).await;
     store.persist().await.unwrap();
     store.write(vec![batch("t", rows(100))]).await.unwrap(); // one file + buffer
-    let engine = QueryEngine::new(store.clone(), Arc::new(Sites), 256 << 20).unwrap();
+    let engine = QueryEngine::new(store.clone(), sites(), 256 << 20).unwrap();
     let out = engine.query("SELECT x, y FROM t WHERE CAST(time AS BIGINT) < 100 ORDER BY time", None, 100).await.unwrap();
     let xs = out.batches[0].column(0).as_any().downcast_ref::<arrow::array::Float64Array>().unwrap();
     let ys = out.batches[0].column(1).as_any().downcast_ref::<arrow::array::Float64Array>().unwrap();

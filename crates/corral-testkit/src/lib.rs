@@ -128,19 +128,15 @@ impl TestServer {
     }
 
     fn spawn(&mut self) {
+        // Every listener on port 0, unless the test sets it (`--mqtt off`).
+        let listeners = ["--http", "--mqtt", "--coap", "--coaps"]
+            .into_iter()
+            .filter(|flag| !self.extra_args.iter().any(|a| a == flag))
+            .flat_map(|flag| [flag, "127.0.0.1:0"]);
         let mut child = Command::new(&self.binary)
             .arg("serve")
-            .args([
-                "--http",
-                "127.0.0.1:0",
-                "--mqtt",
-                "127.0.0.1:0",
-                "--coap",
-                "127.0.0.1:0",
-                "--coaps",
-                "127.0.0.1:0",
-                "--data-dir",
-            ])
+            .args(listeners)
+            .arg("--data-dir")
             .arg(&self.data_dir)
             .args(&self.extra_args)
             .env("CORRAL_ADMIN_TOKEN", ADMIN_TOKEN)

@@ -7,10 +7,8 @@
 // read as they should; rustdoc would take them for HTML and links.
 #![allow(rustdoc::invalid_html_tags, rustdoc::bare_urls)]
 
-mod broker;
 mod ca_cli;
 mod client;
-mod coap;
 mod config;
 mod demo;
 mod glue;

@@ -1,16 +1,18 @@
 //! `corral serve`: wires every room in data-path order. No business logic lives here.
 //!
-//! registry → store (WAL replay) → rules → pipeline → MQTT broker, CoAP and HTTP listeners; then
+//! identity (registry, CAs) → store (WAL replay) → commands and rules → pipeline → doors (MQTT,
+//! CoAP) → SQL and its system tables → HTTP; then
 //! wait for SIGTERM/SIGINT, disconnect MQTT clients, drain in-flight requests, persist the write
 //! buffer, flush presence, exit.
 
 use crate::config::Config;
-use crate::{broker, coap, glue};
+use crate::glue;
 use anyhow::Context;
 use corral_http::{AppState, HttpLimits, HttpMetrics};
-use corral_ingest::Pipeline;
+use corral_ingest::{Pipeline, Sink};
 use corral_registry::Registry;
-use corral_store::{QueryEngine, Store, StoreConfig};
+use corral_services::{CommandBus, Commands, Connections, Identity, MetricsSource, OnlineStatus};
+use corral_store::{QueryEngine, Store, StoreConfig, SystemTables};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -33,67 +35,78 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let data_dir = absolute(&config.data_dir)?;
     std::fs::create_dir_all(&data_dir).with_context(|| format!("creating data dir {}", data_dir.display()))?;
 
+    // Identity: the registry, the tenants' CAs, and the one service every door asks.
     let registry = Registry::open(&data_dir.join("registry.db")).await.context("opening the registry")?;
     let admin_token = bootstrap_admin(&registry, &data_dir).await?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let authorities = corral_pki::Authorities::open(registry.clone(), data_dir.join("ca"), provider)
         .await
         .context("loading the certificate authorities")?;
+    let identity: Arc<dyn Identity> = Arc::new(corral_pki::Identities::new(registry.clone(), authorities.clone()));
 
-    let mut store_config = StoreConfig::new(data_dir.join("store"));
-    store_config.buffer_ceiling_bytes = config.storage.buffer_ceiling_mb << 20;
-    store_config.persist_bytes = config.storage.persist_mb << 20;
-    store_config.persist_age = Duration::from_secs(config.storage.persist_age_secs);
-    store_config.backpressure_wait = Duration::from_secs(config.storage.backpressure_wait_secs);
-    store_config.wal_segment_bytes = config.storage.wal_segment_mb << 20;
-    store_config.max_columns_per_table = config.limits.max_columns_per_table;
-    let store =
-        tokio::task::spawn_blocking(move || Store::open(store_config)).await?.context("opening the store (WAL replay)")?;
+    // Storage: WAL replay, then the persister.
+    let store = open_store(&config, &data_dir).await?;
     let persister = tokio::spawn(store.clone().run_persister());
 
+    // Reactions: commands to devices (whatever their door) and the rules.
+    let commands: Arc<dyn Commands> = Arc::new(CommandBus::default());
     let platform = Arc::new(glue::RulesPlatform { registry: registry.clone(), store: store.clone(), broker: Default::default() });
-    let rules = corral_rules::Rules::open(&data_dir.join("rules.db"), config.rules.clone(), platform.clone())
+    let rules = corral_rules::Rules::open(&data_dir.join("rules.db"), config.rules.clone(), platform.clone(), commands.clone())
         .await
         .context("opening the rules database")?;
+
+    // The corridor every door submits to.
     let live = corral_http::LiveFeed::default();
-    let pipeline = Pipeline::new(Arc::new(glue::StoreSink(store.clone())), Arc::new(glue::RegistryPresence(registry.clone())))
-        .with_observer(Arc::new(glue::RulesObserver(rules.clone())))
+    let pipeline = Pipeline::new(Arc::new(store.clone()), Arc::new(registry.clone()))
+        .with_observer(Arc::new(rules.clone()))
         .with_observer(Arc::new(live.clone()));
-    let connected = broker::ConnectedDevices::default();
+    let sink: Arc<dyn Sink> = Arc::new(pipeline);
+
+    // Doors: MQTT, CoAP (HTTP last, below).
     let handshake_failures = crate::tls::HandshakeFailures::new("mqtts");
     let https_failures = crate::tls::HandshakeFailures::new("https");
-    let mqtt = start_broker(&config, &data_dir, &registry, &authorities, &pipeline, &connected, &handshake_failures).await?;
+    let door = corral_mqtt::PlatformDoor::new(identity.clone(), sink.clone(), Arc::new(registry.clone()));
+    let mqtt = start_broker(&config, &data_dir, &door, &identity, &commands, &authorities, &handshake_failures).await?;
     if let Some(mqtt) = &mqtt {
         let _ = platform.broker.set(mqtt.broker.clone());
     }
-    let coap = start_coap(&config, &registry, &pipeline, mqtt.as_ref().map(|m| m.broker.clone())).await?;
+    let coap_services = corral_coap::Services { identity: identity.clone(), commands: commands.clone(), sink: sink.clone() };
+    let coap = start_coap(&config, coap_services).await?;
     let coap_servers: Vec<corral_coap::CoapServer> = [&coap.plain, &coap.secure].into_iter().flatten().cloned().collect();
-    let online = glue::Online(connected.clone(), rules.clone());
-    let directory = Arc::new(glue::RegistryDirectory(registry.clone(), online.clone(), rules.clone()));
+
+    // SQL over the store and the platform's own tables.
+    let connections: Arc<dyn Connections> = match &mqtt {
+        Some(_) => Arc::new(door.connected()),
+        None => Arc::new(()),
+    };
+    let online: Arc<dyn OnlineStatus> = Arc::new(corral_rules::Online { rules: rules.clone(), connections });
+    let tables = SystemTables::new(vec![
+        Arc::new(corral_registry::DevicesTable { registry: registry.clone(), online: online.clone() }),
+        Arc::new(corral_rules::AlarmsTable(rules.clone())),
+        Arc::new(corral_registry::CertificatesTable(registry.clone())),
+    ])?;
     let engine =
-        QueryEngine::new(store.clone(), directory, config.limits.query_memory_mb << 20).context("setting up the SQL engine")?;
+        QueryEngine::new(store.clone(), tables, config.limits.query_memory_mb << 20).context("setting up the SQL engine")?;
+
     let ready = Arc::new(AtomicBool::new(false));
+    let mut metrics_sources: Vec<Arc<dyn MetricsSource>> = vec![Arc::new(store.clone()), Arc::new(rules.clone())];
+    if let Some(mqtt) = &mqtt {
+        metrics_sources.push(Arc::new(corral_mqtt::DoorMetrics(mqtt.broker.clone(), door.connected())));
+        if mqtt.tls.is_some() {
+            metrics_sources.push(Arc::new(handshake_failures.clone()));
+        }
+    }
+    metrics_sources.extend(coap_servers.iter().map(|s| Arc::new(s.clone()) as Arc<dyn MetricsSource>));
+    if config.https_addr()?.is_some() {
+        metrics_sources.push(Arc::new(https_failures.clone()));
+    }
     let state = AppState {
         registry: registry.clone(),
-        sink: Arc::new(pipeline),
-        sql: Arc::new(glue::Sql(engine)),
-        metrics_sources: {
-            let mut sources: Vec<Arc<dyn corral_http::MetricsSource>> =
-                vec![Arc::new(glue::StoreMetrics(store.clone())), Arc::new(glue::RulesMetrics(rules.clone()))];
-            if let Some(mqtt) = &mqtt {
-                sources.push(Arc::new(glue::MqttMetrics(mqtt.broker.clone(), connected.clone())));
-                if mqtt.tls.is_some() {
-                    sources.push(Arc::new(handshake_failures.clone()));
-                }
-            }
-            for server in &coap_servers {
-                sources.push(Arc::new(coap::CoapMetrics(server.clone())));
-            }
-            if config.https_addr()?.is_some() {
-                sources.push(Arc::new(https_failures.clone()));
-            }
-            sources
-        },
+        identity,
+        commands,
+        sink,
+        sql: Arc::new(engine),
+        metrics_sources,
         http_metrics: Arc::new(HttpMetrics::default()),
         limits: HttpLimits {
             max_body_bytes: config.limits.max_body_bytes,
@@ -106,7 +119,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             .as_ref()
             .map(|mqtt| Arc::new(glue::MqttWebSocket(mqtt.broker.clone())) as Arc<dyn corral_http::MqttOverWebSocket>),
         rules: rules.clone(),
-        online: Arc::new(online),
+        online,
         authorities: authorities.clone(),
         live,
     };
@@ -202,15 +215,27 @@ struct MqttListener {
     tls_addr: Option<SocketAddr>,
 }
 
-/// The MQTT broker on its listener (unless `off`), with its state under `<data>/mqtt`, and a task
-/// that disconnects devices whose token, status or gateway changes.
+/// The store under `<data>/store`, opened (WAL replay) off the async threads.
+async fn open_store(config: &Config, data_dir: &Path) -> anyhow::Result<Store> {
+    let mut store_config = StoreConfig::new(data_dir.join("store"));
+    store_config.buffer_ceiling_bytes = config.storage.buffer_ceiling_mb << 20;
+    store_config.persist_bytes = config.storage.persist_mb << 20;
+    store_config.persist_age = Duration::from_secs(config.storage.persist_age_secs);
+    store_config.backpressure_wait = Duration::from_secs(config.storage.backpressure_wait_secs);
+    store_config.wal_segment_bytes = config.storage.wal_segment_mb << 20;
+    store_config.max_columns_per_table = config.limits.max_columns_per_table;
+    tokio::task::spawn_blocking(move || Store::open(store_config)).await?.context("opening the store (WAL replay)")
+}
+
+/// The MQTT broker on its listener (unless `off`), with its state under `<data>/mqtt`, carrying
+/// the platform's commands, and disconnecting devices whose token, status or gateway changes.
 async fn start_broker(
     config: &Config,
     data_dir: &Path,
-    registry: &Registry,
+    door: &corral_mqtt::PlatformDoor,
+    identity: &Arc<dyn Identity>,
+    commands: &Arc<dyn Commands>,
     authorities: &corral_pki::Authorities,
-    pipeline: &Pipeline,
-    connected: &broker::ConnectedDevices,
     handshake_failures: &crate::tls::HandshakeFailures,
 ) -> anyhow::Result<Option<MqttListener>> {
     let Some(addr) = config.mqtt_addr()? else { return Ok(None) };
@@ -226,14 +251,10 @@ async fn start_broker(
             .then(|| corral_mqtt::RateLimit { messages_per_second: m.publish_rate, burst: m.publish_rate.max(10) }),
         ..corral_mqtt::BrokerConfig::default()
     };
-    let hooks = broker::PlatformHooks {
-        registry: registry.clone(),
-        authorities: authorities.clone(),
-        pipeline: pipeline.clone(),
-        limits: corral_ingest::decode::Limits::default(),
-        connected: connected.clone(),
-    };
-    let broker = corral_mqtt::Broker::new(broker_config, Arc::new(hooks)).context("starting the MQTT broker (state replay)")?;
+    let broker =
+        corral_mqtt::Broker::new(broker_config, Arc::new(door.clone())).context("starting the MQTT broker (state replay)")?;
+    corral_mqtt::carry_commands(broker.clone(), commands.clone()).context("carrying commands over MQTT")?;
+    tokio::spawn(corral_mqtt::disconnect_on_credential_changes(broker.clone(), identity.clone()));
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding the MQTT listener to {addr}"))?;
     let mqtt_addr = listener.local_addr()?;
     tracing::info!(proto = %"mqtt", addr = %mqtt_addr, "listening");
@@ -260,7 +281,6 @@ async fn start_broker(
         }
         _ => (None, None),
     };
-    tokio::spawn(disconnect_on_credential_changes(registry.clone(), broker.clone()));
     Ok(Some(MqttListener { broker, addr: mqtt_addr, served, tls, tls_addr }))
 }
 
@@ -270,21 +290,12 @@ struct CoapServers {
     secure: Option<corral_coap::CoapServer>,
 }
 
-/// Starts the CoAP servers, each hearing commands from the broker and credential changes from
-/// the registry.
-async fn start_coap(
-    config: &Config,
-    registry: &Registry,
-    pipeline: &Pipeline,
-    broker: Option<corral_mqtt::Broker>,
-) -> anyhow::Result<CoapServers> {
-    let hooks: Arc<dyn corral_coap::CoapHooks> =
-        Arc::new(coap::PlatformHooks { registry: registry.clone(), broker: broker.clone() });
-    let sink = Arc::new(pipeline.clone());
+/// Starts the CoAP servers; each hears the platform's commands and credential changes itself.
+async fn start_coap(config: &Config, services: corral_coap::Services) -> anyhow::Result<CoapServers> {
     let limits = corral_ingest::decode::Limits::default();
     let plain = match config.coap_addr()? {
         Some(addr) => Some(
-            corral_coap::CoapServer::bind(addr, config.coap.server(), hooks.clone(), sink.clone(), limits)
+            corral_coap::CoapServer::bind(addr, config.coap.server(), services.clone(), limits)
                 .await
                 .context("starting the CoAP server")?,
         ),
@@ -292,49 +303,18 @@ async fn start_coap(
     };
     let secure = match config.coaps_addr()? {
         Some(addr) => Some(
-            corral_coap::CoapServer::bind_dtls(addr, config.coap.server(), config.coap.dtls(), hooks, sink, limits)
+            corral_coap::CoapServer::bind_dtls(addr, config.coap.server(), config.coap.dtls(), services, limits)
                 .await
                 .context("starting the CoAP over DTLS server")?,
         ),
         None => None,
     };
     for (proto, server) in [("coap", &plain), ("coaps", &secure)] {
-        let Some(server) = server else { continue };
-        tracing::info!(proto = %proto, addr = %server.local_addr()?, "listening");
-        if let Some(broker) = &broker {
-            tokio::spawn(coap::pass_commands(broker.clone(), server.clone()));
+        if let Some(server) = server {
+            tracing::info!(proto = %proto, addr = %server.local_addr()?, "listening");
         }
-        tokio::spawn(coap::forget_on_credential_changes(registry.clone(), server.clone()));
     }
     Ok(CoapServers { plain, secure })
-}
-
-/// A device whose token was rotated, or whose status or gateway changed, is disconnected (MQTT 5
-/// reason 0x98), and so is a gateway speaking for it: each must reconnect with what holds now.
-async fn disconnect_on_credential_changes(registry: Registry, broker: corral_mqtt::Broker) {
-    use tokio::sync::broadcast::error::RecvError;
-    let mut changes = registry.credential_changes();
-    loop {
-        let device = match changes.recv().await {
-            Ok(device) => device,
-            Err(RecvError::Lagged(n)) => {
-                tracing::warn!(missed = n, "credential changes came faster than handled; disconnecting every device");
-                broker.disconnect_client_where(corral_mqtt::ReasonCode::ADMINISTRATIVE_ACTION, |who| {
-                    matches!(who, corral_mqtt::Identity::Device { .. })
-                });
-                continue;
-            }
-            Err(RecvError::Closed) => return,
-        };
-        let id = device.as_str();
-        let n = broker.disconnect_client_where(corral_mqtt::ReasonCode::ADMINISTRATIVE_ACTION, |who| match who {
-            corral_mqtt::Identity::Device { id: d, children, .. } => d == id || children.iter().any(|c| c == id),
-            _ => false,
-        });
-        if n > 0 {
-            tracing::info!(device = id, connections = n, "credentials changed: disconnected");
-        }
-    }
 }
 
 /// Runs until SIGTERM or SIGINT, then stops cleanly.

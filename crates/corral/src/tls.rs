@@ -76,7 +76,7 @@ impl HandshakeFailures {
     }
 }
 
-impl corral_http::MetricsSource for HandshakeFailures {
+impl corral_services::MetricsSource for HandshakeFailures {
     fn render(&self, out: &mut String) {
         use std::fmt::Write;
         let name = self.listener;
@@ -97,7 +97,7 @@ type Handshaken = (tokio_rustls::server::TlsStream<tokio::net::TcpStream>, Socke
 async fn accept_tls<F, Fut>(listener: TcpListener, acceptor: TlsAcceptor, failures: HandshakeFailures, serve: F)
 where
     F: Fn(Handshaken) -> Fut + Clone + Send + 'static,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
 {
     let name = failures.listener.to_uppercase();
     loop {

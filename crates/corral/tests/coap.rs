@@ -490,3 +490,61 @@ async fn a_coaps_client_hello_gets_a_cookie_challenge_and_the_server_keeps_nothi
         "no state before the client proves its address"
     );
 }
+
+/// Commands go through the platform's command service, not the MQTT broker: with MQTT off, a
+/// CoAP device still receives what REST and a rule's command action send it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_mqtt_off_an_observer_still_receives_commands_from_rest_and_rules() {
+    let server = TestServer::start_with(BIN, &["--mqtt", "off"]).await;
+    assert!(server.mqtt.is_empty(), "MQTT is off");
+    let token = server.register_device("valve-9", json!({})).await;
+    let (status, body) = server
+        .admin(
+            Method::POST,
+            "/api/v1/rules",
+            Some(json!({"name": "valve hot", "condition": "temperature > 8",
+                        "actions": [{"type": "command", "name": "cool-down", "payload": {"setpoint": 4}}]})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+
+    let commands = uri(&server, "devices/valve-9/commands", &token);
+    let mut observer = Command::new("python3").args([AIOCOAP, "observe", &commands, "2"]).stdout(Stdio::piped()).spawn().unwrap();
+    let mut lines = BufReader::new(observer.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "registered 2.05");
+
+    let send = json!({"name": "open", "payload": {"position": 80}});
+    let (status, body) = server.admin(Method::POST, "/api/v1/devices/valve-9/commands", Some(send)).await;
+    assert_eq!((status, body["state"].as_str()), (202, Some("sent")), "{body}");
+    let telemetry = uri(&server, "devices/valve-9/telemetry", &token);
+    assert_eq!(aiocoap_post(&telemetry, "json", r#"{"temperature": 12}"#, "con"), "2.04");
+
+    let got: Vec<String> =
+        tokio::task::spawn_blocking(move || lines.by_ref().take(2).map(Result::unwrap).collect()).await.unwrap();
+    assert_eq!(got[0], r#"{"id":"open","payload":{"position":80}}"#, "the REST command");
+    assert_eq!(got[1], r#"{"id":"cool-down","payload":{"setpoint":4}}"#, "the rule's command action");
+    assert!(observer.wait().unwrap().success());
+
+    // Without MQTT nobody reads answers yet: the device is told so, rather than told "done".
+    let answer = uri(&server, "devices/valve-9/commands/open/response", &token);
+    let refused = aiocoap_post(&answer, "json", r#"{"done": true}"#, "con");
+    assert!(refused.starts_with("5.03"), "{refused}");
+}
+
+#[tokio::test]
+async fn sending_a_command_over_rest_needs_a_writer_and_a_device_the_caller_sees() {
+    let server = TestServer::start(BIN).await;
+    server.register_device("pump-1", json!({})).await;
+    let send = || Some(json!({"name": "reboot"}));
+    let (status, body) = server.admin(Method::POST, "/api/v1/devices/nobody/commands", send()).await;
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = server.admin(Method::POST, "/api/v1/devices/pump-1/commands", Some(json!({"name": "a/b"}))).await;
+    assert_eq!(status, 400, "{body}");
+    let (status, viewer) = server.admin(Method::POST, "/api/v1/tokens", Some(json!({"name": "watcher", "role": "viewer"}))).await;
+    assert_eq!(status, 201, "{viewer}");
+    let secret = viewer["token"].as_str().unwrap();
+    let (status, body) = server.call(Method::POST, "/api/v1/devices/pump-1/commands", secret, send()).await;
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = server.admin(Method::POST, "/api/v1/devices/pump-1/commands", send()).await;
+    assert_eq!(status, 202, "an MQTT broker is listening: {body}");
+}

@@ -365,8 +365,8 @@ mod size_tests {
         let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
         let (server, peer) = listener.accept().await.unwrap();
         let fut = broker.serve_tcp_stream(server, peer);
-        let size = std::mem::size_of_val(&fut);
-        eprintln!("connection future: {size} bytes; Connection: {} bytes", std::mem::size_of::<super::Connection>());
+        let size = size_of_val(&fut);
+        eprintln!("connection future: {size} bytes; Connection: {} bytes", size_of::<super::Connection>());
         assert!(size < 2048 || cfg!(debug_assertions), "connection task grew to {size} bytes");
         drop(fut);
         drop(client);

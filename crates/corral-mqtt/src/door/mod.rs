@@ -1,0 +1,151 @@
+//! The broker as a door of the platform ([`PlatformDoor`], its [`BrokerHooks`]): who a client
+//! is (the [`Identity`] service, with MQTT's own rules on top: the client id of a device is its
+//! id), what a device's publishes become (decode → the ingest [`Sink`] → WAL, the same corridor as
+//! HTTP and CoAP; attributes to [`Reported`]), and which devices hold a connection now
+//! ([`ConnectedDevices`]). [`carry_commands`] joins the broker to the [`Commands`] service.
+
+mod commands;
+mod connected;
+mod login;
+
+pub use commands::{carry_commands, disconnect_on_credential_changes};
+pub use connected::ConnectedDevices;
+
+use crate::codec::ReasonCode;
+use crate::hooks::{
+    BrokerHooks, ConnectRefusal, ConnectRequest, DisconnectKind, Identity, InboundPublish, PlatformWrite, PublishRefusal,
+};
+use crate::topic::PlatformTopic;
+use async_trait::async_trait;
+use corral_ingest::Sink;
+use corral_ingest::decode::{Limits, TelemetryFormat};
+use corral_model::{DeviceId, Door, Envelope, ErrorKind, TableName, TenantId, WireError};
+use corral_services::Reported;
+use std::sync::Arc;
+
+/// What the MQTT door uses of the platform: services only, never a concrete room.
+#[derive(Clone)]
+pub struct PlatformDoor {
+    identity: Arc<dyn corral_services::Identity>,
+    sink: Arc<dyn Sink>,
+    reported: Arc<dyn Reported>,
+    limits: Limits,
+    connected: ConnectedDevices,
+}
+
+impl PlatformDoor {
+    pub fn new(identity: Arc<dyn corral_services::Identity>, sink: Arc<dyn Sink>, reported: Arc<dyn Reported>) -> Self {
+        PlatformDoor { identity, sink, reported, limits: Limits::default(), connected: ConnectedDevices::default() }
+    }
+
+    /// The devices connected through this door (presence reads it).
+    pub fn connected(&self) -> ConnectedDevices {
+        self.connected.clone()
+    }
+
+    fn heard_from(&self, device: &str, at_ns: i64) {
+        if let Ok(id) = DeviceId::new(device) {
+            self.identity.heard_from(&id, at_ns);
+        }
+    }
+
+    /// `devices/<id>/attributes`: a JSON object merged into the device's attributes.
+    fn report_attributes(&self, device: DeviceId, payload: &[u8]) -> Result<PlatformWrite, PublishRefusal> {
+        let reported: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(payload).map_err(|e| {
+            PublishRefusal::new(ReasonCode::PAYLOAD_FORMAT_INVALID, format!("attributes must be a JSON object: {e}"))
+        })?;
+        let to = self.reported.clone();
+        Ok(Box::pin(async move { to.merge_attributes(&device, reported).await.map_err(|e| refusal(&e, "attributes")) }))
+    }
+}
+
+#[async_trait]
+impl BrokerHooks for PlatformDoor {
+    async fn authenticate(&self, req: &ConnectRequest) -> Result<Identity, ConnectRefusal> {
+        login::authenticate(self.identity.as_ref(), req).await
+    }
+
+    fn on_platform_publish(&self, who: &Identity, publish: &InboundPublish) -> Result<PlatformWrite, PublishRefusal> {
+        let Some(tenant) = who.tenant().and_then(|t| TenantId::new(t).ok()) else {
+            return Err(PublishRefusal::new(ReasonCode::NOT_AUTHORIZED, "only devices publish platform topics"));
+        };
+        let device = DeviceId::new(publish.device.as_str())
+            .map_err(|e| PublishRefusal::new(ReasonCode::TOPIC_NAME_INVALID, format!("device id in topic: {e}")))?;
+        match &publish.kind {
+            PlatformTopic::Telemetry { table } => {
+                let table = match table {
+                    Some(t) => TableName::new(t.as_str())
+                        .map_err(|e| PublishRefusal::new(ReasonCode::TOPIC_NAME_INVALID, format!("table in topic: {e}")))?,
+                    None => TableName::telemetry(),
+                };
+                let received_at_ns = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0);
+                let format = TelemetryFormat::from_content_type(publish.content_type.as_deref().unwrap_or(""));
+                let batch = format
+                    .decode(&publish.payload, device.as_str(), &table, received_at_ns, &self.limits)
+                    .map_err(|e| refusal(&e, &publish.topic))?;
+                let envelope = Envelope { device, tenant, door: Door::Mqtt, received_at_ns };
+                let (sink, topic) = (self.sink.clone(), publish.topic.clone());
+                Ok(Box::pin(async move { sink.submit(&envelope, vec![batch]).await.map(drop).map_err(|e| refusal(&e, &topic)) }))
+            }
+            PlatformTopic::Attributes => self.report_attributes(device, &publish.payload),
+            // No twin store yet: routed to subscribers like any other message.
+            PlatformTopic::TwinReported => Ok(Box::pin(async { Ok(()) })),
+        }
+    }
+
+    fn device_tenant(&self, device: &str) -> Option<String> {
+        // Asked when a gateway publishes for a child or a tenant-scoped application publishes to
+        // a device topic (commands). The ACL that asks is synchronous, so this waits here.
+        let identity = self.identity.clone();
+        let device = device.to_string();
+        tokio::task::block_in_place(|| {
+            tokio::runtime::Handle::current().block_on(async move { identity.tenant_of(&device).await.ok().flatten() })
+        })
+        .map(|t| t.as_str().to_string())
+    }
+
+    fn on_connected(&self, who: &Identity, _client_id: &str) {
+        if let Identity::Device { id, .. } = who {
+            let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default();
+            self.connected.change(id, true, now);
+            self.heard_from(id, now);
+        }
+    }
+
+    fn on_disconnected(&self, who: &Identity, _client_id: &str, how: DisconnectKind) {
+        if let Identity::Device { id, .. } = who {
+            // One instant for both: heard from at the disconnect, and not after it.
+            let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default();
+            self.connected.change(id, false, now);
+            self.heard_from(id, now);
+            if how != DisconnectKind::Clean {
+                tracing::info!(device = %id, how = ?how, "device connection lost");
+            }
+        }
+    }
+}
+
+/// The MQTT 5 PUBACK reason for an error the HTTP door would answer with a status.
+fn refusal(e: &WireError, topic: &str) -> PublishRefusal {
+    let reason = match e.kind {
+        ErrorKind::BadInput | ErrorKind::TooLarge | ErrorKind::Conflict => ReasonCode::PAYLOAD_FORMAT_INVALID,
+        ErrorKind::Unavailable => ReasonCode::QUOTA_EXCEEDED,
+        ErrorKind::Unauthenticated | ErrorKind::Forbidden | ErrorKind::NotFound => ReasonCode::NOT_AUTHORIZED,
+        ErrorKind::Internal => ReasonCode::UNSPECIFIED_ERROR,
+    };
+    PublishRefusal::new(reason, format!("{topic}: {e}"))
+}
+
+/// `/metrics` lines of the broker, and how many devices are connected.
+pub struct DoorMetrics(pub crate::Broker, pub ConnectedDevices);
+
+impl corral_services::MetricsSource for DoorMetrics {
+    fn render(&self, out: &mut String) {
+        self.0.metrics().render_prometheus(out);
+        corral_services::metrics::Exposition::new(out).gauge(
+            "corral_mqtt_devices_online",
+            "Devices with a live MQTT connection.",
+            self.1.count(),
+        );
+    }
+}

@@ -1,0 +1,40 @@
+//! The platform's services, as every door and room sees them.
+//!
+//! Place on the data path: beside it. A door (`corral-mqtt`, `corral-coap`, `corral-http`) asks
+//! [`Identity`] who knows a credential, submits what it decoded to the ingest `Sink`, hears the
+//! commands for its devices from [`Commands`] and answers queries through [`SqlService`]. It never
+//! sees the registry, the rules or the store themselves: those rooms *implement* these traits, and
+//! the binary picks the implementations in one place (embedded now; cluster-backed later, behind
+//! the same traits).
+//!
+//! | trait | what it answers | implemented by |
+//! |---|---|---|
+//! | [`Identity`] | which device or application a credential is; whether a gateway speaks for a device; a device's tenant | `corral-pki` (`Identities`: registry tokens and PSKs, CA certificates) |
+//! | [`Commands`] | send a command to a device, whatever door it uses; hear the answers | [`CommandBus`] (in process) |
+//! | [`Reported`] | what a device says about itself (attributes) | `corral-registry` |
+//! | [`SqlService`], [`SystemTable`] | read-only SQL; the platform's own tables in it | `corral-store`; `devices`, `certificates` by the registry, `alarms` by the rules |
+//! | [`OnlineStatus`], [`Connections`] | whether devices are online; who holds a connection | `corral-rules` (offline windows), `corral-mqtt` |
+//! | [`MetricsSource`] | Prometheus lines for `/metrics`, written with [`metrics::Exposition`] | every room that counts |
+//!
+//! ```
+//! use corral_services::{Command, Commands, CommandBus};
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! let bus = CommandBus::default();
+//! let mut coap = bus.subscribe(); // a door listens before anything is sent
+//! let command = Command::new(corral_model::DeviceId::new("meter-1").unwrap(), None, "reboot", b"{}".to_vec(), None);
+//! bus.send(command).await.unwrap();
+//! assert_eq!(coap.recv().await.unwrap().id, "reboot");
+//! # }
+//! ```
+
+mod commands;
+mod identity;
+pub mod metrics;
+mod presence;
+mod sql;
+
+pub use commands::{Command, CommandBus, CommandResponse, Commands};
+pub use identity::{Application, Caller, Credential, DeviceCaller, Identity, Reported, Role};
+pub use metrics::MetricsSource;
+pub use presence::{Connection, Connections, DeviceFacts, OnlineStatus};
+pub use sql::{SqlResult, SqlService, SystemTable};

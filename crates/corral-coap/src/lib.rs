@@ -39,6 +39,7 @@ pub mod message;
 mod metrics;
 pub mod request;
 mod server;
+mod settings;
 mod transport;
 
 pub use config::CoapConfig;
@@ -47,3 +48,4 @@ pub use error::{CoapError, FormatError};
 pub use hooks::{Credential, Speaker};
 pub use message::{Code, Kind, Message};
 pub use server::{CoapServer, Services};
+pub use settings::CoapSettings;

@@ -97,6 +97,7 @@ mod ratelimit;
 mod retained;
 mod router;
 mod session;
+mod settings;
 mod state;
 mod tap;
 mod trie;
@@ -111,5 +112,6 @@ pub use hooks::{
     BrokerHooks, ConnectRefusal, ConnectRequest, DisconnectKind, Identity, InboundPublish, PlatformWrite, PublishRefusal, Role,
 };
 pub use metrics::MetricsSnapshot;
+pub use settings::MqttSettings;
 pub use tap::Tapped;
 pub use topic::PlatformTopic;

@@ -77,14 +77,15 @@ pub trait Platform: Send + Sync + 'static {
 }
 
 /// The `[rules]` section of the server config.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RulesConfig {
     /// Which webhook targets are allowed; private, loopback and link-local addresses are refused
     /// unless listed in `webhooks.allow` (or `webhooks.allow_private = true`).
     pub webhooks: TargetPolicy,
+    /// How actions are delivered and retried.
     pub outbox: OutboxConfig,
-    /// How often absence rules look at the clock, in milliseconds.
+    /// How often absence rules ("no data for 15m") look at the clock, in milliseconds.
     pub absence_check_ms: u64,
     /// Durable batches waiting for evaluation before ingest waits (backpressure, not loss).
     pub queue: usize,

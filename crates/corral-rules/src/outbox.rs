@@ -20,17 +20,18 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 /// How deliveries are retried. Defaults suit production; tests shorten them.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct OutboxConfig {
-    /// Attempts before an entry goes to the dead-letter state.
+    /// Attempts before an action goes to the dead-letter state (GET /api/v1/outbox?state=dead).
     pub max_attempts: u32,
-    /// Delay before the first retry; doubles per attempt (with jitter) up to `retry_max_ms`.
+    /// Delay before the first retry, ms; doubles per attempt (with jitter) up to `retry_max_ms`.
     pub retry_base_ms: u64,
+    /// Longest delay between retries, ms.
     pub retry_max_ms: u64,
     /// Deliveries in flight at once (across all targets).
     pub concurrency: usize,
-    /// Timeout of one webhook POST or NATS publish.
+    /// Timeout of one webhook POST or NATS publish, ms.
     pub timeout_ms: u64,
 }
 

@@ -39,12 +39,14 @@ mod persist;
 mod record;
 mod schema;
 mod scope;
+mod settings;
 mod sql;
 mod store;
 
 pub use error::StoreError;
 pub use manifest::FileMeta;
 pub use schema::{Column, ColumnKind};
+pub use settings::StorageSettings;
 pub use sql::{QueryEngine, QueryOutput, SystemTables};
 pub use store::{Store, StoreConfig, TableSnapshot};
 

@@ -18,7 +18,7 @@ mod tls;
 mod user_cli;
 
 use clap::{Parser, Subcommand};
-use config::ServeArgs;
+use config::{ConfigArgs, ServeArgs};
 
 /// Per-thread heaps: the broker's connection tasks and the store's writer allocate and free many
 /// small objects on different threads, where glibc's malloc spent its time on arena locks.
@@ -52,8 +52,8 @@ enum Command {
         #[arg(long, default_value_t = 5)]
         interval_secs: u64,
     },
-    /// Print the effective configuration (flags > env > file > defaults) as commented TOML.
-    Config(ServeArgs),
+    /// Print the effective configuration (--set > flags > env > file > defaults) as commented TOML.
+    Config(ConfigArgs),
     /// Manage devices in the registry (add, list, show, rm).
     #[command(subcommand)]
     Device(client::DeviceCommand),
@@ -86,7 +86,7 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     // The log filter is part of the config (flag > env > file); a config error is reported below.
     let log = match &cli.command {
-        Command::Serve(a) | Command::Config(a) | Command::Demo { serve: a, .. } => {
+        Command::Serve(a) | Command::Config(ConfigArgs { serve: a, .. }) | Command::Demo { serve: a, .. } => {
             a.resolve().map(|c| c.log).unwrap_or_else(|_| "info".into())
         }
         _ => "warn".into(),
@@ -112,8 +112,12 @@ async fn run(command: Command) -> anyhow::Result<()> {
             }
             demo::run(config, std::time::Duration::from_secs(interval_secs.max(1))).await
         }
+        Command::Config(args) if args.markdown => {
+            print!("{}", config::settings::markdown());
+            Ok(())
+        }
         Command::Config(args) => {
-            print!("{}", args.resolve()?.render());
+            print!("{}", args.serve.resolve()?.render());
             Ok(())
         }
         Command::Device(cmd) => client::device(cmd).await,

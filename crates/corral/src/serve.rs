@@ -12,7 +12,7 @@ use corral_http::{AppState, HttpLimits, HttpMetrics};
 use corral_ingest::{Pipeline, Sink};
 use corral_registry::Registry;
 use corral_services::{CommandBus, Commands, Connections, Identity, MetricsSource, OnlineStatus};
-use corral_store::{QueryEngine, Store, StoreConfig, SystemTables};
+use corral_store::{QueryEngine, Store, SystemTables};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -217,12 +217,7 @@ struct MqttListener {
 
 /// The store under `<data>/store`, opened (WAL replay) off the async threads.
 async fn open_store(config: &Config, data_dir: &Path) -> anyhow::Result<Store> {
-    let mut store_config = StoreConfig::new(data_dir.join("store"));
-    store_config.buffer_ceiling_bytes = config.storage.buffer_ceiling_mb << 20;
-    store_config.persist_bytes = config.storage.persist_mb << 20;
-    store_config.persist_age = Duration::from_secs(config.storage.persist_age_secs);
-    store_config.backpressure_wait = Duration::from_secs(config.storage.backpressure_wait_secs);
-    store_config.wal_segment_bytes = config.storage.wal_segment_mb << 20;
+    let mut store_config = config.storage.store_config(data_dir.join("store"));
     store_config.max_columns_per_table = config.limits.max_columns_per_table;
     tokio::task::spawn_blocking(move || Store::open(store_config)).await?.context("opening the store (WAL replay)")
 }
@@ -240,17 +235,7 @@ async fn start_broker(
 ) -> anyhow::Result<Option<MqttListener>> {
     let Some(addr) = config.mqtt_addr()? else { return Ok(None) };
     let m = &config.mqtt;
-    let broker_config = corral_mqtt::BrokerConfig {
-        data_dir: Some(data_dir.join("mqtt")),
-        allow_anonymous: m.allow_anonymous,
-        max_packet_size: m.max_packet_bytes,
-        max_connections: m.max_connections,
-        max_inflight: m.max_inflight,
-        max_queued_messages: m.max_queued_messages,
-        publish_rate_limit: (m.publish_rate > 0)
-            .then(|| corral_mqtt::RateLimit { messages_per_second: m.publish_rate, burst: m.publish_rate.max(10) }),
-        ..corral_mqtt::BrokerConfig::default()
-    };
+    let broker_config = m.broker_config(data_dir.join("mqtt"));
     let broker =
         corral_mqtt::Broker::new(broker_config, Arc::new(door.clone())).context("starting the MQTT broker (state replay)")?;
     corral_mqtt::carry_commands(broker.clone(), commands.clone()).context("carrying commands over MQTT")?;

@@ -19,11 +19,14 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 ///   is non-empty and the target matches none of its entries. `allow` exists to open specific
 ///   internal hosts; it is not an allow-list of the only permitted targets (and because deny
 ///   wins, `deny = ["0.0.0.0/0"]` plus `allow` entries would refuse everything).
-#[derive(Debug, Clone, Default, serde::Deserialize, serde::Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, serde::Deserialize, serde::Serialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct TargetPolicy {
+    /// Webhook targets allowed although private, loopback or link-local (IPs, CIDRs, host names, *.domains).
     pub allow: Vec<String>,
+    /// Targets always refused (deny wins over allow).
     pub deny: Vec<String>,
+    /// Allow every private, loopback and link-local target (labs only).
     pub allow_private: bool,
 }
 

@@ -5,7 +5,7 @@
 use crate::alarm::{Alarm, AlarmStatus};
 use crate::engine::ActiveRule;
 use crate::error::RulesError;
-use crate::outbox::{Entry, entry_from_row, now_ms};
+use crate::outbox::{Entry, entry_from_row};
 use crate::spec::{ActionSpec, AlarmEvent, RuleSpec};
 use crate::{Rules, db};
 use serde::Serialize;
@@ -88,7 +88,7 @@ impl Rules {
     /// secret get a generated one, returned here (and by `replace_rule`) once, unredacted.
     pub async fn create_rule(&self, mut spec: RuleSpec, by: &str, tenant: Option<&str>) -> Result<Rule, RulesError> {
         self.prepare(&mut spec, tenant, None)?;
-        let now = now_ms();
+        let now = self.inner.clock.now_ms();
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO rules (name, tenant, spec, created_at, updated_at, created_by) VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
         )
@@ -115,7 +115,7 @@ impl Rules {
             .bind(&spec.name)
             .bind(&spec.tenant)
             .bind(serde_json::to_string(&spec).expect("spec serializes"))
-            .bind(now_ms())
+            .bind(self.inner.clock.now_ms())
             .bind(old.id)
             .execute(&self.inner.pool)
             .await?;
@@ -132,7 +132,7 @@ impl Rules {
         state.engine.remove(id);
         self.inner.enabled.store(state.engine.enabled(), Ordering::Relaxed);
         self.inner.metrics.forget_rule(id);
-        let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default();
+        let now = self.inner.clock.now_ns();
         let cleared: Vec<_> = {
             let mut book = self.inner.book.lock().expect("book lock");
             let ids: Vec<i64> = book.open_alarms().filter(|a| a.rule_id == id).map(|a| a.id).collect();
@@ -275,7 +275,7 @@ impl Rules {
         if alarm.acknowledged_at.is_some() {
             return Ok(alarm);
         }
-        let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default();
+        let now = self.inner.clock.now_ns();
         let acked = self.inner.book.lock().expect("book lock").acknowledge(id, by, now);
         match acked {
             Some(acked) => {
@@ -304,7 +304,7 @@ impl Rules {
         if alarm.status == AlarmStatus::Cleared {
             return Err(RulesError::Conflict(format!("alarm {id} is already cleared")));
         }
-        let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default();
+        let now = self.inner.clock.now_ns();
         let cleared = self.inner.book.lock().expect("book lock").clear(id, by, now);
         let cleared = cleared.ok_or_else(|| RulesError::Conflict(format!("alarm {id} is already cleared")))?;
         let state = self.inner.state.lock().await;
@@ -323,7 +323,7 @@ impl Rules {
             let state = self.inner.state.lock().await;
             self.inner.commit(&state.engine, Vec::new()).await;
         }
-        let at = now_ms();
+        let at = self.inner.clock.now_ms();
         let comment_id: i64 =
             sqlx::query_scalar("INSERT INTO alarm_comments (alarm_id, at, author, text) VALUES (?, ?, ?, ?) RETURNING id")
                 .bind(id)
@@ -371,7 +371,7 @@ impl Rules {
         }
         let was_dead = visible.state == "dead";
         sqlx::query("UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = ? WHERE id = ?")
-            .bind(now_ms())
+            .bind(self.inner.clock.now_ms())
             .bind(id)
             .execute(&self.inner.pool)
             .await?;

@@ -20,7 +20,8 @@
 //!
 //! ```no_run
 //! # async fn t(platform: std::sync::Arc<dyn corral_rules::Platform>, commands: std::sync::Arc<dyn corral_services::Commands>) -> Result<(), corral_rules::RulesError> {
-//! let rules = corral_rules::Rules::open(std::path::Path::new("rules.db"), Default::default(), platform, commands).await?;
+//! let rules = corral_rules::Rules::open(std::path::Path::new("rules.db"), Default::default(), platform, commands,
+//!     std::sync::Arc::new(corral_services::SystemClock)).await?;
 //! let spec = serde_json::from_value(serde_json::json!({
 //!     "name": "vaccines too warm", "condition": "temperature > 8 AND attributes.cargo = 'vaccines'",
 //!     "clear": "temperature < 7", "for": "5m", "severity": "critical",
@@ -133,11 +134,12 @@ impl Rules {
         config: RulesConfig,
         platform: Arc<dyn Platform>,
         commands: Arc<dyn corral_services::Commands>,
+        clock: Arc<dyn corral_services::Clock>,
     ) -> Result<Rules, RulesError> {
         config.webhooks.validate().map_err(|e| RulesError::invalid(format!("rules.webhooks: {e}")))?;
         let pool = db::open(path).await?;
         let metrics = Arc::new(metrics::Metrics::default());
-        let shared = Arc::new(task::Shared::load(pool.clone(), platform.clone(), metrics.clone()).await?);
+        let shared = Arc::new(task::Shared::load(pool.clone(), platform.clone(), clock.clone(), metrics.clone()).await?);
         let (queue, observations) = mpsc::channel(config.queue.max(1));
         let deliverer = outbox::Deliverer {
             pool,
@@ -150,6 +152,7 @@ impl Rules {
             nats: deliver::nats::NatsPublisher::new(std::time::Duration::from_millis(config.outbox.timeout_ms)),
             platform,
             commands,
+            clock,
             wake: shared.wake_outbox.clone(),
             metrics,
         };
@@ -167,6 +170,12 @@ impl Rules {
     pub async fn offline_windows(&self) -> OfflineWindows {
         let state = self.inner.state.lock().await;
         OfflineWindows::new(state.engine.absence_windows(), self.offline_after_ns)
+    }
+
+    /// Runs the absence checks now, as the rules task does every `absence_check_ms`: with the
+    /// time of the clock the rules were given, so a test can move the clock and check at once.
+    pub async fn check_absence(&self) {
+        task::check_absence(&self.inner).await;
     }
 
     /// Whether any enabled rule exists: when not, the pipeline need not copy batches for us.

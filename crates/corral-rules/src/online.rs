@@ -32,7 +32,7 @@ pub struct Online {
 impl OnlineStatus for Online {
     async fn online(&self, devices: &[DeviceFacts]) -> Vec<bool> {
         let windows = self.rules.offline_windows().await;
-        let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default();
+        let now = self.rules.inner.clock.now_ns();
         devices.iter().map(|d| windows.online(d, self.connections.connection(&d.id), now)).collect()
     }
 }

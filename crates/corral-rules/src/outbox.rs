@@ -71,10 +71,6 @@ pub struct Entry {
     pub delivered_at: Option<String>,
 }
 
-pub fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
-}
-
 fn ms_text(ms: i64) -> String {
     crate::alarm::format_ns(ms.saturating_mul(1_000_000))
 }
@@ -146,6 +142,8 @@ pub struct Deliverer {
     pub platform: Arc<dyn Platform>,
     /// Command actions go to the devices through it, whatever their door.
     pub commands: Arc<dyn corral_services::Commands>,
+    /// When entries are due and delivered.
+    pub clock: Arc<dyn corral_services::Clock>,
     pub wake: Arc<Notify>,
     pub metrics: Arc<Metrics>,
 }
@@ -172,8 +170,9 @@ impl Deliverer {
                     Err(e) => tracing::error!(error = %e, "reading the outbox failed; retrying in 1 s"),
                 }
             }
-            let sleep =
-                next_due.map_or(Duration::from_secs(1), |at: i64| Duration::from_millis((at - now_ms()).clamp(1, 1_000) as u64));
+            let sleep = next_due.map_or(Duration::from_secs(1), |at: i64| {
+                Duration::from_millis((at - self.clock.now_ms()).clamp(1, 1_000) as u64)
+            });
             tokio::select! {
                 Some(first) = inflight.next(), if !inflight.is_empty() => {
                     // Record every outcome that is ready in one transaction: at thousands of
@@ -197,7 +196,7 @@ impl Deliverer {
 
     /// Up to `limit` due entries, and when the next not-yet-due one is.
     async fn due(&self, limit: usize) -> Result<(Vec<Due>, Option<i64>), sqlx::Error> {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let rows = sqlx::query(
             "SELECT id, idempotency_key, event, action, payload, attempts, created_at FROM outbox
              WHERE state = 'pending' AND next_attempt_at <= ? ORDER BY next_attempt_at LIMIT ?",
@@ -272,7 +271,7 @@ impl Deliverer {
     }
 
     async fn record(&self, done: Vec<Outcome>) -> Result<(), sqlx::Error> {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let mut tx = self.pool.begin().await?;
         for (d, result) in &done {
             let kind = d.action.spec.kind();

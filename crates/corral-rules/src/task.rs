@@ -9,6 +9,7 @@ use crate::outbox::{self, NewEntry};
 use crate::spec::AlarmEvent;
 use crate::{Observation, Platform, db};
 use corral_model::Row;
+use corral_services::Clock;
 use sqlx::SqlitePool;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -39,6 +40,8 @@ pub(crate) struct EngineState {
 pub(crate) struct Shared {
     pub pool: SqlitePool,
     pub platform: Arc<dyn Platform>,
+    /// What time it is: absence checks, alarm and event times, outbox due times.
+    pub clock: Arc<dyn Clock>,
     pub metrics: Arc<Metrics>,
     pub state: tokio::sync::Mutex<EngineState>,
     pub book: Mutex<Book>,
@@ -54,7 +57,12 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub async fn load(pool: SqlitePool, platform: Arc<dyn Platform>, metrics: Arc<Metrics>) -> Result<Shared, crate::RulesError> {
+    pub async fn load(
+        pool: SqlitePool,
+        platform: Arc<dyn Platform>,
+        clock: Arc<dyn Clock>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Shared, crate::RulesError> {
         let mut engine = Engine::default();
         for (id, spec) in crate::api::load_specs(&pool).await? {
             match ActiveRule::new(id, spec, &metrics) {
@@ -73,6 +81,7 @@ impl Shared {
         Ok(Shared {
             pool,
             platform,
+            clock,
             metrics,
             enabled: std::sync::atomic::AtomicUsize::new(engine.enabled()),
             unsettled: std::sync::atomic::AtomicUsize::new(0),
@@ -137,7 +146,7 @@ impl Shared {
                 AlarmEvent::Acknowledged => 0,
             };
             let Some(rule) = engine.rules.iter().find(|r| r.id == alarm.rule_id) else { continue };
-            let payload = event_payload(*event, alarm);
+            let payload = event_payload(*event, alarm, self.clock.now_ns());
             for (i, action) in rule.spec.actions.iter().enumerate().filter(|(_, a)| a.on().contains(event)) {
                 entries.push(NewEntry {
                     idempotency_key: format!("alarm-{}-{}-{i}", alarm.id, event.as_str()),
@@ -158,7 +167,9 @@ impl Shared {
         self.metrics.alarms_open.store(self.book.lock().expect("book lock").open_count() as i64, Ordering::Relaxed);
         for (event, alarm) in &events {
             let topic = format!("alarms/{}/{}", alarm.tenant, alarm.device);
-            if let Err(e) = self.platform.publish(&topic, event_payload(*event, alarm).into_bytes(), &alarm.tenant).await {
+            if let Err(e) =
+                self.platform.publish(&topic, event_payload(*event, alarm, self.clock.now_ns()).into_bytes(), &alarm.tenant).await
+            {
                 tracing::debug!(%topic, error = %e, "alarm event not published on MQTT");
             }
         }
@@ -172,7 +183,7 @@ impl Shared {
         }
         let mut tx = self.pool.begin().await?;
         db::upsert_alarms(&mut tx, &alarms).await?;
-        outbox::enqueue(&mut tx, entries, outbox::now_ms()).await?;
+        outbox::enqueue(&mut tx, entries, self.clock.now_ms()).await?;
         tx.commit().await?;
         if !entries.is_empty() {
             self.metrics.outbox_pending.fetch_add(entries.len() as i64, Ordering::Relaxed);
@@ -187,11 +198,11 @@ impl Shared {
 }
 
 /// The JSON every action and MQTT subscriber receives for an alarm event.
-pub fn event_payload(event: AlarmEvent, alarm: &Alarm) -> String {
+pub fn event_payload(event: AlarmEvent, alarm: &Alarm, now_ns: i64) -> String {
     serde_json::json!({
         "event": format!("alarm.{}", event.as_str()),
         "event_id": format!("alarm-{}-{}", alarm.id, event.as_str()),
-        "time": crate::alarm::format_ns(chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default()),
+        "time": crate::alarm::format_ns(now_ns),
         "alarm": alarm,
     })
     .to_string()
@@ -287,7 +298,7 @@ async fn evaluate(shared: &Shared, pass: Vec<Observation>) {
     }
 }
 
-async fn check_absence(shared: &Shared) {
+pub(crate) async fn check_absence(shared: &Shared) {
     let stale = {
         let state = shared.state.lock().await;
         if !state.engine.wants_clock() {
@@ -301,7 +312,7 @@ async fn check_absence(shared: &Shared) {
         state.fleet = fleet;
         state.fleet_read = Some(Instant::now());
     }
-    let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default();
+    let now = shared.clock.now_ns();
     let EngineState { engine, last_heard, fleet, .. } = &mut *state;
     let transitions = engine.check_absence(now, fleet, last_heard);
     if !transitions.is_empty() {

@@ -15,6 +15,7 @@
 //! | [`SqlService`], [`SystemTable`] | read-only SQL; the platform's own tables in it | `corral-store`; `devices`, `certificates` by the registry, `alarms` by the rules |
 //! | [`OnlineStatus`], [`Connections`] | whether devices are online; who holds a connection | `corral-rules` (offline windows), `corral-mqtt` |
 //! | [`MetricsSource`] | Prometheus lines for `/metrics`, written with [`metrics::Exposition`] | every room that counts |
+//! | [`Clock`] | what time it is, for behaviour that depends on it (windows, absence, retries) | [`SystemClock`]; [`ManualClock`] in tests |
 //!
 //! ```
 //! use corral_services::{Command, Commands, CommandBus};
@@ -27,12 +28,14 @@
 //! # }
 //! ```
 
+mod clock;
 mod commands;
 mod identity;
 pub mod metrics;
 mod presence;
 mod sql;
 
+pub use clock::{Clock, ManualClock, SystemClock};
 pub use commands::{Command, CommandBus, CommandResponse, Commands};
 pub use identity::{Application, Caller, Credential, DeviceCaller, Identity, Reported, Role};
 pub use metrics::MetricsSource;

@@ -11,7 +11,7 @@ use anyhow::Context;
 use corral_http::{AppState, HttpLimits, HttpMetrics};
 use corral_ingest::{Pipeline, Sink};
 use corral_registry::Registry;
-use corral_services::{CommandBus, Commands, Connections, Identity, MetricsSource, OnlineStatus};
+use corral_services::{Clock, CommandBus, Commands, Connections, Identity, MetricsSource, OnlineStatus, SystemClock};
 use corral_store::{QueryEngine, Store, SystemTables};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -51,7 +51,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     // Reactions: commands to devices (whatever their door) and the rules.
     let commands: Arc<dyn Commands> = Arc::new(CommandBus::default());
     let platform = Arc::new(glue::RulesPlatform { registry: registry.clone(), store: store.clone(), broker: Default::default() });
-    let rules = corral_rules::Rules::open(&data_dir.join("rules.db"), config.rules.clone(), platform.clone(), commands.clone())
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let rules_db = data_dir.join("rules.db");
+    let rules = corral_rules::Rules::open(&rules_db, config.rules.clone(), platform.clone(), commands.clone(), clock)
         .await
         .context("opening the rules database")?;
 

@@ -219,8 +219,9 @@ impl Connection {
     /// The tenant a message on `topic` from this client belongs to.
     pub(super) fn origin_tenant(&self, topic_name: &str) -> Option<Arc<str>> {
         match topic::device_of(topic_name) {
+            // A device, or a gateway for its children, which the registry keeps in its tenant.
             Some(device) => match &*self.identity {
-                Identity::Device { id, .. } if id == device => self.tenant.clone(),
+                Identity::Device { .. } => self.tenant.clone(),
                 _ => self.state.hooks.device_tenant(device).map(Arc::from).or_else(|| self.tenant.clone()),
             },
             None => self.tenant.clone(),

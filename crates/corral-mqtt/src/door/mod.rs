@@ -21,7 +21,8 @@ use corral_ingest::Sink;
 use corral_ingest::decode::{Limits, TelemetryFormat};
 use corral_model::{DeviceId, Door, Envelope, ErrorKind, TableName, TenantId, WireError};
 use corral_services::Reported;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 /// What the MQTT door uses of the platform: services only, never a concrete room.
 #[derive(Clone)]
@@ -31,11 +32,24 @@ pub struct PlatformDoor {
     reported: Arc<dyn Reported>,
     limits: Limits,
     connected: ConnectedDevices,
+    /// Tenants of devices named by applications' publishes. A device's tenant never changes once
+    /// it is registered, so an entry stays true; only unknown names are asked again.
+    tenants: Arc<Mutex<HashMap<String, String>>>,
 }
+
+/// Entries of the tenant cache before it starts over (a few MB at most).
+const MAX_CACHED_TENANTS: usize = 100_000;
 
 impl PlatformDoor {
     pub fn new(identity: Arc<dyn corral_services::Identity>, sink: Arc<dyn Sink>, reported: Arc<dyn Reported>) -> Self {
-        PlatformDoor { identity, sink, reported, limits: Limits::default(), connected: ConnectedDevices::default() }
+        PlatformDoor {
+            identity,
+            sink,
+            reported,
+            limits: Limits::default(),
+            connected: ConnectedDevices::default(),
+            tenants: Default::default(),
+        }
     }
 
     /// The devices connected through this door (presence reads it).
@@ -94,14 +108,23 @@ impl BrokerHooks for PlatformDoor {
     }
 
     fn device_tenant(&self, device: &str) -> Option<String> {
-        // Asked when a gateway publishes for a child or a tenant-scoped application publishes to
-        // a device topic (commands). The ACL that asks is synchronous, so this waits here.
+        // Asked when an application publishes to a device topic (commands) and when the platform
+        // does. The ACL that asks is synchronous: the first time a device is named, this waits
+        // for the registry; after that its tenant comes from the cache.
+        if let Some(tenant) = lock(&self.tenants).get(device) {
+            return Some(tenant.clone());
+        }
         let identity = self.identity.clone();
-        let device = device.to_string();
-        tokio::task::block_in_place(|| {
-            tokio::runtime::Handle::current().block_on(async move { identity.tenant_of(&device).await.ok().flatten() })
-        })
-        .map(|t| t.as_str().to_string())
+        let name = device.to_string();
+        let tenant = tokio::task::block_in_place(|| {
+            tokio::runtime::Handle::current().block_on(async move { identity.tenant_of(&name).await.ok().flatten() })
+        })?;
+        let mut cache = lock(&self.tenants);
+        if cache.len() >= MAX_CACHED_TENANTS {
+            cache.clear();
+        }
+        cache.insert(device.to_string(), tenant.as_str().to_string());
+        Some(tenant.as_str().to_string())
     }
 
     fn on_connected(&self, who: &Identity, _client_id: &str) {
@@ -123,6 +146,10 @@ impl BrokerHooks for PlatformDoor {
             }
         }
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// The MQTT 5 PUBACK reason for an error the HTTP door would answer with a status.

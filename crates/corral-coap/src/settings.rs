@@ -9,7 +9,7 @@ use std::time::Duration;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct CoapSettings {
-    /// CoAP over UDP, `host:port`, or `off`: POST devices/<id>/telemetry?t=<token>, Observe devices/<id>/commands.
+    /// CoAP over UDP, `host:port`, or `off`: `POST devices/<id>/telemetry?t=<token>`, Observe `devices/<id>/commands`.
     pub listen: String,
     /// CoAP over DTLS (coaps), `host:port` or `off`: a device handshakes with PSK identity = its id
     /// and the key set by `corral device psk <id>`; its requests then need no token.

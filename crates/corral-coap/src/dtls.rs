@@ -14,6 +14,7 @@
 
 use corral_model::{ErrorKind, WireError};
 use corral_services::Identity;
+use corral_services::metrics::Exposition;
 use openssl::error::ErrorStack;
 use openssl::ex_data::Index;
 use openssl::hash::MessageDigest;
@@ -124,27 +125,21 @@ pub(crate) const FAILURE_REASONS: [&str; 5] = ["unknown_identity", "not_active",
 
 impl DtlsMetrics {
     pub fn render(&self, out: &mut String) {
-        use std::fmt::Write;
-        let _ = writeln!(out, "# HELP corral_coaps_handshakes_total DTLS handshakes completed.");
-        let _ = writeln!(out, "# TYPE corral_coaps_handshakes_total counter");
-        let _ = writeln!(out, "corral_coaps_handshakes_total {}", self.handshakes.load(Relaxed));
-        let _ = writeln!(out, "# HELP corral_coaps_handshake_failures_total DTLS handshakes that failed, by reason.");
-        let _ = writeln!(out, "# TYPE corral_coaps_handshake_failures_total counter");
-        for (reason, count) in FAILURE_REASONS.iter().zip(&self.failures) {
-            let _ = writeln!(out, "corral_coaps_handshake_failures_total{{reason=\"{reason}\"}} {}", count.load(Relaxed));
+        let mut e = Exposition::new(out);
+        e.counter("corral_coaps_handshakes_total", "DTLS handshakes completed.", self.handshakes.load(Relaxed));
+        let help = "DTLS handshakes that failed, by reason.";
+        let mut failures = e.family("corral_coaps_handshake_failures_total", help, "counter");
+        for (reason, count) in FAILURE_REASONS.into_iter().zip(&self.failures) {
+            failures.sample(&[("reason", reason)], count.load(Relaxed));
         }
         let counters = [
             ("stray_records", "Datagrams from a peer without a DTLS session (dropped).", &self.stray),
             ("sessions_refused", "ClientHellos dropped because max_sessions were open.", &self.refused),
         ];
         for (name, help, counter) in counters {
-            let _ = writeln!(out, "# HELP corral_coaps_{name}_total {help}");
-            let _ = writeln!(out, "# TYPE corral_coaps_{name}_total counter");
-            let _ = writeln!(out, "corral_coaps_{name}_total {}", counter.load(Relaxed));
+            e.counter(&format!("corral_coaps_{name}_total"), help, counter.load(Relaxed));
         }
-        let _ = writeln!(out, "# HELP corral_coaps_sessions DTLS sessions open (handshaking or established).");
-        let _ = writeln!(out, "# TYPE corral_coaps_sessions gauge");
-        let _ = writeln!(out, "corral_coaps_sessions {}", self.sessions.load(Relaxed));
+        e.gauge("corral_coaps_sessions", "DTLS sessions open (handshaking or established).", self.sessions.load(Relaxed));
     }
 }
 

@@ -1,7 +1,7 @@
 //! Counters for `/metrics`: requests by response code, what was dropped and why, and the
 //! server's own state (exchanges remembered, uploads, observers, pending commands).
 
-use std::fmt::Write;
+use corral_services::metrics::Exposition;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 
 #[derive(Debug, Default)]
@@ -46,10 +46,11 @@ impl Metrics {
     /// Appends the Prometheus text of every counter; `uploads` is the number being assembled.
     pub fn render(&self, out: &mut String, uploads: usize) {
         let door = self.name;
-        let _ = writeln!(out, "# HELP corral_{door}_requests_total CoAP requests answered, by response class.");
-        let _ = writeln!(out, "# TYPE corral_{door}_requests_total counter");
-        for (i, class) in ["2xx", "4xx", "5xx"].iter().enumerate() {
-            let _ = writeln!(out, "corral_{door}_requests_total{{class=\"{class}\"}} {}", self.answered[i].load(Relaxed));
+        let mut e = Exposition::new(out);
+        let help = "CoAP requests answered, by response class.";
+        let mut requests = e.family(&format!("corral_{door}_requests_total"), help, "counter");
+        for (class, answered) in ["2xx", "4xx", "5xx"].into_iter().zip(&self.answered) {
+            requests.sample(&[("class", class)], answered.load(Relaxed));
         }
         let counters: [(&str, &str, &AtomicU64); 9] = [
             ("malformed", "Datagrams that were not well-formed CoAP.", &self.malformed),
@@ -67,18 +68,14 @@ impl Metrics {
             ("commands_expired", "Commands dropped unfetched (too old or too many waiting).", &self.commands_expired),
         ];
         for (name, help, counter) in counters {
-            let _ = writeln!(out, "# HELP corral_{door}_{name}_total {help}");
-            let _ = writeln!(out, "# TYPE corral_{door}_{name}_total counter");
-            let _ = writeln!(out, "corral_{door}_{name}_total {}", counter.load(Relaxed));
+            e.counter(&format!("corral_{door}_{name}_total"), help, counter.load(Relaxed));
         }
         let observers = self.observers.load(Relaxed).max(0) as usize;
         for (name, help, value) in [
             ("observers", "Devices observing their commands.", observers),
             ("uploads", "Block-wise uploads being assembled.", uploads),
         ] {
-            let _ = writeln!(out, "# HELP corral_{door}_{name} {help}");
-            let _ = writeln!(out, "# TYPE corral_{door}_{name} gauge");
-            let _ = writeln!(out, "corral_{door}_{name} {value}");
+            e.gauge(&format!("corral_{door}_{name}"), help, value);
         }
     }
 }

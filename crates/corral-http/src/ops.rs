@@ -7,7 +7,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use corral_model::ErrorKind;
-use std::fmt::Write;
+use corral_services::metrics::Exposition;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// HTTP requests answered, by status code.
@@ -29,12 +29,12 @@ impl HttpMetrics {
     }
 
     fn render(&self, out: &mut String) {
-        out.push_str("# HELP corral_http_requests_total HTTP requests answered, by status code.\n");
-        out.push_str("# TYPE corral_http_requests_total counter\n");
+        let mut e = Exposition::new(out);
+        let mut requests = e.family("corral_http_requests_total", "HTTP requests answered, by status code.", "counter");
         for (status, counter) in self.by_status.iter().enumerate() {
             let n = counter.load(Ordering::Relaxed);
             if n > 0 {
-                let _ = writeln!(out, "corral_http_requests_total{{status=\"{status}\"}} {n}");
+                requests.sample(&[("status", &status.to_string())], n);
             }
         }
     }

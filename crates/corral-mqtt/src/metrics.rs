@@ -3,6 +3,13 @@
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use crate::codec::QoS;
+use corral_services::metrics::Exposition;
+
+/// The labels of one sample.
+type Labels = &'static [(&'static str, &'static str)];
+
+/// The `qos` label of each QoS level.
+const QOS: [Labels; 3] = [&[("qos", "0")], &[("qos", "1")], &[("qos", "2")]];
 
 /// Live counters, updated with relaxed atomics on the hot path.
 #[derive(Debug, Default)]
@@ -144,30 +151,30 @@ pub struct MetricsSnapshot {
 impl MetricsSnapshot {
     /// Appends Prometheus text-format lines (`corral_mqtt_*`).
     pub fn render_prometheus(&self, out: &mut String) {
-        use std::fmt::Write;
-        let mut metric = |name: &str, kind: &str, help: &str, samples: &[(&str, u64)]| {
-            let _ = writeln!(out, "# HELP corral_mqtt_{name} {help}\n# TYPE corral_mqtt_{name} {kind}");
-            for (labels, v) in samples {
-                let _ = writeln!(out, "corral_mqtt_{name}{labels} {v}");
+        let mut e = Exposition::new(out);
+        let mut metric = |name: &str, kind: &str, help: &str, samples: &[(Labels, u64)]| {
+            let mut family = e.family(&format!("corral_mqtt_{name}"), help, kind);
+            for (labels, value) in samples {
+                family.sample(labels, value);
             }
         };
-        metric("connections", "gauge", "MQTT connections past CONNACK.", &[("", self.connections_current)]);
-        metric("connects_total", "counter", "Accepted CONNECTs.", &[("", self.connections_total)]);
+        metric("connections", "gauge", "MQTT connections past CONNACK.", &[(&[], self.connections_current)]);
+        metric("connects_total", "counter", "Accepted CONNECTs.", &[(&[], self.connections_total)]);
         metric(
             "connects_refused_total",
             "counter",
             "CONNECTs refused (credentials, limits, client id).",
-            &[("", self.connects_refused)],
+            &[(&[], self.connects_refused)],
         );
         metric(
             "sessions",
             "gauge",
             "Sessions held, connected or not.",
-            &[("", self.sessions), ("{persistent=\"true\"}", self.persistent_sessions)],
+            &[(&[], self.sessions), (&[("persistent", "true")], self.persistent_sessions)],
         );
-        metric("retained_messages", "gauge", "Retained messages.", &[("", self.retained_messages)]);
-        metric("subscriptions", "gauge", "Subscriptions.", &[("", self.subscriptions)]);
-        let by_qos = |v: [u64; 3]| [("{qos=\"0\"}", v[0]), ("{qos=\"1\"}", v[1]), ("{qos=\"2\"}", v[2])];
+        metric("retained_messages", "gauge", "Retained messages.", &[(&[], self.retained_messages)]);
+        metric("subscriptions", "gauge", "Subscriptions.", &[(&[], self.subscriptions)]);
+        let by_qos = |v: [u64; 3]| [(QOS[0], v[0]), (QOS[1], v[1]), (QOS[2], v[2])];
         metric("messages_received_total", "counter", "PUBLISH packets received, by QoS.", &by_qos(self.messages_in_by_qos));
         metric(
             "messages_sent_total",
@@ -175,47 +182,47 @@ impl MetricsSnapshot {
             "PUBLISH packets sent (not resends), by QoS.",
             &by_qos(self.messages_out_by_qos),
         );
-        metric("bytes_received_total", "counter", "Bytes read from MQTT clients.", &[("", self.bytes_in)]);
-        metric("bytes_sent_total", "counter", "Bytes written to MQTT clients.", &[("", self.bytes_out)]);
+        metric("bytes_received_total", "counter", "Bytes read from MQTT clients.", &[(&[], self.bytes_in)]);
+        metric("bytes_sent_total", "counter", "Bytes written to MQTT clients.", &[(&[], self.bytes_out)]);
         metric(
             "denied_total",
             "counter",
             "ACL denials.",
-            &[("{what=\"publish\"}", self.denied_publish), ("{what=\"subscribe\"}", self.denied_subscribe)],
+            &[(&[("what", "publish")], self.denied_publish), (&[("what", "subscribe")], self.denied_subscribe)],
         );
         metric(
             "platform_refused_total",
             "counter",
             "Platform publishes refused (bad payload, disk full...).",
-            &[("", self.platform_publish_refused)],
+            &[(&[], self.platform_publish_refused)],
         );
         metric(
             "dropped_total",
             "counter",
             "Messages not delivered, by cause.",
             &[
-                ("{cause=\"qos0_backlog\"}", self.dropped_qos0_backlog),
-                ("{cause=\"queue_full\"}", self.dropped_queue_full),
-                ("{cause=\"expired\"}", self.dropped_expired),
-                ("{cause=\"too_large\"}", self.dropped_too_large),
-                ("{cause=\"offline_qos0\"}", self.dropped_offline_qos0),
+                (&[("cause", "qos0_backlog")], self.dropped_qos0_backlog),
+                (&[("cause", "queue_full")], self.dropped_queue_full),
+                (&[("cause", "expired")], self.dropped_expired),
+                (&[("cause", "too_large")], self.dropped_too_large),
+                (&[("cause", "offline_qos0")], self.dropped_offline_qos0),
             ],
         );
         metric(
             "protocol_errors_total",
             "counter",
             "Connections closed for malformed packets or protocol errors.",
-            &[("", self.protocol_errors)],
+            &[(&[], self.protocol_errors)],
         );
-        metric("keep_alive_timeouts_total", "counter", "Connections closed by keep-alive.", &[("", self.keep_alive_timeouts)]);
-        metric("takeovers_total", "counter", "Sessions taken over by a new connection.", &[("", self.takeovers)]);
+        metric("keep_alive_timeouts_total", "counter", "Connections closed by keep-alive.", &[(&[], self.keep_alive_timeouts)]);
+        metric("takeovers_total", "counter", "Sessions taken over by a new connection.", &[(&[], self.takeovers)]);
         metric(
             "session_claims_refused_total",
             "counter",
             "CONNECTs refused: the client id is a session another credential owns.",
-            &[("", self.session_claims_refused)],
+            &[(&[], self.session_claims_refused)],
         );
-        metric("wills_published_total", "counter", "Wills published.", &[("", self.wills_published)]);
-        metric("throttled_total", "counter", "Times a client hit its publish rate limit.", &[("", self.publishes_throttled)]);
+        metric("wills_published_total", "counter", "Wills published.", &[(&[], self.wills_published)]);
+        metric("throttled_total", "counter", "Times a client hit its publish rate limit.", &[(&[], self.publishes_throttled)]);
     }
 }

@@ -1,8 +1,8 @@
 //! Counters for `/metrics`: per rule (rows evaluated, matches, evaluation time), alarms raised
 //! and cleared, and the outbox (depth, deliveries, failures, dead letters, delivery latency).
 
+use corral_services::metrics::{Exposition, seconds};
 use std::collections::BTreeMap;
-use std::fmt::Write;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 
@@ -74,7 +74,36 @@ impl Metrics {
     }
 
     pub fn render_prometheus(&self, out: &mut String) {
-        let rules = self.rules.lock().expect("metrics lock");
+        let mut e = Exposition::new(out);
+        self.render_rules(&mut e);
+        e.counter("corral_alarms_raised_total", "Alarms raised.", self.alarms_raised.load(Relaxed));
+        e.counter(
+            "corral_alarms_cleared_total",
+            "Alarms cleared (by their rule or by people).",
+            self.alarms_cleared.load(Relaxed),
+        );
+        e.gauge("corral_alarms_open", "Alarms not cleared.", self.alarms_open.load(Relaxed));
+        e.gauge(
+            "corral_outbox_pending",
+            "Actions waiting for delivery (including retries).",
+            self.outbox_pending.load(Relaxed).max(0),
+        );
+        e.counter(
+            "corral_rules_ingest_waits_total",
+            "Times ingest waited because rule evaluation was behind.",
+            self.ingest_waits.load(Relaxed),
+        );
+        e.counter(
+            "corral_rules_passes_total",
+            "Evaluation passes (each evaluates every rule once per table).",
+            self.passes.load(Relaxed),
+        );
+        e.counter("corral_rules_pass_rows_total", "Rows taken by evaluation passes.", self.pass_rows.load(Relaxed));
+        self.render_outbox(&mut e);
+        self.render_latency(&mut e);
+    }
+
+    fn render_rules(&self, e: &mut Exposition) {
         let families: [RuleFamily; 3] = [
             ("corral_rule_evaluated_rows_total", "Rows a rule's condition was evaluated on.", |c| {
                 c.evaluated_rows.load(Relaxed).to_string()
@@ -82,34 +111,18 @@ impl Metrics {
             ("corral_rule_matched_rows_total", "Rows on which a rule's condition was true.", |c| {
                 c.matched_rows.load(Relaxed).to_string()
             }),
-            ("corral_rule_eval_seconds_total", "Time spent evaluating a rule.", |c| {
-                format!("{:.6}", c.eval_ns.load(Relaxed) as f64 / 1e9)
-            }),
+            ("corral_rule_eval_seconds_total", "Time spent evaluating a rule.", |c| seconds(c.eval_ns.load(Relaxed))),
         ];
+        let rules = self.rules.lock().expect("metrics lock");
         for (name, help, value) in families {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            let mut family = e.family(name, help, "counter");
             for (id, (rule, c)) in rules.iter() {
-                let _ = writeln!(out, "{name}{{rule_id=\"{id}\",rule=\"{}\"}} {}", escape(rule), value(c));
+                family.sample(&[("rule_id", &id.to_string()), ("rule", rule)], value(c));
             }
         }
-        drop(rules);
-        let _ = writeln!(
-            out,
-            "# HELP corral_alarms_raised_total Alarms raised.\n# TYPE corral_alarms_raised_total counter\ncorral_alarms_raised_total {}\n\
-             # HELP corral_alarms_cleared_total Alarms cleared (by their rule or by people).\n# TYPE corral_alarms_cleared_total counter\ncorral_alarms_cleared_total {}\n\
-             # HELP corral_alarms_open Alarms not cleared.\n# TYPE corral_alarms_open gauge\ncorral_alarms_open {}\n\
-             # HELP corral_outbox_pending Actions waiting for delivery (including retries).\n# TYPE corral_outbox_pending gauge\ncorral_outbox_pending {}\n\
-             # HELP corral_rules_ingest_waits_total Times ingest waited because rule evaluation was behind.\n# TYPE corral_rules_ingest_waits_total counter\ncorral_rules_ingest_waits_total {}\n\
-             # HELP corral_rules_passes_total Evaluation passes (each evaluates every rule once per table).\n# TYPE corral_rules_passes_total counter\ncorral_rules_passes_total {}\n\
-             # HELP corral_rules_pass_rows_total Rows taken by evaluation passes.\n# TYPE corral_rules_pass_rows_total counter\ncorral_rules_pass_rows_total {}",
-            self.alarms_raised.load(Relaxed),
-            self.alarms_cleared.load(Relaxed),
-            self.alarms_open.load(Relaxed),
-            self.outbox_pending.load(Relaxed).max(0),
-            self.ingest_waits.load(Relaxed),
-            self.passes.load(Relaxed),
-            self.pass_rows.load(Relaxed),
-        );
+    }
+
+    fn render_outbox(&self, e: &mut Exposition) {
         let kinds = self.kinds.lock().expect("metrics lock");
         for (i, (name, help)) in [
             ("corral_outbox_delivered_total", "Actions delivered."),
@@ -119,26 +132,23 @@ impl Metrics {
         .into_iter()
         .enumerate()
         {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            let mut family = e.family(name, help, "counter");
             for (kind, c) in kinds.iter() {
-                let _ = writeln!(out, "{name}{{action=\"{kind}\"}} {}", c[i]);
+                family.sample(&[("action", kind)], c[i]);
             }
         }
-        drop(kinds);
-        let name = "corral_outbox_delivery_seconds";
-        let _ = writeln!(out, "# HELP {name} From the alarm event to its delivery.\n# TYPE {name} histogram");
-        for (i, bound) in LATENCY_BUCKETS.iter().enumerate() {
-            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {}", self.latency_buckets[i].load(Relaxed));
-        }
-        let count = self.latency_count.load(Relaxed);
-        let _ = writeln!(
-            out,
-            "{name}_bucket{{le=\"+Inf\"}} {count}\n{name}_sum {:.6}\n{name}_count {count}",
-            self.latency_sum_us.load(Relaxed) as f64 / 1e6
-        );
     }
-}
 
-fn escape(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    fn render_latency(&self, e: &mut Exposition) {
+        let mut family = e.family("corral_outbox_delivery_seconds", "From the alarm event to its delivery.", "histogram");
+        for (bound, bucket) in LATENCY_BUCKETS.iter().zip(&self.latency_buckets) {
+            family.sample_suffixed("_bucket", &[("le", &bound.to_string())], bucket.load(Relaxed));
+        }
+        // One read, so the +Inf bucket and the count agree.
+        let count = self.latency_count.load(Relaxed);
+        // The sum is kept in microseconds; written to the microsecond like every `_seconds` metric.
+        let sum = format!("{:.6}", self.latency_sum_us.load(Relaxed) as f64 / 1e6);
+        family.sample_suffixed("_bucket", &[("le", "+Inf")], count);
+        family.sample_suffixed("_sum", &[], sum).sample_suffixed("_count", &[], count);
+    }
 }

@@ -1,5 +1,6 @@
 //! Counters the store keeps for `/metrics`. Plain atomics: the HTTP crate renders them.
 
+use corral_services::metrics::Exposition;
 use corral_wal::WalMetricsSnapshot;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -33,6 +34,9 @@ pub struct TableCountersSnapshot {
     pub values: u64,
     pub bytes: u64,
 }
+
+/// A per-table metric family: name, help, and which counter of a table it reports.
+type TableFamily = (&'static str, &'static str, fn(&TableCountersSnapshot) -> u64);
 
 #[derive(Debug, Default)]
 pub struct DurationCounter {
@@ -97,83 +101,54 @@ impl StoreMetrics {
 }
 
 impl StoreMetricsSnapshot {
-    /// Appends Prometheus text-format lines.
+    /// Appends Prometheus text-format lines. Counts are written as `f64`, as they always have
+    /// been, so the text stays the same (it matches integer formatting below 2^53).
     pub fn render_prometheus(&self, out: &mut String) {
-        use std::fmt::Write;
-        let mut family = |name: &str, kind: &str, help: &str, samples: &mut dyn Iterator<Item = (String, f64)>| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-            for (labels, value) in samples {
-                let _ = writeln!(out, "{name}{labels} {value}");
-            }
-        };
-        let per_table = |f: fn(&TableCountersSnapshot) -> u64| {
-            self.tables.iter().map(move |(t, c)| (format!("{{table=\"{t}\"}}"), f(c) as f64)).collect::<Vec<_>>()
-        };
-        family("corral_ingest_rows_total", "counter", "Rows made durable, by table.", &mut per_table(|c| c.rows).into_iter());
-        family(
-            "corral_ingest_points_total",
-            "counter",
-            "Field values (points) made durable, by table.",
-            &mut per_table(|c| c.values).into_iter(),
-        );
-        family(
-            "corral_ingest_bytes_total",
-            "counter",
-            "Encoded WAL bytes written, by table.",
-            &mut per_table(|c| c.bytes).into_iter(),
-        );
-        let one = |v: f64| std::iter::once((String::new(), v));
-        family(
-            "corral_write_buffer_bytes",
-            "gauge",
-            "Estimated bytes of unpersisted rows in memory.",
-            &mut one(self.buffer_bytes as f64),
-        );
-        family("corral_parquet_files", "gauge", "Parquet files committed.", &mut one(self.parquet_files as f64));
-        family("corral_parquet_bytes", "gauge", "Bytes of committed Parquet files.", &mut one(self.parquet_bytes as f64));
-        family(
-            "corral_write_failures_total",
-            "counter",
-            "Writes refused by a WAL failure (e.g. disk full).",
-            &mut one(self.failed_writes as f64),
-        );
-        family(
-            "corral_backpressure_waits_total",
-            "counter",
-            "Writes that waited at the buffer ceiling.",
-            &mut one(self.backpressure_waits as f64),
-        );
-        family(
+        let mut e = Exposition::new(out);
+        self.render_tables(&mut e);
+        e.gauge("corral_write_buffer_bytes", "Estimated bytes of unpersisted rows in memory.", self.buffer_bytes as f64);
+        e.gauge("corral_parquet_files", "Parquet files committed.", self.parquet_files as f64);
+        e.gauge("corral_parquet_bytes", "Bytes of committed Parquet files.", self.parquet_bytes as f64);
+        e.counter("corral_write_failures_total", "Writes refused by a WAL failure (e.g. disk full).", self.failed_writes as f64);
+        e.counter("corral_backpressure_waits_total", "Writes that waited at the buffer ceiling.", self.backpressure_waits as f64);
+        e.counter(
             "corral_backpressure_rejections_total",
-            "counter",
             "Writes refused with 503 at the buffer ceiling.",
-            &mut one(self.rejected_overload as f64),
+            self.rejected_overload as f64,
         );
-        family(
-            "corral_persists_total",
-            "counter",
-            "Snapshots of the buffer persisted to Parquet.",
-            &mut one(self.persists as f64),
-        );
-        family("corral_persist_seconds_total", "counter", "Time spent persisting.", &mut one(self.persist_seconds));
-        family(
-            "corral_persist_failures_total",
-            "counter",
-            "Persist attempts that failed (retried).",
-            &mut one(self.persist_failures as f64),
-        );
+        e.counter("corral_persists_total", "Snapshots of the buffer persisted to Parquet.", self.persists as f64);
+        e.counter("corral_persist_seconds_total", "Time spent persisting.", self.persist_seconds);
+        e.counter("corral_persist_failures_total", "Persist attempts that failed (retried).", self.persist_failures as f64);
+        self.render_wal(&mut e);
+    }
+
+    /// The per-table ingest counters: one family each, its help and type even with no table yet.
+    fn render_tables(&self, e: &mut Exposition) {
+        let families: [TableFamily; 3] = [
+            ("corral_ingest_rows_total", "Rows made durable, by table.", |c| c.rows),
+            ("corral_ingest_points_total", "Field values (points) made durable, by table.", |c| c.values),
+            ("corral_ingest_bytes_total", "Encoded WAL bytes written, by table.", |c| c.bytes),
+        ];
+        for (name, help, value) in families {
+            let mut family = e.family(name, help, "counter");
+            for (table, c) in &self.tables {
+                family.sample(&[("table", table.as_str())], value(c) as f64);
+            }
+        }
+    }
+
+    fn render_wal(&self, e: &mut Exposition) {
         let w = &self.wal;
-        family("corral_wal_appends_total", "counter", "WAL records appended.", &mut one(w.appends as f64));
-        family("corral_wal_bytes_total", "counter", "WAL bytes written.", &mut one(w.bytes_written as f64));
-        family("corral_wal_fsyncs_total", "counter", "WAL fsyncs (each covers a group of appends).", &mut one(w.fsyncs as f64));
-        family("corral_wal_write_errors_total", "counter", "WAL write or fsync errors.", &mut one(w.write_errors as f64));
-        family("corral_wal_segments", "gauge", "WAL segment files on disk.", &mut one(w.segments_on_disk as f64));
-        let _ = writeln!(out, "# HELP corral_wal_fsync_seconds WAL fsync latency.\n# TYPE corral_wal_fsync_seconds histogram");
+        e.counter("corral_wal_appends_total", "WAL records appended.", w.appends as f64);
+        e.counter("corral_wal_bytes_total", "WAL bytes written.", w.bytes_written as f64);
+        e.counter("corral_wal_fsyncs_total", "WAL fsyncs (each covers a group of appends).", w.fsyncs as f64);
+        e.counter("corral_wal_write_errors_total", "WAL write or fsync errors.", w.write_errors as f64);
+        e.gauge("corral_wal_segments", "WAL segment files on disk.", w.segments_on_disk as f64);
+        let mut fsync = e.family("corral_wal_fsync_seconds", "WAL fsync latency.", "histogram");
         for (le, count) in &w.fsync_seconds_buckets {
             let le = if le.is_infinite() { "+Inf".to_string() } else { le.to_string() };
-            let _ = writeln!(out, "corral_wal_fsync_seconds_bucket{{le=\"{le}\"}} {count}");
+            fsync.sample_suffixed("_bucket", &[("le", &le)], count);
         }
-        let _ = writeln!(out, "corral_wal_fsync_seconds_sum {}", w.fsync_seconds_sum);
-        let _ = writeln!(out, "corral_wal_fsync_seconds_count {}", w.fsync_seconds_count);
+        fsync.sample_suffixed("_sum", &[], w.fsync_seconds_sum).sample_suffixed("_count", &[], w.fsync_seconds_count);
     }
 }

@@ -5,6 +5,7 @@
 //! the handshake, logged with the reason and counted.
 
 use anyhow::Context;
+use corral_services::metrics::Exposition;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::net::SocketAddr;
@@ -78,12 +79,12 @@ impl HandshakeFailures {
 
 impl corral_services::MetricsSource for HandshakeFailures {
     fn render(&self, out: &mut String) {
-        use std::fmt::Write;
         let name = self.listener;
-        let _ = writeln!(out, "# HELP corral_{name}_handshake_failures_total TLS handshakes refused on {name}, by reason.");
-        let _ = writeln!(out, "# TYPE corral_{name}_handshake_failures_total counter");
+        let mut e = Exposition::new(out);
+        let help = format!("TLS handshakes refused on {name}, by reason.");
+        let mut failures = e.family(&format!("corral_{name}_handshake_failures_total"), &help, "counter");
         for (reason, n) in self.counts.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-            let _ = writeln!(out, "corral_{name}_handshake_failures_total{{reason=\"{reason}\"}} {n}");
+            failures.sample(&[("reason", reason)], n);
         }
     }
 }

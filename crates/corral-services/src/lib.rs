@@ -1,7 +1,7 @@
 //! The platform's services, as every door and room sees them.
 //!
 //! Place on the data path: beside it. A door (`corral-mqtt`, `corral-coap`, `corral-http`) asks
-//! [`Identity`] who knows a credential, submits what it decoded to the ingest `Sink`, hears the
+//! [`Identity`] whom a credential names, submits what it decoded to the ingest `Sink`, hears the
 //! commands for its devices from [`Commands`] and answers queries through [`SqlService`]. It never
 //! sees the registry, the rules or the store themselves: those rooms *implement* these traits, and
 //! the binary picks the implementations in one place (embedded now; cluster-backed later, behind

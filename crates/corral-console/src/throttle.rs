@@ -4,10 +4,11 @@
 //! limit, attempts are refused without checking the password until the window has passed.
 //! Memory is bounded.
 
+use corral_services::{Clock, SystemClock};
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 /// Failures allowed per user name, and per address (many names from one place), per window.
 const PER_NAME: u32 = 5;
@@ -22,9 +23,21 @@ enum Key {
     Address(IpAddr),
 }
 
-#[derive(Debug, Default)]
+/// Attempts per key: when its window started (the clock's Unix ns) and how many.
 pub struct Throttle {
-    failures: Mutex<HashMap<Key, (Instant, u32)>>,
+    clock: Arc<dyn Clock>,
+    failures: Mutex<HashMap<Key, (i64, u32)>>,
+}
+
+impl Default for Throttle {
+    fn default() -> Self {
+        Throttle::new(Arc::new(SystemClock))
+    }
+}
+
+/// Time from `since` to `now` (zero if the clock was set back meanwhile).
+fn elapsed(since: i64, now: i64) -> Duration {
+    Duration::from_nanos(u64::try_from(now.saturating_sub(since)).unwrap_or(0))
 }
 
 /// The key of an address: IPv6 clients get a /64 each, so one cannot rotate through its own.
@@ -42,10 +55,14 @@ fn keys(name: &str, address: Option<IpAddr>) -> Vec<(Key, u32)> {
 }
 
 impl Throttle {
+    pub fn new(clock: Arc<dyn Clock>) -> Self {
+        Throttle { clock, failures: Mutex::default() }
+    }
+
     /// Counts an attempt, or says how long the caller must wait when it is locked out (then
     /// nothing is counted and the password must not be checked).
     pub fn attempt(&self, name: &str, address: Option<IpAddr>) -> Result<(), Duration> {
-        let now = Instant::now();
+        let now = self.clock.now_ns();
         let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         let keys = keys(name, address);
         let wait = keys
@@ -53,15 +70,15 @@ impl Throttle {
             .filter_map(|(key, limit)| {
                 failures
                     .get(key)
-                    .filter(|(since, n)| *n >= *limit && now.duration_since(*since) < WINDOW)
-                    .map(|(since, _)| WINDOW - now.duration_since(*since))
+                    .filter(|(since, n)| *n >= *limit && elapsed(*since, now) < WINDOW)
+                    .map(|(since, _)| WINDOW - elapsed(*since, now))
             })
             .max();
         if let Some(wait) = wait {
             return Err(wait);
         }
         if failures.len() >= MAX_KEYS {
-            failures.retain(|_, (since, _)| now.duration_since(*since) < WINDOW);
+            failures.retain(|_, (since, _)| elapsed(*since, now) < WINDOW);
             if failures.len() >= MAX_KEYS
                 && let Some(stalest) = failures.iter().min_by_key(|(_, (since, _))| *since).map(|(k, _)| k.clone())
             {
@@ -70,7 +87,7 @@ impl Throttle {
         }
         for (key, _) in keys {
             let entry = failures.entry(key).or_insert((now, 0));
-            if now.duration_since(entry.0) >= WINDOW {
+            if elapsed(entry.0, now) >= WINDOW {
                 *entry = (now, 0);
             }
             entry.1 += 1;
@@ -123,5 +140,20 @@ mod tests {
             t.attempt(&format!("guess{i}"), Some(format!("2001:db8::{i:x}").parse().unwrap())).unwrap();
         }
         assert!(t.attempt("guess", Some("2001:db8::ffff".parse().unwrap())).is_err(), "one /64 is one address");
+    }
+
+    #[test]
+    fn a_locked_name_is_free_again_once_its_window_has_passed() {
+        let clock = corral_services::ManualClock::at(1_000_000_000_000);
+        let throttle = Throttle::new(Arc::new(clock.clone()));
+        for _ in 0..PER_NAME {
+            throttle.attempt("alice", None).unwrap();
+        }
+        let wait = throttle.attempt("alice", None).unwrap_err();
+        assert_eq!(wait, WINDOW, "locked for the whole window, counted from the first failure");
+        clock.advance(WINDOW - Duration::from_secs(1));
+        assert_eq!(throttle.attempt("alice", None).unwrap_err(), Duration::from_secs(1));
+        clock.advance(Duration::from_secs(1));
+        assert!(throttle.attempt("alice", None).is_ok(), "a new window starts");
     }
 }

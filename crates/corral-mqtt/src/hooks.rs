@@ -11,13 +11,8 @@ use bytes::Bytes;
 use crate::codec::{ProtocolVersion, QoS, ReasonCode};
 use crate::topic::PlatformTopic;
 
-/// Role of an application (API token) identity.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Role {
-    Admin,
-    Operator,
-    Viewer,
-}
+/// Role of an application (API token) identity: the platform's roles.
+pub use corral_services::Role;
 
 /// Who a connected client is, as decided by [`BrokerHooks::authenticate`]. Drives the ACL.
 #[derive(Debug, Clone, PartialEq, Eq)]

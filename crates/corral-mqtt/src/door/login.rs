@@ -3,7 +3,7 @@
 //! session and the ACL can name its topics; an application may not take a client id that names a
 //! registered device, so it can never hold (or take over) a device's session.
 
-use crate::hooks::{ConnectRefusal, ConnectRequest, Identity as Client, Role};
+use crate::hooks::{ConnectRefusal, ConnectRequest, Identity as Client};
 use corral_model::{ErrorKind, WireError};
 use corral_services::{Application, Caller, Credential, DeviceCaller, Identity};
 
@@ -63,15 +63,10 @@ async fn device_client(identity: &dyn Identity, device: DeviceCaller) -> Result<
 }
 
 fn application(app: Application) -> Client {
-    let role = match app.role {
-        corral_services::Role::Admin => Role::Admin,
-        corral_services::Role::Operator => Role::Operator,
-        corral_services::Role::Viewer => Role::Viewer,
-    };
     Client::Application {
         name: app.name,
         principal: format!("token:{}", app.token_id),
-        role,
+        role: app.role,
         tenant: app.tenant.map(|t| t.as_str().to_string()),
     }
 }

@@ -118,7 +118,11 @@ pub fn set(config: Config, key: &str, raw: &str) -> anyhow::Result<Config> {
     let (settings, _) = catalog();
     let setting =
         settings.iter().find(|s| s.key == key).ok_or_else(|| anyhow!("unknown setting `{key}`; `corral config` lists them"))?;
-    let value = setting.parse(raw)?;
+    set_one(config, setting, raw)
+}
+
+fn set_one(config: Config, setting: &Setting, raw: &str) -> anyhow::Result<Config> {
+    let (key, value) = (setting.key.as_str(), setting.parse(raw)?);
     let mut tree = toml::Value::try_from(&config).context("serializing the config")?;
     let mut table = tree.as_table_mut().expect("the config is a table");
     let mut path: Vec<&str> = key.split('.').collect();
@@ -135,7 +139,7 @@ pub fn set(config: Config, key: &str, raw: &str) -> anyhow::Result<Config> {
 pub fn from_environment(mut config: Config, env: impl Fn(&str) -> Option<String>) -> anyhow::Result<Config> {
     for setting in catalog().0.iter().filter(|s| s.key.contains('.')) {
         if let Some(raw) = env(&setting.env()) {
-            config = set(config, &setting.key, &raw).with_context(|| setting.env())?;
+            config = set_one(config, setting, &raw).with_context(|| setting.env())?;
         }
     }
     Ok(config)

@@ -30,7 +30,7 @@ pub struct DevicePorts {
 /// What the console's handlers share.
 #[derive(Clone)]
 pub struct Console {
-    registry: Registry,
+    registry: Arc<dyn Registry>,
     ports: DevicePorts,
     throttle: Arc<throttle::Throttle>,
     /// Password checks running at once (argon2id takes 19 MiB each).
@@ -41,7 +41,7 @@ pub struct Console {
 const CONCURRENT_SIGN_INS: usize = 8;
 
 /// The console's routes, ready to be served beside the API ([`corral_http::router`]).
-pub fn router(registry: Registry, ports: DevicePorts) -> Router {
+pub fn router(registry: Arc<dyn Registry>, ports: DevicePorts) -> Router {
     let console = Console {
         registry,
         ports,

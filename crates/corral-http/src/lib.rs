@@ -82,7 +82,7 @@ impl Default for HttpLimits {
 /// Everything handlers share. Cloned per request (all fields are handles).
 #[derive(Clone)]
 pub struct AppState {
-    pub registry: Registry,
+    pub registry: Arc<dyn Registry>,
     /// Who a device credential is (ingest); management requests still ask the registry.
     pub identity: Arc<dyn Identity>,
     /// Commands to devices, whatever door they use.
@@ -100,7 +100,7 @@ pub struct AppState {
     pub rules: corral_rules::Rules,
     pub online: Arc<dyn OnlineStatus>,
     /// The tenants' certificate authorities.
-    pub authorities: corral_pki::Authorities,
+    pub authorities: Arc<dyn corral_pki::Pki>,
     /// Readings as they become durable, for live views (register it as a pipeline observer).
     pub live: LiveFeed,
 }

@@ -4,6 +4,7 @@
 
 use crate::verifier::DeviceCertVerifier;
 use crate::{CertInfo, PkiError, create_ca, inspect, issue, pem_certificates};
+use async_trait::async_trait;
 use corral_model::{DeviceId, TenantId};
 use corral_registry::{
     AutoRegister, CertificateAuthority, DeviceCertificate, DeviceStatus, NewCertificateAuthority, NewDeviceCertificate,
@@ -22,10 +23,50 @@ pub struct IssuedCertificate {
     pub private_key: Option<String>,
 }
 
+/// The tenants' PKI as operators use it: create or import a CA, issue and revoke device
+/// certificates. The REST API holds it as `Arc<dyn Pki>`; [`Authorities`] implements it.
+#[async_trait]
+pub trait Pki: Send + Sync {
+    /// Creates a CA for a tenant: key and self-signed certificate made here, key saved 0600.
+    async fn create(
+        &self,
+        actor: &Principal,
+        name: &str,
+        tenant: Option<TenantId>,
+        valid_days: u32,
+        auto: Option<AutoRegister>,
+    ) -> Result<CertificateAuthority, RegistryError>;
+
+    /// Registers an operator's own CA by its certificate: Corral verifies against it, never
+    /// issues with it.
+    async fn import(
+        &self,
+        actor: &Principal,
+        name: &str,
+        tenant: Option<TenantId>,
+        pem: &str,
+        auto: Option<AutoRegister>,
+    ) -> Result<CertificateAuthority, RegistryError>;
+
+    /// Signs a certificate for a device with a managed CA of its tenant (`ca`, or the tenant's
+    /// only managed CA): for the key of `csr` if given, else for a key made here.
+    async fn issue(
+        &self,
+        actor: &Principal,
+        device: &str,
+        ca: Option<&str>,
+        csr: Option<&str>,
+        valid_days: u32,
+    ) -> Result<IssuedCertificate, RegistryError>;
+
+    /// Revokes a device certificate: refused at the next handshake, live connections closed.
+    async fn revoke(&self, actor: &Principal, device: &str, which: &str) -> Result<DeviceCertificate, RegistryError>;
+}
+
 /// Cheap to clone; one per server.
 #[derive(Clone)]
 pub struct Authorities {
-    registry: Registry,
+    registry: Arc<dyn Registry>,
     key_dir: PathBuf,
     verifier: Arc<DeviceCertVerifier>,
     /// Every registered CA, as last loaded: read on each mTLS connection, replaced when a CA
@@ -43,7 +84,7 @@ fn bad(e: PkiError) -> RegistryError {
 impl Authorities {
     /// Loads the registered CAs and revocations into the mTLS verifier.
     pub async fn open(
-        registry: Registry,
+        registry: Arc<dyn Registry>,
         key_dir: PathBuf,
         provider: Arc<rustls::crypto::CryptoProvider>,
     ) -> Result<Authorities, RegistryError> {
@@ -67,106 +108,6 @@ impl Authorities {
         self.verifier.trust(&ders);
         *self.cas.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(cas);
         Ok(())
-    }
-
-    /// Creates a CA for a tenant: key and self-signed certificate made here, key saved 0600.
-    pub async fn create(
-        &self,
-        actor: &Principal,
-        name: &str,
-        tenant: Option<TenantId>,
-        valid_days: u32,
-        auto: Option<AutoRegister>,
-    ) -> Result<CertificateAuthority, RegistryError> {
-        let ca = create_ca(name, valid_days).map_err(bad)?;
-        let record =
-            self.registry.add_certificate_authority(actor, new_ca(name, tenant, &ca.cert_pem, &ca.info, true, auto)).await?;
-        if let Err(e) = self.save_key(&record.id, &ca.key_pem) {
-            tracing::error!(ca = record.id, error = %e, "could not save the CA key; the CA cannot issue");
-            return Err(RegistryError::Storage(format!("saving the CA key: {e}")));
-        }
-        self.reload_cas().await?;
-        tracing::info!(ca = record.id, tenant = %record.tenant, by = actor.name, "certificate authority created");
-        Ok(record)
-    }
-
-    /// Registers an operator's own CA by its certificate: Corral verifies against it, never
-    /// issues with it.
-    pub async fn import(
-        &self,
-        actor: &Principal,
-        name: &str,
-        tenant: Option<TenantId>,
-        pem: &str,
-        auto: Option<AutoRegister>,
-    ) -> Result<CertificateAuthority, RegistryError> {
-        let der = pem_certificates(pem)
-            .map_err(bad)?
-            .into_iter()
-            .next()
-            .ok_or_else(|| RegistryError::BadInput("no certificate".into()))?;
-        let info = inspect(&der).map_err(bad)?;
-        if !info.is_ca {
-            return Err(RegistryError::BadInput("this certificate is not a CA (basicConstraints CA:TRUE is missing)".into()));
-        }
-        let record = self.registry.add_certificate_authority(actor, new_ca(name, tenant, pem, &info, false, auto)).await?;
-        self.reload_cas().await?;
-        Ok(record)
-    }
-
-    /// Signs a certificate for a device with a managed CA of its tenant (`ca`, or the tenant's
-    /// only managed CA): for the key of `csr` if given, else for a key made here.
-    pub async fn issue(
-        &self,
-        actor: &Principal,
-        device: &str,
-        ca: Option<&str>,
-        csr: Option<&str>,
-        valid_days: u32,
-    ) -> Result<IssuedCertificate, RegistryError> {
-        let d = self.registry.get_device(actor, device).await?;
-        let ca = match ca {
-            Some(id) => self.registry.certificate_authority(actor, id).await?,
-            None => {
-                let mut managed: Vec<_> = self
-                    .registry
-                    .certificate_authorities(actor)
-                    .await?
-                    .into_iter()
-                    .filter(|c| c.managed && c.tenant == d.tenant)
-                    .collect();
-                match managed.len() {
-                    1 => managed.remove(0),
-                    0 => {
-                        return Err(RegistryError::BadInput(format!(
-                            "tenant {} has no CA of Corral's to issue with; create one (POST /api/v1/cas)",
-                            d.tenant
-                        )));
-                    }
-                    _ => {
-                        return Err(RegistryError::BadInput(format!(
-                            "tenant {} has several CAs; name one with \"ca\"",
-                            d.tenant
-                        )));
-                    }
-                }
-            }
-        };
-        if !ca.managed {
-            return Err(RegistryError::BadInput(format!("CA {} is the operator's own: Corral only verifies against it", ca.id)));
-        }
-        let key = std::fs::read_to_string(self.key_dir.join(format!("{}.key", ca.id)))
-            .map_err(|e| RegistryError::Storage(format!("reading the key of CA {}: {e}", ca.id)))?;
-        let issued = issue(&ca.certificate, &key, d.id.as_str(), csr, valid_days).map_err(bad)?;
-        let record = self.registry.add_device_certificate(actor, device, new_cert(&ca.id, &issued.info)).await?;
-        Ok(IssuedCertificate { record, certificate: issued.cert_pem, private_key: issued.key_pem })
-    }
-
-    /// Revokes a device certificate: refused at the next handshake, live connections closed.
-    pub async fn revoke(&self, actor: &Principal, device: &str, which: &str) -> Result<DeviceCertificate, RegistryError> {
-        let record = self.registry.revoke_device_certificate(actor, device, which).await?;
-        self.verifier.revoke([record.fingerprint.clone()]);
-        Ok(record)
     }
 
     /// Who a client certificate (DER, already verified against the CAs by the TLS layer) names:
@@ -227,6 +168,103 @@ impl Authorities {
         let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path)?;
         file.write_all(pem.as_bytes())?;
         file.sync_all()
+    }
+}
+
+#[async_trait]
+impl Pki for Authorities {
+    async fn create(
+        &self,
+        actor: &Principal,
+        name: &str,
+        tenant: Option<TenantId>,
+        valid_days: u32,
+        auto: Option<AutoRegister>,
+    ) -> Result<CertificateAuthority, RegistryError> {
+        let ca = create_ca(name, valid_days).map_err(bad)?;
+        let record =
+            self.registry.add_certificate_authority(actor, new_ca(name, tenant, &ca.cert_pem, &ca.info, true, auto)).await?;
+        if let Err(e) = self.save_key(&record.id, &ca.key_pem) {
+            tracing::error!(ca = record.id, error = %e, "could not save the CA key; the CA cannot issue");
+            return Err(RegistryError::Storage(format!("saving the CA key: {e}")));
+        }
+        self.reload_cas().await?;
+        tracing::info!(ca = record.id, tenant = %record.tenant, by = actor.name, "certificate authority created");
+        Ok(record)
+    }
+
+    async fn import(
+        &self,
+        actor: &Principal,
+        name: &str,
+        tenant: Option<TenantId>,
+        pem: &str,
+        auto: Option<AutoRegister>,
+    ) -> Result<CertificateAuthority, RegistryError> {
+        let der = pem_certificates(pem)
+            .map_err(bad)?
+            .into_iter()
+            .next()
+            .ok_or_else(|| RegistryError::BadInput("no certificate".into()))?;
+        let info = inspect(&der).map_err(bad)?;
+        if !info.is_ca {
+            return Err(RegistryError::BadInput("this certificate is not a CA (basicConstraints CA:TRUE is missing)".into()));
+        }
+        let record = self.registry.add_certificate_authority(actor, new_ca(name, tenant, pem, &info, false, auto)).await?;
+        self.reload_cas().await?;
+        Ok(record)
+    }
+
+    async fn issue(
+        &self,
+        actor: &Principal,
+        device: &str,
+        ca: Option<&str>,
+        csr: Option<&str>,
+        valid_days: u32,
+    ) -> Result<IssuedCertificate, RegistryError> {
+        let d = self.registry.get_device(actor, device).await?;
+        let ca = match ca {
+            Some(id) => self.registry.certificate_authority(actor, id).await?,
+            None => {
+                let mut managed: Vec<_> = self
+                    .registry
+                    .certificate_authorities(actor)
+                    .await?
+                    .into_iter()
+                    .filter(|c| c.managed && c.tenant == d.tenant)
+                    .collect();
+                match managed.len() {
+                    1 => managed.remove(0),
+                    0 => {
+                        return Err(RegistryError::BadInput(format!(
+                            "tenant {} has no CA of Corral's to issue with; create one (POST /api/v1/cas)",
+                            d.tenant
+                        )));
+                    }
+                    _ => {
+                        return Err(RegistryError::BadInput(format!(
+                            "tenant {} has several CAs; name one with \"ca\"",
+                            d.tenant
+                        )));
+                    }
+                }
+            }
+        };
+        if !ca.managed {
+            return Err(RegistryError::BadInput(format!("CA {} is the operator's own: Corral only verifies against it", ca.id)));
+        }
+        let key = std::fs::read_to_string(self.key_dir.join(format!("{}.key", ca.id)))
+            .map_err(|e| RegistryError::Storage(format!("reading the key of CA {}: {e}", ca.id)))?;
+        let issued = issue(&ca.certificate, &key, d.id.as_str(), csr, valid_days).map_err(bad)?;
+        let record = self.registry.add_device_certificate(actor, device, new_cert(&ca.id, &issued.info)).await?;
+        Ok(IssuedCertificate { record, certificate: issued.cert_pem, private_key: issued.key_pem })
+    }
+
+    async fn revoke(&self, actor: &Principal, device: &str, which: &str) -> Result<DeviceCertificate, RegistryError> {
+        let record = self.registry.revoke_device_certificate(actor, device, which).await?;
+        self.verifier.revoke([record.fingerprint.clone()]);
+        Ok(record)
     }
 }
 

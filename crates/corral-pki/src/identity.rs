@@ -7,17 +7,18 @@ use async_trait::async_trait;
 use corral_model::{DeviceId, ErrorKind, TenantId, WireError};
 use corral_registry::{DEVICE_TOKEN_PREFIX, DeviceIdentity, DeviceStatus, Principal, Registry};
 use corral_services::{Application, Caller, Credential, DeviceCaller, Identity, Role};
+use std::sync::Arc;
 use tokio::sync::broadcast;
 
 /// Who a credential is, over the registry and the tenants' CAs. Cheap to clone.
 #[derive(Clone)]
 pub struct Identities {
-    registry: Registry,
+    registry: Arc<dyn Registry>,
     authorities: Authorities,
 }
 
 impl Identities {
-    pub fn new(registry: Registry, authorities: Authorities) -> Self {
+    pub fn new(registry: Arc<dyn Registry>, authorities: Authorities) -> Self {
         Identities { registry, authorities }
     }
 }

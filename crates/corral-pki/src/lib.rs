@@ -21,7 +21,7 @@ mod identity;
 mod inspect;
 mod verifier;
 
-pub use authority::{Authorities, IssuedCertificate};
+pub use authority::{Authorities, IssuedCertificate, Pki};
 pub use identity::Identities;
 pub use inspect::{CertInfo, inspect, pem_certificates};
 pub use verifier::{DeviceCertVerifier, fingerprint};

@@ -14,6 +14,10 @@ use std::str::FromStr;
 
 pub const DEVICE_TOKEN_PREFIX: &str = "cdt_";
 pub(crate) const API_TOKEN_PREFIX: &str = "cat_";
+/// Shortest and longest key accepted. 128 bits is what RFC 7925 (the IoT profile of DTLS) asks
+/// as a minimum; 64 bytes is the most OpenSSL and libcoap take.
+pub const PSK_MIN_BYTES: usize = 16;
+pub const PSK_MAX_BYTES: usize = 64;
 
 /// What an API token may do. Ordered from most to least powerful in the docs, not in `Ord`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

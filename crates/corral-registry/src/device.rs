@@ -1,13 +1,10 @@
-//! Device types as the API sees them, their validation, and their mapping from SQLite rows.
+//! Device types as the API sees them, and their validation.
 
 use crate::RegistryError;
-use crate::time::from_ms;
 use chrono::{DateTime, Utc};
 use corral_model::{DeviceId, TenantId};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
-use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
 use std::fmt;
 use std::str::FromStr;
 
@@ -198,32 +195,6 @@ pub struct DeviceIdentity {
     pub tenant: TenantId,
     pub status: DeviceStatus,
     pub gateway: Option<DeviceId>,
-}
-
-pub(crate) const DEVICE_COLUMNS: &str =
-    "id, profile, tenant, site, attributes, tags, status, gateway, last_seen, created_at, updated_at";
-
-pub(crate) fn device_from_row(row: &SqliteRow) -> Result<Device, RegistryError> {
-    let id: String = row.try_get("id")?;
-    let corrupt = |what: &str, e: &dyn fmt::Display| RegistryError::storage(format!("device {id:?}: {what}: {e}"));
-    let attributes: String = row.try_get("attributes")?;
-    let tags: String = row.try_get("tags")?;
-    let status: String = row.try_get("status")?;
-    let tenant: String = row.try_get("tenant")?;
-    let gateway: Option<String> = row.try_get("gateway")?;
-    Ok(Device {
-        id: DeviceId::new(id.clone()).map_err(|e| corrupt("id", &e))?,
-        profile: row.try_get("profile")?,
-        tenant: TenantId::new(tenant).map_err(|e| corrupt("tenant", &e))?,
-        site: row.try_get("site")?,
-        attributes: serde_json::from_str(&attributes).map_err(|e| corrupt("attributes", &e))?,
-        tags: serde_json::from_str(&tags).map_err(|e| corrupt("tags", &e))?,
-        status: status.parse().map_err(|e| corrupt("status", &e))?,
-        gateway: gateway.map(DeviceId::new).transpose().map_err(|e| corrupt("gateway", &e))?,
-        last_seen: row.try_get::<Option<i64>, _>("last_seen")?.map(from_ms),
-        created_at: from_ms(row.try_get("created_at")?),
-        updated_at: from_ms(row.try_get("updated_at")?),
-    })
 }
 
 /// Names of profiles, attributes and telemetry fields: the identifier alphabet of the contract,

@@ -1,4 +1,4 @@
-//! "Last heard from": kept in memory on the hot path, written to SQLite in batches.
+//! "Last heard from": kept in memory on the hot path, persisted in batches by the implementation.
 //!
 //! Every ingest request touches its device; a SQL write per message would make the registry the
 //! bottleneck of the whole data path. So `touch` only updates a map, and `flush_last_seen` (called
@@ -7,8 +7,7 @@
 //! `last_used_at` travels the same way, for the same reason.
 
 use crate::time::{from_ms, now_ms};
-use crate::{Device, Registry, RegistryError, lock};
-use chrono::{DateTime, Utc};
+use crate::{Device, lock};
 use corral_model::DeviceId;
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -39,7 +38,31 @@ fn forget_flushed<K: Eq + std::hash::Hash>(map: &mut HashMap<K, i64>, flushed: &
     }
 }
 
+/// What `flush` must write: the newest device `last_seen` and API token `last_used_at` values,
+/// in Unix milliseconds, taken without draining (see [`Presence::forget`]).
+pub(crate) struct Unflushed {
+    pub(crate) devices: Vec<(DeviceId, i64)>,
+    pub(crate) tokens: Vec<(i64, i64)>,
+}
+
 impl Presence {
+    pub(crate) fn device_seen(&self, device: &DeviceId, ms: i64) {
+        note(&mut lock(&self.devices), device, ms, || device.clone());
+    }
+
+    pub(crate) fn unflushed(&self) -> Unflushed {
+        Unflushed {
+            devices: lock(&self.devices).iter().map(|(k, v)| (k.clone(), *v)).collect(),
+            tokens: lock(&self.tokens).iter().map(|(k, v)| (*k, *v)).collect(),
+        }
+    }
+
+    /// After `flushed` committed: drops what it wrote, unless it moved on meanwhile.
+    pub(crate) fn forget(&self, flushed: &Unflushed) {
+        forget_flushed(&mut lock(&self.devices), &flushed.devices);
+        forget_flushed(&mut lock(&self.tokens), &flushed.tokens);
+    }
+
     pub(crate) fn token_used(&self, token_id: i64) {
         note(&mut lock(&self.tokens), &token_id, now_ms(), || token_id);
     }
@@ -55,56 +78,5 @@ impl Presence {
                 device.last_seen = Some(mem);
             }
         }
-    }
-}
-
-impl Registry {
-    /// Records that `device` was heard from at `at`. Memory only; see [`Registry::flush_last_seen`].
-    pub fn touch(&self, device: &DeviceId, at: DateTime<Utc>) {
-        let ms = at.timestamp_millis();
-        note(&mut lock(&self.inner.presence.devices), device, ms, || device.clone());
-    }
-
-    /// Writes the newest in-memory `last_seen` (and API token `last_used_at`) values in one
-    /// transaction. Returns how many device rows changed. Values never move backwards.
-    pub async fn flush_last_seen(&self) -> Result<usize, RegistryError> {
-        let presence = &self.inner.presence;
-        let devices: Vec<(DeviceId, i64)> = lock(&presence.devices).iter().map(|(k, v)| (k.clone(), *v)).collect();
-        let tokens: Vec<(i64, i64)> = lock(&presence.tokens).iter().map(|(k, v)| (*k, *v)).collect();
-        if devices.is_empty() && tokens.is_empty() {
-            return Ok(0);
-        }
-        let mut tx = self.write_tx().await?;
-        let mut written = 0;
-        for (id, ms) in &devices {
-            let r = sqlx::query("UPDATE devices SET last_seen = ?1 WHERE id = ?2 AND (last_seen IS NULL OR last_seen < ?1)")
-                .bind(ms)
-                .bind(id.as_str())
-                .execute(&mut *tx)
-                .await?;
-            written += r.rows_affected() as usize;
-        }
-        for (id, ms) in &tokens {
-            sqlx::query(
-                "UPDATE api_tokens SET last_used_at = ?1 \
-                 WHERE id = ?2 AND (last_used_at IS NULL OR last_used_at < ?1)",
-            )
-            .bind(ms)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        forget_flushed(&mut lock(&presence.devices), &devices);
-        forget_flushed(&mut lock(&presence.tokens), &tokens);
-        tracing::debug!(devices = written, tokens = tokens.len(), "last_seen flushed");
-        Ok(written)
-    }
-}
-
-/// The pipeline reports who was heard from after every durable write (`last_seen`, in memory).
-impl corral_ingest::Presence for Registry {
-    fn heard_from(&self, envelope: &corral_model::Envelope) {
-        self.touch(&envelope.device, DateTime::from_timestamp_nanos(envelope.received_at_ns));
     }
 }

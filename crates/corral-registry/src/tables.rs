@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 /// SQL's `devices`: the registry's devices, and whether each is online now.
 pub struct DevicesTable {
-    pub registry: Registry,
+    pub registry: Arc<dyn Registry>,
     pub online: Arc<dyn OnlineStatus>,
 }
 
@@ -34,7 +34,7 @@ impl SystemTable for DevicesTable {
 }
 
 /// SQL's `certificates`: every device certificate the tenant's CAs issued or saw.
-pub struct CertificatesTable(pub Registry);
+pub struct CertificatesTable(pub Arc<dyn Registry>);
 
 #[async_trait]
 impl SystemTable for CertificatesTable {

@@ -5,12 +5,13 @@ use async_trait::async_trait;
 use corral_registry::{DeviceStatus, Principal, Registry};
 use corral_services::DeviceFacts;
 use corral_store::Store;
+use std::sync::Arc;
 
 /// What the rules need from the rest of the platform: device facts from the registry, the MQTT
 /// broker to publish alarm events and `mqtt` actions on (set once the broker runs), table fields
 /// from the store. (Command actions go through the `Commands` service instead.)
 pub struct RulesPlatform {
-    pub registry: Registry,
+    pub registry: Arc<dyn Registry>,
     pub store: Store,
     pub broker: std::sync::OnceLock<corral_mqtt::Broker>,
 }

@@ -10,7 +10,7 @@ use crate::glue;
 use anyhow::Context;
 use corral_http::{AppState, HttpLimits, HttpMetrics};
 use corral_ingest::{Pipeline, Sink};
-use corral_registry::Registry;
+use corral_registry::{Registry, SqliteRegistry};
 use corral_services::{Clock, CommandBus, Commands, Connections, Identity, MetricsSource, OnlineStatus, SystemClock};
 use corral_store::{QueryEngine, Store, SystemTables};
 use std::net::SocketAddr;
@@ -36,8 +36,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     std::fs::create_dir_all(&data_dir).with_context(|| format!("creating data dir {}", data_dir.display()))?;
 
     // Identity: the registry, the tenants' CAs, and the one service every door asks.
-    let registry = Registry::open(&data_dir.join("registry.db")).await.context("opening the registry")?;
-    let admin_token = bootstrap_admin(&registry, &data_dir).await?;
+    let registry: Arc<dyn Registry> =
+        Arc::new(SqliteRegistry::open(&data_dir.join("registry.db")).await.context("opening the registry")?);
+    let admin_token = bootstrap_admin(registry.as_ref(), &data_dir).await?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let authorities = corral_pki::Authorities::open(registry.clone(), data_dir.join("ca"), provider)
         .await
@@ -59,7 +60,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
 
     // The corridor every door submits to.
     let live = corral_http::LiveFeed::default();
-    let pipeline = Pipeline::new(Arc::new(store.clone()), Arc::new(registry.clone()))
+    let pipeline = Pipeline::new(Arc::new(store.clone()), registry.clone())
         .with_observer(Arc::new(rules.clone()))
         .with_observer(Arc::new(live.clone()));
     let sink: Arc<dyn Sink> = Arc::new(pipeline);
@@ -67,7 +68,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     // Doors: MQTT, CoAP (HTTP last, below).
     let handshake_failures = crate::tls::HandshakeFailures::new("mqtts");
     let https_failures = crate::tls::HandshakeFailures::new("https");
-    let door = corral_mqtt::PlatformDoor::new(identity.clone(), sink.clone(), Arc::new(registry.clone()));
+    let door = corral_mqtt::PlatformDoor::new(identity.clone(), sink.clone(), registry.clone());
     let mqtt = start_broker(&config, &data_dir, &door, &identity, &commands, &authorities, &handshake_failures).await?;
     if let Some(mqtt) = &mqtt {
         let _ = platform.broker.set(mqtt.broker.clone());
@@ -122,7 +123,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             .map(|mqtt| Arc::new(glue::MqttWebSocket(mqtt.broker.clone())) as Arc<dyn corral_http::MqttOverWebSocket>),
         rules: rules.clone(),
         online,
-        authorities: authorities.clone(),
+        authorities: Arc::new(authorities.clone()),
         live,
     };
 
@@ -322,7 +323,7 @@ pub async fn wait_for_signal() {
 
 /// First start: create the administrator exactly as the contract says — the secret from
 /// CORRAL_ADMIN_TOKEN if set, else generated, printed once and saved 0600 in admin.token.
-async fn bootstrap_admin(registry: &Registry, data_dir: &Path) -> anyhow::Result<Option<String>> {
+async fn bootstrap_admin(registry: &dyn Registry, data_dir: &Path) -> anyhow::Result<Option<String>> {
     let preset = std::env::var("CORRAL_ADMIN_TOKEN").ok().filter(|s| !s.is_empty());
     let created = registry.bootstrap_admin(preset.as_deref()).await.context("creating the first administrator")?;
     let token_file = data_dir.join("admin.token");
@@ -354,7 +355,7 @@ async fn bootstrap_admin(registry: &Registry, data_dir: &Path) -> anyhow::Result
     }
 }
 
-async fn flush_presence(registry: Registry) {
+async fn flush_presence(registry: Arc<dyn Registry>) {
     loop {
         tokio::time::sleep(Duration::from_secs(2)).await;
         if let Err(e) = registry.flush_last_seen().await {

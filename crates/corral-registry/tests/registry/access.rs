@@ -1,6 +1,7 @@
 //! Roles and tenant scope.
 
 use crate::common::*;
+use corral_registry::prelude::*;
 use corral_registry::{DeviceFilter, DevicePatch, NewApiToken, Profile, RegistryError, Role};
 
 #[tokio::test]

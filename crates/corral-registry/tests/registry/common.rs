@@ -1,5 +1,6 @@
 use corral_model::{DeviceId, TenantId};
-use corral_registry::{NewApiToken, NewDevice, Principal, Registry, RegistryError, Role};
+use corral_registry::prelude::*;
+use corral_registry::{NewApiToken, NewDevice, Principal, RegistryError, Role, SqliteRegistry};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool};
 use std::path::PathBuf;
 use tempfile::TempDir;
@@ -8,14 +9,14 @@ pub struct Fixture {
     // Held so the directory outlives the registry.
     pub _dir: TempDir,
     pub path: PathBuf,
-    pub reg: Registry,
+    pub reg: SqliteRegistry,
     pub admin: Principal,
 }
 
 pub async fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("nested").join("registry.db");
-    let reg = Registry::open(&path).await.unwrap();
+    let reg = SqliteRegistry::open(&path).await.unwrap();
     let secret = reg.bootstrap_admin(None).await.unwrap().expect("first start creates the admin");
     let admin = reg.authenticate_api(&secret).await.unwrap();
     Fixture { _dir: dir, path, reg, admin }

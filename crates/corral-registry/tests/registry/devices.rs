@@ -1,6 +1,7 @@
 //! Device CRUD, validation, listing and pagination.
 
 use crate::common::*;
+use corral_registry::prelude::*;
 use corral_registry::{DeviceFilter, DevicePatch, DeviceStatus, RegistryError};
 use serde_json::json;
 use std::collections::HashSet;

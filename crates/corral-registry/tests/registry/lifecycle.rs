@@ -2,7 +2,8 @@
 
 use crate::common::*;
 use chrono::{Duration, TimeZone, Utc};
-use corral_registry::{AttributeDecl, DevicePatch, FieldDecl, Profile, Registry, RegistryError, Role, ValueType};
+use corral_registry::prelude::*;
+use corral_registry::{AttributeDecl, DevicePatch, FieldDecl, Profile, RegistryError, Role, SqliteRegistry, ValueType};
 use sqlx::Row;
 
 #[tokio::test]
@@ -11,7 +12,7 @@ async fn migrations_are_idempotent_across_reopen() {
     let token = f.device("keep-1", "acme").await;
     f.reg.close().await.unwrap();
     for _ in 0..2 {
-        let reg = Registry::open(&f.path).await.unwrap();
+        let reg = SqliteRegistry::open(&f.path).await.unwrap();
         assert_eq!(reg.device_count().await.unwrap(), 1);
         assert_eq!(reg.authenticate_device(&token).await.unwrap().id.as_str(), "keep-1");
         reg.close().await.unwrap();
@@ -36,7 +37,7 @@ async fn a_newer_schema_is_refused() {
     let raw = f.raw().await;
     sqlx::query("INSERT INTO _migrations (version, applied_at) VALUES (999, 0)").execute(&raw).await.unwrap();
     raw.close().await;
-    let err = Registry::open(&f.path).await.unwrap_err();
+    let err = SqliteRegistry::open(&f.path).await.unwrap_err();
     assert!(matches!(err, RegistryError::Storage(_)), "{err:?}");
     assert_eq!(err.to_wire().kind, corral_model::ErrorKind::Internal);
 }
@@ -67,7 +68,7 @@ async fn touch_is_visible_at_once_and_durable_after_flush() {
     assert_eq!(json["last_seen"], "2026-11-21T10:00:00.000Z");
 
     f.reg.close().await.unwrap();
-    let reg = Registry::open(&f.path).await.unwrap();
+    let reg = SqliteRegistry::open(&f.path).await.unwrap();
     let devices = reg.devices_for_sql(None).await.unwrap();
     assert_eq!(devices.iter().map(|d| d.last_seen).collect::<Vec<_>>(), [None, Some(t1)]);
 }

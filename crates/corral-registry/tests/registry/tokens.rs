@@ -1,7 +1,8 @@
 //! Device and API tokens: shown once, hashed at rest, invalidated at once.
 
 use crate::common::*;
-use corral_registry::{DevicePatch, DeviceStatus, NewApiToken, Registry, RegistryError, Role};
+use corral_registry::prelude::*;
+use corral_registry::{DevicePatch, DeviceStatus, NewApiToken, RegistryError, Role, SqliteRegistry};
 use sha2::{Digest, Sha256};
 use sqlx::{Column, Row};
 
@@ -149,7 +150,7 @@ async fn the_last_admin_cannot_lock_everyone_out() {
 async fn bootstrap_happens_once() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("r.db");
-    let reg = Registry::open(&path).await.unwrap();
+    let reg = SqliteRegistry::open(&path).await.unwrap();
     assert_bad_input(reg.bootstrap_admin(Some("short")).await);
     assert_bad_input(reg.bootstrap_admin(Some("has a space in it ok")).await);
     let preset = "corral-preset-admin-token";
@@ -159,11 +160,11 @@ async fn bootstrap_happens_once() {
     assert_eq!(reg.bootstrap_admin(None).await.unwrap(), None);
     assert_eq!(reg.bootstrap_admin(Some(preset)).await.unwrap(), None);
     drop(reg);
-    let reg = Registry::open(&path).await.unwrap();
+    let reg = SqliteRegistry::open(&path).await.unwrap();
     assert_eq!(reg.bootstrap_admin(None).await.unwrap(), None, "still once after a restart");
     assert_eq!(reg.list_api_tokens(&admin).await.unwrap().len(), 1);
 
-    let fresh = Registry::open_in_memory().await.unwrap();
+    let fresh = SqliteRegistry::open_in_memory().await.unwrap();
     let generated = fresh.bootstrap_admin(None).await.unwrap().unwrap();
     assert!(generated.starts_with("cat_") && generated.len() == 68);
 }

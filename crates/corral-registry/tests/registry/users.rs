@@ -1,7 +1,8 @@
 //! Console users: argon2id passwords, sessions with CSRF secrets, the bootstrap administrator.
 
 use crate::common::*;
-use corral_registry::{Registry, Role};
+use corral_registry::prelude::*;
+use corral_registry::{Role, SqliteRegistry};
 use sqlx::Row;
 
 #[tokio::test]
@@ -59,7 +60,7 @@ async fn users_sign_in_with_argon2id_passwords_and_sessions_end_with_a_new_passw
 
 #[tokio::test]
 async fn the_first_administrator_signs_in_with_the_bootstrap_token() {
-    let reg = Registry::open_in_memory().await.unwrap();
+    let reg = SqliteRegistry::open_in_memory().await.unwrap();
     let token = reg.bootstrap_admin(Some("bootstrap-secret-0001")).await.unwrap().unwrap();
     let session = reg.sign_in("admin", &token).await.unwrap();
     assert_eq!(session.principal.role, Role::Admin);

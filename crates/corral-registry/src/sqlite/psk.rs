@@ -3,26 +3,24 @@
 //! put in the device. Keys are kept as they are (a handshake needs the key itself, a hash would
 //! not do), so the registry file must be guarded like the CA keys next to it.
 
-use crate::devices::{fetch_visible, refuse_decommissioned};
+use super::SqliteRegistry;
+use super::audit;
+use super::devices::{fetch_visible, refuse_decommissioned};
+use crate::registry::PreSharedKeys;
 use crate::time::now_ms;
-use crate::{DeviceIdentity, DeviceStatus, Principal, Registry, RegistryError, audit};
+use crate::{DeviceIdentity, DeviceStatus, PSK_MAX_BYTES, PSK_MIN_BYTES, Principal, RegistryError};
+use async_trait::async_trait;
 use rand::RngCore;
 use serde_json::json;
 use sqlx::Row;
 
-/// Shortest and longest key accepted. 128 bits is what RFC 7925 (the IoT profile of DTLS) asks
-/// as a minimum; 64 bytes is the most OpenSSL and libcoap take.
-pub const PSK_MIN_BYTES: usize = 16;
-pub const PSK_MAX_BYTES: usize = 64;
 /// Random bytes in a generated key. The key is their hex text (32 characters): the same
 /// 128 bits, but typeable, because common tools take a PSK as text (libcoap's `coap-client -k`).
 const GENERATED_PSK_ENTROPY: usize = 16;
 
-impl Registry {
-    /// Sets a device's pre-shared key, replacing the one it had: `key` as given, or a random
-    /// 128-bit key (as 32 hex characters) when `None`. Returns the key; a generated key is shown this once. Sessions
-    /// opened with the old key are told to go.
-    pub async fn set_device_psk(&self, actor: &Principal, id: &str, key: Option<Vec<u8>>) -> Result<Vec<u8>, RegistryError> {
+#[async_trait]
+impl PreSharedKeys for SqliteRegistry {
+    async fn set_device_psk(&self, actor: &Principal, id: &str, key: Option<Vec<u8>>) -> Result<Vec<u8>, RegistryError> {
         actor.require_write()?;
         let generated = key.is_none();
         let key = match key {
@@ -72,9 +70,7 @@ impl Registry {
         Ok(key)
     }
 
-    /// Removes a device's pre-shared key: it can no longer open a DTLS session, and its open
-    /// sessions are told to go. `NotFound` when it had none.
-    pub async fn remove_device_psk(&self, actor: &Principal, id: &str) -> Result<(), RegistryError> {
+    async fn remove_device_psk(&self, actor: &Principal, id: &str) -> Result<(), RegistryError> {
         actor.require_write()?;
         let mut tx = self.write_tx().await?;
         let d = fetch_visible(&mut tx, actor, id).await?;
@@ -93,8 +89,7 @@ impl Registry {
         Ok(())
     }
 
-    /// Whether a device has a pre-shared key (never the key itself).
-    pub async fn has_device_psk(&self, actor: &Principal, id: &str) -> Result<bool, RegistryError> {
+    async fn has_device_psk(&self, actor: &Principal, id: &str) -> Result<bool, RegistryError> {
         let mut conn = self.pool().acquire().await?;
         let d = fetch_visible(&mut conn, actor, id).await?;
         let row =
@@ -102,10 +97,7 @@ impl Registry {
         Ok(row.is_some())
     }
 
-    /// The key for a DTLS handshake whose PSK identity is `identity`, with the device it
-    /// authenticates. Unknown device or no key: `Unauthenticated`; a device that is not active:
-    /// `Forbidden`, as for tokens.
-    pub async fn authenticate_psk(&self, identity: &str) -> Result<(DeviceIdentity, Vec<u8>), RegistryError> {
+    async fn authenticate_psk(&self, identity: &str) -> Result<(DeviceIdentity, Vec<u8>), RegistryError> {
         let (device, key) = match self.inner.psk_auth.lookup(identity) {
             Ok(hit) => hit,
             Err(generation) => {
@@ -114,7 +106,7 @@ impl Registry {
                     .fetch_optional(self.pool())
                     .await?
                     .ok_or_else(|| RegistryError::Unauthenticated(format!("no pre-shared key for PSK identity {identity:?}")))?;
-                let found = (crate::authn::identity_from_row(&row)?, row.try_get::<Vec<u8>, _>("psk")?);
+                let found = (super::device_tokens::identity_from_row(&row)?, row.try_get::<Vec<u8>, _>("psk")?);
                 self.inner.psk_auth.fill(identity.to_string(), found.clone(), generation);
                 found
             }

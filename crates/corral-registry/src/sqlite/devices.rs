@@ -1,18 +1,50 @@
-//! Device lifecycle: register, read, patch, decommission, rotate the token.
+//! Device lifecycle in SQLite: register, read, patch, approve, decommission.
 //!
 //! Each mutation runs in one write transaction with its audit row, and drops the device's entries
-//! from the authentication cache after committing, so a changed status, gateway or token takes
-//! effect at the very next request.
+//! from the authentication cache after committing, so a changed status or gateway takes effect
+//! at the very next request.
 
+use super::SqliteRegistry;
+use super::audit;
+use super::profiles::ensure_profile;
+use super::tenants::ensure_tenant;
 use crate::auth::{DEVICE_TOKEN_PREFIX, generate_secret, hash_secret};
-use crate::device::{DEVICE_COLUMNS, attributes_json, check_name, check_site, device_from_row, normalize_tags};
-use crate::profiles::ensure_profile;
-use crate::tenants::ensure_tenant;
+use crate::device::{attributes_json, check_name, check_site, normalize_tags};
+use crate::registry::DeviceInventory;
 use crate::time::{from_ms, now_ms};
-use crate::{Device, DevicePatch, DeviceStatus, NewDevice, Principal, Registry, RegistryError, audit};
+use crate::{Device, DevicePatch, DeviceStatus, NewDevice, Principal, RegistryError};
+use async_trait::async_trait;
 use corral_model::{DeviceId, TenantId};
 use serde_json::json;
+use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqliteConnection};
+use std::fmt;
+
+pub(crate) const DEVICE_COLUMNS: &str =
+    "id, profile, tenant, site, attributes, tags, status, gateway, last_seen, created_at, updated_at";
+
+pub(crate) fn device_from_row(row: &SqliteRow) -> Result<Device, RegistryError> {
+    let id: String = row.try_get("id")?;
+    let corrupt = |what: &str, e: &dyn fmt::Display| RegistryError::storage(format!("device {id:?}: {what}: {e}"));
+    let attributes: String = row.try_get("attributes")?;
+    let tags: String = row.try_get("tags")?;
+    let status: String = row.try_get("status")?;
+    let tenant: String = row.try_get("tenant")?;
+    let gateway: Option<String> = row.try_get("gateway")?;
+    Ok(Device {
+        id: DeviceId::new(id.clone()).map_err(|e| corrupt("id", &e))?,
+        profile: row.try_get("profile")?,
+        tenant: TenantId::new(tenant).map_err(|e| corrupt("tenant", &e))?,
+        site: row.try_get("site")?,
+        attributes: serde_json::from_str(&attributes).map_err(|e| corrupt("attributes", &e))?,
+        tags: serde_json::from_str(&tags).map_err(|e| corrupt("tags", &e))?,
+        status: status.parse().map_err(|e| corrupt("status", &e))?,
+        gateway: gateway.map(DeviceId::new).transpose().map_err(|e| corrupt("gateway", &e))?,
+        last_seen: row.try_get::<Option<i64>, _>("last_seen")?.map(from_ms),
+        created_at: from_ms(row.try_get("created_at")?),
+        updated_at: from_ms(row.try_get("updated_at")?),
+    })
+}
 
 /// How far up a gateway chain the loop check walks. Real chains are one or two hops deep.
 const MAX_GATEWAY_DEPTH: usize = 32;
@@ -74,99 +106,28 @@ pub(crate) fn refuse_decommissioned(d: &Device) -> Result<(), RegistryError> {
     Ok(())
 }
 
-impl Registry {
-    /// Registers a device and returns it with its token, which is shown this once.
-    pub async fn create_device(&self, actor: &Principal, new: NewDevice) -> Result<(Device, String), RegistryError> {
+#[async_trait]
+impl DeviceInventory for SqliteRegistry {
+    async fn approve_device(&self, actor: &Principal, id: &str) -> Result<Device, RegistryError> {
+        self.decide_pending(actor, id, DeviceStatus::Active).await
+    }
+
+    async fn reject_device(&self, actor: &Principal, id: &str) -> Result<Device, RegistryError> {
+        self.decide_pending(actor, id, DeviceStatus::Decommissioned).await
+    }
+
+    async fn create_device(&self, actor: &Principal, new: NewDevice) -> Result<(Device, String), RegistryError> {
         self.insert_device(actor, new, DeviceStatus::Active).await
     }
 
-    /// [`Registry::create_device`] with the status it starts in (just-in-time registration
-    /// may start a device pending approval, in the same write).
-    pub(crate) async fn insert_device(
-        &self,
-        actor: &Principal,
-        new: NewDevice,
-        status: DeviceStatus,
-    ) -> Result<(Device, String), RegistryError> {
-        actor.require_write()?;
-        let tenant = actor.resolve_tenant(new.tenant)?;
-        if let Some(p) = &new.profile {
-            check_name("profile", p, 64)?;
-        }
-        if let Some(s) = &new.site {
-            check_site(s)?;
-        }
-        let tags = normalize_tags(new.tags.unwrap_or_default())?;
-        let attributes = new.attributes.unwrap_or_default();
-        let attributes_text = attributes_json(&attributes)?;
-        let token = generate_secret(DEVICE_TOKEN_PREFIX);
-        let now = now_ms();
-
-        let mut tx = self.write_tx().await?;
-        if fetch(&mut tx, new.id.as_str()).await?.is_some() {
-            return Err(RegistryError::Conflict(format!("device {} already exists", new.id)));
-        }
-        ensure_tenant(&mut tx, actor, &tenant).await?;
-        if let Some(p) = &new.profile {
-            ensure_profile(&mut tx, actor, p).await?;
-        }
-        if let Some(gw) = &new.gateway {
-            check_gateway(&mut tx, &new.id, gw, &tenant).await?;
-        }
-        sqlx::query(
-            "INSERT INTO devices (id, profile, tenant, site, attributes, tags, status, gateway, created_at, updated_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?9, ?7, ?8, ?8)",
-        )
-        .bind(new.id.as_str())
-        .bind(new.profile.as_deref())
-        .bind(tenant.as_str())
-        .bind(new.site.as_deref())
-        .bind(&attributes_text)
-        .bind(serde_json::to_string(&tags).map_err(|e| RegistryError::storage(e.to_string()))?)
-        .bind(new.gateway.as_ref().map(DeviceId::as_str))
-        .bind(now)
-        .bind(status.as_str())
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query("INSERT INTO device_tokens (hash, device_id, created_at) VALUES (?, ?, ?)")
-            .bind(hash_secret(&token))
-            .bind(new.id.as_str())
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        let detail = json!({"profile": new.profile, "site": new.site, "gateway": new.gateway, "tags": tags, "status": status});
-        audit::record(&mut tx, actor, "device.create", new.id.as_str(), Some(&tenant), detail).await?;
-        tx.commit().await?;
-        if let Some(gateway) = &new.gateway {
-            self.credentials_changed(gateway); // it now speaks for one more device
-        }
-
-        let device = Device {
-            id: new.id,
-            profile: new.profile,
-            tenant,
-            site: new.site,
-            attributes,
-            tags,
-            status,
-            gateway: new.gateway,
-            last_seen: None,
-            created_at: from_ms(now),
-            updated_at: from_ms(now),
-        };
-        Ok((device, token))
-    }
-
-    pub async fn get_device(&self, actor: &Principal, id: &str) -> Result<Device, RegistryError> {
+    async fn get_device(&self, actor: &Principal, id: &str) -> Result<Device, RegistryError> {
         let mut conn = self.pool().acquire().await?;
         let mut device = fetch_visible(&mut conn, actor, id).await?;
         self.inner.presence.merge_into(&mut device);
         Ok(device)
     }
 
-    /// Applies a [`DevicePatch`]. Decommissioned devices are frozen (`Conflict`). Setting
-    /// `status` to `decommissioned` here is the same as [`Registry::decommission_device`].
-    pub async fn update_device(&self, actor: &Principal, id: &str, patch: DevicePatch) -> Result<Device, RegistryError> {
+    async fn update_device(&self, actor: &Principal, id: &str, patch: DevicePatch) -> Result<Device, RegistryError> {
         actor.require_write()?;
         // Pure validation first, so bad input never waits for the write lock.
         if let Some(Some(p)) = &patch.profile {
@@ -270,9 +231,7 @@ impl Registry {
         Ok(d)
     }
 
-    /// Merges what a device reports about itself (MQTT `devices/<id>/attributes`) into its
-    /// attributes: reported keys replace the same keys, the others stay.
-    pub async fn merge_attributes(
+    async fn merge_attributes(
         &self,
         actor: &Principal,
         id: &str,
@@ -283,9 +242,7 @@ impl Registry {
         self.update_device(actor, id, DevicePatch { attributes: Some(attributes), ..DevicePatch::default() }).await
     }
 
-    /// `DELETE`: the device becomes `decommissioned` and its token is refused from the next
-    /// request on; the row stays for history. Decommissioning twice is a no-op.
-    pub async fn decommission_device(&self, actor: &Principal, id: &str) -> Result<Device, RegistryError> {
+    async fn decommission_device(&self, actor: &Principal, id: &str) -> Result<Device, RegistryError> {
         let patch = DevicePatch { status: Some(DeviceStatus::Decommissioned), ..DevicePatch::default() };
         match self.update_device(actor, id, patch).await {
             Err(RegistryError::Conflict(_)) => self.get_device(actor, id).await,
@@ -293,77 +250,110 @@ impl Registry {
         }
     }
 
-    /// Issues a new token for the device; the old one stops working at once. The new token is
-    /// returned this once. A quarantined device may be rotated (the usual response to a leaked
-    /// token), a decommissioned one may not (`Conflict`).
-    pub async fn rotate_device_token(&self, actor: &Principal, id: &str) -> Result<String, RegistryError> {
-        self.rotate_device_token_with_overlap(actor, id, 0).await
+    async fn device_count(&self) -> Result<u64, RegistryError> {
+        let n: i64 = sqlx::query("SELECT COUNT(*) AS n FROM devices").fetch_one(self.pool()).await?.try_get("n")?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+}
+
+impl SqliteRegistry {
+    async fn decide_pending(&self, actor: &Principal, id: &str, status: DeviceStatus) -> Result<Device, RegistryError> {
+        let d = self.get_device(actor, id).await?;
+        if d.status != DeviceStatus::PendingApproval {
+            return Err(RegistryError::Conflict(format!("device {id} is {}, not pending-approval", d.status)));
+        }
+        let patch = DevicePatch { status: Some(status), ..DevicePatch::default() };
+        self.update_device(actor, id, patch).await
     }
 
-    /// Rotates a device's token; the old one keeps working `overlap_secs` more (0: it stops at
-    /// once), so a fleet can be moved to new tokens without an outage. With an overlap, live
-    /// connections stay up; they authenticated with what was valid when they connected.
-    pub async fn rotate_device_token_with_overlap(
+    /// [`Registry::create_device`] with the status it starts in (just-in-time registration
+    /// may start a device pending approval, in the same write).
+    pub(crate) async fn insert_device(
         &self,
         actor: &Principal,
-        id: &str,
-        overlap_secs: u64,
-    ) -> Result<String, RegistryError> {
+        new: NewDevice,
+        status: DeviceStatus,
+    ) -> Result<(Device, String), RegistryError> {
         actor.require_write()?;
-        if overlap_secs > 30 * 86_400 {
-            return Err(RegistryError::BadInput("overlap_secs: at most 30 days (2592000)".into()));
+        let tenant = actor.resolve_tenant(new.tenant)?;
+        if let Some(p) = &new.profile {
+            check_name("profile", p, 64)?;
         }
+        if let Some(s) = &new.site {
+            check_site(s)?;
+        }
+        let tags = normalize_tags(new.tags.unwrap_or_default())?;
+        let attributes = new.attributes.unwrap_or_default();
+        let attributes_text = attributes_json(&attributes)?;
         let token = generate_secret(DEVICE_TOKEN_PREFIX);
         let now = now_ms();
+
         let mut tx = self.write_tx().await?;
-        let d = fetch_visible(&mut tx, actor, id).await?;
-        refuse_decommissioned(&d)?;
-        let revoked = sqlx::query("UPDATE device_tokens SET revoked_at = ? WHERE device_id = ? AND revoked_at IS NULL")
-            .bind(now + overlap_secs as i64 * 1000)
-            .bind(d.id.as_str())
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+        if fetch(&mut tx, new.id.as_str()).await?.is_some() {
+            return Err(RegistryError::Conflict(format!("device {} already exists", new.id)));
+        }
+        ensure_tenant(&mut tx, actor, &tenant).await?;
+        if let Some(p) = &new.profile {
+            ensure_profile(&mut tx, actor, p).await?;
+        }
+        if let Some(gw) = &new.gateway {
+            check_gateway(&mut tx, &new.id, gw, &tenant).await?;
+        }
+        sqlx::query(
+            "INSERT INTO devices (id, profile, tenant, site, attributes, tags, status, gateway, created_at, updated_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?9, ?7, ?8, ?8)",
+        )
+        .bind(new.id.as_str())
+        .bind(new.profile.as_deref())
+        .bind(tenant.as_str())
+        .bind(new.site.as_deref())
+        .bind(&attributes_text)
+        .bind(serde_json::to_string(&tags).map_err(|e| RegistryError::storage(e.to_string()))?)
+        .bind(new.gateway.as_ref().map(DeviceId::as_str))
+        .bind(now)
+        .bind(status.as_str())
+        .execute(&mut *tx)
+        .await?;
         sqlx::query("INSERT INTO device_tokens (hash, device_id, created_at) VALUES (?, ?, ?)")
             .bind(hash_secret(&token))
-            .bind(d.id.as_str())
+            .bind(new.id.as_str())
             .bind(now)
             .execute(&mut *tx)
             .await?;
-        audit::record(
-            &mut tx,
-            actor,
-            "device.rotate_token",
-            d.id.as_str(),
-            Some(&d.tenant),
-            json!({"revoked": revoked, "overlap_secs": overlap_secs}),
-        )
-        .await?;
+        let detail = json!({"profile": new.profile, "site": new.site, "gateway": new.gateway, "tags": tags, "status": status});
+        audit::record(&mut tx, actor, "device.create", new.id.as_str(), Some(&tenant), detail).await?;
         tx.commit().await?;
-        self.forget_device(&d.id);
-        if overlap_secs == 0 {
-            self.credentials_changed(&d.id);
+        if let Some(gateway) = &new.gateway {
+            self.credentials_changed(gateway); // it now speaks for one more device
         }
-        Ok(token)
-    }
 
-    /// Every registered device, decommissioned ones included (they are history, not deletions).
-    pub async fn device_count(&self) -> Result<u64, RegistryError> {
-        let n: i64 = sqlx::query("SELECT COUNT(*) AS n FROM devices").fetch_one(self.pool()).await?.try_get("n")?;
-        Ok(u64::try_from(n).unwrap_or(0))
+        let device = Device {
+            id: new.id,
+            profile: new.profile,
+            tenant,
+            site: new.site,
+            attributes,
+            tags,
+            status,
+            gateway: new.gateway,
+            last_seen: None,
+            created_at: from_ms(now),
+            updated_at: from_ms(now),
+        };
+        Ok((device, token))
     }
 }
 
 /// `devices/<id>/attributes` and the like: what a device says about itself, merged as the
 /// platform (the device's own credential was checked by its door).
 #[async_trait::async_trait]
-impl corral_services::Reported for Registry {
+impl corral_services::Reported for SqliteRegistry {
     async fn merge_attributes(
         &self,
         device: &DeviceId,
         attributes: serde_json::Map<String, serde_json::Value>,
     ) -> Result<(), corral_model::WireError> {
-        Registry::merge_attributes(self, &Principal::system(), device.as_str(), attributes)
+        DeviceInventory::merge_attributes(self, &Principal::system(), device.as_str(), attributes)
             .await
             .map(drop)
             .map_err(|e| e.to_wire())

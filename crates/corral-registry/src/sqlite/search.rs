@@ -1,8 +1,11 @@
 //! Reading many devices: the paginated, filtered listing behind `GET /api/v1/devices`, and the
 //! full scan behind the SQL `devices` table.
 
-use crate::device::{DEVICE_COLUMNS, device_from_row};
-use crate::{Device, DeviceFilter, DevicePage, Principal, Registry, RegistryError};
+use super::SqliteRegistry;
+use super::devices::{DEVICE_COLUMNS, device_from_row};
+use crate::registry::DeviceSearch;
+use crate::{Device, DeviceFilter, DevicePage, Principal, RegistryError};
+use async_trait::async_trait;
 use corral_model::{DeviceId, TenantId};
 use sqlx::Row;
 
@@ -38,11 +41,9 @@ fn given(v: &Option<String>) -> Option<&str> {
     v.as_deref().filter(|s| !s.is_empty())
 }
 
-impl Registry {
-    /// One page of the devices the principal may see, matching `filter`, ordered by id.
-    /// Cursor pagination (`after` = last id of the previous page) stays correct while devices are
-    /// added, unlike offsets. `total` counts all matches across pages.
-    pub async fn list_devices(&self, actor: &Principal, filter: &DeviceFilter) -> Result<DevicePage, RegistryError> {
+#[async_trait]
+impl DeviceSearch for SqliteRegistry {
+    async fn list_devices(&self, actor: &Principal, filter: &DeviceFilter) -> Result<DevicePage, RegistryError> {
         let limit = filter.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
         let mut cond = Conditions::default();
         match (&actor.tenant, &filter.tenant) {
@@ -124,10 +125,7 @@ impl Registry {
         Ok(DevicePage { devices, total: u64::try_from(total).unwrap_or(0), next })
     }
 
-    /// Every device of `tenant` (`None`: all tenants), decommissioned ones included, ordered by
-    /// id, with current `last_seen`: the rows of the SQL `devices` table. The caller has already
-    /// resolved what the querying principal may see into `tenant`.
-    pub async fn devices_for_sql(&self, tenant: Option<&TenantId>) -> Result<Vec<Device>, RegistryError> {
+    async fn devices_for_sql(&self, tenant: Option<&TenantId>) -> Result<Vec<Device>, RegistryError> {
         let rows = sqlx::query(&format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE ?1 IS NULL OR tenant = ?1 ORDER BY id"))
             .bind(tenant.map(TenantId::as_str))
             .fetch_all(self.pool())
@@ -139,9 +137,7 @@ impl Registry {
         Ok(devices)
     }
 
-    /// The devices that name `gateway` as their gateway and are not decommissioned: those an MQTT
-    /// gateway may publish and subscribe for.
-    pub async fn children_of(&self, gateway: &DeviceId) -> Result<Vec<DeviceId>, RegistryError> {
+    async fn children_of(&self, gateway: &DeviceId) -> Result<Vec<DeviceId>, RegistryError> {
         let rows = sqlx::query("SELECT id FROM devices WHERE gateway = ? AND status != 'decommissioned' ORDER BY id")
             .bind(gateway.as_str())
             .fetch_all(self.pool())
@@ -154,8 +150,7 @@ impl Registry {
             .collect()
     }
 
-    /// The tenant of a registered device, if there is one.
-    pub async fn tenant_of(&self, device: &str) -> Result<Option<TenantId>, RegistryError> {
+    async fn tenant_of(&self, device: &str) -> Result<Option<TenantId>, RegistryError> {
         let row = sqlx::query("SELECT tenant FROM devices WHERE id = ?").bind(device).fetch_optional(self.pool()).await?;
         row.map(|r| {
             let tenant: String = r.try_get("tenant")?;

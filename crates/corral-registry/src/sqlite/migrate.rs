@@ -16,11 +16,11 @@ struct Migration {
 
 /// Append only: a released migration is never edited, a change is a new file.
 const MIGRATIONS: &[Migration] = &[
-    Migration { version: 1, sql: include_str!("../migrations/0001_init.sql") },
-    Migration { version: 2, sql: include_str!("../migrations/0002_certificates.sql") },
-    Migration { version: 3, sql: include_str!("../migrations/0003_psk.sql") },
-    Migration { version: 4, sql: include_str!("../migrations/0004_users.sql") },
-    Migration { version: 5, sql: include_str!("../migrations/0005_device_indexes.sql") },
+    Migration { version: 1, sql: include_str!("../../migrations/0001_init.sql") },
+    Migration { version: 2, sql: include_str!("../../migrations/0002_certificates.sql") },
+    Migration { version: 3, sql: include_str!("../../migrations/0003_psk.sql") },
+    Migration { version: 4, sql: include_str!("../../migrations/0004_users.sql") },
+    Migration { version: 5, sql: include_str!("../../migrations/0005_device_indexes.sql") },
 ];
 
 /// Brings the schema up to date; returns how many migrations were applied (0 when current).

@@ -14,9 +14,58 @@
 use crate::hooks::{BrokerHooks, Identity, Role};
 use crate::topic;
 
+/// Where the ACL learns the tenant of the device a topic names. The rules are synchronous and
+/// must not wait for the registry: a connection looks the tenant up first (see
+/// [`device_to_resolve`]) and passes the answer as [`Resolved`]; any [`BrokerHooks`] also serves,
+/// with what it knows without waiting.
+pub(crate) trait DeviceTenants {
+    fn tenant_of_device(&self, device: &str) -> Option<String>;
+}
+
+impl<H: BrokerHooks + ?Sized> DeviceTenants for H {
+    fn tenant_of_device(&self, device: &str) -> Option<String> {
+        self.device_tenant(device)
+    }
+}
+
+/// The tenant of the one device a topic names, looked up before the ACL ran (`None`: unknown
+/// device, or the topic names none).
+pub(crate) struct Resolved<'a>(pub Option<&'a str>);
+
+impl DeviceTenants for Resolved<'_> {
+    fn tenant_of_device(&self, _device: &str) -> Option<String> {
+        self.0.map(str::to_owned)
+    }
+}
+
+/// The device whose tenant a publish of `who` to `topic_name` needs: an application (other than
+/// a viewer) publishing to `devices/<id>/...`, a command. A tenant-scoped one is allowed only
+/// within its tenant, and the message carries the device's tenant either way. `None` when
+/// neither the ACL nor the message depends on it (devices carry their own tenant; everything
+/// else is decided without it).
+pub(crate) fn device_to_resolve<'t>(who: &Identity, topic_name: &'t str) -> Option<&'t str> {
+    match who {
+        Identity::Application { role, .. } if !servers_own(topic_name) && application_may_publish_to(*role, topic_name) => {
+            topic::device_of(topic_name)
+        }
+        _ => None,
+    }
+}
+
+/// `$`-topics and `alarms/`: nobody publishes there but the server.
+fn servers_own(topic_name: &str) -> bool {
+    topic_name.starts_with('$') || first_level(topic_name) == "alarms"
+}
+
+/// Whether an application of `role` may publish to `topic_name` at all: viewers never do, and no
+/// application speaks for a device (telemetry, attributes, reported twin).
+fn application_may_publish_to(role: Role, topic_name: &str) -> bool {
+    role != Role::Viewer && topic::platform_topic(topic_name).is_none()
+}
+
 /// May `who` publish to `topic` (a valid topic name)?
-pub(crate) fn may_publish(who: &Identity, topic_name: &str, hooks: &dyn BrokerHooks) -> bool {
-    if topic_name.starts_with('$') || first_level(topic_name) == "alarms" {
+pub(crate) fn may_publish(who: &Identity, topic_name: &str, tenants: &dyn DeviceTenants) -> bool {
+    if servers_own(topic_name) {
         return false;
     }
     match who {
@@ -25,11 +74,11 @@ pub(crate) fn may_publish(who: &Identity, topic_name: &str, hooks: &dyn BrokerHo
             None => false,
         },
         Identity::Application { role, tenant, .. } => {
-            if *role == Role::Viewer || topic::platform_topic(topic_name).is_some() {
+            if !application_may_publish_to(*role, topic_name) {
                 return false;
             }
             match (tenant, topic::device_of(topic_name)) {
-                (Some(tenant), Some(device)) => hooks.device_tenant(device).as_deref() == Some(tenant.as_str()),
+                (Some(tenant), Some(device)) => tenants.tenant_of_device(device).as_deref() == Some(tenant.as_str()),
                 (Some(tenant), None) => in_tenant_namespace(topic_name, tenant),
                 (None, _) => true,
             }

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use corral_services::{Clock, SystemClock};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, watch};
@@ -34,8 +35,20 @@ pub struct Broker {
 impl Broker {
     /// Validates `config`, recovers persistent sessions and retained messages from
     /// `config.data_dir` and starts the housekeeping and state-writer tasks. Must run inside a
-    /// Tokio runtime.
+    /// Tokio runtime. Sessions and wills expire by the system's clock.
     pub fn new(config: BrokerConfig, hooks: Arc<dyn BrokerHooks>) -> Result<Broker, BrokerError> {
+        Broker::with_clock(config, hooks, Arc::new(SystemClock))
+    }
+
+    /// [`Broker::new`] whose session expiry and will delays follow `clock`, so a test moves a
+    /// [`ManualClock`](corral_services::ManualClock) past them instead of sleeping.
+    ///
+    /// Only those two read it: they are behaviour by date (how long an offline session is kept,
+    /// when a will goes out), so setting the system's time moves them too. Keep-alive, the
+    /// publish rate limit and the connect and write timeouts stay on tokio's monotonic time: they
+    /// are protocol timers that pace one live connection, and a wall clock that jumps would
+    /// break them.
+    pub fn with_clock(config: BrokerConfig, hooks: Arc<dyn BrokerHooks>, clock: Arc<dyn Clock>) -> Result<Broker, BrokerError> {
         config.validate()?;
         tokio::runtime::Handle::try_current().map_err(|_| BrokerError::NoRuntime)?;
         let opened = match &config.data_dir {
@@ -55,6 +68,7 @@ impl Broker {
             BrokerState {
                 config,
                 hooks,
+                clock,
                 sessions: Mutex::new(HashMap::new()),
                 trie: RwLock::new(SubscriptionTrie::default()),
                 retained: RwLock::new(RetainedStore::default()),
@@ -162,10 +176,11 @@ impl Broker {
         if !crate::topic::is_valid_topic_name(topic) {
             return Err(BrokerError::InvalidTopic(topic.to_owned()));
         }
-        let origin_tenant = crate::topic::device_of(topic)
-            .and_then(|device| self.state.hooks.device_tenant(device))
-            .or_else(|| tenant.map(str::to_owned))
-            .map(Arc::from);
+        let device_tenant = match crate::topic::device_of(topic) {
+            Some(device) => crate::hooks::device_tenant(&*self.state.hooks, device).await,
+            None => None,
+        };
+        let origin_tenant = device_tenant.or_else(|| tenant.map(str::to_owned)).map(Arc::from);
         let message = Arc::new(Message {
             id: self.state.new_message_id(),
             topic: Arc::from(topic),
@@ -248,6 +263,7 @@ impl Broker {
 }
 
 /// Fires due wills (every 100 ms) and expires sessions (every second) until the broker is gone.
+/// The tick is tokio time; what is due is decided by the broker's clock (see [`Broker::with_clock`]).
 async fn housekeeping(state: Weak<BrokerState>) {
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -255,7 +271,7 @@ async fn housekeeping(state: Weak<BrokerState>) {
     loop {
         tick.tick().await;
         let Some(state) = state.upgrade() else { return };
-        for will in state.wills.take_due(Instant::now()) {
+        for will in state.wills.take_due(state.clock.now_ns()) {
             state.publish_will(will.message, &will.identity);
         }
         ticks += 1;

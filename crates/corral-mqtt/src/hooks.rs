@@ -167,8 +167,12 @@ pub enum DisconnectKind {
     ProtocolError,
 }
 
+/// The answer of [`BrokerHooks::resolve_device_tenant`]: the device's tenant, `None` for a name
+/// no device has.
+pub type TenantLookup = futures::future::BoxFuture<'static, Option<String>>;
+
 /// What the platform plugs into the broker. Implementations must be cheap to call: `device_tenant`
-/// and the notifications run on connection tasks.
+/// and the notifications run on connection tasks, which they must never block.
 #[async_trait]
 pub trait BrokerHooks: Send + Sync + 'static {
     /// Decides who a CONNECT is (called for every CONNECT unless anonymous access applies).
@@ -185,11 +189,34 @@ pub trait BrokerHooks: Send + Sync + 'static {
     /// so that resend cannot deliver a second copy.
     fn on_platform_publish(&self, who: &Identity, publish: &InboundPublish) -> Result<PlatformWrite, PublishRefusal>;
 
-    /// The tenant of a device, for tenant-scoped applications publishing to `devices/<id>/...`
-    /// and for tagging platform-originated messages. `None` = unknown device.
+    /// The tenant of a device as far as it is known without waiting (a cache, a table in
+    /// memory), for tenant-scoped applications publishing to `devices/<id>/...` and for tagging
+    /// messages on such topics. `None` = not known now: the broker then awaits
+    /// [`resolve_device_tenant`](Self::resolve_device_tenant).
     fn device_tenant(&self, device: &str) -> Option<String>;
+
+    /// The tenant of a device, asking whoever knows (the registry) when
+    /// [`device_tenant`](Self::device_tenant) did not. `None` = unknown device. The connection
+    /// awaits it in arrival order, so the publish that needs it, and every later one, is routed
+    /// and acknowledged after it, as if the answer had been at hand.
+    ///
+    /// The default answers what `device_tenant` knows, for hooks that hold every device's tenant
+    /// in memory.
+    fn resolve_device_tenant(&self, device: &str) -> TenantLookup {
+        let tenant = self.device_tenant(device);
+        Box::pin(async move { tenant })
+    }
 
     fn on_connected(&self, _who: &Identity, _client_id: &str) {}
 
     fn on_disconnected(&self, _who: &Identity, _client_id: &str, _how: DisconnectKind) {}
+}
+
+/// The tenant of `device`: `hooks`' answer at hand, else awaited from them (see
+/// [`BrokerHooks::resolve_device_tenant`]).
+pub(crate) async fn device_tenant(hooks: &dyn BrokerHooks, device: &str) -> Option<String> {
+    match hooks.device_tenant(device) {
+        Some(tenant) => Some(tenant),
+        None => hooks.resolve_device_tenant(device).await,
+    }
 }

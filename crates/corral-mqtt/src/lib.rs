@@ -22,11 +22,12 @@
 //!
 //! # Main types
 //!
-//! - [`Broker`]: `new`, `serve_tcp`, `serve_connection` (WebSocket/TLS streams),
-//!   `publish_from_platform`, `kick_device`, `disconnect_client_where`, `shutdown`, `metrics`.
+//! - [`Broker`]: `new` (`with_clock` to give it the time sessions and wills expire by),
+//!   `serve_tcp`, `serve_connection` (WebSocket/TLS streams), `publish_from_platform`,
+//!   `kick_device`, `disconnect_client_where`, `shutdown`, `metrics`.
 //! - [`BrokerConfig`]: limits (packet size, inflight, queues, rate limit, timeouts).
 //! - [`BrokerHooks`], [`Identity`], [`ConnectRequest`], [`ConnectRefusal`], [`PublishRefusal`],
-//!   [`InboundPublish`], [`DisconnectKind`]: the platform seam.
+//!   [`InboundPublish`], [`DisconnectKind`], [`TenantLookup`]: the platform seam.
 //! - [`codec`]: the pure wire format (also used by tests and load generators).
 //! - [`MetricsSnapshot`]: counters for `/metrics`.
 //!
@@ -110,6 +111,7 @@ pub use door::{ConnectedDevices, DoorMetrics, PlatformDoor, carry_commands, disc
 pub use error::{BrokerError, DecodeError};
 pub use hooks::{
     BrokerHooks, ConnectRefusal, ConnectRequest, DisconnectKind, Identity, InboundPublish, PlatformWrite, PublishRefusal, Role,
+    TenantLookup,
 };
 pub use metrics::MetricsSnapshot;
 pub use settings::MqttSettings;

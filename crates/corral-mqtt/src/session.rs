@@ -9,7 +9,6 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Instant;
 
 use tokio::sync::Notify;
 
@@ -87,7 +86,8 @@ pub(crate) struct SessionState {
     /// QoS 2 packet ids received and PUBREC'd, awaiting PUBREL (exactly-once inbound).
     pub inbound_qos2: HashSet<u16>,
     next_packet_id: u16,
-    pub disconnected_at: Option<Instant>,
+    /// When the last connection left (Unix ns, by the broker's clock); `None` while one owns it.
+    pub disconnected_at_ns: Option<i64>,
 }
 
 /// What happened to a message offered to a session queue.
@@ -121,7 +121,7 @@ impl Session {
                 inflight: BTreeMap::new(),
                 inbound_qos2: HashSet::new(),
                 next_packet_id: 0,
-                disconnected_at: None,
+                disconnected_at_ns: None,
             }),
         }
     }
@@ -151,6 +151,14 @@ impl Session {
 }
 
 impl SessionState {
+    /// Whether the session, offline since `disconnected_at_ns`, outlived its expiry at `now_ns`
+    /// (`u32::MAX`: never expires).
+    pub fn expired(&self, now_ns: i64) -> bool {
+        let Some(since_ns) = self.disconnected_at_ns else { return false };
+        let expiry_ns = i64::from(self.expiry_secs).saturating_mul(1_000_000_000);
+        self.expiry_secs != u32::MAX && now_ns.saturating_sub(since_ns) >= expiry_ns
+    }
+
     pub fn enqueue(&mut self, out: Outgoing, config: &BrokerConfig, online: bool) -> Enqueued {
         if out.qos == QoS::AtMostOnce {
             if !online {

@@ -8,8 +8,8 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
-use std::time::{Duration, Instant};
 
+use corral_services::Clock;
 use tokio::sync::{Notify, watch};
 
 use crate::codec::{ProtocolVersion, ReasonCode};
@@ -27,6 +27,9 @@ use crate::will::PendingWills;
 pub(crate) struct BrokerState {
     pub config: BrokerConfig,
     pub hooks: Arc<dyn BrokerHooks>,
+    /// The time offline sessions expire and delayed wills fall due by (`Broker::with_clock`);
+    /// protocol timers (keep-alive, rate limit, timeouts) run on tokio time instead.
+    pub clock: Arc<dyn Clock>,
     pub sessions: Mutex<HashMap<Arc<str>, Arc<Session>>>,
     pub trie: RwLock<SubscriptionTrie>,
     pub retained: RwLock<RetainedStore>,
@@ -130,7 +133,7 @@ impl BrokerState {
                 }
             }
             let mut st = old.lock();
-            let expired = st.owner == 0 && st.disconnected_at.is_some_and(|at| expired_at(at, st.expiry_secs));
+            let expired = st.owner == 0 && st.expired(self.clock.now_ns());
             if st.owner != 0 {
                 // Tell the current owner to leave: DISCONNECT 0x8E.
                 st.kick = Some((
@@ -151,7 +154,7 @@ impl BrokerState {
                 st.protocol = protocol;
                 st.identity = Some(identity.clone());
                 st.queue.count_in(self.share_of(identity));
-                st.disconnected_at = None;
+                st.disconnected_at_ns = None;
                 old.persistent.store(expiry_secs > 0, Ordering::Release);
                 old.online.store(true, Ordering::Release);
                 if let Some(p) = &self.persist {
@@ -263,7 +266,7 @@ impl BrokerState {
         }
         st.owner = 0;
         st.kick = None;
-        st.disconnected_at = Some(Instant::now());
+        st.disconnected_at_ns = Some(self.clock.now_ns());
         session.online.store(false, Ordering::Release);
         if st.expiry_secs == 0 {
             self.forget_locked(session, &mut st);
@@ -282,9 +285,10 @@ impl BrokerState {
         let _gate = self.persist.as_ref().map(Persist::gate);
         let mut sessions = self.sessions();
         let mut ended = Vec::new();
+        let now_ns = self.clock.now_ns();
         sessions.retain(|client_id, session| {
             let mut st = session.lock();
-            let gone = st.owner == 0 && st.disconnected_at.is_some_and(|at| expired_at(at, st.expiry_secs));
+            let gone = st.owner == 0 && st.expired(now_ns);
             if gone {
                 self.forget_locked(session, &mut st);
                 ended.push(client_id.clone());
@@ -339,12 +343,12 @@ impl BrokerState {
     pub fn install_recovered(&self, recovered: HashMap<Arc<str>, RecoveredSession>) {
         let mut sessions = self.sessions();
         let mut trie = write(&self.trie);
-        let now = Instant::now();
+        let now_ns = self.clock.now_ns();
         for (client_id, rec) in recovered {
             let session = Arc::new(Session::new(client_id.clone(), rec.owner.clone(), rec.protocol, rec.expiry_secs));
             {
                 let mut st = session.lock();
-                st.disconnected_at = Some(now);
+                st.disconnected_at_ns = Some(now_ns);
                 st.inbound_qos2 = rec.inbound_qos2;
                 for (filter, sub) in rec.subscriptions {
                     trie.insert(
@@ -432,10 +436,6 @@ fn claim(owner: &str, principal: &str, who: &Identity, client_id: &str) -> Claim
     } else {
         Claim::Refuse
     }
-}
-
-fn expired_at(disconnected_at: Instant, expiry_secs: u32) -> bool {
-    expiry_secs != u32::MAX && disconnected_at.elapsed() >= Duration::from_secs(u64::from(expiry_secs))
 }
 
 impl StateCapture for BrokerState {

@@ -2,11 +2,11 @@
 //!
 //! A will is published when its connection ends without a clean DISCONNECT: at once if the
 //! delay is 0, otherwise after `min(will delay, session expiry)` unless the client reconnects to
-//! the same session first. The broker's housekeeping tick fires the due ones.
+//! the same session first. The broker's housekeeping tick fires the due ones; what is due is
+//! decided by the broker's clock (`Broker::with_clock`), so a test moves time instead of waiting.
 
 use std::sync::Arc;
 use std::sync::{Mutex, PoisonError};
-use std::time::Instant;
 
 use crate::hooks::Identity;
 use crate::message::Message;
@@ -15,7 +15,8 @@ use crate::message::Message;
 #[derive(Debug)]
 pub(crate) struct PendingWill {
     pub client_id: Arc<str>,
-    pub due: Instant,
+    /// When it goes out (Unix ns, by the broker's clock).
+    pub due_ns: i64,
     pub message: Arc<Message>,
     pub identity: Arc<Identity>,
 }
@@ -52,13 +53,13 @@ impl PendingWills {
         Some(pending.swap_remove(index))
     }
 
-    /// Takes every will due at `now`.
-    pub fn take_due(&self, now: Instant) -> Vec<PendingWill> {
+    /// Takes every will due at `now_ns`.
+    pub fn take_due(&self, now_ns: i64) -> Vec<PendingWill> {
         let mut pending = self.lock();
         if pending.is_empty() {
             return Vec::new();
         }
-        let (due, waiting): (Vec<_>, Vec<_>) = pending.drain(..).partition(|w| w.due <= now);
+        let (due, waiting): (Vec<_>, Vec<_>) = pending.drain(..).partition(|w| w.due_ns <= now_ns);
         *pending = waiting;
         due
     }
@@ -72,12 +73,13 @@ impl PendingWills {
 mod tests {
     use super::*;
     use crate::codec::QoS;
-    use std::time::Duration;
 
-    fn will(client: &str, due: Instant) -> PendingWill {
+    const SECOND_NS: i64 = 1_000_000_000;
+
+    fn will(client: &str, due_ns: i64) -> PendingWill {
         PendingWill {
             client_id: Arc::from(client),
-            due,
+            due_ns,
             message: Arc::new(Message {
                 id: 1,
                 topic: Arc::from("w"),
@@ -96,13 +98,13 @@ mod tests {
     #[test]
     fn schedule_cancel_and_fire() {
         let wills = PendingWills::default();
-        let now = Instant::now();
-        wills.schedule(will("a", now + Duration::from_secs(5)));
-        wills.schedule(will("b", now + Duration::from_secs(1)));
-        wills.schedule(will("a", now + Duration::from_secs(2)));
+        let now = 1_700_000_000 * SECOND_NS;
+        wills.schedule(will("a", now + 5 * SECOND_NS));
+        wills.schedule(will("b", now + SECOND_NS));
+        wills.schedule(will("a", now + 2 * SECOND_NS));
         assert_eq!(wills.len(), 2);
         assert!(wills.take_due(now).is_empty());
-        let due = wills.take_due(now + Duration::from_secs(1));
+        let due = wills.take_due(now + SECOND_NS);
         assert_eq!(due.len(), 1);
         assert_eq!(&*due[0].client_id, "b");
         assert!(wills.cancel("a"));

@@ -17,9 +17,9 @@ use crate::codec::{
 };
 use crate::error::DecodeError;
 use crate::hooks::{ConnectRequest, Identity};
-use crate::metrics;
 use crate::ratelimit::TokenBucket;
 use crate::state::BrokerState;
+use crate::{acl, metrics};
 
 /// Reads the CONNECT (within `connect_timeout`), answers it and returns the live connection, or
 /// `None` when the connection was refused or closed.
@@ -108,7 +108,7 @@ pub(super) async fn handshake(
         }
     };
     if let Some(will) = &connect.will
-        && !crate::acl::may_publish(&identity, &will.topic, &*state.hooks)
+        && !will_allowed(&state, &identity, &will.topic).await
     {
         tracing::info!(%peer, client_id = %client_id, topic = %will.topic, "will topic denied by ACL; CONNECT refused");
         metrics::inc(&state.metrics.denied_publish);
@@ -232,6 +232,15 @@ fn accept(
         problem: None,
         exit: None,
     })
+}
+
+/// May `identity` leave a will on `topic`? Asked now, so a will is never refused when it is due.
+async fn will_allowed(state: &BrokerState, identity: &Identity, topic: &str) -> bool {
+    let device_tenant = match acl::device_to_resolve(identity, topic) {
+        Some(device) => crate::hooks::device_tenant(&*state.hooks, device).await,
+        None => None,
+    };
+    acl::may_publish(identity, topic, &acl::Resolved(device_tenant.as_deref()))
 }
 
 async fn send_connack(state: &BrokerState, writer: &mut Writer, version: ProtocolVersion, connack: ConnAck) {

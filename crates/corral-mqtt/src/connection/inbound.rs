@@ -5,10 +5,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures::future::BoxFuture;
 
 use super::{Connection, Exit};
 use crate::codec::{Disconnect, Packet, PubAck, Publish, QoS, ReasonCode, SubAck, Subscribe, UnsubAck, Unsubscribe};
-use crate::hooks::{Identity, InboundPublish, PlatformWrite, PublishRefusal};
+use crate::hooks::{Identity, InboundPublish, PlatformWrite, PublishRefusal, TenantLookup};
 use crate::message::{Message, forwarded_properties, now_ms};
 use crate::persist::{Op, Persist};
 use crate::session::{Phase, Subscription};
@@ -24,6 +25,9 @@ const MAX_STAGED: usize = 512;
 
 /// A publish waiting for its turn in the (ordered) first stage.
 pub(crate) enum Staged {
+    /// Its device's tenant was looked up (see `stage_lookup`): decide on it now, at the head of
+    /// the stage. Queued, it holds back the routing of later publishes.
+    Resolved(Box<Looked>),
     /// To be routed, then acknowledged. Queued, it holds back the routing of later publishes.
     Accept { message: Arc<Message>, qos: QoS, packet_id: u16 },
     /// Routed already (`logged`: that changed logged broker state); acknowledge it.
@@ -40,8 +44,27 @@ pub(crate) enum Staged {
 impl Staged {
     /// Whether, while queued, it keeps later publishes from being routed before it.
     fn holds_routing(&self) -> bool {
-        matches!(self, Staged::Accept { .. } | Staged::PlatformRefused { held_routing: true, .. })
+        matches!(self, Staged::Resolved(_) | Staged::Accept { .. } | Staged::PlatformRefused { held_routing: true, .. })
     }
+}
+
+/// A publish that waited for the tenant of the device its topic names.
+pub(crate) struct Looked {
+    publish: Publish,
+    topic: Arc<str>,
+    device_tenant: Option<String>,
+    /// Taken when it arrived: message ids follow arrival order, which recovery replays.
+    message_id: u64,
+}
+
+/// Where a publish's outcome joins the ordered first stage.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Turn {
+    /// It was just read: behind everything staged.
+    Arrived,
+    /// Its tenant lookup, at the head of the stage, just finished: nothing is ahead of it, and
+    /// everything staged arrived after it.
+    Head,
 }
 
 /// The hook's view of a message on a platform topic; `None` if the topic is not one.
@@ -82,7 +105,7 @@ impl Connection {
         }
     }
 
-    fn on_publish(&mut self, p: Publish) {
+    fn on_publish(&mut self, mut p: Publish) {
         let qos = p.qos;
         let packet_id = p.packet_id;
         self.state.metrics.message_in(qos);
@@ -117,9 +140,45 @@ impl Connection {
             self.unacked_inbound += 1;
         }
         if qos == QoS::ExactlyOnce && self.session.lock().inbound_qos2.contains(&packet_id) {
-            return self.stage_ready(Staged::Duplicate { packet_id });
+            return self.stage_ready(Staged::Duplicate { packet_id }, Turn::Arrived);
         }
-        if !acl::may_publish(&self.identity, &topic, &*self.state.hooks) {
+        if p.payload.len() < COPY_PAYLOAD_BELOW {
+            p.payload = Bytes::copy_from_slice(&p.payload);
+        }
+        // An application naming a device (a command) needs that device's tenant, for the ACL and
+        // for the tenant the message carries. At hand, the publish goes on now; otherwise the
+        // lookup waits in the stage, in arrival order, and this task goes on serving the client.
+        let device_tenant = match acl::device_to_resolve(&self.identity, &topic) {
+            None => None,
+            Some(device) => match self.state.hooks.device_tenant(device) {
+                Some(tenant) => Some(tenant),
+                None => {
+                    let lookup = self.state.hooks.resolve_device_tenant(device);
+                    return self.stage_lookup(lookup, p, topic);
+                }
+            },
+        };
+        self.decide(p, topic, device_tenant, None, Turn::Arrived);
+    }
+
+    /// Queues a publish behind the lookup of its device's tenant; it is decided on when its turn
+    /// comes (`Staged::Resolved`). Later publishes are neither routed nor acknowledged before it,
+    /// so the order a client sees is the one it would see had the tenant been at hand.
+    fn stage_lookup(&mut self, lookup: TenantLookup, publish: Publish, topic: Arc<str>) {
+        let message_id = self.state.new_message_id();
+        self.routes_held += 1;
+        self.staged.push_back(Box::pin(async move {
+            let device_tenant = lookup.await;
+            Staged::Resolved(Box::new(Looked { publish, topic, device_tenant, message_id }))
+        }));
+    }
+
+    /// Decides on a publish whose device's tenant is known (when its topic needs one): the ACL,
+    /// the message, the platform hook; then [`accept`](Self::accept) routes and acknowledges it.
+    /// `message_id` is the one taken when it arrived, if it waited for a lookup.
+    fn decide(&mut self, p: Publish, topic: Arc<str>, device_tenant: Option<String>, message_id: Option<u64>, turn: Turn) {
+        let (qos, packet_id) = (p.qos, p.packet_id);
+        if !acl::may_publish(&self.identity, &topic, &acl::Resolved(device_tenant.as_deref())) {
             metrics::inc(&self.state.metrics.denied_publish);
             tracing::info!(client_id = %self.client_id, topic = %topic, qos = qos as u8, "publish denied by ACL");
             if qos == QoS::AtMostOnce {
@@ -127,66 +186,75 @@ impl Connection {
             }
             // 3.1.1 has no negative ack: acknowledge and drop, like Mosquitto.
             let reason = if self.is_v5() { ReasonCode::NOT_AUTHORIZED } else { ReasonCode::SUCCESS };
-            return self.stage_ready(Staged::Refuse { qos, packet_id, reason });
+            return self.stage_ready(Staged::Refuse { qos, packet_id, reason }, turn);
         }
         let now = now_ms();
-        let payload = if p.payload.len() < COPY_PAYLOAD_BELOW { Bytes::copy_from_slice(&p.payload) } else { p.payload };
-        let origin_tenant = self.origin_tenant(&topic);
         let message = Arc::new(Message {
-            id: self.state.new_message_id(),
+            id: message_id.unwrap_or_else(|| self.state.new_message_id()),
             topic,
-            payload,
+            payload: p.payload,
             qos,
             retain: p.retain,
             props: if self.is_v5() { forwarded_properties(&p.properties) } else { None },
             expires_at_ms: p.properties.message_expiry_interval.map(|s| now + u64::from(s) * 1000),
             origin_client: Some(self.client_id.clone()),
-            origin_tenant,
+            origin_tenant: self.origin_tenant(device_tenant),
         });
         let write = match platform_publish_of(&message, &self.identity) {
             None => None,
             Some(publish) => match self.state.hooks.on_platform_publish(&self.identity, &publish) {
                 Ok(write) => Some(write),
                 Err(refusal) => {
-                    return self.stage_ready(Staged::PlatformRefused {
-                        qos,
-                        packet_id,
-                        topic: publish.topic,
-                        refusal,
-                        held_routing: false,
-                    });
+                    let refused = Staged::PlatformRefused { qos, packet_id, topic: publish.topic, refusal, held_routing: false };
+                    return self.stage_ready(refused, turn);
                 }
             },
         };
-        self.accept(message, qos, packet_id, write);
+        self.accept(message, qos, packet_id, write, turn);
     }
 
     /// An accepted publish. Routed now, unless a publish queued ahead of it has yet to be routed
     /// (arrival order) or it is QoS 2 with a platform write to wait for (a resend after a crash
     /// must not deliver it twice); acknowledged in arrival order once `write` is durable.
-    fn accept(&mut self, message: Arc<Message>, qos: QoS, packet_id: u16, write: Option<PlatformWrite>) {
+    fn accept(&mut self, message: Arc<Message>, qos: QoS, packet_id: u16, write: Option<PlatformWrite>, turn: Turn) {
         let topic = message.topic.clone();
-        if self.routes_held > 0 || (qos == QoS::ExactlyOnce && write.is_some()) {
+        // At the head of the stage nothing ahead of it is left to route.
+        let behind = turn == Turn::Arrived && self.routes_held > 0;
+        if behind || (qos == QoS::ExactlyOnce && write.is_some()) {
             self.routes_held += 1;
-            self.staged.push_back(Box::pin(async move {
-                if let Some(write) = write
-                    && let Err(refusal) = write.await
-                {
-                    return Staged::PlatformRefused { qos, packet_id, topic, refusal, held_routing: true };
-                }
-                Staged::Accept { message, qos, packet_id }
-            }));
-            return;
+            return self.push_staged(
+                turn,
+                Box::pin(async move {
+                    if let Some(write) = write
+                        && let Err(refusal) = write.await
+                    {
+                        return Staged::PlatformRefused { qos, packet_id, topic, refusal, held_routing: true };
+                    }
+                    Staged::Accept { message, qos, packet_id }
+                }),
+            );
         }
         let routed = self.route(message, qos, packet_id);
         match write {
-            None => self.stage_ready(routed),
-            Some(write) => self.staged.push_back(Box::pin(async move {
-                match write.await {
-                    Ok(()) => routed,
-                    Err(refusal) => Staged::PlatformRefused { qos, packet_id, topic, refusal, held_routing: false },
-                }
-            })),
+            None => self.stage_ready(routed, turn),
+            Some(write) => self.push_staged(
+                turn,
+                Box::pin(async move {
+                    match write.await {
+                        Ok(()) => routed,
+                        Err(refusal) => Staged::PlatformRefused { qos, packet_id, topic, refusal, held_routing: false },
+                    }
+                }),
+            ),
+        }
+    }
+
+    /// Queues what a publish waits for next: behind everything staged when it just arrived; at
+    /// the head when it was the head already, so it keeps its place ahead of later publishes.
+    fn push_staged(&mut self, turn: Turn, next: BoxFuture<'static, Staged>) {
+        match turn {
+            Turn::Arrived => self.staged.push_back(next),
+            Turn::Head => self.staged.push_front(next),
         }
     }
 
@@ -216,21 +284,20 @@ impl Connection {
         }
     }
 
-    /// The tenant a message on `topic` from this client belongs to.
-    pub(super) fn origin_tenant(&self, topic_name: &str) -> Option<Arc<str>> {
-        match topic::device_of(topic_name) {
+    /// The tenant a message from this client belongs to, given the tenant of the device its
+    /// topic names when [`acl::device_to_resolve`] asked for it.
+    pub(super) fn origin_tenant(&self, device_tenant: Option<String>) -> Option<Arc<str>> {
+        match &*self.identity {
             // A device, or a gateway for its children, which the registry keeps in its tenant.
-            Some(device) => match &*self.identity {
-                Identity::Device { .. } => self.tenant.clone(),
-                _ => self.state.hooks.device_tenant(device).map(Arc::from).or_else(|| self.tenant.clone()),
-            },
-            None => self.tenant.clone(),
+            Identity::Device { .. } => self.tenant.clone(),
+            _ => device_tenant.map(Arc::from).or_else(|| self.tenant.clone()),
         }
     }
 
-    /// Handles `staged` now if nothing is ahead of it, else queues it behind the others.
-    fn stage_ready(&mut self, staged: Staged) {
-        if self.staged.is_empty() {
+    /// Handles `staged` now if nothing is ahead of it (or it is the head), else queues it behind
+    /// the others.
+    fn stage_ready(&mut self, staged: Staged, turn: Turn) {
+        if turn == Turn::Head || self.staged.is_empty() {
             self.on_staged(staged);
         } else {
             if staged.holds_routing() {
@@ -251,6 +318,10 @@ impl Connection {
     /// A publish's turn (in arrival order): route it if not yet done, and acknowledge it.
     fn on_staged(&mut self, staged: Staged) {
         match staged {
+            Staged::Resolved(looked) => {
+                let Looked { publish, topic, device_tenant, message_id } = *looked;
+                self.decide(publish, topic, device_tenant, Some(message_id), Turn::Head);
+            }
             Staged::Accept { message, qos, packet_id } => {
                 let routed = self.route(message, qos, packet_id);
                 self.on_staged(routed);

@@ -338,10 +338,10 @@ impl Connection {
                 if let Some(will) = self.will.take()
                     && will.properties.will_delay_interval.unwrap_or(0) == 0
                 {
-                    self.publish_will_now(will);
+                    self.publish_will_now(will).await;
                 }
             }
-            _ => self.release_will(),
+            _ => self.release_will().await,
         }
         self.state.detach(&self.session, self.generation);
         tracing::debug!(client_id = %self.client_id, ?exit, "connection closed");

@@ -3,7 +3,7 @@
 //! size, and the will.
 
 use std::sync::{Arc, LazyLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::Connection;
 use super::inbound::Staged;
@@ -148,10 +148,15 @@ impl Connection {
         Written::Yes
     }
 
-    /// The will as a routable message.
-    fn will_message(&self, will: Box<LastWill>) -> Arc<Message> {
+    /// The will as a routable message. `&mut self` only so the connection's task stays `Send`
+    /// across the tenant lookup.
+    async fn will_message(&mut self, will: Box<LastWill>) -> Arc<Message> {
         let will = *will;
-        let origin_tenant = self.origin_tenant(&will.topic);
+        let device_tenant = match crate::acl::device_to_resolve(&self.identity, &will.topic) {
+            Some(device) => crate::hooks::device_tenant(&*self.state.hooks, device).await,
+            None => None,
+        };
+        let origin_tenant = self.origin_tenant(device_tenant);
         Arc::new(Message {
             id: self.state.new_message_id(),
             topic: Arc::from(will.topic.as_str()),
@@ -165,23 +170,24 @@ impl Connection {
         })
     }
 
-    pub(super) fn publish_will_now(&mut self, will: Box<LastWill>) {
-        let message = self.will_message(will);
+    pub(super) async fn publish_will_now(&mut self, will: Box<LastWill>) {
+        let message = self.will_message(will).await;
         self.state.publish_will(message, &self.identity);
     }
 
     /// The connection ended without a clean DISCONNECT: publish the will now or schedule it
     /// after min(will delay, session expiry).
-    pub(super) fn release_will(&mut self) {
+    pub(super) async fn release_will(&mut self) {
         let Some(will) = self.will.take() else { return };
         let delay_secs = will.properties.will_delay_interval.unwrap_or(0).min(self.session_expiry_secs);
         if delay_secs == 0 {
-            return self.publish_will_now(will);
+            return self.publish_will_now(will).await;
         }
-        let message = self.will_message(will);
+        let message = self.will_message(will).await;
         self.state.wills.schedule(PendingWill {
             client_id: self.client_id.clone(),
-            due: Instant::now() + Duration::from_secs(u64::from(delay_secs)),
+            // By the broker's clock, like the session expiry it is bounded by (see `will.rs`).
+            due_ns: self.state.clock.now_ns().saturating_add(i64::from(delay_secs) * 1_000_000_000),
             message,
             identity: self.identity.clone(),
         });
@@ -197,6 +203,10 @@ impl Connection {
                 Ok(Some(Staged::Accept { message, .. })) => {
                     self.state.route(message);
                 }
+                // It waited for its device's tenant only; had that been at hand, it would have
+                // been routed before the connection ended. (Its acknowledgement, like any after
+                // the close, is never sent.)
+                Ok(Some(resolved @ Staged::Resolved(_))) => self.on_dequeued(resolved),
                 Ok(Some(_)) => {}
                 Ok(None) | Err(_) => break,
             }

@@ -7,6 +7,8 @@
 mod commands;
 mod connected;
 mod login;
+#[cfg(test)]
+mod tests;
 
 pub use commands::{carry_commands, disconnect_on_credential_changes};
 pub use connected::ConnectedDevices;
@@ -14,6 +16,7 @@ pub use connected::ConnectedDevices;
 use crate::codec::ReasonCode;
 use crate::hooks::{
     BrokerHooks, ConnectRefusal, ConnectRequest, DisconnectKind, Identity, InboundPublish, PlatformWrite, PublishRefusal,
+    TenantLookup,
 };
 use crate::topic::PlatformTopic;
 use async_trait::async_trait;
@@ -109,22 +112,26 @@ impl BrokerHooks for PlatformDoor {
 
     fn device_tenant(&self, device: &str) -> Option<String> {
         // Asked when an application publishes to a device topic (commands) and when the platform
-        // does. The ACL that asks is synchronous: the first time a device is named, this waits
-        // for the registry; after that its tenant comes from the cache.
-        if let Some(tenant) = lock(&self.tenants).get(device) {
-            return Some(tenant.clone());
-        }
-        let identity = self.identity.clone();
-        let name = device.to_string();
-        let tenant = tokio::task::block_in_place(|| {
-            tokio::runtime::Handle::current().block_on(async move { identity.tenant_of(&name).await.ok().flatten() })
-        })?;
-        let mut cache = lock(&self.tenants);
-        if cache.len() >= MAX_CACHED_TENANTS {
-            cache.clear();
-        }
-        cache.insert(device.to_string(), tenant.as_str().to_string());
-        Some(tenant.as_str().to_string())
+        // does. Only the cache answers here: the broker awaits `resolve_device_tenant` for the
+        // rest, so no connection task holds a runtime thread while the registry answers.
+        lock(&self.tenants).get(device).cloned()
+    }
+
+    fn resolve_device_tenant(&self, device: &str) -> TenantLookup {
+        let (identity, tenants, name) = (self.identity.clone(), self.tenants.clone(), device.to_string());
+        Box::pin(async move {
+            // Another connection may have looked it up since the broker asked the cache.
+            if let Some(tenant) = lock(&tenants).get(&name) {
+                return Some(tenant.clone());
+            }
+            let tenant = identity.tenant_of(&name).await.ok().flatten()?.as_str().to_string();
+            let mut cache = lock(&tenants);
+            if cache.len() >= MAX_CACHED_TENANTS {
+                cache.clear();
+            }
+            cache.insert(name, tenant.clone());
+            Some(tenant)
+        })
     }
 
     fn on_connected(&self, who: &Identity, _client_id: &str) {

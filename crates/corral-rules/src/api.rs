@@ -1,11 +1,11 @@
-//! What people and programs do with rules, alarms and the outbox (REST and CLI call these).
+//! What people and programs do with rules and alarms (REST and CLI call these; the outbox's
+//! calls are in `outbox.rs`).
 //! `tenant` is the caller's scope: a tenant-scoped caller sees and touches only its tenant's
 //! rules and alarms; everything else answers "not found", so ids of other tenants do not leak.
 
 use crate::alarm::{Alarm, AlarmStatus};
 use crate::engine::ActiveRule;
 use crate::error::RulesError;
-use crate::outbox::{Entry, entry_from_row};
 use crate::spec::{ActionSpec, AlarmEvent, RuleSpec};
 use crate::{Rules, db};
 use serde::Serialize;
@@ -339,57 +339,5 @@ impl Rules {
             author: by.to_string(),
             text: text.to_string(),
         })
-    }
-
-    /// Outbox entries, newest first, by state (`pending`, `delivered`, `dead`).
-    pub async fn outbox(
-        &self,
-        state: Option<&str>,
-        tenant: Option<&str>,
-        limit: usize,
-        before: Option<i64>,
-    ) -> Result<Vec<Entry>, RulesError> {
-        let rows = sqlx::query(
-            "SELECT o.* FROM outbox o LEFT JOIN alarms a ON a.id = o.alarm_id
-             WHERE (?1 IS NULL OR o.state = ?1) AND (?2 IS NULL OR a.tenant = ?2) AND (?3 IS NULL OR o.id < ?3)
-             ORDER BY o.id DESC LIMIT ?4",
-        )
-        .bind(state)
-        .bind(tenant)
-        .bind(before)
-        .bind(limit.clamp(1, 1_000) as i64)
-        .fetch_all(&self.inner.pool)
-        .await?;
-        Ok(rows.iter().map(entry_from_row).collect::<Result<_, _>>()?)
-    }
-
-    /// Puts a dead (or pending) entry back in line for immediate delivery, with a fresh budget.
-    pub async fn retry_delivery(&self, id: i64, tenant: Option<&str>) -> Result<Entry, RulesError> {
-        let visible = self.outbox_entry(id, tenant).await?;
-        if visible.state == "delivered" {
-            return Err(RulesError::Conflict(format!("outbox entry {id} was already delivered")));
-        }
-        let was_dead = visible.state == "dead";
-        sqlx::query("UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = ? WHERE id = ?")
-            .bind(self.inner.clock.now_ms())
-            .bind(id)
-            .execute(&self.inner.pool)
-            .await?;
-        if was_dead {
-            self.inner.metrics.outbox_pending.fetch_add(1, Ordering::Relaxed);
-        }
-        self.inner.wake_outbox.notify_one();
-        self.outbox_entry(id, tenant).await
-    }
-
-    async fn outbox_entry(&self, id: i64, tenant: Option<&str>) -> Result<Entry, RulesError> {
-        let row = sqlx::query(
-            "SELECT o.* FROM outbox o LEFT JOIN alarms a ON a.id = o.alarm_id WHERE o.id = ?1 AND (?2 IS NULL OR a.tenant = ?2)",
-        )
-        .bind(id)
-        .bind(tenant)
-        .fetch_optional(&self.inner.pool)
-        .await?;
-        row.as_ref().map(entry_from_row).transpose()?.ok_or_else(|| RulesError::NotFound(format!("outbox entry {id}")))
     }
 }

@@ -1,6 +1,12 @@
 //! The rules room's own SQLite file (`<data>/rules.db`): rules, alarms with their comments, and
-//! the outbox. WAL journal with `synchronous=FULL`: a committed outbox entry survives `kill -9`
-//! and power loss, which is what "delivered at least once" stands on.
+//! the outbox (its table is `corral-outbox`'s, created and migrated here so alarms and their
+//! entries share one file and one transaction). WAL journal with `synchronous=FULL`: a committed
+//! outbox entry survives `kill -9` and power loss, which is what "delivered at least once" stands
+//! on.
+//!
+//! Versions (`PRAGMA user_version`): 1 had the outbox keyed by alarm (`alarm_id`, `rule_id`,
+//! `action`); 2 has the shared outbox table (`owner_kind`/`owner_id`, `tenant`, `target`), and
+//! [`open`] moves a version-1 file's entries over in place.
 
 use crate::alarm::{Alarm, AlarmStatus};
 use crate::error::RulesError;
@@ -10,7 +16,7 @@ use sqlx::{Row, Sqlite, Transaction};
 use std::path::Path;
 use std::time::Duration;
 
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE rules (
@@ -49,22 +55,27 @@ CREATE TABLE alarm_comments (
     author    TEXT NOT NULL,
     text      TEXT NOT NULL
 ) STRICT;
-CREATE TABLE outbox (
-    id               INTEGER PRIMARY KEY,
-    idempotency_key  TEXT NOT NULL UNIQUE,
-    alarm_id         INTEGER NOT NULL,
-    rule_id          INTEGER NOT NULL,
-    event            TEXT NOT NULL,
-    action           TEXT NOT NULL,
-    payload          TEXT NOT NULL,
-    state            TEXT NOT NULL,
-    attempts         INTEGER NOT NULL DEFAULT 0,
-    next_attempt_at  INTEGER NOT NULL,
-    last_error       TEXT,
-    created_at       INTEGER NOT NULL,
-    delivered_at     INTEGER
-) STRICT;
-CREATE INDEX outbox_due ON outbox (state, next_attempt_at);
+";
+
+/// Version 1 → 2, first half: the old table steps aside (its index goes, the new table's index
+/// takes the name).
+const OUTBOX_V1_TO_V2_MOVE: &str = "
+DROP INDEX outbox_due;
+ALTER TABLE outbox RENAME TO outbox_v1;
+";
+
+/// Version 1 → 2, second half: every entry moves to the new table with its id, state and
+/// timings. The alarm is the owner; the tenant, which lists read through a join on the alarm,
+/// is copied from it; the rule id goes into the target JSON beside the action and the device.
+/// An action that is not JSON stays as it was (unreadable, as before: skipped, never sent).
+const OUTBOX_V1_TO_V2_COPY: &str = "
+INSERT INTO outbox (id, idempotency_key, owner_kind, owner_id, tenant, event, target, payload, state, attempts,
+                    next_attempt_at, last_error, created_at, delivered_at)
+SELECT o.id, o.idempotency_key, 'alarm', o.alarm_id, (SELECT a.tenant FROM alarms a WHERE a.id = o.alarm_id), o.event,
+       CASE WHEN json_valid(o.action) THEN json_set(o.action, '$.rule_id', o.rule_id) ELSE o.action END,
+       o.payload, o.state, o.attempts, o.next_attempt_at, o.last_error, o.created_at, o.delivered_at
+FROM outbox_v1 o;
+DROP TABLE outbox_v1;
 ";
 
 pub async fn open(path: &Path) -> Result<SqlitePool, RulesError> {
@@ -86,6 +97,15 @@ pub async fn open(path: &Path) -> Result<SqlitePool, RulesError> {
     }
     if version == 0 {
         sqlx::raw_sql(SCHEMA).execute(&mut *tx).await?;
+        corral_outbox::schema::create(&mut tx).await?;
+    }
+    if version == 1 {
+        sqlx::raw_sql(OUTBOX_V1_TO_V2_MOVE).execute(&mut *tx).await?;
+        corral_outbox::schema::create(&mut tx).await?;
+        sqlx::raw_sql(OUTBOX_V1_TO_V2_COPY).execute(&mut *tx).await?;
+        tracing::info!(path = %path.display(), "rules database upgraded to schema version 2 (shared outbox table)");
+    }
+    if version < SCHEMA_VERSION {
         sqlx::raw_sql(&format!("PRAGMA user_version = {SCHEMA_VERSION}")).execute(&mut *tx).await?;
     }
     tx.commit().await?;

@@ -19,6 +19,19 @@ pub enum RulesError {
     Storage(#[from] sqlx::Error),
 }
 
+/// The outbox's failures in the rules' words: the messages the outbox API has always given.
+impl From<corral_outbox::OutboxError> for RulesError {
+    fn from(e: corral_outbox::OutboxError) -> Self {
+        use corral_outbox::OutboxError;
+        match e {
+            OutboxError::NotFound(id) => RulesError::NotFound(format!("outbox entry {id}")),
+            OutboxError::AlreadyDelivered(id) => RulesError::Conflict(format!("outbox entry {id} was already delivered")),
+            OutboxError::Target(e) => RulesError::Storage(sqlx::Error::Encode(Box::new(e))),
+            OutboxError::Storage(e) => RulesError::Storage(e),
+        }
+    }
+}
+
 impl RulesError {
     pub fn invalid(message: impl Into<String>) -> Self {
         RulesError::Invalid(message.into())

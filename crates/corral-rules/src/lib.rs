@@ -4,8 +4,8 @@
 //! pipeline ──(durable batches)──► Rules::observe ──► rules task: evaluate ──► alarm book ──► rules.db
 //!                                                      (vectorized, per table)      │  (alarms + outbox,
 //!                       clock ──► absence checks ──────────────┘                    │   one transaction)
-//!                                                                 Deliverer ◄───────┘
-//!                                             webhook (signed) · NATS · MQTT republish · device command
+//!                                              corral-outbox delivery loop ◄───────┘
+//!                                  deliver::Actions: webhook (signed) · NATS · MQTT republish · device command
 //! ```
 //!
 //! A rule is a SQL boolean expression over a message's fields and its device's attributes
@@ -139,24 +139,19 @@ impl Rules {
         config.webhooks.validate().map_err(|e| RulesError::invalid(format!("rules.webhooks: {e}")))?;
         let pool = db::open(path).await?;
         let metrics = Arc::new(metrics::Metrics::default());
-        let shared = Arc::new(task::Shared::load(pool.clone(), platform.clone(), clock.clone(), metrics.clone()).await?);
+        let retry = config.outbox.retry_policy();
+        let outbox = Arc::new(corral_outbox::Outbox::open(pool.clone(), retry, clock.clone(), &outbox::METRIC_NAMES).await?);
+        let shared = Arc::new(task::Shared::load(pool, platform.clone(), clock, metrics, outbox.clone()).await?);
         let (queue, observations) = mpsc::channel(config.queue.max(1));
-        let deliverer = outbox::Deliverer {
-            pool,
-            config: config.outbox.clone(),
-            webhook: deliver::webhook::WebhookClient::new(
-                config.webhooks.clone(),
-                std::time::Duration::from_millis(config.outbox.timeout_ms),
-            )
-            .map_err(RulesError::Invalid)?,
-            nats: deliver::nats::NatsPublisher::new(std::time::Duration::from_millis(config.outbox.timeout_ms)),
+        let attempt_timeout = std::time::Duration::from_millis(config.outbox.timeout_ms);
+        let actions = deliver::Actions {
+            webhook: deliver::webhook::WebhookClient::new(config.webhooks.clone(), attempt_timeout)
+                .map_err(RulesError::Invalid)?,
+            nats: deliver::nats::NatsPublisher::new(attempt_timeout),
             platform,
             commands,
-            clock,
-            wake: shared.wake_outbox.clone(),
-            metrics,
         };
-        tokio::spawn(deliverer.run());
+        tokio::spawn(outbox.run(actions));
         let timing = task::Timing {
             absence_every: std::time::Duration::from_millis(config.absence_check_ms.max(10)),
             linger: std::time::Duration::from_millis(config.linger_ms),
@@ -214,7 +209,7 @@ impl Rules {
 
     /// Prometheus lines for `/metrics`.
     pub fn render_metrics(&self, out: &mut String) {
-        self.inner.metrics.render_prometheus(out);
+        self.inner.metrics.render_prometheus(out, &self.inner.outbox);
     }
 }
 

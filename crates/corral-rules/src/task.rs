@@ -5,17 +5,18 @@
 use crate::alarm::{Alarm, Book, Transition};
 use crate::engine::{ActiveRule, DeviceFacts, Engine};
 use crate::metrics::Metrics;
-use crate::outbox::{self, NewEntry};
+use crate::outbox::{self, Target};
 use crate::spec::AlarmEvent;
 use crate::{Observation, Platform, db};
 use corral_model::Row;
+use corral_outbox::{NewEntry, Outbox};
 use corral_services::Clock;
 use sqlx::SqlitePool;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::mpsc;
 
 /// Device facts are re-read from the registry after this long, so attribute edits reach rules.
 const FACTS_TTL: Duration = Duration::from_secs(10);
@@ -51,8 +52,8 @@ pub(crate) struct Shared {
     pub enabled: std::sync::atomic::AtomicUsize,
     /// Observations handed over and not yet evaluated and committed.
     pub unsettled: std::sync::atomic::AtomicUsize,
-    /// Wakes the deliverer when new outbox entries were committed.
-    pub wake_outbox: Arc<Notify>,
+    /// The durable outbox in the same database: alarm changes and their entries commit together.
+    pub outbox: Arc<Outbox>,
     facts: Mutex<HashMap<String, (Arc<DeviceFacts>, Instant)>>,
 }
 
@@ -62,6 +63,7 @@ impl Shared {
         platform: Arc<dyn Platform>,
         clock: Arc<dyn Clock>,
         metrics: Arc<Metrics>,
+        outbox: Arc<Outbox>,
     ) -> Result<Shared, crate::RulesError> {
         let mut engine = Engine::default();
         for (id, spec) in crate::api::load_specs(&pool).await? {
@@ -75,9 +77,7 @@ impl Shared {
             engine.mark_raised(alarm.rule_id, &alarm.device);
         }
         metrics.alarms_open.store(open.len() as i64, Ordering::Relaxed);
-        let pending: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE state = 'pending'").fetch_one(&pool).await?;
-        metrics.outbox_pending.store(pending, Ordering::Relaxed);
-        tracing::info!(rules = engine.rules.len(), open_alarms = open.len(), outbox_pending = pending, "rules loaded");
+        tracing::info!(rules = engine.rules.len(), open_alarms = open.len(), outbox_pending = outbox.pending(), "rules loaded");
         Ok(Shared {
             pool,
             platform,
@@ -93,7 +93,7 @@ impl Shared {
             }),
             book: Mutex::new(Book::new(open, max_id)),
             flush: tokio::sync::Mutex::new(()),
-            wake_outbox: Arc::new(Notify::new()),
+            outbox,
             facts: Mutex::new(HashMap::new()),
         })
     }
@@ -148,15 +148,7 @@ impl Shared {
             let Some(rule) = engine.rules.iter().find(|r| r.id == alarm.rule_id) else { continue };
             let payload = event_payload(*event, alarm, self.clock.now_ns());
             for (i, action) in rule.spec.actions.iter().enumerate().filter(|(_, a)| a.on().contains(event)) {
-                entries.push(NewEntry {
-                    idempotency_key: format!("alarm-{}-{}-{i}", alarm.id, event.as_str()),
-                    alarm_id: alarm.id,
-                    rule_id: rule.id,
-                    event: *event,
-                    action: action.clone(),
-                    payload: payload.clone(),
-                    device: alarm.device.clone(),
-                });
+                entries.push(outbox::entry(*event, alarm, i, action, &payload));
             }
         }
         if let Err(e) = self.write(&entries).await {
@@ -175,7 +167,7 @@ impl Shared {
         }
     }
 
-    async fn write(&self, entries: &[NewEntry]) -> Result<(), sqlx::Error> {
+    async fn write(&self, entries: &[NewEntry<Target>]) -> Result<(), crate::RulesError> {
         let _serial = self.flush.lock().await;
         let alarms = self.book.lock().expect("book lock").take_changes();
         if alarms.is_empty() && entries.is_empty() {
@@ -183,12 +175,9 @@ impl Shared {
         }
         let mut tx = self.pool.begin().await?;
         db::upsert_alarms(&mut tx, &alarms).await?;
-        outbox::enqueue(&mut tx, entries, self.clock.now_ms()).await?;
+        let added = self.outbox.enqueue(&mut tx, entries).await?;
         tx.commit().await?;
-        if !entries.is_empty() {
-            self.metrics.outbox_pending.fetch_add(entries.len() as i64, Ordering::Relaxed);
-            self.wake_outbox.notify_one();
-        }
+        self.outbox.enqueued(added);
         Ok(())
     }
 

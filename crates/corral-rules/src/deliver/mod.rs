@@ -1,30 +1,76 @@
-//! How an action reaches the world outside Corral: a signed webhook POST or a NATS publish.
-//! The outbox decides *when* to try (and retries); this module makes one attempt and says
-//! whether a failure is worth retrying.
+//! How an action reaches the world outside Corral: a signed webhook POST, a NATS publish, an MQTT
+//! republish or a device command. The outbox (`corral-outbox`) decides *when* to try, and
+//! retries; `Actions` makes one attempt and says whether a failure is worth retrying.
 
 pub mod nats;
 pub mod policy;
 pub mod webhook;
 
-/// Why one delivery attempt failed. `retryable: false` (a target the policy denies, a malformed
-/// URL) goes straight to the dead-letter; everything else is tried again later.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AttemptError {
-    pub message: String,
-    pub retryable: bool,
+pub use corral_outbox::AttemptError;
+
+use crate::Platform;
+use crate::outbox::Target;
+use corral_outbox::Delivery;
+use nats::NatsPublisher;
+use std::sync::Arc;
+use webhook::WebhookClient;
+
+/// The rules' half of the outbox: carries one entry to the target its action names. Owned by the
+/// outbox's delivery loop for the life of the server.
+pub(crate) struct Actions {
+    pub webhook: WebhookClient,
+    pub nats: NatsPublisher,
+    pub platform: Arc<dyn Platform>,
+    /// Command actions go to the devices through it, whatever their door.
+    pub commands: Arc<dyn corral_services::Commands>,
 }
 
-impl AttemptError {
-    pub fn retry(message: impl Into<String>) -> Self {
-        AttemptError { message: message.into(), retryable: true }
+impl corral_outbox::Deliver for Actions {
+    type Target = Target;
+
+    fn kind(&self, target: &Target) -> &'static str {
+        target.spec.kind()
     }
-    pub fn permanent(message: impl Into<String>) -> Self {
-        AttemptError { message: message.into(), retryable: false }
+
+    async fn deliver(&self, d: &Delivery<Target>) -> Result<(), AttemptError> {
+        use crate::spec::ActionSpec;
+        match &d.target.spec {
+            ActionSpec::Webhook { url, secret, .. } => {
+                let event = format!("alarm.{}", d.event);
+                let secret = secret.as_deref().unwrap_or_default();
+                self.webhook.post(url, secret, &d.idempotency_key, &event, d.payload.as_bytes()).await
+            }
+            ActionSpec::Nats { url, subject, .. } => {
+                let alarm: serde_json::Value = serde_json::from_str(&d.payload).unwrap_or_default();
+                let subject = expand_from(subject, &alarm, &d.event);
+                self.nats.publish(url, &subject, &d.idempotency_key, d.payload.as_bytes()).await
+            }
+            ActionSpec::Mqtt { topic, .. } => {
+                let event: serde_json::Value = serde_json::from_str(&d.payload).unwrap_or_default();
+                let topic = expand_from(topic, &event, &d.event);
+                let tenant = event["alarm"]["tenant"].as_str().unwrap_or_default();
+                self.platform.publish(&topic, d.payload.clone().into_bytes(), tenant).await.map_err(AttemptError::retry)
+            }
+            ActionSpec::Command { name, payload, .. } => {
+                let event: serde_json::Value = serde_json::from_str(&d.payload).unwrap_or_default();
+                let body = if payload.is_null() { d.payload.clone() } else { payload.to_string() };
+                let tenant = event["alarm"]["tenant"].as_str().and_then(|t| corral_model::TenantId::new(t).ok());
+                let device = d.target.device.as_str();
+                match corral_model::DeviceId::new(device) {
+                    Ok(device) => {
+                        let command = corral_services::Command::new(device, tenant, name.as_str(), body.into_bytes(), None);
+                        self.commands.send(command).await.map_err(|e| AttemptError::retry(e.message))
+                    }
+                    Err(e) => Err(AttemptError::permanent(format!("command for {device}: {e}"))),
+                }
+            }
+        }
     }
 }
 
-impl std::fmt::Display for AttemptError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.message)
-    }
+/// Expands a topic or subject template from the event JSON.
+fn expand_from(template: &str, event: &serde_json::Value, kind: &str) -> String {
+    let alarm = &event["alarm"];
+    let s = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
+    crate::spec::expand(template, &s(&alarm["device"]), &s(&alarm["tenant"]), &s(&alarm["rule"]), kind)
 }

@@ -15,14 +15,9 @@ if [ "${1:-}" = --dtls ]; then
   workload=coaps
   shift
 fi
-if ! command -v coap-server-notls >/dev/null; then
-  if [ "$(id -u)" = 0 ]; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libcoap3-bin
-  else
-    echo "missing: libcoap3-bin (sudo apt-get install libcoap3-bin)" >&2
-    exit 1
-  fi
-fi
+# Installs libcoap3-bin if missing (scripts/bench-deps.sh).
+. scripts/bench-deps.sh
+install_libcoap
 cargo build --release --locked -p corral -p corral-bench
 export CORRAL_BENCH_DIR="${CORRAL_BENCH_DIR:-$PWD/target/bench}"
 mkdir -p "$CORRAL_BENCH_DIR"

@@ -9,15 +9,9 @@
 #        scripts/bench-mqtt.sh --scenarios fan-in-qos0,fan-in-qos1,idle,latency --idle 50000 --runs 3 --json
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if ! command -v mosquitto >/dev/null && [ ! -x /usr/sbin/mosquitto ]; then
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null
-fi
-# The Debian package starts a system broker on port 1883; the benchmark uses its own, so make
-# sure that one does not compete for the CPU.
-if command -v systemctl >/dev/null && systemctl is-active --quiet mosquitto 2>/dev/null; then
-  systemctl stop mosquitto || true
-fi
+# Installs mosquitto if missing and stops the system broker the package starts (scripts/bench-deps.sh).
+. scripts/bench-deps.sh
+install_mosquitto
 cargo build --release --locked -p corral -p corral-bench
 export CORRAL_BENCH_DIR="${CORRAL_BENCH_DIR:-$PWD/target/bench}"
 mkdir -p "$CORRAL_BENCH_DIR"

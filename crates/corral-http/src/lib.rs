@@ -97,7 +97,7 @@ pub struct AppState {
     /// `GET /mqtt` hands WebSocket connections here; `None` when MQTT is off.
     pub mqtt_ws: Option<Arc<dyn MqttOverWebSocket>>,
     /// Rules, alarms and the outbox.
-    pub rules: corral_rules::Rules,
+    pub rules: Arc<dyn corral_rules::RulesService>,
     pub online: Arc<dyn OnlineStatus>,
     /// The tenants' certificate authorities.
     pub authorities: Arc<dyn corral_pki::Pki>,

@@ -1,13 +1,15 @@
-//! What people and programs do with rules and alarms (REST and CLI call these; the outbox's
-//! calls are in `outbox.rs`).
+//! What people and programs do with rules and alarms: [`RuleBook`] and [`AlarmBoard`] for
+//! [`Rules`] (the outbox's calls are in `outbox.rs`).
 //! `tenant` is the caller's scope: a tenant-scoped caller sees and touches only its tenant's
 //! rules and alarms; everything else answers "not found", so ids of other tenants do not leak.
 
 use crate::alarm::{Alarm, AlarmStatus};
 use crate::engine::ActiveRule;
 use crate::error::RulesError;
+use crate::service::{AlarmBoard, RuleBook};
 use crate::spec::{ActionSpec, AlarmEvent, RuleSpec};
 use crate::{Rules, db};
+use async_trait::async_trait;
 use serde::Serialize;
 use sqlx::{Row, SqlitePool};
 use std::sync::atomic::Ordering;
@@ -83,10 +85,9 @@ fn visible(rule_tenant: Option<&str>, scope: Option<&str>) -> bool {
     scope.is_none_or(|s| rule_tenant == Some(s))
 }
 
-impl Rules {
-    /// Validates and stores a rule; it applies to the next message. Webhook actions without a
-    /// secret get a generated one, returned here (and by `replace_rule`) once, unredacted.
-    pub async fn create_rule(&self, mut spec: RuleSpec, by: &str, tenant: Option<&str>) -> Result<Rule, RulesError> {
+#[async_trait]
+impl RuleBook for Rules {
+    async fn create_rule(&self, mut spec: RuleSpec, by: &str, tenant: Option<&str>) -> Result<Rule, RulesError> {
         self.prepare(&mut spec, tenant, None)?;
         let now = self.inner.clock.now_ms();
         let id: i64 = sqlx::query_scalar(
@@ -105,9 +106,7 @@ impl Rules {
         self.stored_rule(id).await?.ok_or_else(|| RulesError::NotFound(format!("rule {id}")))
     }
 
-    /// Replaces a rule's definition. Devices' pending `for` timers and windows start afresh;
-    /// open alarms stay open. A webhook given without a secret keeps the one it had.
-    pub async fn replace_rule(&self, id: i64, mut spec: RuleSpec, by: &str, tenant: Option<&str>) -> Result<Rule, RulesError> {
+    async fn replace_rule(&self, id: i64, mut spec: RuleSpec, by: &str, tenant: Option<&str>) -> Result<Rule, RulesError> {
         let old = self.rule(id, tenant).await?;
         let previous = self.stored_rule(id).await?.map(|r| r.spec);
         self.prepare(&mut spec, tenant, previous.as_ref())?;
@@ -124,8 +123,7 @@ impl Rules {
         self.stored_rule(id).await?.ok_or_else(|| RulesError::NotFound(format!("rule {id}")))
     }
 
-    /// Removes a rule; its open alarms are cleared, recording who removed it.
-    pub async fn delete_rule(&self, id: i64, by: &str, tenant: Option<&str>) -> Result<(), RulesError> {
+    async fn delete_rule(&self, id: i64, by: &str, tenant: Option<&str>) -> Result<(), RulesError> {
         self.rule(id, tenant).await?;
         sqlx::query("DELETE FROM rules WHERE id = ?").bind(id).execute(&self.inner.pool).await?;
         let mut state = self.inner.state.lock().await;
@@ -144,7 +142,7 @@ impl Rules {
         Ok(())
     }
 
-    pub async fn rules(&self, tenant: Option<&str>) -> Result<Vec<Rule>, RulesError> {
+    async fn rules(&self, tenant: Option<&str>) -> Result<Vec<Rule>, RulesError> {
         let rows = sqlx::query("SELECT * FROM rules WHERE ?1 IS NULL OR tenant = ?1 ORDER BY id")
             .bind(tenant)
             .fetch_all(&self.inner.pool)
@@ -152,15 +150,122 @@ impl Rules {
         rows.iter().map(|r| rule_from_row(r).map(Rule::redacted)).collect()
     }
 
-    /// A rule as the API shows it (secrets redacted), if `tenant` may see it.
-    pub async fn rule(&self, id: i64, tenant: Option<&str>) -> Result<Rule, RulesError> {
+    async fn rule(&self, id: i64, tenant: Option<&str>) -> Result<Rule, RulesError> {
         let rule = self.stored_rule(id).await?.ok_or_else(|| RulesError::NotFound(format!("rule {id}")))?;
         if !visible(rule.spec.tenant.as_deref(), tenant) {
             return Err(RulesError::NotFound(format!("rule {id}")));
         }
         Ok(rule.redacted())
     }
+}
 
+#[async_trait]
+impl AlarmBoard for Rules {
+    async fn alarms(&self, f: &AlarmFilter) -> Result<Vec<Alarm>, RulesError> {
+        let rows = sqlx::query(
+            "SELECT * FROM alarms WHERE (?1 IS NULL OR tenant = ?1) AND (?2 IS NULL OR device = ?2) AND (?3 IS NULL OR rule_id = ?3)
+               AND (?4 IS NULL OR status = ?4) AND (?5 = 0 OR status != 'cleared') AND (?6 IS NULL OR severity = ?6)
+               AND (?7 IS NULL OR id < ?7)
+             ORDER BY id DESC LIMIT ?8",
+        )
+        .bind(&f.tenant)
+        .bind(&f.device)
+        .bind(f.rule_id)
+        .bind(f.status.map(AlarmStatus::as_str))
+        .bind(f.open)
+        .bind(&f.severity)
+        .bind(f.before)
+        .bind(f.limit.clamp(1, 1_000) as i64)
+        .fetch_all(&self.inner.pool)
+        .await?;
+        Ok(rows.iter().map(db::alarm_from_row).collect::<Result<_, _>>()?)
+    }
+
+    async fn alarm(&self, id: i64, tenant: Option<&str>) -> Result<(Alarm, Vec<Comment>), RulesError> {
+        let open = self.inner.book.lock().expect("book lock").get(id).cloned();
+        if let Some(open) = open {
+            if visible(Some(&open.tenant), tenant) {
+                return Ok((open, self.comments(id).await?));
+            }
+            return Err(RulesError::NotFound(format!("alarm {id}")));
+        }
+        let row = sqlx::query("SELECT * FROM alarms WHERE id = ?").bind(id).fetch_optional(&self.inner.pool).await?;
+        let alarm = row.as_ref().map(db::alarm_from_row).transpose()?.filter(|a| visible(Some(&a.tenant), tenant));
+        let alarm = alarm.ok_or_else(|| RulesError::NotFound(format!("alarm {id}")))?;
+        Ok((alarm, self.comments(id).await?))
+    }
+
+    async fn acknowledge(&self, id: i64, by: &str, tenant: Option<&str>) -> Result<Alarm, RulesError> {
+        let (alarm, _) = self.alarm(id, tenant).await?;
+        if alarm.acknowledged_at.is_some() {
+            return Ok(alarm);
+        }
+        let now = self.inner.clock.now_ns();
+        let acked = self.inner.book.lock().expect("book lock").acknowledge(id, by, now);
+        match acked {
+            Some(acked) => {
+                let state = self.inner.state.lock().await;
+                self.inner.commit(&state.engine, vec![(AlarmEvent::Acknowledged, acked.clone())]).await;
+                Ok(acked)
+            }
+            None => {
+                sqlx::query(
+                    "UPDATE alarms SET acknowledged_by = ?, acknowledged_at = ? WHERE id = ? AND acknowledged_at IS NULL",
+                )
+                .bind(by)
+                .bind(now)
+                .bind(id)
+                .execute(&self.inner.pool)
+                .await?;
+                Ok(self.alarm(id, tenant).await?.0)
+            }
+        }
+    }
+
+    async fn clear(&self, id: i64, by: &str, tenant: Option<&str>) -> Result<Alarm, RulesError> {
+        let (alarm, _) = self.alarm(id, tenant).await?;
+        if alarm.status == AlarmStatus::Cleared {
+            return Err(RulesError::Conflict(format!("alarm {id} is already cleared")));
+        }
+        let now = self.inner.clock.now_ns();
+        let cleared = self.inner.book.lock().expect("book lock").clear(id, by, now);
+        let cleared = cleared.ok_or_else(|| RulesError::Conflict(format!("alarm {id} is already cleared")))?;
+        let state = self.inner.state.lock().await;
+        self.inner.commit(&state.engine, vec![(AlarmEvent::Cleared, cleared.clone())]).await;
+        Ok(cleared)
+    }
+
+    async fn comment(&self, id: i64, by: &str, text: &str, tenant: Option<&str>) -> Result<Comment, RulesError> {
+        let text = text.trim();
+        if text.is_empty() || text.len() > 4_000 {
+            return Err(RulesError::invalid("text: a comment has 1 to 4000 characters"));
+        }
+        self.alarm(id, tenant).await?;
+        // The alarm row must exist before a comment can reference it.
+        {
+            let state = self.inner.state.lock().await;
+            self.inner.commit(&state.engine, Vec::new()).await;
+        }
+        let at = self.inner.clock.now_ms();
+        let comment_id: i64 =
+            sqlx::query_scalar("INSERT INTO alarm_comments (alarm_id, at, author, text) VALUES (?, ?, ?, ?) RETURNING id")
+                .bind(id)
+                .bind(at)
+                .bind(by)
+                .bind(text)
+                .fetch_one(&self.inner.pool)
+                .await?;
+        Ok(Comment {
+            id: comment_id,
+            alarm_id: id,
+            at: crate::alarm::format_ns(at * 1_000_000),
+            author: by.to_string(),
+            text: text.to_string(),
+        })
+    }
+}
+
+impl Rules {
     /// A rule as stored, secrets included.
     async fn stored_rule(&self, id: i64) -> Result<Option<Rule>, RulesError> {
         let row = sqlx::query("SELECT * FROM rules WHERE id = ?").bind(id).fetch_optional(&self.inner.pool).await?;
@@ -217,40 +322,6 @@ impl Rules {
         Ok(())
     }
 
-    pub async fn alarms(&self, f: &AlarmFilter) -> Result<Vec<Alarm>, RulesError> {
-        let rows = sqlx::query(
-            "SELECT * FROM alarms WHERE (?1 IS NULL OR tenant = ?1) AND (?2 IS NULL OR device = ?2) AND (?3 IS NULL OR rule_id = ?3)
-               AND (?4 IS NULL OR status = ?4) AND (?5 = 0 OR status != 'cleared') AND (?6 IS NULL OR severity = ?6)
-               AND (?7 IS NULL OR id < ?7)
-             ORDER BY id DESC LIMIT ?8",
-        )
-        .bind(&f.tenant)
-        .bind(&f.device)
-        .bind(f.rule_id)
-        .bind(f.status.map(AlarmStatus::as_str))
-        .bind(f.open)
-        .bind(&f.severity)
-        .bind(f.before)
-        .bind(f.limit.clamp(1, 1_000) as i64)
-        .fetch_all(&self.inner.pool)
-        .await?;
-        Ok(rows.iter().map(db::alarm_from_row).collect::<Result<_, _>>()?)
-    }
-
-    pub async fn alarm(&self, id: i64, tenant: Option<&str>) -> Result<(Alarm, Vec<Comment>), RulesError> {
-        let open = self.inner.book.lock().expect("book lock").get(id).cloned();
-        if let Some(open) = open {
-            if visible(Some(&open.tenant), tenant) {
-                return Ok((open, self.comments(id).await?));
-            }
-            return Err(RulesError::NotFound(format!("alarm {id}")));
-        }
-        let row = sqlx::query("SELECT * FROM alarms WHERE id = ?").bind(id).fetch_optional(&self.inner.pool).await?;
-        let alarm = row.as_ref().map(db::alarm_from_row).transpose()?.filter(|a| visible(Some(&a.tenant), tenant));
-        let alarm = alarm.ok_or_else(|| RulesError::NotFound(format!("alarm {id}")))?;
-        Ok((alarm, self.comments(id).await?))
-    }
-
     async fn comments(&self, id: i64) -> Result<Vec<Comment>, RulesError> {
         let rows = sqlx::query("SELECT * FROM alarm_comments WHERE alarm_id = ? ORDER BY id")
             .bind(id)
@@ -267,77 +338,5 @@ impl Rules {
                 })
             })
             .collect()
-    }
-
-    /// Acknowledges an alarm (open or already cleared); acknowledging twice changes nothing.
-    pub async fn acknowledge(&self, id: i64, by: &str, tenant: Option<&str>) -> Result<Alarm, RulesError> {
-        let (alarm, _) = self.alarm(id, tenant).await?;
-        if alarm.acknowledged_at.is_some() {
-            return Ok(alarm);
-        }
-        let now = self.inner.clock.now_ns();
-        let acked = self.inner.book.lock().expect("book lock").acknowledge(id, by, now);
-        match acked {
-            Some(acked) => {
-                let state = self.inner.state.lock().await;
-                self.inner.commit(&state.engine, vec![(AlarmEvent::Acknowledged, acked.clone())]).await;
-                Ok(acked)
-            }
-            None => {
-                sqlx::query(
-                    "UPDATE alarms SET acknowledged_by = ?, acknowledged_at = ? WHERE id = ? AND acknowledged_at IS NULL",
-                )
-                .bind(by)
-                .bind(now)
-                .bind(id)
-                .execute(&self.inner.pool)
-                .await?;
-                Ok(self.alarm(id, tenant).await?.0)
-            }
-        }
-    }
-
-    /// Clears an open alarm by hand. The rule raises a new one only after its condition has been
-    /// false again (otherwise a clear of a still-true condition would bounce straight back).
-    pub async fn clear(&self, id: i64, by: &str, tenant: Option<&str>) -> Result<Alarm, RulesError> {
-        let (alarm, _) = self.alarm(id, tenant).await?;
-        if alarm.status == AlarmStatus::Cleared {
-            return Err(RulesError::Conflict(format!("alarm {id} is already cleared")));
-        }
-        let now = self.inner.clock.now_ns();
-        let cleared = self.inner.book.lock().expect("book lock").clear(id, by, now);
-        let cleared = cleared.ok_or_else(|| RulesError::Conflict(format!("alarm {id} is already cleared")))?;
-        let state = self.inner.state.lock().await;
-        self.inner.commit(&state.engine, vec![(AlarmEvent::Cleared, cleared.clone())]).await;
-        Ok(cleared)
-    }
-
-    pub async fn comment(&self, id: i64, by: &str, text: &str, tenant: Option<&str>) -> Result<Comment, RulesError> {
-        let text = text.trim();
-        if text.is_empty() || text.len() > 4_000 {
-            return Err(RulesError::invalid("text: a comment has 1 to 4000 characters"));
-        }
-        self.alarm(id, tenant).await?;
-        // The alarm row must exist before a comment can reference it.
-        {
-            let state = self.inner.state.lock().await;
-            self.inner.commit(&state.engine, Vec::new()).await;
-        }
-        let at = self.inner.clock.now_ms();
-        let comment_id: i64 =
-            sqlx::query_scalar("INSERT INTO alarm_comments (alarm_id, at, author, text) VALUES (?, ?, ?, ?) RETURNING id")
-                .bind(id)
-                .bind(at)
-                .bind(by)
-                .bind(text)
-                .fetch_one(&self.inner.pool)
-                .await?;
-        Ok(Comment {
-            id: comment_id,
-            alarm_id: id,
-            at: crate::alarm::format_ns(at * 1_000_000),
-            author: by.to_string(),
-            text: text.to_string(),
-        })
     }
 }

@@ -40,6 +40,7 @@ mod error;
 mod metrics;
 mod online;
 mod outbox;
+mod service;
 mod spec;
 mod sql;
 mod task;
@@ -52,6 +53,7 @@ pub use engine::DeviceFacts;
 pub use error::RulesError;
 pub use online::{OfflineWindows, Online};
 pub use outbox::{Entry as OutboxEntry, OutboxConfig};
+pub use service::{AlarmBoard, Deliveries, RuleBook, RulesService};
 pub use spec::{ActionSpec, AlarmEvent, RuleSpec, Scope, Severity};
 pub use sql::AlarmsTable;
 

@@ -7,7 +7,9 @@
 use crate::Rules;
 use crate::alarm::Alarm;
 use crate::error::RulesError;
+use crate::service::Deliveries;
 use crate::spec::{ActionSpec, AlarmEvent};
+use async_trait::async_trait;
 use corral_outbox::{Family, ListFilter, MetricNames, NewEntry, Record, RetryPolicy, Scope, State};
 use serde::{Deserialize, Serialize};
 
@@ -128,9 +130,9 @@ fn scope(tenant: Option<&str>) -> Scope<'_> {
     Scope { owner_kind: Some(OWNER_KIND), tenant }
 }
 
-impl Rules {
-    /// Outbox entries, newest first, by state (`pending`, `delivered`, `dead`).
-    pub async fn outbox(
+#[async_trait]
+impl Deliveries for Rules {
+    async fn outbox(
         &self,
         state: Option<&str>,
         tenant: Option<&str>,
@@ -146,8 +148,7 @@ impl Rules {
         self.inner.outbox.list(&filter).await?.into_iter().map(Entry::try_from).collect()
     }
 
-    /// Puts a dead (or pending) entry back in line for immediate delivery, with a fresh budget.
-    pub async fn retry_delivery(&self, id: i64, tenant: Option<&str>) -> Result<Entry, RulesError> {
+    async fn retry_delivery(&self, id: i64, tenant: Option<&str>) -> Result<Entry, RulesError> {
         self.inner.outbox.retry(id, scope(tenant)).await?.try_into()
     }
 }

@@ -2,7 +2,7 @@
 //! answer does not depend on how fast the machine is.
 
 use async_trait::async_trait;
-use corral_rules::{AlarmFilter, DeviceFacts, Platform, Rules, RulesConfig};
+use corral_rules::{AlarmBoard, AlarmFilter, DeviceFacts, Platform, RuleBook, Rules, RulesConfig};
 use corral_services::{CommandBus, ManualClock};
 use std::sync::Arc;
 use std::time::Duration;

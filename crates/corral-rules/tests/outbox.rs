@@ -3,7 +3,7 @@
 //! to its target. Driven by a clock the test moves; no sleeping.
 
 use async_trait::async_trait;
-use corral_rules::{DeviceFacts, Platform, Rules, RulesConfig};
+use corral_rules::{Deliveries, DeviceFacts, Platform, RuleBook, Rules, RulesConfig};
 use corral_services::{CommandBus, ManualClock};
 use serde_json::{Value, json};
 use std::path::Path;

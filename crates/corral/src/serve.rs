@@ -121,7 +121,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         mqtt_ws: mqtt
             .as_ref()
             .map(|mqtt| Arc::new(glue::MqttWebSocket(mqtt.broker.clone())) as Arc<dyn corral_http::MqttOverWebSocket>),
-        rules: rules.clone(),
+        rules: Arc::new(rules.clone()),
         online,
         authorities: Arc::new(authorities.clone()),
         live,

@@ -23,20 +23,28 @@
     load();
   }
 
+  // Each load answers one click; a slower answer to an earlier click must not overwrite a later
+  // one (two quick clicks on a column would otherwise show the first order under the second's
+  // arrow).
+  let latest = 0;
+
   async function load() {
+    const ticket = ++latest;
     const p = params();
     const offset = Number(p.get('offset') || 0);
     const api_params = new URLSearchParams();
     for (const name of [...FILTERS, 'sort', 'desc']) if (p.get(name)) api_params.set(name, p.get(name));
     api_params.set('limit', PAGE);
     api_params.set('offset', offset);
-    document.querySelectorAll('th button[data-sort]').forEach((b) => {
-      const sorted = (p.get('sort') || 'id') === b.dataset.sort;
-      if (sorted) b.setAttribute('aria-sort', p.get('desc') === 'true' ? 'descending' : 'ascending'); else b.removeAttribute('aria-sort');
-    });
     const tbody = $('devices').tBodies[0];
     try {
       const page = await api('GET', '/api/v1/devices?' + api_params.toString());
+      if (ticket !== latest) return;
+      // The arrow follows the rows on screen, not the click.
+      document.querySelectorAll('th button[data-sort]').forEach((b) => {
+        const sorted = (p.get('sort') || 'id') === b.dataset.sort;
+        if (sorted) b.setAttribute('aria-sort', p.get('desc') === 'true' ? 'descending' : 'ascending'); else b.removeAttribute('aria-sort');
+      });
       fill(tbody, page.devices.map((d) => el('tr', {},
         el('td', {}, el('a', { href: `/devices/${encodeURIComponent(d.id)}` }, d.id)),
         el('td', {}, badge(d.status), ' ', d.status === 'active' ? badge(d.online ? 'online' : 'offline') : ''),
@@ -52,6 +60,7 @@
       $('prev').disabled = offset === 0;
       $('next').disabled = !page.next;
     } catch (e) {
+      if (ticket !== latest) return;
       fill(tbody, el('tr', {}, el('td', { colspan: 7, class: 'error' }, `Could not load devices: ${e.message}`)));
     }
   }

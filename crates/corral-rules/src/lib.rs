@@ -19,6 +19,7 @@
 //! [`Platform`] gives the engine device facts from the registry and an MQTT publisher.
 //!
 //! ```no_run
+//! use corral_rules::RuleBook;
 //! # async fn t(platform: std::sync::Arc<dyn corral_rules::Platform>, commands: std::sync::Arc<dyn corral_services::Commands>) -> Result<(), corral_rules::RulesError> {
 //! let rules = corral_rules::Rules::open(std::path::Path::new("rules.db"), Default::default(), platform, commands,
 //!     std::sync::Arc::new(corral_services::SystemClock)).await?;

@@ -266,7 +266,7 @@ impl SqliteRegistry {
         self.update_device(actor, id, patch).await
     }
 
-    /// [`Registry::create_device`] with the status it starts in (just-in-time registration
+    /// [`DeviceInventory::create_device`] with the status it starts in (just-in-time registration
     /// may start a device pending approval, in the same write).
     pub(crate) async fn insert_device(
         &self,

@@ -3,7 +3,10 @@
 //! Place on the data path: a **transport**. Ingest handlers ask `Identity` who the device is,
 //! decode with `corral-ingest`, and hand the batch to the pipeline's [`Sink`]; they return 2xx only
 //! after the sink said the data is durable. Query handlers call a [`SqlService`]; operations
-//! metrics come from a [`MetricsSource`]. This crate never touches storage directly.
+//! metrics come from a [`MetricsSource`]. Management routes hold the rooms through their traits
+//! (`Arc<dyn corral_registry::Registry>`, `Arc<dyn corral_rules::RulesService>`,
+//! `Arc<dyn corral_pki::Pki>`), never their concrete types. This crate never touches storage
+//! directly.
 //!
 //! Routes (all JSON; errors are `{"error": "..."}` with the status that fits):
 //! - `POST/GET /api/v1/devices` (`Accept: text/csv` exports), `POST /api/v1/devices/import` (CSV),

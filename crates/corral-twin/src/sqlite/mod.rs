@@ -1,0 +1,343 @@
+//! The twins in one SQLite file, `<data-dir>/twins.db`: every trait of [`crate::store`]
+//! implemented for [`SqliteTwins`], with the SQL kept in this module.
+
+mod migrate;
+mod rows;
+
+use crate::merge::{Document, check_depth, check_size, merge_document};
+use crate::store::{DesiredTwin, ProfileDefaults, ReportedTwin, TwinLifecycle, TwinReader, TwinStore};
+use crate::twin::{
+    DesiredChanged, DesiredChanges, DesiredPatch, FullReason, ProfileDesired, Twin, TwinDocument, effective_desired,
+};
+use crate::{TwinError, TwinSettings};
+use async_trait::async_trait;
+use corral_model::{DeviceId, TenantId};
+use corral_services::Clock;
+use rows::TwinRow;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Sqlite, SqliteConnection, Transaction};
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::broadcast;
+
+/// How long a writer waits for another writer's lock before failing: twin writes are short, so
+/// seconds of waiting means something is badly wrong, not merely busy.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Readers run concurrently in WAL mode; SQLite serializes writers anyway, so a few suffice.
+const MAX_CONNECTIONS: u32 = 4;
+/// Desired-change notices a slow subscriber may fall behind by before it is told it lagged.
+const CHANGES_CAPACITY: usize = 4096;
+
+/// The twin store handle. Clone it freely: clones share one pool, one clock and one broadcast.
+#[derive(Clone)]
+pub struct SqliteTwins {
+    inner: Arc<Inner>,
+}
+
+/// Lives as long as the last clone of the handle; dropping it closes the pool's connections.
+struct Inner {
+    pool: SqlitePool,
+    clock: Arc<dyn Clock>,
+    settings: TwinSettings,
+    /// Sent to after each commit that changed a desired document; see [`DesiredTwin::subscribe`].
+    changes: broadcast::Sender<DesiredChanged>,
+}
+
+impl fmt::Debug for SqliteTwins {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqliteTwins").field("pool", &self.inner.pool).finish_non_exhaustive()
+    }
+}
+
+impl SqliteTwins {
+    /// Opens (creating the file and its parent directory if missing) and migrates the twin
+    /// database at `path`, normally `<data-dir>/`[`crate::DATABASE_FILE`].
+    pub async fn open(path: &Path, clock: Arc<dyn Clock>, settings: TwinSettings) -> Result<SqliteTwins, TwinError> {
+        settings.validate()?;
+        if let Some(parent) = path.parent()
+            && !parent.as_os_str().is_empty()
+        {
+            tokio::fs::create_dir_all(parent)
+                .await
+                .map_err(|e| TwinError::storage(format!("creating {}: {e}", parent.display())))?;
+        }
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            // WAL: reads (a device's twin on connect, the console) never wait for the writer.
+            .journal_mode(SqliteJournalMode::Wal)
+            // FULL: a reported update is acknowledged to the device and a desired change shown to
+            // the operator only after commit; FULL makes that commit survive power loss, not only
+            // a crash of the process.
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(BUSY_TIMEOUT);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await?;
+        Self::with_pool(pool, clock, settings).await
+    }
+
+    /// A private in-memory store, for tests and examples. Gone when the last clone drops.
+    pub async fn open_in_memory(clock: Arc<dyn Clock>, settings: TwinSettings) -> Result<SqliteTwins, TwinError> {
+        settings.validate()?;
+        let options = SqliteConnectOptions::new().in_memory(true).foreign_keys(true).busy_timeout(BUSY_TIMEOUT);
+        // One connection that never retires: an in-memory database lives exactly as long as the
+        // connections holding it.
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(options)
+            .await?;
+        Self::with_pool(pool, clock, settings).await
+    }
+
+    async fn with_pool(pool: SqlitePool, clock: Arc<dyn Clock>, settings: TwinSettings) -> Result<SqliteTwins, TwinError> {
+        migrate::run(&pool, clock.now_ms()).await?;
+        let changes = broadcast::channel(CHANGES_CAPACITY).0;
+        Ok(SqliteTwins { inner: Arc::new(Inner { pool, clock, settings, changes }) })
+    }
+
+    /// A write transaction that takes SQLite's write lock up front, so a read-then-write cannot
+    /// fail with SQLITE_BUSY when another connection wrote in between; writers queue instead.
+    async fn write_tx(&self) -> Result<Transaction<'static, Sqlite>, TwinError> {
+        Ok(self.inner.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
+    fn now_ms(&self) -> i64 {
+        self.inner.clock.now_ms()
+    }
+
+    fn check_patch(&self, patch: &Document) -> Result<(), TwinError> {
+        check_depth(patch, self.inner.settings.max_depth)?;
+        check_size("patch", patch, &self.inner.settings).map(|_| ())
+    }
+
+    /// Recomputes `row`'s effective desired document from `defaults` and its overrides and writes
+    /// it. When it changed, records the patch in the history and returns the notice to send
+    /// after the commit.
+    async fn store_desired(
+        &self,
+        conn: &mut SqliteConnection,
+        row: &mut TwinRow,
+        defaults: &Document,
+        now_ms: i64,
+    ) -> Result<Option<DesiredChanged>, TwinError> {
+        let effective = effective_desired(defaults, &row.overrides);
+        check_size("desired", &effective, &self.inner.settings)?;
+        let changed = row.desired.advance(effective, now_ms);
+        rows::save_desired(conn, row).await?;
+        let Some(patch) = changed else { return Ok(None) };
+        let entry = DesiredPatch { version: row.desired.version, patch, at_ms: now_ms };
+        rows::append_history(conn, row.device.as_str(), &entry, self.inner.settings.history_per_device).await?;
+        Ok(Some(DesiredChanged { device: row.device.clone(), version: row.desired.version }))
+    }
+
+    async fn defaults(conn: &mut SqliteConnection, profile: Option<&str>) -> Result<Document, TwinError> {
+        match profile {
+            Some(profile) => Ok(rows::load_profile(conn, profile).await?.desired.document),
+            None => Ok(Document::new()),
+        }
+    }
+
+    fn notify(&self, notices: impl IntoIterator<Item = DesiredChanged>) {
+        for notice in notices {
+            // No subscriber yet is fine: doors read the current version when a device connects.
+            let _ = self.inner.changes.send(notice);
+        }
+    }
+
+    /// Runs a desired-changing write on its own task. Its commit and its notices then happen
+    /// together even if the caller's future is dropped mid-way (a client hanging up), so a
+    /// committed change is never left unannounced.
+    async fn detached<T, F>(&self, write: impl FnOnce(SqliteTwins) -> F) -> Result<T, TwinError>
+    where
+        T: Send + 'static,
+        F: Future<Output = Result<T, TwinError>> + Send + 'static,
+    {
+        tokio::spawn(write(self.clone())).await.map_err(|e| TwinError::storage(format!("a twin write task failed: {e}")))?
+    }
+
+    async fn patch_desired_now(
+        &self,
+        device: DeviceId,
+        scope: Option<String>,
+        expected_version: Option<u64>,
+        patch: Document,
+    ) -> Result<TwinDocument, TwinError> {
+        self.check_patch(&patch)?;
+        let now_ms = self.now_ms();
+        let mut tx = self.write_tx().await?;
+        let mut row = rows::load(&mut tx, device.as_str())
+            .await?
+            .filter(|row| row.in_scope(scope.as_deref()))
+            .ok_or_else(|| TwinError::not_found(device.as_str()))?;
+        if let Some(expected) = expected_version
+            && expected != row.desired.version
+        {
+            return Err(TwinError::Conflict { expected, current: row.desired.version });
+        }
+        merge_document(&mut row.overrides, &patch);
+        let defaults = Self::defaults(&mut tx, row.profile.as_deref()).await?;
+        let notice = self.store_desired(&mut tx, &mut row, &defaults, now_ms).await?;
+        tx.commit().await?;
+        self.notify(notice);
+        Ok(row.desired)
+    }
+
+    async fn ensure_twin_now(&self, device: DeviceId, tenant: TenantId, profile: Option<String>) -> Result<Twin, TwinError> {
+        let now_ms = self.now_ms();
+        let mut tx = self.write_tx().await?;
+        let mut row = match rows::load(&mut tx, device.as_str()).await? {
+            Some(row) => row,
+            None => {
+                let row = TwinRow::new(device, tenant.clone(), None);
+                rows::insert(&mut tx, &row, now_ms).await?;
+                row
+            }
+        };
+        row.tenant = tenant;
+        row.profile = profile;
+        let defaults = Self::defaults(&mut tx, row.profile.as_deref()).await?;
+        let notice = self.store_desired(&mut tx, &mut row, &defaults, now_ms).await?;
+        tx.commit().await?;
+        self.notify(notice);
+        Ok(row.into_twin())
+    }
+
+    async fn patch_profile_now(&self, profile: String, patch: Document) -> Result<ProfileDesired, TwinError> {
+        self.check_patch(&patch)?;
+        let now_ms = self.now_ms();
+        let mut tx = self.write_tx().await?;
+        let mut defaults = rows::load_profile(&mut tx, &profile).await?;
+        let mut next = defaults.desired.document.clone();
+        merge_document(&mut next, &patch);
+        check_size("profile desired", &next, &self.inner.settings)?;
+        if defaults.desired.advance(next, now_ms).is_none() {
+            return Ok(defaults);
+        }
+        rows::save_profile(&mut tx, &defaults).await?;
+        let mut notices = Vec::new();
+        for device in rows::devices_of_profile(&mut tx, &profile).await? {
+            let Some(mut row) = rows::load(&mut tx, &device).await? else { continue };
+            let notice =
+                self.store_desired(&mut tx, &mut row, &defaults.desired.document, now_ms).await.map_err(|e| match e {
+                    TwinError::TooLarge(message) => TwinError::TooLarge(format!("device {device}: {message}")),
+                    other => other,
+                })?;
+            notices.extend(notice);
+        }
+        tx.commit().await?;
+        self.notify(notices);
+        Ok(defaults)
+    }
+}
+
+#[async_trait]
+impl TwinLifecycle for SqliteTwins {
+    async fn ensure_twin(&self, device: &DeviceId, tenant: &TenantId, profile: Option<&str>) -> Result<Twin, TwinError> {
+        let (device, tenant, profile) = (device.clone(), tenant.clone(), profile.map(str::to_string));
+        self.detached(|store| async move { store.ensure_twin_now(device, tenant, profile).await }).await
+    }
+
+    async fn remove_twin(&self, device: &DeviceId) -> Result<bool, TwinError> {
+        let mut tx = self.write_tx().await?;
+        let removed = rows::remove(&mut tx, device.as_str()).await?;
+        tx.commit().await?;
+        Ok(removed)
+    }
+}
+
+#[async_trait]
+impl TwinReader for SqliteTwins {
+    async fn twin(&self, device: &DeviceId, scope: Option<&str>) -> Result<Twin, TwinError> {
+        let mut conn = self.inner.pool.acquire().await?;
+        rows::load(&mut conn, device.as_str())
+            .await?
+            .filter(|row| row.in_scope(scope))
+            .map(TwinRow::into_twin)
+            .ok_or_else(|| TwinError::not_found(device.as_str()))
+    }
+}
+
+#[async_trait]
+impl DesiredTwin for SqliteTwins {
+    async fn patch_desired(
+        &self,
+        device: &DeviceId,
+        scope: Option<&str>,
+        expected_version: Option<u64>,
+        patch: &Document,
+    ) -> Result<TwinDocument, TwinError> {
+        let (device, scope, patch) = (device.clone(), scope.map(str::to_string), patch.clone());
+        self.detached(|store| async move { store.patch_desired_now(device, scope, expected_version, patch).await }).await
+    }
+
+    async fn changes_since(&self, device: &DeviceId, since: u64) -> Result<DesiredChanges, TwinError> {
+        // One read transaction: the version and the history come from the same snapshot.
+        let mut tx = self.inner.pool.begin().await?;
+        let row = rows::load(&mut tx, device.as_str()).await?.ok_or_else(|| TwinError::not_found(device.as_str()))?;
+        let current = row.desired.version;
+        if since > current {
+            return Ok(DesiredChanges::Full { desired: row.desired, reason: FullReason::AheadOfServer });
+        }
+        let patches = rows::history_since(&mut tx, device.as_str(), since).await?;
+        tx.commit().await?;
+        // Complete only if it runs unbroken from `since + 1` to the current version.
+        let complete = u64::try_from(patches.len()).is_ok_and(|n| n == current - since)
+            && patches.first().is_none_or(|first| first.version == since + 1);
+        if complete {
+            Ok(DesiredChanges::Patches { version: current, patches })
+        } else {
+            Ok(DesiredChanges::Full { desired: row.desired, reason: FullReason::BeyondHistory })
+        }
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<DesiredChanged> {
+        self.inner.changes.subscribe()
+    }
+}
+
+#[async_trait]
+impl ReportedTwin for SqliteTwins {
+    async fn patch_reported(&self, device: &DeviceId, patch: &Document) -> Result<TwinDocument, TwinError> {
+        self.check_patch(patch)?;
+        let now_ms = self.now_ms();
+        let mut tx = self.write_tx().await?;
+        let mut row = rows::load(&mut tx, device.as_str()).await?.ok_or_else(|| TwinError::not_found(device.as_str()))?;
+        let mut next = row.reported.document.clone();
+        merge_document(&mut next, patch);
+        check_size("reported", &next, &self.inner.settings)?;
+        if row.reported.advance(next, now_ms).is_some() {
+            rows::save_reported(&mut tx, &row).await?;
+            tx.commit().await?;
+        }
+        Ok(row.reported)
+    }
+}
+
+#[async_trait]
+impl ProfileDefaults for SqliteTwins {
+    async fn profile_defaults(&self, profile: &str) -> Result<ProfileDesired, TwinError> {
+        let mut conn = self.inner.pool.acquire().await?;
+        rows::load_profile(&mut conn, profile).await
+    }
+
+    async fn patch_profile_defaults(&self, profile: &str, patch: &Document) -> Result<ProfileDesired, TwinError> {
+        let (profile, patch) = (profile.to_string(), patch.clone());
+        self.detached(|store| async move { store.patch_profile_now(profile, patch).await }).await
+    }
+}
+
+#[async_trait]
+impl TwinStore for SqliteTwins {
+    async fn close(&self) {
+        self.inner.pool.close().await;
+    }
+}

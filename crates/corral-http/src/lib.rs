@@ -13,7 +13,10 @@
 //!   `GET/PATCH/DELETE /api/v1/devices/{id}`,
 //!   `POST /api/v1/devices/{id}/token`, `PUT/GET/DELETE /api/v1/devices/{id}/psk`,
 //!   `GET /api/v1/devices/{id}/live` (server-sent events of its readings),
-//!   `POST /api/v1/devices/{id}/commands` (to the device through whichever door it uses)
+//!   `POST /api/v1/devices/{id}/commands` (to the device through whichever door it uses),
+//!   `GET /api/v1/devices/{id}/twin` (API token or the device's own token),
+//!   `PATCH /api/v1/devices/{id}/twin/desired` (operator/admin, `If-Match`),
+//!   `PATCH /api/v1/devices/{id}/twin/reported` (the device's own token)
 //! - `POST /api/v1/ingest[/{table}]` (device token; JSON or SenML)
 //! - `POST /api/v1/query` (`{"sql": ...}`; `Accept: text/csv` for CSV)
 //! - `POST /write`, `POST /api/v2/write` (InfluxDB line protocol, v1 and v2 APIs)
@@ -42,6 +45,7 @@ mod mqtt_ws;
 mod ops;
 mod query;
 mod rules;
+mod twin;
 mod users;
 
 use axum::Router;
@@ -106,6 +110,8 @@ pub struct AppState {
     pub authorities: Arc<dyn corral_pki::Pki>,
     /// Readings as they become durable, for live views (register it as a pipeline observer).
     pub live: LiveFeed,
+    /// Device twins (desired, reported, delta); the HTTP door reads and patches them.
+    pub twins: Arc<dyn corral_twin::TwinStore>,
 }
 
 /// The HTTP routes; `pages` (the web console) are served beside them, under the same request
@@ -118,6 +124,9 @@ pub fn router(state: AppState, pages: Router) -> Router {
         .route("/devices/{id}/token", post(devices::rotate_token))
         .route("/devices/{id}/live", get(live::stream))
         .route("/devices/{id}/commands", post(commands::send))
+        .route("/devices/{id}/twin", get(twin::show))
+        .route("/devices/{id}/twin/desired", axum::routing::patch(twin::patch_desired))
+        .route("/devices/{id}/twin/reported", axum::routing::patch(twin::patch_reported))
         .route("/devices/{id}/psk", axum::routing::put(devices::set_psk).get(devices::show_psk).delete(devices::remove_psk))
         .route("/devices/{id}/certificate", post(certificates::issue))
         .route("/devices/{id}/certificate/{which}", axum::routing::delete(certificates::revoke))

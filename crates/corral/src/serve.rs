@@ -1,9 +1,9 @@
 //! `corral serve`: wires every room in data-path order. No business logic lives here.
 //!
-//! identity (registry, CAs) → store (WAL replay) → commands and rules → pipeline → doors (MQTT,
-//! CoAP) → SQL and its system tables → HTTP; then
+//! identity (registry, CAs) → store (WAL replay) → commands and rules → twins → pipeline → doors
+//! (MQTT, CoAP) → SQL and its system tables → HTTP; then
 //! wait for SIGTERM/SIGINT, disconnect MQTT clients, drain in-flight requests, persist the write
-//! buffer, flush presence, exit.
+//! buffer, flush presence, close the twin database, exit.
 
 use crate::config::Config;
 use crate::glue;
@@ -54,9 +54,16 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let platform = Arc::new(glue::RulesPlatform { registry: registry.clone(), store: store.clone(), broker: Default::default() });
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let rules_db = data_dir.join("rules.db");
-    let rules = corral_rules::Rules::open(&rules_db, config.rules.clone(), platform.clone(), commands.clone(), clock)
+    let rules = corral_rules::Rules::open(&rules_db, config.rules.clone(), platform.clone(), commands.clone(), clock.clone())
         .await
         .context("opening the rules database")?;
+
+    // Fleet operations: device twins (desired/reported), beside the registry, off the data path.
+    let twins: Arc<dyn corral_twin::TwinStore> = Arc::new(
+        corral_twin::SqliteTwins::open(&data_dir.join(corral_twin::DATABASE_FILE), clock, corral_twin::TwinSettings::default())
+            .await
+            .context("opening the twin database")?,
+    );
 
     // The corridor every door submits to.
     let live = corral_http::LiveFeed::default();
@@ -125,6 +132,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         online,
         authorities: Arc::new(authorities.clone()),
         live,
+        twins: twins.clone(),
     };
 
     // Bound before the HTTP listener: its log line is the last, and tests wait for it.
@@ -201,6 +209,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         persister.abort();
         store.close().await.context("persisting the write buffer at shutdown")?;
         registry.flush_last_seen().await.context("flushing last_seen")?;
+        // Last, after the HTTP door drained: no twin request can still be writing.
+        twins.close().await;
         tracing::info!("stopped cleanly");
         Ok(())
     });

@@ -192,6 +192,17 @@ impl SqliteTwins {
     }
 
     async fn ensure_twin_now(&self, device: DeviceId, tenant: TenantId, profile: Option<String>) -> Result<Twin, TwinError> {
+        // The common case, every read of a twin that exists and whose device kept its tenant and
+        // profile: nothing to write, so no write lock and no fsync on a read. (A change of the
+        // profile's defaults already rewrote the row, in `patch_profile_now`.)
+        let mut conn = self.inner.pool.acquire().await?;
+        if let Some(row) = rows::load(&mut conn, device.as_str()).await?
+            && row.tenant == tenant
+            && row.profile == profile
+        {
+            return Ok(row.into_twin());
+        }
+        drop(conn);
         let now_ms = self.now_ms();
         let mut tx = self.write_tx().await?;
         let mut row = match rows::load(&mut tx, device.as_str()).await? {

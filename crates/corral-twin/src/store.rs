@@ -30,6 +30,10 @@ pub trait TwinLifecycle: Send + Sync {
 #[async_trait]
 pub trait TwinReader: Send + Sync {
     async fn twin(&self, device: &DeviceId, scope: Option<&str>) -> Result<Twin, TwinError>;
+
+    /// Up to `limit` twins in `scope`, ordered by device id, starting after `after`: pages for
+    /// the SQL table and for a door that republishes every desired document.
+    async fn list_twins(&self, scope: Option<&str>, after: Option<&DeviceId>, limit: usize) -> Result<Vec<Twin>, TwinError>;
 }
 
 /// The desired document: what applications want a device to be.

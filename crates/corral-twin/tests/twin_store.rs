@@ -279,3 +279,17 @@ async fn concurrent_writers_with_the_same_expected_version_yield_exactly_one_win
     assert_eq!(won, 1);
     assert_eq!(twins.twin(&d, None).await.unwrap().desired.version, 1);
 }
+
+#[tokio::test]
+async fn twins_are_listed_in_pages_by_device_and_within_a_scope() {
+    let clock = ManualClock::at(T0_NS);
+    let twins = SqliteTwins::open_in_memory(Arc::new(clock), TwinSettings::default()).await.unwrap();
+    for (id, t) in [("c", "acme"), ("a", "acme"), ("b", "globex"), ("d", "acme")] {
+        twins.ensure_twin(&device(id), &tenant(t), None).await.unwrap();
+    }
+    let ids = |page: Vec<corral_twin::Twin>| page.into_iter().map(|t| t.device.to_string()).collect::<Vec<_>>();
+    assert_eq!(ids(twins.list_twins(None, None, 2).await.unwrap()), ["a", "b"]);
+    assert_eq!(ids(twins.list_twins(None, Some(&device("b")), 10).await.unwrap()), ["c", "d"]);
+    assert_eq!(ids(twins.list_twins(Some("acme"), None, 10).await.unwrap()), ["a", "c", "d"]);
+    assert_eq!(ids(twins.list_twins(Some("acme"), Some(&device("d")), 10).await.unwrap()), Vec::<String>::new());
+}

@@ -275,6 +275,12 @@ impl TwinReader for SqliteTwins {
             .map(TwinRow::into_twin)
             .ok_or_else(|| TwinError::not_found(device.as_str()))
     }
+
+    async fn list_twins(&self, scope: Option<&str>, after: Option<&DeviceId>, limit: usize) -> Result<Vec<Twin>, TwinError> {
+        let mut conn = self.inner.pool.acquire().await?;
+        let rows = rows::page(&mut conn, scope, after.map(DeviceId::as_str), limit).await?;
+        Ok(rows.into_iter().map(TwinRow::into_twin).collect())
+    }
 }
 
 #[async_trait]

@@ -64,6 +64,26 @@ pub(crate) async fn load(conn: &mut SqliteConnection, device: &str) -> Result<Op
     row.map(|row| decode(&row)).transpose()
 }
 
+/// Up to `limit` rows after device `after` in device order, of `tenant` only when given.
+pub(crate) async fn page(
+    conn: &mut SqliteConnection,
+    tenant: Option<&str>,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<Vec<TwinRow>, TwinError> {
+    let rows = sqlx::query(
+        "SELECT device, tenant, profile, desired, desired_overrides, desired_version, desired_times,
+                reported, reported_version, reported_times
+         FROM twins WHERE (?1 IS NULL OR tenant = ?1) AND device > ?2 ORDER BY device LIMIT ?3",
+    )
+    .bind(tenant)
+    .bind(after.unwrap_or(""))
+    .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+    .fetch_all(conn)
+    .await?;
+    rows.iter().map(decode).collect()
+}
+
 fn decode(row: &SqliteRow) -> Result<TwinRow, TwinError> {
     let device: String = row.try_get("device")?;
     let tenant: String = row.try_get("tenant")?;

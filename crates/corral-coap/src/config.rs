@@ -31,7 +31,8 @@ pub struct CoapConfig {
     /// Block-wise uploads one device may have in progress at once.
     pub max_uploads_per_device: usize,
     pub upload_idle: Duration,
-    /// Devices observing their commands at once (a device has one observation: its newest).
+    /// Devices observing their commands at once (a device has one observation: its newest);
+    /// the same bound, separately, for devices observing their desired twin document.
     pub max_observers: usize,
     /// Commands waiting per device for a CoAP device to fetch them, and how long each waits.
     pub max_pending_commands: usize,

@@ -43,6 +43,10 @@ impl Code {
     pub const POST: Code = Code(2);
     pub const PUT: Code = Code(3);
     pub const DELETE: Code = Code(4);
+    /// RFC 8132: FETCH (a GET with a body), PATCH and iPATCH (its idempotent form).
+    pub const FETCH: Code = Code(5);
+    pub const PATCH: Code = Code(6);
+    pub const IPATCH: Code = Code(7);
     pub const CHANGED: Code = Code::new(2, 4);
     pub const CONTENT: Code = Code::new(2, 5);
     pub const CONTINUE: Code = Code::new(2, 31);

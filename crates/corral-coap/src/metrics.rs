@@ -1,8 +1,8 @@
 //! Counters for `/metrics`: requests by response code, what was dropped and why, and the
-//! server's own state (exchanges remembered, uploads, observers, pending commands).
+//! server's own state (uploads, observers of commands and of desired twin documents).
 
 use corral_services::metrics::Exposition;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -25,7 +25,19 @@ pub struct Metrics {
     pub separate_responses: AtomicU64,
     pub commands_delivered: AtomicU64,
     pub commands_expired: AtomicU64,
-    pub observers: AtomicI64,
+    /// Desired twin documents acknowledged by an observing device.
+    pub desired_delivered: AtomicU64,
+}
+
+/// The server's state at the moment `/metrics` is read.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Gauges {
+    /// Block-wise uploads being assembled.
+    pub uploads: usize,
+    /// Devices observing their commands.
+    pub command_observers: usize,
+    /// Devices observing their desired twin document.
+    pub desired_observers: usize,
 }
 
 impl Metrics {
@@ -43,8 +55,8 @@ impl Metrics {
         self.answered[slot].fetch_add(1, Relaxed);
     }
 
-    /// Appends the Prometheus text of every counter; `uploads` is the number being assembled.
-    pub fn render(&self, out: &mut String, uploads: usize) {
+    /// Appends the Prometheus text of every counter and of `gauges`.
+    pub fn render(&self, out: &mut String, gauges: Gauges) {
         let door = self.name;
         let mut e = Exposition::new(out);
         let help = "CoAP requests answered, by response class.";
@@ -52,7 +64,7 @@ impl Metrics {
         for (class, answered) in ["2xx", "4xx", "5xx"].into_iter().zip(&self.answered) {
             requests.sample(&[("class", class)], answered.load(Relaxed));
         }
-        let counters: [(&str, &str, &AtomicU64); 9] = [
+        let counters: [(&str, &str, &AtomicU64); 10] = [
             ("malformed", "Datagrams that were not well-formed CoAP.", &self.malformed),
             ("duplicates", "Requests received again and answered from memory.", &self.duplicates),
             (
@@ -66,14 +78,15 @@ impl Metrics {
             ("separate_responses", "Answers sent as separate responses after an empty ACK.", &self.separate_responses),
             ("commands_delivered", "Commands acknowledged by a CoAP device.", &self.commands_delivered),
             ("commands_expired", "Commands dropped unfetched (too old or too many waiting).", &self.commands_expired),
+            ("desired_delivered", "Desired twin documents acknowledged by an observing device.", &self.desired_delivered),
         ];
         for (name, help, counter) in counters {
             e.counter(&format!("corral_{door}_{name}_total"), help, counter.load(Relaxed));
         }
-        let observers = self.observers.load(Relaxed).max(0) as usize;
         for (name, help, value) in [
-            ("observers", "Devices observing their commands.", observers),
-            ("uploads", "Block-wise uploads being assembled.", uploads),
+            ("observers", "Devices observing their commands.", gauges.command_observers),
+            ("desired_observers", "Devices observing their desired twin document.", gauges.desired_observers),
+            ("uploads", "Block-wise uploads being assembled.", gauges.uploads),
         ] {
             e.gauge(&format!("corral_{door}_{name}"), help, value);
         }

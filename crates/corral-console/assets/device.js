@@ -1,4 +1,5 @@
-// Device page: identity, attributes, credentials, status changes, latest values, and a chart of
+// Device page: identity, attributes, credentials, status changes, latest values, the twin
+// (desired, reported, the delta; operators change desired with a merge patch), and a chart of
 // its telemetry that gains each reading as it is acknowledged (server-sent events).
 'use strict';
 (() => {
@@ -32,6 +33,7 @@
     $('activate').hidden = !canWrite || device.status !== 'quarantined';
     $('rotate').hidden = !canWrite || decommissioned;
     $('decommission').hidden = !canWrite || decommissioned;
+    $('twin-editor').hidden = !canWrite || decommissioned;
   }
 
   async function loadCredentials() {
@@ -166,6 +168,76 @@
     }
   }
 
+  // The twin: one row per key of desired or reported. Reported values come from the device, so
+  // everything goes in as text (el), never as HTML. The desired version shown is the one an edit
+  // is sent against (If-Match), so a change made meanwhile by someone else is refused, not lost.
+  let twinVersion = null;
+
+  function twinValue(side, key, note) {
+    if (!Object.hasOwn(side.document, key)) return el('span', { class: 'muted' }, '–');
+    const ms = side.updated_at_ms[key];
+    const at = ms === undefined ? null : new Date(ms).toISOString();
+    return [el('code', {}, JSON.stringify(side.document[key])),
+      el('div', { class: 'muted small' }, at ? el('time', { datetime: at, title: at }, ago(at)) : '', note ? ` · ${note}` : '')];
+  }
+
+  async function loadTwin() {
+    let twin;
+    try {
+      twin = await api('GET', `${path}/twin`);
+    } catch (e) {
+      $('twin-error').textContent = e.message;
+      return;
+    }
+    $('twin-error').textContent = '';
+    twinVersion = twin.desired.version;
+    $('twin-desired-version').textContent = `v${twin.desired.version}`;
+    $('twin-reported-version').textContent = `v${twin.reported.version}`;
+    $('twin-base-version').textContent = twin.desired.version;
+    $('twin').dataset.desiredVersion = twin.desired.version;
+    const pending = Object.keys(twin.delta).length;
+    $('twin-sync').textContent = pending ? `${pending} to apply` : 'in sync';
+    $('twin-sync').className = `badge ${pending ? 'delta' : 'online'}`;
+    const keys = [...new Set([...Object.keys(twin.desired.document), ...Object.keys(twin.reported.document)])].sort();
+    const fromProfile = (key) => twin.profile && Object.hasOwn(twin.desired.document, key) && !Object.hasOwn(twin.desired_overrides, key);
+    fill($('twin').tBodies[0], keys.length
+      ? keys.map((key) => {
+        const delta = Object.hasOwn(twin.delta, key);
+        return el('tr', { 'data-key': key, class: delta ? 'delta' : null },
+          el('th', { scope: 'row' }, key, delta ? [' ', el('span', { class: 'badge delta', title: 'desired differs from reported: the device has yet to apply it' }, 'delta')] : ''),
+          el('td', {}, twinValue(twin.desired, key, fromProfile(key) ? `default of profile ${twin.profile}` : '')),
+          el('td', {}, twinValue(twin.reported, key, '')));
+      })
+      : el('tr', {}, el('td', { colspan: 3, class: 'empty' }, 'Nothing desired or reported yet. The device reports with PATCH …/twin/reported.')));
+  }
+
+  $('twin-reload').addEventListener('click', () => { $('twin-edit-notice').textContent = ''; loadTwin(); });
+  $('twin-editor').addEventListener('submit', async (event) => {
+    event.preventDefault();
+    const patch = $('twin-patch').value.trim();
+    $('twin-edit-error').textContent = '';
+    $('twin-edit-notice').textContent = '';
+    if (!patch) { $('twin-edit-error').textContent = 'Write a merge patch first, like {"interval_s": 30}.'; return; }
+    const base = twinVersion;
+    $('twin-apply').disabled = true;
+    try {
+      const out = await api('PATCH', `${path}/twin/desired`, patch, { 'content-type': 'application/json', 'if-match': `"${base}"` });
+      $('twin-patch').value = '';
+      $('twin-edit-notice').textContent = out.version === base ? `Nothing changed: desired stays at version ${base}.` : `Saved: desired is now version ${out.version}.`;
+      await loadTwin();
+    } catch (e) {
+      if (e.status === 412) {
+        // Keep the operator's patch: they look at the new desired and apply it again if it still fits.
+        await loadTwin();
+        $('twin-edit-error').textContent = `Desired was changed by someone else since you loaded it — reloaded: it is now version ${twinVersion}. Check it, then apply your patch again.`;
+      } else {
+        $('twin-edit-error').textContent = e.message;
+      }
+    } finally {
+      $('twin-apply').disabled = false;
+    }
+  });
+
   $('field').addEventListener('change', loadSeries);
   $('range').addEventListener('change', loadSeries);
   window.addEventListener('resize', draw);
@@ -178,7 +250,7 @@
       return;
     }
     live();
-    await Promise.all([loadCredentials(), loadLatest(), loadAlarms()]);
+    await Promise.all([loadCredentials(), loadTwin(), loadLatest(), loadAlarms()]);
     await loadSeries();
   })();
 })();

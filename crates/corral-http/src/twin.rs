@@ -2,6 +2,8 @@
 //!
 //! - `GET .../twin`: the whole twin (desired with its version, reported, delta). An API token or
 //!   console session reads any device its scope covers; a device token reads its own twin only.
+//!   `GET .../twin?since=N`: only what changed in desired since version N (the patches, or the
+//!   whole document when they are no longer kept), for a device catching up.
 //! - `PATCH .../twin/desired`: an RFC 7386 merge patch from an operator or admin, with optional
 //!   `If-Match: <version>` (412 when the desired document moved on). Answers with the new version
 //!   and an `ETag`, and is audited as `twin.desired`.
@@ -19,7 +21,7 @@ use axum::Extension;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use corral_registry::{DEVICE_TOKEN_PREFIX, Device, Principal};
@@ -90,9 +92,16 @@ async fn reader(state: &AppState, headers: &HeaderMap, certificate: Option<&Clie
     Ok(Reader::Application(crate::auth::authenticate(state, headers).await?.0))
 }
 
+/// `?since=N` of `GET .../twin`.
+#[derive(serde::Deserialize)]
+pub struct Since {
+    since: Option<u64>,
+}
+
 pub async fn show(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    Query(Since { since }): Query<Since>,
     certificate: Option<Extension<ClientCertificate>>,
     headers: HeaderMap,
 ) -> TwinResult<Response> {
@@ -100,7 +109,12 @@ pub async fn show(
         Reader::Application(caller) => ensure(&state, &state.registry.get_device(&caller, &id).await?).await?,
         Reader::Device(device) => device_twin(&state, &own(&device, &id)?).await?,
     };
-    Ok(with_etag(twin.desired.version, Json(twin)))
+    match since {
+        // The twin was read in the caller's scope just above, so the device is one it may see.
+        // (No ETag: the changes may reach past the version read above.)
+        Some(since) => Ok(Json(state.twins.changes_since(&twin.device, since).await?).into_response()),
+        None => Ok(with_etag(twin.desired.version, Json(twin))),
+    }
 }
 
 pub async fn patch_desired(
@@ -176,7 +190,7 @@ async fn device_twin(state: &AppState, device: &DeviceCaller) -> TwinResult<Twin
 
 /// A merge patch body: a JSON object. Size and depth limits are the store's (413 / 400), so every
 /// door is held to the same ones; a body over the HTTP limit is a 413 before we see it.
-fn parse_patch(body: Result<Bytes, BytesRejection>) -> ApiResult<Document> {
+pub(crate) fn parse_patch(body: Result<Bytes, BytesRejection>) -> ApiResult<Document> {
     let body = body?;
     match serde_json::from_slice::<Value>(&body) {
         Ok(Value::Object(patch)) => Ok(patch),

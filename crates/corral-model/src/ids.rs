@@ -87,7 +87,10 @@ impl TenantId {
 pub struct TableName(String);
 
 /// Names SQL resolves to the platform's own tables; telemetry may not use them.
-pub const RESERVED_TABLES: &[&str] = &["devices", "alarms", "events", "audit", "certificates"];
+// `twins` is a platform table in SQL; `commands`, `campaigns` and `campaign_devices` will be
+// (issue 18): reserved now, so no telemetry lands in a table SQL could never show again.
+pub const RESERVED_TABLES: &[&str] =
+    &["devices", "alarms", "events", "audit", "certificates", "twins", "commands", "campaigns", "campaign_devices"];
 
 impl TableName {
     pub fn new(value: impl Into<String>) -> Result<Self, IdError> {

@@ -16,6 +16,10 @@ pub struct Tapped {
     pub from_client: bool,
     /// The tenant the message belongs to, when known.
     pub tenant: Option<Arc<str>>,
+    /// MQTT 5 request/response: where the publisher wants an answer, and the data it wants
+    /// back with it.
+    pub response_topic: Option<String>,
+    pub correlation_data: Option<Bytes>,
 }
 
 /// One listener: its filter and the channel it reads. Dropped when the receiver is dropped
@@ -37,6 +41,8 @@ pub(crate) fn offer(taps: &[Tap], msg: &Message) {
             payload: msg.payload.clone(),
             from_client: msg.origin_client.is_some(),
             tenant: msg.origin_tenant.clone(),
+            response_topic: msg.props.as_ref().and_then(|p| p.response_topic.clone()),
+            correlation_data: msg.props.as_ref().and_then(|p| p.correlation_data.clone()),
         };
         if let Err(mpsc::error::TrySendError::Full(_)) = tap.sender.try_send(tapped) {
             tracing::warn!(filter = %tap.filter, topic = %msg.topic, "tap full: message not passed on");

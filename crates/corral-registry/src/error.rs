@@ -24,6 +24,15 @@ pub enum RegistryError {
     Storage(String),
 }
 
+impl From<corral_sqlite::SqliteError> for RegistryError {
+    fn from(e: corral_sqlite::SqliteError) -> Self {
+        match e {
+            corral_sqlite::SqliteError::Db(e) => RegistryError::Db(e),
+            other => RegistryError::storage(other.to_string()),
+        }
+    }
+}
+
 impl RegistryError {
     /// The client-facing form. Database and storage details are logged here and replaced by a
     /// generic message, so SQL text, file paths and constraint names never reach a client.

@@ -62,6 +62,11 @@ pub trait DeviceInventory: Send + Sync {
 
     async fn get_device(&self, actor: &Principal, id: &str) -> Result<Device, RegistryError>;
 
+    /// The id of every device created or moved to another profile, from now on, after the
+    /// change committed (what the twins follow). A receiver that lags is told so and should read
+    /// every device again; a change made while nobody listened is found the same way.
+    fn device_changes(&self) -> tokio::sync::broadcast::Receiver<DeviceId>;
+
     /// Applies a [`DevicePatch`]. Decommissioned devices are frozen (`Conflict`). Setting
     /// `status` to `decommissioned` here is the same as [`DeviceInventory::decommission_device`].
     async fn update_device(&self, actor: &Principal, id: &str, patch: DevicePatch) -> Result<Device, RegistryError>;

@@ -13,8 +13,10 @@
 //! - [`Store::compact`] (every minute from the same task) rewrites a day partition that has
 //!   collected many small files as one, and deletes the replaced files after a grace period.
 //! - [`QueryEngine`] runs read-only SQL over buffer and files together, plus the platform's own
-//!   tables ([`SystemTables`]: `devices`, `certificates`, `alarms`, each a
-//!   `corral_services::SystemTable` implemented by the room that owns it).
+//!   tables ([`SystemTables`]: `devices`, `certificates`, `alarms`, `twins`, each a
+//!   `corral_services::SystemTable` implemented by the room that owns it). Their JSON text
+//!   columns (`devices.attributes`, `twins.reported`) are read with `json_get_str(col, 'key')`
+//!   and its siblings (`json_functions.rs`).
 //!
 //! Layout of the store's directory: `wal/` (segments), `tables/<table>/<YYYY-MM-DD>/<id>.parquet`,
 //! `manifest.json`.
@@ -32,6 +34,7 @@
 
 mod buffer;
 mod error;
+mod json_functions;
 mod latest;
 mod manifest;
 pub mod metrics;

@@ -110,7 +110,8 @@ impl QueryEngine {
             .with_information_schema(true)
             .with_create_default_catalog_and_schema(false)
             .with_default_catalog_and_schema("corral", "public");
-        let base = SessionStateBuilder::new().with_config(config).with_runtime_env(runtime).with_default_features().build();
+        let mut base = SessionStateBuilder::new().with_config(config).with_runtime_env(runtime).with_default_features().build();
+        crate::json_functions::register(&mut base)?;
         Ok(QueryEngine { store, tables, base })
     }
 

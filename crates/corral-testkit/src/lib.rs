@@ -16,6 +16,9 @@
 //! ```
 
 pub mod browser;
+mod script;
+
+pub use script::{PATIENCE, Script};
 
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};

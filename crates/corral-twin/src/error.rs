@@ -57,6 +57,15 @@ impl TwinError {
     }
 }
 
+impl From<corral_sqlite::SqliteError> for TwinError {
+    fn from(e: corral_sqlite::SqliteError) -> Self {
+        match e {
+            corral_sqlite::SqliteError::Db(e) => TwinError::Db(e),
+            other => TwinError::storage(other.to_string()),
+        }
+    }
+}
+
 impl From<TwinError> for WireError {
     fn from(e: TwinError) -> Self {
         e.to_wire()

@@ -2,11 +2,12 @@
 //! it is (`reported`), and what is still to do (`delta`).
 //!
 //! Place on the path: a fleet-operations room beside the registry, off the telemetry corridor.
-//! Doors (MQTT `devices/<id>/twin/…`, HTTP `/api/v1/devices/<id>/twin`, CoAP) take reported patches
-//! from devices and hand them to [`ReportedTwin`], acknowledging only after it returned (the
-//! update is then durable); the REST API patches [`DesiredTwin`] for applications, and doors
-//! [`DesiredTwin::subscribe`] to push each new desired version to the devices connected to them.
-//! Telemetry never comes here, and nothing here is on the ingest hot path.
+//! Doors (MQTT `devices/<id>/twin/…`, CoAP) speak the device side through [`TwinDoors`], the
+//! platform's `DeviceTwins` service: they hand reported patches to it and acknowledge only after
+//! it returned (the update is then durable), and push each new desired version to their devices.
+//! The REST API patches [`DesiredTwin`] for applications. [`follow_devices`] gives every
+//! registered device its twin and keeps it on its device's profile. Telemetry never comes here,
+//! and nothing here is on the ingest hot path.
 //!
 //! - [`Twin`]: one device's twin; each side is a [`TwinDocument`] (a JSON object, a version that
 //!   grows with each change, the time each top-level key last changed); [`delta`] defines the delta.
@@ -19,6 +20,8 @@
 //! - [`TwinStore`] = [`TwinLifecycle`] + [`TwinReader`] + [`DesiredTwin`] + [`ReportedTwin`] +
 //!   [`ProfileDefaults`], one trait per concern; [`SqliteTwins`] implements them in
 //!   `<data-dir>/`[`DATABASE_FILE`] (WAL, `synchronous = FULL`).
+//! - [`TwinsTable`]: the `twins` SQL table (documents as JSON text, versions, times), which joins
+//!   to `devices`.
 //!
 //! ```
 //! use corral_model::{DeviceId, TenantId};
@@ -42,19 +45,23 @@
 //! # }).unwrap();
 //! ```
 
+mod doors;
 mod error;
+mod follow;
 pub mod merge;
+mod sql;
 mod sqlite;
 mod store;
 mod twin;
 
+pub use doors::TwinDoors;
 pub use error::TwinError;
+pub use follow::{DeviceDirectory, TwinOwner, follow_devices};
 pub use merge::{Document, merge_patch, parse_patch};
+pub use sql::TwinsTable;
 pub use sqlite::SqliteTwins;
 pub use store::{DesiredTwin, ProfileDefaults, ReportedTwin, TwinLifecycle, TwinReader, TwinStore};
-pub use twin::{
-    DesiredChanged, DesiredChanges, DesiredPatch, FullReason, ProfileDesired, Twin, TwinDocument, delta, effective_desired,
-};
+pub use twin::{DesiredChanges, DesiredPatch, FullReason, ProfileDesired, Twin, TwinDocument, delta, effective_desired};
 
 use serde::{Deserialize, Serialize};
 

@@ -7,9 +7,10 @@
 
 use crate::TwinError;
 use crate::merge::Document;
-use crate::twin::{DesiredChanged, DesiredChanges, ProfileDesired, Twin, TwinDocument};
+use crate::twin::{DesiredChanges, ProfileDesired, Twin, TwinDocument};
 use async_trait::async_trait;
 use corral_model::{DeviceId, TenantId};
+use corral_services::DesiredNotice;
 use tokio::sync::broadcast;
 
 /// Creating, moving and removing twins; the registry calls these when it creates a device, changes
@@ -60,7 +61,7 @@ pub trait DesiredTwin: Send + Sync {
     /// reading the current document, then ignore notices at or below the version read, and no
     /// change can fall between the read and the subscription. A receiver that lags (the channel
     /// is bounded) gets `RecvError::Lagged` and should read its devices' twins again.
-    fn subscribe(&self) -> broadcast::Receiver<DesiredChanged>;
+    fn subscribe(&self) -> broadcast::Receiver<DesiredNotice>;
 }
 
 /// The reported document: what a device says it is.

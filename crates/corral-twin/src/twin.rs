@@ -117,13 +117,6 @@ pub struct DesiredPatch {
     pub at_ms: i64,
 }
 
-/// Sent on the change broadcast after a desired document changed and the change is durable.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DesiredChanged {
-    pub device: DeviceId,
-    pub version: u64,
-}
-
 /// A profile's desired defaults.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct ProfileDesired {

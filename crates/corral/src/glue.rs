@@ -56,3 +56,30 @@ impl corral_http::MqttOverWebSocket for MqttWebSocket {
         self.0.serve_connection(stream, peer, "ws").await;
     }
 }
+
+/// The registry as the twins' directory of devices: every device gets a twin, on its profile.
+pub struct TwinDevices(pub Arc<dyn Registry>);
+
+fn twin_owner(device: &corral_registry::Device) -> corral_twin::TwinOwner {
+    corral_twin::TwinOwner { device: device.id.clone(), tenant: device.tenant.clone(), profile: device.profile.clone() }
+}
+
+#[async_trait]
+impl corral_twin::DeviceDirectory for TwinDevices {
+    async fn devices(&self) -> Result<Vec<corral_twin::TwinOwner>, corral_model::WireError> {
+        let devices = self.0.devices_for_sql(None).await.map_err(|e| e.to_wire())?;
+        Ok(devices.iter().map(twin_owner).collect())
+    }
+
+    async fn device(&self, id: &corral_model::DeviceId) -> Result<Option<corral_twin::TwinOwner>, corral_model::WireError> {
+        match self.0.get_device(&Principal::system(), id.as_str()).await {
+            Ok(device) => Ok(Some(twin_owner(&device))),
+            Err(corral_registry::RegistryError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e.to_wire()),
+        }
+    }
+
+    fn changes(&self) -> tokio::sync::broadcast::Receiver<corral_model::DeviceId> {
+        self.0.device_changes()
+    }
+}

@@ -119,6 +119,12 @@ impl SqliteRegistry {
         let _ = self.inner.credential_changes.send(id.clone());
     }
 
+    /// After a device was created or its profile changed (see
+    /// [`crate::DeviceInventory::device_changes`]).
+    pub(crate) fn device_changed(&self, id: &DeviceId) {
+        let _ = self.inner.device_changes.send(id.clone());
+    }
+
     /// After an API token was revoked.
     pub(crate) fn forget_api_token(&self, token_id: i64) {
         self.inner.api_auth.invalidate(|p| p.token_id == token_id);

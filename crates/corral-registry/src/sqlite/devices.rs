@@ -120,6 +120,10 @@ impl DeviceInventory for SqliteRegistry {
         self.insert_device(actor, new, DeviceStatus::Active).await
     }
 
+    fn device_changes(&self) -> tokio::sync::broadcast::Receiver<DeviceId> {
+        self.inner.device_changes.subscribe()
+    }
+
     async fn get_device(&self, actor: &Principal, id: &str) -> Result<Device, RegistryError> {
         let mut conn = self.pool().acquire().await?;
         let mut device = fetch_visible(&mut conn, actor, id).await?;
@@ -217,6 +221,9 @@ impl DeviceInventory for SqliteRegistry {
         audit::record(&mut tx, actor, action, d.id.as_str(), Some(&d.tenant), detail).await?;
         tx.commit().await?;
         self.forget_device(&d.id);
+        if changed.contains(&"profile") {
+            self.device_changed(&d.id);
+        }
         if changed.iter().any(|c| *c == "status" || *c == "gateway") {
             self.credentials_changed(&d.id);
         }
@@ -323,6 +330,7 @@ impl SqliteRegistry {
         let detail = json!({"profile": new.profile, "site": new.site, "gateway": new.gateway, "tags": tags, "status": status});
         audit::record(&mut tx, actor, "device.create", new.id.as_str(), Some(&tenant), detail).await?;
         tx.commit().await?;
+        self.device_changed(&new.id);
         if let Some(gateway) = &new.gateway {
             self.credentials_changed(gateway); // it now speaks for one more device
         }

@@ -6,25 +6,19 @@ mod rows;
 
 use crate::merge::{Document, check_depth, check_size, merge_document};
 use crate::store::{DesiredTwin, ProfileDefaults, ReportedTwin, TwinLifecycle, TwinReader, TwinStore};
-use crate::twin::{
-    DesiredChanged, DesiredChanges, DesiredPatch, FullReason, ProfileDesired, Twin, TwinDocument, effective_desired,
-};
+use crate::twin::{DesiredChanges, DesiredPatch, FullReason, ProfileDesired, Twin, TwinDocument, effective_desired};
 use crate::{TwinError, TwinSettings};
 use async_trait::async_trait;
 use corral_model::{DeviceId, TenantId};
-use corral_services::Clock;
+use corral_services::{Clock, DesiredNotice};
 use rows::TwinRow;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::SqlitePool;
 use sqlx::{Sqlite, SqliteConnection, Transaction};
 use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::sync::broadcast;
 
-/// How long a writer waits for another writer's lock before failing: twin writes are short, so
-/// seconds of waiting means something is badly wrong, not merely busy.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Readers run concurrently in WAL mode; SQLite serializes writers anyway, so a few suffice.
 const MAX_CONNECTIONS: u32 = 4;
 /// Desired-change notices a slow subscriber may fall behind by before it is told it lagged.
@@ -42,7 +36,7 @@ struct Inner {
     clock: Arc<dyn Clock>,
     settings: TwinSettings,
     /// Sent to after each commit that changed a desired document; see [`DesiredTwin::subscribe`].
-    changes: broadcast::Sender<DesiredChanged>,
+    changes: broadcast::Sender<DesiredNotice>,
 }
 
 impl fmt::Debug for SqliteTwins {
@@ -56,58 +50,27 @@ impl SqliteTwins {
     /// database at `path`, normally `<data-dir>/`[`crate::DATABASE_FILE`].
     pub async fn open(path: &Path, clock: Arc<dyn Clock>, settings: TwinSettings) -> Result<SqliteTwins, TwinError> {
         settings.validate()?;
-        if let Some(parent) = path.parent()
-            && !parent.as_os_str().is_empty()
-        {
-            tokio::fs::create_dir_all(parent)
-                .await
-                .map_err(|e| TwinError::storage(format!("creating {}: {e}", parent.display())))?;
-        }
-        let options = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            // WAL: reads (a device's twin on connect, the console) never wait for the writer.
-            .journal_mode(SqliteJournalMode::Wal)
-            // FULL: a reported update is acknowledged to the device and a desired change shown to
-            // the operator only after commit; FULL makes that commit survive power loss, not only
-            // a crash of the process.
-            .synchronous(SqliteSynchronous::Full)
-            .foreign_keys(true)
-            .busy_timeout(BUSY_TIMEOUT);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(MAX_CONNECTIONS)
-            .acquire_timeout(Duration::from_secs(10))
-            .connect_with(options)
-            .await?;
-        Self::with_pool(pool, clock, settings).await
+        // Durable (corral_sqlite::open): a reported update is acknowledged to the device and a
+        // desired change shown to the operator only after commit, and the commit survives power
+        // loss; WAL lets a device's read of its twin never wait for the writer.
+        Self::with_pool(corral_sqlite::open(path, MAX_CONNECTIONS).await?, clock, settings).await
     }
 
     /// A private in-memory store, for tests and examples. Gone when the last clone drops.
     pub async fn open_in_memory(clock: Arc<dyn Clock>, settings: TwinSettings) -> Result<SqliteTwins, TwinError> {
         settings.validate()?;
-        let options = SqliteConnectOptions::new().in_memory(true).foreign_keys(true).busy_timeout(BUSY_TIMEOUT);
-        // One connection that never retires: an in-memory database lives exactly as long as the
-        // connections holding it.
-        let pool = SqlitePoolOptions::new()
-            .max_connections(1)
-            .min_connections(1)
-            .idle_timeout(None)
-            .max_lifetime(None)
-            .connect_with(options)
-            .await?;
-        Self::with_pool(pool, clock, settings).await
+        Self::with_pool(corral_sqlite::open_in_memory().await?, clock, settings).await
     }
 
     async fn with_pool(pool: SqlitePool, clock: Arc<dyn Clock>, settings: TwinSettings) -> Result<SqliteTwins, TwinError> {
-        migrate::run(&pool, clock.now_ms()).await?;
+        corral_sqlite::migrate(&pool, "twin", migrate::MIGRATIONS, clock.now_ms()).await?;
         let changes = broadcast::channel(CHANGES_CAPACITY).0;
         Ok(SqliteTwins { inner: Arc::new(Inner { pool, clock, settings, changes }) })
     }
 
-    /// A write transaction that takes SQLite's write lock up front, so a read-then-write cannot
-    /// fail with SQLITE_BUSY when another connection wrote in between; writers queue instead.
+    /// See [`corral_sqlite::write_tx`]: writers queue rather than fail with SQLITE_BUSY.
     async fn write_tx(&self) -> Result<Transaction<'static, Sqlite>, TwinError> {
-        Ok(self.inner.pool.begin_with("BEGIN IMMEDIATE").await?)
+        Ok(corral_sqlite::write_tx(&self.inner.pool).await?)
     }
 
     fn now_ms(&self) -> i64 {
@@ -128,7 +91,7 @@ impl SqliteTwins {
         row: &mut TwinRow,
         defaults: &Document,
         now_ms: i64,
-    ) -> Result<Option<DesiredChanged>, TwinError> {
+    ) -> Result<Option<DesiredNotice>, TwinError> {
         let effective = effective_desired(defaults, &row.overrides);
         check_size("desired", &effective, &self.inner.settings)?;
         let changed = row.desired.advance(effective, now_ms);
@@ -136,7 +99,7 @@ impl SqliteTwins {
         let Some(patch) = changed else { return Ok(None) };
         let entry = DesiredPatch { version: row.desired.version, patch, at_ms: now_ms };
         rows::append_history(conn, row.device.as_str(), &entry, self.inner.settings.history_per_device).await?;
-        Ok(Some(DesiredChanged { device: row.device.clone(), version: row.desired.version }))
+        Ok(Some(DesiredNotice { device: row.device.clone(), version: row.desired.version }))
     }
 
     async fn defaults(conn: &mut SqliteConnection, profile: Option<&str>) -> Result<Document, TwinError> {
@@ -146,7 +109,7 @@ impl SqliteTwins {
         }
     }
 
-    fn notify(&self, notices: impl IntoIterator<Item = DesiredChanged>) {
+    fn notify(&self, notices: impl IntoIterator<Item = DesiredNotice>) {
         for notice in notices {
             // No subscriber yet is fine: doors read the current version when a device connects.
             let _ = self.inner.changes.send(notice);
@@ -316,7 +279,7 @@ impl DesiredTwin for SqliteTwins {
         }
     }
 
-    fn subscribe(&self) -> broadcast::Receiver<DesiredChanged> {
+    fn subscribe(&self) -> broadcast::Receiver<DesiredNotice> {
         self.inner.changes.subscribe()
     }
 }

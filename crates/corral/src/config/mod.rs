@@ -2,7 +2,8 @@
 //!
 //! Each library owns its section as a documented serde struct: `[storage]`
 //! (`corral_store::StorageSettings`), `[mqtt]` (`corral_mqtt::MqttSettings`), `[coap]`
-//! (`corral_coap::CoapSettings`), `[rules]` (`corral_rules::RulesConfig`). The binary flattens
+//! (`corral_coap::CoapSettings`), `[rules]` (`corral_rules::RulesConfig`), `[twin]`
+//! (`corral_twin::TwinSettings`). The binary flattens
 //! them into [`Config`] beside the few keys of the server itself (`data_dir`, the HTTP
 //! listeners, `log`, `[limits]`). A field's doc comment is its documentation everywhere:
 //! `corral config` prints it above the key, the settings table of `docs/operations.md` is
@@ -44,6 +45,8 @@ pub struct Config {
     pub coap: corral_coap::CoapSettings,
     /// Rules, alarms and the delivery of their actions.
     pub rules: corral_rules::RulesConfig,
+    /// Device twins: the limits every desired and reported document is held to.
+    pub twin: corral_twin::TwinSettings,
 }
 
 /// `[limits]`: what one request or query may take (HTTP and the SQL engine).
@@ -74,6 +77,7 @@ impl Default for Config {
             mqtt: Default::default(),
             coap: Default::default(),
             rules: Default::default(),
+            twin: Default::default(),
         }
     }
 }
@@ -108,6 +112,7 @@ impl Config {
             self.https_addr()?;
         }
         self.coap_addr()?;
+        self.twin.validate().map_err(|e| anyhow::anyhow!("twin: {e}"))?;
         self.coaps_addr()?;
         self.coap.validate().map_err(|e| anyhow::anyhow!("coap: {e}"))?;
         let r = &self.rules;

@@ -1,7 +1,7 @@
 //! Every door tried by every role of the other tenant.
 
 use super::coap::{exchange, post, udp};
-use super::mqtt::{Scenario, paho};
+use super::mqtt::{paho, scenario};
 use super::*;
 use corral_testkit::browser::Browser;
 use reqwest::StatusCode;
@@ -45,7 +45,7 @@ async fn every_door_is_closed_to_every_role_of_another_tenant() {
 
         // Subscribing to the other tenant's topic is allowed; its messages are filtered out.
         let client = format!("acme-{role}-watch");
-        let mut listener = Scenario::spawn(
+        let mut listener = scenario(
             &server,
             &["listen", &client, "token", &token, "6", "devices/globex-d1/telemetry", "devices/acme-d1/telemetry"],
         );

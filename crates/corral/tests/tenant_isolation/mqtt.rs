@@ -2,10 +2,8 @@
 
 use super::*;
 use corral_testkit::ADMIN_TOKEN;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc;
-use std::time::Instant;
+use corral_testkit::Script;
+use std::process::Command;
 
 fn host_port(server: &TestServer) -> (String, String) {
     let (host, port) = server.mqtt.rsplit_once(':').expect("MQTT address");
@@ -33,61 +31,8 @@ fn command(server: &TestServer, device: &str, id: &str, payload: &str) -> String
 
 /// A running scenario (`hold`, `listen`): its lines as they come; stdin stays open until
 /// `finish`, which is what ends a `hold`.
-pub(super) struct Scenario {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    lines: mpsc::Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl Scenario {
-    pub(super) fn spawn(server: &TestServer, args: &[&str]) -> Scenario {
-        let mut child = attacks(server, args).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().expect("python3");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Scenario { stdin: child.stdin.take(), child, lines, seen: Vec::new() }
-    }
-
-    /// The next line starting with `prefix`; a disconnect, refusal or timeout before it fails.
-    pub(super) fn wait_for(&mut self, prefix: &str) -> String {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            let Ok(line) = self.lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) else {
-                panic!("no line starting with {prefix:?} within {PATIENCE:?}; seen {:?}", self.seen);
-            };
-            self.seen.push(line.clone());
-            if line.starts_with(prefix) {
-                return line;
-            }
-            let fatal = ["disconnected", "refused", "timeout"].iter().any(|p| line.starts_with(p));
-            assert!(!fatal, "{line:?} while waiting for {prefix:?}; seen {:?}", self.seen);
-        }
-    }
-
-    /// Closes stdin and returns the lines that follow until the scenario ends.
-    pub(super) fn finish(mut self) -> Vec<String> {
-        drop(self.stdin.take());
-        let deadline = Instant::now() + PATIENCE;
-        let mut rest = Vec::new();
-        while let Ok(line) = self.lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            rest.push(line);
-        }
-        rest
-    }
-}
-
-impl Drop for Scenario {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+pub(super) fn scenario(server: &TestServer, args: &[&str]) -> Script {
+    Script::spawn(attacks(server, args), &["disconnected", "refused", "timeout"])
 }
 
 /// Client id = device id, so a credential of another tenant that names a device's session must
@@ -102,7 +47,7 @@ async fn a_foreign_credential_can_neither_take_over_nor_drain_a_devices_mqtt_ses
     let hold = ["hold", "globex-d2", "globex-d2", device.as_str(), "5", "devices/globex-d2/commands/#"];
     let door = r#"{"door":"open","pin":"4711"}"#;
 
-    let mut online = Scenario::spawn(&server, &hold);
+    let mut online = scenario(&server, &hold);
     online.wait_for("connected 0");
     assert_eq!(online.wait_for("subscribed"), "subscribed 1");
     for version in ["5", "311"] {
@@ -118,7 +63,7 @@ async fn a_foreign_credential_can_neither_take_over_nor_drain_a_devices_mqtt_ses
     assert_eq!(command(&server, "globex-d2", "c2", door), "puback 0");
     assert_eq!(paho(&server, &["attack", "globex-d2", "token", &viewer, "5"]), "refused 133", "and receives nothing");
     // ...and the device, back, finds its queued command.
-    let mut back = Scenario::spawn(&server, &hold);
+    let mut back = scenario(&server, &hold);
     back.wait_for("connected 0");
     assert_eq!(back.wait_for("message"), format!("message devices/globex-d2/commands/c2 {door}"));
     // The resumed session's command and the SUBACK of the re-subscription race each other;
@@ -138,7 +83,7 @@ async fn an_applications_mqtt_session_belongs_to_the_token_that_created_it() {
     let acme = api_token(&server, "acme-ops", "operator", Some("acme")).await;
     let globex = api_token(&server, "globex-ops", "operator", Some("globex")).await;
 
-    let mut dashboard = Scenario::spawn(&server, &["hold", "dashboard-1", "token", &acme, "5"]);
+    let mut dashboard = scenario(&server, &["hold", "dashboard-1", "token", &acme, "5"]);
     dashboard.wait_for("connected 0");
     for version in ["5", "311"] {
         assert_eq!(paho(&server, &["attack", "dashboard-1", "token", &globex, version]), "refused 133", "MQTT {version}");

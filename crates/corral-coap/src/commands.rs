@@ -3,14 +3,12 @@
 //!
 //! A sleepy device cannot hold a connection, so the platform's commands wait here for it. Only
 //! devices that used CoAP recently have a queue (commands for MQTT devices are not kept twice).
-//! A device has at most one observation, its newest: a device that wakes behind a new NAT port
-//! registers again and the stale one is dropped. Commands go out one at a time as Confirmable
-//! notifications, in order; a command leaves the queue when its notification is acknowledged,
-//! or when the device posts a response to it. Queues live in memory: a restart forgets them.
+//! Commands go out one at a time as Confirmable notifications, in order; a command leaves the
+//! queue when its notification is acknowledged, or when the device posts a response to it.
+//! Queues live in memory: a restart forgets them.
 //!
-//! Observations are bounded server-wide (`max_observers`); when the bound is reached, a new one
-//! takes the place of the oldest observation of the tenant holding the most (unless that is its
-//! own tenant), so one tenant's devices cannot keep every other tenant's from observing.
+//! The observations are an [`Observers`] table: one per device, its newest, bounded server-wide
+//! (`max_observers`) and shared fairly between tenants.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -19,16 +17,29 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::metrics::Metrics;
+use crate::observers::Observers;
 
-/// One command as a device receives it: JSON `{"id": ..., "payload": ...}`.
+/// A device's observation of its commands (Observe numbers count from 2: the registration's
+/// answer carries 1).
+pub type Observer = crate::observers::Observer;
+
+/// One command as a device receives it: JSON `{"id": ..., "payload": ...}`, plus `"name"` for a
+/// tracked command.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Command {
     pub id: String,
     pub representation: Arc<[u8]>,
+    /// Tracked (`corral-commands`): its delivery is reported back to the platform.
+    pub tracked: bool,
     queued_at: Instant,
 }
 
 impl Command {
+    /// A tracked command, whose body (`{"id", "name", "payload"}`) the platform wrote already.
+    pub fn tracked(id: &str, body: &[u8]) -> Command {
+        Command { id: id.to_string(), representation: body.into(), tracked: true, queued_at: Instant::now() }
+    }
+
     /// The payload is embedded as JSON when it is JSON, else as a string (UTF-8, or base64 in
     /// `payload_base64` for binary payloads), so a device reads one shape whatever was sent.
     pub fn new(id: &str, payload: &[u8]) -> Command {
@@ -43,40 +54,27 @@ impl Command {
             doc.insert("payload_base64".into(), base64::engine::general_purpose::STANDARD.encode(payload).into());
         }
         let representation = serde_json::to_vec(&doc).unwrap_or_default().into();
-        Command { id: id.to_string(), representation, queued_at: Instant::now() }
+        Command { id: id.to_string(), representation, tracked: false, queued_at: Instant::now() }
     }
-}
-
-/// Where a device's observation lives: its endpoint and the token it registered with.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Observer {
-    pub peer: SocketAddr,
-    pub token: Vec<u8>,
-    /// The device's tenant, for the per-tenant share of observations.
-    pub tenant: Arc<str>,
-    /// Tells this registration from a later one of the same device.
-    pub generation: u64,
-    /// The next Observe sequence number (RFC 7641 §4.4: 24 bits, increasing).
-    pub sequence: u32,
 }
 
 #[derive(Debug)]
 struct Device {
     pending: VecDeque<Command>,
-    observer: Option<Observer>,
     /// A delivery task is running for this device (at most one, to keep commands in order).
     delivering: bool,
     used: Instant,
 }
 
+/// The command queues of CoAP devices and their observations. `devices` is locked before
+/// `observers` (never the other way), so a delivery sees a queue and an observation together.
 pub struct Commands {
     devices: Mutex<HashMap<String, Device>>,
+    observers: Observers,
     /// When quiet devices were last forgotten.
     swept: Mutex<Instant>,
     max_pending: usize,
-    max_observers: usize,
     ttl: Duration,
-    next_generation: std::sync::atomic::AtomicU64,
     metrics: Arc<Metrics>,
 }
 
@@ -91,19 +89,22 @@ impl Commands {
     pub fn new(max_pending: usize, max_observers: usize, ttl: Duration, metrics: Arc<Metrics>) -> Commands {
         Commands {
             devices: Mutex::default(),
+            observers: Observers::new(max_observers, "commands"),
             swept: Mutex::new(Instant::now()),
             max_pending,
-            max_observers,
             ttl,
-            next_generation: 1.into(),
             metrics,
         }
+    }
+
+    /// Devices observing their commands now.
+    pub fn observing(&self) -> usize {
+        self.observers.len()
     }
 
     fn device<'a>(&self, devices: &'a mut HashMap<String, Device>, id: &str) -> &'a mut Device {
         let device = devices.entry(id.to_string()).or_insert_with(|| Device {
             pending: VecDeque::new(),
-            observer: None,
             delivering: false,
             used: Instant::now(),
         });
@@ -124,13 +125,17 @@ impl Commands {
         let Some(d) = devices.get_mut(device) else {
             return false;
         };
+        // Sent again by the platform (the device came back) while it still waits here: once.
+        if d.pending.iter().any(|waiting| waiting.id == command.id) {
+            return false;
+        }
         d.pending.push_back(command);
         while d.pending.len() > self.max_pending {
             d.pending.pop_front();
             self.metrics.commands_expired.fetch_add(1, Relaxed);
             tracing::warn!(device, "coap: too many commands waiting; dropped the oldest");
         }
-        start_delivery(d)
+        start_delivery(d, self.observers.contains(device))
     }
 
     /// Registers `peer`/`token` as the device's observation, replacing an older one. Returns
@@ -138,76 +143,26 @@ impl Commands {
     /// holds more than the device's own; else whether a delivery should start.
     pub fn observe(&self, device: &str, tenant: &str, peer: SocketAddr, token: Vec<u8>) -> Option<bool> {
         let mut devices = lock(&self.devices);
-        let observing = self.metrics.observers.load(Relaxed).max(0) as usize;
-        let observes_already = devices.get(device).is_some_and(|d| d.observer.is_some());
-        if !observes_already && observing >= self.max_observers && !self.make_fair_room(&mut devices, tenant) {
-            return None;
-        }
-        let generation = self.next_generation.fetch_add(1, Relaxed);
-        let d = self.device(&mut devices, device);
-        let observer = Observer { peer, token, tenant: Arc::from(tenant), generation, sequence: 2 };
-        if d.observer.replace(observer).is_none() {
-            self.metrics.observers.fetch_add(1, Relaxed);
-        }
-        Some(start_delivery(d))
-    }
-
-    /// Ends the oldest observation of the tenant holding the most, if it holds more than
-    /// `tenant` (one more than `tenant` would only swap places). False if none may go.
-    fn make_fair_room(&self, devices: &mut HashMap<String, Device>, tenant: &str) -> bool {
-        let mut held: HashMap<&str, usize> = HashMap::new();
-        for o in devices.values().filter_map(|d| d.observer.as_ref()) {
-            *held.entry(o.tenant.as_ref()).or_default() += 1;
-        }
-        let own = held.get(tenant).copied().unwrap_or(0);
-        let Some((largest, count)) = held.into_iter().max_by_key(|(_, n)| *n) else {
-            return false;
-        };
-        if count <= own + 1 {
-            return false;
-        }
-        let largest: Arc<str> = Arc::from(largest);
-        let oldest = devices
-            .iter_mut()
-            .filter(|(_, d)| d.observer.as_ref().is_some_and(|o| o.tenant == largest))
-            .min_by_key(|(_, d)| d.observer.as_ref().map(|o| o.generation))
-            .map(|(_, d)| d);
-        if let Some(d) = oldest {
-            d.observer = None;
-            self.metrics.observers.fetch_sub(1, Relaxed);
-            tracing::info!(tenant = %largest, "coap: observation ended to make room for another tenant's");
-        }
-        true
+        self.observers.register(device, tenant, peer, token, 2, ())?;
+        Some(start_delivery(self.device(&mut devices, device), true))
     }
 
     /// Ends an observation: a GET with Observe = 1, or a Reset answering a notification.
     pub fn cancel(&self, device: &str, peer: SocketAddr, token: &[u8]) {
-        let mut devices = lock(&self.devices);
-        if let Some(d) = devices.get_mut(device)
-            && d.observer.as_ref().is_some_and(|o| o.peer == peer && o.token == token)
-        {
-            d.observer = None;
-            self.metrics.observers.fetch_sub(1, Relaxed);
-        }
+        let _devices = lock(&self.devices);
+        self.observers.cancel(device, peer, token);
     }
 
     /// Ends the device's observation whatever it is (its credentials changed).
     pub fn forget(&self, device: &str) {
-        if let Some(d) = lock(&self.devices).get_mut(device)
-            && d.observer.take().is_some()
-        {
-            self.metrics.observers.fetch_sub(1, Relaxed);
-        }
+        let _devices = lock(&self.devices);
+        self.observers.forget(device);
     }
 
     /// Ends the observation `generation` if it is still the device's (it stopped answering).
     pub fn lost(&self, device: &str, generation: u64) {
-        if let Some(d) = lock(&self.devices).get_mut(device)
-            && d.observer.as_ref().is_some_and(|o| o.generation == generation)
-        {
-            d.observer = None;
-            self.metrics.observers.fetch_sub(1, Relaxed);
-        }
+        let _devices = lock(&self.devices);
+        self.observers.lost(device, generation);
     }
 
     /// The oldest command waiting for the device (a poll with a plain GET).
@@ -225,13 +180,9 @@ impl Commands {
         let mut devices = lock(&self.devices);
         let d = devices.get_mut(device)?;
         expire(d, self.ttl, &self.metrics);
-        let next = match (&mut d.observer, d.pending.front()) {
-            (Some(observer), Some(command)) => {
-                let taken = observer.clone();
-                observer.sequence = (observer.sequence + 1) & 0xff_ffff;
-                Some((taken, command.clone()))
-            }
-            _ => None,
+        let next = match d.pending.front() {
+            Some(command) => self.observers.take_sequence(device).map(|observer| (observer, command.clone())),
+            None => None,
         };
         d.delivering = next.is_some();
         next
@@ -258,14 +209,14 @@ impl Commands {
         }
         *swept = Instant::now();
         let ttl = self.ttl;
-        devices.retain(|_, d| d.observer.is_some() || !d.pending.is_empty() || d.used.elapsed() < ttl);
+        devices.retain(|id, d| !d.pending.is_empty() || d.used.elapsed() < ttl || self.observers.contains(id));
     }
 }
 
-/// Whether a delivery task should start now; if so it counts as running from here on, so
-/// two triggers in a row start one task.
-fn start_delivery(d: &mut Device) -> bool {
-    let start = d.observer.is_some() && !d.pending.is_empty() && !d.delivering;
+/// Whether a delivery task should start now (the device is `observed`); if so it counts as
+/// running from here on, so two triggers in a row start one task.
+fn start_delivery(d: &mut Device, observed: bool) -> bool {
+    let start = observed && !d.pending.is_empty() && !d.delivering;
     d.delivering |= start;
     start
 }

@@ -6,6 +6,10 @@
 //! | `devices/<id>/telemetry[/<table>]?t=<token>` | POST | telemetry; 2.04 once durable |
 //! | `devices/<id>/commands?t=<token>` | GET | the oldest waiting command; with Observe 0, register for them |
 //! | `devices/<id>/commands/<command-id>/response?t=<token>` | POST | the device's answer to a command |
+//! | `devices/<id>/twin?t=<token>` | GET, FETCH | the whole twin; FETCH with `{"since": N}` the desired changes since version N |
+//! | `devices/<id>/twin/desired?t=<token>` | GET | `{"version", "desired"}`; with Observe 0, register for every change ([`crate::twins`]) |
+//! | `devices/<id>/twin/reported?t=<token>` | PATCH, iPATCH, POST | an RFC 7386 merge patch of reported; 2.04 once durable |
+//! | `devices/<id>/twin/get?t=<token>` | POST, FETCH | `{}` or empty: the whole twin; `{"since": N}`: the desired changes since N |
 //! | `.well-known/core` | GET | these resources in CoRE link format (RFC 6690) |
 
 use crate::block::Block;
@@ -14,7 +18,7 @@ use crate::hooks::{Credential, Speaker};
 use crate::message::{Code, Kind, Message, encode_uint, option};
 use crate::server::Shared;
 use corral_ingest::decode::TelemetryFormat;
-use corral_model::{Door, Envelope, ErrorKind, TableName, WireError};
+use corral_model::{DeviceId, Door, Envelope, ErrorKind, TableName, WireError};
 use corral_services::{Caller, CommandResponse};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,6 +26,8 @@ use std::sync::Arc;
 /// Content-Format numbers this server writes (RFC 7252 §12.3).
 const LINK_FORMAT: u32 = 40;
 const JSON: u32 = 50;
+/// `application/merge-patch+json` (RFC 8132 §6).
+const MERGE_PATCH_JSON: u32 = 52;
 
 /// A response before it becomes a message (piggybacked, separate or Non-confirmable).
 #[derive(Debug)]
@@ -29,13 +35,22 @@ pub struct Response {
     pub code: Code,
     pub options: Vec<(u16, Vec<u8>)>,
     pub payload: Vec<u8>,
-    /// A device whose observation was just registered and has commands waiting.
-    pub then_deliver: Option<String>,
+    /// What starts once the response is sent.
+    pub then: Option<Then>,
+}
+
+/// Work a registration answer lets start, once it is sent (notifications must follow it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Then {
+    /// The device's observation of its commands was registered and commands wait for it.
+    DeliverCommands(String),
+    /// The device's observation of its desired document (this generation) was answered.
+    PushDesired(DeviceId, u64),
 }
 
 impl Response {
     fn new(code: Code) -> Response {
-        Response { code, options: Vec::new(), payload: Vec::new(), then_deliver: None }
+        Response { code, options: Vec::new(), payload: Vec::new(), then: None }
     }
 
     /// 2.05 with a JSON body.
@@ -47,7 +62,7 @@ impl Response {
     }
 
     /// An error with its reason as the diagnostic payload (RFC 7252 §5.5.2).
-    fn error(code: Code, why: impl Into<String>) -> Response {
+    pub(crate) fn error(code: Code, why: impl Into<String>) -> Response {
         Response { payload: why.into().into_bytes(), ..Response::new(code) }
     }
 
@@ -115,38 +130,67 @@ async fn route(
     match path {
         [".well-known", "core"] if method == Code::GET => Ok(discovery()),
         ["devices", device, "telemetry", table @ ..] if table.len() <= 1 => {
-            allow(method, Code::POST)?;
+            allow(method, &[Code::POST])?;
             let speaker = authorize(shared, peer, request, device).await?;
             let (body, block1) = body(shared, peer, request, key, &speaker)?;
             telemetry(shared, request, &speaker, table.first().copied(), &body).await.map(|r| with_block1(r, block1))
         }
         ["devices", device, "commands"] => {
-            allow(method, Code::GET)?;
+            allow(method, &[Code::GET])?;
             let speaker = authorize(shared, peer, request, device).await?;
             commands(shared, peer, request, &speaker)
         }
         ["devices", device, "commands", command_id, "response"] => {
-            allow(method, Code::POST)?;
+            allow(method, &[Code::POST])?;
             let speaker = authorize(shared, peer, request, device).await?;
             let (body, block1) = body(shared, peer, request, key, &speaker)?;
             command_response(shared, &speaker, command_id, body).await.map(|r| with_block1(r, block1))
+        }
+        ["devices", device, "twin", "desired"] => {
+            allow(method, &[Code::GET])?;
+            let speaker = authorize(shared, peer, request, device).await?;
+            crate::twins::get(shared, peer, request, &speaker).await
+        }
+        ["devices", device, "twin", "reported"] => {
+            allow(method, &[Code::PATCH, Code::IPATCH, Code::POST])?;
+            let speaker = authorize(shared, peer, request, device).await?;
+            let (body, block1) = body(shared, peer, request, key, &speaker)?;
+            twin_reported(shared, request, &speaker, &body).await.map(|r| with_block1(r, block1))
+        }
+        // The whole twin, or with a `{"since": N}` body the desired changes since N: FETCH on the
+        // twin, or POST on `twin/get` for clients without FETCH (as MQTT's `twin/get` topic).
+        ["devices", device, "twin"] | ["devices", device, "twin", "get"] => {
+            let methods: &[Code] = if path.len() == 3 { &[Code::GET, Code::FETCH] } else { &[Code::POST, Code::FETCH] };
+            allow(method, methods)?;
+            let speaker = authorize(shared, peer, request, device).await?;
+            let (body, block1) = body(shared, peer, request, key, &speaker)?;
+            twin_get(shared, request, &speaker, &body).await.map(|r| with_block1(r, block1))
         }
         _ => Err(Response::error(Code::NOT_FOUND, "no such resource; see /.well-known/core")),
     }
 }
 
-fn allow(method: Code, allowed: Code) -> Result<(), Response> {
-    if method == allowed {
-        Ok(())
-    } else {
-        Err(Response::error(Code::METHOD_NOT_ALLOWED, format!("only {} here", method_name(allowed))))
+fn allow(method: Code, allowed: &[Code]) -> Result<(), Response> {
+    if allowed.contains(&method) {
+        return Ok(());
     }
+    let names: Vec<&str> = allowed.iter().map(|c| method_name(*c)).collect();
+    let names = match names.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
+        _ => names.concat(),
+    };
+    Err(Response::error(Code::METHOD_NOT_ALLOWED, format!("only {names} here")))
 }
 
 fn method_name(code: Code) -> &'static str {
     match code {
         Code::GET => "GET",
         Code::POST => "POST",
+        Code::PUT => "PUT",
+        Code::DELETE => "DELETE",
+        Code::FETCH => "FETCH",
+        Code::PATCH => "PATCH",
+        Code::IPATCH => "iPATCH",
         _ => "another method",
     }
 }
@@ -262,8 +306,10 @@ fn commands(shared: &Shared, peer: SocketAddr, request: &Message, speaker: &Spea
         // Confirmable notification, so its delivery is known.
         Some(0) => {
             if let Some(start) = shared.commands.observe(device, speaker.tenant.as_str(), peer, request.token.clone()) {
+                // Whoever keeps commands for it (the tracker) hands over those still waiting.
+                shared.command_service.ready(speaker.device.clone(), Door::Coap);
                 let mut response = Response::new(Code::CONTENT).with_uint(option::OBSERVE, 1);
-                response.then_deliver = start.then(|| device.to_string());
+                response.then = start.then(|| Then::DeliverCommands(device.to_string()));
                 return Ok(response);
             }
             // Too many observers: answered like a plain GET, without Observe (not registered).
@@ -293,10 +339,41 @@ async fn command_response(shared: &Shared, speaker: &Speaker, command_id: &str, 
     Ok(Response::new(Code::CHANGED))
 }
 
+/// A twin body is JSON: `accepted` content formats, or none said.
+fn json_body(request: &Message, accepted: &[u32]) -> Result<(), Response> {
+    match request.uint(option::CONTENT_FORMAT) {
+        Ok(None) => Ok(()),
+        Ok(Some(n)) if accepted.contains(&n) => Ok(()),
+        Ok(Some(n)) => {
+            let names = if accepted.contains(&MERGE_PATCH_JSON) { "JSON (50) or merge-patch+json (52)" } else { "JSON (50)" };
+            Err(Response::error(Code::UNSUPPORTED_CONTENT_FORMAT, format!("content format {n}: send {names}")))
+        }
+        Err(_) => Err(Response::error(Code::BAD_OPTION, "invalid Content-Format option")),
+    }
+}
+
+/// A reported merge patch: 2.04 only once the twin store made it durable.
+async fn twin_reported(shared: &Shared, request: &Message, speaker: &Speaker, body: &[u8]) -> Result<Response, Response> {
+    json_body(request, &[JSON, MERGE_PATCH_JSON])?;
+    shared.twin_service.report(&speaker.device, body).await?;
+    Ok(Response::new(Code::CHANGED))
+}
+
+/// The whole twin (empty body or `{}`), or the desired changes since `{"since": N}`.
+async fn twin_get(shared: &Shared, request: &Message, speaker: &Speaker, body: &[u8]) -> Result<Response, Response> {
+    json_body(request, &[JSON])?;
+    let answer = shared.twin_service.get(&speaker.device, body).await?;
+    Ok(Response::content(answer.to_vec()))
+}
+
 fn discovery() -> Response {
     let links = concat!(
         "</devices/{id}/telemetry>;rt=\"corral.telemetry\";ct=\"50 60 110 112\";title=\"POST ?t=<device token>; /telemetry/<table> names a table\",",
-        "</devices/{id}/commands>;rt=\"corral.commands\";obs;ct=50;title=\"GET with Observe ?t=<device token>\""
+        "</devices/{id}/commands>;rt=\"corral.commands\";obs;ct=50;title=\"GET with Observe ?t=<device token>\",",
+        "</devices/{id}/twin>;rt=\"corral.twin\";ct=50;title=\"GET the whole twin; FETCH {since: N} for desired changes\",",
+        "</devices/{id}/twin/desired>;rt=\"corral.twin.desired\";obs;ct=50;title=\"GET with Observe: the desired document on every change\",",
+        "</devices/{id}/twin/reported>;rt=\"corral.twin.reported\";ct=\"50 52\";title=\"PATCH, iPATCH or POST a merge patch\",",
+        "</devices/{id}/twin/get>;rt=\"corral.twin.get\";ct=50;title=\"POST or FETCH {} or {since: N}\""
     );
     let mut response = Response::new(Code::CONTENT).with_uint(option::CONTENT_FORMAT, LINK_FORMAT);
     response.payload = links.as_bytes().to_vec();

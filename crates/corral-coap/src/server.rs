@@ -1,6 +1,6 @@
 //! The UDP socket and the message layer around the resources: parse, drop duplicates, answer
-//! piggybacked or separately, and push commands to observers. With DTLS (`coaps`), datagrams
-//! pass through the peer's session first ([`crate::dtls`]).
+//! piggybacked or separately, and push commands and desired twin documents to observers. With
+//! DTLS (`coaps`), datagrams pass through the peer's session first ([`crate::dtls`]).
 
 use crate::blockwise::Blockwise;
 use crate::commands::{Command, Commands};
@@ -9,12 +9,13 @@ use crate::dtls::{Dtls, DtlsConfig};
 use crate::error::CoapError;
 use crate::exchange::{Delivery, Exchanges, Seen};
 use crate::message::{Code, Kind, Message, option};
-use crate::metrics::Metrics;
-use crate::request::{self, Response};
+use crate::metrics::{Gauges, Metrics};
+use crate::request::{self, Response, Then};
 use crate::transport::Transport;
+use crate::twins::{self, DesiredObservers};
 use corral_ingest::Sink;
 use corral_ingest::decode::Limits;
-use corral_services::{Commands as CommandService, Identity};
+use corral_services::{Carried, CommandProgress, Commands as CommandService, DeviceTwins, Identity};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -32,6 +33,10 @@ pub(crate) struct Shared {
     pub exchanges: Exchanges,
     pub blockwise: Blockwise,
     pub commands: Commands,
+    /// The platform's device twins: reported patches go in, desired documents come out.
+    pub twin_service: Arc<dyn DeviceTwins>,
+    /// Devices observing their desired document.
+    pub desired: DesiredObservers,
     pub metrics: Arc<Metrics>,
     pub transport: Arc<Transport>,
     in_flight: Arc<Semaphore>,
@@ -49,6 +54,8 @@ pub struct Services {
     pub commands: Arc<dyn CommandService>,
     /// Where decoded telemetry goes (durable when it returns).
     pub sink: Arc<dyn Sink>,
+    /// Device twins: reported patches (durable when `report` returns) and desired documents.
+    pub twins: Arc<dyn DeviceTwins>,
 }
 
 /// A CoAP server on one UDP socket. Cheap to clone.
@@ -108,6 +115,8 @@ impl CoapServer {
                 config.upload_idle,
             ),
             commands: Commands::new(config.max_pending_commands, config.max_observers, config.command_ttl, metrics.clone()),
+            twin_service: services.twins.clone(),
+            desired: DesiredObservers::new(config.max_observers),
             in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
             config,
             identity: services.identity.clone(),
@@ -120,8 +129,9 @@ impl CoapServer {
             dtls,
         };
         let server = CoapServer { shared: Arc::new(shared) };
-        // Subscribed before bind returns: no command sent after it is missed.
+        // Subscribed before bind returns: no command sent or desired change made after it is missed.
         tokio::spawn(hear_commands(Arc::downgrade(&server.shared), services.commands.subscribe()));
+        tokio::spawn(twins::hear_desired_changes(Arc::downgrade(&server.shared), services.twins.desired_changes()));
         tokio::spawn(forget_on_credential_changes(Arc::downgrade(&server.shared), services.identity.credential_changes()));
         Ok(server)
     }
@@ -164,7 +174,12 @@ impl CoapServer {
     }
 
     pub fn render_metrics(&self, out: &mut String) {
-        self.shared.metrics.render(out, self.shared.blockwise.uploads_in_progress());
+        let gauges = Gauges {
+            uploads: self.shared.blockwise.uploads_in_progress(),
+            command_observers: self.shared.commands.observing(),
+            desired_observers: self.shared.desired.len(),
+        };
+        self.shared.metrics.render(out, gauges);
         if let Some(dtls) = &self.shared.dtls {
             dtls.metrics.render(out);
         }
@@ -263,8 +278,12 @@ async fn answer(shared: &Arc<Shared>, peer: SocketAddr, request: Message) {
         response
     };
     shared.metrics.answered(response.code);
-    if let Some(device) = response.then_deliver {
-        tokio::spawn(deliver(shared.clone(), device));
+    match response.then {
+        Some(Then::DeliverCommands(device)) => {
+            tokio::spawn(deliver(shared.clone(), device));
+        }
+        Some(Then::PushDesired(device, generation)) => twins::resume(shared, device, generation),
+        None => {}
     }
 }
 
@@ -273,12 +292,18 @@ async fn answer(shared: &Arc<Shared>, peer: SocketAddr, request: Message) {
 async fn deliver(shared: Arc<Shared>, device: String) {
     let path = format!("devices/{device}/commands");
     while let Some((observer, command)) = shared.commands.next_delivery(&device) {
+        if command.tracked {
+            report(&shared, &device, &command.id, Carried::Sent);
+        }
         let mut notification = Response::content(command.representation.to_vec());
         notification.options.push((option::OBSERVE, crate::message::encode_uint(observer.sequence)));
         let notification = request::cut_blocks(&shared, observer.peer, &path, None, notification);
         let message = notification.message(Kind::Confirmable, 0, observer.token.clone());
         match shared.exchanges.send_confirmable(observer.peer, message).await {
             Delivery::Acknowledged => {
+                if command.tracked {
+                    report(&shared, &device, &command.id, Carried::Delivered);
+                }
                 if shared.commands.done(&device, &command.id) {
                     shared.metrics.commands_delivered.fetch_add(1, Relaxed);
                     tracing::debug!(device, command = command.id, "coap command delivered");
@@ -289,6 +314,13 @@ async fn deliver(shared: Arc<Shared>, device: String) {
                 shared.commands.lost(&device, observer.generation);
             }
         }
+    }
+}
+
+/// Tells the platform how far a tracked command got to its device.
+fn report(shared: &Shared, device: &str, id: &str, step: Carried) {
+    if let Ok(device) = corral_model::DeviceId::new(device) {
+        shared.command_service.progress(CommandProgress { device, id: id.to_string(), door: corral_model::Door::Coap, step });
     }
 }
 
@@ -310,15 +342,19 @@ async fn hear_commands(
         };
         let Some(shared) = shared.upgrade() else { return };
         let device = command.device.as_str();
-        if shared.commands.push(device, Command::new(&command.id, &command.payload)) {
+        let queued = match command.tracked {
+            true => Command::tracked(&command.id, &command.payload),
+            false => Command::new(&command.id, &command.payload),
+        };
+        if shared.commands.push(device, queued) {
             tokio::spawn(deliver(shared, device.to_string()));
         }
     }
 }
 
-/// A device whose token was rotated, or whose status or gateway changed, loses its observation
-/// of commands and its DTLS session: it must register again with what holds now. Ends with the
-/// server.
+/// A device whose token was rotated, or whose status or gateway changed, loses its observations
+/// (commands, desired document) and its DTLS session: it must register again with what holds
+/// now. Ends with the server.
 async fn forget_on_credential_changes(
     shared: std::sync::Weak<Shared>,
     mut changes: tokio::sync::broadcast::Receiver<corral_model::DeviceId>,
@@ -330,6 +366,7 @@ async fn forget_on_credential_changes(
         match changed {
             Ok(device) => {
                 shared.commands.forget(device.as_str());
+                shared.desired.forget(device.as_str());
                 if let Some(dtls) = &shared.dtls {
                     dtls.close_device(device.as_str());
                 }

@@ -13,14 +13,22 @@
 //!   `GET/PATCH/DELETE /api/v1/devices/{id}`,
 //!   `POST /api/v1/devices/{id}/token`, `PUT/GET/DELETE /api/v1/devices/{id}/psk`,
 //!   `GET /api/v1/devices/{id}/live` (server-sent events of its readings),
-//!   `POST /api/v1/devices/{id}/commands` (to the device through whichever door it uses),
+//!   `POST /api/v1/devices/{id}/commands` (a tracked command to the device through whichever
+//!   door it uses; `wait` for its answer), `GET /api/v1/devices/{id}/commands/next` (the device
+//!   polls, long poll with `wait`) and `POST /api/v1/devices/{id}/commands/{command_id}/response`
+//!   (its answer; both with the device's own credential),
 //!   `GET /api/v1/devices/{id}/twin` (API token or the device's own token),
 //!   `PATCH /api/v1/devices/{id}/twin/desired` (operator/admin, `If-Match`),
 //!   `PATCH /api/v1/devices/{id}/twin/reported` (the device's own token)
+//! - `GET /api/v1/commands?device=&state=&job=&after=&limit=`, `GET /api/v1/commands/{id}`;
+//!   `POST /api/v1/command-jobs` (one command to the devices a target selects),
+//!   `GET /api/v1/command-jobs/{job}` (its counts by state)
 //! - `POST /api/v1/ingest[/{table}]` (device token; JSON or SenML)
 //! - `POST /api/v1/query` (`{"sql": ...}`; `Accept: text/csv` for CSV)
 //! - `POST /write`, `POST /api/v2/write` (InfluxDB line protocol, v1 and v2 APIs)
 //! - `GET/POST /api/v1/tokens`, `DELETE /api/v1/tokens/{id}`, `GET/PUT /api/v1/profiles[/{name}]`,
+//!   `GET/PATCH /api/v1/profiles/{name}/twin/desired` (the profile's desired defaults, which its
+//!   devices' twins inherit; PATCH by an unscoped operator/admin),
 //!   `GET/POST /api/v1/tenants`, `GET /api/v1/audit`
 //! - `GET/POST /api/v1/rules`, `GET/PUT/DELETE /api/v1/rules/{id}`; `GET /api/v1/alarms`,
 //!   `GET /api/v1/alarms/{id}`, `POST /api/v1/alarms/{id}/ack|clear|comments`;
@@ -33,7 +41,9 @@ mod admin;
 mod auth;
 mod body;
 mod certificates;
+mod command_jobs;
 mod commands;
+mod device_commands;
 mod devices;
 mod devices_csv;
 mod encode;
@@ -43,6 +53,7 @@ mod line_protocol;
 mod live;
 mod mqtt_ws;
 mod ops;
+mod profile_twin;
 mod query;
 mod rules;
 mod twin;
@@ -112,6 +123,8 @@ pub struct AppState {
     pub live: LiveFeed,
     /// Device twins (desired, reported, delta); the HTTP door reads and patches them.
     pub twins: Arc<dyn corral_twin::TwinStore>,
+    /// Tracked commands: created here, followed to the device's answer, polled by HTTP devices.
+    pub tracker: corral_commands::Tracker,
 }
 
 /// The HTTP routes; `pages` (the web console) are served beside them, under the same request
@@ -123,7 +136,13 @@ pub fn router(state: AppState, pages: Router) -> Router {
         .route("/devices/{id}", get(devices::show).patch(devices::update).delete(devices::decommission))
         .route("/devices/{id}/token", post(devices::rotate_token))
         .route("/devices/{id}/live", get(live::stream))
-        .route("/devices/{id}/commands", post(commands::send))
+        .route("/devices/{id}/commands", post(commands::create))
+        .route("/devices/{id}/commands/next", get(device_commands::next))
+        .route("/devices/{id}/commands/{command_id}/response", post(device_commands::respond))
+        .route("/commands", get(commands::list))
+        .route("/commands/{id}", get(commands::show))
+        .route("/command-jobs", post(command_jobs::create))
+        .route("/command-jobs/{job}", get(command_jobs::show))
         .route("/devices/{id}/twin", get(twin::show))
         .route("/devices/{id}/twin/desired", axum::routing::patch(twin::patch_desired))
         .route("/devices/{id}/twin/reported", axum::routing::patch(twin::patch_reported))
@@ -142,6 +161,7 @@ pub fn router(state: AppState, pages: Router) -> Router {
         .route("/tokens/{id}", axum::routing::delete(admin::revoke_token))
         .route("/profiles", get(admin::list_profiles))
         .route("/profiles/{name}", get(admin::show_profile).put(admin::put_profile))
+        .route("/profiles/{name}/twin/desired", get(profile_twin::show).patch(profile_twin::patch))
         .route("/tenants", get(admin::list_tenants).post(admin::create_tenant))
         .route("/audit", get(admin::audit))
         .route("/rules", post(rules::create).get(rules::list))

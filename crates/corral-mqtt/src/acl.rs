@@ -4,12 +4,14 @@
 //!   wildcard in the device level (`devices/+/...`, `#`) is denied.
 //! - Application: may subscribe to anything (a tenant scope then filters what it receives).
 //!   Viewers may not publish; operators and admins may, but not to the device→platform topics
-//!   (telemetry, attributes, reported twin: those speak for a device). A tenant-scoped one
+//!   (telemetry, attributes, reported twin, a command's answer: those speak for a device). A tenant-scoped one
 //!   publishes only to devices of its tenant and under `tenants/<its tenant>/`, its own
 //!   namespace; an unscoped one anywhere else too.
 //! - Anonymous (open mode): anything outside `devices/`, `alarms/` and `tenants/`.
-//! - Nobody publishes to `$`-topics or `alarms/` (both are the server's: alarm events carry the
-//!   tenant of the alarm, which a client must not be able to forge).
+//! - Nobody publishes to `$`-topics, `alarms/` or a device's twin outputs (`devices/<id>/twin`,
+//!   `devices/<id>/twin/desired`): all are the server's (alarm events carry the tenant of the
+//!   alarm, which a client must not be able to forge; a device must be able to trust that its
+//!   desired document is the platform's).
 
 use crate::hooks::{BrokerHooks, Identity, Role};
 use crate::topic;
@@ -52,15 +54,15 @@ pub(crate) fn device_to_resolve<'t>(who: &Identity, topic_name: &'t str) -> Opti
     }
 }
 
-/// `$`-topics and `alarms/`: nobody publishes there but the server.
+/// `$`-topics, `alarms/` and twin outputs: nobody publishes there but the server.
 fn servers_own(topic_name: &str) -> bool {
-    topic_name.starts_with('$') || first_level(topic_name) == "alarms"
+    topic_name.starts_with('$') || first_level(topic_name) == "alarms" || topic::is_twin_output(topic_name)
 }
 
 /// Whether an application of `role` may publish to `topic_name` at all: viewers never do, and no
-/// application speaks for a device (telemetry, attributes, reported twin).
+/// application speaks for a device (telemetry, attributes, reported twin, a command's answer).
 fn application_may_publish_to(role: Role, topic_name: &str) -> bool {
-    role != Role::Viewer && topic::platform_topic(topic_name).is_none()
+    role != Role::Viewer && topic::platform_topic(topic_name).is_none() && !topic::is_command_answer(topic_name)
 }
 
 /// May `who` publish to `topic` (a valid topic name)?
@@ -172,6 +174,8 @@ mod tests {
         assert!(!may_publish(&app(Role::Operator, Some("acme")), "devices/b1/commands/x", &Tenants));
         assert!(!may_publish(&app(Role::Admin, Some("acme")), "devices/unknown/commands/x", &Tenants));
         assert!(!may_publish(&app(Role::Admin, None), "devices/a1/telemetry", &Tenants));
+        assert!(!may_publish(&app(Role::Admin, None), "devices/a1/commands/c1/response", &Tenants), "the device answers");
+        assert!(may_publish(&device(), "devices/gw/commands/c1/response", &Tenants));
         assert!(!may_publish(&app(Role::Admin, None), "$SYS/x", &Tenants));
     }
 
@@ -190,6 +194,19 @@ mod tests {
         assert!(!may_publish(&acme, "ops/anything", &Tenants));
         assert!(may_publish(&app(Role::Operator, None), "ops/anything", &Tenants));
         assert!(!may_publish(&Identity::Anonymous, "tenants/acme/x", &Tenants));
+    }
+
+    /// A device trusts its desired document and twin answers because only the platform
+    /// publishes them; the device itself reports and asks.
+    #[test]
+    fn nobody_but_the_platform_publishes_a_devices_twin_outputs() {
+        for who in [device(), app(Role::Admin, None), app(Role::Operator, Some("acme"))] {
+            assert!(!may_publish(&who, "devices/gw/twin/desired", &Tenants), "{who:?}");
+            assert!(!may_publish(&who, "devices/gw/twin", &Tenants), "{who:?}");
+        }
+        assert!(may_publish(&device(), "devices/gw/twin/reported", &Tenants));
+        assert!(may_publish(&device(), "devices/gw/twin/get", &Tenants));
+        assert!(may_subscribe(&device(), "devices/gw/twin/desired"));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! [`Broker`]: the handle the binary holds. Construction (recovering durable state), listeners,
-//! platform-side operations (publish, kick), housekeeping, shutdown and metrics.
+//! platform-side operations (publish, taps and delivery receipts, what a session holds, kick),
+//! housekeeping, shutdown and metrics.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -11,16 +12,17 @@ use bytes::Bytes;
 use corral_services::{Clock, SystemClock};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, mpsc, watch};
 
 use crate::codec::{QoS, ReasonCode};
 use crate::config::BrokerConfig;
 use crate::connection::{self, Transport};
 use crate::error::BrokerError;
 use crate::hooks::{BrokerHooks, Identity};
-use crate::message::Message;
+use crate::message::{Message, now_ms};
 use crate::metrics::{Gauges, Metrics, MetricsSnapshot};
 use crate::persist::{self, Persist, StateCapture};
+use crate::receipts::{Acknowledged, Recipient};
 use crate::retained::RetainedStore;
 use crate::state::{BrokerState, read};
 use crate::trie::SubscriptionTrie;
@@ -83,6 +85,7 @@ impl Broker {
                 me: me.clone(),
                 taps: RwLock::default(),
                 tenant_shares: Default::default(),
+                receipts: Default::default(),
             }
         });
         if let Some(rec) = recovered {
@@ -170,6 +173,76 @@ impl Broker {
         retain: bool,
         tenant: Option<&str>,
     ) -> Result<(), BrokerError> {
+        self.publish_with(topic, payload.into(), qos, retain, tenant, None, None).await
+    }
+
+    /// Answers an MQTT 5 request the platform took from a tap: `payload` on `topic` (QoS 1), with
+    /// the request's correlation data, so the requester can match it to its question.
+    pub async fn publish_answer(&self, topic: &str, payload: Bytes, correlation_data: Option<Bytes>) -> Result<(), BrokerError> {
+        let props = correlation_data
+            .map(|data| Box::new(crate::codec::Properties { correlation_data: Some(data), ..Default::default() }));
+        self.publish_with(topic, payload, QoS::AtLeastOnce, false, None, props, None).await
+    }
+
+    /// Like [`Broker::publish_for_tenant`], with MQTT 5 properties (a 3.1.1 subscriber gets the
+    /// message without them); returns the sessions that queued a copy, online or not.
+    pub async fn publish_with_properties(
+        &self,
+        topic: &str,
+        payload: impl Into<Bytes>,
+        qos: QoS,
+        tenant: Option<&str>,
+        properties: PublishProperties,
+    ) -> Result<Vec<Recipient>, BrokerError> {
+        let mut recipients = Vec::new();
+        let props = properties.into_codec();
+        self.publish_with(topic, payload.into(), qos, false, tenant, props, Some(&mut recipients)).await?;
+        Ok(recipients)
+    }
+
+    /// Every delivery of a message on a topic matching `filter` that a client took from now on
+    /// (see [`Acknowledged`]); the listener must keep up (at most `capacity` wait, later ones
+    /// are lost with a warning). Ends when the receiver is dropped.
+    pub fn acknowledgements(&self, filter: &str, capacity: usize) -> Result<mpsc::Receiver<Acknowledged>, BrokerError> {
+        if !crate::topic::is_valid_filter(filter) || crate::topic::parse_shared(filter).is_some() {
+            return Err(BrokerError::InvalidTopic(filter.to_owned()));
+        }
+        Ok(self.state.receipts.listen(filter, capacity))
+    }
+
+    /// Whether the session of `client_id` holds a message on `topic` that its client has not
+    /// acknowledged yet: queued for it (online or not) or in flight. Such a message reaches the
+    /// client without being published again (after a restart too, for a persistent session).
+    pub fn session_holds(&self, client_id: &str, topic: &str) -> bool {
+        let Some(session) = self.state.sessions().get(client_id).cloned() else { return false };
+        let st = session.lock();
+        st.queue.iter().any(|out| &*out.message.topic == topic)
+            || st.inflight.values().any(|inflight| &*inflight.out.message.topic == topic)
+    }
+
+    /// The sessions whose subscriptions match `topic` (every member of a shared group), online
+    /// or not: who would get a message published there.
+    pub fn subscribers(&self, topic: &str) -> Vec<Recipient> {
+        let sessions = read(&self.state.trie).sessions_matching(topic);
+        sessions.iter().map(|session| Recipient::of(session)).collect()
+    }
+
+    /// The retained messages on topics matching `filter`, as (topic, payload).
+    pub fn retained(&self, filter: &str) -> Vec<(Arc<str>, Bytes)> {
+        read(&self.state.retained).matching(filter).iter().map(|m| (m.topic.clone(), m.payload.clone())).collect()
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn publish_with(
+        &self,
+        topic: &str,
+        payload: Bytes,
+        qos: QoS,
+        retain: bool,
+        tenant: Option<&str>,
+        mut props: Option<Box<crate::codec::Properties>>,
+        recipients: Option<&mut Vec<Recipient>>,
+    ) -> Result<(), BrokerError> {
         if self.state.is_shutting_down() {
             return Err(BrokerError::ShuttingDown);
         }
@@ -181,18 +254,22 @@ impl Broker {
             None => None,
         };
         let origin_tenant = device_tenant.or_else(|| tenant.map(str::to_owned)).map(Arc::from);
+        // The expiry is kept as a time, and announced to each subscriber as what is left of it.
+        let expiry_secs = props.as_mut().and_then(|p| p.message_expiry_interval.take());
+        let expires_at_ms = expiry_secs.map(|s| now_ms() + u64::from(s) * 1000);
+        let props = props.filter(|p| !p.is_empty());
         let message = Arc::new(Message {
             id: self.state.new_message_id(),
             topic: Arc::from(topic),
-            payload: payload.into(),
+            payload,
             qos,
             retain,
-            props: None,
-            expires_at_ms: None,
+            props,
+            expires_at_ms,
             origin_client: None,
             origin_tenant,
         });
-        if self.state.route(message)
+        if self.state.route_to(message, recipients)
             && let Some(p) = &self.state.persist
             && !p.barrier().await.unwrap_or(false)
         {
@@ -204,11 +281,11 @@ impl Broker {
     /// Every message routed on a topic matching `filter` from now on, for an in-process
     /// listener; the listener must keep up (at most `capacity` wait, later ones are lost with a
     /// warning). Ends when the receiver is dropped.
-    pub fn tap(&self, filter: &str, capacity: usize) -> Result<tokio::sync::mpsc::Receiver<crate::Tapped>, BrokerError> {
+    pub fn tap(&self, filter: &str, capacity: usize) -> Result<mpsc::Receiver<crate::Tapped>, BrokerError> {
         if !crate::topic::is_valid_filter(filter) {
             return Err(BrokerError::InvalidTopic(filter.to_owned()));
         }
-        let (sender, receiver) = tokio::sync::mpsc::channel(capacity.max(1));
+        let (sender, receiver) = mpsc::channel(capacity.max(1));
         let mut taps = crate::state::write(&self.state.taps);
         taps.retain(|t| !t.sender.is_closed());
         taps.push(crate::tap::Tap { filter: filter.to_owned(), sender });
@@ -259,6 +336,31 @@ impl Broker {
             subscriptions: read(&state.trie).len() as u64,
             pending_wills: state.wills.len() as u64,
         })
+    }
+}
+
+/// MQTT 5 properties of a platform publish ([`Broker::publish_with_properties`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PublishProperties {
+    /// Where the platform wants the answer (request/response).
+    pub response_topic: Option<String>,
+    /// Handed back with the answer, so the platform can match it to its question.
+    pub correlation_data: Option<Bytes>,
+    pub content_type: Option<String>,
+    /// The message is dropped, wherever it waits, once this many seconds passed.
+    pub message_expiry_secs: Option<u32>,
+}
+
+impl PublishProperties {
+    fn into_codec(self) -> Option<Box<crate::codec::Properties>> {
+        let properties = crate::codec::Properties {
+            response_topic: self.response_topic,
+            correlation_data: self.correlation_data,
+            content_type: self.content_type,
+            message_expiry_interval: self.message_expiry_secs,
+            ..Default::default()
+        };
+        (!properties.is_empty()).then(|| Box::new(properties))
     }
 }
 

@@ -53,6 +53,11 @@ impl Identity {
         }
     }
 
+    /// The device whose [`principal`](Self::principal) this is (`device:<id>`), if a device's.
+    pub(crate) fn device_of_principal(principal: &str) -> Option<&str> {
+        principal.strip_prefix("device:")
+    }
+
     /// The tenant this identity may receive messages of (`None` = all).
     pub fn receive_scope(&self) -> Option<&str> {
         match self {
@@ -208,6 +213,12 @@ pub trait BrokerHooks: Send + Sync + 'static {
     }
 
     fn on_connected(&self, _who: &Identity, _client_id: &str) {}
+
+    /// The session of `client_id` subscribes to `filters` now: those a SUBSCRIBE was granted
+    /// (called after its SUBACK), or, with `resumed`, those a session resumed on CONNECT had
+    /// already (called before its CONNACK is sent, after `on_connected`). The platform learns
+    /// here that a device can take what it subscribes to, such as its commands.
+    fn on_subscribed(&self, _who: &Identity, _client_id: &str, _filters: &[String], _resumed: bool) {}
 
     fn on_disconnected(&self, _who: &Identity, _client_id: &str, _how: DisconnectKind) {}
 }

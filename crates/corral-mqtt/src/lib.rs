@@ -24,7 +24,10 @@
 //!
 //! - [`Broker`]: `new` (`with_clock` to give it the time sessions and wills expire by),
 //!   `serve_tcp`, `serve_connection` (WebSocket/TLS streams), `publish_from_platform`,
-//!   `kick_device`, `disconnect_client_where`, `shutdown`, `metrics`.
+//!   `publish_with_properties` (MQTT 5 properties; says which sessions queued it), `tap`,
+//!   `acknowledgements` (delivery receipts, [`Acknowledged`]), `session_holds` and
+//!   `subscribers` (what a session still holds, who would get a topic), `kick_device`,
+//!   `disconnect_client_where`, `shutdown`, `metrics`.
 //! - [`BrokerConfig`]: limits (packet size, inflight, queues, rate limit, timeouts).
 //! - [`BrokerHooks`], [`Identity`], [`ConnectRequest`], [`ConnectRefusal`], [`PublishRefusal`],
 //!   [`InboundPublish`], [`DisconnectKind`], [`TenantLookup`]: the platform seam.
@@ -95,6 +98,7 @@ mod metrics;
 mod persist;
 mod queue;
 mod ratelimit;
+mod receipts;
 mod retained;
 mod router;
 mod session;
@@ -104,16 +108,17 @@ mod tap;
 mod trie;
 mod will;
 
-pub use broker::Broker;
+pub use broker::{Broker, PublishProperties};
 pub use codec::{QoS, ReasonCode};
 pub use config::{BrokerConfig, QueueOverflow, RateLimit};
-pub use door::{ConnectedDevices, DoorMetrics, PlatformDoor, carry_commands, disconnect_on_credential_changes};
+pub use door::{ConnectedDevices, DoorMetrics, PlatformDoor, carry_commands, carry_twins, disconnect_on_credential_changes};
 pub use error::{BrokerError, DecodeError};
 pub use hooks::{
     BrokerHooks, ConnectRefusal, ConnectRequest, DisconnectKind, Identity, InboundPublish, PlatformWrite, PublishRefusal, Role,
     TenantLookup,
 };
 pub use metrics::MetricsSnapshot;
+pub use receipts::{Acknowledged, Recipient};
 pub use settings::MqttSettings;
 pub use tap::Tapped;
 pub use topic::PlatformTopic;

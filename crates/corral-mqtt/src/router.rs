@@ -8,6 +8,7 @@ use crate::hooks::Identity;
 use crate::message::{Message, Outgoing};
 use crate::metrics;
 use crate::persist::{Op, Persist, RouteTarget};
+use crate::receipts::Recipient;
 use crate::session::{Enqueued, Session, Subscription};
 use crate::state::{BrokerState, read, write};
 use crate::trie::Subscriber;
@@ -25,6 +26,11 @@ impl BrokerState {
     /// Returns true if it logged durable state, i.e. a QoS 1/2 acknowledgement must wait for
     /// [`Persist::barrier`].
     pub fn route(&self, msg: Arc<Message>) -> bool {
+        self.route_to(msg, None)
+    }
+
+    /// [`route`](Self::route), telling `recipients` which sessions queued a copy.
+    pub fn route_to(&self, msg: Arc<Message>, mut recipients: Option<&mut Vec<Recipient>>) -> bool {
         crate::tap::offer(&read(&self.taps), &msg);
         let mut logged = false;
         if msg.retain {
@@ -92,17 +98,28 @@ impl BrokerState {
             _ => None,
         };
         for (session, out) in deliveries {
-            self.enqueue(&session, out, gate.as_ref().map(|(p, _)| *p));
+            let queued = self.enqueue(&session, out, gate.as_ref().map(|(p, _)| *p)).is_some();
+            if queued && let Some(recipients) = recipients.as_deref_mut() {
+                recipients.push(Recipient::of(&session));
+            }
         }
         logged
     }
 
-    /// Queues one copy; counts and logs what the queue limits dropped.
-    fn enqueue(&self, session: &Session, out: Outgoing, persist: Option<&Persist>) {
+    /// Queues one copy; counts and logs what the queue limits dropped. Returns the id of the
+    /// message that was queued (the oldest may have made room for it), `None` if none was.
+    fn enqueue(&self, session: &Session, out: Outgoing, persist: Option<&Persist>) -> Option<u64> {
+        let msg_id = out.message.id;
         match session.deliver(out, &self.config) {
-            Enqueued::Queued => {}
-            Enqueued::OfflineQos0 => metrics::inc(&self.metrics.dropped_offline_qos0),
-            Enqueued::Qos0Backlog => metrics::inc(&self.metrics.dropped_qos0_backlog),
+            Enqueued::Queued => Some(msg_id),
+            Enqueued::OfflineQos0 => {
+                metrics::inc(&self.metrics.dropped_offline_qos0);
+                None
+            }
+            Enqueued::Qos0Backlog => {
+                metrics::inc(&self.metrics.dropped_qos0_backlog);
+                None
+            }
             Enqueued::Dropped(dropped) => {
                 if dropped.qos == QoS::AtMostOnce {
                     metrics::inc(&self.metrics.dropped_qos0_backlog);
@@ -113,6 +130,7 @@ impl BrokerState {
                         p.log(&Op::Done { client_id: session.client_id.clone(), msg_id: dropped.message.id });
                     }
                 }
+                (dropped.message.id != msg_id).then_some(msg_id)
             }
         }
     }

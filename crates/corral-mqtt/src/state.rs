@@ -2,7 +2,7 @@
 //! over), detach on disconnect, subscribe/unsubscribe, expiry, and the snapshot capture.
 //!
 //! Lock order (never reversed, never held across an await): persist gate → sessions map →
-//! one session → trie/retained. Routing takes the trie read lock, releases it, then locks each
+//! one session → trie/retained/receipt listeners. Routing takes the trie read lock, releases it, then locks each
 //! target session in turn.
 
 use std::collections::HashMap;
@@ -49,6 +49,8 @@ pub(crate) struct BrokerState {
     pub taps: RwLock<Vec<crate::tap::Tap>>,
     /// What each tenant's sessions have queued, together (see `queue.rs`).
     pub tenant_shares: crate::queue::TenantShares,
+    /// Listeners for delivery receipts (see `receipts.rs`).
+    pub receipts: crate::receipts::Receipts,
 }
 
 /// What `attach` did with an existing session.

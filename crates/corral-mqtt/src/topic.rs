@@ -79,6 +79,22 @@ pub fn device_of(topic: &str) -> Option<&str> {
     (!id.is_empty() && !tail.is_empty()).then_some(id)
 }
 
+/// `devices/<id>/commands/<command-id>/response`: a device's answer to a command, which only the
+/// device (or its gateway) gives.
+pub fn is_command_answer(topic: &str) -> bool {
+    device_of(topic).is_some_and(|id| {
+        let levels: Vec<&str> = topic["devices/".len() + id.len() + 1..].split('/').collect();
+        matches!(levels.as_slice(), ["commands", command, "response"] if !command.is_empty())
+    })
+}
+
+/// `devices/<id>/twin` (answers to `twin/get`) and `devices/<id>/twin/desired` (the desired
+/// document): what the platform tells a device about its twin, so only the platform publishes
+/// there.
+pub fn is_twin_output(topic: &str) -> bool {
+    device_of(topic).is_some_and(|id| matches!(&topic["devices/".len() + id.len() + 1..], "twin" | "twin/desired"))
+}
+
 /// Classifies `topic`: `Some((device, kind))` when the platform must see it before routing.
 pub fn platform_topic(topic: &str) -> Option<(&str, PlatformTopic)> {
     let id = device_of(topic)?;
@@ -154,6 +170,12 @@ mod tests {
         assert_eq!(platform_topic("devices/d1/attributes"), Some(("d1", PlatformTopic::Attributes)));
         assert_eq!(platform_topic("devices/d1/twin/reported"), Some(("d1", PlatformTopic::TwinReported)));
         assert_eq!(platform_topic("devices/d1/twin/desired"), None);
+        assert!(is_twin_output("devices/d1/twin/desired") && is_twin_output("devices/d1/twin"));
+        assert!(is_command_answer("devices/d1/commands/c1/response"));
+        assert!(!is_command_answer("devices/d1/commands/c1") && !is_command_answer("devices/d1/commands//response"));
+        for other in ["devices/d1/twin/reported", "devices/d1/twin/get", "devices/twin/desired", "twin/desired"] {
+            assert!(!is_twin_output(other), "{other}");
+        }
         assert_eq!(platform_topic("devices/d1/commands/reboot"), None);
         assert_eq!(platform_topic("devices/d1/telemetry/a/b"), None);
         assert_eq!(device_of("devices/d1"), None);

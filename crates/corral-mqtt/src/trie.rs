@@ -107,7 +107,24 @@ impl SubscriptionTrie {
     pub fn for_each_match(&self, topic_name: &str, accept: &dyn Fn(&Subscriber) -> bool, deliver: &mut dyn FnMut(&Subscriber)) {
         let levels: Vec<&str> = topic_name.split('/').collect();
         let dollar = topic_name.starts_with('$');
-        walk(&self.root, &levels, dollar, accept, deliver);
+        walk(&self.root, &levels, dollar, &mut |node| visit(node, accept, deliver));
+    }
+
+    /// Every session with a subscription matching `topic_name`, once each: plain subscribers and
+    /// every member of a shared group (a question about who may hold a message, so no member
+    /// takes its turn).
+    pub fn sessions_matching(&self, topic_name: &str) -> Vec<Arc<Session>> {
+        let levels: Vec<&str> = topic_name.split('/').collect();
+        let mut sessions: Vec<Arc<Session>> = Vec::new();
+        walk(&self.root, &levels, topic_name.starts_with('$'), &mut |node| {
+            let shared = node.shared.values().flat_map(|g| g.members.iter());
+            for sub in node.subscribers.values().chain(shared) {
+                if !sessions.iter().any(|s| Arc::ptr_eq(s, &sub.session)) {
+                    sessions.push(sub.session.clone());
+                }
+            }
+        });
+        sessions
     }
 }
 
@@ -139,32 +156,27 @@ fn remove_at(node: &mut Node, levels: &[&str], group: Option<&str>, client_id: &
     removed
 }
 
-fn walk(
-    node: &Node,
-    levels: &[&str],
-    dollar_at_root: bool,
-    accept: &dyn Fn(&Subscriber) -> bool,
-    deliver: &mut dyn FnMut(&Subscriber),
-) {
+/// Calls `at` for every node whose subscriptions match the topic of `levels`.
+fn walk(node: &Node, levels: &[&str], dollar_at_root: bool, at: &mut dyn FnMut(&Node)) {
     let Some((first, rest)) = levels.split_first() else {
-        visit(node, accept, deliver);
+        at(node);
         // "a/#" also matches "a" itself.
         if let Some(hash) = node.children.get("#") {
-            visit(hash, accept, deliver);
+            at(hash);
         }
         return;
     };
     // Wildcards at the first level never match `$` topics (§4.7.2).
     if !dollar_at_root {
         if let Some(hash) = node.children.get("#") {
-            visit(hash, accept, deliver);
+            at(hash);
         }
         if let Some(plus) = node.children.get("+") {
-            walk(plus, rest, false, accept, deliver);
+            walk(plus, rest, false, at);
         }
     }
     if let Some(child) = node.children.get(*first) {
-        walk(child, rest, false, accept, deliver);
+        walk(child, rest, false, at);
     }
 }
 
@@ -282,5 +294,21 @@ mod tests {
         assert!(trie.remove("$share/g/t/+", "m1"));
         assert!(trie.remove("$share/g/t/+", "m2"));
         assert_eq!(matching(&trie, "t/x"), ["m3", "solo"], "offline member used as fallback");
+    }
+
+    #[test]
+    fn sessions_matching_names_every_session_once_and_takes_no_turn() {
+        let mut trie = SubscriptionTrie::default();
+        let both = sub("both", true);
+        trie.insert("d/x/c/+", both.clone());
+        trie.insert("d/x/#", both);
+        trie.insert("$share/g/d/+/c/+", sub("m1", true));
+        trie.insert("$share/g/d/+/c/+", sub("m2", false));
+        trie.insert("d/y/c/+", sub("other", true));
+        let mut names: Vec<String> = trie.sessions_matching("d/x/c/1").iter().map(|s| s.client_id.to_string()).collect();
+        names.sort();
+        assert_eq!(names, ["both", "m1", "m2"]);
+        let node = ["d", "+", "c", "+"].iter().fold(&trie.root, |node, level| &node.children[*level]);
+        assert_eq!(node.shared["g"].next.load(Ordering::Relaxed), 0, "no member took its turn");
     }
 }

@@ -20,7 +20,7 @@
 //!
 //! ```no_run
 //! use corral_rules::RuleBook;
-//! # async fn t(platform: std::sync::Arc<dyn corral_rules::Platform>, commands: std::sync::Arc<dyn corral_services::Commands>) -> Result<(), corral_rules::RulesError> {
+//! # async fn t(platform: std::sync::Arc<dyn corral_rules::Platform>, commands: std::sync::Arc<dyn corral_services::IssueCommands>) -> Result<(), corral_rules::RulesError> {
 //! let rules = corral_rules::Rules::open(std::path::Path::new("rules.db"), Default::default(), platform, commands,
 //!     std::sync::Arc::new(corral_services::SystemClock)).await?;
 //! let spec = serde_json::from_value(serde_json::json!({
@@ -136,7 +136,7 @@ impl Rules {
         path: &Path,
         config: RulesConfig,
         platform: Arc<dyn Platform>,
-        commands: Arc<dyn corral_services::Commands>,
+        commands: Arc<dyn corral_services::IssueCommands>,
         clock: Arc<dyn corral_services::Clock>,
     ) -> Result<Rules, RulesError> {
         config.webhooks.validate().map_err(|e| RulesError::invalid(format!("rules.webhooks: {e}")))?;

@@ -109,6 +109,12 @@ fn raised_only() -> Vec<AlarmEvent> {
     vec![AlarmEvent::Raised]
 }
 
+/// How long a rule's command waits for its device by default: five minutes, long enough for a
+/// device on a flaky link to come back, short enough that a stale command is not obeyed later.
+fn command_timeout_s() -> u64 {
+    300
+}
+
 /// Where an alarm event goes. `topic` and `subject` may use `{device}`, `{tenant}`, `{rule}` and
 /// `{event}`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -129,11 +135,14 @@ pub enum ActionSpec {
         #[serde(default = "raised_only")]
         on: Vec<AlarmEvent>,
     },
-    /// Send a command to the device: `devices/<id>/commands/<name>` with `payload`.
+    /// Send a tracked command to the device (`name`, `payload`; see docs/commands.md), which waits
+    /// for it up to `timeout_s` when it is away.
     Command {
         name: String,
         #[serde(default)]
         payload: serde_json::Value,
+        #[serde(default = "command_timeout_s")]
+        timeout_s: u64,
         #[serde(default = "raised_only")]
         on: Vec<AlarmEvent>,
     },
@@ -278,8 +287,11 @@ fn validate_action(action: &ActionSpec) -> Result<(), String> {
                 return Err(format!("topic `{topic}` must be a plain topic name (no wildcards, not $-prefixed)"));
             }
         }
-        ActionSpec::Command { name, .. } => {
+        ActionSpec::Command { name, timeout_s, .. } => {
             corral_model::DeviceId::new(name).map_err(|_| format!("name `{name}`: use 1-128 of A-Z a-z 0-9 . _ -"))?;
+            if *timeout_s == 0 || *timeout_s > 7 * 24 * 3600 {
+                return Err(format!("timeout_s {timeout_s}: a command waits between 1 second and 7 days"));
+            }
         }
         ActionSpec::Nats { url, subject, .. } => {
             if url.trim().is_empty() {

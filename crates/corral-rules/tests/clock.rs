@@ -41,7 +41,7 @@ async fn an_absence_alarm_is_raised_once_the_clock_passes_the_window_and_not_bef
         &dir.path().join("rules.db"),
         config,
         Arc::new(Fleet(vec![meter])),
-        Arc::new(CommandBus::default()),
+        commands(&clock).await,
         Arc::new(clock.clone()),
     )
     .await
@@ -59,4 +59,10 @@ async fn an_absence_alarm_is_raised_once_the_clock_passes_the_window_and_not_bef
     let alarms = open().await;
     assert_eq!(alarms.iter().map(|a| a.device.as_str()).collect::<Vec<_>>(), ["meter-1"]);
     assert_eq!(alarms[0].first_at, start_ns + (16 * MINUTE).as_nanos() as i64, "raised at the clock's time, not the machine's");
+}
+
+/// The platform's tracked commands, on a private ledger (no rule here commands a device).
+async fn commands(clock: &ManualClock) -> Arc<dyn corral_services::IssueCommands> {
+    let ledger = Arc::new(corral_commands::SqliteLedger::open_in_memory().await.unwrap());
+    Arc::new(corral_commands::Tracker::new(ledger, Arc::new(CommandBus::default()), Arc::new(clock.clone())))
 }

@@ -47,7 +47,8 @@ async fn open(path: &Path, clock: &ManualClock) -> (Rules, mpsc::UnboundedReceiv
     // The task's own absence checks are an hour apart: the test runs them when it wants.
     let config = RulesConfig { absence_check_ms: 3_600_000, ..Default::default() };
     let platform = Arc::new(Fleet { meter, published });
-    let rules = Rules::open(path, config, platform, Arc::new(CommandBus::default()), Arc::new(clock.clone())).await.unwrap();
+    let commands = commands(clock).await;
+    let rules = Rules::open(path, config, platform, commands, Arc::new(clock.clone())).await.unwrap();
     (rules, receiver)
 }
 
@@ -244,4 +245,10 @@ async fn an_alarms_action_is_committed_with_it_and_delivered_by_the_outbox_loop(
     let text = metrics(&rules);
     assert!(text.contains("\ncorral_outbox_delivered_total{action=\"mqtt\"} 1\n"), "{text}");
     assert!(text.contains("\ncorral_outbox_pending 0\n"), "{text}");
+}
+
+/// The platform's tracked commands, on a private ledger (no rule here commands a device).
+async fn commands(clock: &ManualClock) -> Arc<dyn corral_services::IssueCommands> {
+    let ledger = Arc::new(corral_commands::SqliteLedger::open_in_memory().await.unwrap());
+    Arc::new(corral_commands::Tracker::new(ledger, Arc::new(CommandBus::default()), Arc::new(clock.clone())))
 }

@@ -28,6 +28,14 @@ pub struct Command {
     /// The door it came in through, which already delivered it to its own listeners; `None`
     /// when the platform itself sent it (a rule, the REST API).
     pub from: Option<Door>,
+    /// A tracked command (`corral-commands`): `payload` is the whole body the device receives
+    /// (`{"id", "name", "payload"}`) and doors report how far they carried it
+    /// ([`Commands::progress`]). Untracked ones (an application publishing on a device's command
+    /// topic) carry only a payload.
+    pub tracked: bool,
+    /// When a tracked command expires (Unix ms): a door that can say so (MQTT's message expiry)
+    /// keeps it from reaching a device after that.
+    pub expires_at_ms: Option<i64>,
 }
 
 impl Command {
@@ -38,7 +46,19 @@ impl Command {
         payload: impl Into<Bytes>,
         from: Option<Door>,
     ) -> Self {
-        Command { device, tenant, id: id.into(), payload: payload.into(), from }
+        Command { device, tenant, id: id.into(), payload: payload.into(), from, tracked: false, expires_at_ms: None }
+    }
+
+    /// A tracked command whose `body` is what the device receives, until `expires_at_ms`.
+    pub fn tracked(
+        device: DeviceId,
+        tenant: TenantId,
+        id: impl Into<String>,
+        body: impl Into<Bytes>,
+        expires_at_ms: i64,
+    ) -> Self {
+        let (id, payload) = (id.into(), body.into());
+        Command { device, tenant: Some(tenant), id, payload, from: None, tracked: true, expires_at_ms: Some(expires_at_ms) }
     }
 }
 
@@ -54,6 +74,49 @@ pub struct CommandResponse {
     pub from: Option<Door>,
 }
 
+/// Creates tracked commands, for rooms that command devices themselves (a rule's command
+/// action, a campaign). Implemented by the tracker (`corral-commands`).
+#[async_trait]
+pub trait IssueCommands: Send + Sync + 'static {
+    /// Records the command (durable when this returns) and sends it; returns its id. A second
+    /// call with the same `key` returns the first command's id instead of creating another, so a
+    /// caller that retries after a crash does not command the device twice.
+    async fn issue(&self, command: CommandOrder) -> Result<String, WireError>;
+}
+
+/// What [`IssueCommands::issue`] is asked to send.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CommandOrder {
+    pub device: DeviceId,
+    pub tenant: TenantId,
+    pub name: String,
+    pub payload: serde_json::Value,
+    pub timeout: std::time::Duration,
+    /// Who orders it, as the command records it (`rule:<id>`).
+    pub created_by: String,
+    /// Makes retries idempotent (see [`IssueCommands::issue`]).
+    pub key: Option<String>,
+}
+
+/// How far a door carried a command to its device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Carried {
+    /// Sent to the device (published to its connection, sent as a notification).
+    Sent,
+    /// The transport acknowledged it (MQTT PUBACK, CoAP ACK, an HTTP poll answered).
+    Delivered,
+}
+
+/// A door's word on a command it carried.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandProgress {
+    pub device: DeviceId,
+    /// The command id.
+    pub id: String,
+    pub door: Door,
+    pub step: Carried,
+}
+
 /// Sends commands to devices and carries their answers back.
 #[async_trait]
 pub trait Commands: Send + Sync + 'static {
@@ -65,6 +128,15 @@ pub trait Commands: Send + Sync + 'static {
     async fn respond(&self, response: CommandResponse) -> Result<(), WireError>;
     /// Every answer sent from now on.
     fn responses(&self) -> broadcast::Receiver<Arc<CommandResponse>>;
+    /// A door tells how far it carried a command; whoever tracks commands listens.
+    fn progress(&self, progress: CommandProgress);
+    /// Every progress report from now on.
+    fn progress_reports(&self) -> broadcast::Receiver<CommandProgress>;
+    /// A device can take commands through `door` now (it subscribed to its commands, observes
+    /// them, polls): whoever keeps commands for it hands over those still waiting.
+    fn ready(&self, device: DeviceId, door: Door);
+    /// Every device that became ready from now on.
+    fn readiness(&self) -> broadcast::Receiver<(DeviceId, Door)>;
 }
 
 /// [`Commands`] in one process: a broadcast channel each way. A listener that falls more than
@@ -74,11 +146,19 @@ pub trait Commands: Send + Sync + 'static {
 pub struct CommandBus {
     commands: broadcast::Sender<Arc<Command>>,
     responses: broadcast::Sender<Arc<CommandResponse>>,
+    progress: broadcast::Sender<CommandProgress>,
+    ready: broadcast::Sender<(DeviceId, Door)>,
 }
 
 impl CommandBus {
     pub fn new(capacity: usize) -> Self {
-        CommandBus { commands: broadcast::channel(capacity.max(1)).0, responses: broadcast::channel(capacity.max(1)).0 }
+        let capacity = capacity.max(1);
+        CommandBus {
+            commands: broadcast::channel(capacity).0,
+            responses: broadcast::channel(capacity).0,
+            progress: broadcast::channel(capacity).0,
+            ready: broadcast::channel(capacity).0,
+        }
     }
 }
 
@@ -110,6 +190,23 @@ impl Commands for CommandBus {
 
     fn responses(&self) -> broadcast::Receiver<Arc<CommandResponse>> {
         self.responses.subscribe()
+    }
+
+    fn progress(&self, progress: CommandProgress) {
+        // Nobody tracking commands (untracked use) is not an error.
+        let _ = self.progress.send(progress);
+    }
+
+    fn progress_reports(&self) -> broadcast::Receiver<CommandProgress> {
+        self.progress.subscribe()
+    }
+
+    fn ready(&self, device: DeviceId, door: Door) {
+        let _ = self.ready.send((device, door));
+    }
+
+    fn readiness(&self) -> broadcast::Receiver<(DeviceId, Door)> {
+        self.ready.subscribe()
     }
 }
 

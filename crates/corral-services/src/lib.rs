@@ -12,6 +12,7 @@
 //! | [`Identity`] | which device or application a credential is; whether a gateway speaks for a device; a device's tenant | `corral-pki` (`Identities`: registry tokens and PSKs, CA certificates) |
 //! | [`Commands`] | send a command to a device, whatever door it uses; hear the answers | [`CommandBus`] (in process) |
 //! | [`Reported`] | what a device says about itself (attributes) | `corral-registry` |
+//! | [`DeviceTwins`] | the device side of twins: reported patches, desired documents and their changes, `get` | `corral-twin` (`TwinDoors`) |
 //! | [`SqlService`], [`SystemTable`] | read-only SQL; the platform's own tables in it | `corral-store`; `devices`, `certificates` by the registry, `alarms` by the rules |
 //! | [`OnlineStatus`], [`Connections`] | whether devices are online; who holds a connection | `corral-rules` (offline windows), `corral-mqtt` |
 //! | [`MetricsSource`] | Prometheus lines for `/metrics`, written with [`metrics::Exposition`] | every room that counts |
@@ -34,10 +35,12 @@ mod identity;
 pub mod metrics;
 mod presence;
 mod sql;
+mod twins;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use commands::{Command, CommandBus, CommandResponse, Commands};
+pub use commands::{Carried, Command, CommandBus, CommandOrder, CommandProgress, CommandResponse, Commands, IssueCommands};
 pub use identity::{Application, Caller, Credential, DeviceCaller, Identity, Reported, Role};
 pub use metrics::MetricsSource;
 pub use presence::{Connection, Connections, DeviceFacts, OnlineStatus};
 pub use sql::{SqlResult, SqlService, SystemTable};
+pub use twins::{DesiredMessage, DesiredNotice, DeviceTwins};

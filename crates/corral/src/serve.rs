@@ -11,7 +11,9 @@ use anyhow::Context;
 use corral_http::{AppState, HttpLimits, HttpMetrics};
 use corral_ingest::{Pipeline, Sink};
 use corral_registry::{Registry, SqliteRegistry};
-use corral_services::{Clock, CommandBus, Commands, Connections, Identity, MetricsSource, OnlineStatus, SystemClock};
+use corral_services::{
+    Clock, CommandBus, Commands, Connections, DeviceTwins, Identity, MetricsSource, OnlineStatus, SystemClock,
+};
 use corral_store::{QueryEngine, Store, SystemTables};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -53,17 +55,31 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let commands: Arc<dyn Commands> = Arc::new(CommandBus::default());
     let platform = Arc::new(glue::RulesPlatform { registry: registry.clone(), store: store.clone(), broker: Default::default() });
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    // Tracked commands: recorded before they are sent, carried by every door, answered or expired.
+    let ledger = Arc::new(
+        corral_commands::SqliteLedger::open(&data_dir.join(corral_commands::DATABASE_FILE), clock.now_ms())
+            .await
+            .context("opening the command ledger")?,
+    );
+    let tracker = corral_commands::Tracker::new(ledger.clone(), commands.clone(), clock.clone());
+    tracker.start().await.context("starting the command tracker")?;
     let rules_db = data_dir.join("rules.db");
-    let rules = corral_rules::Rules::open(&rules_db, config.rules.clone(), platform.clone(), commands.clone(), clock.clone())
-        .await
-        .context("opening the rules database")?;
+    let rules =
+        corral_rules::Rules::open(&rules_db, config.rules.clone(), platform.clone(), Arc::new(tracker.clone()), clock.clone())
+            .await
+            .context("opening the rules database")?;
 
     // Fleet operations: device twins (desired/reported), beside the registry, off the data path.
+    let twin_settings = config.twin.clone();
     let twins: Arc<dyn corral_twin::TwinStore> = Arc::new(
-        corral_twin::SqliteTwins::open(&data_dir.join(corral_twin::DATABASE_FILE), clock, corral_twin::TwinSettings::default())
+        corral_twin::SqliteTwins::open(&data_dir.join(corral_twin::DATABASE_FILE), clock.clone(), twin_settings.clone())
             .await
             .context("opening the twin database")?,
     );
+    let twin_devices = Arc::new(glue::TwinDevices(registry.clone()));
+    corral_twin::follow_devices(twins.clone(), twin_devices.clone()).await.context("giving every device its twin")?;
+    let device_twins: Arc<dyn DeviceTwins> =
+        Arc::new(corral_twin::TwinDoors::new(twins.clone(), twin_settings).with_directory(twin_devices));
 
     // The corridor every door submits to.
     let live = corral_http::LiveFeed::default();
@@ -75,12 +91,26 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     // Doors: MQTT, CoAP (HTTP last, below).
     let handshake_failures = crate::tls::HandshakeFailures::new("mqtts");
     let https_failures = crate::tls::HandshakeFailures::new("https");
-    let door = corral_mqtt::PlatformDoor::new(identity.clone(), sink.clone(), registry.clone());
-    let mqtt = start_broker(&config, &data_dir, &door, &identity, &commands, &authorities, &handshake_failures).await?;
+    let door = corral_mqtt::PlatformDoor::new(identity.clone(), sink.clone(), registry.clone())
+        .with_twins(device_twins.clone())
+        .with_commands(commands.clone());
+    let mqtt = start_broker(
+        &config,
+        &data_dir,
+        BrokerServices { door: &door, identity: &identity, commands: &commands, twins: &device_twins },
+        &authorities,
+        &handshake_failures,
+    )
+    .await?;
     if let Some(mqtt) = &mqtt {
         let _ = platform.broker.set(mqtt.broker.clone());
     }
-    let coap_services = corral_coap::Services { identity: identity.clone(), commands: commands.clone(), sink: sink.clone() };
+    let coap_services = corral_coap::Services {
+        identity: identity.clone(),
+        commands: commands.clone(),
+        sink: sink.clone(),
+        twins: device_twins.clone(),
+    };
     let coap = start_coap(&config, coap_services).await?;
     let coap_servers: Vec<corral_coap::CoapServer> = [&coap.plain, &coap.secure].into_iter().flatten().cloned().collect();
 
@@ -94,6 +124,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         Arc::new(corral_registry::DevicesTable { registry: registry.clone(), online: online.clone() }),
         Arc::new(corral_rules::AlarmsTable(rules.clone())),
         Arc::new(corral_registry::CertificatesTable(registry.clone())),
+        Arc::new(corral_twin::TwinsTable(twins.clone())),
+        Arc::new(corral_commands::CommandsTable(ledger.clone())),
     ])?;
     let engine =
         QueryEngine::new(store.clone(), tables, config.limits.query_memory_mb << 20).context("setting up the SQL engine")?;
@@ -133,6 +165,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         authorities: Arc::new(authorities.clone()),
         live,
         twins: twins.clone(),
+        tracker: tracker.clone(),
     };
 
     // Bound before the HTTP listener: its log line is the last, and tests wait for it.
@@ -209,8 +242,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         persister.abort();
         store.close().await.context("persisting the write buffer at shutdown")?;
         registry.flush_last_seen().await.context("flushing last_seen")?;
-        // Last, after the HTTP door drained: no twin request can still be writing.
+        // Last, after the HTTP door drained: no twin or command request can still be writing.
         twins.close().await;
+        ledger.close().await;
         tracing::info!("stopped cleanly");
         Ok(())
     });
@@ -235,14 +269,21 @@ async fn open_store(config: &Config, data_dir: &Path) -> anyhow::Result<Store> {
     tokio::task::spawn_blocking(move || Store::open(store_config)).await?.context("opening the store (WAL replay)")
 }
 
+/// What the broker serves devices with: its door into the platform, and the services it carries.
+struct BrokerServices<'a> {
+    door: &'a corral_mqtt::PlatformDoor,
+    identity: &'a Arc<dyn Identity>,
+    commands: &'a Arc<dyn Commands>,
+    twins: &'a Arc<dyn DeviceTwins>,
+}
+
 /// The MQTT broker on its listener (unless `off`), with its state under `<data>/mqtt`, carrying
-/// the platform's commands, and disconnecting devices whose token, status or gateway changes.
+/// the platform's commands and device twins, and disconnecting devices whose token, status or
+/// gateway changes.
 async fn start_broker(
     config: &Config,
     data_dir: &Path,
-    door: &corral_mqtt::PlatformDoor,
-    identity: &Arc<dyn Identity>,
-    commands: &Arc<dyn Commands>,
+    BrokerServices { door, identity, commands, twins }: BrokerServices<'_>,
     authorities: &corral_pki::Authorities,
     handshake_failures: &crate::tls::HandshakeFailures,
 ) -> anyhow::Result<Option<MqttListener>> {
@@ -253,6 +294,7 @@ async fn start_broker(
         corral_mqtt::Broker::new(broker_config, Arc::new(door.clone())).context("starting the MQTT broker (state replay)")?;
     corral_mqtt::carry_commands(broker.clone(), commands.clone()).context("carrying commands over MQTT")?;
     tokio::spawn(corral_mqtt::disconnect_on_credential_changes(broker.clone(), identity.clone()));
+    corral_mqtt::carry_twins(broker.clone(), twins.clone()).await.context("carrying device twins over MQTT")?;
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding the MQTT listener to {addr}"))?;
     let mqtt_addr = listener.local_addr()?;
     tracing::info!(proto = %"mqtt", addr = %mqtt_addr, "listening");

@@ -1,9 +1,10 @@
 //! The CoAP door against real clients: libcoap's `coap-client` (Debian libcoap3-bin), Python
-//! `aiocoap` (clients/coap_clients.py), and hand-made datagrams from a raw UDP socket.
+//! `aiocoap` (clients/coap_clients.py, and clients/coap_twin.py for device twins), and hand-made
+//! datagrams from a raw UDP socket.
 
-use corral_testkit::{TestServer, coap_datagram as datagram};
+use corral_testkit::{Script, TestServer, coap_datagram as datagram};
 use reqwest::Method;
-use serde_json::json;
+use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
 use std::net::UdpSocket;
 use std::process::{Command, Stdio};
@@ -514,21 +515,28 @@ async fn with_mqtt_off_an_observer_still_receives_commands_from_rest_and_rules()
     assert_eq!(lines.next().unwrap().unwrap(), "registered 2.05");
 
     let send = json!({"name": "open", "payload": {"position": 80}});
-    let (status, body) = server.admin(Method::POST, "/api/v1/devices/valve-9/commands", Some(send)).await;
-    assert_eq!((status, body["state"].as_str()), (202, Some("sent")), "{body}");
+    let (status, created) = server.admin(Method::POST, "/api/v1/devices/valve-9/commands", Some(send)).await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().unwrap().to_string();
     let telemetry = uri(&server, "devices/valve-9/telemetry", &token);
     assert_eq!(aiocoap_post(&telemetry, "json", r#"{"temperature": 12}"#, "con"), "2.04");
 
-    let got: Vec<String> =
-        tokio::task::spawn_blocking(move || lines.by_ref().take(2).map(Result::unwrap).collect()).await.unwrap();
-    assert_eq!(got[0], r#"{"id":"open","payload":{"position":80}}"#, "the REST command");
-    assert_eq!(got[1], r#"{"id":"cool-down","payload":{"setpoint":4}}"#, "the rule's command action");
+    let got: Vec<Value> = tokio::task::spawn_blocking(move || {
+        lines.by_ref().take(2).map(|line| serde_json::from_str(&line.unwrap()).unwrap()).collect()
+    })
+    .await
+    .unwrap();
+    assert_eq!(got[0], json!({"id": id, "name": "open", "payload": {"position": 80}}), "the REST command");
+    assert_eq!((got[1]["name"].as_str(), got[1]["payload"].clone()), (Some("cool-down"), json!({"setpoint": 4})), "the rule's");
     assert!(observer.wait().unwrap().success());
 
-    // Without MQTT nobody reads answers yet: the device is told so, rather than told "done".
-    let answer = uri(&server, "devices/valve-9/commands/open/response", &token);
-    let refused = aiocoap_post(&answer, "json", r#"{"done": true}"#, "con");
-    assert!(refused.starts_with("5.03"), "{refused}");
+    // The acknowledged notification delivered it; the device's answer over CoAP completes it,
+    // with MQTT off.
+    let answer = uri(&server, &format!("devices/valve-9/commands/{id}/response"), &token);
+    assert_eq!(aiocoap_post(&answer, "json", r#"{"status": "succeeded", "payload": {"position": 80}}"#, "con"), "2.04");
+    let (_, command) = server.admin(Method::GET, &format!("/api/v1/commands/{id}"), None).await;
+    assert_eq!((command["state"].as_str(), command["door"].as_str()), (Some("succeeded"), Some("coap")), "{command}");
+    assert!(command["delivered_at_ms"].is_i64(), "{command}");
 }
 
 #[tokio::test]
@@ -538,13 +546,219 @@ async fn sending_a_command_over_rest_needs_a_writer_and_a_device_the_caller_sees
     let send = || Some(json!({"name": "reboot"}));
     let (status, body) = server.admin(Method::POST, "/api/v1/devices/nobody/commands", send()).await;
     assert_eq!(status, 404, "{body}");
-    let (status, body) = server.admin(Method::POST, "/api/v1/devices/pump-1/commands", Some(json!({"name": "a/b"}))).await;
-    assert_eq!(status, 400, "{body}");
+    let (status, body) = server.admin(Method::POST, "/api/v1/devices/pump-1/commands", Some(json!({"name": "a\nb"}))).await;
+    assert_eq!(status, 400, "a name with a control character: {body}");
     let (status, viewer) = server.admin(Method::POST, "/api/v1/tokens", Some(json!({"name": "watcher", "role": "viewer"}))).await;
     assert_eq!(status, 201, "{viewer}");
     let secret = viewer["token"].as_str().unwrap();
     let (status, body) = server.call(Method::POST, "/api/v1/devices/pump-1/commands", secret, send()).await;
     assert_eq!(status, 403, "{body}");
     let (status, body) = server.admin(Method::POST, "/api/v1/devices/pump-1/commands", send()).await;
-    assert_eq!(status, 202, "an MQTT broker is listening: {body}");
+    assert_eq!((status, body["state"].as_str()), (201, Some("queued")), "recorded, waiting for the device: {body}");
+}
+
+const TWIN_CLIENT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/coap_twin.py");
+
+/// One aiocoap request on a twin resource: "<code> <payload>".
+fn twin_request(method: &str, uri: &str, body: Option<&str>) -> String {
+    let out = Command::new("python3").args([TWIN_CLIENT, "request", method, uri]).args(body).output().expect("python3");
+    assert!(out.status.success(), "aiocoap: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// An aiocoap device observing its desired document: "registered <code> <observe>", then a
+/// "desired <version> <document>" line for the answer and each notification.
+fn observe_desired(server: &TestServer, device: &str, token: &str) -> Script {
+    let mut command = Command::new("python3");
+    command.args([TWIN_CLIENT, "observe", &uri(server, &format!("devices/{device}/twin/desired"), token)]);
+    Script::spawn(command, &["ended", "timeout"])
+}
+
+async fn patch_desired(server: &TestServer, device: &str, patch: Value) -> u64 {
+    let (status, out) = server.admin(Method::PATCH, &format!("/api/v1/devices/{device}/twin/desired"), Some(patch)).await;
+    assert_eq!(status, 200, "{out}");
+    out["version"].as_u64().unwrap()
+}
+
+async fn twin(server: &TestServer, device: &str) -> Value {
+    let (status, out) = server.admin(Method::GET, &format!("/api/v1/devices/{device}/twin"), None).await;
+    assert_eq!(status, 200, "{out}");
+    out
+}
+
+#[tokio::test]
+async fn coap_devices_observe_their_desired_document_and_receive_every_change_whole() {
+    let server = TestServer::start(BIN).await;
+    let token = server.register_device("thermo-1", json!({})).await;
+    assert_eq!(patch_desired(&server, "thermo-1", json!({"interval_s": 30})).await, 1);
+
+    let mut device = observe_desired(&server, "thermo-1", &token);
+    assert_eq!(device.wait_for("registered"), "registered 2.05 1", "the Observe number is the version");
+    assert_eq!(device.wait_for("desired"), r#"desired 1 {"interval_s":30}"#, "the current document in the answer");
+    patch_desired(&server, "thermo-1", json!({"fw": "2.1"})).await;
+    assert_eq!(device.wait_for("desired"), r#"desired 2 {"fw":"2.1","interval_s":30}"#, "each change, whole");
+    patch_desired(&server, "thermo-1", json!({"interval_s": null})).await;
+    assert_eq!(device.wait_for("desired"), r#"desired 3 {"fw":"2.1"}"#);
+    // Larger than a block: the notification goes block-wise.
+    let banner = "x".repeat(3000);
+    patch_desired(&server, "thermo-1", json!({"banner": banner})).await;
+    assert_eq!(device.wait_for("desired"), format!(r#"desired 4 {{"banner":"{banner}","fw":"2.1"}}"#));
+    assert!(device.finish().is_empty(), "nothing else arrived");
+    let metrics = reqwest::get(server.url("/metrics")).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("corral_coap_desired_delivered_total 3"), "{metrics}");
+
+    // A plain GET (libcoap here) reads the document without observing; the block-wise one too.
+    let (body, err) = coap_client(&["-m", "get", &uri(&server, "devices/thermo-1/twin/desired", &token)]);
+    let read: Value = serde_json::from_str(body.trim()).unwrap_or_else(|e| panic!("{e}: {body} {err}"));
+    assert_eq!(read, json!({"version": 4, "desired": {"banner": banner, "fw": "2.1"}}));
+    // Discovery lists the twin's resources.
+    let (links, _) = coap_client(&["-m", "get", &format!("coap://{}/.well-known/core", server.coap)]);
+    for resource in ["twin>", "twin/desired>;rt=\"corral.twin.desired\";obs", "twin/reported>", "twin/get>"] {
+        assert!(links.contains(&format!("</devices/{{id}}/{resource}")), "{resource}: {links}");
+    }
+}
+
+#[tokio::test]
+async fn reported_patches_over_coap_merge_and_delete_keys_and_refusals_store_nothing() {
+    let server = TestServer::start(BIN).await;
+    let token = server.register_device("hvac-1", json!({})).await;
+    let other = server.register_device("hvac-2", json!({})).await;
+    patch_desired(&server, "hvac-1", json!({"fw": "2.1", "mode": "eco"})).await;
+    let reported = uri(&server, "devices/hvac-1/twin/reported", &token);
+
+    // PATCH and POST from aiocoap, iPATCH from libcoap: each a merge patch, 2.04 once durable.
+    assert_eq!(twin_request("PATCH", &reported, Some(r#"{"fw": "2.0", "mode": "eco", "battery": 80}"#)), "2.04");
+    assert_eq!(twin_request("POST", &reported, Some(r#"{"battery": null}"#)), "2.04");
+    let (_, err) = coap_client(&["-m", "ipatch", "-t", "50", "-e", r#"{"rssi": -70}"#, &reported]);
+    assert!(!err.contains("4.") && !err.contains("5."), "{err}");
+    let state = twin(&server, "hvac-1").await;
+    assert_eq!(state["reported"]["document"], json!({"fw": "2.0", "mode": "eco", "rssi": -70}));
+    assert_eq!(state["reported"]["version"], 3);
+    assert_eq!(state["delta"], json!({"fw": "2.1"}));
+
+    // Bad or oversized patches: 4.00 and 4.13, nothing stored.
+    assert!(twin_request("PATCH", &reported, Some("{not json")).starts_with("4.00 "), "bad JSON");
+    assert!(twin_request("PATCH", &reported, Some("[1, 2]")).starts_with("4.00 "), "not an object");
+    let over = format!(r#"{{"blob": "{}"}}"#, "x".repeat(40 * 1024));
+    assert!(twin_request("PATCH", &reported, Some(&over)).starts_with("4.13 "), "over the 32 KiB document limit");
+    let (_, err) = coap_client(&["-m", "patch", "-t", "60", "-e", "x", &reported]);
+    assert!(err.contains("4.15"), "{err}");
+    assert_eq!(twin_request("PUT", &reported, Some("{}")), "4.05 only PATCH, iPATCH or POST here");
+    assert_eq!(twin(&server, "hvac-1").await["reported"]["version"], 3, "nothing stored");
+
+    // Another device's twin: 4.03, whatever the resource; nothing stored there either.
+    let theirs = |resource: &str| uri(&server, &format!("devices/hvac-2/twin/{resource}"), &token);
+    let forbidden = "4.03 the token of hvac-1 may not speak for hvac-2";
+    assert_eq!(twin_request("PATCH", &theirs("reported"), Some(r#"{"fw": "0"}"#)), forbidden);
+    assert_eq!(twin_request("GET", &theirs("desired"), None), forbidden);
+    assert_eq!(twin_request("POST", &theirs("get"), Some("{}")), forbidden);
+    assert_eq!(twin_request("GET", &uri(&server, "devices/hvac-1/twin/desired", "cdt_wrong"), None), "4.01 invalid device token");
+    assert_eq!(twin(&server, "hvac-2").await["reported"]["version"], 0);
+    // Its own token works there.
+    assert_eq!(twin_request("PATCH", &uri(&server, "devices/hvac-2/twin/reported", &other), Some(r#"{"fw": "1.0"}"#)), "2.04");
+}
+
+#[tokio::test]
+async fn twin_get_over_coap_answers_the_whole_twin_or_the_changes_since_a_version() {
+    let server = TestServer::start(BIN).await;
+    let token = server.register_device("pump-1", json!({})).await;
+    for patch in [json!({"rpm": 1000}), json!({"rpm": 1200}), json!({"mode": "auto"})] {
+        patch_desired(&server, "pump-1", patch).await;
+    }
+    let answer = |out: String| -> Value {
+        let (code, body) = out.split_once(' ').unwrap_or((out.as_str(), ""));
+        assert_eq!(code, "2.05", "{out}");
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {out}"))
+    };
+
+    let whole = answer(twin_request("GET", &uri(&server, "devices/pump-1/twin", &token), None));
+    assert_eq!(
+        (whole["desired"]["version"].clone(), whole["desired"]["document"].clone()),
+        (json!(3), json!({"rpm": 1200, "mode": "auto"}))
+    );
+    // FETCH on the twin, or POST on twin/get, with {"since": N}: the patches that lead past N.
+    let since = Some(r#"{"since": 1}"#);
+    for (method, resource) in
+        [("FETCH", "devices/pump-1/twin"), ("POST", "devices/pump-1/twin/get"), ("FETCH", "devices/pump-1/twin/get")]
+    {
+        let changes = answer(twin_request(method, &uri(&server, resource, &token), since));
+        assert_eq!((changes["kind"].as_str(), changes["version"].as_u64()), (Some("patches"), Some(3)), "{method} {resource}");
+        let patches: Vec<Value> = changes["patches"].as_array().unwrap().iter().map(|p| p["patch"].clone()).collect();
+        assert_eq!(patches, [json!({"rpm": 1200}), json!({"mode": "auto"})]);
+    }
+    let whole_again = answer(twin_request("POST", &uri(&server, "devices/pump-1/twin/get", &token), Some("{}")));
+    assert_eq!(whole_again["desired"]["version"], 3);
+    let (body, _) =
+        coap_client(&["-m", "fetch", "-t", "50", "-e", r#"{"since": 2}"#, &uri(&server, "devices/pump-1/twin", &token)]);
+    assert!(body.contains(r#""patches""#) && body.contains(r#""mode":"auto""#), "libcoap FETCH: {body}");
+    let bad = twin_request("POST", &uri(&server, "devices/pump-1/twin/get", &token), Some(r#"{"since": "one"}"#));
+    assert!(bad.starts_with("4.00 "), "{bad}");
+    assert_eq!(twin_request("POST", &uri(&server, "devices/pump-1/twin", &token), Some("{}")), "4.05 only GET or FETCH here");
+}
+
+#[tokio::test]
+async fn a_desired_change_made_while_a_coap_device_slept_is_in_its_next_registration_even_after_kill_9() {
+    let mut server = TestServer::start(BIN).await;
+    let token = server.register_device("reefer-1", json!({})).await;
+    patch_desired(&server, "reefer-1", json!({"setpoint_c": -18})).await;
+    let mut device = observe_desired(&server, "reefer-1", &token);
+    assert_eq!(device.wait_for("desired"), r#"desired 1 {"setpoint_c":-18}"#);
+    device.finish();
+
+    // Changed while the device sleeps: its next registration's answer carries the change.
+    patch_desired(&server, "reefer-1", json!({"setpoint_c": -20})).await;
+    let mut device = observe_desired(&server, "reefer-1", &token);
+    assert_eq!(device.wait_for("registered"), "registered 2.05 2");
+    assert_eq!(device.wait_for("desired"), r#"desired 2 {"setpoint_c":-20}"#);
+    device.finish();
+
+    // Changed, then the server dies without a goodbye right after answering the change.
+    patch_desired(&server, "reefer-1", json!({"defrost": "auto"})).await;
+    server.kill9();
+    server.restart();
+    let mut device = observe_desired(&server, "reefer-1", &token);
+    assert_eq!(device.wait_for("desired"), r#"desired 3 {"defrost":"auto","setpoint_c":-20}"#);
+    // And the restarted server pushes the next change to the new observation.
+    patch_desired(&server, "reefer-1", json!({"setpoint_c": -22})).await;
+    assert_eq!(device.wait_for("desired"), r#"desired 4 {"defrost":"auto","setpoint_c":-22}"#);
+    assert!(device.finish().is_empty());
+}
+
+/// RFC 7641 §3.6: a device that answers a notification with Reset no longer observes.
+#[tokio::test]
+async fn a_reset_notification_ends_the_desired_observation() {
+    let server = TestServer::start(BIN).await;
+    let token = server.register_device("lamp-1", json!({})).await;
+    patch_desired(&server, "lamp-1", json!({"on": false})).await;
+    let socket = udp(&server);
+    let query = format!("t={token}");
+    let options: [(u16, &[u8]); 6] =
+        [(6, b""), (11, b"devices"), (11, b"lamp-1"), (11, b"twin"), (11, b"desired"), (15, query.as_bytes())];
+    socket.send(&datagram(0, 1, 0x5000, &[0xd1], &options, b"")).unwrap();
+    let answer = corral_coap::Message::parse(&receive(&socket).expect("the answer")).unwrap();
+    let said = String::from_utf8_lossy(&answer.payload).to_string();
+    assert_eq!((answer.code, answer.uint(6)), (corral_coap::Code::CONTENT, Ok(Some(1))), "registered, Observe = version: {said}");
+    let document: Value = serde_json::from_slice(&answer.payload).unwrap();
+    assert_eq!(document, json!({"version": 1, "desired": {"on": false}}));
+    assert_eq!(metric(&server, "corral_coap_desired_observers ").await, "corral_coap_desired_observers 1");
+
+    patch_desired(&server, "lamp-1", json!({"on": true})).await;
+    let notification = corral_coap::Message::parse(&receive(&socket).expect("a notification")).unwrap();
+    assert_eq!(
+        (notification.kind, notification.token.as_slice(), notification.uint(6)),
+        (corral_coap::Kind::Confirmable, &[0xd1u8][..], Ok(Some(2)))
+    );
+    let document: Value = serde_json::from_slice(&notification.payload).unwrap();
+    assert_eq!(document, json!({"version": 2, "desired": {"on": true}}));
+    let id = notification.message_id.to_be_bytes();
+    socket.send(&[0x70, 0x00, id[0], id[1]]).unwrap(); // Reset
+    for _ in 0..50 {
+        if metric(&server, "corral_coap_desired_observers ").await == "corral_coap_desired_observers 0" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(metric(&server, "corral_coap_desired_observers ").await, "corral_coap_desired_observers 0");
+    patch_desired(&server, "lamp-1", json!({"on": false})).await;
+    assert_eq!(receive(&socket), None, "no notification after the Reset");
 }

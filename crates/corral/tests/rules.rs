@@ -818,9 +818,14 @@ async fn alarm_events_reach_mqtt_subscribers_and_commands_reach_the_device() {
     );
     assert!(event["event_id"].is_string() && event["time"].is_string(), "{event}");
 
+    // A tracked command: its id is the topic's last level, and it is in the body with the name.
     let (topic, payload) = device.next("devices/chiller-1/commands/");
-    assert_eq!(topic, "devices/chiller-1/commands/cool-down");
-    assert_eq!(serde_json::from_str::<Value>(&payload).unwrap(), json!({"setpoint": 4}));
+    let body: Value = serde_json::from_str(&payload).unwrap();
+    let id = body["id"].as_str().expect("a command id").to_string();
+    assert_eq!(topic, format!("devices/chiller-1/commands/{id}"));
+    assert_eq!(body, json!({"id": id, "name": "cool-down", "payload": {"setpoint": 4}}));
+    let (_, command) = server.admin(Method::GET, &format!("/api/v1/commands/{id}"), None).await;
+    assert_eq!(command["created_by"], format!("rule:{}", event["alarm"]["rule"].as_str().unwrap()), "{command}");
 
     let (topic, payload) = app.next("ops/");
     assert_eq!(topic, "ops/default/chiller-1/raised", "the template expanded");

@@ -201,6 +201,13 @@ fn accept(
     };
     tracing::debug!(client_id = %client_id, %peer, ?version, session_present = attached.session_present, "client connected");
     state.hooks.on_connected(&identity, &client_id);
+    if attached.session_present {
+        // What the resumed session receives already (the ACL applied again by `attach`).
+        let filters: Vec<String> = attached.session.lock().subscriptions.keys().cloned().collect();
+        if !filters.is_empty() {
+            state.hooks.on_subscribed(&identity, &client_id, &filters, true);
+        }
+    }
     Ok(Connection {
         rate: config.publish_rate_limit.map(|limit| TokenBucket::new(limit, Instant::now())),
         state: state.clone(),

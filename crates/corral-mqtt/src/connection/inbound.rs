@@ -432,7 +432,8 @@ impl Connection {
         self.ack_after(Packet::PubComp(PubAck::new(ack.packet_id, reason)), released && persist.is_some());
     }
 
-    /// PUBACK (QoS 1 done) or PUBCOMP (QoS 2 done) for a message we sent.
+    /// PUBACK (QoS 1 done) or PUBCOMP (QoS 2 done) for a message we sent. A success is a
+    /// delivery receipt, given under the session lock that forgets the message (`receipts.rs`).
     fn on_outbound_ack(&mut self, ack: PubAck, expected: Phase) {
         let persist = self.state.persist_for(&self.session);
         let _gate = persist.map(Persist::gate);
@@ -442,9 +443,13 @@ impl Connection {
         }
         if st.inflight.get(&ack.packet_id).is_some_and(|i| i.phase == expected)
             && let Some(done) = st.inflight.remove(&ack.packet_id)
-            && let Some(p) = persist
         {
-            p.log(&Op::Done { client_id: self.client_id.clone(), msg_id: done.out.message.id });
+            if let Some(p) = persist {
+                p.log(&Op::Done { client_id: self.client_id.clone(), msg_id: done.out.message.id });
+            }
+            if !ack.reason.is_error() && self.state.receipts.listening() {
+                self.state.receipts.offer(&self.client_id, &done.out.message.topic, &self.identity);
+            }
         }
     }
 
@@ -487,6 +492,7 @@ impl Connection {
         let now = now_ms();
         let mut reasons = Vec::with_capacity(s.filters.len());
         let mut retained = Vec::new();
+        let mut granted = Vec::with_capacity(s.filters.len());
         for (filter, options) in s.filters {
             let inner = topic::parse_shared(&filter).map_or(filter.as_str(), |(_, f)| f);
             if !acl::may_subscribe(&self.identity, inner) {
@@ -499,11 +505,15 @@ impl Connection {
             let existed = self.state.subscribe(&self.session, self.generation, &filter, sub.clone());
             retained.extend(self.state.retained_for(&filter, &sub, existed, now));
             reasons.push(ReasonCode(options.qos as u8));
+            granted.push(filter);
         }
         self.send(&Packet::SubAck(SubAck { packet_id: s.packet_id, properties: Default::default(), reasons }));
         // After the SUBACK, as the spec wants; the drain that follows sends them.
         for out in retained {
             self.state.deliver_to(&self.session, out);
+        }
+        if !granted.is_empty() {
+            self.state.hooks.on_subscribed(&self.identity, &self.client_id, &granted, false);
         }
     }
 

@@ -59,6 +59,10 @@ impl Connection {
             match self.write_publish(&out, packet_id, false, now) {
                 Written::Yes => {
                     state.metrics.message_out(out.qos);
+                    // Written is all the delivery a QoS 0 copy gets: that is its receipt.
+                    if out.qos == QoS::AtMostOnce && state.receipts.listening() {
+                        state.receipts.offer(&self.client_id, &out.message.topic, &self.identity);
+                    }
                     if out.qos != QoS::AtMostOnce {
                         if let Some(p) = logged {
                             p.log(&Op::Sent { client_id: self.client_id.clone(), msg_id: out.message.id, packet_id });

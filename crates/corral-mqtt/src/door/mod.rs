@@ -1,17 +1,21 @@
 //! The broker as a door of the platform ([`PlatformDoor`], its [`BrokerHooks`]): who a client
 //! is (the [`Identity`] service, with MQTT's own rules on top: the client id of a device is its
 //! id), what a device's publishes become (decode → the ingest [`Sink`] → WAL, the same corridor as
-//! HTTP and CoAP; attributes to [`Reported`]), and which devices hold a connection now
-//! ([`ConnectedDevices`]). [`carry_commands`] joins the broker to the [`Commands`] service.
+//! HTTP and CoAP; attributes to [`Reported`]; reported twin patches to [`DeviceTwins`]), and
+//! which devices hold a connection now ([`ConnectedDevices`]), and which devices can take their
+//! commands (`on_subscribed` → [`Commands::ready`]). [`carry_commands`] joins the broker to the
+//! [`Commands`] service, [`carry_twins`] to the desired documents and `twin/get`.
 
 mod commands;
 mod connected;
 mod login;
 #[cfg(test)]
 mod tests;
+mod twins;
 
 pub use commands::{carry_commands, disconnect_on_credential_changes};
 pub use connected::ConnectedDevices;
+pub use twins::carry_twins;
 
 use crate::codec::ReasonCode;
 use crate::hooks::{
@@ -23,7 +27,7 @@ use async_trait::async_trait;
 use corral_ingest::Sink;
 use corral_ingest::decode::{Limits, TelemetryFormat};
 use corral_model::{DeviceId, Door, Envelope, ErrorKind, TableName, TenantId, WireError};
-use corral_services::Reported;
+use corral_services::{Commands, DeviceTwins, Reported};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -33,6 +37,10 @@ pub struct PlatformDoor {
     identity: Arc<dyn corral_services::Identity>,
     sink: Arc<dyn Sink>,
     reported: Arc<dyn Reported>,
+    /// `None`: no twin store is wired (tests of other things); reported twin patches are refused.
+    twins: Option<Arc<dyn DeviceTwins>>,
+    /// Told when a device subscribes to its commands (`None`: nobody tracks commands).
+    commands: Option<Arc<dyn Commands>>,
     limits: Limits,
     connected: ConnectedDevices,
     /// Tenants of devices named by applications' publishes. A device's tenant never changes once
@@ -49,10 +57,25 @@ impl PlatformDoor {
             identity,
             sink,
             reported,
+            twins: None,
+            commands: None,
             limits: Limits::default(),
             connected: ConnectedDevices::default(),
             tenants: Default::default(),
         }
+    }
+
+    /// Devices' `twin/reported` patches go to `twins`.
+    pub fn with_twins(mut self, twins: Arc<dyn DeviceTwins>) -> Self {
+        self.twins = Some(twins);
+        self
+    }
+
+    /// Devices that subscribe to their commands (or resume a session that does) are announced
+    /// ready on `commands`, so the commands waiting for them are handed over.
+    pub fn with_commands(mut self, commands: Arc<dyn Commands>) -> Self {
+        self.commands = Some(commands);
+        self
     }
 
     /// The devices connected through this door (presence reads it).
@@ -105,8 +128,13 @@ impl BrokerHooks for PlatformDoor {
                 Ok(Box::pin(async move { sink.submit(&envelope, vec![batch]).await.map(drop).map_err(|e| refusal(&e, &topic)) }))
             }
             PlatformTopic::Attributes => self.report_attributes(device, &publish.payload),
-            // No twin store yet: routed to subscribers like any other message.
-            PlatformTopic::TwinReported => Ok(Box::pin(async { Ok(()) })),
+            PlatformTopic::TwinReported => {
+                let twins = self.twins.clone().ok_or_else(|| {
+                    PublishRefusal::new(ReasonCode::IMPLEMENTATION_SPECIFIC_ERROR, "device twins are not available here")
+                })?;
+                let (payload, topic) = (publish.payload.clone(), publish.topic.clone());
+                Ok(Box::pin(async move { twins.report(&device, &payload).await.map_err(|e| refusal(&e, &topic)) }))
+            }
         }
     }
 
@@ -139,6 +167,18 @@ impl BrokerHooks for PlatformDoor {
             let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default();
             self.connected.change(id, true, now);
             self.heard_from(id, now);
+        }
+    }
+
+    fn on_subscribed(&self, who: &Identity, _client_id: &str, filters: &[String], _resumed: bool) {
+        let (Some(commands), Identity::Device { id, children, .. }) = (&self.commands, who) else { return };
+        // A gateway takes its children's commands too, when it subscribes to them.
+        for device in std::iter::once(id).chain(children) {
+            if filters.iter().any(|filter| commands::takes_commands_of(filter, device))
+                && let Ok(device) = DeviceId::new(device.as_str())
+            {
+                commands.ready(device, Door::Mqtt);
+            }
         }
     }
 

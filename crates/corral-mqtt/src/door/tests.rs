@@ -71,3 +71,24 @@ async fn a_devices_tenant_is_awaited_once_then_cached() {
     assert_eq!(door.resolve_device_tenant("nobody").await, None);
     assert_eq!(registry.asked.load(Ordering::SeqCst), 3);
 }
+
+/// A device that subscribes to its commands, or resumes a session that does, can take them: the
+/// tracker hears it is ready. A gateway is ready for the children whose commands it subscribes to.
+#[tokio::test]
+async fn devices_subscribing_to_their_commands_are_ready_for_them() {
+    let bus = Arc::new(corral_services::CommandBus::new(16));
+    let mut ready = bus.readiness();
+    let door = PlatformDoor::new(Arc::new(Registry::default()), Arc::new(Nowhere), Arc::new(Nowhere)).with_commands(bus.clone());
+    let gateway = Identity::Device { id: "gw".into(), tenant: "acme".into(), children: vec!["c1".into(), "c2".into()] };
+    let filters = |f: &[&str]| f.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+
+    door.on_subscribed(&gateway, "gw", &filters(&["devices/gw/telemetry", "devices/gw/commands/+"]), false);
+    assert_eq!(ready.try_recv().unwrap(), (DeviceId::new("gw").unwrap(), Door::Mqtt));
+    door.on_subscribed(&gateway, "gw", &filters(&["devices/c2/#"]), true);
+    assert_eq!(ready.try_recv().unwrap(), (DeviceId::new("c2").unwrap(), Door::Mqtt));
+    // Not its commands, or not a device: nobody is ready.
+    door.on_subscribed(&gateway, "gw", &filters(&["devices/gw/twin/desired", "devices/c1/commands/cmd_1"]), false);
+    let app = Identity::Application { name: "a".into(), principal: "a".into(), role: corral_services::Role::Admin, tenant: None };
+    door.on_subscribed(&app, "a", &filters(&["devices/+/commands/+"]), false);
+    assert!(ready.try_recv().is_err());
+}

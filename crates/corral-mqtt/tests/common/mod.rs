@@ -109,6 +109,11 @@ impl BrokerHooks for TestHooks {
     fn on_disconnected(&self, _who: &Identity, client_id: &str, how: DisconnectKind) {
         self.events.lock().unwrap().push(format!("disconnected {client_id} {how:?}"));
     }
+
+    fn on_subscribed(&self, _who: &Identity, client_id: &str, filters: &[String], resumed: bool) {
+        let how = if resumed { "resumed" } else { "subscribed" };
+        self.events.lock().unwrap().push(format!("{how} {client_id} {}", filters.join(" ")));
+    }
 }
 
 pub struct TestBroker {

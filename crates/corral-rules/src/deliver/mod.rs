@@ -21,8 +21,9 @@ pub(crate) struct Actions {
     pub webhook: WebhookClient,
     pub nats: NatsPublisher,
     pub platform: Arc<dyn Platform>,
-    /// Command actions go to the devices through it, whatever their door.
-    pub commands: Arc<dyn corral_services::Commands>,
+    /// Command actions become tracked commands through it, which reach the device whatever its
+    /// door, and wait for it when it is away.
+    pub commands: Arc<dyn corral_services::IssueCommands>,
 }
 
 impl corral_outbox::Deliver for Actions {
@@ -51,18 +52,29 @@ impl corral_outbox::Deliver for Actions {
                 let tenant = event["alarm"]["tenant"].as_str().unwrap_or_default();
                 self.platform.publish(&topic, d.payload.clone().into_bytes(), tenant).await.map_err(AttemptError::retry)
             }
-            ActionSpec::Command { name, payload, .. } => {
+            ActionSpec::Command { name, payload, timeout_s, .. } => {
                 let event: serde_json::Value = serde_json::from_str(&d.payload).unwrap_or_default();
-                let body = if payload.is_null() { d.payload.clone() } else { payload.to_string() };
+                // No payload of its own: the device gets the alarm event.
+                let payload = if payload.is_null() { event.clone() } else { payload.clone() };
                 let tenant = event["alarm"]["tenant"].as_str().and_then(|t| corral_model::TenantId::new(t).ok());
                 let device = d.target.device.as_str();
-                match corral_model::DeviceId::new(device) {
-                    Ok(device) => {
-                        let command = corral_services::Command::new(device, tenant, name.as_str(), body.into_bytes(), None);
-                        self.commands.send(command).await.map_err(|e| AttemptError::retry(e.message))
-                    }
-                    Err(e) => Err(AttemptError::permanent(format!("command for {device}: {e}"))),
-                }
+                let (device, tenant) = match (corral_model::DeviceId::new(device), tenant) {
+                    (Ok(device), Some(tenant)) => (device, tenant),
+                    (Err(e), _) => return Err(AttemptError::permanent(format!("command for {device}: {e}"))),
+                    (_, None) => return Err(AttemptError::permanent(format!("command for {device}: the event has no tenant"))),
+                };
+                let order = corral_services::CommandOrder {
+                    device,
+                    tenant,
+                    name: name.clone(),
+                    payload,
+                    timeout: std::time::Duration::from_secs(*timeout_s),
+                    created_by: format!("rule:{}", event["alarm"]["rule"].as_str().unwrap_or_default()),
+                    // The outbox retries an entry whose outcome it did not record: the same key then
+                    // finds the command created the first time instead of commanding twice.
+                    key: Some(d.idempotency_key.clone()),
+                };
+                self.commands.issue(order).await.map(drop).map_err(|e| AttemptError::retry(e.message))
             }
         }
     }

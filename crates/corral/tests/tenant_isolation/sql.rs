@@ -56,7 +56,8 @@ async fn assert_names_are_the_tenants(server: &TestServer, viewer: &str) {
         assert!(out["columns"].as_array().unwrap().contains(&json!(theirs)), "unscoped, {theirs} is there: {out}");
     }
     let catalog = "SELECT table_name, column_name FROM information_schema.columns \
-                   WHERE table_schema IN ('public', 'latest') AND column_name IN ('pin_code', 'door') ORDER BY 1, 2";
+                   WHERE table_schema IN ('public', 'latest') AND (column_name = 'pin_code' OR table_name = 'vault') \
+                   ORDER BY 1, 2";
     assert_eq!(sql(server, viewer, catalog).await, (200, json!([])));
     assert_ne!(sql(server, ADMIN_TOKEN, catalog).await, (200, json!([])), "unscoped, the catalog lists them");
     let tables = "SELECT table_name FROM information_schema.tables WHERE table_name = 'vault'";

@@ -1,0 +1,30 @@
+//! Tracked commands: every command to a device has an id and a life that can be followed —
+//! `queued → sent → delivered → succeeded | failed | rejected | expired`, each step timestamped —
+//! whatever door the device uses, across restarts.
+//!
+//! Place on the path: a fleet-operations room beside the registry, off the telemetry corridor.
+//! The REST API, bulk jobs and the rules create commands through the [`Tracker`], which records
+//! them in the [`CommandLedger`] first (durable: a `kill -9` loses none) and hands them to the
+//! doors on the `corral_services::Commands` bus. Doors report how far they carried each one and
+//! pass the device's answer back; a device that comes back (subscribes, observes, polls) gets the
+//! commands still waiting for it. Commands whose timeout passed expire on the injected clock.
+//!
+//! - [`model`]: [`TrackedCommand`], [`CommandState`], the body a device receives
+//!   (`{"id", "name", "payload"}`) and the [`Answer`] it sends (`{"status", "payload", "reason"}`).
+//! - [`CommandLedger`]: the durable record, one trait; [`SqliteLedger`] keeps it in
+//!   `<data-dir>/`[`DATABASE_FILE`].
+//! - [`CommandsTable`]: the `commands` SQL table.
+
+mod error;
+mod ledger;
+pub mod model;
+mod sql;
+mod sqlite;
+mod tracker;
+
+pub use error::CommandError;
+pub use ledger::{CommandFilter, CommandLedger};
+pub use model::{Answer, CommandState, NewCommand, TrackedCommand};
+pub use sql::CommandsTable;
+pub use sqlite::{DATABASE_FILE, MAX_PAGE, SqliteLedger};
+pub use tracker::Tracker;

@@ -255,6 +255,30 @@ impl TestServer {
         created["token"].as_str().expect("token").to_string()
     }
 
+    /// Creates an API token (as admin) of `role` (`admin`, `operator`, `viewer`), scoped to
+    /// `tenant` when given, and returns its secret.
+    pub async fn api_token(&self, name: &str, role: &str, tenant: Option<&str>) -> String {
+        let body = json!({"name": name, "role": role, "tenant": tenant});
+        let (status, out) = self.admin(reqwest::Method::POST, "/api/v1/tokens", Some(body)).await;
+        assert_eq!(status, 201, "token {name}: {out}");
+        out["token"].as_str().expect("token secret").to_string()
+    }
+
+    /// Merges `patch` into a device's desired twin (as admin); the new desired version.
+    pub async fn patch_desired(&self, device: &str, patch: Value) -> u64 {
+        let path = format!("/api/v1/devices/{device}/twin/desired");
+        let (status, out) = self.admin(reqwest::Method::PATCH, &path, Some(patch)).await;
+        assert_eq!(status, 200, "desired of {device}: {out}");
+        out["version"].as_u64().expect("a version")
+    }
+
+    /// A device's whole twin (as admin).
+    pub async fn twin(&self, device: &str) -> Value {
+        let (status, out) = self.admin(reqwest::Method::GET, &format!("/api/v1/devices/{device}/twin"), None).await;
+        assert_eq!(status, 200, "twin of {device}: {out}");
+        out
+    }
+
     /// Posts a raw JSON body to `/api/v1/ingest/<table>` with a device token.
     pub async fn ingest(&self, token: &str, table: &str, body: &str) -> (u16, Value) {
         self.ingest_as(token, table, body, "application/json").await

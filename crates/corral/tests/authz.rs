@@ -7,13 +7,6 @@ use serde_json::{Value, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_corral");
 
-async fn token(server: &TestServer, name: &str, role: &str, tenant: Option<&str>) -> String {
-    let (status, out) =
-        server.admin(Method::POST, "/api/v1/tokens", Some(json!({"name": name, "role": role, "tenant": tenant}))).await;
-    assert_eq!(status, 201, "{out}");
-    out["token"].as_str().unwrap().to_string()
-}
-
 #[tokio::test]
 async fn roles_and_tenants_are_enforced_on_every_route() {
     let server = TestServer::start(BIN).await;
@@ -22,8 +15,8 @@ async fn roles_and_tenants_are_enforced_on_every_route() {
     assert_eq!(server.ingest(&a, "telemetry", r#"{"v": 1}"#).await.0, 200);
     assert_eq!(server.ingest(&b, "telemetry", r#"{"v": 2}"#).await.0, 200);
 
-    let viewer = token(&server, "viewer", "viewer", None).await;
-    let alpha_op = token(&server, "alpha-ops", "operator", Some("alpha")).await;
+    let viewer = server.api_token("viewer", "viewer", None).await;
+    let alpha_op = server.api_token("alpha-ops", "operator", Some("alpha")).await;
 
     // Anonymous and device tokens: 401 on every API route.
     let routes: [(Method, &str, Option<Value>); 8] = [

@@ -574,34 +574,22 @@ fn observe_desired(server: &TestServer, device: &str, token: &str) -> Script {
     Script::spawn(command, &["ended", "timeout"])
 }
 
-async fn patch_desired(server: &TestServer, device: &str, patch: Value) -> u64 {
-    let (status, out) = server.admin(Method::PATCH, &format!("/api/v1/devices/{device}/twin/desired"), Some(patch)).await;
-    assert_eq!(status, 200, "{out}");
-    out["version"].as_u64().unwrap()
-}
-
-async fn twin(server: &TestServer, device: &str) -> Value {
-    let (status, out) = server.admin(Method::GET, &format!("/api/v1/devices/{device}/twin"), None).await;
-    assert_eq!(status, 200, "{out}");
-    out
-}
-
 #[tokio::test]
 async fn coap_devices_observe_their_desired_document_and_receive_every_change_whole() {
     let server = TestServer::start(BIN).await;
     let token = server.register_device("thermo-1", json!({})).await;
-    assert_eq!(patch_desired(&server, "thermo-1", json!({"interval_s": 30})).await, 1);
+    assert_eq!(server.patch_desired("thermo-1", json!({"interval_s": 30})).await, 1);
 
     let mut device = observe_desired(&server, "thermo-1", &token);
     assert_eq!(device.wait_for("registered"), "registered 2.05 1", "the Observe number is the version");
     assert_eq!(device.wait_for("desired"), r#"desired 1 {"interval_s":30}"#, "the current document in the answer");
-    patch_desired(&server, "thermo-1", json!({"fw": "2.1"})).await;
+    server.patch_desired("thermo-1", json!({"fw": "2.1"})).await;
     assert_eq!(device.wait_for("desired"), r#"desired 2 {"fw":"2.1","interval_s":30}"#, "each change, whole");
-    patch_desired(&server, "thermo-1", json!({"interval_s": null})).await;
+    server.patch_desired("thermo-1", json!({"interval_s": null})).await;
     assert_eq!(device.wait_for("desired"), r#"desired 3 {"fw":"2.1"}"#);
     // Larger than a block: the notification goes block-wise.
     let banner = "x".repeat(3000);
-    patch_desired(&server, "thermo-1", json!({"banner": banner})).await;
+    server.patch_desired("thermo-1", json!({"banner": banner})).await;
     assert_eq!(device.wait_for("desired"), format!(r#"desired 4 {{"banner":"{banner}","fw":"2.1"}}"#));
     assert!(device.finish().is_empty(), "nothing else arrived");
     let metrics = reqwest::get(server.url("/metrics")).await.unwrap().text().await.unwrap();
@@ -623,7 +611,7 @@ async fn reported_patches_over_coap_merge_and_delete_keys_and_refusals_store_not
     let server = TestServer::start(BIN).await;
     let token = server.register_device("hvac-1", json!({})).await;
     let other = server.register_device("hvac-2", json!({})).await;
-    patch_desired(&server, "hvac-1", json!({"fw": "2.1", "mode": "eco"})).await;
+    server.patch_desired("hvac-1", json!({"fw": "2.1", "mode": "eco"})).await;
     let reported = uri(&server, "devices/hvac-1/twin/reported", &token);
 
     // PATCH and POST from aiocoap, iPATCH from libcoap: each a merge patch, 2.04 once durable.
@@ -631,7 +619,7 @@ async fn reported_patches_over_coap_merge_and_delete_keys_and_refusals_store_not
     assert_eq!(twin_request("POST", &reported, Some(r#"{"battery": null}"#)), "2.04");
     let (_, err) = coap_client(&["-m", "ipatch", "-t", "50", "-e", r#"{"rssi": -70}"#, &reported]);
     assert!(!err.contains("4.") && !err.contains("5."), "{err}");
-    let state = twin(&server, "hvac-1").await;
+    let state = server.twin("hvac-1").await;
     assert_eq!(state["reported"]["document"], json!({"fw": "2.0", "mode": "eco", "rssi": -70}));
     assert_eq!(state["reported"]["version"], 3);
     assert_eq!(state["delta"], json!({"fw": "2.1"}));
@@ -644,7 +632,7 @@ async fn reported_patches_over_coap_merge_and_delete_keys_and_refusals_store_not
     let (_, err) = coap_client(&["-m", "patch", "-t", "60", "-e", "x", &reported]);
     assert!(err.contains("4.15"), "{err}");
     assert_eq!(twin_request("PUT", &reported, Some("{}")), "4.05 only PATCH, iPATCH or POST here");
-    assert_eq!(twin(&server, "hvac-1").await["reported"]["version"], 3, "nothing stored");
+    assert_eq!(server.twin("hvac-1").await["reported"]["version"], 3, "nothing stored");
 
     // Another device's twin: 4.03, whatever the resource; nothing stored there either.
     let theirs = |resource: &str| uri(&server, &format!("devices/hvac-2/twin/{resource}"), &token);
@@ -653,7 +641,7 @@ async fn reported_patches_over_coap_merge_and_delete_keys_and_refusals_store_not
     assert_eq!(twin_request("GET", &theirs("desired"), None), forbidden);
     assert_eq!(twin_request("POST", &theirs("get"), Some("{}")), forbidden);
     assert_eq!(twin_request("GET", &uri(&server, "devices/hvac-1/twin/desired", "cdt_wrong"), None), "4.01 invalid device token");
-    assert_eq!(twin(&server, "hvac-2").await["reported"]["version"], 0);
+    assert_eq!(server.twin("hvac-2").await["reported"]["version"], 0);
     // Its own token works there.
     assert_eq!(twin_request("PATCH", &uri(&server, "devices/hvac-2/twin/reported", &other), Some(r#"{"fw": "1.0"}"#)), "2.04");
 }
@@ -663,7 +651,7 @@ async fn twin_get_over_coap_answers_the_whole_twin_or_the_changes_since_a_versio
     let server = TestServer::start(BIN).await;
     let token = server.register_device("pump-1", json!({})).await;
     for patch in [json!({"rpm": 1000}), json!({"rpm": 1200}), json!({"mode": "auto"})] {
-        patch_desired(&server, "pump-1", patch).await;
+        server.patch_desired("pump-1", patch).await;
     }
     let answer = |out: String| -> Value {
         let (code, body) = out.split_once(' ').unwrap_or((out.as_str(), ""));
@@ -700,26 +688,26 @@ async fn twin_get_over_coap_answers_the_whole_twin_or_the_changes_since_a_versio
 async fn a_desired_change_made_while_a_coap_device_slept_is_in_its_next_registration_even_after_kill_9() {
     let mut server = TestServer::start(BIN).await;
     let token = server.register_device("reefer-1", json!({})).await;
-    patch_desired(&server, "reefer-1", json!({"setpoint_c": -18})).await;
+    server.patch_desired("reefer-1", json!({"setpoint_c": -18})).await;
     let mut device = observe_desired(&server, "reefer-1", &token);
     assert_eq!(device.wait_for("desired"), r#"desired 1 {"setpoint_c":-18}"#);
     device.finish();
 
     // Changed while the device sleeps: its next registration's answer carries the change.
-    patch_desired(&server, "reefer-1", json!({"setpoint_c": -20})).await;
+    server.patch_desired("reefer-1", json!({"setpoint_c": -20})).await;
     let mut device = observe_desired(&server, "reefer-1", &token);
     assert_eq!(device.wait_for("registered"), "registered 2.05 2");
     assert_eq!(device.wait_for("desired"), r#"desired 2 {"setpoint_c":-20}"#);
     device.finish();
 
     // Changed, then the server dies without a goodbye right after answering the change.
-    patch_desired(&server, "reefer-1", json!({"defrost": "auto"})).await;
+    server.patch_desired("reefer-1", json!({"defrost": "auto"})).await;
     server.kill9();
     server.restart();
     let mut device = observe_desired(&server, "reefer-1", &token);
     assert_eq!(device.wait_for("desired"), r#"desired 3 {"defrost":"auto","setpoint_c":-20}"#);
     // And the restarted server pushes the next change to the new observation.
-    patch_desired(&server, "reefer-1", json!({"setpoint_c": -22})).await;
+    server.patch_desired("reefer-1", json!({"setpoint_c": -22})).await;
     assert_eq!(device.wait_for("desired"), r#"desired 4 {"defrost":"auto","setpoint_c":-22}"#);
     assert!(device.finish().is_empty());
 }
@@ -729,7 +717,7 @@ async fn a_desired_change_made_while_a_coap_device_slept_is_in_its_next_registra
 async fn a_reset_notification_ends_the_desired_observation() {
     let server = TestServer::start(BIN).await;
     let token = server.register_device("lamp-1", json!({})).await;
-    patch_desired(&server, "lamp-1", json!({"on": false})).await;
+    server.patch_desired("lamp-1", json!({"on": false})).await;
     let socket = udp(&server);
     let query = format!("t={token}");
     let options: [(u16, &[u8]); 6] =
@@ -742,7 +730,7 @@ async fn a_reset_notification_ends_the_desired_observation() {
     assert_eq!(document, json!({"version": 1, "desired": {"on": false}}));
     assert_eq!(metric(&server, "corral_coap_desired_observers ").await, "corral_coap_desired_observers 1");
 
-    patch_desired(&server, "lamp-1", json!({"on": true})).await;
+    server.patch_desired("lamp-1", json!({"on": true})).await;
     let notification = corral_coap::Message::parse(&receive(&socket).expect("a notification")).unwrap();
     assert_eq!(
         (notification.kind, notification.token.as_slice(), notification.uint(6)),
@@ -759,6 +747,6 @@ async fn a_reset_notification_ends_the_desired_observation() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(metric(&server, "corral_coap_desired_observers ").await, "corral_coap_desired_observers 0");
-    patch_desired(&server, "lamp-1", json!({"on": false})).await;
+    server.patch_desired("lamp-1", json!({"on": false})).await;
     assert_eq!(receive(&socket), None, "no notification after the Reset");
 }

@@ -10,13 +10,6 @@ use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_corral");
 
-async fn token(server: &TestServer, name: &str, role: &str, tenant: Option<&str>) -> String {
-    let (status, out) =
-        server.admin(Method::POST, "/api/v1/tokens", Some(json!({"name": name, "role": role, "tenant": tenant}))).await;
-    assert_eq!(status, 201, "{out}");
-    out["token"].as_str().unwrap().to_string()
-}
-
 /// A request with a JSON body; returns the status, the `Location` header and the body (`null`
 /// when empty).
 async fn request(
@@ -209,8 +202,8 @@ async fn viewers_read_and_scoped_tokens_see_only_their_tenant() {
     let server = TestServer::start(BIN).await;
     let a = server.register_device("a-1", json!({"tenant": "alpha"})).await;
     let b = server.register_device("b-1", json!({"tenant": "beta"})).await;
-    let viewer = token(&server, "watcher", "viewer", None).await;
-    let alpha = token(&server, "alpha-ops", "operator", Some("alpha")).await;
+    let viewer = server.api_token("watcher", "viewer", None).await;
+    let alpha = server.api_token("alpha-ops", "operator", Some("alpha")).await;
 
     assert_eq!(create(&server, &viewer, "a-1", json!({"name": "reboot"})).await.0, 403);
     let job = json!({"name": "reboot", "target": {"tenant": "alpha"}});

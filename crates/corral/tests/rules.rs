@@ -115,13 +115,6 @@ async fn ingest_ok(server: &TestServer, token: &str, body: Value) {
     assert_eq!(status, 200, "ingest {body}: {out}");
 }
 
-async fn api_token(server: &TestServer, name: &str, role: &str, tenant: Option<&str>) -> String {
-    let (status, out) =
-        server.admin(Method::POST, "/api/v1/tokens", Some(json!({"name": name, "role": role, "tenant": tenant}))).await;
-    assert_eq!(status, 201, "token {name}: {out}");
-    out["token"].as_str().expect("token secret").to_string()
-}
-
 fn rfc3339_ms(epoch_ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(epoch_ms).expect("time").to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
@@ -546,9 +539,9 @@ async fn alarm_lifecycle_by_role() {
     let server = TestServer::start(BIN).await;
     let token = server.register_device("press-1", json!({})).await;
     create_rule(&server, json!({"name": "hot press", "condition": "temperature > 8"})).await;
-    let viewer = api_token(&server, "night-viewer", "viewer", None).await;
-    let operator = api_token(&server, "night-ops", "operator", None).await;
-    let stranger = api_token(&server, "beta-ops", "operator", Some("beta")).await;
+    let viewer = server.api_token("night-viewer", "viewer", None).await;
+    let operator = server.api_token("night-ops", "operator", None).await;
+    let stranger = server.api_token("beta-ops", "operator", Some("beta")).await;
 
     ingest_ok(&server, &token, json!({"temperature": 9})).await;
     let id = wait_for_alarms(&server, "", "the alarm", |a| !a.is_empty()).await[0]["id"].as_i64().unwrap();
@@ -752,7 +745,7 @@ async fn dead_letters_after_the_attempt_limit_and_retry_revives() {
     assert_eq!(sample(&text, "corral_outbox_pending "), Some(0.0), "{text}");
 
     // Only writers may retry. The receiver recovers; a retry delivers with the same key.
-    let viewer = api_token(&server, "viewer", "viewer", None).await;
+    let viewer = server.api_token("viewer", "viewer", None).await;
     let retry = format!("/api/v1/outbox/{}/retry", dead["id"]);
     assert_eq!(server.call(Method::POST, &retry, &viewer, None).await.0, 403);
     receiver.hook.failures_left.store(0, Ordering::SeqCst);
@@ -925,7 +918,7 @@ async fn tenant_scoped_applications_receive_their_tenants_alarm_events() {
     let server = TestServer::start(BIN).await;
     let acme = server.register_device("acme-1", json!({"tenant": "acme"})).await;
     let beta = server.register_device("beta-1", json!({"tenant": "beta"})).await;
-    let dashboard = api_token(&server, "acme-dashboard", "viewer", Some("acme")).await;
+    let dashboard = server.api_token("acme-dashboard", "viewer", Some("acme")).await;
     create_rule(&server, json!({"name": "hot", "condition": "temperature > 8"})).await;
     let app = Subscriber::start(&server, None, "acme-dashboard", &dashboard, &["alarms/#"]);
 

@@ -9,13 +9,6 @@ use serde_json::{Value, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_corral");
 
-async fn token(server: &TestServer, name: &str, role: &str, tenant: Option<&str>) -> String {
-    let (status, out) =
-        server.admin(Method::POST, "/api/v1/tokens", Some(json!({"name": name, "role": role, "tenant": tenant}))).await;
-    assert_eq!(status, 201, "{out}");
-    out["token"].as_str().unwrap().to_string()
-}
-
 /// A request with a raw body and optional `If-Match`; returns the status, the `ETag` and the body.
 async fn send(
     server: &TestServer,
@@ -111,8 +104,8 @@ async fn roles_tenants_and_device_tokens_are_enforced() {
     let server = TestServer::start(BIN).await;
     let a = server.register_device("a-1", json!({"tenant": "alpha"})).await;
     let b = server.register_device("b-1", json!({"tenant": "beta"})).await;
-    let viewer = token(&server, "viewer", "viewer", None).await;
-    let alpha_op = token(&server, "alpha-ops", "operator", Some("alpha")).await;
+    let viewer = server.api_token("viewer", "viewer", None).await;
+    let alpha_op = server.api_token("alpha-ops", "operator", Some("alpha")).await;
 
     let (status, _, out) = desired(&server, &viewer, "a-1", None, r#"{"x": 1}"#).await;
     assert_eq!(status, 403, "viewer may not patch desired: {out}");
@@ -217,7 +210,7 @@ async fn profile_defaults_reach_the_profiles_devices_and_a_device_override_wins(
     assert_eq!((out["desired"]["document"].clone(), out["desired"]["version"].as_u64()), (json!({"interval_s": 10}), Some(3)));
 
     // Any application reads the defaults; a device registered later starts from them.
-    let viewer = token(&server, "viewer", "viewer", Some("default")).await;
+    let viewer = server.api_token("viewer", "viewer", Some("default")).await;
     let (status, out) = profile_defaults(&server, &viewer, "thermostat").await;
     assert_eq!(status, 200, "{out}");
     assert_eq!((out["desired"]["document"].clone(), out["version"].as_u64()), (json!({"interval_s": 120}), Some(2)));
@@ -233,9 +226,9 @@ async fn profile_defaults_refuse_viewers_scoped_tokens_unknown_profiles_and_bad_
     let server = TestServer::start(BIN).await;
     let admin = corral_testkit::ADMIN_TOKEN;
     let device = server.register_device("valve-1", json!({"profile": "valve", "tenant": "alpha"})).await;
-    let viewer = token(&server, "viewer", "viewer", None).await;
-    let alpha_admin = token(&server, "alpha-admin", "admin", Some("alpha")).await;
-    let operator = token(&server, "ops", "operator", None).await;
+    let viewer = server.api_token("viewer", "viewer", None).await;
+    let alpha_admin = server.api_token("alpha-admin", "admin", Some("alpha")).await;
+    let operator = server.api_token("ops", "operator", None).await;
 
     let (status, out) = profile_desired(&server, &viewer, "valve", r#"{"open": true}"#).await;
     assert_eq!(status, 403, "a viewer may not change profile defaults: {out}");
@@ -307,9 +300,9 @@ async fn sql_finds_devices_whose_reported_firmware_is_not_the_desired_one_within
     assert_eq!(desired(&server, admin, "truck-9", None, r#"{"fw": "2.1"}"#).await.0, 200);
     assert_eq!(reported(&server, &other, "truck-9", r#"{"fw": "1.0"}"#).await.0, 200);
     assert_eq!(sql(&server, admin, behind_sql).await, (200, json!([["truck-1"], ["truck-9"]])));
-    let alpha = token(&server, "alpha-viewer", "viewer", Some("alpha")).await;
+    let alpha = server.api_token("alpha-viewer", "viewer", Some("alpha")).await;
     assert_eq!(sql(&server, &alpha, behind_sql).await, (200, json!([["truck-1"]])));
     assert_eq!(sql(&server, &alpha, "SELECT device FROM twins ORDER BY 1").await, (200, json!([["truck-1"], ["truck-2"]])));
-    let beta = token(&server, "beta-viewer", "viewer", Some("beta")).await;
+    let beta = server.api_token("beta-viewer", "viewer", Some("beta")).await;
     assert_eq!(sql(&server, &beta, "SELECT device, tenant FROM twins").await, (200, json!([["truck-9", "beta"]])));
 }

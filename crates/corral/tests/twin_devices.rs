@@ -36,38 +36,26 @@ fn watch_desired(server: &TestServer, device: &str, token: &str, version: &str, 
     script
 }
 
-async fn patch_desired(server: &TestServer, device: &str, patch: Value) -> u64 {
-    let (status, out) = server.admin(Method::PATCH, &format!("/api/v1/devices/{device}/twin/desired"), Some(patch)).await;
-    assert_eq!(status, 200, "{out}");
-    out["version"].as_u64().unwrap()
-}
-
-async fn twin(server: &TestServer, device: &str) -> Value {
-    let (status, out) = server.admin(Method::GET, &format!("/api/v1/devices/{device}/twin"), None).await;
-    assert_eq!(status, 200, "{out}");
-    out
-}
-
 #[tokio::test]
 async fn mqtt_devices_receive_their_desired_document_on_subscribe_and_every_change() {
     let server = TestServer::start(BIN).await;
     for version in ["5", "311"] {
         let id = format!("truck-{version}");
         let token = server.register_device(&id, json!({})).await;
-        assert_eq!(patch_desired(&server, &id, json!({"interval_s": 30})).await, 1);
+        assert_eq!(server.patch_desired(&id, json!({"interval_s": 30})).await, 1);
 
         let mut device = watch_desired(&server, &id, &token, version, "clean");
         assert_eq!(device.wait_for("desired"), r#"desired 1 {"interval_s":30}"#, "the current document on subscribe");
-        patch_desired(&server, &id, json!({"fw": "2.1"})).await;
+        server.patch_desired(&id, json!({"fw": "2.1"})).await;
         assert_eq!(device.wait_for("desired"), r#"desired 2 {"fw":"2.1","interval_s":30}"#, "each change, whole");
-        patch_desired(&server, &id, json!({"interval_s": null})).await;
+        server.patch_desired(&id, json!({"interval_s": null})).await;
         assert_eq!(device.wait_for("desired"), r#"desired 3 {"fw":"2.1"}"#);
         assert!(device.finish().is_empty(), "nothing else arrived");
     }
 
     // A plain mosquitto_sub device gets the same document.
     let token = server.register_device("meter-1", json!({})).await;
-    patch_desired(&server, "meter-1", json!({"tariff": "night"})).await;
+    server.patch_desired("meter-1", json!({"tariff": "night"})).await;
     let (host, port) = server.mqtt.rsplit_once(':').unwrap();
     let out = Command::new("mosquitto_sub")
         .args(["-h", host, "-p", port, "-i", "meter-1", "-u", "meter-1", "-P", &token, "-q", "1"])
@@ -83,7 +71,7 @@ async fn a_change_made_offline_or_just_before_a_kill_9_reaches_the_device_when_i
     let mut server = TestServer::start(BIN).await;
     let token = server.register_device("reefer-1", json!({})).await;
     let clean = server.register_device("reefer-2", json!({})).await;
-    patch_desired(&server, "reefer-1", json!({"setpoint_c": -18})).await;
+    server.patch_desired("reefer-1", json!({"setpoint_c": -18})).await;
 
     // A persistent session: subscribed once, then away.
     let mut away = watch_desired(&server, "reefer-1", &token, "5", "persistent");
@@ -91,8 +79,8 @@ async fn a_change_made_offline_or_just_before_a_kill_9_reaches_the_device_when_i
     assert!(away.finish().is_empty());
 
     // Changed while it is offline, then the server dies without a goodbye right after answering.
-    patch_desired(&server, "reefer-1", json!({"setpoint_c": -20})).await;
-    patch_desired(&server, "reefer-2", json!({"defrost": "auto"})).await;
+    server.patch_desired("reefer-1", json!({"setpoint_c": -20})).await;
+    server.patch_desired("reefer-2", json!({"defrost": "auto"})).await;
     server.kill9();
     server.restart();
 
@@ -111,12 +99,12 @@ async fn a_change_made_offline_or_just_before_a_kill_9_reaches_the_device_when_i
 async fn reported_patches_over_mqtt_merge_delete_keys_and_bad_ones_store_nothing() {
     let server = TestServer::start(BIN).await;
     let token = server.register_device("hvac-1", json!({})).await;
-    patch_desired(&server, "hvac-1", json!({"fw": "2.1", "mode": "eco"})).await;
+    server.patch_desired("hvac-1", json!({"fw": "2.1", "mode": "eco"})).await;
 
     let report = |version: &str, patch: &str| run(&server, "report", "hvac-1", &token, &[version, patch]);
     assert_eq!(report("5", r#"{"fw": "2.0", "mode": "eco", "battery": 80}"#), "puback 0");
     assert_eq!(report("311", r#"{"battery": null}"#), "puback 0");
-    let state = twin(&server, "hvac-1").await;
+    let state = server.twin("hvac-1").await;
     assert_eq!(state["reported"]["document"], json!({"fw": "2.0", "mode": "eco"}));
     assert_eq!(state["reported"]["version"], 2);
     assert_eq!(state["delta"], json!({"fw": "2.1"}));
@@ -126,7 +114,7 @@ async fn reported_patches_over_mqtt_merge_delete_keys_and_bad_ones_store_nothing
     assert!(report("311", "{not json").starts_with("disconnected"), "3.1.1 has no negative PUBACK");
     let over = format!(r#"{{"blob": "{}"}}"#, "x".repeat(40 * 1024));
     assert_eq!(report("5", &over), "puback 153", "over the 32 KiB document limit");
-    assert_eq!(twin(&server, "hvac-1").await["reported"]["version"], 2, "nothing stored");
+    assert_eq!(server.twin("hvac-1").await["reported"]["version"], 2, "nothing stored");
 }
 
 #[tokio::test]
@@ -134,7 +122,7 @@ async fn twin_get_answers_the_device_on_its_twin_topic_or_its_response_topic() {
     let server = TestServer::start(BIN).await;
     let token = server.register_device("pump-1", json!({})).await;
     for patch in [json!({"rpm": 1000}), json!({"rpm": 1200}), json!({"mode": "auto"})] {
-        patch_desired(&server, "pump-1", patch).await;
+        server.patch_desired("pump-1", patch).await;
     }
 
     // MQTT 5 with a response topic and correlation data: the answer goes there, with the data.
@@ -167,7 +155,7 @@ async fn twin_get_answers_the_device_on_its_twin_topic_or_its_response_topic() {
 async fn only_the_platform_publishes_a_devices_desired_document() {
     let server = TestServer::start(BIN).await;
     let token = server.register_device("lock-1", json!({})).await;
-    patch_desired(&server, "lock-1", json!({"locked": true})).await;
+    server.patch_desired("lock-1", json!({"locked": true})).await;
     let forged = r#"{"version": 99, "desired": {"locked": false}}"#;
     assert_eq!(run(&server, "publish", "lock-1", &token, &["5", "devices/lock-1/twin/desired", forged]), "puback 135");
     let mut device = watch_desired(&server, "lock-1", &token, "5", "clean");
@@ -199,7 +187,7 @@ async fn an_http_device_catches_up_with_the_changes_since_the_version_it_applied
     let server = TestServer::start(BIN).await;
     let token = server.register_device("gauge-1", json!({})).await;
     for patch in [json!({"a": 1}), json!({"b": 2}), json!({"a": null})] {
-        patch_desired(&server, "gauge-1", patch).await;
+        server.patch_desired("gauge-1", patch).await;
     }
     let (status, out) = server.call(Method::GET, "/api/v1/devices/gauge-1/twin?since=1", &token, None).await;
     assert_eq!(status, 200, "{out}");

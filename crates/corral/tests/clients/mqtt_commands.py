@@ -18,56 +18,21 @@ and prints "timeout" when it runs out.
 import json
 import sys
 import threading
-import time
 
-import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-WAIT = 15
-# Lines come from paho's thread and the answer timers: one whole line at a time.
-OUT = threading.Lock()
-
-
-def say(line):
-    with OUT:
-        sys.stdout.write(line + "\n")
-        sys.stdout.flush()
-
-
-def code(rc):
-    return getattr(rc, "value", rc)
+from mqtt_device import code, connect, hold, say
 
 
 def device(host, port, device_id, token, version, session, answer_after, status):
-    v5, persistent = version == "5", session == "persistent"
-    c = mqtt.Client(
-        mqtt.CallbackAPIVersion.VERSION2,
-        client_id=device_id,
-        clean_session=None if v5 else not persistent,
-        protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
-        reconnect_on_failure=False,
-    )
-    c.username_pw_set(device_id, token)
-    up, result = threading.Event(), {}
-
-    def on_connect(c, userdata, flags, rc, props):
-        result["rc"] = code(rc)
-        up.set()
-
-    def on_disconnect(c, userdata, flags, rc, props):
-        if result.get("rc", 0) == 0 and "ended" not in result:
-            result["ended"] = code(rc)
-            say(f"disconnected {code(rc)}")
-        up.set()
-
-    def answer(command_id, name, topic, correlation):
+    def answer(client, command_id, name, topic, correlation):
         body = json.dumps({"status": status, "payload": {"done": name}})
         props = None
         if correlation is not None:
             props = Properties(PacketTypes.PUBLISH)
             props.CorrelationData = correlation
-        c.publish(topic, body, qos=1, properties=props)
+        client.publish(topic, body, qos=1, properties=props)
         say(f"answered {command_id} {topic}")
 
     def on_message(c, userdata, m):
@@ -83,36 +48,16 @@ def device(host, port, device_id, token, version, session, answer_after, status)
         if status == "none":
             return
         topic = response_topic or f"devices/{device_id}/commands/{command_id}/response"
-        timer = threading.Timer(float(answer_after), answer, (command_id, body.get("name"), topic, correlation))
+        timer = threading.Timer(float(answer_after), answer, (c, command_id, body.get("name"), topic, correlation))
         timer.daemon = True
         timer.start()
 
-    c.on_connect, c.on_disconnect, c.on_message = on_connect, on_disconnect, on_message
+    c, result = connect(host, port, device_id, token, version, session == "persistent", on_message)
+    if c is None:
+        return
     c.on_subscribe = lambda c, u, mid, rcs, p: say("subscribed " + " ".join(str(code(r)) for r in rcs))
-    if v5:
-        props = Properties(PacketTypes.CONNECT)
-        if persistent:
-            props.SessionExpiryInterval = 300
-        c.connect(host, int(port), keepalive=30, clean_start=not persistent, properties=props)
-    else:
-        c.connect(host, int(port), keepalive=30)
-    c.loop_start()
-    if not up.wait(WAIT):
-        say("timeout")
-        return
-    if result.get("rc", 0) != 0:
-        say(f"refused {result['rc']}")
-        return
     c.subscribe(f"devices/{device_id}/commands/+", qos=1)
-    stdin_closed = threading.Event()
-    threading.Thread(target=lambda: (sys.stdin.read(), stdin_closed.set()), daemon=True).start()
-    deadline = time.monotonic() + 90
-    while "ended" not in result and not stdin_closed.is_set() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    if "ended" not in result:
-        result["ended"] = "left"
-        c.disconnect()
-        c.loop_stop()
+    hold(c, result, lifetime=90)
 
 
 if __name__ == "__main__":

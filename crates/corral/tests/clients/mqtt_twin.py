@@ -26,88 +26,23 @@ import sys
 import threading
 import time
 
-import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-WAIT = 15
-
-
-def say(line):
-    print(line, flush=True)
-
-
-def code(rc):
-    return getattr(rc, "value", rc)
-
-
-def connect(host, port, device, token, version, persistent=False):
-    """Connects and waits for the CONNACK; returns the client or None (after saying why)."""
-    v5 = version == "5"
-    c = mqtt.Client(
-        mqtt.CallbackAPIVersion.VERSION2,
-        client_id=device,
-        clean_session=None if v5 else not persistent,
-        protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
-        reconnect_on_failure=False,
-    )
-    c.username_pw_set(device, token)
-    up, result = threading.Event(), {}
-
-    def on_connect(c, userdata, flags, rc, props):
-        result["rc"] = code(rc)
-        up.set()
-
-    def on_disconnect(c, userdata, flags, rc, props):
-        # A refused CONNECT is reported as such, not as a disconnect too.
-        if result.get("rc", 0) == 0 and "ended" not in result:
-            result["ended"] = code(rc)
-            say(f"disconnected {code(rc)}")
-        up.set()
-
-    c.on_connect, c.on_disconnect = on_connect, on_disconnect
-    if v5:
-        props = Properties(PacketTypes.CONNECT)
-        if persistent:
-            props.SessionExpiryInterval = 300
-        c.connect(host, int(port), keepalive=30, clean_start=not persistent, properties=props)
-    else:
-        c.connect(host, int(port), keepalive=30)
-    c.loop_start()
-    if not up.wait(WAIT):
-        say("timeout")
-        return None, result
-    if result.get("rc", 0) != 0:
-        say(f"refused {result['rc']}")
-        return None, result
-    return c, result
-
-
-def leave(c, result):
-    result["ended"] = "left"
-    c.disconnect()
-    c.loop_stop()
+from mqtt_device import WAIT, code, connect, hold, leave, say
 
 
 def desired(host, port, device, token, version, session):
-    c, result = connect(host, port, device, token, version, persistent=session == "persistent")
-    if c is None:
-        return
-    c.on_subscribe = lambda c, u, mid, rcs, p: say("subscribed " + " ".join(str(code(r)) for r in rcs))
-
     def on_message(c, userdata, m):
         doc = json.loads(m.payload)
         say(f"desired {doc['version']} {json.dumps(doc['desired'], sort_keys=True, separators=(',', ':'))}")
 
-    c.on_message = on_message
+    c, result = connect(host, port, device, token, version, session == "persistent", on_message)
+    if c is None:
+        return
+    c.on_subscribe = lambda c, u, mid, rcs, p: say("subscribed " + " ".join(str(code(r)) for r in rcs))
     c.subscribe(f"devices/{device}/twin/desired", qos=1)
-    stdin_closed = threading.Event()
-    threading.Thread(target=lambda: (sys.stdin.read(), stdin_closed.set()), daemon=True).start()
-    deadline = time.monotonic() + 60
-    while "ended" not in result and not stdin_closed.is_set() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    if "ended" not in result:
-        leave(c, result)
+    hold(c, result)
 
 
 def publish(host, port, device, token, version, topic, payload):
@@ -127,8 +62,7 @@ def publish(host, port, device, token, version, topic, payload):
         time.sleep(0.02)
     if not acked.is_set() and "ended" not in result:
         say("timeout")
-    if "ended" not in result:
-        leave(c, result)
+    leave(c, result)
 
 
 def get(host, port, device, token, version, request, response_topic=None, correlation=None):
@@ -157,8 +91,7 @@ def get(host, port, device, token, version, request, response_topic=None, correl
     c.publish(f"devices/{device}/twin/get", request, qos=1, properties=props)
     if not answered.wait(WAIT):
         say("timeout")
-    if "ended" not in result:
-        leave(c, result)
+    leave(c, result)
 
 
 if __name__ == "__main__":

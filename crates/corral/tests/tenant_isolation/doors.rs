@@ -27,7 +27,7 @@ async fn every_door_is_closed_to_every_role_of_another_tenant() {
 
     let mut listeners = Vec::new();
     for role in ["viewer", "operator", "admin"] {
-        let token = api_token(&server, &format!("acme-{role}"), role, Some("acme")).await;
+        let token = server.api_token(&format!("acme-{role}"), role, Some("acme")).await;
         let (status, out) = server.call(Method::GET, "/api/v1/devices/globex-d1", &token, None).await;
         assert_eq!(status, 404, "{role} REST: {out}");
         assert_eq!(server.call(Method::GET, "/api/v1/devices/acme-d1", &token, None).await.0, 200, "{role} REST, own device");

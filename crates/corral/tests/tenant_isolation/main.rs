@@ -69,13 +69,6 @@ async fn populate(server: &TestServer, tenants: &[&str]) {
     }
 }
 
-async fn api_token(server: &TestServer, name: &str, role: &str, tenant: Option<&str>) -> String {
-    let (status, out) =
-        server.admin(Method::POST, "/api/v1/tokens", Some(json!({"name": name, "role": role, "tenant": tenant}))).await;
-    assert_eq!(status, 201, "token {name}: {out}");
-    out["token"].as_str().expect("token secret").to_string()
-}
-
 /// SQL as `token`: (status, the rows when 200, else the error body).
 async fn sql(server: &TestServer, token: &str, sql: &str) -> (u16, Value) {
     let (status, out) = server.call(Method::POST, "/api/v1/query", token, Some(json!({"sql": sql}))).await;

@@ -43,7 +43,7 @@ async fn a_foreign_credential_can_neither_take_over_nor_drain_a_devices_mqtt_ses
     create_tenants(&server, &["acme", "globex"]).await;
     server.register_device("acme-d1", json!({"tenant": "acme"})).await;
     let device = server.register_device("globex-d2", json!({"tenant": "globex"})).await;
-    let viewer = api_token(&server, "acme-viewer", "viewer", Some("acme")).await;
+    let viewer = server.api_token("acme-viewer", "viewer", Some("acme")).await;
     let hold = ["hold", "globex-d2", "globex-d2", device.as_str(), "5", "devices/globex-d2/commands/#"];
     let door = r#"{"door":"open","pin":"4711"}"#;
 
@@ -80,8 +80,8 @@ async fn a_foreign_credential_can_neither_take_over_nor_drain_a_devices_mqtt_ses
 async fn an_applications_mqtt_session_belongs_to_the_token_that_created_it() {
     let server = TestServer::start(BIN).await;
     create_tenants(&server, &["acme", "globex"]).await;
-    let acme = api_token(&server, "acme-ops", "operator", Some("acme")).await;
-    let globex = api_token(&server, "globex-ops", "operator", Some("globex")).await;
+    let acme = server.api_token("acme-ops", "operator", Some("acme")).await;
+    let globex = server.api_token("globex-ops", "operator", Some("globex")).await;
 
     let mut dashboard = scenario(&server, &["hold", "dashboard-1", "token", &acme, "5"]);
     dashboard.wait_for("connected 0");
@@ -103,7 +103,7 @@ async fn applications_cannot_forge_alarm_events_or_publish_outside_their_tenant(
     create_tenants(&server, &["acme", "globex"]).await;
     server.register_device("acme-d1", json!({"tenant": "acme"})).await;
     server.register_device("globex-d1", json!({"tenant": "globex"})).await;
-    let acme = api_token(&server, "acme-ops", "operator", Some("acme")).await;
+    let acme = server.api_token("acme-ops", "operator", Some("acme")).await;
     let forged = r#"{"event":"alarm.raised","alarm":{"device":"globex-d1","tenant":"globex","status":"active"}}"#;
     let publish = |client: &str, token: &str, topic: &str, retain: &str| {
         paho(&server, &["publish", client, "token", token, "5", topic, forged, retain])

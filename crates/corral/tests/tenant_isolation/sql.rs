@@ -31,7 +31,7 @@ async fn assert_oracles_closed(server: &TestServer, viewer: &str) {
 async fn an_sql_error_never_reveals_another_tenants_rows() {
     let mut server = TestServer::start(BIN).await;
     populate(&server, &["acme", "globex"]).await;
-    let viewer = api_token(&server, "acme-viewer", "viewer", Some("acme")).await;
+    let viewer = server.api_token("acme-viewer", "viewer", Some("acme")).await;
     // From the write buffer...
     assert_oracles_closed(&server, &viewer).await;
     assert_names_are_the_tenants(&server, &viewer).await;
@@ -130,7 +130,7 @@ fn random_query(lcg: &mut Lcg) -> String {
 async fn a_tenants_sql_answers_are_those_of_a_server_holding_only_its_data() {
     let shared = TestServer::start(BIN).await;
     populate(&shared, &["acme", "globex"]).await;
-    let viewer = api_token(&shared, "acme-viewer", "viewer", Some("acme")).await;
+    let viewer = shared.api_token("acme-viewer", "viewer", Some("acme")).await;
     let alone = TestServer::start(BIN).await;
     populate(&alone, &["acme"]).await;
 

@@ -26,7 +26,8 @@ pub struct CoapSettings {
     pub block_bytes: usize,
     /// Requests processed at once; beyond it Confirmable requests get 5.03 (Max-Age 1).
     pub max_in_flight: usize,
-    /// Devices observing their commands at once (each device keeps its newest observation).
+    /// Devices observing their commands at once, and separately devices observing their desired
+    /// twin document (each device keeps its newest observation of each).
     pub max_observers: usize,
     /// Commands kept in memory per CoAP device until fetched...
     pub max_pending_commands: usize,

@@ -11,3 +11,4 @@ pub mod mqtts;
 pub mod peers;
 pub mod rules;
 pub mod server;
+pub mod twin;

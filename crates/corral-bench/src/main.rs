@@ -35,6 +35,9 @@ enum Command {
     /// CoAP over DTLS with pre-shared keys: sessions set up per second and readings per second
     /// over open sessions, against libcoap's coap-server-openssl (both started here on loopback).
     Coaps(corral_bench::coaps::CoapsArgs),
+    /// Device twin: desired change (REST PATCH) to delivery at the device over MQTT with 10,000
+    /// devices connected, against Mosquitto 2.0 publishing the same documents retained QoS 1.
+    Twin(corral_bench::twin::TwinArgs),
 }
 
 #[tokio::main]
@@ -50,5 +53,6 @@ async fn main() -> anyhow::Result<()> {
         Command::Coap(args) => corral_bench::coap::run(args).await,
         Command::Mqtts(args) => corral_bench::mqtts::run(args).await,
         Command::Coaps(args) => corral_bench::coaps::run(args).await,
+        Command::Twin(args) => corral_bench::twin::run(args).await,
     }
 }

@@ -142,7 +142,7 @@ impl Broker {
     }
 }
 
-/// utime + stime of a /proc/<pid>/stat file, seconds.
+/// utime + stime of a `/proc/<pid>/stat` file, seconds.
 pub fn proc_cpu_seconds(path: &str) -> f64 {
     let stat = std::fs::read_to_string(path).unwrap_or_default();
     // Fields after the parenthesised command name; utime and stime are fields 14 and 15.

@@ -13,8 +13,8 @@
 //! Each run starts every broker afresh (round by round, so noise hits both alike); figures are
 //! medians over runs. See `scripts/bench-mqtt.sh` and docs/benchmarks.md.
 
-mod brokers;
-mod conn;
+pub mod brokers;
+pub mod conn;
 mod idle;
 mod latency;
 mod report;

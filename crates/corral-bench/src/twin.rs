@@ -107,25 +107,9 @@ impl TwinArgs {
     }
 }
 
-/// Every run of one system: figures by key (in first-seen order) and remarks.
-#[derive(Debug, Default)]
-pub struct SystemResults {
-    pub name: String,
-    pub order: Vec<(String, String)>,
-    pub values: HashMap<String, Vec<f64>>,
-    pub notes: Vec<String>,
-}
-
-impl SystemResults {
-    fn add(&mut self, figures: Vec<Figure>) {
-        for f in figures {
-            if !self.values.contains_key(&f.key) {
-                self.order.push((f.key.clone(), f.label.clone()));
-            }
-            self.values.entry(f.key).or_default().push(f.value);
-        }
-    }
-}
+/// Every run of one system: figures by key (in first-seen order) and remarks, kept as the MQTT
+/// benchmark keeps them.
+pub use crate::mqtt::BrokerResults as SystemResults;
 
 pub async fn run(args: TwinArgs) -> anyhow::Result<()> {
     let sizes = args.sizes();

@@ -17,7 +17,7 @@ pub mod brokers;
 pub mod conn;
 mod idle;
 mod latency;
-mod report;
+pub(crate) mod report;
 pub mod stats;
 mod throughput;
 pub mod wire;
@@ -121,7 +121,7 @@ pub struct BrokerResults {
 }
 
 impl BrokerResults {
-    fn add(&mut self, figures: Vec<Figure>) {
+    pub(crate) fn add(&mut self, figures: Vec<Figure>) {
         for f in figures {
             if !self.values.contains_key(&f.key) {
                 self.order.push((f.key.clone(), f.label.clone()));

@@ -38,18 +38,7 @@ pub fn print(args: &MqttArgs, sizes: &Sizes, nofile: u64, results: &[BrokerResul
         "mosquitto_config": "listener <port> 127.0.0.1; allow_anonymous true; persistence off (default)",
     });
     if args.json {
-        let figures: Vec<Value> = keys
-            .iter()
-            .map(|(key, label)| {
-                let mut o = json!({"key": key, "label": label, "corral_over_mosquitto": ratio(key)});
-                for r in results {
-                    o[&r.name] = json!({"median": med(r, key), "runs": r.values.get(key)});
-                }
-                o
-            })
-            .collect();
-        let notes: Value = results.iter().map(|r| (r.name.clone(), json!(r.notes))).collect::<serde_json::Map<_, _>>().into();
-        println!("{}", json!({"workload": workload, "figures": figures, "notes": notes}));
+        println!("{}", results_json(workload, &keys, results, ratio));
         return;
     }
     println!(
@@ -92,4 +81,27 @@ pub fn print(args: &MqttArgs, sizes: &Sizes, nofile: u64, results: &[BrokerResul
             }
         }
     }
+}
+
+/// The `--json` document of a side-by-side run: the workload, each figure's median and runs per
+/// system with its ratio Corral ÷ Mosquitto, and each system's remarks.
+pub(crate) fn results_json(
+    workload: Value,
+    keys: &[(String, String)],
+    results: &[BrokerResults],
+    ratio: impl Fn(&str) -> Option<f64>,
+) -> Value {
+    let figures: Vec<Value> = keys
+        .iter()
+        .map(|(key, label)| {
+            let mut o = json!({"key": key, "label": label, "corral_over_mosquitto": ratio(key)});
+            for r in results {
+                let median = r.values.get(key.as_str()).and_then(|v| median(v.clone()));
+                o[&r.name] = json!({"median": median, "runs": r.values.get(key.as_str())});
+            }
+            o
+        })
+        .collect();
+    let notes: serde_json::Map<String, Value> = results.iter().map(|r| (r.name.clone(), json!(r.notes))).collect();
+    json!({"workload": workload, "figures": figures, "notes": notes})
 }

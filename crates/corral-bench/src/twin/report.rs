@@ -4,7 +4,7 @@
 
 use super::{Sizes, SystemResults, TwinArgs};
 use crate::mqtt::stats::median;
-use serde_json::{Value, json};
+use serde_json::json;
 
 /// The columns of the per-run table: (key, heading).
 const PER_RUN: [(&str, &str); 9] = [
@@ -61,18 +61,7 @@ pub fn print(args: &TwinArgs, sizes: &Sizes, nofile: u64, results: &[SystemResul
             "runs": sizes.runs, "drain_seconds": sizes.drain.as_secs_f64(), "rlimit_nofile": nofile,
             "mosquitto_config": "listener <port> 127.0.0.1; allow_anonymous true; persistence off (default)",
         });
-        let figures: Vec<Value> = keys
-            .iter()
-            .map(|(key, label)| {
-                let mut o = json!({"key": key, "label": label, "corral_over_mosquitto": ratio(key)});
-                for r in results {
-                    o[&r.name] = json!({"median": med(r, key), "runs": r.values.get(key)});
-                }
-                o
-            })
-            .collect();
-        let notes: serde_json::Map<String, Value> = results.iter().map(|r| (r.name.clone(), json!(r.notes))).collect();
-        println!("{}", json!({"workload": workload, "figures": figures, "notes": notes}));
+        println!("{}", crate::mqtt::report::results_json(workload, &keys, results, ratio));
         return;
     }
     println!(

@@ -105,15 +105,19 @@ impl Tracker {
 
     /// Records many commands in one transaction (a bulk job), then hands each to the doors.
     pub async fn create_many(&self, new: Vec<NewCommand>) -> Result<Vec<TrackedCommand>, CommandError> {
-        let created = self.inner.ledger.create_many(new, self.now_ms()).await?;
+        let now = self.now_ms();
+        let created = self.inner.ledger.create_many(new, now).await?;
         self.inner.created.notify_one();
-        if let [command] = created.as_slice() {
+        // A retry with an idempotency key returns the command made before: it was handed to the
+        // doors then, or waits for its device to be ready, so it is not sent a second time.
+        let fresh: Vec<TrackedCommand> = created.iter().filter(|c| c.created_at_ms == now).cloned().collect();
+        if let [command] = fresh.as_slice() {
             self.announce(command);
             self.dispatch(command).await;
         } else {
             // A bulk job: recorded (durable) already, so the doors get it in the background and
             // the request that made it answers at once.
-            let (tracker, commands) = (self.clone(), created.clone());
+            let (tracker, commands) = (self.clone(), fresh);
             tokio::spawn(async move {
                 for command in &commands {
                     tracker.announce(command);

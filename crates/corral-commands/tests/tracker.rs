@@ -231,6 +231,7 @@ async fn a_recorded_command_is_there_after_the_file_is_reopened() {
 async fn an_order_retried_with_the_same_key_commands_the_device_once() {
     use corral_services::{CommandOrder, IssueCommands};
     let f = fixture().await;
+    let mut doors = f.bus.subscribe();
     let order = CommandOrder {
         device: device("d1"),
         tenant: TenantId::default_tenant(),
@@ -241,8 +242,12 @@ async fn an_order_retried_with_the_same_key_commands_the_device_once() {
         key: Some("alarm-42-raise-0".into()),
     };
     let first = f.tracker.issue(order.clone()).await.unwrap();
+    // A retry later (after a crash, say) returns the first command and sends nothing again.
+    f.clock.advance(Duration::from_secs(5));
     let again = f.tracker.issue(order.clone()).await.unwrap();
     assert_eq!(first, again);
+    assert_eq!(doors.try_recv().unwrap().id, first);
+    assert!(doors.try_recv().is_err(), "the retry was not handed to the doors again");
     let other = f.tracker.issue(CommandOrder { key: Some("alarm-42-raise-1".into()), ..order }).await.unwrap();
     assert_ne!(first, other);
     let all = f.ledger.list(&CommandFilter { limit: 10, ..CommandFilter::default() }, None).await.unwrap();

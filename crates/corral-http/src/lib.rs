@@ -23,6 +23,13 @@
 //! - `GET /api/v1/commands?device=&state=&job=&after=&limit=`, `GET /api/v1/commands/{id}`;
 //!   `POST /api/v1/command-jobs` (one command to the devices a target selects),
 //!   `GET /api/v1/command-jobs/{job}` (its counts by state)
+//! - `POST/GET /api/v1/artifacts` (firmware upload, streamed and signed), `GET /api/v1/artifacts/{id}`,
+//!   `GET /api/v1/artifacts/signing-key`, `GET /api/v1/artifacts/{id}/content`,
+//!   `GET /api/v1/devices/{id}/artifacts/{artifact}` (the device's own credential),
+//!   `GET /api/v1/downloads/{artifact}/{device}/{expires}/{mac}` (a campaign's short-lived URL);
+//!   every download honours `Range`
+//! - `POST/GET /api/v1/campaigns`, `GET /api/v1/campaigns/{id}` (progress per wave),
+//!   `GET /api/v1/campaigns/{id}/devices`, `POST /api/v1/campaigns/{id}/start|pause|resume|cancel`
 //! - `POST /api/v1/ingest[/{table}]` (device token; JSON or SenML)
 //! - `POST /api/v1/query` (`{"sql": ...}`; `Accept: text/csv` for CSV)
 //! - `POST /write`, `POST /api/v2/write` (InfluxDB line protocol, v1 and v2 APIs)
@@ -38,8 +45,10 @@
 //! - `GET /mqtt`: MQTT over WebSocket (subprotocol `mqtt`), handed to a [`MqttOverWebSocket`]
 
 mod admin;
+mod artifacts;
 mod auth;
 mod body;
+mod campaigns;
 mod certificates;
 mod command_jobs;
 mod commands;
@@ -125,6 +134,8 @@ pub struct AppState {
     pub twins: Arc<dyn corral_twin::TwinStore>,
     /// Tracked commands: created here, followed to the device's answer, polled by HTTP devices.
     pub tracker: corral_commands::Tracker,
+    /// Firmware artifacts and campaigns.
+    pub rollouts: corral_campaigns::Rollouts,
 }
 
 /// The HTTP routes; `pages` (the web console) are served beside them, under the same request
@@ -175,7 +186,17 @@ pub fn router(state: AppState, pages: Router) -> Router {
         .route("/outbox/{id}/retry", post(rules::retry))
         .route("/users", post(users::create).get(users::list))
         .route("/users/{name}", axum::routing::delete(users::remove))
-        .route("/users/{name}/password", axum::routing::put(users::set_password));
+        .route("/users/{name}/password", axum::routing::put(users::set_password))
+        .route("/artifacts", post(artifacts::upload).get(artifacts::list))
+        .route("/artifacts/signing-key", get(artifacts::signing_key))
+        .route("/artifacts/{id}", get(artifacts::show))
+        .route("/artifacts/{id}/content", get(artifacts::content))
+        .route("/devices/{id}/artifacts/{artifact}", get(artifacts::for_device))
+        .route("/downloads/{artifact}/{device}/{expires}/{mac}", get(artifacts::granted))
+        .route("/campaigns", post(campaigns::create).get(campaigns::list))
+        .route("/campaigns/{id}", get(campaigns::show))
+        .route("/campaigns/{id}/devices", get(campaigns::devices))
+        .route("/campaigns/{id}/{action}", post(campaigns::act));
     Router::new()
         .nest("/api/v1", api)
         .route("/write", post(line_protocol::write))

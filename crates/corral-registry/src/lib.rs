@@ -62,6 +62,7 @@ mod error;
 mod presence;
 mod profiles;
 pub mod registry;
+mod selection;
 mod sqlite;
 mod tables;
 mod tenants;
@@ -79,6 +80,7 @@ pub use registry::{
     ApiTokens, AuditTrail, Certificates, ConsoleUsers, DeviceInventory, DeviceSearch, DeviceTokens, LastSeen, PreSharedKeys,
     ProfileCatalog, Registry, TenantDirectory,
 };
+pub use selection::{Target, select_devices};
 pub use sqlite::SqliteRegistry;
 pub use tables::{CertificatesTable, DevicesTable};
 pub use tenants::Tenant;

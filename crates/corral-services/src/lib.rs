@@ -13,6 +13,8 @@
 //! | [`Commands`] | send a command to a device, whatever door it uses; hear the answers | [`CommandBus`] (in process) |
 //! | [`Reported`] | what a device says about itself (attributes) | `corral-registry` |
 //! | [`DeviceTwins`] | the device side of twins: reported patches, desired documents and their changes, `get` | `corral-twin` (`TwinDoors`) |
+//! | [`IssueCommands`] | tracked commands a room sends itself (a rule's action, a campaign) | `corral-commands` (`Tracker`) |
+//! | [`ArtifactDownloads`] | a firmware artifact, a piece at a time, for a door that cuts it into blocks | `corral-campaigns` |
 //! | [`SqlService`], [`SystemTable`] | read-only SQL; the platform's own tables in it | `corral-store`; `devices`, `certificates` by the registry, `alarms` by the rules |
 //! | [`OnlineStatus`], [`Connections`] | whether devices are online; who holds a connection | `corral-rules` (offline windows), `corral-mqtt` |
 //! | [`MetricsSource`] | Prometheus lines for `/metrics`, written with [`metrics::Exposition`] | every room that counts |
@@ -29,6 +31,7 @@
 //! # }
 //! ```
 
+mod artifacts;
 mod clock;
 mod commands;
 mod identity;
@@ -37,10 +40,11 @@ mod presence;
 mod sql;
 mod twins;
 
+pub use artifacts::ArtifactDownloads;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use commands::{Carried, Command, CommandBus, CommandOrder, CommandProgress, CommandResponse, Commands, IssueCommands};
 pub use identity::{Application, Caller, Credential, DeviceCaller, Identity, Reported, Role};
 pub use metrics::MetricsSource;
 pub use presence::{Connection, Connections, DeviceFacts, OnlineStatus};
 pub use sql::{SqlResult, SqlService, SystemTable};
-pub use twins::{DesiredMessage, DesiredNotice, DeviceTwins};
+pub use twins::{DesiredMessage, DesiredNotice, DeviceTwins, ReportedNotice};

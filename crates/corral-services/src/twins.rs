@@ -27,6 +27,15 @@ pub struct DesiredNotice {
     pub version: u64,
 }
 
+/// A device's reported document changed, durably, by `patch` (the merge patch it sent, or the
+/// platform wrote): what rooms that follow devices' reports (campaigns) listen to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReportedNotice {
+    pub device: DeviceId,
+    pub version: u64,
+    pub patch: std::sync::Arc<serde_json::Map<String, serde_json::Value>>,
+}
+
 /// The twin protocol, device side.
 #[async_trait]
 pub trait DeviceTwins: Send + Sync + 'static {

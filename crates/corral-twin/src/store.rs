@@ -10,7 +10,7 @@ use crate::merge::Document;
 use crate::twin::{DesiredChanges, ProfileDesired, Twin, TwinDocument};
 use async_trait::async_trait;
 use corral_model::{DeviceId, TenantId};
-use corral_services::DesiredNotice;
+use corral_services::{DesiredNotice, ReportedNotice};
 use tokio::sync::broadcast;
 
 /// Creating, moving and removing twins; the registry calls these when it creates a device, changes
@@ -70,6 +70,10 @@ pub trait ReportedTwin: Send + Sync {
     /// Merges the device's `patch` (RFC 7386: `null` deletes a key) into its reported document
     /// and returns the document after it. Durable when it returns, so a door may acknowledge.
     async fn patch_reported(&self, device: &DeviceId, patch: &Document) -> Result<TwinDocument, TwinError>;
+
+    /// Every durable reported change from now on, with the patch that made it. A receiver that
+    /// lags gets `RecvError::Lagged` and should read the reported documents it follows again.
+    fn reported_changes(&self) -> broadcast::Receiver<ReportedNotice>;
 }
 
 /// Desired defaults per profile, inherited by the profile's devices key by key.

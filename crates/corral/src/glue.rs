@@ -83,3 +83,54 @@ impl corral_twin::DeviceDirectory for TwinDevices {
         self.0.device_changes()
     }
 }
+
+/// What campaigns need from the rest of the platform: device selection (registry and SQL, in the
+/// campaign's tenant), the twin store (configuration, reports) and the registry's attributes
+/// (the installed firmware version).
+pub struct CampaignFleet {
+    pub registry: Arc<dyn Registry>,
+    pub sql: Arc<dyn corral_services::SqlService>,
+    pub twins: Arc<dyn corral_twin::TwinStore>,
+}
+
+#[async_trait]
+impl corral_campaigns::Fleet for CampaignFleet {
+    async fn select(
+        &self,
+        tenant: &corral_model::TenantId,
+        target: &corral_registry::Target,
+        max: usize,
+    ) -> Result<std::collections::BTreeMap<corral_model::DeviceId, corral_model::TenantId>, corral_model::WireError> {
+        // As an operator confined to the campaign's tenant: the scope holds in the registry
+        // listing and in the SQL engine alike.
+        let within = Principal { tenant: Some(tenant.clone()), name: "campaign".into(), ..Principal::system() };
+        corral_registry::select_devices(self.registry.as_ref(), self.sql.as_ref(), &within, target, max).await
+    }
+
+    async fn configure(
+        &self,
+        device: &corral_model::DeviceId,
+        tenant: &corral_model::TenantId,
+        desired: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<(), corral_model::WireError> {
+        self.twins.patch_desired(device, Some(tenant.as_str()), None, desired).await.map(drop).map_err(|e| e.to_wire())
+    }
+
+    async fn reported(
+        &self,
+        device: &corral_model::DeviceId,
+    ) -> Result<serde_json::Map<String, serde_json::Value>, corral_model::WireError> {
+        Ok(self.twins.twin(device, None).await.map_err(|e| e.to_wire())?.reported.document)
+    }
+
+    async fn installed(&self, device: &corral_model::DeviceId, version: &str) -> Result<(), corral_model::WireError> {
+        let mut attributes = serde_json::Map::new();
+        attributes.insert("firmware_version".into(), serde_json::Value::from(version));
+        corral_services::Reported::merge_attributes(self.registry.as_ref(), device, attributes.clone()).await?;
+        self.twins.patch_reported(device, &attributes).await.map(drop).map_err(|e| e.to_wire())
+    }
+
+    fn reported_changes(&self) -> tokio::sync::broadcast::Receiver<corral_services::ReportedNotice> {
+        self.twins.reported_changes()
+    }
+}

@@ -1,7 +1,7 @@
 //! `corral serve`: wires every room in data-path order. No business logic lives here.
 //!
-//! identity (registry, CAs) → store (WAL replay) → commands and rules → twins → pipeline → doors
-//! (MQTT, CoAP) → SQL and its system tables → HTTP; then
+//! identity (registry, CAs) → store (WAL replay) → commands and rules → twins → artifacts →
+//! pipeline → doors (MQTT, CoAP) → SQL and its system tables → campaign rollouts → HTTP; then
 //! wait for SIGTERM/SIGINT, disconnect MQTT clients, drain in-flight requests, persist the write
 //! buffer, flush presence, close the twin database, exit.
 
@@ -81,6 +81,23 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let device_twins: Arc<dyn DeviceTwins> =
         Arc::new(corral_twin::TwinDoors::new(twins.clone(), twin_settings).with_directory(twin_devices));
 
+    // Firmware artifacts and campaigns: their book, and the artifact store under the data directory.
+    let campaign_book = Arc::new(
+        corral_campaigns::SqliteCampaigns::open(&data_dir.join(corral_campaigns::DATABASE_FILE), clock.now_ms())
+            .await
+            .context("opening the campaign database")?,
+    );
+    let artifacts = Arc::new(
+        corral_campaigns::Artifacts::open(
+            &data_dir.join("artifacts"),
+            campaign_book.clone(),
+            clock.clone(),
+            config.campaigns.max_artifact_bytes(),
+        )
+        .await
+        .context("opening the artifact store")?,
+    );
+
     // The corridor every door submits to.
     let live = corral_http::LiveFeed::default();
     let pipeline = Pipeline::new(Arc::new(store.clone()), registry.clone())
@@ -126,12 +143,27 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         Arc::new(corral_registry::CertificatesTable(registry.clone())),
         Arc::new(corral_twin::TwinsTable(twins.clone())),
         Arc::new(corral_commands::CommandsTable(ledger.clone())),
+        Arc::new(corral_campaigns::CampaignsTable(campaign_book.clone())),
+        Arc::new(corral_campaigns::CampaignDevicesTable(campaign_book.clone())),
     ])?;
-    let engine =
-        QueryEngine::new(store.clone(), tables, config.limits.query_memory_mb << 20).context("setting up the SQL engine")?;
+    let sql: Arc<dyn corral_services::SqlService> = Arc::new(
+        QueryEngine::new(store.clone(), tables, config.limits.query_memory_mb << 20).context("setting up the SQL engine")?,
+    );
+
+    // Campaigns follow their devices' reports from now on, and pick up where they were.
+    let fleet = Arc::new(glue::CampaignFleet { registry: registry.clone(), sql: sql.clone(), twins: twins.clone() });
+    let rollouts = corral_campaigns::Rollouts::new(
+        campaign_book.clone(),
+        artifacts.clone(),
+        Arc::new(tracker.clone()),
+        fleet,
+        clock.clone(),
+    );
+    rollouts.start(true).await.context("resuming the campaigns")?;
 
     let ready = Arc::new(AtomicBool::new(false));
-    let mut metrics_sources: Vec<Arc<dyn MetricsSource>> = vec![Arc::new(store.clone()), Arc::new(rules.clone())];
+    let mut metrics_sources: Vec<Arc<dyn MetricsSource>> =
+        vec![Arc::new(store.clone()), Arc::new(rules.clone()), rollouts.metrics()];
     if let Some(mqtt) = &mqtt {
         metrics_sources.push(Arc::new(corral_mqtt::DoorMetrics(mqtt.broker.clone(), door.connected())));
         if mqtt.tls.is_some() {
@@ -147,7 +179,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         identity,
         commands,
         sink,
-        sql: Arc::new(engine),
+        sql,
         metrics_sources,
         http_metrics: Arc::new(HttpMetrics::default()),
         limits: HttpLimits {
@@ -166,6 +198,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         live,
         twins: twins.clone(),
         tracker: tracker.clone(),
+        rollouts,
     };
 
     // Bound before the HTTP listener: its log line is the last, and tests wait for it.
@@ -245,6 +278,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         // Last, after the HTTP door drained: no twin or command request can still be writing.
         twins.close().await;
         ledger.close().await;
+        campaign_book.close().await;
         tracing::info!("stopped cleanly");
         Ok(())
     });

@@ -10,7 +10,7 @@ use crate::twin::{DesiredChanges, DesiredPatch, FullReason, ProfileDesired, Twin
 use crate::{TwinError, TwinSettings};
 use async_trait::async_trait;
 use corral_model::{DeviceId, TenantId};
-use corral_services::{Clock, DesiredNotice};
+use corral_services::{Clock, DesiredNotice, ReportedNotice};
 use rows::TwinRow;
 use sqlx::sqlite::SqlitePool;
 use sqlx::{Sqlite, SqliteConnection, Transaction};
@@ -37,6 +37,9 @@ struct Inner {
     settings: TwinSettings,
     /// Sent to after each commit that changed a desired document; see [`DesiredTwin::subscribe`].
     changes: broadcast::Sender<DesiredNotice>,
+    /// Sent to after each commit that changed a reported document; see
+    /// [`ReportedTwin::reported_changes`].
+    reported: broadcast::Sender<ReportedNotice>,
 }
 
 impl fmt::Debug for SqliteTwins {
@@ -65,7 +68,8 @@ impl SqliteTwins {
     async fn with_pool(pool: SqlitePool, clock: Arc<dyn Clock>, settings: TwinSettings) -> Result<SqliteTwins, TwinError> {
         corral_sqlite::migrate(&pool, "twin", migrate::MIGRATIONS, clock.now_ms()).await?;
         let changes = broadcast::channel(CHANGES_CAPACITY).0;
-        Ok(SqliteTwins { inner: Arc::new(Inner { pool, clock, settings, changes }) })
+        let reported = broadcast::channel(CHANGES_CAPACITY).0;
+        Ok(SqliteTwins { inner: Arc::new(Inner { pool, clock, settings, changes, reported }) })
     }
 
     /// See [`corral_sqlite::write_tx`]: writers queue rather than fail with SQLITE_BUSY.
@@ -297,8 +301,15 @@ impl ReportedTwin for SqliteTwins {
         if row.reported.advance(next, now_ms).is_some() {
             rows::save_reported(&mut tx, &row).await?;
             tx.commit().await?;
+            // Nobody following reports is fine: a follower reads the documents when it starts.
+            let notice = ReportedNotice { device: device.clone(), version: row.reported.version, patch: Arc::new(patch.clone()) };
+            let _ = self.inner.reported.send(notice);
         }
         Ok(row.reported)
+    }
+
+    fn reported_changes(&self) -> broadcast::Receiver<ReportedNotice> {
+        self.inner.reported.subscribe()
     }
 }
 

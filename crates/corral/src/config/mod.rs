@@ -3,7 +3,7 @@
 //! Each library owns its section as a documented serde struct: `[storage]`
 //! (`corral_store::StorageSettings`), `[mqtt]` (`corral_mqtt::MqttSettings`), `[coap]`
 //! (`corral_coap::CoapSettings`), `[rules]` (`corral_rules::RulesConfig`), `[twin]`
-//! (`corral_twin::TwinSettings`). The binary flattens
+//! (`corral_twin::TwinSettings`), `[campaigns]` (`corral_campaigns::CampaignSettings`). The binary flattens
 //! them into [`Config`] beside the few keys of the server itself (`data_dir`, the HTTP
 //! listeners, `log`, `[limits]`). A field's doc comment is its documentation everywhere:
 //! `corral config` prints it above the key, the settings table of `docs/operations.md` is
@@ -47,6 +47,8 @@ pub struct Config {
     pub rules: corral_rules::RulesConfig,
     /// Device twins: the limits every desired and reported document is held to.
     pub twin: corral_twin::TwinSettings,
+    /// Firmware artifacts and campaigns.
+    pub campaigns: corral_campaigns::CampaignSettings,
 }
 
 /// `[limits]`: what one request or query may take (HTTP and the SQL engine).
@@ -78,6 +80,7 @@ impl Default for Config {
             coap: Default::default(),
             rules: Default::default(),
             twin: Default::default(),
+            campaigns: Default::default(),
         }
     }
 }
@@ -113,6 +116,7 @@ impl Config {
         }
         self.coap_addr()?;
         self.twin.validate().map_err(|e| anyhow::anyhow!("twin: {e}"))?;
+        self.campaigns.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
         self.coaps_addr()?;
         self.coap.validate().map_err(|e| anyhow::anyhow!("coap: {e}"))?;
         let r = &self.rules;

@@ -511,10 +511,11 @@ impl Rollouts {
         let campaign = &follow.campaign;
         let selected = self.inner.fleet.select(&campaign.tenant, &campaign.target, MAX_CAMPAIGN_DEVICES).await?;
         let last_wave = u32::try_from(campaign.plan.waves.len().saturating_sub(1)).unwrap_or(0);
-        let mut position = follow.devices.iter().map(|d| d.position + 1).max().unwrap_or(0);
-        let mut joined = Vec::new();
-        for (device, tenant) in selected.into_iter().filter(|(d, _)| !follow.index.contains_key(d)) {
-            joined.push(CampaignDevice {
+        let next = follow.devices.iter().map(|d| d.position + 1).max().unwrap_or(0);
+        let newcomers = selected.into_iter().filter(|(d, _)| !follow.index.contains_key(d));
+        let joined: Vec<CampaignDevice> = (next..)
+            .zip(newcomers)
+            .map(|(position, (device, tenant))| CampaignDevice {
                 campaign: campaign.id.clone(),
                 device,
                 tenant,
@@ -525,9 +526,8 @@ impl Rollouts {
                 command: None,
                 notified_at_ms: None,
                 updated_at_ms: now,
-            });
-            position += 1;
-        }
+            })
+            .collect();
         if joined.is_empty() {
             return Ok(());
         }

@@ -295,3 +295,26 @@ async fn a_configuration_campaign_succeeds_when_the_device_reports_the_desired_v
     assert_eq!(world.numbers(&campaign.id, DeviceState::Notified).await.len(), 2, "wave 2 follows");
     assert!(world.fleet.installed.lock().unwrap().is_empty(), "no firmware version for a configuration");
 }
+
+#[tokio::test]
+async fn a_dynamic_campaign_takes_in_devices_that_join_its_target() {
+    let world = World::new(2).await;
+    let rollouts = world.rollouts().await;
+    let new = NewCampaign { dynamic: true, ..firmware_campaign(&world.firmware().await, plan(vec![WaveSize::Percent(100.0)])) };
+    let campaign = rollouts.create(new).await.unwrap();
+    rollouts.round().await.unwrap();
+    for n in world.numbers(&campaign.id, DeviceState::Notified).await {
+        world.report(n, &campaign.id, "succeeded").await;
+    }
+    rollouts.round().await.unwrap();
+    assert_eq!(world.numbers(&campaign.id, DeviceState::Succeeded).await.len(), 2);
+    assert_eq!(rollouts.get(&campaign.id, None).await.unwrap().state, CampaignState::Running, "it keeps following its target");
+
+    // A new truck is registered in the fleet; the next selection (every 30 s) takes it in.
+    world.fleet.twins.ensure_twin(&id(7), &TenantId::default_tenant(), None).await.unwrap();
+    world.fleet.devices.lock().unwrap().insert(id(7), TenantId::default_tenant());
+    world.clock.advance(Duration::from_secs(31));
+    rollouts.round().await.unwrap();
+    rollouts.round().await.unwrap();
+    assert_eq!(world.numbers(&campaign.id, DeviceState::Notified).await, vec![7]);
+}

@@ -30,6 +30,7 @@
 //! # }
 //! ```
 
+pub mod artifacts;
 pub mod block;
 pub mod blockwise;
 pub mod commands;

@@ -10,6 +10,7 @@
 //! | `devices/<id>/twin/desired?t=<token>` | GET | `{"version", "desired"}`; with Observe 0, register for every change ([`crate::twins`]) |
 //! | `devices/<id>/twin/reported?t=<token>` | PATCH, iPATCH, POST | an RFC 7386 merge patch of reported; 2.04 once durable |
 //! | `devices/<id>/twin/get?t=<token>` | POST, FETCH | `{}` or empty: the whole twin; `{"since": N}`: the desired changes since N |
+//! | `devices/<id>/artifacts/<artifact-id>?t=<token>` | GET | a firmware artifact of the device's tenant, block-wise (Block2, [`crate::artifacts`]) |
 //! | `.well-known/core` | GET | these resources in CoRE link format (RFC 6690) |
 
 use crate::block::Block;
@@ -165,6 +166,11 @@ async fn route(
             let speaker = authorize(shared, peer, request, device).await?;
             let (body, block1) = body(shared, peer, request, key, &speaker)?;
             twin_get(shared, request, &speaker, &body).await.map(|r| with_block1(r, block1))
+        }
+        ["devices", device, "artifacts", artifact] => {
+            allow(method, &[Code::GET])?;
+            let speaker = authorize(shared, peer, request, device).await?;
+            crate::artifacts::get(shared, request, &speaker, artifact).await
         }
         _ => Err(Response::error(Code::NOT_FOUND, "no such resource; see /.well-known/core")),
     }
@@ -373,7 +379,8 @@ fn discovery() -> Response {
         "</devices/{id}/twin>;rt=\"corral.twin\";ct=50;title=\"GET the whole twin; FETCH {since: N} for desired changes\",",
         "</devices/{id}/twin/desired>;rt=\"corral.twin.desired\";obs;ct=50;title=\"GET with Observe: the desired document on every change\",",
         "</devices/{id}/twin/reported>;rt=\"corral.twin.reported\";ct=\"50 52\";title=\"PATCH, iPATCH or POST a merge patch\",",
-        "</devices/{id}/twin/get>;rt=\"corral.twin.get\";ct=50;title=\"POST or FETCH {} or {since: N}\""
+        "</devices/{id}/twin/get>;rt=\"corral.twin.get\";ct=50;title=\"POST or FETCH {} or {since: N}\",",
+        "</devices/{id}/artifacts/{artifact-id}>;rt=\"corral.artifact\";ct=42;title=\"GET a firmware artifact block-wise (Block2)\""
     );
     let mut response = Response::new(Code::CONTENT).with_uint(option::CONTENT_FORMAT, LINK_FORMAT);
     response.payload = links.as_bytes().to_vec();
@@ -383,6 +390,9 @@ fn discovery() -> Response {
 /// Cuts a response into Block2 blocks when the client asked for a block, or when it is larger
 /// than one block (RFC 7959 §2.4); later blocks come from the same representation.
 pub(crate) fn cut_blocks(shared: &Shared, peer: SocketAddr, key: &str, asked: Option<Block>, mut response: Response) -> Response {
+    if response.options.iter().any(|(number, _)| *number == option::BLOCK2) {
+        return response; // the resource cut its own block (firmware artifacts)
+    }
     let block_bytes = shared.blockwise.block_bytes();
     let (num, szx) = match asked {
         Some(block) => (block.num, block.szx),

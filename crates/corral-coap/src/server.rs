@@ -15,7 +15,7 @@ use crate::transport::Transport;
 use crate::twins::{self, DesiredObservers};
 use corral_ingest::Sink;
 use corral_ingest::decode::Limits;
-use corral_services::{Carried, CommandProgress, Commands as CommandService, DeviceTwins, Identity};
+use corral_services::{ArtifactDownloads, Carried, CommandProgress, Commands as CommandService, DeviceTwins, Identity};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -37,6 +37,8 @@ pub(crate) struct Shared {
     pub twin_service: Arc<dyn DeviceTwins>,
     /// Devices observing their desired document.
     pub desired: DesiredObservers,
+    /// Firmware artifacts, read a block at a time (`None`: not served).
+    pub artifacts: Option<Arc<dyn ArtifactDownloads>>,
     pub metrics: Arc<Metrics>,
     pub transport: Arc<Transport>,
     in_flight: Arc<Semaphore>,
@@ -56,6 +58,8 @@ pub struct Services {
     pub sink: Arc<dyn Sink>,
     /// Device twins: reported patches (durable when `report` returns) and desired documents.
     pub twins: Arc<dyn DeviceTwins>,
+    /// Firmware artifacts devices download block-wise; `None`: `devices/<id>/artifacts/...` is 4.04.
+    pub artifacts: Option<Arc<dyn ArtifactDownloads>>,
 }
 
 /// A CoAP server on one UDP socket. Cheap to clone.
@@ -117,6 +121,7 @@ impl CoapServer {
             commands: Commands::new(config.max_pending_commands, config.max_observers, config.command_ttl, metrics.clone()),
             twin_service: services.twins.clone(),
             desired: DesiredObservers::new(config.max_observers),
+            artifacts: services.artifacts.clone(),
             in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
             config,
             identity: services.identity.clone(),

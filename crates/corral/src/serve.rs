@@ -127,6 +127,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         commands: commands.clone(),
         sink: sink.clone(),
         twins: device_twins.clone(),
+        artifacts: Some(artifacts.clone()),
     };
     let coap = start_coap(&config, coap_services).await?;
     let coap_servers: Vec<corral_coap::CoapServer> = [&coap.plain, &coap.secure].into_iter().flatten().cloned().collect();

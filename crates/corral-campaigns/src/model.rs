@@ -374,6 +374,24 @@ pub struct CampaignDevice {
     pub updated_at_ms: i64,
 }
 
+impl CampaignDevice {
+    /// A device joining `campaign` in `wave` at `position`, not told yet.
+    pub fn pending(campaign: &str, device: DeviceId, tenant: TenantId, wave: u32, position: u64, now_ms: i64) -> Self {
+        CampaignDevice {
+            campaign: campaign.to_string(),
+            device,
+            tenant,
+            wave,
+            position,
+            state: DeviceState::Pending,
+            reason: None,
+            command: None,
+            notified_at_ms: None,
+            updated_at_ms: now_ms,
+        }
+    }
+}
+
 /// A device's report on a campaign, as it puts it in its reported twin:
 /// `{"campaigns": {"<campaign-id>": {"state": "downloading", "reason": "..."}}}`.
 #[derive(Debug, Clone, PartialEq)]

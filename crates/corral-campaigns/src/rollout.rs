@@ -515,18 +515,7 @@ impl Rollouts {
         let newcomers = selected.into_iter().filter(|(d, _)| !follow.index.contains_key(d));
         let joined: Vec<CampaignDevice> = (next..)
             .zip(newcomers)
-            .map(|(position, (device, tenant))| CampaignDevice {
-                campaign: campaign.id.clone(),
-                device,
-                tenant,
-                wave: last_wave,
-                position,
-                state: DeviceState::Pending,
-                reason: None,
-                command: None,
-                notified_at_ms: None,
-                updated_at_ms: now,
-            })
+            .map(|(position, (device, tenant))| CampaignDevice::pending(&campaign.id, device, tenant, last_wave, position, now))
             .collect();
         if joined.is_empty() {
             return Ok(());
@@ -584,17 +573,9 @@ impl Rollouts {
         let devices: Vec<CampaignDevice> = ordered
             .into_iter()
             .enumerate()
-            .map(|(position, (device, tenant))| CampaignDevice {
-                campaign: id.clone(),
-                device,
-                tenant,
-                wave: u32::try_from(ends.iter().position(|&end| position < end).unwrap_or(ends.len() - 1)).unwrap_or(0),
-                position: position as u64,
-                state: DeviceState::Pending,
-                reason: None,
-                command: None,
-                notified_at_ms: None,
-                updated_at_ms: now,
+            .map(|(position, (device, tenant))| {
+                let wave = ends.iter().position(|&end| position < end).unwrap_or(ends.len() - 1);
+                CampaignDevice::pending(&id, device, tenant, u32::try_from(wave).unwrap_or(0), position as u64, now)
             })
             .collect();
         self.inner.book.add_campaign(&campaign, &devices).await?;

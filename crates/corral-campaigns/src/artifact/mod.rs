@@ -109,6 +109,9 @@ pub struct Artifacts {
     catalog: Arc<dyn ArtifactCatalog>,
     clock: Arc<dyn Clock>,
     max_bytes: u64,
+    /// Held while content is kept and recorded: whether a refused upload's content may be
+    /// removed depends on no other upload keeping the same digest at the same moment.
+    recording: tokio::sync::Mutex<()>,
 }
 
 impl Artifacts {
@@ -122,7 +125,7 @@ impl Artifacts {
         let files = ArtifactFiles::open(dir).await?;
         let keys = TenantKeys::open(&dir.join("keys"))?;
         let grants = DownloadGrants::open(&dir.join("download.key"))?;
-        Ok(Artifacts { files, keys, grants, catalog, clock, max_bytes })
+        Ok(Artifacts { files, keys, grants, catalog, clock, max_bytes, recording: Default::default() })
     }
 
     pub fn max_bytes(&self) -> u64 {
@@ -174,8 +177,16 @@ impl Artifacts {
             created_by: new.created_by,
         };
         // Content first: a catalog entry never points at a missing file.
-        self.files.keep(received).await?;
-        self.catalog.add_artifact(&artifact).await?;
+        let _recording = self.recording.lock().await;
+        let shared = tokio::fs::try_exists(self.files.path(&artifact.sha256)).await.unwrap_or(true);
+        let kept = self.files.keep(received).await?;
+        if let Err(e) = self.catalog.add_artifact(&artifact).await {
+            // Refused (the same name and version again): content no artifact refers to is not kept.
+            if !shared {
+                let _ = tokio::fs::remove_file(&kept).await;
+            }
+            return Err(e);
+        }
         tracing::info!(artifact = %artifact.id, name = %artifact.name, version = %artifact.version, size = artifact.size, sha256 = %artifact.sha256, "artifact uploaded");
         Ok(artifact)
     }

@@ -2,8 +2,8 @@
 # The whole test suite. Tests drive the real server with real clients, so this first installs
 # what they use when it is missing: curl, gzip, openssl, mosquitto-clients, libcoap3-bin
 # (coap-client, plain and DTLS) and nats-server (Debian packages; the rules crate publishes
-# actions to a real nats-server), libssl-dev and pkg-config (the build links OpenSSL for DTLS), the official InfluxDB Python clients, paho-mqtt, aiocoap and cbor2 (PyPI). The
-# disk-full test mounts a small tmpfs and so needs root.
+# actions to a real nats-server), libssl-dev and pkg-config (the build links OpenSSL for DTLS), the official InfluxDB Python clients, paho-mqtt, aiocoap, cbor2 and cryptography (PyPI; the
+# firmware agent verifies Ed25519 signatures). The disk-full test mounts a small tmpfs and so needs root.
 # Extra arguments go to `cargo test`, e.g. `scripts/test.sh -p corral --test crash`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,9 +28,9 @@ if ((${#need[@]})); then
     exit 1
   fi
 fi
-python3 -c "import influxdb_client, influxdb, paho.mqtt, aiocoap, cbor2" 2>/dev/null ||
+python3 -c "import influxdb_client, influxdb, paho.mqtt, aiocoap, cbor2, cryptography" 2>/dev/null ||
   python3 -m pip install -q --disable-pip-version-check influxdb-client==1.50.0 influxdb==5.3.2 paho-mqtt==2.1.0 \
-    aiocoap==0.4.17 cbor2==6.2.1
+    aiocoap==0.4.17 cbor2==6.2.1 cryptography==48.0.0
 
 browser=crates/corral/tests/browser
 test -d "$browser/node_modules/playwright-core" || npm ci --prefix "$browser" --no-audit --no-fund --loglevel=error

@@ -77,5 +77,17 @@ const Corral = (() => {
 
   const badge = (text) => el('span', { class: `badge ${text}` }, text);
 
-  return { api, sql, quote, el, fill, number, ago, bars, badge, canWrite, role, csrf };
+  /**
+   * A stacked bar: parts of [key, count], each a segment as wide as its share of `total` (the sum
+   * when omitted), styled by the class `seg-<key>` (keys are the page's own names, not data).
+   */
+  function stack(parts, total) {
+    const sum = Math.max(total ?? parts.reduce((s, [, n]) => s + n, 0), 1);
+    const shown = parts.filter(([, n]) => n > 0);
+    const label = shown.map(([k, n]) => `${k} ${number(n)}`).join(', ') || 'none';
+    return el('div', { class: 'stack', role: 'img', 'aria-label': label, title: label },
+      shown.map(([k, n]) => el('span', { class: `seg seg-${k}`, 'data-state': k, style: `width:${((100 * n) / sum).toFixed(2)}%` })));
+  }
+
+  return { api, sql, quote, el, fill, number, ago, bars, badge, stack, canWrite, role, csrf };
 })();

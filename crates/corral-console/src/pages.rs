@@ -38,6 +38,9 @@ const DEVICE: Page = Page { name: "device", title: "Device", body: include_str!(
 const ALARMS: Page = Page { name: "alarms", title: "Alarms", body: include_str!("../pages/alarms.html") };
 const SQL: Page = Page { name: "sql", title: "SQL", body: include_str!("../pages/sql.html") };
 const ACCOUNT: Page = Page { name: "account", title: "Account", body: include_str!("../pages/account.html") };
+/// The list of campaigns and one campaign's detail are two views of one page (its script switches
+/// between them without a reload, and stops the detail's polling when it is left).
+const CAMPAIGNS: Page = Page { name: "campaigns", title: "Campaigns", body: include_str!("../pages/campaigns.html") };
 
 pub async fn overview(State(c): State<Console>, headers: HeaderMap, uri: Uri) -> Response {
     render(&c, &headers, &uri, &OVERVIEW).await
@@ -63,6 +66,14 @@ pub async fn account(State(c): State<Console>, headers: HeaderMap, uri: Uri) -> 
     render(&c, &headers, &uri, &ACCOUNT).await
 }
 
+pub async fn campaigns(State(c): State<Console>, headers: HeaderMap, uri: Uri) -> Response {
+    render(&c, &headers, &uri, &CAMPAIGNS).await
+}
+
+pub async fn campaign(State(c): State<Console>, headers: HeaderMap, uri: Uri, Path(_id): Path<String>) -> Response {
+    render(&c, &headers, &uri, &CAMPAIGNS).await
+}
+
 async fn render(console: &Console, headers: &HeaderMap, uri: &Uri, page: &Page) -> Response {
     let session = match cookie(headers, SESSION_COOKIE) {
         Some(secret) => console.registry.session(secret).await.ok(),
@@ -83,6 +94,7 @@ fn shell(page: &Page, user: &Principal, csrf: &str, ports: &crate::DevicePorts) 
         ("overview", "/", "Overview"),
         ("inventory", "/devices", "Inventory"),
         ("alarms", "/alarms", "Alarms"),
+        ("campaigns", "/campaigns", "Campaigns"),
         ("sql", "/sql", "SQL"),
     ]
     .iter()
@@ -165,6 +177,7 @@ pub async fn asset(Path(file): Path<String>) -> Response {
         "alarms.js" => (include_str!("../assets/alarms.js"), "text/javascript; charset=utf-8"),
         "sql.js" => (include_str!("../assets/sql.js"), "text/javascript; charset=utf-8"),
         "account.js" => (include_str!("../assets/account.js"), "text/javascript; charset=utf-8"),
+        "campaigns.js" => (include_str!("../assets/campaigns.js"), "text/javascript; charset=utf-8"),
         "icon.svg" => (include_str!("../assets/icon.svg"), "image/svg+xml"),
         _ => return (StatusCode::NOT_FOUND, "no such asset").into_response(),
     };

@@ -1,7 +1,8 @@
 //! The web console in a real browser: headless Chromium (Debian's `chromium`) driven by
 //! `playwright-core` (npm, `tests/browser/`), against a server on port 0. The steps are in
-//! `tests/browser/console.mjs` (the tour of every page) and `tests/browser/twin.mjs` (the device
-//! twin on the device page); screenshots of every page land in
+//! `tests/browser/console.mjs` (the tour of every page), `tests/browser/twin.mjs` (the device
+//! twin on the device page) and `tests/browser/campaigns.mjs` (a firmware campaign's progress,
+//! failures and actions); screenshots of every page land in
 //! `<target>/tmp/console-screenshots` (kept as test artifacts). `scripts/test.sh` installs both.
 
 use corral_testkit::{ADMIN_TOKEN, TestServer};
@@ -82,6 +83,112 @@ async fn the_device_twin_is_shown_and_edited_in_chromium() {
     assert_eq!(twin["desired"]["document"], json!({"interval_s": 45, "led": true}), "{twin}");
     assert_eq!(twin["desired"]["version"], 3, "{twin}");
     for page in ["device-twin", "device-twin-edited", "device-twin-stale", "device-twin-viewer"] {
+        assert!(shots.join(format!("{page}.png")).exists(), "screenshot {page}");
+    }
+}
+
+/// The campaigns page follows a firmware campaign: six devices in two waves, the first wave's
+/// devices report a failure (two the same reason, one a reason that looks like HTML) through their
+/// twins. The page lists the campaigns a page at a time, shows the waves with their counts and
+/// the failure reasons, follows a report as it comes, and pauses and resumes the campaign (and
+/// cancels a draft) for an administrator, none of which a viewer is offered.
+#[tokio::test]
+async fn a_campaign_shows_its_progress_and_is_paused_in_chromium() {
+    let server = TestServer::start(BIN).await;
+    let mut tokens = std::collections::BTreeMap::new();
+    for i in 1..=6 {
+        let id = format!("cx-{i:02}");
+        let token = server.register_device(&id, json!({"profile": "cx", "site": "lab"})).await;
+        tokens.insert(id, token);
+    }
+    server.register_device("other-1", json!({"profile": "reefer"})).await;
+    // 25 older drafts fill the list's first page, so its second page holds the oldest two.
+    for i in 0..25 {
+        let draft = json!({"name": format!("old draft {i:02}"), "configuration": {"interval_s": 60}, "target": {"profile": "reefer"}, "start": false});
+        let (status, out) = server.admin(Method::POST, "/api/v1/campaigns", Some(draft)).await;
+        assert_eq!((status, &out["state"]), (201, &json!("draft")), "{out}");
+    }
+    let response = server
+        .http
+        .post(server.url("/api/v1/artifacts?name=fw&version=2.0.0"))
+        .bearer_auth(ADMIN_TOKEN)
+        .body(vec![0x5a_u8; 4096])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let artifact: serde_json::Value = response.json().await.unwrap();
+    let artifact = artifact["id"].as_str().expect("an artifact id").to_string();
+    let rollout = json!({"name": "fw rollout", "artifact": artifact, "target": {"where": "device LIKE 'cx-%'"},
+        "plan": {"waves": ["50%", "100%"], "concurrency": 10}});
+    let (status, campaign) = server.admin(Method::POST, "/api/v1/campaigns", Some(rollout)).await;
+    assert_eq!(status, 201, "{campaign}");
+    assert_eq!(
+        (&campaign["state"], &campaign["devices"], &campaign["version"]),
+        (&json!("running"), &json!(6), &json!("2.0.0")),
+        "{campaign}"
+    );
+    let id = campaign["id"].as_str().expect("a campaign id").to_string();
+
+    let (status, page) = server.admin(Method::GET, &format!("/api/v1/campaigns/{id}/devices"), None).await;
+    assert_eq!(status, 200, "{page}");
+    let in_wave = |wave: u64| -> Vec<String> {
+        page["devices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|d| d["wave"] == wave)
+            .map(|d| d["device"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let (first, second) = (in_wave(1), in_wave(2));
+    assert_eq!((first.len(), second.len()), (3, 3), "{page}");
+    let report = |state: &str, reason: &str| json!({"campaigns": {id.as_str(): {"state": state, "reason": reason}}});
+    for (device, body) in [
+        (&first[0], report("failed", "flash write error")),
+        (&first[1], report("failed", "flash write error")),
+        (&first[2], report("rolled-back", "<img src=x onerror=\"window.injected=1\">boot loop")),
+    ] {
+        let path = format!("/api/v1/devices/{device}/twin/reported");
+        let (status, out) = server.call(Method::PATCH, &path, &tokens[device.as_str()], Some(body)).await;
+        assert_eq!(status, 200, "{device}: {out}");
+    }
+    // The rollout hears the reports in its next round.
+    let mut progress = serde_json::Value::Null;
+    for _ in 0..100 {
+        progress = server.admin(Method::GET, &format!("/api/v1/campaigns/{id}"), None).await.1;
+        if progress["failures"].as_array().is_some_and(|f| f.len() == 2) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(progress["failures"][0], json!({"reason": "flash write error", "devices": 2}), "{progress}");
+    assert_eq!(progress["waves"][0]["states"], json!({"failed": 2, "rolled-back": 1}), "{progress}");
+    // The newest campaign: a draft whose name looks like HTML.
+    let draft = json!({"name": "<b>draft</b> interval", "configuration": {"interval_s": 30}, "target": {"profile": "reefer"}, "start": false});
+    let (status, draft) = server.admin(Method::POST, "/api/v1/campaigns", Some(draft)).await;
+    assert_eq!(status, 201, "{draft}");
+    let draft = draft["id"].as_str().expect("a campaign id").to_string();
+    let (status, out) = server.admin(Method::POST, "/api/v1/users", Some(json!({"name": "tess", "role": "viewer"}))).await;
+    assert_eq!(status, 201, "{out}");
+    let viewer_password = out["password"].as_str().expect("a generated password").to_string();
+
+    let extra = [
+        ("CAMPAIGN", id.clone()),
+        ("DRAFT", draft.clone()),
+        ("VIEWER_PASSWORD", viewer_password),
+        ("SUCCEEDER", second[0].clone()),
+        ("SUCCEEDER_TOKEN", tokens[second[0].as_str()].clone()),
+    ];
+    let shots = run_steps(&server, "campaigns.mjs", &extra).await;
+
+    // What the console did, seen over REST: paused and resumed, so running; the draft cancelled.
+    let (_, campaign) = server.admin(Method::GET, &format!("/api/v1/campaigns/{id}"), None).await;
+    assert_eq!(campaign["state"], "running", "{campaign}");
+    assert_eq!(campaign["states"]["succeeded"], 1, "{campaign}");
+    let (_, draft) = server.admin(Method::GET, &format!("/api/v1/campaigns/{draft}"), None).await;
+    assert_eq!((&draft["state"], &draft["reason"]), (&json!("cancelled"), &json!("cancelled by admin")), "{draft}");
+    for page in ["campaigns", "campaign", "campaign-paused", "campaign-draft-cancelled", "campaign-viewer"] {
         assert!(shots.join(format!("{page}.png")).exists(), "screenshot {page}");
     }
 }

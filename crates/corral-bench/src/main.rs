@@ -38,6 +38,12 @@ enum Command {
     /// Device twin: desired change (REST PATCH) to delivery at the device over MQTT with 10,000
     /// devices connected, against Mosquitto 2.0 publishing the same documents retained QoS 1.
     Twin(corral_bench::twin::TwinArgs),
+    /// Tracked command round trip (REST → device over MQTT → answer → REST) with 1,000 devices
+    /// connected, against Mosquitto 2.0 carrying a bare request and answer between two clients.
+    Commands(corral_bench::commands::CommandsArgs),
+    /// A firmware campaign to 10,000 simulated MQTT devices (1 MiB artifact, downloaded, hashed
+    /// and signature-checked by each): total time, CPU, RSS, and telemetry ingest with and without it.
+    Campaign(corral_bench::campaign::CampaignArgs),
 }
 
 #[tokio::main]
@@ -54,5 +60,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Mqtts(args) => corral_bench::mqtts::run(args).await,
         Command::Coaps(args) => corral_bench::coaps::run(args).await,
         Command::Twin(args) => corral_bench::twin::run(args).await,
+        Command::Commands(args) => corral_bench::commands::run(args).await,
+        Command::Campaign(args) => corral_bench::campaign::run(args).await,
     }
 }

@@ -31,6 +31,7 @@ use crate::mqtt::brokers::{self, Broker, proc_cpu_seconds};
 use crate::mqtt::stats::percentile;
 use crate::mqtt::{Figure, fig};
 use crate::server::ADMIN_TOKEN;
+use crate::side_by_side;
 use anyhow::{Context, bail};
 use clap::Args;
 use serde_json::Value;
@@ -128,39 +129,8 @@ pub async fn run(args: TwinArgs) -> anyhow::Result<()> {
         );
     }
     let http = reqwest::Client::new();
-    let mut results: Vec<SystemResults> =
-        args.systems.iter().map(|s| SystemResults { name: s.clone(), ..Default::default() }).collect();
-    for run in 1..=sizes.runs {
-        // Alternate the order, so a slow phase of the shared machine does not always hit one side.
-        let mut order: Vec<usize> = (0..results.len()).collect();
-        if run % 2 == 0 {
-            order.reverse();
-        }
-        for i in order {
-            let res = &mut results[i];
-            if !args.json {
-                eprintln!("== run {run}/{}: {}", sizes.runs, res.name);
-            }
-            match Box::pin(run_once(&res.name, &args, &sizes, &http)).await {
-                Ok((figures, notes)) => {
-                    if !args.json {
-                        for f in &figures {
-                            eprintln!("   {:<60} {:>12.3}", f.label, f.value);
-                        }
-                        for n in &notes {
-                            eprintln!("   note: {n}");
-                        }
-                    }
-                    res.add(figures);
-                    res.notes.extend(notes.into_iter().map(|n| format!("run {run}: {n}")));
-                }
-                Err(e) => {
-                    eprintln!("   run {run} of {} failed: {e:#}", res.name);
-                    res.notes.push(format!("run {run}: failed: {e:#}"));
-                }
-            }
-        }
-    }
+    let results =
+        side_by_side::each_run(&args.systems, sizes.runs, args.json, |system| run_once(system, &args, &sizes, &http)).await;
     report::print(&args, &sizes, nofile, &results);
     Ok(())
 }
@@ -168,12 +138,12 @@ pub async fn run(args: TwinArgs) -> anyhow::Result<()> {
 /// One run of one system: start it, register and connect the fleet, change desired documents at
 /// the offered rate, collect the deliveries, stop it.
 async fn run_once(
-    system: &str,
+    system: String,
     args: &TwinArgs,
     sizes: &Sizes,
     http: &reqwest::Client,
 ) -> anyhow::Result<(Vec<Figure>, Vec<String>)> {
-    let mut broker = match system {
+    let mut broker = match system.as_str() {
         "corral" => Broker::corral(&args.corral)?,
         _ => Broker::mosquitto()?,
     };
@@ -292,7 +262,7 @@ fn slowest(t: &tally::Tally, changes: &[drive::Change]) -> Vec<String> {
 
 /// Registers `ids` with Corral's CSV import (10,000 lines per request, the import's limit) and
 /// returns their tokens in the same order.
-async fn import_devices(http: &reqwest::Client, base: &str, ids: &[String]) -> anyhow::Result<Vec<String>> {
+pub(crate) async fn import_devices(http: &reqwest::Client, base: &str, ids: &[String]) -> anyhow::Result<Vec<String>> {
     let mut tokens: HashMap<String, String> = HashMap::with_capacity(ids.len());
     for chunk in ids.chunks(10_000) {
         let mut csv = String::from("id\n");

@@ -45,10 +45,15 @@ impl Broker {
     }
 
     pub fn mosquitto() -> anyhow::Result<Broker> {
+        Broker::mosquitto_with("")
+    }
+
+    /// Mosquitto with `extra` lines added to its minimal config.
+    pub fn mosquitto_with(extra: &str) -> anyhow::Result<Broker> {
         let dir = tempfile::Builder::new().prefix("mosquitto-bench-").tempdir_in(bench_tmp())?;
         let port = crate::server::free_port()?;
         let conf = dir.path().join("mosquitto.conf");
-        std::fs::write(&conf, format!("listener {port} 127.0.0.1\nallow_anonymous true\n"))?;
+        std::fs::write(&conf, format!("listener {port} 127.0.0.1\nallow_anonymous true\n{extra}"))?;
         let bin = ["/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto"]
             .into_iter()
             .find(|p| Path::new(p).exists())

@@ -117,6 +117,21 @@ async fn reported_patches_over_mqtt_merge_delete_keys_and_bad_ones_store_nothing
     assert_eq!(server.twin("hvac-1").await["reported"]["version"], 2, "nothing stored");
 }
 
+/// A device that sends its reports back to back, not waiting for each PUBACK (what a firmware
+/// agent does when it reports `downloaded`, `installing` and `succeeded` in a row), finds them
+/// applied in the order it sent them: the twin ends with the last, on 3.1.1 and on 5.
+#[tokio::test]
+async fn reports_sent_back_to_back_are_applied_in_the_order_they_were_sent() {
+    let server = TestServer::start(BIN).await;
+    for (device, version) in [("burst-5", "5"), ("burst-311", "311")] {
+        let token = server.register_device(device, json!({})).await;
+        assert_eq!(run(&server, "burst", device, &token, &[version, "60"]), "pubacks 60");
+        let reported = &server.twin(device).await["reported"];
+        assert_eq!(reported["document"], json!({"step": 60, "progress": {"state": "step-60"}}), "{device}: {reported}");
+        assert_eq!(reported["version"], 60, "{device}: {reported}");
+    }
+}
+
 #[tokio::test]
 async fn twin_get_answers_the_device_on_its_twin_topic_or_its_response_topic() {
     let server = TestServer::start(BIN).await;

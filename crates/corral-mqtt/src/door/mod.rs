@@ -8,6 +8,7 @@
 
 mod commands;
 mod connected;
+mod in_order;
 mod login;
 #[cfg(test)]
 mod tests;
@@ -46,6 +47,9 @@ pub struct PlatformDoor {
     /// Tenants of devices named by applications' publishes. A device's tenant never changes once
     /// it is registered, so an entry stays true; only unknown names are asked again.
     tenants: Arc<Mutex<HashMap<String, String>>>,
+    /// Reported twin patches and attribute merges of a device, applied in the order sent.
+    twin_order: in_order::MergeOrder,
+    attribute_order: in_order::MergeOrder,
 }
 
 /// Entries of the tenant cache before it starts over (a few MB at most).
@@ -62,6 +66,8 @@ impl PlatformDoor {
             limits: Limits::default(),
             connected: ConnectedDevices::default(),
             tenants: Default::default(),
+            twin_order: Default::default(),
+            attribute_order: Default::default(),
         }
     }
 
@@ -94,8 +100,9 @@ impl PlatformDoor {
         let reported: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(payload).map_err(|e| {
             PublishRefusal::new(ReasonCode::PAYLOAD_FORMAT_INVALID, format!("attributes must be a JSON object: {e}"))
         })?;
-        let to = self.reported.clone();
-        Ok(Box::pin(async move { to.merge_attributes(&device, reported).await.map_err(|e| refusal(&e, "attributes")) }))
+        let (to, name) = (self.reported.clone(), device.to_string());
+        let merge = async move { to.merge_attributes(&device, reported).await.map_err(|e| refusal(&e, "attributes")) };
+        Ok(self.attribute_order.after_previous(&name, merge))
     }
 }
 
@@ -132,8 +139,9 @@ impl BrokerHooks for PlatformDoor {
                 let twins = self.twins.clone().ok_or_else(|| {
                     PublishRefusal::new(ReasonCode::IMPLEMENTATION_SPECIFIC_ERROR, "device twins are not available here")
                 })?;
-                let (payload, topic) = (publish.payload.clone(), publish.topic.clone());
-                Ok(Box::pin(async move { twins.report(&device, &payload).await.map_err(|e| refusal(&e, &topic)) }))
+                let (payload, topic, name) = (publish.payload.clone(), publish.topic.clone(), device.to_string());
+                let merge = async move { twins.report(&device, &payload).await.map_err(|e| refusal(&e, &topic)) };
+                Ok(self.twin_order.after_previous(&name, merge))
             }
         }
     }

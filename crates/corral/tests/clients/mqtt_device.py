@@ -26,11 +26,12 @@ def code(rc):
     return getattr(rc, "value", rc)
 
 
-def connect(host, port, device, token, version, persistent=False, on_message=None):
+def connect(host, port, device, token, version, persistent=False, on_message=None, inflight=20):
     """Connects and waits for the CONNACK; returns (client, result), the client None after saying
     why ("refused <reason>" or "timeout"). `result` gets "ended" once the connection is over (a
     loss is said as "disconnected <reason>"). `on_message` is set before connecting, so what a
-    resumed session holds is not missed."""
+    resumed session holds is not missed. `inflight`: QoS 1/2 publishes sent before waiting for
+    their acknowledgements (paho's default is 20)."""
     v5 = version == "5"
     c = mqtt.Client(
         mqtt.CallbackAPIVersion.VERSION2,
@@ -40,6 +41,7 @@ def connect(host, port, device, token, version, persistent=False, on_message=Non
         reconnect_on_failure=False,
     )
     c.username_pw_set(device, token)
+    c.max_inflight_messages_set(inflight)
     up, result = threading.Event(), {}
 
     def on_connect(c, userdata, flags, rc, props):

@@ -11,6 +11,9 @@ prints simple lines the test asserts on; every wait is bounded and prints "timeo
         One QoS 1 publish of PATCH on devices/DEVICE/twin/reported: "puback <reason>", or
         "disconnected <reason>" when the server ends the connection instead (3.1.1 has no
         negative PUBACK).
+    python3 mqtt_twin.py burst HOST PORT DEVICE TOKEN VERSION N
+        N QoS 1 publishes on devices/DEVICE/twin/reported, back to back without waiting for their
+        PUBACKs, the k-th {"step": k, "progress": {"state": "step-k"}}; prints "pubacks <count>".
     python3 mqtt_twin.py publish HOST PORT DEVICE TOKEN VERSION TOPIC PAYLOAD
         One QoS 1 publish anywhere: "puback <reason>" or "disconnected <reason>".
     python3 mqtt_twin.py get HOST PORT DEVICE TOKEN VERSION REQUEST [RESPONSE_TOPIC CORRELATION]
@@ -65,6 +68,25 @@ def publish(host, port, device, token, version, topic, payload):
     leave(c, result)
 
 
+def burst(host, port, device, token, version, n):
+    n, acked, done = int(n), [], threading.Event()
+    c, result = connect(host, port, device, token, version, inflight=n)
+    if c is None:
+        return
+
+    def on_publish(c, userdata, mid, rc, props):
+        acked.append(mid)
+        if len(acked) == n:
+            done.set()
+
+    c.on_publish = on_publish
+    for k in range(1, n + 1):
+        c.publish(f"devices/{device}/twin/reported", json.dumps({"step": k, "progress": {"state": f"step-{k}"}}), qos=1)
+    done.wait(WAIT)
+    say(f"pubacks {len(acked)}")
+    leave(c, result)
+
+
 def get(host, port, device, token, version, request, response_topic=None, correlation=None):
     c, result = connect(host, port, device, token, version)
     if c is None:
@@ -100,6 +122,8 @@ if __name__ == "__main__":
         desired(*args)
     elif mode == "report":
         publish(*args[:5], f"devices/{args[2]}/twin/reported", args[5])
+    elif mode == "burst":
+        burst(*args)
     elif mode == "publish":
         publish(*args)
     elif mode == "get":

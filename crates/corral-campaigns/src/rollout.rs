@@ -317,15 +317,18 @@ impl Rollouts {
     }
 
     /// Writes what changed in `follow`; on failure it stays marked and goes out next round.
+    /// Devices first: the campaign's state follows from theirs, so nobody reads a campaign
+    /// `completed` while its devices still show the states they had before the round (and a
+    /// crash between the two leaves a campaign that the next start completes again).
     async fn save(&self, follow: &mut Live) -> Result<(), CampaignError> {
-        if follow.campaign_dirty {
-            self.inner.book.save_campaign(&follow.campaign).await?;
-            follow.campaign_dirty = false;
-        }
         if !follow.dirty.is_empty() {
             let changed: Vec<CampaignDevice> = follow.dirty.iter().map(|&i| follow.devices[i].clone()).collect();
             self.inner.book.save_devices(&changed).await?;
             follow.dirty.clear();
+        }
+        if follow.campaign_dirty {
+            self.inner.book.save_campaign(&follow.campaign).await?;
+            follow.campaign_dirty = false;
         }
         Ok(())
     }

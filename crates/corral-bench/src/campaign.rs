@@ -220,7 +220,13 @@ async fn measure(
         fig("download.mib", "MiB downloaded", c.bytes.load(Relaxed) as f64 / (1 << 20) as f64),
         fig("server.cpu", "server CPU s during the campaign", cpu),
         fig("server.cpu_alone", "server CPU s per s, ingest alone", cpu_alone),
-        fig("server.cpu_campaign", "server CPU s beyond ingest alone's rate, same span", cpu - cpu_alone * seconds),
+        // What the rows written meanwhile would have cost at ingest alone's CPU per row: the rest
+        // is the campaign's (its downloads, reports and bookkeeping).
+        fig(
+            "server.cpu_campaign",
+            "server CPU s for the campaign (beyond its rows' ingest cost)",
+            cpu - cpu_alone / alone.max(1e-9) * during * seconds,
+        ),
         fig(
             "server.rss_peak",
             "server peak RSS (VmHWM), MiB",

@@ -11,10 +11,13 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
 
-/// The last merge of each device that has one under way (`done` fires, or drops, when it ends).
+/// A device's latest merge: its turn, and what tells when it has ended (its sender dropped).
+type Latest = (u64, oneshot::Receiver<()>);
+
+/// The last merge of each device that has one under way.
 #[derive(Clone, Default)]
 pub struct MergeOrder {
-    last: Arc<Mutex<HashMap<String, (u64, oneshot::Receiver<()>)>>>,
+    last: Arc<Mutex<HashMap<String, Latest>>>,
     next: Arc<std::sync::atomic::AtomicU64>,
 }
 

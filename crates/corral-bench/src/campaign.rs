@@ -5,7 +5,7 @@
 //!
 //! Each run:
 //! 1. registers N devices (CSV import) and 100 telemetry devices, uploads an artifact of random
-//!    bytes (1 MiB by default; Corral signs it) and connects the fleet ([`agents`]);
+//!    bytes (1 MiB by default; Corral signs it) and connects the fleet (`agents`);
 //! 2. **ingest alone**: W HTTP writers post JSON batches (each answer a durable ack) for S seconds;
 //! 3. **campaign**: creates a campaign to every device (waves 1 %, 10 %, 50 %, 100 %, concurrency
 //!    C) and, while it runs, the same writers post again; the campaign's total time runs from the

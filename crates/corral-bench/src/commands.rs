@@ -11,7 +11,7 @@
 //! - Mosquitto: the same N devices (anonymous); one application client subscribed QoS 1 to
 //!   `devices/+/commands/+/response` publishes each command QoS 1 and waits for the answer.
 //!
-//! The devices ([`devices`]) answer at once in both. Round trip = the answer at the application −
+//! The devices (`devices`) answer at once in both. Round trip = the answer at the application −
 //! the clock just before the request was written, one process and clock for all. A round trip
 //! counts only when the answer carries the command's own `seq`; commands the devices received
 //! more than once are counted as duplicates.

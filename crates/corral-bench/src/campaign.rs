@@ -22,7 +22,7 @@ mod agents;
 
 use crate::ingest::{count, readings, register};
 use crate::mqtt::brokers::{self, Broker, proc_cpu_seconds};
-use crate::mqtt::{Figure, fig};
+use crate::mqtt::{Run, fig};
 use crate::server::ADMIN_TOKEN;
 use crate::side_by_side::{self, Layout};
 use anyhow::{Context, bail};
@@ -119,24 +119,13 @@ pub async fn run(args: CampaignArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn one_run(args: &CampaignArgs, n: usize, ingest_seconds: u64) -> anyhow::Result<(Vec<Figure>, Vec<String>)> {
-    let mut server = Broker::corral(&args.corral)?;
+async fn one_run(args: &CampaignArgs, n: usize, ingest_seconds: u64) -> anyhow::Result<Run> {
+    let server = Broker::corral(&args.corral)?;
     let outcome = measure(&server, args, n, ingest_seconds).await;
-    let alive = server.alive();
-    server.stop();
-    let (figures, mut notes) = outcome?;
-    if !alive {
-        notes.push("corral exited during the run".into());
-    }
-    Ok((figures, notes))
+    server.finish(outcome)
 }
 
-async fn measure(
-    server: &Broker,
-    args: &CampaignArgs,
-    n: usize,
-    ingest_seconds: u64,
-) -> anyhow::Result<(Vec<Figure>, Vec<String>)> {
+async fn measure(server: &Broker, args: &CampaignArgs, n: usize, ingest_seconds: u64) -> anyhow::Result<Run> {
     let base = server.http.clone().context("corral has an HTTP listener")?;
     let http = reqwest::Client::builder().pool_max_idle_per_host(args.writers + 8).build()?;
     tokio::time::sleep(Duration::from_millis(500)).await;

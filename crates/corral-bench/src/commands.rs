@@ -21,7 +21,7 @@ mod drive;
 
 use crate::mqtt::brokers::{self, Broker, proc_cpu_seconds};
 use crate::mqtt::stats::percentile;
-use crate::mqtt::{Figure, fig};
+use crate::mqtt::{Run, fig};
 use crate::side_by_side::{self, Layout};
 use anyhow::bail;
 use clap::Args;
@@ -133,29 +133,18 @@ pub async fn run(args: CommandsArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run_once(
-    system: String,
-    args: &CommandsArgs,
-    sizes: &Sizes,
-    http: &reqwest::Client,
-) -> anyhow::Result<(Vec<Figure>, Vec<String>)> {
-    let mut broker = match system.as_str() {
+async fn run_once(system: String, args: &CommandsArgs, sizes: &Sizes, http: &reqwest::Client) -> anyhow::Result<Run> {
+    let broker = match system.as_str() {
         "corral" => Broker::corral(&args.corral)?,
         // Shipped with Nagle's algorithm on, Mosquitto holds the answer's small write behind the
         // command's unacknowledged one for a delayed ACK (~20 ms here); the peer gets its best setting.
         _ => Broker::mosquitto_with("set_tcp_nodelay true\n")?,
     };
     let outcome = measure(&broker, sizes, http).await;
-    let alive = broker.alive();
-    broker.stop();
-    let (figures, mut notes) = outcome?;
-    if !alive {
-        notes.push(format!("{system} exited during the run"));
-    }
-    Ok((figures, notes))
+    broker.finish(outcome)
 }
 
-async fn measure(broker: &Broker, sizes: &Sizes, http: &reqwest::Client) -> anyhow::Result<(Vec<Figure>, Vec<String>)> {
+async fn measure(broker: &Broker, sizes: &Sizes, http: &reqwest::Client) -> anyhow::Result<Run> {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let ids: Vec<String> = (0..sizes.devices).map(|i| format!("cmd-bench-{i:05}")).collect();
     let tokens = match broker.http.as_deref() {

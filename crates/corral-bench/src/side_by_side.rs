@@ -120,7 +120,7 @@ pub fn print(layout: &Layout, json: bool, results: &[BrokerResults]) {
 pub async fn each_run<F, Fut>(systems: &[String], runs: usize, quiet: bool, mut one: F) -> Vec<BrokerResults>
 where
     F: FnMut(String) -> Fut,
-    Fut: Future<Output = anyhow::Result<(Vec<crate::mqtt::Figure>, Vec<String>)>>,
+    Fut: Future<Output = anyhow::Result<crate::mqtt::Run>>,
 {
     let mut results: Vec<BrokerResults> =
         systems.iter().map(|s| BrokerResults { name: s.clone(), ..Default::default() }).collect();

@@ -29,7 +29,7 @@ mod tally;
 
 use crate::mqtt::brokers::{self, Broker, proc_cpu_seconds};
 use crate::mqtt::stats::percentile;
-use crate::mqtt::{Figure, fig};
+use crate::mqtt::{Figure, Run, fig};
 use crate::server::ADMIN_TOKEN;
 use crate::side_by_side;
 use anyhow::{Context, bail};
@@ -137,27 +137,16 @@ pub async fn run(args: TwinArgs) -> anyhow::Result<()> {
 
 /// One run of one system: start it, register and connect the fleet, change desired documents at
 /// the offered rate, collect the deliveries, stop it.
-async fn run_once(
-    system: String,
-    args: &TwinArgs,
-    sizes: &Sizes,
-    http: &reqwest::Client,
-) -> anyhow::Result<(Vec<Figure>, Vec<String>)> {
-    let mut broker = match system.as_str() {
+async fn run_once(system: String, args: &TwinArgs, sizes: &Sizes, http: &reqwest::Client) -> anyhow::Result<Run> {
+    let broker = match system.as_str() {
         "corral" => Broker::corral(&args.corral)?,
         _ => Broker::mosquitto()?,
     };
     let outcome = measure(&broker, sizes, http).await;
-    let alive = broker.alive();
-    broker.stop();
-    let (figures, mut notes) = outcome?;
-    if !alive {
-        notes.push(format!("{system} exited during the run"));
-    }
-    Ok((figures, notes))
+    broker.finish(outcome)
 }
 
-async fn measure(broker: &Broker, sizes: &Sizes, http: &reqwest::Client) -> anyhow::Result<(Vec<Figure>, Vec<String>)> {
+async fn measure(broker: &Broker, sizes: &Sizes, http: &reqwest::Client) -> anyhow::Result<Run> {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let ids: Vec<String> = (0..sizes.devices).map(device_id).collect();
     let mut setup = Vec::new();

@@ -97,6 +97,18 @@ impl Broker {
         matches!(self.child.try_wait(), Ok(None))
     }
 
+    /// Stops the broker after a run whose `outcome` it gave, adding to the run's remarks that it
+    /// had exited on its own, if it had.
+    pub fn finish(mut self, outcome: anyhow::Result<crate::mqtt::Run>) -> anyhow::Result<crate::mqtt::Run> {
+        let (alive, name) = (self.alive(), self.name);
+        self.stop();
+        let (figures, mut notes) = outcome?;
+        if !alive {
+            notes.push(format!("{name} exited during the run"));
+        }
+        Ok((figures, notes))
+    }
+
     pub fn stop(mut self) {
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         for _ in 0..300 {

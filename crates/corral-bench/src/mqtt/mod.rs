@@ -107,6 +107,9 @@ pub struct Figure {
     pub value: f64,
 }
 
+/// What one run of a side-by-side benchmark gives: its figures and its remarks.
+pub type Run = (Vec<Figure>, Vec<String>);
+
 pub fn fig(key: &str, label: &str, value: f64) -> Figure {
     Figure { key: key.to_string(), label: label.to_string(), value }
 }

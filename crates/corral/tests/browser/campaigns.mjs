@@ -3,49 +3,17 @@
 // devices cx-01..cx-06 in waves 50 % and 100 %, running) whose first wave reported two failures
 // "flash write error" and a roll-back whose reason looks like HTML; 25 older drafts and a newest
 // draft DRAFT named like HTML; SUCCEEDER (a device of wave 2, SUCCEEDER_TOKEN its token); a viewer
-// "tess" (VIEWER_PASSWORD). Same conventions as console.mjs: a failed step saves
+// "tess" (VIEWER_PASSWORD). The steps, screenshots and error checks are harness.mjs's: a failed step saves
 // FAILED-campaigns-<step>.png, every page a screenshot in SHOTS.
-import { chromium } from 'playwright-core';
-import fs from 'node:fs';
+import { harness } from './harness.mjs';
 
-const { BASE, ADMIN_TOKEN, CAMPAIGN, DRAFT, VIEWER_PASSWORD, SUCCEEDER, SUCCEEDER_TOKEN, SHOTS, CHROMIUM = '/usr/bin/chromium' } = process.env;
-fs.mkdirSync(SHOTS, { recursive: true });
-const browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox'] });
-const problems = [];
-const watch = (p, who) => {
-  p.on('pageerror', (e) => problems.push(`${who} page error: ${e.message}`));
-  p.on('console', (m) => {
-    // The refusal the steps provoke on purpose: a campaign that does not exist (404).
-    const provoked = /status of 404/.test(m.text()) && m.location().url.includes('cmp_nothing');
-    if (m.type() === 'error' && !provoked) problems.push(`${who} console: ${m.text()} (${m.location().url})`);
-  });
-};
-const expect = (condition, message) => { if (!condition) throw new Error(message); };
-const shot = (p, name) => p.screenshot({ path: `${SHOTS}/${name}.png`, fullPage: true });
-let current = null;
-async function step(name, fn) {
-  try {
-    await fn();
-    console.log(`ok - ${name}`);
-  } catch (e) {
-    await current?.screenshot({ path: `${SHOTS}/FAILED-campaigns-${name}.png`, fullPage: true }).catch(() => {});
-    console.log(`not ok - ${name}: ${e.message}`);
-    await browser.close();
-    process.exit(1);
-  }
-}
-
-async function signIn(name, password) {
-  const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
-  const p = await context.newPage();
-  watch(p, name);
-  await p.goto(`${BASE}/login`);
-  await p.fill('#name', name);
-  await p.fill('#password', password);
-  await p.click('button[type=submit]');
-  await p.waitForURL(`${BASE}/`);
-  return p;
-}
+const { BASE, ADMIN_TOKEN, CAMPAIGN, DRAFT, VIEWER_PASSWORD, SUCCEEDER, SUCCEEDER_TOKEN } = process.env;
+const h = await harness({
+  suite: 'campaigns',
+  // The refusal the steps provoke on purpose: a campaign that does not exist (404).
+  provoked: (m) => /status of 404/.test(m.text()) && m.location().url.includes('cmp_nothing'),
+});
+const { expect, shot, step, signIn } = h;
 
 /** A campaign over REST, as an application sees it. */
 async function overRest(id) {
@@ -67,7 +35,7 @@ const noInjection = async (p) => expect(await p.locator('main img, main b').coun
   'a name or reason that looks like HTML stays text');
 
 const page = await signIn('admin', ADMIN_TOKEN);
-current = page;
+h.current = page;
 // The requests of the campaign's own view (its progress and its devices), to see polling start and stop.
 const polls = [];
 page.on('request', (r) => { if (new URL(r.url()).pathname.startsWith(`/api/v1/campaigns/${CAMPAIGN}`) && r.method() === 'GET') polls.push(Date.now()); });
@@ -203,7 +171,7 @@ await step('a draft can be started or cancelled; cancelling is final', async () 
 
 await step('a viewer follows a campaign and is offered no action', async () => {
   const viewer = await signIn('tess', VIEWER_PASSWORD);
-  current = viewer;
+  h.current = viewer;
   await viewer.goto(`${BASE}/campaigns/${CAMPAIGN}`);
   await viewer.waitForSelector('#waves tbody tr[data-wave="2"]');
   await viewer.waitForSelector('#failure-reasons');
@@ -212,12 +180,7 @@ await step('a viewer follows a campaign and is offered no action', async () => {
   await shot(viewer, 'campaign-viewer');
   await viewer.goto(`${BASE}/campaigns/cmp_nothing`);
   await viewer.waitForFunction(() => document.getElementById('campaign-error').textContent.includes('No campaign cmp_nothing'));
-  current = page;
+  h.current = page;
 });
 
-await browser.close();
-if (problems.length) {
-  console.log(`not ok - the pages reported errors:\n${problems.join('\n')}`);
-  process.exit(1);
-}
-console.log('ok - no page error');
+await h.finish();

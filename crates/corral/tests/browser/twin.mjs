@@ -1,49 +1,16 @@
 // The device twin on the device page, in headless Chromium (driven by playwright-core), against
 // the server tests/browser.rs started and filled: device twin-1 with desired version 1
 // ({"interval_s": 60, "fw": "2.1"}), reported version 1 (interval_s, fw 2.0, battery, a label that
-// looks like HTML), and a viewer "tess" (VIEWER_PASSWORD). Same conventions as console.mjs: a
-// failed step saves FAILED-<step>.png, every page a screenshot in SHOTS.
-import { chromium } from 'playwright-core';
-import fs from 'node:fs';
+// looks like HTML), and a viewer "tess" (VIEWER_PASSWORD). The shared steps are in harness.mjs.
+import { harness } from './harness.mjs';
 
-const { BASE, ADMIN_TOKEN, VIEWER_PASSWORD, SHOTS, CHROMIUM = '/usr/bin/chromium' } = process.env;
-fs.mkdirSync(SHOTS, { recursive: true });
-const browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox'] });
-const problems = [];
-const watch = (p, who) => {
-  p.on('pageerror', (e) => problems.push(`${who} page error: ${e.message}`));
-  p.on('console', (m) => {
-    // Refusals the steps provoke on purpose: a stale edit (412) and a patch that is not JSON (400).
-    const provoked = /status of (412|400)/.test(m.text());
-    if (m.type() === 'error' && !provoked) problems.push(`${who} console: ${m.text()} (${m.location().url})`);
-  });
-};
-const expect = (condition, message) => { if (!condition) throw new Error(message); };
-const shot = (p, name) => p.screenshot({ path: `${SHOTS}/${name}.png`, fullPage: true });
-let current = null;
-async function step(name, fn) {
-  try {
-    await fn();
-    console.log(`ok - ${name}`);
-  } catch (e) {
-    await current?.screenshot({ path: `${SHOTS}/FAILED-twin-${name}.png`, fullPage: true }).catch(() => {});
-    console.log(`not ok - ${name}: ${e.message}`);
-    await browser.close();
-    process.exit(1);
-  }
-}
-
-async function signIn(name, password) {
-  const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
-  const p = await context.newPage();
-  watch(p, name);
-  await p.goto(`${BASE}/login`);
-  await p.fill('#name', name);
-  await p.fill('#password', password);
-  await p.click('button[type=submit]');
-  await p.waitForURL(`${BASE}/`);
-  return p;
-}
+const { BASE, ADMIN_TOKEN, VIEWER_PASSWORD } = process.env;
+const h = await harness({
+  suite: 'twin',
+  // Refusals the steps provoke on purpose: a stale edit (412) and a patch that is not JSON (400).
+  provoked: (m) => /status of (412|400)/.test(m.text()),
+});
+const { expect, shot, step, signIn } = h;
 
 /** The twin over REST, as an application sees it. */
 async function twinOverRest() {
@@ -57,7 +24,7 @@ const cells = async (p, key) => (await row(p, key).locator('td').allTextContents
 const isDelta = async (p, key) => (await row(p, key).getAttribute('class') || '').split(' ').includes('delta');
 
 const page = await signIn('admin', ADMIN_TOKEN);
-current = page;
+h.current = page;
 
 await step('the device page shows desired, reported and the delta', async () => {
   await page.goto(`${BASE}/devices/twin-1`);
@@ -126,19 +93,14 @@ await step("a patch that is not JSON shows the server's reason", async () => {
 
 await step('a viewer sees the twin and no editor', async () => {
   const viewer = await signIn('tess', VIEWER_PASSWORD);
-  current = viewer;
+  h.current = viewer;
   await viewer.goto(`${BASE}/devices/twin-1`);
   await viewer.waitForSelector('#twin tbody tr[data-key="interval_s"]');
   await viewer.waitForSelector('#identity dt');
   expect(await viewer.textContent('#twin-desired-version') === 'v3', 'the viewer reads the twin');
   expect(!(await viewer.isVisible('#twin-editor')) && !(await viewer.isVisible('#twin-patch')), 'no editor for a viewer');
   await shot(viewer, 'device-twin-viewer');
-  current = page;
+  h.current = page;
 });
 
-await browser.close();
-if (problems.length) {
-  console.log(`not ok - the pages reported errors:\n${problems.join('\n')}`);
-  process.exit(1);
-}
-console.log('ok - no page error');
+await h.finish();

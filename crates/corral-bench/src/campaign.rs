@@ -20,7 +20,7 @@
 
 mod agents;
 
-use crate::ingest::{count, readings, register};
+use crate::ingest::{Writer, count, register};
 use crate::mqtt::brokers::{self, Broker, proc_cpu_seconds};
 use crate::mqtt::{Run, fig};
 use crate::server::ADMIN_TOKEN;
@@ -234,7 +234,8 @@ async fn measure(server: &Broker, args: &CampaignArgs, n: usize, ingest_seconds:
     Ok((figures, notes))
 }
 
-/// `writers` tasks posting telemetry (each answer a durable ack) until `stop`; acked rows in `rows`.
+/// `writers` tasks posting telemetry (10 readings of 10 fields a request) until `stop`; acked
+/// rows in `rows`.
 fn ingest(
     http: &reqwest::Client,
     base: &str,
@@ -245,28 +246,9 @@ fn ingest(
 ) -> Vec<tokio::task::JoinHandle<()>> {
     (0..writers)
         .map(|w| {
-            let (http, url, tokens, rows, stop) =
-                (http.clone(), format!("{base}/api/v1/ingest"), tokens.clone(), rows.clone(), stop.clone());
-            tokio::spawn(async move {
-                let mut rng = StdRng::seed_from_u64(w as u64);
-                let mut clock_ms: i64 = 1_767_225_600_000 + w as i64 * 7;
-                let mut d = w;
-                while !stop.load(Relaxed) {
-                    let body = readings(&mut rng, &mut clock_ms, 10, 10);
-                    let ok = http
-                        .post(&url)
-                        .bearer_auth(&tokens[d % tokens.len()])
-                        .header("Content-Type", "application/json")
-                        .body(body)
-                        .send()
-                        .await
-                        .is_ok_and(|r| r.status().is_success());
-                    if ok {
-                        rows.fetch_add(10, Relaxed);
-                    }
-                    d += writers;
-                }
-            })
+            let writer = Writer { http: http.clone(), base: base.to_string(), tokens: tokens.clone(), w, writers };
+            let (rows, stop) = (rows.clone(), stop.clone());
+            tokio::spawn(async move { writer.run(w as u64, 10, 10, &rows, &AtomicU64::new(0), || !stop.load(Relaxed)).await })
         })
         .collect()
 }

@@ -113,30 +113,11 @@ async fn one_run(args: &IngestArgs, seed: u64) -> anyhow::Result<RunResult> {
     let deadline = started + Duration::from_secs(args.seconds);
     let mut writers = Vec::new();
     for w in 0..args.concurrency {
-        let (http, base, tokens, rows, errors) =
-            (http.clone(), server.base.clone(), tokens.clone(), rows.clone(), errors.clone());
-        let (fields, batch, concurrency) = (args.fields, args.batch, args.concurrency);
+        let writer =
+            Writer { http: http.clone(), base: server.base.clone(), tokens: tokens.clone(), w, writers: args.concurrency };
+        let (rows, errors, fields, batch) = (rows.clone(), errors.clone(), args.fields, args.batch);
         writers.push(tokio::spawn(async move {
-            let mut rng = StdRng::seed_from_u64(seed * 1000 + w as u64);
-            let mut clock_ms: i64 = 1_767_225_600_000 + (w as i64) * 7; // 2026-01-01, distinct per writer
-            let mut d = w;
-            while Instant::now() < deadline {
-                let body = readings(&mut rng, &mut clock_ms, fields, batch);
-                let ok = http
-                    .post(format!("{base}/api/v1/ingest"))
-                    .bearer_auth(&tokens[d % tokens.len()])
-                    .header("Content-Type", "application/json")
-                    .body(body)
-                    .send()
-                    .await
-                    .is_ok_and(|r| r.status().is_success());
-                if ok {
-                    rows.fetch_add(batch as u64, Ordering::Relaxed);
-                } else {
-                    errors.fetch_add(1, Ordering::Relaxed);
-                }
-                d += concurrency;
-            }
+            writer.run(seed * 1000 + w as u64, fields, batch, &rows, &errors, || Instant::now() < deadline).await
         }));
     }
     for w in writers {
@@ -162,6 +143,43 @@ async fn one_run(args: &IngestArgs, seed: u64) -> anyhow::Result<RunResult> {
         peak_rss_mb: peak_rss as f64 / (1 << 20) as f64,
         errors: errors.load(Ordering::Relaxed),
     })
+}
+
+/// One of `writers` concurrent HTTP writers (number `w`): posts JSON batches to
+/// `/api/v1/ingest`, each as the next of `tokens` in its turn, while `go()` holds; counts the rows
+/// acknowledged (every answer a durable ack) and the requests that failed.
+pub(crate) struct Writer {
+    pub http: reqwest::Client,
+    pub base: String,
+    pub tokens: Arc<Vec<String>>,
+    pub w: usize,
+    pub writers: usize,
+}
+
+impl Writer {
+    pub async fn run(&self, seed: u64, fields: usize, batch: usize, rows: &AtomicU64, errors: &AtomicU64, go: impl Fn() -> bool) {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut clock_ms: i64 = 1_767_225_600_000 + (self.w as i64) * 7; // 2026-01-01, distinct per writer
+        let (url, mut d) = (format!("{}/api/v1/ingest", self.base), self.w);
+        while go() {
+            let body = readings(&mut rng, &mut clock_ms, fields, batch);
+            let ok = self
+                .http
+                .post(&url)
+                .bearer_auth(&self.tokens[d % self.tokens.len()])
+                .header("Content-Type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            if ok {
+                rows.fetch_add(batch as u64, Ordering::Relaxed);
+            } else {
+                errors.fetch_add(1, Ordering::Relaxed);
+            }
+            d += self.writers;
+        }
+    }
 }
 
 /// A JSON array of `batch` readings, 1 s apart, each with `fields` random-walk-ish values.

@@ -7,7 +7,8 @@
 //!
 //! - [`open`]: a file in WAL mode (readers never wait for the writer) with `synchronous = FULL`
 //!   (a committed write survives power loss, not only a crash of the process), foreign keys on,
-//!   and a busy timeout so writers queue; [`open_in_memory`] for tests and examples.
+//!   and a busy timeout so writers queue; [`open_with`] for writes that need only survive a
+//!   crash of the process ([`Durability`]); [`open_in_memory`] for tests and examples.
 //! - [`migrate`]: the room's embedded [`Migration`]s, all pending ones in one `BEGIN IMMEDIATE`
 //!   transaction with their `_migrations` rows (SQLite DDL is transactional: a crash leaves the
 //!   previous schema), foreign keys checked before the commit, and a database newer than the
@@ -60,10 +61,29 @@ pub struct Migration {
     pub sql: &'static str,
 }
 
+/// What a committed write survives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Power loss and an OS crash: every commit is fsynced (`synchronous = FULL`).
+    PowerLoss,
+    /// A crash or `kill -9` of the process, not of the machine: a commit is handed to the OS,
+    /// which writes it out with the next fsynced commit on the same file or the next checkpoint
+    /// (WAL with `synchronous = NORMAL`; the order of commits is kept either way). For steps that
+    /// can be taken again after a power cut, at a fraction of an fsync's time.
+    ProcessCrash,
+}
+
 /// Opens (creating the file and its parent directory if missing) the durable database at `path`
 /// with at most `max_connections` (readers run concurrently in WAL mode; SQLite serializes
 /// writers anyway, so a few suffice).
 pub async fn open(path: &Path, max_connections: u32) -> Result<SqlitePool, SqliteError> {
+    open_with(path, max_connections, Durability::PowerLoss).await
+}
+
+/// [`open`], with commits that survive what `durability` says. Connections to one file may
+/// differ: a room can keep its must-survive-power-loss writes on one pool and its cheap steps on
+/// another.
+pub async fn open_with(path: &Path, max_connections: u32, durability: Durability) -> Result<SqlitePool, SqliteError> {
     if let Some(parent) = path.parent()
         && !parent.as_os_str().is_empty()
     {
@@ -75,12 +95,18 @@ pub async fn open(path: &Path, max_connections: u32) -> Result<SqlitePool, Sqlit
         .filename(path)
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
-        .synchronous(SqliteSynchronous::Full)
+        .synchronous(match durability {
+            Durability::PowerLoss => SqliteSynchronous::Full,
+            Durability::ProcessCrash => SqliteSynchronous::Normal,
+        })
         .foreign_keys(true)
         .busy_timeout(BUSY_TIMEOUT);
     Ok(SqlitePoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(10))
+        // A local file cannot drop the connection the way a network database can, and the ping
+        // sqlx sends by default is a round trip to the connection's thread on every acquire.
+        .test_before_acquire(false)
         .connect_with(options)
         .await?)
 }

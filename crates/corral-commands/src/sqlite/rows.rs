@@ -3,7 +3,7 @@
 
 use crate::CommandError;
 use crate::ledger::CommandFilter;
-use crate::model::{CommandState, TrackedCommand};
+use crate::model::{Answer, CommandState, TrackedCommand};
 use corral_model::{DeviceId, TenantId};
 use serde_json::Value;
 use sqlx::sqlite::SqliteRow;
@@ -81,35 +81,73 @@ pub(crate) async fn load(conn: &mut SqliteConnection, id: &str) -> Result<Option
     row.as_ref().map(decode).transpose()
 }
 
-/// Writes a step on the way (sent, delivered).
-pub(crate) async fn save_progress(conn: &mut SqliteConnection, c: &TrackedCommand) -> Result<(), CommandError> {
-    sqlx::query("UPDATE commands SET state = ?, sent_at_ms = ?, delivered_at_ms = ?, door = ? WHERE id = ?")
+/// Moves `id` of `device` to `to` (sent or delivered) if it is at an earlier step, in one
+/// statement (one commit, one trip to the connection's thread); the command after, or `None`
+/// when there is no such command or it had moved on.
+pub(crate) async fn advance(
+    conn: &mut SqliteConnection,
+    device: &str,
+    id: &str,
+    to: CommandState,
+    door: &str,
+    now_ms: i64,
+) -> Result<Option<TrackedCommand>, CommandError> {
+    let earlier: Vec<String> = CommandState::ALL.iter().filter(|s| **s < to).map(|s| format!("'{}'", s.as_str())).collect();
+    // Delivered without a separate send (an HTTP poll) was sent at the same moment.
+    let row = sqlx::query(&format!(
+        "UPDATE commands SET state = ?1, door = ?2, sent_at_ms = COALESCE(sent_at_ms, ?3),
+                             delivered_at_ms = CASE WHEN ?1 = 'delivered' THEN ?3 ELSE delivered_at_ms END
+         WHERE id = ?4 AND device = ?5 AND state IN ({})
+         RETURNING {COLUMNS}",
+        earlier.join(", ")
+    ))
+    .bind(to.as_str())
+    .bind(door)
+    .bind(now_ms)
+    .bind(id)
+    .bind(device)
+    .fetch_optional(conn)
+    .await?;
+    row.as_ref().map(decode).transpose()
+}
+
+/// Records the device's answer to an open command of its own, in one statement; `None` when
+/// there is no such open command. Answered means received: an ack that has not arrived yet (it
+/// travels apart from the answer) or a door that cannot tell leaves its steps at the answer's time.
+pub(crate) async fn answer(
+    conn: &mut SqliteConnection,
+    device: &str,
+    id: &str,
+    answer: &Answer,
+    now_ms: i64,
+) -> Result<Option<TrackedCommand>, CommandError> {
+    let row = sqlx::query(&format!(
+        "UPDATE commands SET state = ?1, sent_at_ms = COALESCE(sent_at_ms, ?2),
+                             delivered_at_ms = COALESCE(delivered_at_ms, ?2), finished_at_ms = ?2, response = ?3,
+                             reason = ?4
+         WHERE id = ?5 AND device = ?6 AND {OPEN}
+         RETURNING {COLUMNS}"
+    ))
+    .bind(answer.state.as_str())
+    .bind(now_ms)
+    .bind(text(&answer.payload))
+    .bind(&answer.reason)
+    .bind(id)
+    .bind(device)
+    .fetch_optional(conn)
+    .await?;
+    row.as_ref().map(decode).transpose()
+}
+
+/// Writes the end of an expired command.
+pub(crate) async fn save_outcome(conn: &mut SqliteConnection, c: &TrackedCommand) -> Result<(), CommandError> {
+    sqlx::query("UPDATE commands SET state = ?, finished_at_ms = ?, reason = ? WHERE id = ?")
         .bind(c.state.as_str())
-        .bind(c.sent_at_ms)
-        .bind(c.delivered_at_ms)
-        .bind(&c.door)
+        .bind(c.finished_at_ms)
+        .bind(&c.reason)
         .bind(&c.id)
         .execute(conn)
         .await?;
-    Ok(())
-}
-
-/// Writes the end (an answer, expiry).
-pub(crate) async fn save_outcome(conn: &mut SqliteConnection, c: &TrackedCommand) -> Result<(), CommandError> {
-    sqlx::query(
-        "UPDATE commands SET state = ?, sent_at_ms = ?, delivered_at_ms = ?, finished_at_ms = ?, response = ?,
-                             reason = ?
-         WHERE id = ?",
-    )
-    .bind(c.state.as_str())
-    .bind(c.sent_at_ms)
-    .bind(c.delivered_at_ms)
-    .bind(c.finished_at_ms)
-    .bind(text(&c.response))
-    .bind(&c.reason)
-    .bind(&c.id)
-    .execute(conn)
-    .await?;
     Ok(())
 }
 

@@ -214,8 +214,20 @@ impl Tracker {
 
     async fn expire_forever(&self) {
         loop {
-            let sleep = match self.inner.ledger.next_expiry().await {
-                Ok(Some(at)) => Duration::from_millis(u64::try_from(at - self.now_ms()).unwrap_or(0)).min(EXPIRY_TICK),
+            let next = self.inner.ledger.next_expiry().await;
+            let now = self.now_ms();
+            // Only a due command takes the write lock: an idle ledger is read, not written.
+            if let Ok(Some(at)) = next
+                && at <= now
+            {
+                if let Err(e) = self.expire_due().await {
+                    tracing::warn!(error = %e, "expiring commands failed; trying again shortly");
+                    tokio::time::sleep(EXPIRY_TICK).await;
+                }
+                continue;
+            }
+            let sleep = match next {
+                Ok(Some(at)) => Duration::from_millis(u64::try_from(at - now).unwrap_or(0)).min(EXPIRY_TICK),
                 Ok(None) => EXPIRY_TICK,
                 Err(e) => {
                     tracing::warn!(error = %e, "reading the next command expiry failed");
@@ -224,10 +236,7 @@ impl Tracker {
             };
             tokio::select! {
                 _ = tokio::time::sleep(sleep) => {}
-                _ = self.inner.created.notified() => continue,
-            }
-            if let Err(e) = self.expire_due().await {
-                tracing::warn!(error = %e, "expiring commands failed; trying again shortly");
+                _ = self.inner.created.notified() => {}
             }
         }
     }

@@ -119,12 +119,19 @@ pub async fn create(
     new.check().map_err(ApiError::bad_input)?;
     let command = state.tracker.create(new).await?;
     let detail = json!({ "command": command.name, "id": command.id });
-    if let Err(e) = state.registry.record_audit(&caller, "device.command", device.id.as_str(), Some(&device.tenant), detail).await
-    {
-        tracing::error!(device = %device.id, error = %e, "audit entry not written");
-    }
-    let Some(patience) = patience else { return Ok(answer(StatusCode::CREATED, command)) };
-    let command = state.tracker.wait(&command.id, scope(&caller), patience).await?;
+    let audited = async {
+        let audit = state.registry.record_audit(&caller, "device.command", device.id.as_str(), Some(&device.tenant), detail);
+        if let Err(e) = audit.await {
+            tracing::error!(device = %device.id, error = %e, "audit entry not written");
+        }
+    };
+    let Some(patience) = patience else {
+        audited.await;
+        return Ok(answer(StatusCode::CREATED, command));
+    };
+    // The audit entry is written while the device works on the command, not before.
+    let ((), waited) = tokio::join!(audited, state.tracker.wait(&command.id, scope(&caller), patience));
+    let command = waited?;
     let status = if command.state.is_final() { StatusCode::OK } else { StatusCode::ACCEPTED };
     Ok(answer(status, command))
 }

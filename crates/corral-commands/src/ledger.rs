@@ -39,8 +39,9 @@ pub trait CommandLedger: Send + Sync {
     /// A device's commands that are not final, oldest first: what to carry to it when it is back.
     async fn open_for(&self, device: &DeviceId) -> Result<Vec<TrackedCommand>, CommandError>;
 
-    /// `queued` → `sent` to `device` through `door`. `None` when the command had moved on
-    /// already; [`CommandError::NotFound`] when `device` has no such command.
+    /// `queued` → `sent` to `device` through `door`. `None` when `device` has no such command
+    /// before that step (it moved on, or is another device's: a door's report is not checked
+    /// twice for a reason nobody acts on).
     async fn mark_sent(
         &self,
         device: &DeviceId,
@@ -49,7 +50,7 @@ pub trait CommandLedger: Send + Sync {
         now_ms: i64,
     ) -> Result<Option<TrackedCommand>, CommandError>;
 
-    /// `queued`/`sent` → `delivered` to `device` through `door`.
+    /// `queued`/`sent` → `delivered` to `device` through `door`; `None` as for [`Self::mark_sent`].
     async fn mark_delivered(
         &self,
         device: &DeviceId,

@@ -18,6 +18,7 @@ use corral_model::{DeviceId, Door};
 use corral_services::{Carried, Clock, Command, CommandOrder, CommandProgress, CommandResponse, Commands, IssueCommands};
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{Notify, broadcast};
@@ -39,14 +40,19 @@ struct Inner {
     bus: Arc<dyn Commands>,
     clock: Arc<dyn Clock>,
     changes: broadcast::Sender<TrackedCommand>,
-    /// Wakes the expiry loop when a command is created (its timeout may be the next to run out).
+    /// Wakes the expiry loop when a command is created that expires before the loop would look.
     created: Notify,
+    /// When the sleeping expiry loop looks next (injected clock, ms); `i64::MAX` while it is
+    /// awake, so every command created then wakes it again.
+    looks_at: AtomicI64,
 }
 
 impl Tracker {
     pub fn new(ledger: Arc<dyn CommandLedger>, bus: Arc<dyn Commands>, clock: Arc<dyn Clock>) -> Tracker {
         let changes = broadcast::channel(CHANGES_CAPACITY).0;
-        Tracker { inner: Arc::new(Inner { ledger, bus, clock, changes, created: Notify::new() }) }
+        Tracker {
+            inner: Arc::new(Inner { ledger, bus, clock, changes, created: Notify::new(), looks_at: AtomicI64::new(i64::MAX) }),
+        }
     }
 
     /// Starts listening to the doors and expiring commands; subscribes before it returns, so
@@ -107,7 +113,11 @@ impl Tracker {
     pub async fn create_many(&self, new: Vec<NewCommand>) -> Result<Vec<TrackedCommand>, CommandError> {
         let now = self.now_ms();
         let created = self.inner.ledger.create_many(new, now).await?;
-        self.inner.created.notify_one();
+        // Most commands expire long after the loop looks again: waking it to read the ledger
+        // for nothing was one more statement on every command's way.
+        if created.iter().any(|c| c.expires_at_ms < self.inner.looks_at.load(Ordering::Acquire)) {
+            self.inner.created.notify_one();
+        }
         // A retry with an idempotency key returns the command made before: it was handed to the
         // doors then, or waits for its device to be ready, so it is not sent a second time.
         let fresh: Vec<TrackedCommand> = created.iter().filter(|c| c.created_at_ms == now).cloned().collect();
@@ -158,11 +168,25 @@ impl Tracker {
     /// The command once it is final, or as it is when `patience` ran out.
     pub async fn wait(&self, id: &str, scope: Option<&str>, patience: Duration) -> Result<TrackedCommand, CommandError> {
         // Listen first, then read: a change between the two is heard, not missed.
-        let mut changes = self.changes();
+        let changes = self.changes();
         let command = self.get(id, scope).await?;
+        self.wait_from(changes, command, scope, patience).await
+    }
+
+    /// [`Self::wait`] for a `command` the caller holds as it was when `changes` (from
+    /// [`Self::changes`]) began listening, such as one it has just created: no read of the ledger
+    /// unless changes were missed or the wait ran out.
+    pub async fn wait_from(
+        &self,
+        mut changes: broadcast::Receiver<TrackedCommand>,
+        command: TrackedCommand,
+        scope: Option<&str>,
+        patience: Duration,
+    ) -> Result<TrackedCommand, CommandError> {
         if command.state.is_final() {
             return Ok(command);
         }
+        let id = command.id.as_str();
         let deadline = tokio::time::Instant::now() + patience;
         loop {
             match tokio::time::timeout_at(deadline, changes.recv()).await {
@@ -214,6 +238,7 @@ impl Tracker {
 
     async fn expire_forever(&self) {
         loop {
+            self.inner.looks_at.store(i64::MAX, Ordering::Release);
             let next = self.inner.ledger.next_expiry().await;
             let now = self.now_ms();
             // Only a due command takes the write lock: an idle ledger is read, not written.
@@ -234,6 +259,8 @@ impl Tracker {
                     EXPIRY_TICK
                 }
             };
+            let sleep_ms = i64::try_from(sleep.as_millis()).unwrap_or(i64::MAX);
+            self.inner.looks_at.store(now.saturating_add(sleep_ms), Ordering::Release);
             tokio::select! {
                 _ = tokio::time::sleep(sleep) => {}
                 _ = self.inner.created.notified() => {}
@@ -259,7 +286,7 @@ impl Tracker {
         };
         match moved {
             Ok(Some(command)) => self.announce(&command),
-            Ok(None) | Err(CommandError::NotFound(_)) => {}
+            Ok(None) => {}
             Err(e) => tracing::warn!(command = %report.id, error = %e, "delivery not recorded"),
         }
     }

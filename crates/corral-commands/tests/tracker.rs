@@ -218,7 +218,7 @@ async fn a_recorded_command_is_there_after_the_file_is_reopened() {
     let command = ledger.create(new("d1", "reboot", 60_000), 1_000).await.unwrap();
     ledger.mark_sent(&device("d1"), &command.id, "mqtt", 1_001).await.unwrap();
     let stranger = ledger.mark_delivered(&device("d2"), &command.id, "mqtt", 1_002).await;
-    assert!(matches!(stranger, Err(CommandError::NotFound(_))), "another device's ack moves nothing");
+    assert!(matches!(stranger, Ok(None)), "another device's ack moves nothing: {stranger:?}");
     ledger.close().await;
     let reopened = SqliteLedger::open(&path, 0).await.unwrap();
     let open = reopened.open_for(&device("d1")).await.unwrap();

@@ -117,8 +117,10 @@ pub async fn create(
         key: None,
     };
     new.check().map_err(ApiError::bad_input)?;
+    // Listening before the command exists, the wait hears every change of it without reading it back.
+    let changes = state.tracker.changes();
     let command = state.tracker.create(new).await?;
-    let detail = json!({ "command": command.name, "id": command.id });
+    let detail = json!({ "command": command.name.clone(), "id": command.id.clone() });
     let audited = async {
         let audit = state.registry.record_audit(&caller, "device.command", device.id.as_str(), Some(&device.tenant), detail);
         if let Err(e) = audit.await {
@@ -130,7 +132,7 @@ pub async fn create(
         return Ok(answer(StatusCode::CREATED, command));
     };
     // The audit entry is written while the device works on the command, not before.
-    let ((), waited) = tokio::join!(audited, state.tracker.wait(&command.id, scope(&caller), patience));
+    let ((), waited) = tokio::join!(audited, state.tracker.wait_from(changes, command, scope(&caller), patience));
     let command = waited?;
     let status = if command.state.is_final() { StatusCode::OK } else { StatusCode::ACCEPTED };
     Ok(answer(status, command))

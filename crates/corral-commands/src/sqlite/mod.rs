@@ -93,14 +93,7 @@ impl SqliteLedger {
     ) -> Result<Option<TrackedCommand>, CommandError> {
         let _writing = self.writer.lock().await;
         let mut conn = self.progress.acquire().await?;
-        match rows::advance(&mut conn, device.as_str(), id, to, door, now_ms).await? {
-            Some(moved) => Ok(Some(moved)),
-            // The rare way: tell a command that moved on from one the device does not have.
-            None => match rows::load(&mut conn, id).await?.filter(|c| c.device == *device) {
-                Some(_) => Ok(None),
-                None => Err(CommandError::not_found(id)),
-            },
-        }
+        rows::advance(&mut conn, device.as_str(), id, to, door, now_ms).await
     }
 }
 

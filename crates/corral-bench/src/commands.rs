@@ -22,6 +22,7 @@ mod drive;
 use crate::mqtt::brokers::{self, Broker, proc_cpu_seconds};
 use crate::mqtt::stats::percentile;
 use crate::mqtt::{Run, fig};
+use crate::server;
 use crate::side_by_side::{self, Layout};
 use anyhow::bail;
 use clap::Args;
@@ -98,6 +99,8 @@ pub async fn run(args: CommandsArgs) -> anyhow::Result<()> {
             (nofile as usize).saturating_sub(500)
         );
     }
+    // Each Corral command waits for two fsynced commits (the command, then the answer).
+    let (fsync_p50, fsync_p99) = server::fsync_latency_ms(200)?;
     let http = reqwest::Client::new();
     let results =
         side_by_side::each_run(&args.systems, sizes.runs, args.json, |system| run_once(system, &args, &sizes, &http)).await;
@@ -122,10 +125,15 @@ pub async fn run(args: CommandsArgs) -> anyhow::Result<()> {
         footer: vec![
             "Corral: POST /api/v1/devices/<id>/commands with \"wait\": 10 (admin token); every step recorded durably (commands.db, synchronous=FULL)".into(),
             "Mosquitto 2.0: one application client publishes the command QoS 1 and hears the answer QoS 1; set_tcp_nodelay true, persistence off (as shipped)".into(),
+            format!(
+                "This disk: fsync of a 4 KiB append p50 {fsync_p50:.3} ms, p99 {fsync_p99:.3} ms; a Corral command waits for two \
+                 (its record, its answer), so about {:.2} ms of its p50 is the disk's",
+                2.0 * fsync_p50
+            ),
         ],
         workload: json!({
             "devices": sizes.devices, "commands": sizes.commands, "rate": sizes.rate, "in_flight": sizes.in_flight,
-            "runs": sizes.runs, "rlimit_nofile": nofile,
+            "runs": sizes.runs, "rlimit_nofile": nofile, "fsync_ms": {"p50": fsync_p50, "p99": fsync_p99},
             "mosquitto_config": "listener <port> 127.0.0.1; allow_anonymous true; set_tcp_nodelay true; persistence off (default)",
         }),
     };
@@ -161,7 +169,7 @@ async fn measure(broker: &Broker, sizes: &Sizes, http: &reqwest::Client) -> anyh
     };
     tokio::time::sleep(devices::GRACE).await;
     let cpu = (broker.cpu_seconds() - cpu_before.0, proc_cpu_seconds("/proc/self/stat") - cpu_before.1);
-    let peak_rss = crate::server::proc_status_bytes(broker.pid(), "VmHWM");
+    let peak_rss = server::proc_status_bytes(broker.pid(), "VmHWM");
     let received = devices.received();
     if devices.closed() > 0 {
         notes.push(format!("{} device connections were closed by the broker", devices.closed()));

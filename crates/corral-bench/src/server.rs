@@ -162,3 +162,23 @@ pub fn dir_bytes(dir: &Path, extension: &str) -> u64 {
     }
     total
 }
+
+/// The disk's fsync latency where the servers keep their data (p50, p99 in ms over `n` 4 KiB
+/// appends each followed by `fdatasync`): the floor under any figure that waits for durable
+/// commits, so a report can say how much of a latency is the disk's.
+pub fn fsync_latency_ms(n: usize) -> anyhow::Result<(f64, f64)> {
+    use std::io::Write;
+    let dir = tempfile::tempdir_in(bench_tmp())?;
+    let mut file = std::fs::File::create(dir.path().join("probe"))?;
+    let block = [0x5a_u8; 4096];
+    let mut took = Vec::with_capacity(n);
+    for _ in 0..n {
+        let start = std::time::Instant::now();
+        file.write_all(&block)?;
+        file.sync_data()?;
+        took.push(u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX));
+    }
+    took.sort_unstable();
+    let at = |q: f64| crate::mqtt::stats::percentile(&took, q).unwrap_or(0) as f64 / 1e3;
+    Ok((at(50.0), at(99.0)))
+}

@@ -204,6 +204,22 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn pools_on_one_file_keep_their_own_durability_and_see_each_others_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.db");
+        let full = open(&path, 1).await.unwrap();
+        migrate(&full, "x", &[V1], 0).await.unwrap();
+        let cheap = open_with(&path, 1, Durability::ProcessCrash).await.unwrap();
+        // 2 = FULL, 1 = NORMAL (SQLite's numbering).
+        let level =
+            |pool: SqlitePool| async move { sqlx::query_scalar::<_, i64>("PRAGMA synchronous").fetch_one(&pool).await.unwrap() };
+        assert_eq!((level(full.clone()).await, level(cheap.clone()).await), (2, 1));
+        sqlx::query("INSERT INTO a (id) VALUES (1)").execute(&cheap).await.unwrap();
+        let seen: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM a").fetch_one(&full).await.unwrap();
+        assert_eq!(seen, 1);
+    }
+
+    #[tokio::test]
     async fn a_failing_migration_leaves_the_previous_schema() {
         let pool = open_in_memory().await.unwrap();
         migrate(&pool, "x", &[V1], 0).await.unwrap();

@@ -71,6 +71,10 @@ pub trait CommandLedger: Send + Sync {
     /// How many commands of `job` are in each state (states with none are absent).
     async fn job_counts(&self, job: &str, scope: Option<&str>) -> Result<BTreeMap<CommandState, u64>, CommandError>;
 
+    /// Deletes up to `limit` final commands that finished before `before_ms`, oldest first;
+    /// returns how many. Open commands are never deleted, however old.
+    async fn purge_finished(&self, before_ms: i64, limit: usize) -> Result<u64, CommandError>;
+
     /// When the next open command expires, if any (the expiry loop sleeps until then).
     async fn next_expiry(&self) -> Result<Option<i64>, CommandError>;
 }

@@ -14,6 +14,8 @@
 //! - [`CommandLedger`]: the durable record, one trait; [`SqliteLedger`] keeps it in
 //!   `<data-dir>/`[`DATABASE_FILE`].
 //! - [`CommandsTable`]: the `commands` SQL table.
+//! - [`CommandSettings`]: the `[commands]` section of the server config (how long finished
+//!   commands are kept).
 
 mod error;
 mod ledger;
@@ -28,3 +30,26 @@ pub use model::{Answer, CommandState, NewCommand, TrackedCommand};
 pub use sql::CommandsTable;
 pub use sqlite::{DATABASE_FILE, MAX_PAGE, SqliteLedger};
 pub use tracker::Tracker;
+
+/// The `[commands]` section of the server config.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct CommandSettings {
+    /// Days a finished command (answered or expired) is kept, counted from when it finished; then
+    /// it leaves the ledger, `GET /api/v1/commands`, the `commands` table and its job's counts.
+    /// Open commands are kept until they finish. 0 keeps finished commands forever.
+    pub retention_days: u64,
+}
+
+impl Default for CommandSettings {
+    fn default() -> Self {
+        CommandSettings { retention_days: 30 }
+    }
+}
+
+impl CommandSettings {
+    /// How long a finished command is kept; `None`: forever.
+    pub fn retention(&self) -> Option<std::time::Duration> {
+        (self.retention_days > 0).then(|| std::time::Duration::from_secs(self.retention_days.saturating_mul(86_400)))
+    }
+}

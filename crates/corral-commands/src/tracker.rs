@@ -25,6 +25,11 @@ use tokio::sync::{Notify, broadcast};
 
 /// Changes a slow listener (a waiting request) may fall behind by.
 const CHANGES_CAPACITY: usize = 4096;
+/// How often finished commands past their retention are deleted.
+const PURGE_EVERY: Duration = Duration::from_secs(3600);
+/// Commands one purge statement deletes: the write lock is let go between batches, so a purge of
+/// a long backlog never holds up the commands being created.
+const PURGE_BATCH: usize = 1000;
 /// The expiry loop looks at least this often, so a command created with a short timeout while
 /// it slept is not late by more than this.
 const EXPIRY_TICK: Duration = Duration::from_millis(250);
@@ -87,6 +92,41 @@ impl Tracker {
         let tracker = self.clone();
         tokio::spawn(async move { tracker.expire_forever().await });
         Ok(())
+    }
+
+    /// Deletes finished commands once they have been finished for `retention`, now and every
+    /// [`PURGE_EVERY`] after (on the injected clock's time).
+    pub fn keep_finished_for(&self, retention: Duration) {
+        let tracker = self.clone();
+        tokio::spawn(async move {
+            loop {
+                if let Err(e) = tracker.purge_finished(retention).await {
+                    tracing::warn!(error = %e, "deleting finished commands past their retention failed; trying again later");
+                }
+                tokio::time::sleep(PURGE_EVERY).await;
+            }
+        });
+    }
+
+    /// Deletes the commands that finished more than `retention` ago; returns how many.
+    pub async fn purge_finished(&self, retention: Duration) -> Result<u64, CommandError> {
+        let before = self.now_ms().saturating_sub(i64::try_from(retention.as_millis()).unwrap_or(i64::MAX));
+        let mut purged = 0;
+        loop {
+            let batch = self.inner.ledger.purge_finished(before, PURGE_BATCH).await?;
+            purged += batch;
+            if batch < PURGE_BATCH as u64 {
+                break;
+            }
+        }
+        if purged > 0 {
+            tracing::info!(
+                purged,
+                retention_days = retention.as_secs() / 86_400,
+                "finished commands past their retention deleted"
+            );
+        }
+        Ok(purged)
     }
 
     /// Every change of any command from now on.

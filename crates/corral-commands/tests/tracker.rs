@@ -254,3 +254,33 @@ async fn an_order_retried_with_the_same_key_commands_the_device_once() {
     assert_eq!(all.len(), 2);
     assert_eq!(all[0].created_by, "rule:7");
 }
+
+#[tokio::test]
+async fn finished_commands_leave_after_their_retention_and_open_ones_stay() {
+    let f = fixture().await;
+    let day = Duration::from_secs(86_400);
+    let old = f.tracker.create(new("d1", "reboot", 30_000)).await.unwrap();
+    f.tracker.answer(&device("d1"), &old.id, b"").await.unwrap();
+    // Open for a week: older than the retention, but not finished.
+    let waiting = f.tracker.create(new("d1", "reboot", 7 * 86_400_000)).await.unwrap();
+    f.clock.advance(2 * day);
+    let recent = f.tracker.create(new("d1", "reboot", 30_000)).await.unwrap();
+    f.tracker.answer(&device("d1"), &recent.id, br#"{"status": "failed"}"#).await.unwrap();
+
+    f.clock.advance(day / 2);
+    assert_eq!(f.tracker.purge_finished(2 * day).await.unwrap(), 1, "only the one finished more than two days ago");
+    assert!(matches!(f.tracker.get(&old.id, None).await, Err(CommandError::NotFound(_))));
+    assert_eq!(f.tracker.get(&waiting.id, None).await.unwrap().state, CommandState::Queued);
+    assert_eq!(f.tracker.get(&recent.id, None).await.unwrap().state, CommandState::Failed);
+    assert_eq!(f.tracker.purge_finished(2 * day).await.unwrap(), 0, "nothing twice");
+
+    // A backlog larger than one batch goes in one purge.
+    let many: Vec<_> = (0..2500).map(|_| new("d2", "ping", 1_000)).collect();
+    f.tracker.create_many(many).await.unwrap();
+    f.clock.advance(Duration::from_secs(2));
+    // Expired here or by the tracker's own loop, whichever takes the write lock first.
+    f.tracker.expire_due().await.unwrap();
+    f.clock.advance(3 * day);
+    assert_eq!(f.tracker.purge_finished(2 * day).await.unwrap(), 2501, "the backlog and `recent`");
+    assert_eq!(f.tracker.get(&waiting.id, None).await.unwrap().state, CommandState::Queued, "still open, still kept");
+}

@@ -63,6 +63,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     );
     let tracker = corral_commands::Tracker::new(ledger.clone(), commands.clone(), clock.clone());
     tracker.start().await.context("starting the command tracker")?;
+    if let Some(retention) = config.commands.retention() {
+        tracker.keep_finished_for(retention);
+    }
     let rules_db = data_dir.join("rules.db");
     let rules =
         corral_rules::Rules::open(&rules_db, config.rules.clone(), platform.clone(), Arc::new(tracker.clone()), clock.clone())

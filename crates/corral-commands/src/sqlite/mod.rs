@@ -30,22 +30,25 @@ use tokio::sync::Mutex;
 /// The ledger database's file name in the data directory.
 pub const DATABASE_FILE: &str = "commands.db";
 
-const MIGRATIONS: &[Migration] = &[Migration { version: 1, sql: include_str!("../../migrations/0001_init.sql") }];
+const MIGRATIONS: &[Migration] = &[
+    Migration { version: 1, sql: include_str!("../../migrations/0001_init.sql") },
+    Migration { version: 2, sql: include_str!("../../migrations/0002_finished_index.sql") },
+];
 const MAX_CONNECTIONS: u32 = 4;
 /// The most commands one list answers.
 pub const MAX_PAGE: usize = 1000;
 
 /// Where a create writes: one statement on its own, or a bulk job's transaction.
-enum Transaction {
+enum Insertion {
     Single(PoolConnection<Sqlite>),
     Many(sqlx::Transaction<'static, Sqlite>),
 }
 
-impl Transaction {
+impl Insertion {
     fn conn(&mut self) -> &mut SqliteConnection {
         match self {
-            Transaction::Single(conn) => conn,
-            Transaction::Many(tx) => tx,
+            Insertion::Single(conn) => conn,
+            Insertion::Many(tx) => tx,
         }
     }
 }
@@ -111,9 +114,9 @@ impl CommandLedger for SqliteLedger {
         let _writing = self.writer.lock().await;
         // One command is one statement, atomic on its own; a bulk job is one transaction.
         let mut tx = if new.len() == 1 {
-            Transaction::Single(self.pool.acquire().await?)
+            Insertion::Single(self.pool.acquire().await?)
         } else {
-            Transaction::Many(corral_sqlite::write_tx(&self.pool).await?)
+            Insertion::Many(corral_sqlite::write_tx(&self.pool).await?)
         };
         let mut created = Vec::with_capacity(new.len());
         for new in new {
@@ -143,7 +146,7 @@ impl CommandLedger for SqliteLedger {
                 created.push(first);
             }
         }
-        if let Transaction::Many(tx) = tx {
+        if let Insertion::Many(tx) = tx {
             tx.commit().await?;
         }
         Ok(created)
@@ -221,6 +224,13 @@ impl CommandLedger for SqliteLedger {
     async fn job_counts(&self, job: &str, scope: Option<&str>) -> Result<BTreeMap<CommandState, u64>, CommandError> {
         let mut conn = self.pool.acquire().await?;
         rows::job_counts(&mut conn, job, scope).await
+    }
+
+    async fn purge_finished(&self, before_ms: i64, limit: usize) -> Result<u64, CommandError> {
+        let _writing = self.writer.lock().await;
+        // Like the steps on the way, a purge need not survive a power cut: it is done again.
+        let mut conn = self.progress.acquire().await?;
+        rows::purge_finished(&mut conn, before_ms, limit).await
     }
 
     async fn next_expiry(&self) -> Result<Option<i64>, CommandError> {

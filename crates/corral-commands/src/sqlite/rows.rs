@@ -194,6 +194,19 @@ pub(crate) async fn due(conn: &mut SqliteConnection, now_ms: i64) -> Result<Vec<
     rows.iter().map(decode).collect()
 }
 
+/// Deletes up to `limit` commands that finished before `before_ms`, oldest first.
+pub(crate) async fn purge_finished(conn: &mut SqliteConnection, before_ms: i64, limit: usize) -> Result<u64, CommandError> {
+    let done = sqlx::query(
+        "DELETE FROM commands WHERE seq IN
+           (SELECT seq FROM commands WHERE finished_at_ms < ?1 ORDER BY finished_at_ms LIMIT ?2)",
+    )
+    .bind(before_ms)
+    .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected())
+}
+
 pub(crate) async fn next_expiry(conn: &mut SqliteConnection) -> Result<Option<i64>, CommandError> {
     Ok(sqlx::query_scalar(&format!("SELECT MIN(expires_at_ms) FROM commands WHERE {OPEN}")).fetch_one(conn).await?)
 }

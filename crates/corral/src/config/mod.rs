@@ -3,7 +3,8 @@
 //! Each library owns its section as a documented serde struct: `[storage]`
 //! (`corral_store::StorageSettings`), `[mqtt]` (`corral_mqtt::MqttSettings`), `[coap]`
 //! (`corral_coap::CoapSettings`), `[rules]` (`corral_rules::RulesConfig`), `[twin]`
-//! (`corral_twin::TwinSettings`), `[campaigns]` (`corral_campaigns::CampaignSettings`). The binary flattens
+//! (`corral_twin::TwinSettings`), `[commands]` (`corral_commands::CommandSettings`), `[campaigns]`
+//! (`corral_campaigns::CampaignSettings`). The binary flattens
 //! them into [`Config`] beside the few keys of the server itself (`data_dir`, the HTTP
 //! listeners, `log`, `[limits]`). A field's doc comment is its documentation everywhere:
 //! `corral config` prints it above the key, the settings table of `docs/operations.md` is
@@ -47,6 +48,8 @@ pub struct Config {
     pub rules: corral_rules::RulesConfig,
     /// Device twins: the limits every desired and reported document is held to.
     pub twin: corral_twin::TwinSettings,
+    /// Tracked commands: how long finished ones are kept.
+    pub commands: corral_commands::CommandSettings,
     /// Firmware artifacts and campaigns.
     pub campaigns: corral_campaigns::CampaignSettings,
 }
@@ -80,6 +83,7 @@ impl Default for Config {
             coap: Default::default(),
             rules: Default::default(),
             twin: Default::default(),
+            commands: Default::default(),
             campaigns: Default::default(),
         }
     }

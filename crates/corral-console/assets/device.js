@@ -20,6 +20,7 @@
     device = await api('GET', path);
     document.title = `${device.id} · Corral`;
     $('device-id').textContent = device.id;
+    $('device-commands').href = `/commands?device=${encodeURIComponent(device.id)}`;
     fill($('device-status'), device.status);
     $('device-status').className = `badge ${device.status}`;
     $('device-online').textContent = device.status === 'active' ? (device.online ? 'online' : 'offline') : '';

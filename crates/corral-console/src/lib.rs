@@ -1,7 +1,7 @@
 //! The web console, served on the HTTP listener beside the REST API: sign-in with user accounts
 //! ([`signin`]), and the pages people run the platform from ([`pages`]): overview, inventory,
-//! device, alarms, campaigns (firmware and configuration rollouts), SQL, and the account page
-//! (one's password; users, for administrators).
+//! device, alarms, commands (follow them, send one), campaigns (firmware and configuration
+//! rollouts), SQL, and the account page (one's password; users, for administrators).
 //!
 //! The pages are HTML shells with the project's own small scripts and stylesheet, embedded in the
 //! binary (no CDN, nothing fetched from elsewhere: the console works without an internet
@@ -56,6 +56,7 @@ pub fn router(registry: Arc<dyn Registry>, ports: DevicePorts) -> Router {
         .route("/devices", get(pages::inventory))
         .route("/devices/{id}", get(pages::device))
         .route("/alarms", get(pages::alarms))
+        .route("/commands", get(pages::commands))
         .route("/campaigns", get(pages::campaigns))
         .route("/campaigns/{id}", get(pages::campaign))
         .route("/sql", get(pages::sql))

@@ -41,6 +41,7 @@ const ACCOUNT: Page = Page { name: "account", title: "Account", body: include_st
 /// The list of campaigns and one campaign's detail are two views of one page (its script switches
 /// between them without a reload, and stops the detail's polling when it is left).
 const CAMPAIGNS: Page = Page { name: "campaigns", title: "Campaigns", body: include_str!("../pages/campaigns.html") };
+const COMMANDS: Page = Page { name: "commands", title: "Commands", body: include_str!("../pages/commands.html") };
 
 pub async fn overview(State(c): State<Console>, headers: HeaderMap, uri: Uri) -> Response {
     render(&c, &headers, &uri, &OVERVIEW).await
@@ -64,6 +65,10 @@ pub async fn sql(State(c): State<Console>, headers: HeaderMap, uri: Uri) -> Resp
 
 pub async fn account(State(c): State<Console>, headers: HeaderMap, uri: Uri) -> Response {
     render(&c, &headers, &uri, &ACCOUNT).await
+}
+
+pub async fn commands(State(c): State<Console>, headers: HeaderMap, uri: Uri) -> Response {
+    render(&c, &headers, &uri, &COMMANDS).await
 }
 
 pub async fn campaigns(State(c): State<Console>, headers: HeaderMap, uri: Uri) -> Response {
@@ -94,6 +99,7 @@ fn shell(page: &Page, user: &Principal, csrf: &str, ports: &crate::DevicePorts) 
         ("overview", "/", "Overview"),
         ("inventory", "/devices", "Inventory"),
         ("alarms", "/alarms", "Alarms"),
+        ("commands", "/commands", "Commands"),
         ("campaigns", "/campaigns", "Campaigns"),
         ("sql", "/sql", "SQL"),
     ]
@@ -178,6 +184,7 @@ pub async fn asset(Path(file): Path<String>) -> Response {
         "sql.js" => (include_str!("../assets/sql.js"), "text/javascript; charset=utf-8"),
         "account.js" => (include_str!("../assets/account.js"), "text/javascript; charset=utf-8"),
         "campaigns.js" => (include_str!("../assets/campaigns.js"), "text/javascript; charset=utf-8"),
+        "commands.js" => (include_str!("../assets/commands.js"), "text/javascript; charset=utf-8"),
         "icon.svg" => (include_str!("../assets/icon.svg"), "image/svg+xml"),
         _ => return (StatusCode::NOT_FOUND, "no such asset").into_response(),
     };

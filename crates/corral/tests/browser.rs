@@ -193,6 +193,65 @@ async fn a_campaign_shows_its_progress_and_is_paused_in_chromium() {
     }
 }
 
+/// The commands page lists commands newest first with their steps and answers, filters them by
+/// state and device, and sends one: the device (polling over HTTP, in the script) answers while
+/// the page waits, and the answer shows. A reason that looks like HTML stays text; a viewer gets
+/// no form.
+#[tokio::test]
+async fn commands_are_followed_and_sent_in_chromium() {
+    let server = TestServer::start(BIN).await;
+    let valve1 = server.register_device("valve-1", json!({"profile": "valve"})).await;
+    let valve2 = server.register_device("valve-2", json!({"profile": "valve"})).await;
+    server.register_device("valve-3", json!({"profile": "valve"})).await;
+    let create = |device: &'static str, name: &'static str| {
+        let server = &server;
+        async move {
+            let body = json!({"name": name, "payload": {"position": 80}});
+            let (status, out) = server.admin(Method::POST, &format!("/api/v1/devices/{device}/commands"), Some(body)).await;
+            assert_eq!(status, 201, "{out}");
+            out["id"].as_str().expect("a command id").to_string()
+        }
+    };
+    let opened = create("valve-2", "valve/open").await;
+    let refused = create("valve-2", "valve/close").await;
+    let waiting = create("valve-3", "reboot").await;
+    for (id, answer) in [
+        (&opened, json!({"status": "succeeded", "payload": {"position": 80}})),
+        (&refused, json!({"status": "failed", "reason": "<img src=x onerror=\"window.injected=1\">jammed"})),
+    ] {
+        let path = format!("/api/v1/devices/valve-2/commands/{id}/response");
+        let (status, out) = server.call(Method::POST, &path, &valve2, Some(answer)).await;
+        assert_eq!(status, 200, "{out}");
+    }
+    // A reading, so the device page the steps visit has telemetry to show.
+    assert_eq!(server.ingest(&valve2, "telemetry", r#"{"position": 80}"#).await.0, 200);
+    let (status, out) = server.admin(Method::POST, "/api/v1/users", Some(json!({"name": "tess", "role": "viewer"}))).await;
+    assert_eq!(status, 201, "{out}");
+    let viewer_password = out["password"].as_str().expect("a generated password").to_string();
+
+    let extra = [
+        ("OPENED", opened),
+        ("REFUSED", refused),
+        ("WAITING", waiting),
+        ("DEVICE_TOKEN", valve1),
+        ("VIEWER_PASSWORD", viewer_password),
+    ];
+    let shots = run_steps(&server, "commands.mjs", &extra).await;
+
+    // What the console sent, seen over REST: by the admin, to valve-1, answered.
+    let (_, list) = server.admin(Method::GET, "/api/v1/commands?device=valve-1", None).await;
+    let sent = list["commands"].as_array().expect("a list");
+    assert_eq!(sent.len(), 1, "one command sent from the console, none for the bad payload: {list}");
+    assert_eq!(
+        (&sent[0]["name"], &sent[0]["state"], &sent[0]["created_by"], &sent[0]["response"]),
+        (&json!("valve/open"), &json!("succeeded"), &json!("admin"), &json!({"opened": true})),
+        "{list}"
+    );
+    for page in ["commands", "commands-failed", "command-sent", "commands-viewer"] {
+        assert!(shots.join(format!("{page}.png")).exists(), "screenshot {page}");
+    }
+}
+
 /// Runs `script` (in `tests/browser/`) with node against `server`, `extra` added to its
 /// environment; returns the screenshots' directory. Fails the test with the steps' output and
 /// the server's log when a step failed.

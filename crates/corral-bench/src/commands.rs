@@ -123,7 +123,7 @@ pub async fn run(args: CommandsArgs) -> anyhow::Result<()> {
         peer: "mosquitto",
         headline: &[("trip.p50", "p50"), ("trip.p99", "p99")],
         footer: vec![
-            "Corral: POST /api/v1/devices/<id>/commands with \"wait\": 10 (admin token); every step recorded durably (commands.db, synchronous=FULL)".into(),
+            "Corral: POST /api/v1/devices/<id>/commands with \"wait\": 10 (admin token); the command and its answer fsynced (commands.db), sent/delivered committed without".into(),
             "Mosquitto 2.0: one application client publishes the command QoS 1 and hears the answer QoS 1; set_tcp_nodelay true, persistence off (as shipped)".into(),
             format!(
                 "This disk: fsync of a 4 KiB append p50 {fsync_p50:.3} ms, p99 {fsync_p99:.3} ms; a Corral command waits for two \

@@ -94,8 +94,8 @@ impl Tracker {
         Ok(())
     }
 
-    /// Deletes finished commands once they have been finished for `retention`, now and every
-    /// [`PURGE_EVERY`] after (on the injected clock's time).
+    /// Deletes finished commands once they have been finished for `retention` (by the injected
+    /// clock), now and every hour after.
     pub fn keep_finished_for(&self, retention: Duration) {
         let tracker = self.clone();
         tokio::spawn(async move {

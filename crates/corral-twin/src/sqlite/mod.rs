@@ -17,7 +17,7 @@ use sqlx::{Sqlite, SqliteConnection, Transaction};
 use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
-use tokio::sync::broadcast;
+use tokio::sync::{Mutex, broadcast};
 
 /// Readers run concurrently in WAL mode; SQLite serializes writers anyway, so a few suffice.
 const MAX_CONNECTIONS: u32 = 4;
@@ -40,6 +40,10 @@ struct Inner {
     /// Sent to after each commit that changed a reported document; see
     /// [`ReportedTwin::reported_changes`].
     reported: broadcast::Sender<ReportedNotice>,
+    /// Held by every reported merge, the only writer of the reported columns: the merge reads,
+    /// then writes one statement, instead of holding SQLite's write lock across a transaction
+    /// (four trips to the connection's thread become two).
+    reporting: Mutex<()>,
 }
 
 impl fmt::Debug for SqliteTwins {
@@ -69,7 +73,7 @@ impl SqliteTwins {
         corral_sqlite::migrate(&pool, "twin", migrate::MIGRATIONS, clock.now_ms()).await?;
         let changes = broadcast::channel(CHANGES_CAPACITY).0;
         let reported = broadcast::channel(CHANGES_CAPACITY).0;
-        Ok(SqliteTwins { inner: Arc::new(Inner { pool, clock, settings, changes, reported }) })
+        Ok(SqliteTwins { inner: Arc::new(Inner { pool, clock, settings, changes, reported, reporting: Mutex::new(()) }) })
     }
 
     /// See [`corral_sqlite::write_tx`]: writers queue rather than fail with SQLITE_BUSY.
@@ -292,15 +296,19 @@ impl DesiredTwin for SqliteTwins {
 impl ReportedTwin for SqliteTwins {
     async fn patch_reported(&self, device: &DeviceId, patch: &Document) -> Result<TwinDocument, TwinError> {
         self.check_patch(patch)?;
+        let _merging = self.inner.reporting.lock().await;
         let now_ms = self.now_ms();
-        let mut tx = self.write_tx().await?;
-        let mut row = rows::load(&mut tx, device.as_str()).await?.ok_or_else(|| TwinError::not_found(device.as_str()))?;
+        let mut conn = self.inner.pool.acquire().await?;
+        let mut row = rows::load(&mut conn, device.as_str()).await?.ok_or_else(|| TwinError::not_found(device.as_str()))?;
+        let read = row.reported.version;
         let mut next = row.reported.document.clone();
         merge_document(&mut next, patch);
         check_size("reported", &next, &self.inner.settings)?;
         if row.reported.advance(next, now_ms).is_some() {
-            rows::save_reported(&mut tx, &row).await?;
-            tx.commit().await?;
+            // Only the twin's removal can come between the read and the write.
+            if !rows::save_reported(&mut conn, &row, read).await? {
+                return Err(TwinError::not_found(device.as_str()));
+            }
             // Nobody following reports is fine: a follower reads the documents when it starts.
             let notice = ReportedNotice { device: device.clone(), version: row.reported.version, patch: Arc::new(patch.clone()) };
             let _ = self.inner.reported.send(notice);

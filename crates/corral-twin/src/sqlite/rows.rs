@@ -146,15 +146,20 @@ pub(crate) async fn save_desired(conn: &mut SqliteConnection, row: &TwinRow) -> 
     Ok(())
 }
 
-pub(crate) async fn save_reported(conn: &mut SqliteConnection, row: &TwinRow) -> Result<(), TwinError> {
-    sqlx::query("UPDATE twins SET reported = ?, reported_version = ?, reported_times = ? WHERE device = ?")
-        .bind(to_text(&row.reported.document)?)
-        .bind(db_version(row.reported.version))
-        .bind(to_text(&row.reported.updated_at_ms)?)
-        .bind(row.device.as_str())
-        .execute(conn)
-        .await?;
-    Ok(())
+/// Writes the reported side if it is still at version `read` (as the merge read it); `false` when
+/// it is not, or the twin is gone.
+pub(crate) async fn save_reported(conn: &mut SqliteConnection, row: &TwinRow, read: u64) -> Result<bool, TwinError> {
+    let done = sqlx::query(
+        "UPDATE twins SET reported = ?, reported_version = ?, reported_times = ? WHERE device = ? AND reported_version = ?",
+    )
+    .bind(to_text(&row.reported.document)?)
+    .bind(db_version(row.reported.version))
+    .bind(to_text(&row.reported.updated_at_ms)?)
+    .bind(row.device.as_str())
+    .bind(db_version(read))
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
 }
 
 pub(crate) async fn remove(conn: &mut SqliteConnection, device: &str) -> Result<bool, TwinError> {

@@ -25,8 +25,11 @@ fn check(bytes: &[u8], version: ProtocolVersion) {
 }
 
 fn seeds() -> Vec<Vec<u8>> {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/corpus/decode");
-    let mut seeds: Vec<Vec<u8>> = std::fs::read_dir(dir)
+    // `cargo test` names the crate's directory at run time too; that one is right even when the
+    // test binary was built in another checkout that shares the target directory.
+    let root = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string());
+    let dir = format!("{root}/fuzz/corpus/decode");
+    let mut seeds: Vec<Vec<u8>> = std::fs::read_dir(&dir)
         .map(|entries| entries.filter_map(|e| std::fs::read(e.ok()?.path()).ok()).collect())
         .unwrap_or_default();
     assert!(seeds.len() >= 10, "seed corpus missing in {dir}");

@@ -245,6 +245,11 @@ pub struct Plan {
     pub device_timeout_s: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub window: Option<Window>,
+    /// At most this many devices notified per minute, spread evenly over the minute: a campaign
+    /// that leaves the platform headroom (telemetry keeps flowing while it runs). None: as fast
+    /// as the concurrency cap lets devices finish.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_per_minute: Option<u64>,
 }
 
 impl Default for Plan {
@@ -256,6 +261,7 @@ impl Default for Plan {
             abort: AbortRule::default(),
             device_timeout_s: Plan::default_device_timeout(),
             window: None,
+            max_per_minute: None,
         }
     }
 }
@@ -291,6 +297,9 @@ impl Plan {
         }
         if let Some(window) = &self.window {
             window.check().map_err(|e| format!("window: {e}"))?;
+        }
+        if self.max_per_minute.is_some_and(|n| n == 0 || n > 1_000_000) {
+            return Err("max_per_minute: 1 to 1,000,000 devices".into());
         }
         Ok(())
     }

@@ -1,7 +1,7 @@
 //! [`Rollouts`]: campaigns as the platform runs them. One task follows every open campaign: it
 //! hears the devices' reports (their reported twins), times out devices that went quiet, stops a
 //! campaign at its thresholds, and notifies the next devices of the current wave up to the
-//! concurrency cap, inside the maintenance window.
+//! concurrency cap and the plan's pace (`max_per_minute`), inside the maintenance window.
 //!
 //! Durability without a write per report: a device's report is durable in its twin before the
 //! rollout hears it, and notifying a device is a tracked command with an idempotency key
@@ -90,12 +90,43 @@ struct Live {
     /// The firmware campaign's artifact.
     artifact: Option<Artifact>,
     selected_at_ms: i64,
+    /// Notifications `plan.max_per_minute` allows now, and when they were counted.
+    pace: Pace,
+}
+
+/// A token bucket for `plan.max_per_minute`: it fills at the plan's rate, up to one second's
+/// worth, so notifications come a few per round rather than a minute's worth at once. In memory:
+/// after a restart the campaign starts again with one second's worth.
+#[derive(Debug, Clone, Copy)]
+struct Pace {
+    tokens: f64,
+    at_ms: i64,
+}
+
+impl Pace {
+    fn capacity(per_minute: u64) -> f64 {
+        (per_minute as f64 / 60.0).max(1.0)
+    }
+
+    /// How many devices may be notified at `now_ms` (`usize::MAX` without a limit).
+    fn allowance(&mut self, per_minute: Option<u64>, now_ms: i64) -> usize {
+        let Some(per_minute) = per_minute else { return usize::MAX };
+        let elapsed = (now_ms - self.at_ms).max(0) as f64;
+        self.tokens = (self.tokens + elapsed * per_minute as f64 / 60_000.0).min(Pace::capacity(per_minute));
+        self.at_ms = now_ms;
+        self.tokens.floor() as usize
+    }
+
+    fn spend(&mut self, devices: usize) {
+        self.tokens = (self.tokens - devices as f64).max(0.0);
+    }
 }
 
 impl Live {
     fn new(campaign: Campaign, devices: Vec<CampaignDevice>, artifact: Option<Artifact>, now_ms: i64) -> Live {
         let index = devices.iter().enumerate().map(|(i, d)| (d.device.clone(), i)).collect();
-        Live { campaign, devices, index, dirty: BTreeSet::new(), campaign_dirty: false, artifact, selected_at_ms: now_ms }
+        let pace = Pace { tokens: campaign.plan.max_per_minute.map_or(0.0, Pace::capacity), at_ms: now_ms };
+        Live { campaign, devices, index, dirty: BTreeSet::new(), campaign_dirty: false, artifact, selected_at_ms: now_ms, pace }
     }
 
     fn set_state(&mut self, state: CampaignState, reason: Option<String>, now_ms: i64) {
@@ -444,6 +475,7 @@ impl Rollouts {
         }
         let in_flight = follow.devices.iter().filter(|d| d.state.in_flight()).count() as u64;
         let budget = usize::try_from(follow.campaign.plan.concurrency.saturating_sub(in_flight)).unwrap_or(usize::MAX);
+        let budget = budget.min(follow.pace.allowance(follow.campaign.plan.max_per_minute, now));
         let next: Vec<usize> = (0..follow.devices.len())
             .filter(|&i| follow.devices[i].wave as usize == current && follow.devices[i].state == DeviceState::Pending)
             .take(budget)
@@ -454,6 +486,7 @@ impl Rollouts {
                 tracing::warn!(campaign = %follow.campaign.id, device = %follow.devices[i].device, error = %e, "device not notified yet");
                 break;
             }
+            follow.pace.spend(1);
         }
         Ok(())
     }

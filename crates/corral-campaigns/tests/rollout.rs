@@ -227,6 +227,35 @@ async fn the_concurrency_cap_the_window_and_pause_hold_back_notifications() {
     assert_eq!(world.numbers(&night.id, DeviceState::Notified).await.len(), 10, "23:00 is inside the window");
 }
 
+#[tokio::test]
+async fn a_paced_campaign_notifies_no_faster_than_its_plan_allows() {
+    let world = World::new(10).await;
+    let rollouts = world.rollouts().await;
+    let mut paced = plan(vec![WaveSize::Percent(100.0)]);
+    paced.max_per_minute = Some(120);
+    paced.device_timeout_s = 3600;
+    let campaign = rollouts.create(firmware_campaign(&world.firmware().await, paced)).await.unwrap();
+    let told = || async { world.numbers(&campaign.id, DeviceState::Notified).await.len() };
+    rollouts.round().await.unwrap();
+    assert_eq!(told().await, 2, "one second's worth (2 of 120 a minute) at the start, not the concurrency cap's 100");
+    rollouts.round().await.unwrap();
+    assert_eq!(told().await, 2, "no time passed: nobody new");
+    world.clock.advance(Duration::from_millis(1000));
+    rollouts.round().await.unwrap();
+    assert_eq!(told().await, 4, "two more a second later");
+    world.clock.advance(Duration::from_millis(500));
+    rollouts.round().await.unwrap();
+    assert_eq!(told().await, 5, "one more half a second later");
+    world.clock.advance(Duration::from_secs(60));
+    rollouts.round().await.unwrap();
+    assert_eq!(told().await, 7, "a long gap saves up one second's worth, not a minute's");
+
+    let mut bad = plan(vec![WaveSize::Percent(100.0)]);
+    bad.max_per_minute = Some(0);
+    let refused = rollouts.create(firmware_campaign(&world.firmware_named("2.3.0").await, bad)).await;
+    assert!(matches!(refused, Err(corral_campaigns::CampaignError::BadInput(_))), "{refused:?}");
+}
+
 impl World {
     async fn firmware_named(&self, version: &str) -> String {
         let new = NewArtifact { name: "meter-fw".into(), version: version.into(), ..NewArtifact::default() };

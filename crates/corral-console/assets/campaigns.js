@@ -77,6 +77,7 @@
     return [
       ['Waves', waves ? `${waves} (cumulative)` : '–'],
       ['Concurrency', `at most ${number(plan.concurrency)} devices at a time`],
+      ['Pace', plan.max_per_minute ? `at most ${number(plan.max_per_minute)} devices notified a minute` : 'no limit'],
       ['Each wave needs', plan.min_success_ratio ? `${ratio(plan.min_success_ratio)} successes before the next starts` : 'no minimum of successes'],
       ['Aborts once', abort || 'never (no failure threshold)'],
       ['Device timeout', plan.device_timeout_s ? duration(plan.device_timeout_s) : '–'],

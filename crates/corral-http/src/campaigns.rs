@@ -3,7 +3,7 @@
 //! - `POST /api/v1/campaigns` `{"name", "artifact": "art_…" | "configuration": {…}, "target":
 //!   {"profile", "site", "tag", "tenant", "where"}, "plan": {"waves", "concurrency",
 //!   "min_success_ratio", "abort": {"failure_ratio", "failures"}, "device_timeout_s", "window":
-//!   {"start", "end"}}, "dynamic": false, "start": true, "tenant"}`: selects the devices now,
+//!   {"start", "end"}, "max_per_minute"}, "dynamic": false, "start": true, "tenant"}`: selects the devices now,
 //!   records the campaign with each device's wave (durable when answered), and starts it unless
 //!   `"start": false`. Operators and admins; audited as `campaign.create`; `201`.
 //! - `GET /api/v1/campaigns` (`after`, `limit`): newest first.

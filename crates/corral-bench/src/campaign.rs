@@ -50,6 +50,9 @@ pub struct CampaignArgs {
     /// The campaign's concurrency cap (devices between notified and final at once).
     #[arg(long, default_value_t = 1000)]
     pub concurrency: usize,
+    /// The campaign's pace, devices notified per minute (`plan.max_per_minute`); none by default.
+    #[arg(long)]
+    pub max_per_minute: Option<u64>,
     /// Updates the simulated fleet installs at once (downloads in flight).
     #[arg(long, default_value_t = 64)]
     pub installers: usize,
@@ -88,9 +91,13 @@ pub async fn run(args: CampaignArgs) -> anyhow::Result<()> {
     let results = side_by_side::each_run(&systems, runs, args.json, |_| one_run(&args, devices, ingest_seconds)).await;
     let layout = Layout {
         title: format!(
-            "Firmware campaign: {devices} devices on MQTT, a {} KiB artifact, waves 1/10/50/100 %, concurrency {}, \
+            "Firmware campaign: {devices} devices on MQTT, a {} KiB artifact, waves 1/10/50/100 %, concurrency {}{}, \
              {} installers; telemetry from {} HTTP writers; {runs} runs, each on a fresh server",
-            args.artifact_kib, args.concurrency, args.installers, args.writers
+            args.artifact_kib,
+            args.concurrency,
+            args.max_per_minute.map(|n| format!(", at most {n} devices a minute")).unwrap_or_default(),
+            args.installers,
+            args.writers
         ),
         per_run: &[
             ("campaign.seconds", "total s"),
@@ -111,7 +118,7 @@ pub async fn run(args: CampaignArgs) -> anyhow::Result<()> {
                 .into(),
         ],
         workload: json!({
-            "devices": devices, "artifact_kib": args.artifact_kib, "concurrency": args.concurrency,
+            "devices": devices, "artifact_kib": args.artifact_kib, "concurrency": args.concurrency, "max_per_minute": args.max_per_minute,
             "installers": args.installers, "writers": args.writers, "ingest_seconds": ingest_seconds, "runs": runs,
         }),
     };
@@ -162,7 +169,10 @@ async fn measure(server: &Broker, args: &CampaignArgs, n: usize, ingest_seconds:
     // The campaign, with the same ingest going on.
     let (cpu0, gen0, rows0) = (server.cpu_seconds(), proc_cpu_seconds("/proc/self/stat"), rows.load(Relaxed));
     let started = Instant::now();
-    let plan = json!({"waves": ["1%", "10%", "50%", "100%"], "concurrency": args.concurrency});
+    let mut plan = json!({"waves": ["1%", "10%", "50%", "100%"], "concurrency": args.concurrency});
+    if let Some(pace) = args.max_per_minute {
+        plan["max_per_minute"] = json!(pace);
+    }
     let created: Value = http
         .post(format!("{base}/api/v1/campaigns"))
         .bearer_auth(ADMIN_TOKEN)

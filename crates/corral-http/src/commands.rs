@@ -120,7 +120,7 @@ pub async fn create(
     // Listening before the command exists, the wait hears every change of it without reading it back.
     let changes = state.tracker.changes();
     let command = state.tracker.create(new).await?;
-    let detail = json!({ "command": command.name.clone(), "id": command.id.clone() });
+    let detail = json!({ "command": command.name, "id": command.id });
     let audited = async {
         let audit = state.registry.record_audit(&caller, "device.command", device.id.as_str(), Some(&device.tenant), detail);
         if let Err(e) = audit.await {

@@ -132,6 +132,43 @@ impl DeviceInventory for SqliteRegistry {
     }
 
     async fn update_device(&self, actor: &Principal, id: &str, patch: DevicePatch) -> Result<Device, RegistryError> {
+        self.write_update(actor, id, patch, None).await
+    }
+
+    async fn merge_attributes(
+        &self,
+        actor: &Principal,
+        id: &str,
+        reported: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<Device, RegistryError> {
+        // Read and written in one transaction: a read before it would lose a merge made between.
+        self.write_update(actor, id, DevicePatch::default(), Some(reported)).await
+    }
+
+    async fn decommission_device(&self, actor: &Principal, id: &str) -> Result<Device, RegistryError> {
+        let patch = DevicePatch { status: Some(DeviceStatus::Decommissioned), ..DevicePatch::default() };
+        match self.update_device(actor, id, patch).await {
+            Err(RegistryError::Conflict(_)) => self.get_device(actor, id).await,
+            other => other,
+        }
+    }
+
+    async fn device_count(&self) -> Result<u64, RegistryError> {
+        let n: i64 = sqlx::query("SELECT COUNT(*) AS n FROM devices").fetch_one(self.pool()).await?.try_get("n")?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+}
+
+impl SqliteRegistry {
+    /// [`DeviceInventory::update_device`], and with `merge` the attributes as they are in the
+    /// transaction, extended by `merge` (so two merges at once both land).
+    async fn write_update(
+        &self,
+        actor: &Principal,
+        id: &str,
+        mut patch: DevicePatch,
+        merge: Option<serde_json::Map<String, serde_json::Value>>,
+    ) -> Result<Device, RegistryError> {
         actor.require_write()?;
         // Pure validation first, so bad input never waits for the write lock.
         if let Some(Some(p)) = &patch.profile {
@@ -148,6 +185,11 @@ impl DeviceInventory for SqliteRegistry {
         let mut tx = self.write_tx().await?;
         let mut d = fetch_visible(&mut tx, actor, id).await?;
         refuse_decommissioned(&d)?;
+        if let Some(merge) = merge {
+            let mut attributes = d.attributes.clone();
+            attributes.extend(merge);
+            patch.attributes = Some(attributes);
+        }
         let mut changed: Vec<&str> = Vec::new();
         if let Some(profile) = patch.profile
             && profile != d.profile
@@ -238,32 +280,6 @@ impl DeviceInventory for SqliteRegistry {
         Ok(d)
     }
 
-    async fn merge_attributes(
-        &self,
-        actor: &Principal,
-        id: &str,
-        reported: serde_json::Map<String, serde_json::Value>,
-    ) -> Result<Device, RegistryError> {
-        let mut attributes = self.get_device(actor, id).await?.attributes;
-        attributes.extend(reported);
-        self.update_device(actor, id, DevicePatch { attributes: Some(attributes), ..DevicePatch::default() }).await
-    }
-
-    async fn decommission_device(&self, actor: &Principal, id: &str) -> Result<Device, RegistryError> {
-        let patch = DevicePatch { status: Some(DeviceStatus::Decommissioned), ..DevicePatch::default() };
-        match self.update_device(actor, id, patch).await {
-            Err(RegistryError::Conflict(_)) => self.get_device(actor, id).await,
-            other => other,
-        }
-    }
-
-    async fn device_count(&self) -> Result<u64, RegistryError> {
-        let n: i64 = sqlx::query("SELECT COUNT(*) AS n FROM devices").fetch_one(self.pool()).await?.try_get("n")?;
-        Ok(u64::try_from(n).unwrap_or(0))
-    }
-}
-
-impl SqliteRegistry {
     async fn decide_pending(&self, actor: &Principal, id: &str, status: DeviceStatus) -> Result<Device, RegistryError> {
         let d = self.get_device(actor, id).await?;
         if d.status != DeviceStatus::PendingApproval {

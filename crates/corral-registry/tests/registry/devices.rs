@@ -244,3 +244,25 @@ async fn filters_narrow_the_listing() {
     let bad = DeviceFilter { sort: Some("password".into()), ..Default::default() };
     assert_bad_input(f.reg.list_devices(&f.admin, &bad).await);
 }
+
+#[tokio::test]
+async fn concurrent_attribute_merges_of_one_device_all_land() {
+    // A device's own attribute report and a campaign's firmware_version arrive at the same time:
+    // each merge must keep the other's keys.
+    let f = fixture().await;
+    f.reg.create_device(&f.admin, nd("meter-1")).await.unwrap();
+    let merges = (0..16).map(|i| {
+        let (reg, admin) = (f.reg.clone(), f.admin.clone());
+        tokio::spawn(async move {
+            let reported = json!({ format!("k{i}"): i }).as_object().unwrap().clone();
+            reg.merge_attributes(&admin, "meter-1", reported).await.unwrap();
+        })
+    });
+    for merge in merges.collect::<Vec<_>>() {
+        merge.await.unwrap();
+    }
+    let attributes = f.reg.get_device(&f.admin, "meter-1").await.unwrap().attributes;
+    let mut keys: Vec<&String> = attributes.keys().collect();
+    keys.sort();
+    assert_eq!(keys.len(), 16, "every merge kept: {keys:?}");
+}

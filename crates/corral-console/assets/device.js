@@ -105,6 +105,9 @@
   // Latest values and the fields the chart can show.
   async function loadLatest() {
     try {
+      // Before the fleet's first reading there is no telemetry table, and querying it is a 400.
+      const table = await sql("SELECT table_name FROM information_schema.tables WHERE table_name = 'telemetry'");
+      if (!table.rows.length) throw new Error('none');
       const result = await sql(`SELECT * FROM telemetry WHERE device = ${quote(id)} ORDER BY time DESC LIMIT 1`);
       if (!result.rows.length) throw new Error('none');
       const row = result.rows[0];

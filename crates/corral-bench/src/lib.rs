@@ -10,6 +10,7 @@ pub mod fleet;
 pub mod ingest;
 pub mod mqtt;
 pub mod mqtts;
+pub mod paced;
 pub mod peers;
 pub mod rules;
 pub mod server;

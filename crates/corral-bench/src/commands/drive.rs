@@ -12,6 +12,7 @@
 use super::Sizes;
 use crate::mqtt::conn::{Client, Login};
 use crate::mqtt::wire;
+use crate::paced;
 use crate::server::ADMIN_TOKEN;
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -20,7 +21,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 /// One command: when it was due and sent, and when its answer came back (ns after the base).
@@ -40,22 +40,12 @@ fn ns(base: Instant) -> u64 {
     base.elapsed().as_nanos() as u64
 }
 
-fn due(start: Instant, k: usize, sizes: &Sizes) -> Instant {
-    start + Duration::from_secs_f64(k as f64 / sizes.rate)
-}
-
 pub async fn rest(http: &reqwest::Client, url: &str, ids: &[String], sizes: &Sizes, base: Instant) -> Sent {
-    let gate = Arc::new(Semaphore::new(sizes.in_flight));
-    let mut requests = JoinSet::new();
-    let start = Instant::now();
-    for k in 0..sizes.commands {
-        let due = due(start, k, sizes);
-        tokio::time::sleep_until(due).await;
-        let Ok(permit) = gate.clone().acquire_owned().await else { break };
+    let done = paced::requests(sizes.commands, sizes.rate, sizes.in_flight, |k, due| {
         let seq = k as u64 + 1;
         let url = format!("{url}/api/v1/devices/{}/commands", ids[k % ids.len()]);
         let (http, due_ns) = (http.clone(), due.saturating_duration_since(base).as_nanos() as u64);
-        requests.spawn(async move {
+        async move {
             let sent_ns = ns(base);
             let body = json!({"name": "ping", "payload": {"seq": seq}, "wait": 10, "timeout": 60});
             let outcome = match http.post(url).bearer_auth(ADMIN_TOKEN).json(&body).send().await {
@@ -68,22 +58,16 @@ pub async fn rest(http: &reqwest::Client, url: &str, ids: &[String], sizes: &Siz
                 Err(e) => Err(e.to_string()),
             };
             let answered_ns = outcome.is_ok().then(|| ns(base));
-            drop(permit);
-            (seq, Trip { due_ns, sent_ns, answered_ns }, outcome.err())
-        });
-    }
-    let mut trips = vec![Trip::default(); sizes.commands];
-    let (mut failed, mut first_error) = (0, None);
-    while let Some(joined) = requests.join_next().await {
-        let Ok((seq, trip, error)) = joined else { continue };
-        if let Some(e) = error {
-            failed += 1;
-            first_error.get_or_insert(e);
+            ((seq, Trip { due_ns, sent_ns, answered_ns }), outcome.err())
         }
+    })
+    .await;
+    let mut trips = vec![Trip::default(); sizes.commands];
+    for (seq, trip) in done.items {
         trips[seq as usize - 1] = trip;
     }
-    let notes = match first_error {
-        Some(e) => vec![format!("{failed} commands not answered with their own seq, first: {e}")],
+    let notes = match done.first_error {
+        Some(e) => vec![format!("{} commands not answered with their own seq, first: {e}", done.failed)],
         None => Vec::new(),
     };
     Sent { trips, notes }
@@ -131,7 +115,7 @@ pub async fn mqtt(addr: SocketAddr, ids: &[String], sizes: &Sizes, base: Instant
     let mut out = Vec::with_capacity(256);
     let start = Instant::now();
     for k in 0..sizes.commands {
-        let due = due(start, k, sizes);
+        let due = paced::due(start, k, sizes.rate);
         tokio::time::sleep_until(due).await;
         let permit = tokio::time::timeout(Duration::from_secs(10), gate.acquire()).await;
         let Ok(Ok(permit)) = permit else { anyhow::bail!("no answer for 10 s after {k} commands") };

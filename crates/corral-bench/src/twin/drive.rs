@@ -12,6 +12,7 @@
 
 use crate::mqtt::conn::{Client, Login};
 use crate::mqtt::wire;
+use crate::paced;
 use crate::server::ADMIN_TOKEN;
 use crate::twin::{Sizes, desired_topic};
 use serde_json::json;
@@ -21,7 +22,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{Semaphore, mpsc};
-use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 /// One change the benchmark made; times in ns after the run's base instant.
@@ -44,24 +44,13 @@ fn ns_since(base: Instant, at: Instant) -> u64 {
     at.saturating_duration_since(base).as_nanos() as u64
 }
 
-/// When change `k` (from 0) is due.
-fn due(start: Instant, k: usize, sizes: &Sizes) -> Instant {
-    start + Duration::from_secs_f64(k as f64 / sizes.rate)
-}
-
 pub async fn rest(http: &reqwest::Client, url: &str, ids: &[String], sizes: &Sizes, base: Instant) -> Sent {
-    let gate = Arc::new(Semaphore::new(sizes.in_flight));
-    let mut requests = JoinSet::new();
-    let start = Instant::now();
-    for k in 0..sizes.changes {
-        let due = due(start, k, sizes);
-        tokio::time::sleep_until(due).await;
-        let Ok(permit) = gate.clone().acquire_owned().await else { break };
+    let done = paced::requests(sizes.changes, sizes.rate, sizes.in_flight, |k, due| {
         let (seq, device) = (k as u64 + 1, k % ids.len());
         let url = format!("{url}/api/v1/devices/{}/twin/desired", ids[device]);
         let http = http.clone();
         let due_ns = ns_since(base, due);
-        requests.spawn(async move {
+        async move {
             let sent_ns = ns_since(base, Instant::now());
             let outcome = match http.patch(url).bearer_auth(ADMIN_TOKEN).json(&json!({ "seq": seq })).send().await {
                 Ok(r) if r.status().is_success() => r.bytes().await.map(|_| ()).map_err(|e| e.to_string()),
@@ -69,23 +58,15 @@ pub async fn rest(http: &reqwest::Client, url: &str, ids: &[String], sizes: &Siz
                 Err(e) => Err(e.to_string()),
             };
             let acked_ns = outcome.is_ok().then(|| ns_since(base, Instant::now()));
-            drop(permit);
             (Change { seq, device: device as u32, due_ns, sent_ns, acked_ns }, outcome.err())
-        });
-    }
-    let (mut changes, mut refused, mut first_error) = (Vec::with_capacity(sizes.changes), 0, None);
-    while let Some(joined) = requests.join_next().await {
-        let Ok((change, error)) = joined else { continue };
-        if let Some(e) = error {
-            refused += 1;
-            first_error.get_or_insert(e);
         }
-        changes.push(change);
-    }
+    })
+    .await;
+    let mut changes = done.items;
     changes.sort_by_key(|c| c.seq);
     let mut notes = Vec::new();
-    if refused > 0 {
-        notes.push(format!("{refused} PATCHes failed, first: {}", first_error.unwrap_or_default()));
+    if done.failed > 0 {
+        notes.push(format!("{} PATCHes failed, first: {}", done.failed, done.first_error.unwrap_or_default()));
     }
     Sent { changes, notes }
 }
@@ -119,7 +100,7 @@ pub async fn mqtt(addr: SocketAddr, ids: &[String], sizes: &Sizes, base: Instant
     let (mut changes, mut out) = (Vec::with_capacity(sizes.changes), Vec::with_capacity(256));
     let start = Instant::now();
     for k in 0..sizes.changes {
-        let due = due(start, k, sizes);
+        let due = paced::due(start, k, sizes.rate);
         tokio::time::sleep_until(due).await;
         let waited = tokio::time::timeout(Duration::from_secs(10), gate.acquire()).await;
         let Ok(Ok(permit)) = waited else { anyhow::bail!("no PUBACK for 10 s after {k} changes") };

@@ -11,7 +11,7 @@ use std::time::Duration;
 pub struct CoapSettings {
     /// CoAP over UDP, `host:port`, or `off`: `POST devices/<id>/telemetry?t=<token>`, Observe `devices/<id>/commands`.
     pub listen: String,
-    /// CoAP over DTLS (coaps), `host:port` or `off`: a device handshakes with PSK identity = its id
+    /// CoAP over DTLS (coaps), `host:port` (the usual port is 5684) or `off`: a device handshakes with PSK identity = its id
     /// and the key set by `corral device psk <id>`; its requests then need no token.
     pub dtls_listen: String,
     /// DTLS sessions at once.
@@ -40,7 +40,8 @@ impl Default for CoapSettings {
         let (d, dtls) = (CoapConfig::default(), DtlsConfig::default());
         CoapSettings {
             listen: "0.0.0.0:5683".into(),
-            dtls_listen: "0.0.0.0:5684".into(),
+            // Off unless asked for, like HTTPS and MQTTS: a port nobody asked for is a surprise.
+            dtls_listen: "off".into(),
             dtls_max_sessions: dtls.max_sessions,
             dtls_idle_secs: dtls.idle_timeout.as_secs(),
             max_body_bytes: d.max_body_bytes,

@@ -80,7 +80,7 @@ pub struct ServeArgs {
     #[arg(long, env = "CORRAL_COAP")]
     pub coap: Option<String>,
     /// CoAP over DTLS listener (UDP; devices use their pre-shared key, identity = device id),
-    /// or `off` [default: 0.0.0.0:5684].
+    /// e.g. 0.0.0.0:5684; off unless given [default: off].
     #[arg(long, env = "CORRAL_COAPS")]
     pub coaps: Option<String>,
     /// MQTT over TLS listener; on only with --tls-cert and --tls-key [default: 0.0.0.0:8883].
@@ -180,10 +180,13 @@ impl ServeArgs {
         if let Some(v) = &self.https {
             config.https = v.clone();
         }
-        if self.https.is_some() && config.mqtt.tls_cert.is_none() {
+        // Asking for a TLS listener without a certificate is a mistake worth stopping for;
+        // `off` is not asking for one.
+        let asked = |flag: &Option<String>| flag.as_deref().is_some_and(|v| v != "off");
+        if asked(&self.https) && config.mqtt.tls_cert.is_none() {
             bail!("--https needs a certificate: --tls-cert and --tls-key (PEM files)");
         }
-        if self.mqtts.is_some() && config.mqtt.tls_cert.is_none() {
+        if asked(&self.mqtts) && config.mqtt.tls_cert.is_none() {
             bail!("--mqtts needs a certificate: --tls-cert and --tls-key (PEM files)");
         }
         for assignment in &self.set {

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite. Tests drive the real server with real clients, so this first installs
-# what they use when it is missing: curl, gzip, openssl, iproute2, mosquitto-clients, libcoap3-bin
+# what they use when it is missing: curl, gzip, jq, openssl, iproute2, mosquitto-clients, libcoap3-bin
 # (coap-client, plain and DTLS) and nats-server (Debian packages; the rules crate publishes
 # actions to a real nats-server), libssl-dev and pkg-config (the build links OpenSSL for DTLS), the official InfluxDB Python clients, paho-mqtt, aiocoap, cbor2 and cryptography (PyPI; the
 # firmware agent verifies Ed25519 signatures). The disk-full test mounts a small tmpfs and so needs root.
@@ -11,6 +11,8 @@ cd "$(dirname "$0")/.."
 need=()
 command -v curl >/dev/null || need+=(curl)
 command -v gzip >/dev/null || need+=(gzip)
+# jq: the docs' curl examples use it, and a test runs them as printed.
+command -v jq >/dev/null || need+=(jq)
 command -v mosquitto_pub >/dev/null || need+=(mosquitto-clients)
 command -v openssl >/dev/null || need+=(openssl)
 # ip and ss: tests that run the server on its default ports do so in a network namespace.

@@ -5,8 +5,11 @@
 
 use crate::AppState;
 use crate::auth::Caller;
+use crate::body::{parse_json, parse_json_or_default};
 use crate::error::ApiResult;
 use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use corral_model::TenantId;
@@ -55,8 +58,10 @@ fn one_year() -> u32 {
 pub async fn create_ca(
     State(state): State<AppState>,
     Caller(caller): Caller,
-    Json(new): Json<NewCa>,
+    body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<(StatusCode, Json<CertificateAuthority>)> {
+    // Read as JSON whatever the Content-Type says: `curl -d` sends a form type.
+    let new: NewCa = parse_json(body)?;
     let auto = new.auto_register.map(|a| AutoRegister { profile: a.profile, status: a.status });
     let ca = match &new.certificate {
         Some(pem) => state.authorities.import(&caller, &new.name, new.tenant, pem, auto).await?,
@@ -94,8 +99,10 @@ pub async fn issue(
     State(state): State<AppState>,
     Caller(caller): Caller,
     Path(id): Path<String>,
-    Json(request): Json<CertificateRequest>,
+    body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
+    // No body at all asks for a key made here, like `{}`.
+    let request: CertificateRequest = parse_json_or_default(body)?;
     let days = request.valid_days.clamp(1, 36_500);
     let issued = state.authorities.issue(&caller, &id, request.ca.as_deref(), request.csr.as_deref(), days).await?;
     let mut body = json!({ "certificate": issued.certificate, "record": issued.record });

@@ -186,6 +186,8 @@ async fn official_influx_python_clients_write_unchanged() {
             ],
         ]
     );
+    // `cabin air` is stored in the table `cabin_air` (docs/data-model.md).
+    assert_eq!(server.query("SELECT device, co2_ppm FROM cabin_air").await, vec![vec![json!("truck-9"), json!(612.0)]]);
     let rows = server.query("SELECT device, usage FROM cpu ORDER BY device").await;
     assert_eq!(rows, vec![vec![json!("web-1"), json!(12.5)], vec![json!("web-2"), json!(80.0)]]);
 }

@@ -289,11 +289,18 @@ impl<'a> Decoder<'a> {
             Some(&index) => index,
             None => {
                 let name = unescape::<false>(raw, escaped);
-                let table = TableName::new(name.as_ref())
+                let table = TableName::new(table_for_measurement(&name))
                     .map_err(|e| format!("measurement {} is not a valid table name: {}", quoted(&name), e.rule))?;
-                self.batches.push(Batch::new(table));
-                self.index.insert(raw, self.batches.len() - 1);
-                self.batches.len() - 1
+                // Two spellings of one table (`a\ b`, `a_b`) share its batch.
+                let index = match self.batches.iter().position(|b| b.table == table) {
+                    Some(index) => index,
+                    None => {
+                        self.batches.push(Batch::new(table));
+                        self.batches.len() - 1
+                    }
+                };
+                self.index.insert(raw, index);
+                index
             }
         };
         self.last = Some((raw, index));
@@ -355,4 +362,13 @@ impl<'a> Decoder<'a> {
         let device_field = fields.iter().find(|(k, _)| has_device_tag && k == self.device_tag);
         device_field.map(|(k, _)| format!("{} is used as both a tag and a field", quoted(k)))
     }
+}
+
+/// The table a measurement lands in. InfluxDB allows any character in a measurement
+/// (`my\ measurement`, `a\,b`); table names are SQL identifiers and directory names, so each
+/// character outside letters, digits, `.`, `_` and `-` becomes `_`: `my measurement` is queried
+/// as `my_measurement` with no quoting. Names that still break a rule (too long, a leading `_`,
+/// a platform table) are refused.
+fn table_for_measurement(name: &str) -> String {
+    name.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '_' }).collect()
 }

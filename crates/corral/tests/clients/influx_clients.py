@@ -27,6 +27,9 @@ with InfluxDBClientV2(url=base, token=device_token, org="acme") as client:
     )
     write.write(bucket="fleet", record=point, write_precision=WritePrecision.S)
     write.write(bucket="fleet", record="engine,model=FH16 rpm=1500.25,gear=7i 1795255260", write_precision=WritePrecision.S)
+    # A measurement with a space, which the client escapes as `cabin\ air`.
+    write.write(bucket="fleet", record=Point("cabin air").field("co2_ppm", 612.0).time(1795255200, WritePrecision.S),
+                write_precision=WritePrecision.S)
 
 host, port = base.removeprefix("http://").split(":")
 v1 = InfluxDBClient(host=host, port=int(port), username="telegraf", password=api_token, database="metrics")

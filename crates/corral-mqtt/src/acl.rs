@@ -7,14 +7,52 @@
 //!   (telemetry, attributes, reported twin, a command's answer: those speak for a device). A tenant-scoped one
 //!   publishes only to devices of its tenant and under `tenants/<its tenant>/`, its own
 //!   namespace; an unscoped one anywhere else too.
-//! - Anonymous (open mode): anything outside `devices/`, `alarms/` and `tenants/`.
+//! - Anonymous (open mode): publishes anything outside `devices/`, `alarms/` and `tenants/`, and
+//!   subscribes to any filter (`#` included), receiving only what no tenant owns.
+//! - What a subscriber receives is checked per message ([`Audience`]), not only per filter: a
+//!   wildcard is granted as a broker grants it, and never carries what its owner may not read.
 //! - Nobody publishes to `$`-topics, `alarms/` or a device's twin outputs (`devices/<id>/twin`,
 //!   `devices/<id>/twin/desired`): all are the server's (alarm events carry the tenant of the
 //!   alarm, which a client must not be able to forge; a device must be able to trust that its
 //!   desired document is the platform's).
 
+use std::sync::Arc;
+
 use crate::hooks::{BrokerHooks, Identity, Role};
 use crate::topic;
+
+/// Whose messages a subscription receives, fixed from its owner's identity when it subscribes
+/// and checked for each message routed to it. The check is a pointer-sized compare and a look
+/// at the topic's first level, so it needs no cache.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Audience {
+    /// Unscoped applications, and devices (whose filters the ACL confines to their own topics).
+    Everything,
+    /// A tenant-scoped application: its tenant's messages only.
+    Tenant(Arc<str>),
+    /// An anonymous client (open mode): messages no tenant owns, outside the platform's
+    /// namespaces (`devices/`, `tenants/`, `alarms/`).
+    Public,
+}
+
+impl Audience {
+    pub fn of(who: &Identity) -> Audience {
+        match who {
+            Identity::Application { tenant: Some(tenant), .. } => Audience::Tenant(Arc::from(tenant.as_str())),
+            Identity::Application { tenant: None, .. } | Identity::Device { .. } => Audience::Everything,
+            Identity::Anonymous => Audience::Public,
+        }
+    }
+
+    /// May a message on `topic_name` whose data belongs to `origin` (a tenant) reach it?
+    pub fn receives(&self, topic_name: &str, origin: &Option<Arc<str>>) -> bool {
+        match self {
+            Audience::Everything => true,
+            Audience::Tenant(scope) => origin.as_deref() == Some(&**scope),
+            Audience::Public => origin.is_none() && !matches!(first_level(topic_name), "devices" | "tenants" | "alarms"),
+        }
+    }
+}
 
 /// Where the ACL learns the tenant of the device a topic names. The rules are synchronous and
 /// must not wait for the registry: a connection looks the tenant up first (see
@@ -105,8 +143,8 @@ pub(crate) fn may_subscribe(who: &Identity, filter: &str) -> bool {
             };
             device == id || children.iter().any(|c| c == device)
         }
-        Identity::Application { .. } => true,
-        Identity::Anonymous => !matches!(first_level(filter), "devices" | "+" | "#"),
+        // What they may not read is filtered per message (Audience).
+        Identity::Application { .. } | Identity::Anonymous => true,
     }
 }
 
@@ -214,9 +252,30 @@ mod tests {
         let a = Identity::Anonymous;
         assert!(may_publish(&a, "lobby/chat", &Tenants));
         assert!(!may_publish(&a, "devices/a1/telemetry", &Tenants));
-        assert!(may_subscribe(&a, "lobby/#"));
-        assert!(!may_subscribe(&a, "#"));
-        assert!(!may_subscribe(&a, "+/a1/telemetry"));
-        assert!(!may_subscribe(&a, "devices/#"));
+        // Any filter is granted; what it may not read never reaches it.
+        for filter in ["lobby/#", "#", "+/+", "+/a1/telemetry", "devices/#"] {
+            assert!(may_subscribe(&a, filter), "{filter}");
+        }
+        let public = Audience::of(&a);
+        let acme: Option<Arc<str>> = Some(Arc::from("acme"));
+        assert!(public.receives("lobby/chat", &None));
+        assert!(public.receives("$SYS/broker/uptime", &None));
+        for topic in ["devices/a1/telemetry", "tenants/acme/x", "alarms/acme/a1"] {
+            assert!(!public.receives(topic, &None), "{topic}");
+        }
+        assert!(!public.receives("ops/x", &acme), "a tenant's data, wherever it is published");
+    }
+
+    #[test]
+    fn audiences_follow_the_identity() {
+        let acme: Option<Arc<str>> = Some(Arc::from("acme"));
+        let globex: Option<Arc<str>> = Some(Arc::from("globex"));
+        let scoped = Audience::of(&app(Role::Viewer, Some("acme")));
+        assert!(scoped.receives("devices/a1/telemetry", &acme));
+        assert!(!scoped.receives("devices/b1/telemetry", &globex));
+        assert!(!scoped.receives("lobby/chat", &None));
+        let unscoped = Audience::of(&app(Role::Viewer, None));
+        assert!(unscoped.receives("devices/b1/telemetry", &globex) && unscoped.receives("lobby/chat", &None));
+        assert_eq!(Audience::of(&device()), Audience::Everything);
     }
 }

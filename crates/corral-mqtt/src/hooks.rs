@@ -57,15 +57,6 @@ impl Identity {
     pub(crate) fn device_of_principal(principal: &str) -> Option<&str> {
         principal.strip_prefix("device:")
     }
-
-    /// The tenant this identity may receive messages of (`None` = all).
-    pub fn receive_scope(&self) -> Option<&str> {
-        match self {
-            Identity::Application { tenant, .. } => tenant.as_deref(),
-            // A device's subscriptions are confined to its own topics by the ACL already.
-            Identity::Device { .. } | Identity::Anonymous => None,
-        }
-    }
 }
 
 /// What [`BrokerHooks::authenticate`] gets to decide on.

@@ -13,14 +13,6 @@ use crate::session::{Enqueued, Session, Subscription};
 use crate::state::{BrokerState, read, write};
 use crate::trie::Subscriber;
 
-/// Does a subscription with this tenant scope receive a message of `origin` tenant?
-fn tenant_allows(scope: &Option<Arc<str>>, origin: &Option<Arc<str>>) -> bool {
-    match scope {
-        None => true,
-        Some(scope) => origin.as_deref() == Some(&**scope),
-    }
-}
-
 impl BrokerState {
     /// Routes `msg` to every matching subscription (and the retained store if flagged).
     /// Returns true if it logged durable state, i.e. a QoS 1/2 acknowledgement must wait for
@@ -40,7 +32,7 @@ impl BrokerState {
         {
             let accept = |s: &Subscriber| {
                 !(s.options.no_local && msg.origin_client.as_ref() == Some(&s.session.client_id))
-                    && tenant_allows(&s.tenant_scope, &msg.origin_tenant)
+                    && s.audience.receives(&msg.topic, &msg.origin_tenant)
             };
             read(&self.trie).for_each_match(&msg.topic, &accept, &mut |s| {
                 matched.push((s.session.clone(), s.options, s.id));
@@ -187,7 +179,7 @@ impl BrokerState {
         read(&self.retained)
             .matching(filter)
             .into_iter()
-            .filter(|m| !m.is_expired(now_ms) && tenant_allows(&sub.tenant_scope, &m.origin_tenant))
+            .filter(|m| !m.is_expired(now_ms) && sub.audience.receives(&m.topic, &m.origin_tenant))
             .map(|message| Outgoing {
                 qos: sub.options.qos.min(message.qos),
                 message,

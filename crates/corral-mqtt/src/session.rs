@@ -39,7 +39,7 @@ pub(crate) struct Session {
 pub(crate) struct Subscription {
     pub options: SubscriptionOptions,
     pub id: Option<u32>,
-    pub tenant_scope: Option<Arc<str>>,
+    pub audience: crate::acl::Audience,
 }
 
 /// Where an outbound QoS 1/2 message is in its handshake.

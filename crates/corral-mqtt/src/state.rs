@@ -209,7 +209,7 @@ impl BrokerState {
     /// Re-applies the ACL and tenant scope of the (possibly changed) identity to a resumed
     /// session's subscriptions.
     fn refresh_subscriptions(&self, session: &Arc<Session>, st: &mut crate::session::SessionState, who: &Identity) {
-        let scope: Option<Arc<str>> = who.receive_scope().map(Arc::from);
+        let audience = crate::acl::Audience::of(who);
         let persist = self.persist_for(session);
         let mut trie = write(&self.trie);
         st.subscriptions.retain(|filter, sub| {
@@ -221,11 +221,11 @@ impl BrokerState {
                 }
                 return false;
             }
-            if sub.tenant_scope != scope {
-                sub.tenant_scope = scope.clone();
+            if sub.audience != audience {
+                sub.audience = audience.clone();
                 trie.insert(
                     filter,
-                    Subscriber { session: session.clone(), options: sub.options, id: sub.id, tenant_scope: scope.clone() },
+                    Subscriber { session: session.clone(), options: sub.options, id: sub.id, audience: audience.clone() },
                 );
                 if let Some(p) = persist {
                     p.log(&Op::Subscribe {
@@ -318,7 +318,7 @@ impl BrokerState {
         let existed = st.subscriptions.insert(filter.to_owned(), sub.clone()).is_some();
         write(&self.trie).insert(
             filter,
-            Subscriber { session: session.clone(), options: sub.options, id: sub.id, tenant_scope: sub.tenant_scope.clone() },
+            Subscriber { session: session.clone(), options: sub.options, id: sub.id, audience: sub.audience.clone() },
         );
         if let Some(p) = persist {
             p.log(&Op::Subscribe { client_id: session.client_id.clone(), filter: filter.to_owned(), subscription: sub });
@@ -355,12 +355,7 @@ impl BrokerState {
                 for (filter, sub) in rec.subscriptions {
                     trie.insert(
                         &filter,
-                        Subscriber {
-                            session: session.clone(),
-                            options: sub.options,
-                            id: sub.id,
-                            tenant_scope: sub.tenant_scope.clone(),
-                        },
+                        Subscriber { session: session.clone(), options: sub.options, id: sub.id, audience: sub.audience.clone() },
                     );
                     st.subscriptions.insert(filter, sub);
                 }

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use crate::acl::Audience;
 use crate::codec::SubscriptionOptions;
 use crate::session::Session;
 use crate::topic;
@@ -17,8 +18,8 @@ pub(crate) struct Subscriber {
     pub session: Arc<Session>,
     pub options: SubscriptionOptions,
     pub id: Option<u32>,
-    /// Deliver only messages of this tenant (tenant-scoped applications).
-    pub tenant_scope: Option<Arc<str>>,
+    /// Whose messages it receives (checked per message).
+    pub audience: Audience,
 }
 
 #[derive(Debug, Default)]
@@ -226,7 +227,7 @@ mod tests {
             session,
             options: SubscriptionOptions { qos: QoS::AtLeastOnce, ..Default::default() },
             id: None,
-            tenant_scope: None,
+            audience: Audience::Everything,
         }
     }
 

@@ -488,7 +488,7 @@ impl Connection {
 
     fn on_subscribe(&mut self, s: Subscribe) {
         let id = s.properties.subscription_identifiers.first().copied();
-        let scope: Option<Arc<str>> = self.identity.receive_scope().map(Arc::from);
+        let audience = acl::Audience::of(&self.identity);
         let now = now_ms();
         let mut reasons = Vec::with_capacity(s.filters.len());
         let mut retained = Vec::new();
@@ -501,7 +501,7 @@ impl Connection {
                 reasons.push(if self.is_v5() { ReasonCode::NOT_AUTHORIZED } else { ReasonCode::UNSPECIFIED_ERROR });
                 continue;
             }
-            let sub = Subscription { options, id, tenant_scope: scope.clone() };
+            let sub = Subscription { options, id, audience: audience.clone() };
             let existed = self.state.subscribe(&self.session, self.generation, &filter, sub.clone());
             retained.extend(self.state.retained_for(&filter, &sub, existed, now));
             reasons.push(ReasonCode(options.qos as u8));

@@ -9,10 +9,14 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 
+use crate::acl::Audience;
 use crate::codec::wire::Reader;
 use crate::codec::{Properties, PropertyContext, ProtocolVersion, QoS, RetainHandling, SubscriptionOptions};
 use crate::message::Message;
 use crate::session::Subscription;
+
+/// In a logged subscription's options byte: its owner was anonymous ([`Audience::Public`]).
+const PUBLIC_AUDIENCE: u8 = 0x40;
 
 #[derive(Debug, Clone)]
 pub(crate) struct RouteTarget {
@@ -223,9 +227,16 @@ impl Op {
                 e.u8(tag::SUBSCRIBE);
                 e.bytes(client_id.as_bytes());
                 e.bytes(filter.as_bytes());
-                e.u8(subscription.options.to_byte());
+                // Bit 6 of the options byte (reserved in MQTT) marks an anonymous audience; older
+                // logs never set it.
+                let public = if subscription.audience == Audience::Public { PUBLIC_AUDIENCE } else { 0 };
+                e.u8(subscription.options.to_byte() | public);
                 e.u32(subscription.id.unwrap_or(0));
-                e.opt_str(subscription.tenant_scope.as_deref());
+                let tenant = match &subscription.audience {
+                    Audience::Tenant(tenant) => Some(&**tenant),
+                    Audience::Everything | Audience::Public => None,
+                };
+                e.opt_str(tenant);
             }
             Op::Unsubscribe { client_id, filter } => {
                 e.u8(tag::UNSUBSCRIBE);
@@ -308,8 +319,12 @@ impl Op {
                     },
                 };
                 let id = Some(d.u32()?).filter(|&i| i != 0);
-                let tenant_scope = d.opt_str()?;
-                Op::Subscribe { client_id, filter, subscription: Subscription { options, id, tenant_scope } }
+                let audience = match d.opt_str()? {
+                    Some(tenant) => Audience::Tenant(tenant),
+                    None if byte & PUBLIC_AUDIENCE != 0 => Audience::Public,
+                    None => Audience::Everything,
+                };
+                Op::Subscribe { client_id, filter, subscription: Subscription { options, id, audience } }
             }
             tag::UNSUBSCRIBE => Op::Unsubscribe { client_id: d.arc_str()?, filter: d.str()?.to_owned() },
             tag::ROUTE => {
@@ -411,7 +426,20 @@ mod tests {
                         retain_handling: RetainHandling::SendIfNew,
                     },
                     id: Some(7),
-                    tenant_scope: Some(Arc::from("acme")),
+                    audience: Audience::Tenant(Arc::from("acme")),
+                },
+            },
+            Op::Subscribe {
+                client_id: c.clone(),
+                filter: "#".into(),
+                subscription: Subscription {
+                    options: SubscriptionOptions {
+                        qos: QoS::ExactlyOnce,
+                        retain_handling: RetainHandling::DoNotSend,
+                        ..Default::default()
+                    },
+                    id: None,
+                    audience: Audience::Public,
                 },
             },
             Op::Unsubscribe { client_id: c.clone(), filter: "a/#".into() },

@@ -51,6 +51,10 @@ pub struct BrokerConfig {
     /// 1 000 000.
     pub max_queued_per_tenant: usize,
     pub queue_overflow: QueueOverflow,
+    /// Overlapping subscriptions of one session: a copy per matching subscription, each at its
+    /// own QoS (Mosquitto's behaviour), instead of the single copy MQTT 5 §3.3.4 and 3.1.1
+    /// §3.3.5 ask for. Default false.
+    pub copy_per_subscription: bool,
     /// When a connected client's backlog reaches this many messages, new QoS 0 messages to it
     /// are dropped (counted) instead of queued. Default 10 000 (absorbs bursts from fast
     /// publishers; ~50 bytes per queued copy plus the shared message).
@@ -83,6 +87,7 @@ impl Default for BrokerConfig {
             max_queued_messages: 1000,
             max_queued_per_tenant: 1_000_000,
             queue_overflow: QueueOverflow::DropOldest,
+            copy_per_subscription: false,
             max_qos0_backlog: 10_000,
             topic_alias_maximum: 64,
             max_keep_alive_secs: None,

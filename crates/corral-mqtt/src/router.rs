@@ -42,13 +42,15 @@ impl BrokerState {
             return logged;
         }
         // Overlapping subscriptions of one session: one delivery with the highest QoS and every
-        // subscription identifier (MQTT 5 §3.3.4).
-        if matched.len() > 1 {
+        // subscription identifier (MQTT 5 §3.3.4), unless configured to copy per subscription.
+        let single_copy = !self.config.copy_per_subscription;
+        if matched.len() > 1 && single_copy {
             matched.sort_by_key(|(s, _, _)| Arc::as_ptr(s) as usize);
         }
         let mut deliveries: Vec<(Arc<Session>, Outgoing)> = Vec::with_capacity(matched.len());
         for (session, options, id) in matched {
-            if let Some((last, out)) = deliveries.last_mut()
+            if single_copy
+                && let Some((last, out)) = deliveries.last_mut()
                 && Arc::ptr_eq(last, &session)
             {
                 out.qos = out.qos.max(options.qos.min(msg.qos));

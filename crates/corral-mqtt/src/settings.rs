@@ -20,6 +20,10 @@ pub struct MqttSettings {
     pub max_inflight: u16,
     /// Undelivered QoS 1/2 messages one session keeps (the oldest are dropped and counted beyond it).
     pub max_queued_messages: usize,
+    /// A session whose subscriptions overlap (`#` and `a/+`) gets one copy of a message that
+    /// matches several, at the highest QoS, as MQTT requires (false); or, as Mosquitto does, a
+    /// copy per matching subscription (true).
+    pub copy_per_subscription: bool,
     /// Messages per second one client may publish; 0 = unlimited. Faster clients are slowed down.
     pub publish_rate: u32,
     /// MQTT over TLS listens here once `tls_cert` and `tls_key` are set (HTTPS uses them too).
@@ -39,6 +43,7 @@ impl Default for MqttSettings {
             max_connections: 100_000,
             max_inflight: 128,
             max_queued_messages: 1000,
+            copy_per_subscription: false,
             publish_rate: 0,
             tls_listen: "0.0.0.0:8883".into(),
             tls_cert: None,
@@ -68,6 +73,7 @@ impl MqttSettings {
             max_connections: self.max_connections,
             max_inflight: self.max_inflight,
             max_queued_messages: self.max_queued_messages,
+            copy_per_subscription: self.copy_per_subscription,
             publish_rate_limit: (self.publish_rate > 0)
                 .then(|| RateLimit { messages_per_second: self.publish_rate, burst: self.publish_rate.max(10) }),
             ..BrokerConfig::default()

@@ -65,3 +65,17 @@ async fn anonymous_wildcards_are_granted_and_carry_only_what_no_tenant_owns() {
     let application = lines(&application.wait_with_output().unwrap());
     assert_eq!(application, [r#"devices/truck-1/telemetry {"speed": 3}"#, "lobby/chat hello"]);
 }
+
+#[tokio::test]
+async fn overlapping_subscriptions_get_one_copy_or_one_per_subscription_when_configured() {
+    for (copy_per_subscription, copies) in [("false", 1), ("true", 2)] {
+        let setting = format!("mqtt.copy_per_subscription={copy_per_subscription}");
+        let server = TestServer::start_with(BIN, &["--mqtt-allow-anonymous", "--set", &setting]).await;
+        let sub = subscribe(&server, &["-t", "#", "-t", "lobby/+", "-W", "3"]).await;
+        publish(&server, &["-t", "lobby/chat", "-m", "hello"]);
+        // -W ends mosquitto_sub after 3 s with status 27; what it printed by then counts.
+        let out = sub.wait_with_output().unwrap();
+        let received = String::from_utf8_lossy(&out.stdout).lines().filter(|l| *l == "lobby/chat hello").count();
+        assert_eq!(received, copies, "copy_per_subscription={copy_per_subscription}");
+    }
+}

@@ -20,7 +20,7 @@ use crate::connection::{self, Transport};
 use crate::error::BrokerError;
 use crate::hooks::{BrokerHooks, Identity};
 use crate::message::{Message, now_ms};
-use crate::metrics::{Gauges, Metrics, MetricsSnapshot};
+use crate::metrics::{Metrics, MetricsSnapshot};
 use crate::persist::{self, Persist, StateCapture};
 use crate::receipts::{Acknowledged, Recipient};
 use crate::retained::RetainedStore;
@@ -99,6 +99,9 @@ impl Broker {
             state.install_recovered(rec.sessions);
         }
         tokio::spawn(housekeeping(Arc::downgrade(&state)));
+        if let Some(interval) = state.config.sys_interval {
+            tokio::spawn(crate::sys::publish_every(Arc::downgrade(&state), interval));
+        }
         Ok(Broker { state })
     }
 
@@ -323,19 +326,7 @@ impl Broker {
     }
 
     pub fn metrics(&self) -> MetricsSnapshot {
-        let state = &self.state;
-        let (sessions, persistent) = {
-            let sessions = state.sessions();
-            let persistent = sessions.values().filter(|s| s.is_persistent()).count();
-            (sessions.len() as u64, persistent as u64)
-        };
-        state.metrics.snapshot(Gauges {
-            sessions,
-            persistent_sessions: persistent,
-            retained_messages: read(&state.retained).len() as u64,
-            subscriptions: read(&state.trie).len() as u64,
-            pending_wills: state.wills.len() as u64,
-        })
+        self.state.metrics_snapshot()
     }
 }
 

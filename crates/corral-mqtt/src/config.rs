@@ -55,6 +55,9 @@ pub struct BrokerConfig {
     /// own QoS (Mosquitto's behaviour), instead of the single copy MQTT 5 §3.3.4 and 3.1.1
     /// §3.3.5 ask for. Default false.
     pub copy_per_subscription: bool,
+    /// How often the `$SYS/broker/…` tree is published (see `sys.rs`); `None` publishes none.
+    /// Default 10 s, as Mosquitto's `sys_interval`.
+    pub sys_interval: Option<Duration>,
     /// When a connected client's backlog reaches this many messages, new QoS 0 messages to it
     /// are dropped (counted) instead of queued. Default 10 000 (absorbs bursts from fast
     /// publishers; ~50 bytes per queued copy plus the shared message).
@@ -88,6 +91,7 @@ impl Default for BrokerConfig {
             max_queued_per_tenant: 1_000_000,
             queue_overflow: QueueOverflow::DropOldest,
             copy_per_subscription: false,
+            sys_interval: Some(Duration::from_secs(10)),
             max_qos0_backlog: 10_000,
             topic_alias_maximum: 64,
             max_keep_alive_secs: None,

@@ -104,6 +104,7 @@ mod router;
 mod session;
 mod settings;
 mod state;
+mod sys;
 mod tap;
 mod trie;
 mod will;

@@ -149,6 +149,10 @@ impl BrokerState {
     /// Sets or (empty payload) deletes the retained message of its topic. Always logged when
     /// persistence is on: retained messages survive restarts whatever their QoS.
     fn store_retained(&self, msg: &Arc<Message>) -> bool {
+        if crate::sys::is_sys(&msg.topic) {
+            write(&self.retained).set(msg.clone());
+            return false;
+        }
         let gate = self.persist.as_ref().map(|p| (p, p.gate()));
         let mut retained = write(&self.retained);
         let op = if msg.payload.is_empty() {

@@ -24,6 +24,9 @@ pub struct MqttSettings {
     /// matches several, at the highest QoS, as MQTT requires (false); or, as Mosquitto does, a
     /// copy per matching subscription (true).
     pub copy_per_subscription: bool,
+    /// Seconds between two publications of the `$SYS/broker/…` tree (clients, messages, bytes,
+    /// uptime) that Mosquitto's monitoring tools read; 0 publishes none.
+    pub sys_interval_secs: u64,
     /// Messages per second one client may publish; 0 = unlimited. Faster clients are slowed down.
     pub publish_rate: u32,
     /// MQTT over TLS listens here once `tls_cert` and `tls_key` are set (HTTPS uses them too).
@@ -44,6 +47,7 @@ impl Default for MqttSettings {
             max_inflight: 128,
             max_queued_messages: 1000,
             copy_per_subscription: false,
+            sys_interval_secs: 10,
             publish_rate: 0,
             tls_listen: "0.0.0.0:8883".into(),
             tls_cert: None,
@@ -74,6 +78,7 @@ impl MqttSettings {
             max_inflight: self.max_inflight,
             max_queued_messages: self.max_queued_messages,
             copy_per_subscription: self.copy_per_subscription,
+            sys_interval: (self.sys_interval_secs > 0).then(|| std::time::Duration::from_secs(self.sys_interval_secs)),
             publish_rate_limit: (self.publish_rate > 0)
                 .then(|| RateLimit { messages_per_second: self.publish_rate, burst: self.publish_rate.max(10) }),
             ..BrokerConfig::default()

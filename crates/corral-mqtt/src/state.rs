@@ -16,7 +16,7 @@ use crate::codec::{ProtocolVersion, ReasonCode};
 use crate::config::BrokerConfig;
 use crate::hooks::{BrokerHooks, DisconnectKind, Identity};
 use crate::message::Outgoing;
-use crate::metrics::{self, Metrics};
+use crate::metrics::{self, Gauges, Metrics, MetricsSnapshot};
 use crate::persist::{Op, Persist, RecoveredSession, RouteTarget, StateCapture};
 use crate::retained::RetainedStore;
 use crate::session::{Inflight, Kick, Phase, Session, Subscription};
@@ -74,6 +74,22 @@ impl BrokerState {
 
     pub fn self_ref(&self) -> Option<Arc<BrokerState>> {
         self.me.upgrade()
+    }
+
+    /// The counters and gauges of `/metrics` (and `$SYS`) now.
+    pub fn metrics_snapshot(&self) -> MetricsSnapshot {
+        let (sessions, persistent) = {
+            let sessions = self.sessions();
+            let persistent = sessions.values().filter(|s| s.is_persistent()).count();
+            (sessions.len() as u64, persistent as u64)
+        };
+        self.metrics.snapshot(Gauges {
+            sessions,
+            persistent_sessions: persistent,
+            retained_messages: read(&self.retained).len() as u64,
+            subscriptions: read(&self.trie).len() as u64,
+            pending_wills: self.wills.len() as u64,
+        })
     }
 
     pub fn new_message_id(&self) -> u64 {

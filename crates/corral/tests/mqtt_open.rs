@@ -79,3 +79,33 @@ async fn overlapping_subscriptions_get_one_copy_or_one_per_subscription_when_con
         assert_eq!(received, copies, "copy_per_subscription={copy_per_subscription}");
     }
 }
+
+#[tokio::test]
+async fn monitoring_tools_read_the_sys_tree_as_from_mosquitto() {
+    let server = TestServer::start_with(BIN, &["--mqtt-allow-anonymous", "--set", "mqtt.sys_interval_secs=1"]).await;
+    publish(&server, &["-t", "lobby/chat", "-m", "hello"]);
+    // Retained: a monitor that subscribes gets the values at once (from start-up here), then
+    // the next publication a second later; the last value of each topic counts.
+    let sys = subscribe(&server, &["-t", "$SYS/broker/#", "-C", "28", "-F", "%t|%p"]).await;
+    let tree: std::collections::HashMap<String, String> = lines(&sys.wait_with_output().unwrap())
+        .into_iter()
+        .filter_map(|l| l.split_once('|').map(|(t, v)| (t.to_string(), v.to_string())))
+        .collect();
+    assert_eq!(tree.len(), 14, "{tree:?}");
+    assert!(tree.contains_key("$SYS/broker/retained messages/count"), "{tree:?}");
+    assert_eq!(tree.get("$SYS/broker/clients/connected").map(String::as_str), Some("1"), "the monitor itself: {tree:?}");
+    assert!(tree["$SYS/broker/uptime"].ends_with(" seconds"), "{tree:?}");
+    assert!(tree["$SYS/broker/version"].starts_with("corral "), "{tree:?}");
+    let received: u64 = tree["$SYS/broker/publish/messages/received"].parse().unwrap();
+    let bytes: u64 = tree["$SYS/broker/bytes/received"].parse().unwrap();
+    assert!(received >= 1 && bytes > 0, "{tree:?}");
+    // A device cannot read it (it is no device's data).
+    let token = server.register_device("truck-2", json!({})).await;
+    let (host, port) = host_port(&server);
+    let out = Command::new("mosquitto_sub")
+        .args(["-h", &host, "-p", &port, "-V", "mqttv5", "-i", "truck-2", "-u", "truck-2", "-P", &token])
+        .args(["-t", "$SYS/broker/uptime", "-C", "1", "-W", "3"])
+        .output()
+        .unwrap();
+    assert!(out.stdout.is_empty(), "{}", String::from_utf8_lossy(&out.stdout));
+}

@@ -134,7 +134,8 @@ pub async fn start(config: BrokerConfig) -> TestBroker {
 }
 
 pub fn open_config() -> BrokerConfig {
-    BrokerConfig { allow_anonymous: true, ..BrokerConfig::default() }
+    // No $SYS tree: its retained messages would count in the gauges these tests check.
+    BrokerConfig { allow_anonymous: true, sys_interval: None, ..BrokerConfig::default() }
 }
 
 /// A hand-driven MQTT client on a raw socket.

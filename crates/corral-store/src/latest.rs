@@ -2,9 +2,9 @@
 //! current values ask for, answered without scanning history.
 //!
 //! SQL sees it as the schema `latest`: `SELECT device, latitude FROM latest.readings` has one row
-//! per device, the one with the greatest `time` (on a tie, the one written last), every column as
-//! in that row, the same as `SELECT DISTINCT ON (device) * FROM readings ORDER BY device, time
-//! DESC`. It is kept on the write path, after the WAL append, like the write buffer.
+//! per device, the one with the greatest `time` (a point written twice merged as in the table,
+//! see `points.rs`), every column as in that row, the same as `SELECT DISTINCT ON (device) *
+//! FROM readings ORDER BY device, time DESC`. It is kept on the write path, after the WAL append, like the write buffer.
 //!
 //! Two parts make it durable without a scan at start-up: `persisted`, the table's latest rows as
 //! of the last snapshot (stored as one Parquet file listed in the manifest, loaded at open), and
@@ -64,6 +64,16 @@ impl ColumnSet {
     }
 }
 
+/// `row`'s fields replace `current`'s of the same name; the others stay.
+fn overwrite(current: &mut Row, row: &Row) {
+    for (name, value) in &row.fields {
+        match current.fields.iter_mut().find(|(n, _)| n == name) {
+            Some((_, old)) => *old = value.clone(),
+            None => current.fields.push((name.clone(), value.clone())),
+        }
+    }
+}
+
 #[derive(Default)]
 pub struct LatestRows {
     /// Newest row per device written since start (or replayed from the WAL).
@@ -105,12 +115,25 @@ impl LatestRows {
             }
             match self.live.get_mut(device) {
                 Some(current) if current.time_ns > row.time_ns => {}
+                // The same point written again: its fields overwrite, the others stay (as in
+                // the table, see `points.rs`).
+                Some(current) if current.time_ns == row.time_ns && current.tags == row.tags => overwrite(current, row),
                 Some(current) => *current = row.clone(),
                 None => {
                     self.live.insert(device.to_string(), row.clone());
                 }
             }
         }
+    }
+
+    /// Each device's newest time, live or persisted.
+    pub fn newest_times(&self) -> Vec<(String, i64)> {
+        let mut newest: HashMap<&str, i64> = self.persisted_times.iter().map(|(d, &t)| (d.as_str(), t)).collect();
+        for (device, row) in &self.live {
+            let time = newest.entry(device.as_str()).or_insert(row.time_ns);
+            *time = (*time).max(row.time_ns);
+        }
+        newest.into_iter().map(|(d, t)| (d.to_string(), t)).collect()
     }
 
     /// Whether the device ever wrote to the table (it then has a latest row).
@@ -236,8 +259,9 @@ mod tests {
         let mut latest = LatestRows::default();
         latest.observe(&rows, &schema);
         latest.observe(&[Row::new(5, "a").field("v", FieldValue::Float(0.5))], &schema); // out of order: ignored
-        latest.observe(&[Row::new(20, "b")], &schema); // same time, written later: wins, with its null
-        assert_eq!(devices_and_values(&latest.batch(&schema)), [("a".into(), Some(3.0)), ("b".into(), None)]);
+        // The same point again: its fields overwrite, a field it leaves out keeps its value.
+        latest.observe(&[Row::new(20, "b").field("w", FieldValue::Float(9.0))], &schema);
+        assert_eq!(devices_and_values(&latest.batch(&schema)), [("a".into(), Some(3.0)), ("b".into(), Some(2.0))]);
     }
 
     #[test]

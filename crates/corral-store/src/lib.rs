@@ -39,6 +39,7 @@ mod latest;
 mod manifest;
 pub mod metrics;
 mod persist;
+mod points;
 mod record;
 mod schema;
 mod scope;

@@ -23,6 +23,10 @@ pub struct Manifest {
 pub struct TableManifest {
     pub columns: Vec<Column>,
     pub files: Vec<FileMeta>,
+    /// UTC days (days since 1970-01-01) whose files may hold two versions of a point: queries
+    /// merge them until compaction rewrites the day as one merged file (see `points.rs`).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeSet::is_empty")]
+    pub dirty_days: std::collections::BTreeSet<i64>,
     /// The file with each device's latest row as of this snapshot (relative path), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latest: Option<String>,

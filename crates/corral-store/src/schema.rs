@@ -85,6 +85,12 @@ impl TableSchema {
         self.arrow.clone()
     }
 
+    /// The columns that identify a point: `time`, `device` and every tag (see `points.rs`).
+    pub fn key_columns(&self) -> Vec<usize> {
+        let tags = self.columns.iter().enumerate().filter(|(_, c)| c.kind == ColumnKind::Tag).map(|(i, _)| i);
+        [0, 1].into_iter().chain(tags).collect()
+    }
+
     pub fn position(&self, name: &str) -> Option<usize> {
         self.index.get(name).copied()
     }

@@ -294,6 +294,8 @@ impl SchemaProvider for CorralSchema {
 /// Every telemetry table's second column (after `time`).
 const DEVICE_COLUMN: usize = 1;
 
+const NANOS_PER_DAY: i64 = 86_400 * 1_000_000_000;
+
 /// A telemetry table as of one snapshot: buffered batches unioned with Parquet files.
 #[derive(Debug)]
 struct TelemetryTable {
@@ -342,7 +344,7 @@ impl TableProvider for TelemetryTable {
         limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
         let Some(scope) = &self.scope else {
-            return self.scan_rows(state, projection, filters.iter().cloned().reduce(Expr::and), limit);
+            return self.scan_rows(state, projection, filters.iter().cloned().reduce(Expr::and), limit).await;
         };
         // Scoped: the raw scan gets only the platform's `device IN (...)`, never the user's
         // filters or limit (both would act on other tenants' rows); those run above the wall.
@@ -356,34 +358,74 @@ impl TableProvider for TelemetryTable {
             read.push(DEVICE_COLUMN);
         }
         let device_col = read.iter().position(|&c| c == DEVICE_COLUMN).expect("added above");
-        let rows = self.scan_rows(state, Some(&read), scope.devices.predicate(), None)?;
+        let rows = self.scan_rows(state, Some(&read), scope.devices.predicate(), None).await?;
         Ok(Arc::new(TenantScopeExec::try_new(rows, scope.devices.clone(), device_col, (0..wanted.len()).collect())?))
     }
 }
 
 impl TelemetryTable {
-    /// Buffer and files, with `predicate` given to Parquet for pruning and row filtering.
-    fn scan_rows(
+    /// Buffer and files, with `predicate` given to Parquet for pruning and row filtering. Days
+    /// where a point may have two versions (see `points.rs`) are read whole and merged first,
+    /// so no filter sees a version that a later write replaced.
+    async fn scan_rows(
         &self,
         state: &dyn Session,
         projection: Option<&Vec<usize>>,
         predicate: Option<Expr>,
         limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let snapshot = &self.snapshot;
+        if snapshot.dirty_days.is_empty() {
+            return self.scan_sources(state, projection, predicate, limit, &snapshot.batches, &snapshot.files);
+        }
+        let day = |f: &&crate::FileMeta| f.min_time_ns.div_euclid(NANOS_PER_DAY);
+        let (dirty, clean): (Vec<_>, Vec<_>) = snapshot.files.iter().partition(|f| snapshot.dirty_days.contains(&day(f)));
+        let clean: Vec<crate::FileMeta> = clean.into_iter().cloned().collect();
+        let mut dirty: Vec<crate::FileMeta> = dirty.into_iter().cloned().collect();
+        // File names grow with each snapshot: path order is write order, and the buffer is newer.
+        dirty.sort_by(|a, b| a.path.cmp(&b.path));
+        let (dir, schema, keys) = (self.dir.clone(), snapshot.schema.clone(), snapshot.keys.clone());
+        let mut written: Vec<RecordBatch> = Vec::new();
+        let read = tokio::task::spawn_blocking(move || {
+            let mut read = Vec::new();
+            for file in &dirty {
+                read.extend(crate::persist::read_file(&dir.join(&file.path), &schema)?);
+            }
+            Ok::<_, std::io::Error>(read)
+        });
+        written.extend(read.await.map_err(|e| DataFusionError::External(Box::new(e)))??);
+        written.extend(snapshot.batches.iter().cloned());
+        let all = crate::buffer::concat_aligned(&snapshot.schema, &written);
+        let merged = crate::points::last_write_wins(&all, &keys)?;
+        let merged_exec = MemorySourceConfig::try_new_exec(&[vec![merged]], snapshot.schema.clone(), projection.cloned())?;
+        let clean_exec = self.scan_sources(state, projection, predicate, limit, &[], &clean)?;
+        UnionExec::try_new(vec![clean_exec, merged_exec])
+    }
+
+    /// The given buffered batches and files as they are.
+    fn scan_sources(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        predicate: Option<Expr>,
+        limit: Option<usize>,
+        batches: &[RecordBatch],
+        files: &[crate::FileMeta],
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
         let schema = self.snapshot.schema.clone();
         let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
         let partitions = state.config().target_partitions().max(1);
         let mut memory: Vec<Vec<RecordBatch>> = vec![Vec::new(); partitions];
-        for (i, batch) in self.snapshot.batches.iter().enumerate() {
+        for (i, batch) in batches.iter().enumerate() {
             memory[i % partitions].push(batch.clone());
         }
         inputs.push(MemorySourceConfig::try_new_exec(&memory, schema.clone(), projection.cloned())?);
-        if !self.snapshot.files.is_empty() {
+        if !files.is_empty() {
             let runtime = state.runtime_env();
-            let files = runtime.object_store(ObjectStoreUrl::local_filesystem())?;
+            let object_store = runtime.object_store(ObjectStoreUrl::local_filesystem())?;
             let metadata = runtime.cache_manager.get_file_metadata_cache();
             let mut source = ParquetSource::new(schema.clone())
-                .with_parquet_file_reader_factory(Arc::new(CachedParquetFileReaderFactory::new(files, metadata)))
+                .with_parquet_file_reader_factory(Arc::new(CachedParquetFileReaderFactory::new(object_store, metadata)))
                 // Filters are evaluated while decoding, so other columns are decoded only for rows
                 // that pass (a tag filter like `fleet = 'South'` skips most of a float column).
                 .with_pushdown_filters(true)
@@ -392,9 +434,7 @@ impl TelemetryTable {
                 let df_schema = datafusion::common::DFSchema::try_from(schema.as_ref().clone())?;
                 source = source.with_predicate(state.create_physical_expr(predicate, &df_schema)?);
             }
-            let files: Vec<PartitionedFile> = self
-                .snapshot
-                .files
+            let files: Vec<PartitionedFile> = files
                 .iter()
                 .map(|f| PartitionedFile::new(self.dir.join(&f.path).to_string_lossy().into_owned(), f.size_bytes))
                 .collect();

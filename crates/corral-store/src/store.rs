@@ -4,13 +4,14 @@ use crate::buffer::{TableBuffer, concat_aligned, estimate_bytes};
 use crate::latest::LatestRows;
 use crate::manifest::{FileMeta, Manifest, TableManifest};
 use crate::metrics::{StoreMetrics, TableCounters};
+use crate::points::{PointIndex, last_write_wins};
 use crate::schema::{NewColumns, TableSchema};
 use crate::{StoreError, record};
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
-use corral_model::Batch;
+use corral_model::{Batch, Row};
 use corral_wal::{Wal, WalConfig};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -71,9 +72,31 @@ struct TableState {
     counters: Arc<TableCounters>,
     /// Each device's newest row, for `latest.<table>` in SQL.
     latest: LatestRows,
+    /// Which rows may repeat a stored point, and the UTC days of those in the buffer.
+    points: PointIndex,
+    dirty_days: BTreeSet<i64>,
+}
+
+impl TableState {
+    /// Takes rows just made durable into the buffer and the latest rows, noting the days where
+    /// one may repeat a stored point (see `points.rs`). Returns what they cost in the buffer.
+    fn take_rows(&mut self, rows: &[Row]) -> usize {
+        for row in rows {
+            if self.points.may_repeat(row) {
+                self.dirty_days.insert(row.time_ns.div_euclid(NANOS_PER_DAY));
+            }
+        }
+        self.points.bound(|| self.latest.newest_times());
+        self.buffer.append(&self.schema, rows);
+        self.latest.observe(rows, &self.schema);
+        let bytes = estimate_bytes(rows, self.schema.columns().len());
+        self.buffer_bytes += bytes;
+        bytes
+    }
 }
 
 /// Rows taken from a buffer by a snapshot, still visible to queries until their files commit.
+#[derive(Clone)]
 struct Persisting {
     table: String,
     schema: SchemaRef,
@@ -81,6 +104,9 @@ struct Persisting {
     /// The table's latest rows at the snapshot, which cover every row in `batches`.
     latest: RecordBatch,
     bytes: usize,
+    /// Days where a row of `batches` may repeat a stored point; `keys` identify a point.
+    dirty_days: BTreeSet<i64>,
+    keys: Vec<usize>,
 }
 
 struct State {
@@ -102,6 +128,8 @@ impl State {
                 buffer_bytes: 0,
                 counters: Arc::default(),
                 latest: LatestRows::default(),
+                points: PointIndex::default(),
+                dirty_days: BTreeSet::new(),
             }
         })
     }
@@ -112,8 +140,14 @@ impl State {
 pub struct TableSnapshot {
     pub name: String,
     pub schema: SchemaRef,
+    /// Buffered rows, in the order they were written.
     pub batches: Vec<RecordBatch>,
     pub files: Vec<FileMeta>,
+    /// UTC days where a point may have two versions (in `batches`, in files, or across them):
+    /// a query merges those with [`TableSnapshot::keys`] before reading them.
+    pub dirty_days: BTreeSet<i64>,
+    /// The columns that identify a point.
+    pub keys: Vec<usize>,
 }
 
 /// The time-series store. Cheap to clone; every clone is the same store.
@@ -167,6 +201,7 @@ impl Store {
                 let batch = crate::persist::read_latest(&config.dir.join(path), &table.schema.arrow())
                     .map_err(StoreError::io(format!("reading {path}")))?;
                 table.latest = LatestRows::with_persisted(batch);
+                table.points = PointIndex::with_floors(table.latest.newest_times());
             }
         }
         let floor = state.manifest.wal_floor;
@@ -240,11 +275,7 @@ impl Store {
         let mut bytes = 0;
         for (batch, encoded) in batches().zip(batch_bytes) {
             let table = state.table(batch.table.as_str());
-            table.buffer.append(&table.schema, &batch.rows);
-            table.latest.observe(&batch.rows, &table.schema);
-            let b = estimate_bytes(&batch.rows, table.schema.columns().len());
-            table.buffer_bytes += b;
-            bytes += b;
+            bytes += table.take_rows(&batch.rows);
             table.counters.record(batch.rows.len(), batch.value_count(), encoded);
         }
         state.oldest_unpersisted.get_or_insert_with(Instant::now);
@@ -328,6 +359,8 @@ impl Store {
                         batches,
                         latest: table.latest.batch_for_file(&table.schema),
                         bytes: std::mem::take(&mut table.buffer_bytes),
+                        dirty_days: std::mem::take(&mut table.dirty_days),
+                        keys: table.schema.key_columns(),
                     });
                 }
             }
@@ -338,11 +371,7 @@ impl Store {
         let started = Instant::now();
         let (jobs, mut manifest) = {
             let state = self.state();
-            let jobs: Vec<(String, SchemaRef, Vec<RecordBatch>, RecordBatch)> = state
-                .persisting
-                .iter()
-                .map(|p| (p.table.clone(), p.schema.clone(), p.batches.clone(), p.latest.clone()))
-                .collect();
+            let jobs: Vec<Persisting> = state.persisting.clone();
             (jobs, state.manifest.clone())
         };
         let job_count = jobs.len();
@@ -351,11 +380,16 @@ impl Store {
         let written = tokio::task::spawn_blocking(move || {
             let mut next = next_file_id;
             let mut out = Vec::new();
-            for (table, schema, batches, latest) in jobs {
-                let all = concat_aligned(&schema, &batches);
+            for Persisting { table, schema, batches, latest, dirty_days, keys, .. } in jobs {
+                let mut all = concat_aligned(&schema, &batches);
+                if !dirty_days.is_empty() {
+                    // No file holds two versions of a point (older files still may: the days
+                    // stay dirty until compaction).
+                    all = last_write_wins(&all, &keys).expect("the keys are columns of the batch");
+                }
                 let written = crate::persist::write_table(&dir, &table, &all, &mut next).and_then(|files| {
                     let latest_path = crate::persist::write_latest(&dir, &table, &latest, &mut next)?;
-                    Ok(Written { table, files, latest_path, latest })
+                    Ok(Written { table, files, latest_path, latest, dirty_days })
                 });
                 match written {
                     Ok(w) => out.push(w),
@@ -393,6 +427,7 @@ impl Store {
         for w in &written {
             let table = manifest.tables.entry(w.table.clone()).or_insert_with(TableManifest::default);
             table.files.extend(w.files.iter().cloned());
+            table.dirty_days.extend(&w.dirty_days);
             replaced_latest.extend(table.latest.replace(w.latest_path.clone()));
         }
         manifest.wal_floor = floor;
@@ -476,14 +511,18 @@ impl Store {
     }
 
     fn snapshot_locked(&self, state: &mut State, name: &str) -> Option<TableSnapshot> {
-        let files = state.manifest.tables.get(name).map(|t| t.files.clone()).unwrap_or_default();
-        let persisting: Vec<RecordBatch> =
-            state.persisting.iter().filter(|p| p.table == name).flat_map(|p| p.batches.clone()).collect();
+        let (files, mut dirty_days) =
+            state.manifest.tables.get(name).map(|t| (t.files.clone(), t.dirty_days.clone())).unwrap_or_default();
+        let persisting = state.persisting.iter().filter(|p| p.table == name);
+        dirty_days.extend(persisting.clone().flat_map(|p| &p.dirty_days));
+        let persisting: Vec<RecordBatch> = persisting.flat_map(|p| p.batches.clone()).collect();
         let table = state.tables.get_mut(name)?;
+        dirty_days.extend(&table.dirty_days);
         let schema = table.schema.arrow();
         let mut batches: Vec<RecordBatch> = persisting.iter().map(|b| crate::buffer::align(&schema, b)).collect();
         batches.extend(table.buffer.snapshot(&table.schema));
-        Some(TableSnapshot { name: name.to_string(), schema, batches, files })
+        let keys = table.schema.key_columns();
+        Some(TableSnapshot { name: name.to_string(), schema, batches, files, dirty_days, keys })
     }
 
     /// Each device's latest row in `name` (see `latest.rs`), with the table's schema.
@@ -541,6 +580,7 @@ struct Written {
     files: Vec<FileMeta>,
     latest_path: String,
     latest: RecordBatch,
+    dirty_days: BTreeSet<i64>,
 }
 
 fn has_entries(dir: &std::path::Path) -> bool {
@@ -577,12 +617,8 @@ fn apply(state: &mut State, batches: &[Batch]) -> usize {
             tracing::error!(table = %batch.table, error = %e, "replayed record conflicts with the schema");
         }
         table.schema.extend(pending.columns);
-        table.buffer.append(&table.schema, &batch.rows);
-        table.latest.observe(&batch.rows, &table.schema);
-        let b = estimate_bytes(&batch.rows, table.schema.columns().len());
-        table.buffer_bytes += b;
+        bytes += table.take_rows(&batch.rows);
         table.counters.record(batch.rows.len(), batch.value_count(), 0);
-        bytes += b;
     }
     bytes
 }

@@ -145,7 +145,8 @@ async fn mint(server: &TestServer, name: &str, role: &str, tenant: Option<&str>)
     out["token"].as_str().unwrap().to_string()
 }
 
-/// The official InfluxDB Python clients (v2 `influxdb-client`, v1 `influxdb`) write unchanged.
+/// The official InfluxDB Python clients (v2 `influxdb-client`, v1 `influxdb`) write unchanged;
+/// a retried write stores nothing twice and a later write of one field overwrites only it.
 #[tokio::test]
 async fn official_influx_python_clients_write_unchanged() {
     let server = TestServer::start(BIN).await;
@@ -180,7 +181,7 @@ async fn official_influx_python_clients_write_unchanged() {
                 json!("truck-9"),
                 json!("FH16"),
                 json!(1500.25),
-                json!(7),
+                json!(8),
                 json!(null),
                 json!(null)
             ],

@@ -303,6 +303,32 @@ async fn qos1_acknowledged_telemetry_survives_kill_9() {
     assert_eq!(server.query("SELECT count(DISTINCT seq) FROM telemetry").await, vec![vec![json!(20)]]);
 }
 
+/// A device that did not get its PUBACK sends the reading again (QoS 1 replay): with its own
+/// `ts` it is the same point, stored once, the later copy winning; across a restart too.
+#[tokio::test]
+async fn a_replayed_qos1_reading_with_its_timestamp_is_stored_once() {
+    let mut server = TestServer::start(BIN).await;
+    let token = server.register_device("probe-2", json!({})).await;
+    let publish = |server: &TestServer, payload: &str| {
+        let args = ["-q", "1", "-i", "probe-2", "-u", "probe-2", "-P", &token, "-t", "devices/probe-2/telemetry", "-m", payload];
+        let (ok, out) = mosquitto_pub(server, &args);
+        assert!(ok, "{out}");
+    };
+    let reading = r#"{"ts": "2026-12-07T10:00:00Z", "temperature": 4.5}"#;
+    publish(&server, reading);
+    publish(&server, reading);
+    publish(&server, r#"{"ts": "2026-12-07T10:01:00Z", "temperature": 4.7}"#);
+    let rows = "SELECT time, temperature FROM telemetry ORDER BY time";
+    let expected = vec![vec![json!("2026-12-07T10:00:00Z"), json!(4.5)], vec![json!("2026-12-07T10:01:00Z"), json!(4.7)]];
+    assert_eq!(server.query(rows).await, expected);
+    // After a restart (the first copy now in Parquet) the replay still overwrites.
+    server.restart();
+    publish(&server, r#"{"ts": "2026-12-07T10:00:00Z", "temperature": 4.6}"#);
+    let mut expected = expected;
+    expected[0][1] = json!(4.6);
+    assert_eq!(server.query(rows).await, expected);
+}
+
 #[tokio::test]
 async fn paho_over_websocket_publishes_through_the_http_listener() {
     let server = TestServer::start(BIN).await;

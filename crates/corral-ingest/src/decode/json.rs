@@ -47,7 +47,10 @@ pub(crate) fn decode_json_document(
         let Json::Object(members) = message else {
             return Err(WireError::bad_input(format!("message {number}: must be an object, got {}", message.kind())));
         };
-        let row = decode_message(members, device, received_at_ns, limits).map_err(|e| WireError::bad_input(e.placed(number)))?;
+        // Messages without `ts` get the receive time, one nanosecond apart: readings sent
+        // together stay distinct points (a repeated point overwrites the first, see the store).
+        let received = received_at_ns.saturating_add(i as i64);
+        let row = decode_message(members, device, received, limits).map_err(|e| WireError::bad_input(e.placed(number)))?;
         batch.rows.push(row);
     }
     Ok(batch)

@@ -1,7 +1,9 @@
 //! Compaction: a table's day partition that has collected many small Parquet files (one per
-//! snapshot) is rewritten as one, so queries open few files. Replaced files are committed out of
-//! the manifest at once but deleted only after a grace period, because a query that took its
-//! snapshot just before may still be about to read them.
+//! snapshot) is rewritten as one, so queries open few files. A dirty day (one whose files may
+//! hold two versions of a point, see `points.rs`) is rewritten whole, its versions merged, and
+//! is clean again. Replaced files are committed out of the manifest at once but deleted only
+//! after a grace period, because a query that took its snapshot just before may still be about
+//! to read them.
 
 use super::{Store, StoreError};
 use crate::buffer::{align, concat_aligned};
@@ -17,6 +19,9 @@ struct Plan {
     table: String,
     schema: SchemaRef,
     files: Vec<FileMeta>,
+    /// For a dirty day: the day, and the columns that identify a point. The plan then holds
+    /// every file of the day, oldest first.
+    merge_versions: Option<(i64, Vec<usize>)>,
 }
 
 impl Store {
@@ -65,6 +70,9 @@ impl Store {
             let table = manifest.tables.entry(plan.table.clone()).or_default();
             table.files.retain(|f| !plan.files.iter().any(|old| old.path == f.path));
             table.files.extend(new_files);
+            if let Some((day, _)) = plan.merge_versions {
+                table.dirty_days.remove(&day);
+            }
             replaced.extend(plan.files.into_iter().map(|f| f.path));
         }
         manifest.next_file_id = next;
@@ -90,12 +98,26 @@ impl Store {
         let state = self.state();
         let mut plans = Vec::new();
         for (name, table) in &state.manifest.tables {
-            let Some(schema) = state.tables.get(name).map(|t| t.schema.arrow()) else { continue };
+            let Some(live) = state.tables.get(name) else { continue };
+            let schema = live.schema.arrow();
             let mut partitions: BTreeMap<&str, Vec<&FileMeta>> = BTreeMap::new();
             for file in &table.files {
                 let partition = file.path.rsplit_once('/').map_or("", |(dir, _)| dir);
                 partitions.entry(partition).or_default().push(file);
             }
+            // Dirty days first, whole: file names grow with each snapshot, so path order is
+            // write order, and the merge keeps the last version of each point.
+            partitions.retain(|_, files| {
+                let day = files[0].min_time_ns.div_euclid(super::NANOS_PER_DAY);
+                if !table.dirty_days.contains(&day) {
+                    return true;
+                }
+                files.sort_by(|a, b| a.path.cmp(&b.path));
+                let files = files.iter().map(|f| (*f).clone()).collect();
+                let merge_versions = Some((day, live.schema.key_columns()));
+                plans.push(Plan { table: name.clone(), schema: schema.clone(), files, merge_versions });
+                false
+            });
             for mut files in partitions.into_values().filter(|f| f.len() >= min_files) {
                 files.sort_by_key(|f| f.size_bytes);
                 let mut total = 0;
@@ -108,7 +130,7 @@ impl Store {
                     .cloned()
                     .collect();
                 if chosen.len() >= 2 {
-                    plans.push(Plan { table: name.clone(), schema: schema.clone(), files: chosen });
+                    plans.push(Plan { table: name.clone(), schema: schema.clone(), files: chosen, merge_versions: None });
                 }
             }
         }
@@ -139,6 +161,9 @@ fn merge(dir: &Path, plan: &Plan, next_file_id: &mut u64) -> std::io::Result<Vec
         let read = crate::persist::read_file(&dir.join(&file.path), &plan.schema)?;
         batches.extend(read.iter().map(|batch| align(&plan.schema, batch)));
     }
-    let all = concat_aligned(&plan.schema, &batches);
+    let mut all = concat_aligned(&plan.schema, &batches);
+    if let Some((_, keys)) = &plan.merge_versions {
+        all = crate::points::last_write_wins(&all, keys).map_err(std::io::Error::other)?;
+    }
     crate::persist::write_table(dir, &plan.table, &all, next_file_id)
 }

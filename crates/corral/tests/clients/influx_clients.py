@@ -2,7 +2,7 @@
 
 Usage: influx_clients.py <base-url> <device-token> <api-token>
 The device token writes through influxdb-client (v2 API, point objects and raw line protocol,
-precision seconds); the API token writes through the v1 `influxdb` client (points for two
+precision seconds; a retried write and a one-field overwrite); the API token writes through the v1 `influxdb` client (points for two
 devices named by the `device` tag). The Rust test that runs this checks the rows with SQL.
 """
 
@@ -27,6 +27,10 @@ with InfluxDBClientV2(url=base, token=device_token, org="acme") as client:
     )
     write.write(bucket="fleet", record=point, write_precision=WritePrecision.S)
     write.write(bucket="fleet", record="engine,model=FH16 rpm=1500.25,gear=7i 1795255260", write_precision=WritePrecision.S)
+    # A client retrying after a timeout sends the same points again: they overwrite, as in InfluxDB.
+    write.write(bucket="fleet", record=point, write_precision=WritePrecision.S)
+    # A later write of one field of a point changes that field and keeps the others.
+    write.write(bucket="fleet", record="engine,model=FH16 gear=8i 1795255260", write_precision=WritePrecision.S)
     # A measurement with a space, which the client escapes as `cabin\ air`.
     write.write(bucket="fleet", record=Point("cabin air").field("co2_ppm", 612.0).time(1795255200, WritePrecision.S),
                 write_precision=WritePrecision.S)

@@ -48,6 +48,7 @@ mod admin;
 mod artifacts;
 mod auth;
 mod body;
+mod broker_users;
 mod campaigns;
 mod certificates;
 mod command_jobs;
@@ -184,6 +185,8 @@ pub fn router(state: AppState, pages: Router) -> Router {
         .route("/alarms/{id}/comments", post(rules::comment))
         .route("/outbox", get(rules::outbox))
         .route("/outbox/{id}/retry", post(rules::retry))
+        .route("/broker-users", post(broker_users::create).get(broker_users::list))
+        .route("/broker-users/{name}", get(broker_users::show).patch(broker_users::update).delete(broker_users::remove))
         .route("/users", post(users::create).get(users::list))
         .route("/users/{name}", axum::routing::delete(users::remove))
         .route("/users/{name}/password", axum::routing::put(users::set_password))

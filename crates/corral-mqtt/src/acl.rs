@@ -7,6 +7,9 @@
 //!   (telemetry, attributes, reported twin, a command's answer: those speak for a device). A tenant-scoped one
 //!   publishes only to devices of its tenant and under `tenants/<its tenant>/`, its own
 //!   namespace; an unscoped one anywhere else too.
+//! - Broker user: publishes where a write rule allows, never under `devices/` (it speaks for no
+//!   device) nor, when tenant-scoped, under another tenant's `tenants/`; receives what a read
+//!   rule allows (of its tenant's messages, when scoped).
 //! - Anonymous (open mode): publishes anything outside `devices/`, `alarms/` and `tenants/`, and
 //!   subscribes to any filter (`#` included), receiving only what no tenant owns.
 //! - What a subscriber receives is checked per message ([`Audience`]), not only per filter: a
@@ -33,6 +36,8 @@ pub(crate) enum Audience {
     /// An anonymous client (open mode): messages no tenant owns, outside the platform's
     /// namespaces (`devices/`, `tenants/`, `alarms/`).
     Public,
+    /// A broker user: topics one of its read filters matches (of its tenant, when scoped).
+    User { tenant: Option<Arc<str>>, read: Arc<[String]> },
 }
 
 impl Audience {
@@ -41,6 +46,9 @@ impl Audience {
             Identity::Application { tenant: Some(tenant), .. } => Audience::Tenant(Arc::from(tenant.as_str())),
             Identity::Application { tenant: None, .. } | Identity::Device { .. } => Audience::Everything,
             Identity::Anonymous => Audience::Public,
+            Identity::User { tenant, read, .. } => {
+                Audience::User { tenant: tenant.as_deref().map(Arc::from), read: read.clone() }
+            }
         }
     }
 
@@ -50,6 +58,10 @@ impl Audience {
             Audience::Everything => true,
             Audience::Tenant(scope) => origin.as_deref() == Some(&**scope),
             Audience::Public => origin.is_none() && !matches!(first_level(topic_name), "devices" | "tenants" | "alarms"),
+            Audience::User { tenant, read } => {
+                tenant.as_ref().is_none_or(|t| origin.as_deref() == Some(&**t))
+                    && read.iter().any(|f| topic::matches(f, topic_name))
+            }
         }
     }
 }
@@ -123,6 +135,14 @@ pub(crate) fn may_publish(who: &Identity, topic_name: &str, tenants: &dyn Device
                 (None, _) => true,
             }
         }
+        Identity::User { tenant, write, .. } => {
+            let namespace_ok = match (first_level(topic_name), tenant) {
+                ("devices", _) => false,
+                ("tenants", Some(tenant)) => in_tenant_namespace(topic_name, tenant),
+                _ => true,
+            };
+            namespace_ok && write.iter().any(|f| topic::matches(f, topic_name))
+        }
         Identity::Anonymous => !matches!(first_level(topic_name), "devices" | "tenants"),
     }
 }
@@ -144,7 +164,7 @@ pub(crate) fn may_subscribe(who: &Identity, filter: &str) -> bool {
             device == id || children.iter().any(|c| c == device)
         }
         // What they may not read is filtered per message (Audience).
-        Identity::Application { .. } | Identity::Anonymous => true,
+        Identity::Application { .. } | Identity::User { .. } | Identity::Anonymous => true,
     }
 }
 
@@ -264,6 +284,33 @@ mod tests {
             assert!(!public.receives(topic, &None), "{topic}");
         }
         assert!(!public.receives("ops/x", &acme), "a tenant's data, wherever it is published");
+    }
+
+    #[test]
+    fn broker_users_follow_their_rules_and_tenant() {
+        let user = |tenant: Option<&str>| Identity::User {
+            name: "gw".into(),
+            tenant: tenant.map(Into::into),
+            read: Arc::from(vec!["sensors/gw/#".to_string(), "devices/+/telemetry".to_string(), "tenants/acme/#".to_string()]),
+            write: Arc::from(vec!["sensors/gw/#".to_string(), "devices/#".to_string(), "tenants/#".to_string()]),
+        };
+        let scoped = user(Some("acme"));
+        assert!(may_publish(&scoped, "sensors/gw/t1", &Tenants));
+        assert!(!may_publish(&scoped, "sensors/other/t1", &Tenants), "no rule");
+        assert!(!may_publish(&scoped, "devices/a1/telemetry", &Tenants), "speaks for no device, whatever its rules");
+        assert!(may_publish(&scoped, "tenants/acme/x", &Tenants));
+        assert!(!may_publish(&scoped, "tenants/globex/x", &Tenants), "another tenant's namespace");
+        assert!(!may_publish(&scoped, "$SYS/x", &Tenants) && !may_publish(&scoped, "alarms/acme/a1", &Tenants));
+        assert!(may_subscribe(&scoped, "#"));
+        let acme: Option<Arc<str>> = Some(Arc::from("acme"));
+        let globex: Option<Arc<str>> = Some(Arc::from("globex"));
+        let reads = Audience::of(&scoped);
+        assert!(reads.receives("devices/a1/telemetry", &acme));
+        assert!(!reads.receives("devices/b1/telemetry", &globex), "another tenant's device");
+        assert!(!reads.receives("devices/a1/commands/c1", &acme), "no read rule");
+        assert!(!reads.receives("sensors/gw/t1", &None), "a scoped user reads only its tenant's messages");
+        let unscoped = Audience::of(&user(None));
+        assert!(unscoped.receives("sensors/gw/t1", &None) && unscoped.receives("devices/b1/telemetry", &globex));
     }
 
     #[test]

@@ -112,7 +112,10 @@ mod will;
 pub use broker::{Broker, PublishProperties};
 pub use codec::{QoS, ReasonCode};
 pub use config::{BrokerConfig, QueueOverflow, RateLimit};
-pub use door::{ConnectedDevices, DoorMetrics, PlatformDoor, carry_commands, carry_twins, disconnect_on_credential_changes};
+pub use door::{
+    ConnectedDevices, DoorMetrics, PlatformDoor, carry_commands, carry_twins, disconnect_on_broker_user_changes,
+    disconnect_on_credential_changes,
+};
 pub use error::{BrokerError, DecodeError};
 pub use hooks::{
     BrokerHooks, ConnectRefusal, ConnectRequest, DisconnectKind, Identity, InboundPublish, PlatformWrite, PublishRefusal, Role,

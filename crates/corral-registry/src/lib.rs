@@ -55,6 +55,7 @@
 
 mod audit;
 mod auth;
+mod broker_users;
 mod cache;
 mod certificates;
 mod device;
@@ -72,13 +73,14 @@ mod users;
 
 pub use audit::AuditEntry;
 pub use auth::{DEVICE_TOKEN_PREFIX, PSK_MAX_BYTES, PSK_MIN_BYTES, Principal, Role};
+pub use broker_users::{BrokerUser, MAX_TOPIC_RULES};
 pub use certificates::{AutoRegister, CertificateAuthority, DeviceCertificate, NewCertificateAuthority, NewDeviceCertificate};
 pub use device::{Device, DeviceFilter, DeviceIdentity, DevicePage, DevicePatch, DeviceStatus, NewDevice};
 pub use error::RegistryError;
 pub use profiles::{AttributeDecl, FieldDecl, Profile, ValueType};
 pub use registry::{
-    ApiTokens, AuditTrail, Certificates, ConsoleUsers, DeviceInventory, DeviceSearch, DeviceTokens, LastSeen, PreSharedKeys,
-    ProfileCatalog, Registry, TenantDirectory,
+    ApiTokens, AuditTrail, BrokerUserDirectory, Certificates, ConsoleUsers, DeviceInventory, DeviceSearch, DeviceTokens,
+    LastSeen, PreSharedKeys, ProfileCatalog, Registry, TenantDirectory,
 };
 pub use selection::{Target, select_devices};
 pub use sqlite::SqliteRegistry;
@@ -91,8 +93,9 @@ pub use users::{MIN_PASSWORD_CHARS, SESSION_HOURS, Session, User, generate_passw
 /// calls its methods directly. Code holding an `Arc<dyn Registry>` needs no import.
 pub mod prelude {
     pub use crate::registry::{
-        ApiTokens as _, AuditTrail as _, Certificates as _, ConsoleUsers as _, DeviceInventory as _, DeviceSearch as _,
-        DeviceTokens as _, LastSeen as _, PreSharedKeys as _, ProfileCatalog as _, Registry as _, TenantDirectory as _,
+        ApiTokens as _, AuditTrail as _, BrokerUserDirectory as _, Certificates as _, ConsoleUsers as _, DeviceInventory as _,
+        DeviceSearch as _, DeviceTokens as _, LastSeen as _, PreSharedKeys as _, ProfileCatalog as _, Registry as _,
+        TenantDirectory as _,
     };
 }
 

@@ -19,12 +19,13 @@
 //! | [`TenantDirectory`] | tenants, the unit of isolation |
 //! | [`ApiTokens`] | API tokens with a role and a tenant scope |
 //! | [`ConsoleUsers`] | people who sign in to the console, and their sessions |
+//! | [`BrokerUserDirectory`] | MQTT clients with a user name, password and topic rules (and the `BrokerUsers` service the MQTT door logs them in through) |
 //! | [`AuditTrail`] | who changed what, when |
 
 use crate::{
-    ApiToken, AttributeDecl, AuditEntry, CertificateAuthority, Device, DeviceCertificate, DeviceFilter, DeviceIdentity,
-    DevicePage, DevicePatch, NewApiToken, NewCertificateAuthority, NewDevice, NewDeviceCertificate, Principal, Profile,
-    RegistryError, Role, Session, Tenant, User,
+    ApiToken, AttributeDecl, AuditEntry, BrokerUser, CertificateAuthority, Device, DeviceCertificate, DeviceFilter,
+    DeviceIdentity, DevicePage, DevicePatch, NewApiToken, NewCertificateAuthority, NewDevice, NewDeviceCertificate, Principal,
+    Profile, RegistryError, Role, Session, Tenant, User,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -45,6 +46,7 @@ pub trait Registry:
     + TenantDirectory
     + ApiTokens
     + ConsoleUsers
+    + BrokerUserDirectory
     + AuditTrail
     + corral_services::Reported
     + corral_ingest::Presence
@@ -322,6 +324,36 @@ pub trait ConsoleUsers: Send + Sync {
 }
 
 /// The audit log, written by every change.
+/// MQTT clients that are neither devices nor API tokens. Admins manage them (a tenant-scoped
+/// admin, those of its tenant); the MQTT door logs them in through `corral_services::BrokerUsers`.
+#[async_trait]
+pub trait BrokerUserDirectory: corral_services::BrokerUsers {
+    async fn create_broker_user(
+        &self,
+        actor: &Principal,
+        name: &str,
+        password: &str,
+        tenant: Option<TenantId>,
+        rules: Vec<corral_services::TopicRule>,
+    ) -> Result<BrokerUser, RegistryError>;
+
+    async fn list_broker_users(&self, actor: &Principal) -> Result<Vec<BrokerUser>, RegistryError>;
+
+    async fn broker_user(&self, actor: &Principal, name: &str) -> Result<BrokerUser, RegistryError>;
+
+    /// Sets a new password, new rules, or both; the user's connections end.
+    async fn update_broker_user(
+        &self,
+        actor: &Principal,
+        name: &str,
+        password: Option<&str>,
+        rules: Option<Vec<corral_services::TopicRule>>,
+    ) -> Result<BrokerUser, RegistryError>;
+
+    /// Removes the user; its connections end.
+    async fn remove_broker_user(&self, actor: &Principal, name: &str) -> Result<(), RegistryError>;
+}
+
 #[async_trait]
 pub trait AuditTrail: Send + Sync {
     /// Records an action taken in another room (rules, alarms, the outbox) in the same audit log.

@@ -12,6 +12,7 @@
 //! | [`Identity`] | which device or application a credential is; whether a gateway speaks for a device; a device's tenant | `corral-pki` (`Identities`: registry tokens and PSKs, CA certificates) |
 //! | [`Commands`] | send a command to a device, whatever door it uses; hear the answers | [`CommandBus`] (in process) |
 //! | [`Reported`] | what a device says about itself (attributes) | `corral-registry` |
+//! | [`BrokerUsers`] | MQTT clients with a user name, password and topic rules (not devices, not tokens) | `corral-registry` |
 //! | [`DeviceTwins`] | the device side of twins: reported patches, desired documents and their changes, `get` | `corral-twin` (`TwinDoors`) |
 //! | [`IssueCommands`] | tracked commands a room sends itself (a rule's action, a campaign) | `corral-commands` (`Tracker`) |
 //! | [`ArtifactDownloads`] | a firmware artifact, a piece at a time, for a door that cuts it into blocks | `corral-campaigns` |
@@ -32,6 +33,7 @@
 //! ```
 
 mod artifacts;
+mod broker_users;
 mod clock;
 mod commands;
 mod identity;
@@ -41,6 +43,7 @@ mod sql;
 mod twins;
 
 pub use artifacts::ArtifactDownloads;
+pub use broker_users::{BrokerLogin, BrokerUsers, TopicAccess, TopicRule};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use commands::{Carried, Command, CommandBus, CommandOrder, CommandProgress, CommandResponse, Commands, IssueCommands};
 pub use identity::{Application, Caller, Credential, DeviceCaller, Identity, Reported, Role};

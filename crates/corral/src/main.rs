@@ -7,6 +7,7 @@
 // read as they should; rustdoc would take them for HTML and links.
 #![allow(rustdoc::invalid_html_tags, rustdoc::bare_urls)]
 
+mod broker_user_cli;
 mod ca_cli;
 mod client;
 mod config;
@@ -63,6 +64,10 @@ enum Command {
     /// Manage the people who sign in to the web console (add, passwd, rm, list).
     #[command(subcommand)]
     User(user_cli::UserCommand),
+    /// Manage MQTT broker users: clients that are neither devices nor API tokens, with a
+    /// password and topic rules (add, set, rm, list).
+    #[command(subcommand)]
+    BrokerUser(broker_user_cli::BrokerUserCommand),
     /// Certificate authorities and device certificates (X.509 identity, mTLS).
     #[command(subcommand)]
     Ca(ca_cli::CaCommand),
@@ -123,6 +128,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Device(cmd) => client::device(cmd).await,
         Command::Token(cmd) => client::token(cmd).await,
         Command::User(cmd) => user_cli::user(cmd).await,
+        Command::BrokerUser(cmd) => broker_user_cli::broker_user(cmd).await,
         Command::Ca(cmd) => ca_cli::ca(cmd).await,
         Command::Sql(args) => client::sql(args).await,
         Command::Rule(cmd) => rules_cli::rule(cmd).await,

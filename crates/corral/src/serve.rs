@@ -111,13 +111,15 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     // Doors: MQTT, CoAP (HTTP last, below).
     let handshake_failures = crate::tls::HandshakeFailures::new("mqtts");
     let https_failures = crate::tls::HandshakeFailures::new("https");
+    let broker_users: Arc<dyn corral_services::BrokerUsers> = registry.clone();
     let door = corral_mqtt::PlatformDoor::new(identity.clone(), sink.clone(), registry.clone())
         .with_twins(device_twins.clone())
-        .with_commands(commands.clone());
+        .with_commands(commands.clone())
+        .with_broker_users(broker_users.clone());
     let mqtt = start_broker(
         &config,
         &data_dir,
-        BrokerServices { door: &door, identity: &identity, commands: &commands, twins: &device_twins },
+        BrokerServices { door: &door, identity: &identity, commands: &commands, twins: &device_twins, users: &broker_users },
         &authorities,
         &handshake_failures,
     )
@@ -313,15 +315,16 @@ struct BrokerServices<'a> {
     identity: &'a Arc<dyn Identity>,
     commands: &'a Arc<dyn Commands>,
     twins: &'a Arc<dyn DeviceTwins>,
+    users: &'a Arc<dyn corral_services::BrokerUsers>,
 }
 
 /// The MQTT broker on its listener (unless `off`), with its state under `<data>/mqtt`, carrying
 /// the platform's commands and device twins, and disconnecting devices whose token, status or
-/// gateway changes.
+/// gateway changes, and broker users whose password or rules change.
 async fn start_broker(
     config: &Config,
     data_dir: &Path,
-    BrokerServices { door, identity, commands, twins }: BrokerServices<'_>,
+    BrokerServices { door, identity, commands, twins, users }: BrokerServices<'_>,
     authorities: &corral_pki::Authorities,
     handshake_failures: &crate::tls::HandshakeFailures,
 ) -> anyhow::Result<Option<MqttListener>> {
@@ -332,6 +335,7 @@ async fn start_broker(
         corral_mqtt::Broker::new(broker_config, Arc::new(door.clone())).context("starting the MQTT broker (state replay)")?;
     corral_mqtt::carry_commands(broker.clone(), commands.clone()).context("carrying commands over MQTT")?;
     tokio::spawn(corral_mqtt::disconnect_on_credential_changes(broker.clone(), identity.clone()));
+    tokio::spawn(corral_mqtt::disconnect_on_broker_user_changes(broker.clone(), users.clone()));
     corral_mqtt::carry_twins(broker.clone(), twins.clone()).await.context("carrying device twins over MQTT")?;
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding the MQTT listener to {addr}"))?;
     let mqtt_addr = listener.local_addr()?;

@@ -138,7 +138,7 @@ fn run(example: &Example, server: &TestServer, dir: &Path, device_token: &str) -
         .output()
         .expect("run bash");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let status = stderr.lines().filter_map(|l| l.strip_prefix("status=")).last().and_then(|s| s.parse().ok()).unwrap_or(0);
+    let status = stderr.lines().filter_map(|l| l.strip_prefix("status=")).next_back().and_then(|s| s.parse().ok()).unwrap_or(0);
     (status, String::from_utf8_lossy(&out.stdout).into_owned(), stderr.into_owned())
 }
 

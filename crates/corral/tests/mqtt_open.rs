@@ -1,10 +1,12 @@
-//! Corral as a broker people adopt in place of Mosquitto, in open mode
-//! (`--mqtt-allow-anonymous`), with mosquitto_sub/pub: wildcard subscriptions are granted as
-//! any broker grants them, and each message is checked against what the subscriber may read.
+//! Corral as a broker people adopt in place of Mosquitto, with mosquitto_sub/pub: in open mode
+//! (`--mqtt-allow-anonymous`) wildcard subscriptions are granted as any broker grants them, each
+//! message checked against what the subscriber may read; overlapping subscriptions; the `$SYS`
+//! tree; broker users with passwords and topic rules.
 
 use corral_testkit::TestServer;
 use reqwest::Method;
 use serde_json::json;
+use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
@@ -108,4 +110,123 @@ async fn monitoring_tools_read_the_sys_tree_as_from_mosquitto() {
         .output()
         .unwrap();
     assert!(out.stdout.is_empty(), "{}", String::from_utf8_lossy(&out.stdout));
+}
+
+/// `mosquitto_pub` with MQTT 5; returns (exit success, what it printed).
+fn try_publish(server: &TestServer, args: &[&str]) -> (bool, String) {
+    let (host, port) = host_port(server);
+    let out =
+        Command::new("mosquitto_pub").args(["-h", &host, "-p", &port, "-V", "mqttv5", "-q", "1"]).args(args).output().unwrap();
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+const PASSWORD: &str = "line three gateway passphrase";
+
+async fn add_broker_user(server: &TestServer, body: serde_json::Value) {
+    let (status, out) = server.admin(Method::POST, "/api/v1/broker-users", Some(body)).await;
+    assert_eq!(status, 201, "{out}");
+    assert!(out["user"].get("password_hash").is_none() && out["password"].is_null(), "{out}");
+}
+
+/// A gateway that is no registered device logs in with a user name and password, and may use
+/// the topics its rules give it, `%u` and `%c` standing for its name and client id; a changed
+/// rule ends its connection.
+#[tokio::test]
+async fn broker_users_use_the_topics_their_rules_give_them() {
+    let server = TestServer::start(BIN).await;
+    add_broker_user(
+        &server,
+        json!({"name": "line-3", "password": PASSWORD, "rules": [
+            {"pattern": "plants/%u/#", "access": "readwrite"},
+            {"pattern": "cells/%c/status", "access": "write"},
+            {"pattern": "lobby/#", "access": "read"}
+        ]}),
+    )
+    .await;
+    let user = ["-u", "line-3", "-P", PASSWORD];
+    let sub = subscribe(&server, &[&user[..], &["-i", "line-3-sub", "-t", "#", "-C", "2"]].concat()).await;
+    let (ok, out) = try_publish(&server, &[&user[..], &["-i", "cell-9", "-t", "plants/line-3/temp", "-m", "21"]].concat());
+    assert!(ok, "{out}");
+    let (ok, out) = try_publish(&server, &[&user[..], &["-i", "cell-9", "-t", "cells/cell-9/status", "-m", "up"]].concat());
+    assert!(ok, "%c is the client id: {out}");
+    for topic in ["plants/line-4/temp", "cells/cell-8/status", "lobby/news", "devices/line-3/telemetry"] {
+        let (_, out) = try_publish(&server, &[&user[..], &["-i", "cell-9", "-t", topic, "-m", "x"]].concat());
+        assert!(out.to_lowercase().contains("not authorized"), "{topic}: {out}");
+    }
+    // An application publishes to the lobby (readable) and elsewhere (not).
+    let admin = ["-u", "token", "-P", corral_testkit::ADMIN_TOKEN];
+    for topic in ["plants/line-4/temp", "lobby/news"] {
+        let (ok, out) = try_publish(&server, &[&admin[..], &["-t", topic, "-m", "from ops"]].concat());
+        assert!(ok, "{out}");
+    }
+    assert_eq!(lines(&sub.wait_with_output().unwrap()), ["plants/line-3/temp 21", "lobby/news from ops"]);
+
+    // Wrong password, unknown user: refused.
+    let (ok, out) =
+        try_publish(&server, &["-u", "line-3", "-P", "not the passphrase at all", "-t", "plants/line-3/x", "-m", "1"]);
+    assert!(!ok && out.to_lowercase().contains("bad user name or password"), "{out}");
+    let (ok, out) = try_publish(&server, &["-u", "nobody", "-P", PASSWORD, "-t", "lobby/x", "-m", "1"]);
+    assert!(!ok && out.to_lowercase().contains("bad user name or password"), "{out}");
+
+    // Changing its rules ends its connection (MQTT 5: DISCONNECT 0x98).
+    let (host, port) = host_port(&server);
+    let mut watcher = Command::new("stdbuf")
+        .args(["-oL", "mosquitto_sub", "-d", "-V", "mqttv5", "-h", &host, "-p", &port, "-u", "line-3", "-P", PASSWORD])
+        .args(["-t", "plants/line-3/#"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(watcher.stdout.take().unwrap()).lines();
+    assert!(out.by_ref().map_while(Result::ok).any(|l| l.contains("received SUBACK")));
+    let patch = json!({"rules": [{"pattern": "plants/%u/#", "access": "read"}]});
+    let (status, body) = server.admin(Method::PATCH, "/api/v1/broker-users/line-3", Some(patch)).await;
+    assert_eq!(status, 200, "{body}");
+    let disconnected =
+        tokio::task::spawn_blocking(move || out.map_while(Result::ok).find(|l| l.contains("DISCONNECT"))).await.unwrap();
+    assert_eq!(disconnected.as_deref(), Some("Received DISCONNECT (152)"));
+    let _ = watcher.kill();
+    let _ = watcher.wait();
+    let (_, out) = try_publish(&server, &[&user[..], &["-t", "plants/line-3/temp", "-m", "22"]].concat());
+    assert!(out.to_lowercase().contains("not authorized"), "read only now: {out}");
+}
+
+/// Tenant-scoped broker users read only their tenant's messages; tenant admins manage only
+/// their tenant's users.
+#[tokio::test]
+async fn a_tenant_scoped_broker_user_reads_only_its_tenants_devices() {
+    let server = TestServer::start(BIN).await;
+    let acme = server.register_device("acme-1", json!({"tenant": "acme"})).await;
+    let globex = server.register_device("globex-1", json!({"tenant": "globex"})).await;
+    add_broker_user(
+        &server,
+        json!({"name": "acme-bridge", "password": PASSWORD, "tenant": "acme",
+               "rules": [{"pattern": "devices/+/telemetry", "access": "read"}]}),
+    )
+    .await;
+    let sub = subscribe(&server, &["-u", "acme-bridge", "-P", PASSWORD, "-t", "devices/+/telemetry", "-C", "1"]).await;
+    for (id, token) in [("globex-1", &globex), ("acme-1", &acme)] {
+        let topic = format!("devices/{id}/telemetry");
+        publish(&server, &["-i", id, "-u", id, "-P", token, "-t", &topic, "-m", r#"{"v": 1}"#]);
+    }
+    assert_eq!(lines(&sub.wait_with_output().unwrap()), [r#"devices/acme-1/telemetry {"v": 1}"#]);
+
+    let globex_admin = server.api_token("globex-admin", "admin", Some("globex")).await;
+    let (status, body) = server.call(Method::GET, "/api/v1/broker-users", &globex_admin, None).await;
+    assert_eq!((status, body["users"].as_array().map(Vec::len)), (200, Some(0)), "{body}");
+    let (status, _) = server.call(Method::DELETE, "/api/v1/broker-users/acme-bridge", &globex_admin, None).await;
+    assert_eq!(status, 404);
+}
+
+/// Open mode, as Mosquitto's `allow_anonymous`: a user name with no password, or credentials
+/// that name no one, connect as anonymous; a broker user's wrong password is still refused.
+#[tokio::test]
+async fn in_open_mode_credentials_that_name_no_one_are_anonymous() {
+    let server = TestServer::start_with(BIN, &["--mqtt-allow-anonymous"]).await;
+    add_broker_user(&server, json!({"name": "line-3", "password": PASSWORD, "rules": []})).await;
+    let (ok, out) = try_publish(&server, &["-u", "someone", "-t", "lobby/a", "-m", "1"]);
+    assert!(ok, "{out}");
+    let (ok, out) = try_publish(&server, &["-u", "someone", "-P", "whatever they like", "-t", "lobby/a", "-m", "1"]);
+    assert!(ok, "{out}");
+    let (ok, out) = try_publish(&server, &["-u", "line-3", "-P", "not the passphrase at all", "-t", "lobby/a", "-m", "1"]);
+    assert!(!ok && out.to_lowercase().contains("bad user name or password"), "{out}");
 }

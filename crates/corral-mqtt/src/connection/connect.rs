@@ -16,7 +16,7 @@ use crate::codec::{
     ConnAck, Connect, Packet, Properties, ProtocolVersion, ReasonCode, decode_packet, encode_packet, peek_connect_level,
 };
 use crate::error::DecodeError;
-use crate::hooks::{ConnectRequest, Identity};
+use crate::hooks::{ConnectRefusal, ConnectRequest, Identity};
 use crate::ratelimit::TokenBucket;
 use crate::state::BrokerState;
 use crate::{acl, metrics};
@@ -85,7 +85,10 @@ pub(super) async fn handshake(
         client_id = format!("corral-{:016x}", rand::random::<u64>());
     }
 
-    let identity = if connect.username.is_none() && certificate.is_none() && state.config.allow_anonymous {
+    let open = state.config.allow_anonymous;
+    // Open mode, as Mosquitto's `allow_anonymous`: no password, or a credential that names no
+    // one, is anonymous; a known credential still is who it names.
+    let identity = if open && connect.password.is_none() && certificate.is_none() {
         Identity::Anonymous
     } else {
         let request = ConnectRequest {
@@ -100,6 +103,10 @@ pub(super) async fn handshake(
         };
         match state.hooks.authenticate(&request).await {
             Ok(identity) => identity,
+            Err(ConnectRefusal::BadCredentials) if open => {
+                tracing::info!(%peer, client_id = %client_id, username = ?connect.username, "credentials name no one: anonymous (open mode)");
+                Identity::Anonymous
+            }
             Err(refusal) => {
                 tracing::info!(%peer, client_id = %client_id, username = ?connect.username, error = %refusal, "CONNECT refused");
                 send_connack(&state, &mut writer, version, refuse(refusal.reason_code())).await;

@@ -218,6 +218,30 @@ pub async fn disconnect_on_credential_changes(broker: Broker, identity: Arc<dyn 
     }
 }
 
+/// A broker user whose password or rules changed, or who was removed, is disconnected (MQTT 5
+/// reason 0x98): it reconnects with what holds now, or not at all.
+pub async fn disconnect_on_broker_user_changes(broker: Broker, users: Arc<dyn corral_services::BrokerUsers>) {
+    let mut changes = users.broker_user_changes();
+    loop {
+        let name = match changes.recv().await {
+            Ok(name) => name,
+            Err(RecvError::Lagged(n)) => {
+                tracing::warn!(missed = n, "broker user changes came faster than handled; disconnecting every broker user");
+                broker.disconnect_client_where(ReasonCode::ADMINISTRATIVE_ACTION, |who| matches!(who, Client::User { .. }));
+                continue;
+            }
+            Err(RecvError::Closed) => return,
+        };
+        let n = broker.disconnect_client_where(
+            ReasonCode::ADMINISTRATIVE_ACTION,
+            |who| matches!(who, Client::User { name: u, .. } if *u == name),
+        );
+        if n > 0 {
+            tracing::info!(user = %name, connections = n, "broker user changed: disconnected");
+        }
+    }
+}
+
 /// Whole seconds (at least 1) from now to `at_ms`, Unix milliseconds.
 fn seconds_until(at_ms: i64) -> u32 {
     let now_ms = chrono::Utc::now().timestamp_millis();

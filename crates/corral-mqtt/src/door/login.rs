@@ -2,12 +2,24 @@
 //! rules: a device's client id (and user name, when sent) is its device id, so a device holds one
 //! session and the ACL can name its topics; an application may not take a client id that names a
 //! registered device, so it can never hold (or take over) a device's session.
+//!
+//! A password that is not a token (tokens start with `cdt_` or `cat_`) with a user name that
+//! names a broker user ([`BrokerUsers`]) is that user's: its topic rules get `%u` and `%c`
+//! replaced here, once per connection.
 
 use crate::hooks::{ConnectRefusal, ConnectRequest, Identity as Client};
 use corral_model::{ErrorKind, WireError};
-use corral_services::{Application, Caller, Credential, DeviceCaller, Identity};
+use corral_services::{Application, BrokerLogin, BrokerUsers, Caller, Credential, DeviceCaller, Identity};
+use std::sync::Arc;
 
-pub(super) async fn authenticate(identity: &dyn Identity, req: &ConnectRequest) -> Result<Client, ConnectRefusal> {
+/// What every token starts with: a password without one of these is a broker user's.
+const TOKEN_PREFIXES: [&str; 2] = ["cdt_", "cat_"];
+
+pub(super) async fn authenticate(
+    identity: &dyn Identity,
+    users: Option<&dyn BrokerUsers>,
+    req: &ConnectRequest,
+) -> Result<Client, ConnectRefusal> {
     let refuse = |refusal: ConnectRefusal, why: &str| {
         tracing::info!(client_id = %req.client_id, peer = %req.peer_addr, transport = req.transport, why, "mqtt connect refused");
         Err(refusal)
@@ -30,6 +42,17 @@ pub(super) async fn authenticate(identity: &dyn Identity, req: &ConnectRequest) 
     let Ok(secret) = std::str::from_utf8(password) else {
         return refuse(ConnectRefusal::BadCredentials, "password is not a token");
     };
+    if let (Some(users), Some(name)) = (users, req.username.as_deref())
+        && !TOKEN_PREFIXES.iter().any(|p| secret.starts_with(p))
+    {
+        match users.log_in(name, secret).await {
+            Ok(Some(login)) => return Ok(broker_user(login, &req.client_id)),
+            // No such user: perhaps a token without a prefix (a preset admin token).
+            Ok(None) => {}
+            Err(e) if e.kind == ErrorKind::Unauthenticated => return refuse(ConnectRefusal::WrongPassword, &e.message),
+            Err(e) => return refuse(ConnectRefusal::ServerUnavailable, &e.message),
+        }
+    }
     match identity.authenticate(Credential::Token(secret)).await {
         Err(e) => refuse(refusal_for(&e), &e.message),
         Ok(Caller::Device(device)) => {
@@ -68,6 +91,19 @@ fn application(app: Application) -> Client {
         principal: format!("token:{}", app.token_id),
         role: app.role,
         tenant: app.tenant.map(|t| t.as_str().to_string()),
+    }
+}
+
+/// A broker user's identity on this connection: its rules with `%u` and `%c` replaced.
+fn broker_user(login: BrokerLogin, client_id: &str) -> Client {
+    let filters = |wanted: fn(&corral_services::TopicRule) -> bool| -> Arc<[String]> {
+        login.rules.iter().filter(|r| wanted(r)).map(|r| r.filter_for(&login.name, client_id)).collect()
+    };
+    Client::User {
+        read: filters(|r| r.access.reads()),
+        write: filters(|r| r.access.writes()),
+        tenant: login.tenant.as_ref().map(|t| t.as_str().to_string()),
+        name: login.name,
     }
 }
 

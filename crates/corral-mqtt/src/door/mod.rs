@@ -14,7 +14,7 @@ mod login;
 mod tests;
 mod twins;
 
-pub use commands::{carry_commands, disconnect_on_credential_changes};
+pub use commands::{carry_commands, disconnect_on_broker_user_changes, disconnect_on_credential_changes};
 pub use connected::ConnectedDevices;
 pub use twins::carry_twins;
 
@@ -42,6 +42,8 @@ pub struct PlatformDoor {
     twins: Option<Arc<dyn DeviceTwins>>,
     /// Told when a device subscribes to its commands (`None`: nobody tracks commands).
     commands: Option<Arc<dyn Commands>>,
+    /// Where user names that are neither devices nor tokens log in (`None`: no broker users).
+    broker_users: Option<Arc<dyn corral_services::BrokerUsers>>,
     limits: Limits,
     connected: ConnectedDevices,
     /// Tenants of devices named by applications' publishes. A device's tenant never changes once
@@ -63,6 +65,7 @@ impl PlatformDoor {
             reported,
             twins: None,
             commands: None,
+            broker_users: None,
             limits: Limits::default(),
             connected: ConnectedDevices::default(),
             tenants: Default::default(),
@@ -81,6 +84,12 @@ impl PlatformDoor {
     /// ready on `commands`, so the commands waiting for them are handed over.
     pub fn with_commands(mut self, commands: Arc<dyn Commands>) -> Self {
         self.commands = Some(commands);
+        self
+    }
+
+    /// Clients may log in as broker users: a user name, a password and topic rules.
+    pub fn with_broker_users(mut self, users: Arc<dyn corral_services::BrokerUsers>) -> Self {
+        self.broker_users = Some(users);
         self
     }
 
@@ -109,7 +118,7 @@ impl PlatformDoor {
 #[async_trait]
 impl BrokerHooks for PlatformDoor {
     async fn authenticate(&self, req: &ConnectRequest) -> Result<Identity, ConnectRefusal> {
-        login::authenticate(self.identity.as_ref(), req).await
+        login::authenticate(self.identity.as_ref(), self.broker_users.as_deref(), req).await
     }
 
     fn on_platform_publish(&self, who: &Identity, publish: &InboundPublish) -> Result<PlatformWrite, PublishRefusal> {

@@ -15,8 +15,24 @@ use crate::codec::{Properties, PropertyContext, ProtocolVersion, QoS, RetainHand
 use crate::message::Message;
 use crate::session::Subscription;
 
-/// In a logged subscription's options byte: its owner was anonymous ([`Audience::Public`]).
+/// In a logged subscription's options byte (bits MQTT reserves): its owner was anonymous
+/// ([`Audience::Public`]), or a broker user ([`Audience::User`], whose tenant and read filters
+/// then fill the text that otherwise holds a tenant).
 const PUBLIC_AUDIENCE: u8 = 0x40;
+const USER_AUDIENCE: u8 = 0x80;
+
+/// The text of an [`Audience::User`] in the log.
+fn user_audience_text(tenant: &Option<Arc<str>>, read: &[String]) -> String {
+    serde_json::json!({ "tenant": tenant.as_deref(), "read": read }).to_string()
+}
+
+fn user_audience(text: &str) -> DecResult<Audience> {
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|_| "bad user audience")?;
+    let tenant = value["tenant"].as_str().map(Arc::from);
+    let read: Vec<String> =
+        value["read"].as_array().ok_or("bad user audience")?.iter().filter_map(|f| f.as_str().map(String::from)).collect();
+    Ok(Audience::User { tenant, read: Arc::from(read) })
+}
 
 #[derive(Debug, Clone)]
 pub(crate) struct RouteTarget {
@@ -227,16 +243,16 @@ impl Op {
                 e.u8(tag::SUBSCRIBE);
                 e.bytes(client_id.as_bytes());
                 e.bytes(filter.as_bytes());
-                // Bit 6 of the options byte (reserved in MQTT) marks an anonymous audience; older
-                // logs never set it.
-                let public = if subscription.audience == Audience::Public { PUBLIC_AUDIENCE } else { 0 };
-                e.u8(subscription.options.to_byte() | public);
-                e.u32(subscription.id.unwrap_or(0));
-                let tenant = match &subscription.audience {
-                    Audience::Tenant(tenant) => Some(&**tenant),
-                    Audience::Everything | Audience::Public => None,
+                // Older logs never set the audience bits (see PUBLIC_AUDIENCE).
+                let (flag, text) = match &subscription.audience {
+                    Audience::Everything => (0, None),
+                    Audience::Tenant(tenant) => (0, Some(tenant.to_string())),
+                    Audience::Public => (PUBLIC_AUDIENCE, None),
+                    Audience::User { tenant, read } => (USER_AUDIENCE, Some(user_audience_text(tenant, read))),
                 };
-                e.opt_str(tenant);
+                e.u8(subscription.options.to_byte() | flag);
+                e.u32(subscription.id.unwrap_or(0));
+                e.opt_str(text.as_deref());
             }
             Op::Unsubscribe { client_id, filter } => {
                 e.u8(tag::UNSUBSCRIBE);
@@ -320,6 +336,7 @@ impl Op {
                 };
                 let id = Some(d.u32()?).filter(|&i| i != 0);
                 let audience = match d.opt_str()? {
+                    Some(text) if byte & USER_AUDIENCE != 0 => user_audience(&text)?,
                     Some(tenant) => Audience::Tenant(tenant),
                     None if byte & PUBLIC_AUDIENCE != 0 => Audience::Public,
                     None => Audience::Everything,
@@ -440,6 +457,18 @@ mod tests {
                     },
                     id: None,
                     audience: Audience::Public,
+                },
+            },
+            Op::Subscribe {
+                client_id: c.clone(),
+                filter: "sensors/#".into(),
+                subscription: Subscription {
+                    options: SubscriptionOptions { qos: QoS::AtLeastOnce, ..Default::default() },
+                    id: Some(3),
+                    audience: Audience::User {
+                        tenant: Some(Arc::from("acme")),
+                        read: Arc::from(vec!["sensors/gw/#".to_string()]),
+                    },
                 },
             },
             Op::Unsubscribe { client_id: c.clone(), filter: "a/#".into() },

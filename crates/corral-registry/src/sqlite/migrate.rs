@@ -10,6 +10,7 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
     Migration { version: 3, sql: include_str!("../../migrations/0003_psk.sql") },
     Migration { version: 4, sql: include_str!("../../migrations/0004_users.sql") },
     Migration { version: 5, sql: include_str!("../../migrations/0005_device_indexes.sql") },
+    Migration { version: 6, sql: include_str!("../../migrations/0006_broker_users.sql") },
 ];
 
 #[cfg(test)]

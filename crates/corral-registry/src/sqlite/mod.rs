@@ -3,6 +3,7 @@
 //! `BEGIN IMMEDIATE`, `INSERT OR …`, pragmas) kept in this module.
 
 mod audit;
+mod broker_users;
 mod certificates;
 mod device_tokens;
 mod devices;
@@ -48,6 +49,8 @@ struct Inner {
     device_changes: tokio::sync::broadcast::Sender<corral_model::DeviceId>,
     /// A password hash to verify against when a sign-in names no user (see `sign_in`).
     decoy_hash: tokio::sync::OnceCell<String>,
+    /// See [`corral_services::BrokerUsers::broker_user_changes`].
+    broker_user_changes: tokio::sync::broadcast::Sender<String>,
 }
 
 impl fmt::Debug for SqliteRegistry {
@@ -81,6 +84,7 @@ impl SqliteRegistry {
                 credential_changes: tokio::sync::broadcast::channel(1024).0,
                 device_changes: tokio::sync::broadcast::channel(4096).0,
                 decoy_hash: tokio::sync::OnceCell::new(),
+                broker_user_changes: tokio::sync::broadcast::channel(1024).0,
             }),
         })
     }

@@ -1,5 +1,6 @@
 // Account: who is signed in, changing one's own password (the current one is needed), and for
-// administrators the users of their scope: add (a generated password shown once), reset, remove.
+// administrators the users of their scope — console users and MQTT broker users: add (a
+// generated password shown once), reset, remove.
 'use strict';
 (() => {
   const { api, el, fill, ago, role } = Corral;
@@ -77,4 +78,64 @@
     }
   });
   load();
+  brokerUsers();
+
+  // Broker users: the same, with topic rules instead of a role.
+  function brokerUsers() {
+    $('broker-users-card').hidden = false;
+    const rulesText = (rules) => rules.map((r) => `${r.access} ${r.pattern}`).join('\n');
+    const runB = async (action) => {
+      $('broker-users-error').textContent = '';
+      try { return await action(); } catch (e) { $('broker-users-error').textContent = e.message; return null; }
+    };
+    const shown = (name, password) => {
+      $('broker-user-password').hidden = false;
+      $('broker-user-password').textContent = `Password of broker user ${name} (shown once): ${password}`;
+    };
+    async function loadB() {
+      const out = await runB(() => api('GET', '/api/v1/broker-users'));
+      if (!out) return;
+      fill($('broker-users').tBodies[0], out.users.map((u) => el('tr', { 'data-broker-user': u.name },
+        el('td', {}, u.name), el('td', {}, u.tenant || 'all'),
+        el('td', {}, u.rules.length ? el('pre', { class: 'rules' }, rulesText(u.rules)) : el('span', { class: 'muted' }, 'no topics')),
+        el('td', { title: u.updated_at }, ago(u.updated_at)),
+        el('td', {}, [
+          el('button', { type: 'button', onclick: () => resetB(u.name) }, 'New password'), ' ',
+          el('button', { type: 'button', class: 'danger', onclick: () => removeB(u.name) }, 'Remove')]))));
+    }
+    async function resetB(name) {
+      if (!confirm(`Give broker user ${name} a new password? Its connections end.`)) return;
+      // 144 random bits from the browser's CSPRNG, as text a client configuration takes.
+      const bytes = crypto.getRandomValues(new Uint8Array(18));
+      const password = btoa(String.fromCharCode(...bytes)).replace(/\+/g, '-').replace(/\//g, '_');
+      const out = await runB(() => api('PATCH', `/api/v1/broker-users/${encodeURIComponent(name)}`, { password }));
+      if (out) { shown(name, password); loadB(); }
+    }
+    async function removeB(name) {
+      if (!confirm(`Remove broker user ${name}? Its connections end.`)) return;
+      if (await runB(() => api('DELETE', `/api/v1/broker-users/${encodeURIComponent(name)}`)) !== null) loadB();
+    }
+    const dialogB = $('broker-user-add');
+    $('broker-user-add-open').addEventListener('click', () => { $('broker-user-add-form').reset(); $('broker-user-add-error').textContent = ''; dialogB.showModal(); });
+    $('broker-user-add-cancel').addEventListener('click', () => dialogB.close());
+    $('broker-user-add-form').addEventListener('submit', async (event) => {
+      event.preventDefault();
+      const f = event.target.elements;
+      const rules = f.rules.value.split('\n').map((l) => l.trim()).filter(Boolean).map((l) => {
+        const [access, ...pattern] = l.split(/\s+/);
+        return { access, pattern: pattern.join(' ') };
+      });
+      const body = { name: f.name.value.trim(), rules };
+      if (f.tenant.value.trim()) body.tenant = f.tenant.value.trim();
+      try {
+        const out = await api('POST', '/api/v1/broker-users', body);
+        dialogB.close();
+        shown(out.user.name, out.password);
+        loadB();
+      } catch (e) {
+        $('broker-user-add-error').textContent = e.message;
+      }
+    });
+    loadB();
+  }
 })();

@@ -49,6 +49,7 @@ async fn the_console_works_in_chromium() {
         "alarms",
         "sql",
         "account-admin",
+        "account-broker-users",
         "inventory-viewer-tablet",
         "password-changed",
     ] {

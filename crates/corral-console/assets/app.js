@@ -65,6 +65,14 @@ const Corral = (() => {
     return new Date(iso).toLocaleDateString();
   }
 
+  /** A time as a person reads it: the browser's local date and time, to the second. The API's
+   *  RFC 3339 text may carry nanoseconds, which Date does not take: cut to milliseconds. */
+  function when(iso) {
+    if (!iso) return '';
+    const date = new Date(String(iso).replace(/(\.\d{3})\d+/, '$1'));
+    return Number.isNaN(date.getTime()) ? String(iso) : date.toLocaleString();
+  }
+
   /** Horizontal bars: rows of [label, count, href?]. */
   function bars(container, rows, empty = 'Nothing yet.') {
     if (!rows.length) return fill(container, el('p', { class: 'empty' }, empty));
@@ -89,5 +97,5 @@ const Corral = (() => {
       shown.map(([k, n]) => el('span', { class: `seg seg-${k}`, 'data-state': k, style: `width:${((100 * n) / sum).toFixed(2)}%` })));
   }
 
-  return { api, sql, quote, el, fill, number, ago, bars, badge, stack, canWrite, role, csrf };
+  return { api, sql, quote, el, fill, number, ago, when, bars, badge, stack, canWrite, role, csrf };
 })();

@@ -3,7 +3,7 @@
 // its telemetry that gains each reading as it is acknowledged (server-sent events).
 'use strict';
 (() => {
-  const { api, sql, quote, el, fill, number, ago, badge, canWrite } = Corral;
+  const { api, sql, quote, el, fill, number, ago, when, badge, canWrite } = Corral;
   const $ = (id) => document.getElementById(id);
   const id = decodeURIComponent(location.pathname.split('/').pop());
   const path = `/api/v1/devices/${encodeURIComponent(id)}`;
@@ -26,7 +26,7 @@
     $('device-online').textContent = device.status === 'active' ? (device.online ? 'online' : 'offline') : '';
     $('device-online').className = `badge ${device.online ? 'online' : 'offline'}`;
     facts($('identity'), [['Profile', device.profile], ['Site', device.site], ['Tenant', device.tenant], ['Gateway', device.gateway],
-      ['Tags', device.tags.join(', ')], ['Last seen', device.last_seen ? `${ago(device.last_seen)} (${device.last_seen})` : 'never'], ['Registered', device.created_at]]);
+      ['Tags', device.tags.join(', ')], ['Last seen', device.last_seen ? `${ago(device.last_seen)} (${when(device.last_seen)})` : 'never'], ['Registered', when(device.created_at)]]);
     facts($('attributes'), Object.entries(device.attributes).map(([k, v]) => [k, typeof v === 'object' ? JSON.stringify(v) : String(v)]));
     if (!Object.keys(device.attributes).length) fill($('attributes'), el('p', { class: 'empty' }, 'No attributes.'));
     const decommissioned = device.status === 'decommissioned';
@@ -112,7 +112,7 @@
       if (!result.rows.length) throw new Error('none');
       const row = result.rows[0];
       const values = result.columns.map((c, i) => [c, row[i]]).filter(([c, v]) => c !== 'device' && v !== null);
-      facts($('latest'), values.map(([c, v]) => [c, typeof v === 'number' ? number(v) : String(v)]));
+      facts($('latest'), values.map(([c, v]) => [c, c === 'time' ? when(v) : typeof v === 'number' ? number(v) : String(v)]));
       const numeric = result.columns.filter((c, i) => result.types[i] && /^(integer|unsigned|float|decimal)/.test(result.types[i]));
       const select = $('field');
       const current = select.value;
@@ -155,7 +155,7 @@
       const value = reading.values[field];
       if (typeof value === 'number') { points.push([Date.parse(reading.time), value]); draw(); }
       const facts = Object.entries(reading.values).map(([k, v]) => [k, typeof v === 'number' ? number(v) : String(v)]);
-      fill($('latest'), [['time', reading.time], ...facts].flatMap(([k, v]) => [el('dt', {}, k), el('dd', {}, v)]));
+      fill($('latest'), [['time', when(reading.time)], ...facts].flatMap(([k, v]) => [el('dt', {}, k), el('dd', {}, v)]));
       $('chart').dataset.lastReading = reading.time;
     });
   }

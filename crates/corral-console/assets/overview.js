@@ -7,6 +7,8 @@
   const filterLink = (key, value) => `/devices?${key}=${encodeURIComponent(value)}`;
 
   let lastRows = null;
+  // The rate needs two samples: the first at load, the second two seconds later (not at the
+  // next refresh, 15 s on), then one per refresh.
   async function ingestRate() {
     // The counter of readings stored, sampled at each refresh: the difference is the rate.
     const text = await fetch('/metrics').then((r) => r.text());
@@ -21,7 +23,7 @@
     const entries = (await Corral.api('GET', '/api/v1/audit?limit=40')).entries.filter((e) => e.action !== 'user.sign_in').slice(0, 8);
     document.querySelector('.admin-only').hidden = false;
     fill($('changes'), entries.length
-      ? el('table', { class: 'data' }, el('tbody', {}, entries.map((e) => el('tr', {},
+      ? el('table', { class: 'data fit' }, el('tbody', {}, entries.map((e) => el('tr', {},
           el('td', {}, e.action), el('td', {}, e.action.startsWith('device.') ? el('a', { href: `/devices/${encodeURIComponent(e.target)}` }, e.target) : e.target),
           el('td', {}, e.actor), el('td', { title: e.at }, ago(e.at))))))
       : el('p', { class: 'empty' }, 'Nothing changed yet.'));
@@ -58,7 +60,7 @@
       bars($('by-severity'), order.filter((s) => bySeverity[s]).map((s) => [s, bySeverity[s], '/alarms']), 'No open alarms.');
       const recent = (await Corral.api('GET', '/api/v1/devices?sort=created_at&desc=true&limit=8')).devices;
       fill($('recent'), recent.length
-        ? el('table', { class: 'data' }, el('tbody', {}, recent.map((d) => el('tr', {},
+        ? el('table', { class: 'data fit' }, el('tbody', {}, recent.map((d) => el('tr', {},
             el('td', {}, el('a', { href: `/devices/${encodeURIComponent(d.id)}` }, d.id)), el('td', {}, d.profile || ''), el('td', {}, d.site || ''),
             el('td', { title: d.created_at }, ago(d.created_at))))))
         : el('p', { class: 'empty' }, 'No devices yet. Register one from the inventory.'));
@@ -69,6 +71,6 @@
       $('updated').textContent = `Could not load the overview: ${e.message}`;
     }
   }
-  refresh();
+  refresh().then(() => setTimeout(() => ingestRate().catch(() => {}), 2000));
   setInterval(refresh, 15000);
 })();

@@ -194,6 +194,37 @@ await step('a change without the CSRF token is refused', async () => {
   expect(status === 403, `status ${status}`);
 });
 
+await step('every page fits a desktop, a tablet and a phone', async () => {
+  // Readings per second is a number from the first seconds on, not a dash until the next refresh.
+  await page.setViewportSize({ width: 1440, height: 900 });
+  await page.goto(`${BASE}/`);
+  await page.waitForFunction(() => /^[0-9,]+$/.test(document.getElementById('t-rate').textContent), null, { timeout: 6000 });
+  // The device page shows times as a person reads them, not RFC 3339 with nanoseconds.
+  await page.goto(`${BASE}/devices/browser-1`);
+  await page.waitForSelector('#latest dd');
+  const latest = await page.textContent('#latest');
+  expect(!/\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d/.test(latest), `a raw timestamp on the device page: ${latest}`);
+  const pages = [['overview', '/', '#changes td'], ['inventory', '/devices', '#devices tbody tr'], ['device', '/devices/browser-1', '#latest dd'],
+    ['alarms', '/alarms', 'main'], ['commands', '/commands', 'main'], ['campaigns', '/campaigns', 'main'], ['sql', '/sql', 'main'],
+    ['account', '/account', '#users tbody tr']];
+  for (const [width, height, label] of [[1440, 900, 'desktop'], [820, 1100, 'tablet'], [390, 844, 'phone']]) {
+    await page.setViewportSize({ width, height });
+    for (const [name, path, ready] of pages) {
+      await page.goto(`${BASE}${path}`);
+      await page.waitForSelector(ready);
+      if (name === 'overview') await page.waitForFunction(() => /^[0-9,]+$/.test(document.getElementById('t-rate').textContent));
+      // Nothing sticks out of its card, and the page itself never scrolls sideways (wide
+      // tables scroll inside their own frame).
+      const overflowing = await page.evaluate(() => [...document.querySelectorAll('.card, .tile')]
+        .filter((c) => c.scrollWidth > c.clientWidth + 1).map((c) => c.querySelector('h2')?.textContent || c.id || c.className));
+      expect(!overflowing.length, `${name} at ${width} px: content overflows ${overflowing.join(', ')}`);
+      expect(await page.evaluate(() => document.documentElement.scrollWidth <= window.innerWidth + 1), `${name} at ${width} px scrolls sideways`);
+      await shot(page, `${name}-${label}`);
+    }
+  }
+  await page.setViewportSize({ width: 1280, height: 900 });
+});
+
 let viewerPassword = '';
 await step('an administrator adds a user on the account page', async () => {
   await page.goto(`${BASE}/account`);

@@ -27,6 +27,9 @@ pub struct MqttSettings {
     /// Seconds between two publications of the `$SYS/broker/…` tree (clients, messages, bytes,
     /// uptime) that Mosquitto's monitoring tools read; 0 publishes none.
     pub sys_interval_secs: u64,
+    /// Longest keep-alive a client may ask for, seconds; one asking for more, or for none, is told
+    /// this value (MQTT 5 Server Keep Alive; 3.1.1 clients are held to it). 0 takes the client's.
+    pub max_keep_alive_secs: u16,
     /// Messages per second one client may publish; 0 = unlimited. Faster clients are slowed down.
     pub publish_rate: u32,
     /// MQTT over TLS listens here once `tls_cert` and `tls_key` are set (HTTPS uses them too).
@@ -48,6 +51,7 @@ impl Default for MqttSettings {
             max_queued_messages: 1000,
             copy_per_subscription: false,
             sys_interval_secs: 10,
+            max_keep_alive_secs: 0,
             publish_rate: 0,
             tls_listen: "0.0.0.0:8883".into(),
             tls_cert: None,
@@ -78,6 +82,7 @@ impl MqttSettings {
             max_inflight: self.max_inflight,
             max_queued_messages: self.max_queued_messages,
             copy_per_subscription: self.copy_per_subscription,
+            max_keep_alive_secs: (self.max_keep_alive_secs > 0).then_some(self.max_keep_alive_secs),
             sys_interval: (self.sys_interval_secs > 0).then(|| std::time::Duration::from_secs(self.sys_interval_secs)),
             publish_rate_limit: (self.publish_rate > 0)
                 .then(|| RateLimit { messages_per_second: self.publish_rate, burst: self.publish_rate.max(10) }),

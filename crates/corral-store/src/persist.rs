@@ -22,7 +22,8 @@ use std::sync::Arc;
 mod encoding;
 use encoding::to_table_types;
 
-const NANOS_PER_DAY: i64 = 86_400 * 1_000_000_000;
+/// A UTC day: each is a Parquet partition, and the unit of `points.rs`'s dirty days.
+pub(crate) const NANOS_PER_DAY: i64 = 86_400 * 1_000_000_000;
 
 /// Writes `batch` (all rows of one table from one snapshot) as one file per UTC day under
 /// `<dir>/tables/<table>/<YYYY-MM-DD>/`. Files are fsynced and renamed into place; the caller

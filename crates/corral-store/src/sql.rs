@@ -294,8 +294,6 @@ impl SchemaProvider for CorralSchema {
 /// Every telemetry table's second column (after `time`).
 const DEVICE_COLUMN: usize = 1;
 
-const NANOS_PER_DAY: i64 = 86_400 * 1_000_000_000;
-
 /// A telemetry table as of one snapshot: buffered batches unioned with Parquet files.
 #[derive(Debug)]
 struct TelemetryTable {
@@ -378,14 +376,13 @@ impl TelemetryTable {
         if snapshot.dirty_days.is_empty() {
             return self.scan_sources(state, projection, predicate, limit, &snapshot.batches, &snapshot.files);
         }
-        let day = |f: &&crate::FileMeta| f.min_time_ns.div_euclid(NANOS_PER_DAY);
+        let day = |f: &&crate::FileMeta| f.min_time_ns.div_euclid(crate::persist::NANOS_PER_DAY);
         let (dirty, clean): (Vec<_>, Vec<_>) = snapshot.files.iter().partition(|f| snapshot.dirty_days.contains(&day(f)));
         let clean: Vec<crate::FileMeta> = clean.into_iter().cloned().collect();
         let mut dirty: Vec<crate::FileMeta> = dirty.into_iter().cloned().collect();
         // File names grow with each snapshot: path order is write order, and the buffer is newer.
         dirty.sort_by(|a, b| a.path.cmp(&b.path));
         let (dir, schema, keys) = (self.dir.clone(), snapshot.schema.clone(), snapshot.keys.clone());
-        let mut written: Vec<RecordBatch> = Vec::new();
         let read = tokio::task::spawn_blocking(move || {
             let mut read = Vec::new();
             for file in &dirty {
@@ -393,7 +390,8 @@ impl TelemetryTable {
             }
             Ok::<_, std::io::Error>(read)
         });
-        written.extend(read.await.map_err(|e| DataFusionError::External(Box::new(e)))??);
+        // In write order: the dirty days' files, then the buffer.
+        let mut written: Vec<RecordBatch> = read.await.map_err(|e| DataFusionError::External(Box::new(e)))??;
         written.extend(snapshot.batches.iter().cloned());
         let all = crate::buffer::concat_aligned(&snapshot.schema, &written);
         let merged = crate::points::last_write_wins(&all, &keys)?;

@@ -4,6 +4,7 @@ use crate::buffer::{TableBuffer, concat_aligned, estimate_bytes};
 use crate::latest::LatestRows;
 use crate::manifest::{FileMeta, Manifest, TableManifest};
 use crate::metrics::{StoreMetrics, TableCounters};
+use crate::persist::NANOS_PER_DAY;
 use crate::points::{PointIndex, last_write_wins};
 use crate::schema::{NewColumns, TableSchema};
 use crate::{StoreError, record};
@@ -586,8 +587,6 @@ struct Written {
 fn has_entries(dir: &std::path::Path) -> bool {
     std::fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_some())
 }
-
-const NANOS_PER_DAY: i64 = 86_400 * 1_000_000_000;
 
 /// Each UTC day a request touches becomes a Parquet partition; a request may not scatter rows
 /// over more days than the limit (a device with a wild clock could otherwise create thousands).

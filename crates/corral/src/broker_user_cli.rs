@@ -2,7 +2,8 @@
 //! (a gateway, a dashboard, a bridge), with a password and topic rules.
 
 use crate::client::{Client, Conn, cell, percent_encode, print_table};
-use anyhow::{Context, bail};
+use crate::user_cli::read_password;
+use anyhow::bail;
 use clap::Subcommand;
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -67,12 +68,6 @@ fn parse_rule(text: &str) -> anyhow::Result<Value> {
         bail!("--allow {text:?}: ACCESS is read, write or readwrite");
     }
     Ok(json!({ "access": access, "pattern": pattern.trim() }))
-}
-
-fn read_password() -> anyhow::Result<String> {
-    let mut line = String::new();
-    std::io::stdin().read_line(&mut line).context("reading the password from standard input")?;
-    Ok(line.trim_end_matches(['\r', '\n']).to_string())
 }
 
 fn rules_text(user: &Value) -> String {

@@ -48,7 +48,8 @@ pub enum UserCommand {
     },
 }
 
-fn read_password() -> anyhow::Result<String> {
+/// The first line of standard input, without its line ending.
+pub(crate) fn read_password() -> anyhow::Result<String> {
     let mut line = String::new();
     std::io::stdin().read_line(&mut line).context("reading the password from standard input")?;
     Ok(line.trim_end_matches(['\r', '\n']).to_string())

@@ -108,7 +108,7 @@ impl Store {
             // Dirty days first, whole: file names grow with each snapshot, so path order is
             // write order, and the merge keeps the last version of each point.
             partitions.retain(|_, files| {
-                let day = files[0].min_time_ns.div_euclid(super::NANOS_PER_DAY);
+                let day = files[0].min_time_ns.div_euclid(crate::persist::NANOS_PER_DAY);
                 if !table.dirty_days.contains(&day) {
                     return true;
                 }

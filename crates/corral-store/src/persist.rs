@@ -77,6 +77,37 @@ pub fn read_file(path: &Path, table: &SchemaRef) -> std::io::Result<Vec<RecordBa
     reader.map(|batch| to_table_types(table, &batch.map_err(io_err)?).map_err(io_err)).collect()
 }
 
+/// Reads only the table columns `columns` (ascending positions) of a file written here, in the
+/// table's types; a column the file predates (columns only ever append) is all null.
+pub fn read_columns(path: &Path, table: &SchemaRef, columns: &[usize]) -> std::io::Result<Vec<RecordBatch>> {
+    use arrow::array::new_null_array;
+    use parquet::arrow::ProjectionMask;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(path)?).map_err(io_err)?;
+    let in_file = builder.parquet_schema().root_schema().get_fields().len();
+    let present: Vec<usize> = columns.iter().copied().filter(|&c| c < in_file).collect();
+    let mask = ProjectionMask::roots(builder.parquet_schema(), present.iter().copied());
+    let reader = builder.with_projection(mask).build().map_err(io_err)?;
+    let schema = Arc::new(table.project(columns).map_err(io_err)?);
+    reader
+        .map(|batch| {
+            let batch = batch.map_err(io_err)?;
+            let mut read = batch.columns().iter();
+            let arrays = columns
+                .iter()
+                .map(|&c| {
+                    let field = table.field(c);
+                    match read.next().filter(|_| c < in_file) {
+                        Some(array) if array.data_type() == field.data_type() => Ok(array.clone()),
+                        Some(array) => arrow::compute::cast(array, field.data_type()).map_err(io_err),
+                        None => Ok(new_null_array(field.data_type(), batch.num_rows())),
+                    }
+                })
+                .collect::<std::io::Result<Vec<_>>>()?;
+            RecordBatch::try_new(schema.clone(), arrays).map_err(io_err)
+        })
+        .collect()
+}
+
 /// Reads a latest-rows file (see `latest.rs`): its rows in the table's types and schema, then
 /// the [`WRITTEN_COLUMN`](crate::latest::WRITTEN_COLUMN), found by name (null in files written
 /// before it existed).

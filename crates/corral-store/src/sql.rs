@@ -382,20 +382,30 @@ impl TelemetryTable {
         let mut dirty: Vec<crate::FileMeta> = dirty.into_iter().cloned().collect();
         // File names grow with each snapshot: path order is write order, and the buffer is newer.
         dirty.sort_by(|a, b| a.path.cmp(&b.path));
-        let (dir, schema, keys) = (self.dir.clone(), snapshot.schema.clone(), snapshot.keys.clone());
+        // Only the columns the query reads, and those that identify a point.
+        let wanted: Vec<usize> = projection.cloned().unwrap_or_else(|| (0..snapshot.schema.fields().len()).collect());
+        let mut needed: Vec<usize> = wanted.iter().chain(&snapshot.keys).copied().collect();
+        needed.sort_unstable();
+        needed.dedup();
+        let (dir, schema, columns) = (self.dir.clone(), snapshot.schema.clone(), needed.clone());
         let read = tokio::task::spawn_blocking(move || {
             let mut read = Vec::new();
             for file in &dirty {
-                read.extend(crate::persist::read_file(&dir.join(&file.path), &schema)?);
+                read.extend(crate::persist::read_columns(&dir.join(&file.path), &schema, &columns)?);
             }
             Ok::<_, std::io::Error>(read)
         });
         // In write order: the dirty days' files, then the buffer.
         let mut written: Vec<RecordBatch> = read.await.map_err(|e| DataFusionError::External(Box::new(e)))??;
-        written.extend(snapshot.batches.iter().cloned());
-        let all = crate::buffer::concat_aligned(&snapshot.schema, &written);
-        let merged = crate::points::last_write_wins(&all, &keys)?;
-        let merged_exec = MemorySourceConfig::try_new_exec(&[vec![merged]], snapshot.schema.clone(), projection.cloned())?;
+        for batch in &snapshot.batches {
+            written.push(batch.project(&needed)?);
+        }
+        let needed_schema = Arc::new(snapshot.schema.project(&needed)?);
+        let all = arrow::compute::concat_batches(&needed_schema, &written)?;
+        let position = |c: &usize| needed.iter().position(|n| n == c).expect("needed holds it");
+        let keys: Vec<usize> = snapshot.keys.iter().map(position).collect();
+        let merged = crate::points::last_write_wins(&all, &keys)?.project(&wanted.iter().map(position).collect::<Vec<_>>())?;
+        let merged_exec = MemorySourceConfig::try_new_exec(&[vec![merged]], Arc::new(snapshot.schema.project(&wanted)?), None)?;
         let clean_exec = self.scan_sources(state, projection, predicate, limit, &[], &clean)?;
         UnionExec::try_new(vec![clean_exec, merged_exec])
     }

@@ -1,4 +1,4 @@
-//! The Eclipse Paho MQTT interoperability tests (an independent suite, vendored unmodified in
+//! The Eclipse Paho MQTT interoperability tests (an independent suite, vendored, with two lines fixed, in
 //! `tests/third_party/paho.mqtt.testing`) against Corral in open mode, MQTT 3.1.1 and MQTT 5,
 //! each on a server of its own. The suites expect the broker's keep-alive cap at 60 s, as Paho's
 //! own test broker has it; the tests stricter than the specification are left out by name, and

@@ -378,15 +378,27 @@ impl Store {
         let job_count = jobs.len();
         let dir = self.inner.config.dir.clone();
         let next_file_id = manifest.next_file_id;
+        let stored: HashMap<String, Vec<FileMeta>> = jobs
+            .iter()
+            .filter(|job| !job.dirty_days.is_empty())
+            .map(|job| (job.table.clone(), manifest.tables.get(&job.table).map(|t| t.files.clone()).unwrap_or_default()))
+            .collect();
         let written = tokio::task::spawn_blocking(move || {
             let mut next = next_file_id;
             let mut out = Vec::new();
             for Persisting { table, schema, batches, latest, dirty_days, keys, .. } in jobs {
                 let mut all = concat_aligned(&schema, &batches);
+                let mut dirty_days = dirty_days;
                 if !dirty_days.is_empty() {
-                    // No file holds two versions of a point (older files still may: the days
-                    // stay dirty until compaction).
+                    // No file holds two versions of a point; the days where this batch repeats
+                    // a point of an older file stay dirty until compaction, the others are
+                    // clean (their rows only arrived out of order).
                     all = last_write_wins(&all, &keys).expect("the keys are columns of the batch");
+                    let files = stored.get(&table).map(Vec::as_slice).unwrap_or_default();
+                    match crate::points::days_with_repeats(&dir, &all, &keys, files, &dirty_days) {
+                        Ok(days) => dirty_days = days,
+                        Err(e) => tracing::warn!(%table, error = %e, "could not check repeated points; their days stay dirty"),
+                    }
                 }
                 let written = crate::persist::write_table(&dir, &table, &all, &mut next).and_then(|files| {
                     let latest_path = crate::persist::write_latest(&dir, &table, &latest, &mut next)?;

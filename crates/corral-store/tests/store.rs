@@ -368,7 +368,8 @@ async fn out_of_order_readings_are_not_taken_for_repeats() {
     store.persist().await.unwrap();
     // Readings from long ago, never written (a late backfill): possible repeats until the
     // snapshot checks them against the day's files; then the day is clean.
-    let late: Vec<Row> = (0..50i64).map(|i| Row::new(i * 10_000_000_000 + 5, "truck-0").field("speed", FieldValue::Float(0.5))).collect();
+    let late: Vec<Row> =
+        (0..50i64).map(|i| Row::new(i * 10_000_000_000 + 5, "truck-0").field("speed", FieldValue::Float(0.5))).collect();
     store.write(vec![batch("t", late)]).await.unwrap();
     assert_eq!(store.snapshot_table("t").unwrap().dirty_days.len(), 1, "older than what is remembered");
     store.persist().await.unwrap();

@@ -8,8 +8,11 @@
 //!
 //! - a query merges the write buffer and the dirty days' files ([`last_write_wins`]) before
 //!   anything else sees the rows (`sql.rs`);
-//! - a snapshot merges a dirty buffer before it writes Parquet, so no file holds two versions;
-//! - compaction rewrites each dirty day as one merged file, and the day is clean again.
+//! - a snapshot merges a dirty buffer before it writes Parquet, so no file holds two versions,
+//!   and checks the suspects against the key columns of the day's files
+//!   ([`days_with_repeats`]): a day where nothing actually repeats is clean again at once;
+//! - compaction rewrites each day where a point did repeat as one merged file, and the day is
+//!   clean again.
 //!
 //! Rows that cannot repeat a point — the usual case, each series' time moving forward — cost
 //! one hash lookup and leave no day dirty.

@@ -28,18 +28,19 @@
   if (role !== 'admin') return;
   $('users-card').hidden = false;
 
-  function showPassword(name, password) {
-    $('user-password').hidden = false;
-    $('user-password').textContent = `Password of ${name} (shown once): ${password}`;
+  // Shared by the console users' card and the broker users' card, each with its own elements.
+  function showPassword(id, who, password) {
+    $(id).hidden = false;
+    $(id).textContent = `Password of ${who} (shown once): ${password}`;
   }
 
-  async function run(action) {
-    $('users-error').textContent = '';
-    try { return await action(); } catch (e) { $('users-error').textContent = e.message; return null; }
+  async function run(errorId, action) {
+    $(errorId).textContent = '';
+    try { return await action(); } catch (e) { $(errorId).textContent = e.message; return null; }
   }
 
   async function load() {
-    const out = await run(() => api('GET', '/api/v1/users'));
+    const out = await run('users-error', () => api('GET', '/api/v1/users'));
     if (!out) return;
     fill($('users').tBodies[0], out.users.map((u) => el('tr', { 'data-user': u.name },
       el('td', {}, u.name), el('td', {}, u.role), el('td', {}, u.tenant || 'all'),
@@ -51,13 +52,13 @@
 
   async function reset(name) {
     if (!confirm(`Give ${name} a new generated password? Their sessions end.`)) return;
-    const out = await run(() => api('PUT', `/api/v1/users/${encodeURIComponent(name)}/password`, {}));
-    if (out) { showPassword(name, out.password); load(); }
+    const out = await run('users-error', () => api('PUT', `/api/v1/users/${encodeURIComponent(name)}/password`, {}));
+    if (out) { showPassword('user-password', name, out.password); load(); }
   }
 
   async function remove(name) {
     if (!confirm(`Remove user ${name}? Their sessions end.`)) return;
-    if (await run(() => api('DELETE', `/api/v1/users/${encodeURIComponent(name)}`)) !== null) load();
+    if (await run('users-error', () => api('DELETE', `/api/v1/users/${encodeURIComponent(name)}`)) !== null) load();
   }
 
   const dialog = $('user-add');
@@ -71,7 +72,7 @@
     try {
       const out = await api('POST', '/api/v1/users', body);
       dialog.close();
-      showPassword(out.user.name, out.password);
+      showPassword('user-password', out.user.name, out.password);
       load();
     } catch (e) {
       $('user-add-error').textContent = e.message;
@@ -84,14 +85,8 @@
   function brokerUsers() {
     $('broker-users-card').hidden = false;
     const rulesText = (rules) => rules.map((r) => `${r.access} ${r.pattern}`).join('\n');
-    const runB = async (action) => {
-      $('broker-users-error').textContent = '';
-      try { return await action(); } catch (e) { $('broker-users-error').textContent = e.message; return null; }
-    };
-    const shown = (name, password) => {
-      $('broker-user-password').hidden = false;
-      $('broker-user-password').textContent = `Password of broker user ${name} (shown once): ${password}`;
-    };
+    const runB = (action) => run('broker-users-error', action);
+    const shown = (name, password) => showPassword('broker-user-password', `broker user ${name}`, password);
     async function loadB() {
       const out = await runB(() => api('GET', '/api/v1/broker-users'));
       if (!out) return;

@@ -37,12 +37,17 @@ pub(crate) fn check_broker_user_name(name: &str) -> Result<(), RegistryError> {
 /// like a token would be taken for one.
 pub(crate) fn check_broker_password(password: &str) -> Result<(), RegistryError> {
     crate::users::check_password(password)?;
-    if password.starts_with(DEVICE_TOKEN_PREFIX) || password.starts_with(API_TOKEN_PREFIX) {
+    if is_token(password) {
         return Err(RegistryError::BadInput(format!(
             "password: may not start with {DEVICE_TOKEN_PREFIX} or {API_TOKEN_PREFIX} (those are tokens)"
         )));
     }
     Ok(())
+}
+
+/// Whether `secret` has a token's prefix: a device's or an application's, never a broker user's.
+pub(crate) fn is_token(secret: &str) -> bool {
+    secret.starts_with(DEVICE_TOKEN_PREFIX) || secret.starts_with(API_TOKEN_PREFIX)
 }
 
 /// Each pattern is an MQTT topic filter once `%u` and `%c` are replaced.

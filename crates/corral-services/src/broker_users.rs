@@ -55,8 +55,9 @@ pub struct BrokerLogin {
 /// Where the MQTT door checks a broker user's password.
 #[async_trait::async_trait]
 pub trait BrokerUsers: Send + Sync + 'static {
-    /// `Ok(None)`: no broker user has this name. A wrong password is an `Unauthenticated`
-    /// error; it takes as long as a right one.
+    /// `Ok(None)`: no broker user has this name, or `password` is a token (a device's or an
+    /// application's, which log in as themselves), answered without a lookup. A wrong password
+    /// is an `Unauthenticated` error; it takes as long as a right one.
     async fn log_in(&self, name: &str, password: &str) -> Result<Option<BrokerLogin>, WireError>;
 
     /// Names of broker users whose password or rules changed, or who were removed: their

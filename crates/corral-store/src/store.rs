@@ -386,9 +386,8 @@ impl Store {
         let written = tokio::task::spawn_blocking(move || {
             let mut next = next_file_id;
             let mut out = Vec::new();
-            for Persisting { table, schema, batches, latest, dirty_days, keys, .. } in jobs {
+            for Persisting { table, schema, batches, latest, mut dirty_days, keys, .. } in jobs {
                 let mut all = concat_aligned(&schema, &batches);
-                let mut dirty_days = dirty_days;
                 if !dirty_days.is_empty() {
                     // No file holds two versions of a point; the days where this batch repeats
                     // a point of an older file stay dirty until compaction, the others are

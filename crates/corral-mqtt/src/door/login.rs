@@ -3,17 +3,14 @@
 //! session and the ACL can name its topics; an application may not take a client id that names a
 //! registered device, so it can never hold (or take over) a device's session.
 //!
-//! A password that is not a token (tokens start with `cdt_` or `cat_`) with a user name that
-//! names a broker user ([`BrokerUsers`]) is that user's: its topic rules get `%u` and `%c`
-//! replaced here, once per connection.
+//! A user name that names a broker user ([`BrokerUsers`], which tells a token from a broker
+//! password) with that user's password is that user: its topic rules get `%u` and `%c` replaced
+//! here, once per connection.
 
 use crate::hooks::{ConnectRefusal, ConnectRequest, Identity as Client};
 use corral_model::{ErrorKind, WireError};
 use corral_services::{Application, BrokerLogin, BrokerUsers, Caller, Credential, DeviceCaller, Identity};
 use std::sync::Arc;
-
-/// What every token starts with: a password without one of these is a broker user's.
-const TOKEN_PREFIXES: [&str; 2] = ["cdt_", "cat_"];
 
 pub(super) async fn authenticate(
     identity: &dyn Identity,
@@ -42,12 +39,10 @@ pub(super) async fn authenticate(
     let Ok(secret) = std::str::from_utf8(password) else {
         return refuse(ConnectRefusal::BadCredentials, "password is not a token");
     };
-    if let (Some(users), Some(name)) = (users, req.username.as_deref())
-        && !TOKEN_PREFIXES.iter().any(|p| secret.starts_with(p))
-    {
+    if let (Some(users), Some(name)) = (users, req.username.as_deref()) {
         match users.log_in(name, secret).await {
             Ok(Some(login)) => return Ok(broker_user(login, &req.client_id)),
-            // No such user: perhaps a token without a prefix (a preset admin token).
+            // Not a broker user's credentials: a device's or an application's token.
             Ok(None) => {}
             Err(e) if e.kind == ErrorKind::Unauthenticated => return refuse(ConnectRefusal::WrongPassword, &e.message),
             Err(e) => return refuse(ConnectRefusal::ServerUnavailable, &e.message),

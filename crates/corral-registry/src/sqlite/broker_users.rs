@@ -4,7 +4,7 @@
 
 use super::SqliteRegistry;
 use super::audit;
-use crate::broker_users::{check_broker_password, check_broker_user_name, check_rules};
+use crate::broker_users::{check_broker_password, check_broker_user_name, check_rules, is_token};
 use crate::registry::BrokerUserDirectory;
 use crate::time::{from_ms, now_ms};
 use crate::users::{hash_password, verify_password};
@@ -164,7 +164,8 @@ impl BrokerUserDirectory for SqliteRegistry {
 #[async_trait]
 impl BrokerUsers for SqliteRegistry {
     async fn log_in(&self, name: &str, password: &str) -> Result<Option<BrokerLogin>, WireError> {
-        if check_broker_user_name(name).is_err() {
+        // A token is never a broker password (`check_broker_password` refuses them).
+        if check_broker_user_name(name).is_err() || is_token(password) {
             return Ok(None);
         }
         let Some((user, stored)) = self.broker_user_with_hash(name).await.map_err(|e| e.to_wire())? else {

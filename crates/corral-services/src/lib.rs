@@ -16,7 +16,7 @@
 //! | [`DeviceTwins`] | the device side of twins: reported patches, desired documents and their changes, `get` | `corral-twin` (`TwinDoors`) |
 //! | [`IssueCommands`] | tracked commands a room sends itself (a rule's action, a campaign) | `corral-commands` (`Tracker`) |
 //! | [`ArtifactDownloads`] | a firmware artifact, a piece at a time, for a door that cuts it into blocks | `corral-campaigns` |
-//! | [`SqlService`], [`SystemTable`] | read-only SQL; the platform's own tables in it | `corral-store`; `devices`, `certificates` by the registry, `alarms` by the rules |
+//! | [`SqlService`], [`SystemTable`] | read-only SQL (one statement, or a scoped session for a door that plans its own); the platform's own tables in it | `corral-store`; `devices`, `certificates` by the registry, `alarms` by the rules |
 //! | [`OnlineStatus`], [`Connections`] | whether devices are online; who holds a connection | `corral-rules` (offline windows), `corral-mqtt` |
 //! | [`MetricsSource`] | Prometheus lines for `/metrics`, written with [`metrics::Exposition`] | every room that counts |
 //! | [`Clock`] | what time it is, for behaviour that depends on it (windows, absence, retries) | [`SystemClock`]; [`ManualClock`] in tests |
@@ -49,5 +49,5 @@ pub use commands::{Carried, Command, CommandBus, CommandOrder, CommandProgress, 
 pub use identity::{Application, Caller, Credential, DeviceCaller, Identity, Reported, Role};
 pub use metrics::MetricsSource;
 pub use presence::{Connection, Connections, DeviceFacts, OnlineStatus};
-pub use sql::{SqlResult, SqlService, SystemTable};
+pub use sql::{SqlResult, SqlService, SystemTable, read_only};
 pub use twins::{DesiredMessage, DesiredNotice, DeviceTwins, ReportedNotice};

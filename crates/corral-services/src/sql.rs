@@ -1,11 +1,13 @@
-//! SQL as doors use it ([`SqlService`]: the REST query endpoint, later the PostgreSQL wire
-//! door), and the platform's own tables in it ([`SystemTable`]), each built by the room that
-//! owns the data and registered with the SQL engine in one place.
+//! SQL as doors use it ([`SqlService`]: the REST query endpoint runs one statement; the
+//! PostgreSQL wire door plans its own in a [`SqlService::session`]), and the platform's own tables
+//! in it ([`SystemTable`]), each built by the room that owns the data and registered with the SQL
+//! engine in one place.
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
 use corral_model::WireError;
+use datafusion::prelude::{SQLOptions, SessionContext};
 
 /// Result of one statement.
 #[derive(Debug, Clone)]
@@ -20,6 +22,19 @@ pub struct SqlResult {
 #[async_trait]
 pub trait SqlService: Send + Sync {
     async fn query(&self, sql: &str, tenant: Option<&str>, max_rows: usize) -> Result<SqlResult, WireError>;
+
+    /// A DataFusion session over a fresh snapshot of every table, scoped to `tenant` exactly as
+    /// `query` scopes it, sharing the engine's memory pool. For a door that plans statements
+    /// itself (prepared statements, bound parameters, describing a result before running it,
+    /// schemas of its own such as `pg_catalog`). One per statement: the snapshot does not move.
+    /// Statements must be planned with [`read_only`].
+    async fn session(&self, tenant: Option<&str>) -> Result<SessionContext, WireError>;
+}
+
+/// What every door lets SQL do: read. DDL, DML and statements (`COPY`, `CREATE`, `SET`...) are
+/// refused by the planner.
+pub fn read_only() -> SQLOptions {
+    SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false)
 }
 
 /// A table of the platform in SQL (`devices`, `certificates`, `alarms`): read whole at query

@@ -34,7 +34,7 @@ use datafusion::execution::{SessionState, SessionStateBuilder};
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::union::UnionExec;
-use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
+use datafusion::prelude::{SessionConfig, SessionContext};
 use futures::StreamExt;
 use std::sync::Arc;
 
@@ -115,9 +115,8 @@ impl QueryEngine {
         Ok(QueryEngine { store, tables, base })
     }
 
-    /// Runs one statement. `tenant` scopes every table to that tenant's devices. DDL, DML and
-    /// other statements (COPY, CREATE, SET...) are refused: this endpoint only reads.
-    pub async fn query(&self, sql: &str, tenant: Option<&str>, max_rows: usize) -> Result<QueryOutput, StoreError> {
+    /// A session over a fresh snapshot, every table scoped to `tenant` (see the module doc).
+    pub async fn session(&self, tenant: Option<&str>) -> Result<SessionContext, StoreError> {
         let catalog = MemoryCatalogProvider::new();
         let scope = match tenant {
             Some(tenant) => Some(Arc::new(Scoped::resolve(&self.tables, tenant).await?)),
@@ -132,8 +131,14 @@ impl QueryEngine {
         // The query's own catalog list: a clone of the base state would share (and let concurrent
         // queries of other tenants overwrite) the base's list.
         let state = SessionStateBuilder::new_from_existing(self.base.clone()).with_catalog_list(Arc::new(catalogs)).build();
-        let ctx = SessionContext::new_with_state(state);
-        let options = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
+        Ok(SessionContext::new_with_state(state))
+    }
+
+    /// Runs one statement. `tenant` scopes every table to that tenant's devices. DDL, DML and
+    /// other statements (COPY, CREATE, SET...) are refused: this endpoint only reads.
+    pub async fn query(&self, sql: &str, tenant: Option<&str>, max_rows: usize) -> Result<QueryOutput, StoreError> {
+        let ctx = self.session(tenant).await?;
+        let options = corral_services::read_only();
         let df = ctx.sql_with_options(sql, options).await?;
         let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
         let mut stream = df.execute_stream().await?;
@@ -158,6 +163,10 @@ impl SqlService for QueryEngine {
     async fn query(&self, sql: &str, tenant: Option<&str>, max_rows: usize) -> Result<SqlResult, WireError> {
         let out = QueryEngine::query(self, sql, tenant, max_rows).await.map_err(|e| e.to_wire())?;
         Ok(SqlResult { schema: out.schema, batches: out.batches, truncated: out.truncated })
+    }
+
+    async fn session(&self, tenant: Option<&str>) -> Result<SessionContext, WireError> {
+        QueryEngine::session(self, tenant).await.map_err(|e| e.to_wire())
     }
 }
 

@@ -65,6 +65,8 @@ pub fn start(binary: &Path, data_dir: &Path, extra: &[String]) -> anyhow::Result
             "127.0.0.1:0",
             "--coaps",
             "127.0.0.1:0",
+            "--pg",
+            "127.0.0.1:0",
             "--log",
         ])
         .arg(log.as_deref().unwrap_or("warn,corral=info"))

@@ -83,6 +83,8 @@ pub struct TestServer {
     pub coaps: String,
     /// `https://host:port` of the HTTPS listener, when started with a certificate.
     pub https: String,
+    /// `host:port` of the PostgreSQL wire listener.
+    pub pg: String,
     pub http: reqwest::Client,
     log: Arc<Mutex<Vec<String>>>,
     extra_args: Vec<String>,
@@ -118,6 +120,7 @@ impl TestServer {
             coap: String::new(),
             coaps: String::new(),
             https: String::new(),
+            pg: String::new(),
             http: reqwest::Client::new(),
             log: Arc::default(),
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
@@ -132,7 +135,7 @@ impl TestServer {
 
     fn spawn(&mut self) {
         // Every listener on port 0, unless the test sets it (`--mqtt off`).
-        let listeners = ["--http", "--mqtt", "--coap", "--coaps"]
+        let listeners = ["--http", "--mqtt", "--coap", "--coaps", "--pg"]
             .into_iter()
             .filter(|flag| !self.extra_args.iter().any(|a| a == flag))
             .flat_map(|flag| [flag, "127.0.0.1:0"]);
@@ -149,6 +152,7 @@ impl TestServer {
             .env_remove("CORRAL_COAP")
             .env_remove("CORRAL_COAPS")
             .env_remove("CORRAL_HTTPS")
+            .env_remove("CORRAL_PG")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -158,7 +162,7 @@ impl TestServer {
         let log = self.log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                for proto in ["http", "https", "mqtt", "mqtts", "coap", "coaps"] {
+                for proto in ["http", "https", "mqtt", "mqtts", "coap", "coaps", "pg"] {
                     if let Some(rest) = line.split(&format!("listening proto={proto} addr=")).nth(1) {
                         let _ = tx.send((proto, rest.split_whitespace().next().unwrap_or("").to_string()));
                     }
@@ -168,7 +172,7 @@ impl TestServer {
         });
         // Held before waiting, so a failed start is still killed when the test panics.
         self.child = Some(child);
-        // The MQTT and CoAP listeners (unless `off`) are logged before the HTTP one.
+        // The MQTT, CoAP and PostgreSQL listeners (unless `off`) are logged before the HTTP one.
         loop {
             let (proto, addr) = rx
                 .recv_timeout(Duration::from_secs(60))
@@ -181,6 +185,8 @@ impl TestServer {
                 self.coap = addr;
             } else if proto == "coaps" {
                 self.coaps = addr;
+            } else if proto == "pg" {
+                self.pg = addr;
             } else if proto == "https" {
                 self.https = format!("https://{addr}");
             } else {
@@ -323,4 +329,80 @@ impl Drop for TestServer {
     fn drop(&mut self) {
         self.kill9();
     }
+}
+
+/// A CA (`ca.pem`) and a server certificate for 127.0.0.1 and localhost (`server.pem`,
+/// `server.key`) signed by it, and a second, unrelated CA (`other.pem`, `other.key`), made with the
+/// openssl CLI in `dir`.
+pub fn make_certificates(dir: &Path) {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl").args(args).current_dir(dir).output().expect("openssl is installed");
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=Test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-subj",
+        "/CN=localhost",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    ]);
+    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1,DNS:localhost\n").unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+        "-out",
+        "server.pem",
+    ]);
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=Other CA",
+        "-keyout",
+        "other.key",
+        "-out",
+        "other.pem",
+    ]);
 }

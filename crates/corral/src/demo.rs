@@ -67,6 +67,12 @@ pub async fn run(mut config: Config, interval: Duration) -> anyhow::Result<()> {
         tracing::warn!(%addr, "CoAP over DTLS port in use; the demo listens on a free port instead");
         config.coap.dtls_listen = std::net::SocketAddr::new(addr.ip(), 0).to_string();
     }
+    if let Ok(Some(addr)) = config.pg_addr()
+        && std::net::TcpListener::bind(addr).is_err_and(|e| e.kind() == std::io::ErrorKind::AddrInUse)
+    {
+        tracing::warn!(%addr, "PostgreSQL port in use; the demo listens on a free port instead");
+        config.pg.listen = std::net::SocketAddr::new(addr.ip(), 0).to_string();
+    }
     let running = serve::start(config).await?;
     let Some(admin) = running.admin_token.clone() else {
         bail!("the demo needs the admin token: set CORRAL_ADMIN_TOKEN, or use a fresh --data-dir");
@@ -82,6 +88,14 @@ pub async fn run(mut config: Config, interval: Duration) -> anyhow::Result<()> {
     println!(
         "              -d '{{\"sql\": \"SELECT d.site, avg(t.temperature) FROM telemetry t JOIN devices d USING (device) GROUP BY d.site\"}}'"
     );
+    if let Some(pg) = running.pg_addr {
+        let pg = loopback(pg);
+        println!(
+            "  psql:     psql 'postgresql://token:{admin}@{}:{}/corral'   (BI tools: user token, password = an API token)",
+            pg.ip(),
+            pg.port()
+        );
+    }
     if let Some(mqtt) = running.mqtt_addr {
         let mqtt = loopback(mqtt);
         println!("  mqtt:     {mqtt} (a device: client id = user name = device id, password = its token)");

@@ -28,6 +28,7 @@ pub struct Running {
     pub mqtt_addr: Option<SocketAddr>,
     pub coap_addr: Option<SocketAddr>,
     pub coaps_addr: Option<SocketAddr>,
+    pub pg_addr: Option<SocketAddr>,
     pub admin_token: Option<String>,
     pub stop: watch::Sender<bool>,
     pub done: tokio::task::JoinHandle<anyhow::Result<()>>,
@@ -180,6 +181,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     if config.https_addr()?.is_some() {
         metrics_sources.push(Arc::new(https_failures.clone()));
     }
+    let pg = start_pg(&config, sql.clone(), identity.clone(), &authorities).await?;
     let state = AppState {
         registry: registry.clone(),
         identity,
@@ -226,6 +228,14 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
 
     let presence = tokio::spawn(flush_presence(registry.clone()));
     let (stop, mut stopped) = watch::channel(false);
+    let pg_addr = match pg {
+        Some((door, listener)) => {
+            let addr = listener.local_addr()?;
+            tokio::spawn(door.serve(listener, stop.subscribe()));
+            Some(addr)
+        }
+        None => None,
+    };
     let coap_served: Vec<_> = coap_servers
         .iter()
         .cloned()
@@ -288,7 +298,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         tracing::info!("stopped cleanly");
         Ok(())
     });
-    Ok(Running { http_addr, mqtt_addr, coap_addr, coaps_addr, admin_token, stop, done })
+    Ok(Running { http_addr, mqtt_addr, coap_addr, coaps_addr, pg_addr, admin_token, stop, done })
 }
 
 /// The running MQTT broker: dropped at shutdown, after `broker.shutdown` and `served` ended.
@@ -300,6 +310,32 @@ struct MqttListener {
     /// The MQTTS accept loop, if TLS is configured; aborted at shutdown.
     tls: Option<tokio::task::JoinHandle<()>>,
     tls_addr: Option<SocketAddr>,
+}
+
+/// The PostgreSQL wire door on its listener (unless `off`), over the same SQL service and identity
+/// as the REST API, with TLS when the server has a certificate.
+async fn start_pg(
+    config: &Config,
+    sql: Arc<dyn corral_services::SqlService>,
+    identity: Arc<dyn Identity>,
+    authorities: &corral_pki::Authorities,
+) -> anyhow::Result<Option<(corral_pg::PgDoor, tokio::net::TcpListener)>> {
+    let Some(addr) = config.pg_addr()? else { return Ok(None) };
+    let tls = match (&config.mqtt.tls_cert, &config.mqtt.tls_key) {
+        (Some(cert), Some(key)) => Some(crate::tls::acceptor(cert, key, authorities.verifier(), &[b"postgresql"])?),
+        _ => None,
+    };
+    let limits = corral_pg::PgLimits {
+        statement_timeout: Duration::from_secs(config.limits.query_timeout_secs),
+        // Rows stream to the client instead of being held, so the bound is the CSV export's.
+        max_rows: config.limits.max_query_rows.saturating_mul(10),
+    };
+    let door = corral_pg::PgDoor::new(sql, identity, limits, tls, config.pg.cleartext)
+        .map_err(|e| anyhow::anyhow!("setting up pg_catalog: {e}"))?;
+    let listener =
+        tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding the PostgreSQL listener to {addr}"))?;
+    tracing::info!(proto = %"pg", addr = %listener.local_addr()?, "listening");
+    Ok(Some((door, listener)))
 }
 
 /// The store under `<data>/store`, opened (WAL replay) off the async threads.
@@ -348,10 +384,9 @@ async fn start_broker(
             }
         }
     });
-    let (tls, tls_addr) = match (&m.tls_cert, &m.tls_key) {
-        (Some(cert), Some(key)) => {
+    let (tls, tls_addr) = match (config.mqtts_addr()?, &m.tls_cert, &m.tls_key) {
+        (Some(addr), Some(cert), Some(key)) => {
             let acceptor = crate::tls::acceptor(cert, key, authorities.verifier(), &[])?;
-            let addr = crate::tls::listen_addr(&m.tls_listen)?;
             let listener =
                 tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding the MQTTS listener to {addr}"))?;
             let tls_addr = listener.local_addr()?;

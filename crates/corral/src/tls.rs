@@ -167,8 +167,3 @@ pub async fn serve_https(listener: TcpListener, acceptor: TlsAcceptor, app: axum
     })
     .await
 }
-
-/// The address MQTTS listens on, or why the configuration does not hold together.
-pub fn listen_addr(listen: &str) -> anyhow::Result<SocketAddr> {
-    listen.parse().with_context(|| format!("mqtt.tls_listen: {listen:?} is not an address like 0.0.0.0:8883"))
-}

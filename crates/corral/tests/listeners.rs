@@ -107,14 +107,14 @@ fn only_the_listeners_that_need_no_keys_are_on_by_default() {
     let ns = Namespace::new("defaults");
     let data = tempfile::tempdir().unwrap();
     let _server = serve(&ns, data.path(), &[]);
-    assert_eq!(ns.bound(), ["tcp/1883", "tcp/8080", "udp/5683"]);
+    assert_eq!(ns.bound(), ["tcp/1883", "tcp/5433", "tcp/8080", "udp/5683"]);
 }
 
 #[test]
 fn off_means_off_even_without_a_certificate() {
     let ns = Namespace::new("off");
     let data = tempfile::tempdir().unwrap();
-    let _server = serve(&ns, data.path(), &["--https", "off", "--mqtts", "off", "--coap", "off", "--mqtt", "off"]);
+    let _server = serve(&ns, data.path(), &["--https", "off", "--mqtts", "off", "--coap", "off", "--mqtt", "off", "--pg", "off"]);
     assert_eq!(ns.bound(), ["tcp/8080"]);
 }
 
@@ -123,7 +123,7 @@ fn coap_over_dtls_listens_when_asked_for() {
     let ns = Namespace::new("coaps");
     let data = tempfile::tempdir().unwrap();
     let _server = serve(&ns, data.path(), &["--coaps", "0.0.0.0:5684"]);
-    assert_eq!(ns.bound(), ["tcp/1883", "tcp/8080", "udp/5683", "udp/5684"]);
+    assert_eq!(ns.bound(), ["tcp/1883", "tcp/5433", "tcp/8080", "udp/5683", "udp/5684"]);
 }
 
 #[test]

@@ -350,84 +350,10 @@ async fn paho_over_websocket_publishes_through_the_http_listener() {
     assert!((400..500).contains(&status), "{status}");
 }
 
-/// A CA and a server certificate for 127.0.0.1, made with the openssl CLI in `dir`.
-fn make_certificates(dir: &std::path::Path) {
-    let run = |args: &[&str]| {
-        let out = Command::new("openssl").args(args).current_dir(dir).output().expect("openssl is installed");
-        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    };
-    run(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=Test CA",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-    ]);
-    run(&[
-        "req",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-subj",
-        "/CN=localhost",
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-    ]);
-    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1,DNS:localhost\n").unwrap();
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-days",
-        "2",
-        "-extfile",
-        "san.ext",
-        "-out",
-        "server.pem",
-    ]);
-    run(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=Other CA",
-        "-keyout",
-        "other.key",
-        "-out",
-        "other.pem",
-    ]);
-}
-
 #[tokio::test]
 async fn mqtts_with_a_configured_certificate_carries_durable_telemetry() {
     let certs = tempfile::tempdir().unwrap();
-    make_certificates(certs.path());
+    corral_testkit::make_certificates(certs.path());
     let path = |f: &str| certs.path().join(f).display().to_string();
     let (cert, key) = (path("server.pem"), path("server.key"));
     let server = TestServer::start_with(

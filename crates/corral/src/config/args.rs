@@ -58,6 +58,10 @@ pub struct ServeArgs {
     /// MQTT 3.1.1/5.0 listener, or `off` [default: 0.0.0.0:1883]. Port 0 picks a free port.
     #[arg(long, env = "CORRAL_MQTT")]
     pub mqtt: Option<String>,
+    /// PostgreSQL wire protocol listener for psql and BI tools, or `off` [default: 0.0.0.0:5433].
+    /// User: an API token's name or `token`; password: the token.
+    #[arg(long, env = "CORRAL_PG")]
+    pub pg: Option<String>,
     /// Open mode for labs and interoperability tests: clients without credentials may connect and
     /// use any topic outside `devices/` [default: off].
     #[arg(long, env = "CORRAL_MQTT_ALLOW_ANONYMOUS")]
@@ -168,6 +172,9 @@ impl ServeArgs {
         m.tls_key = self.tls_key.clone().or(m.tls_key.take());
         if let Some(v) = &self.coap {
             config.coap.listen = v.clone();
+        }
+        if let Some(v) = &self.pg {
+            config.pg.listen = v.clone();
         }
         if let Some(v) = &self.coaps {
             config.coap.dtls_listen = v.clone();

@@ -4,7 +4,7 @@
 //! (`corral_store::StorageSettings`), `[mqtt]` (`corral_mqtt::MqttSettings`), `[coap]`
 //! (`corral_coap::CoapSettings`), `[rules]` (`corral_rules::RulesConfig`), `[twin]`
 //! (`corral_twin::TwinSettings`), `[commands]` (`corral_commands::CommandSettings`), `[campaigns]`
-//! (`corral_campaigns::CampaignSettings`). The binary flattens
+//! (`corral_campaigns::CampaignSettings`), `[pg]` (`corral_pg::PgSettings`). The binary flattens
 //! them into [`Config`] beside the few keys of the server itself (`data_dir`, the HTTP
 //! listeners, `log`, `[limits]`). A field's doc comment is its documentation everywhere:
 //! `corral config` prints it above the key, the settings table of `docs/operations.md` is
@@ -52,6 +52,8 @@ pub struct Config {
     pub commands: corral_commands::CommandSettings,
     /// Firmware artifacts and campaigns.
     pub campaigns: corral_campaigns::CampaignSettings,
+    /// The PostgreSQL wire protocol: the same SQL as `/api/v1/query`, for psql and BI tools.
+    pub pg: corral_pg::PgSettings,
 }
 
 /// `[limits]`: what one request or query may take (HTTP and the SQL engine).
@@ -85,6 +87,7 @@ impl Default for Config {
             twin: Default::default(),
             commands: Default::default(),
             campaigns: Default::default(),
+            pg: Default::default(),
         }
     }
 }
@@ -114,14 +117,13 @@ impl Config {
         }
         self.mqtt_addr()?;
         self.mqtt.validate().map_err(|e| anyhow::anyhow!("mqtt: {e}"))?;
-        if self.mqtt.tls_cert.is_some() {
-            crate::tls::listen_addr(&self.mqtt.tls_listen)?;
-            self.https_addr()?;
-        }
+        self.mqtts_addr()?;
+        self.https_addr()?;
         self.coap_addr()?;
         self.twin.validate().map_err(|e| anyhow::anyhow!("twin: {e}"))?;
         self.campaigns.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
         self.coaps_addr()?;
+        self.pg_addr()?;
         self.coap.validate().map_err(|e| anyhow::anyhow!("coap: {e}"))?;
         let r = &self.rules;
         r.webhooks.validate().map_err(|e| anyhow::anyhow!("rules.webhooks: {e}"))?;
@@ -157,8 +159,21 @@ impl Config {
         listener("coap.dtls_listen", &self.coap.dtls_listen, "0.0.0.0:5684")
     }
 
+    /// The PostgreSQL wire listener's address, `None` when it is `off`.
+    pub fn pg_addr(&self) -> anyhow::Result<Option<SocketAddr>> {
+        listener("pg.listen", &self.pg.listen, "0.0.0.0:5433")
+    }
+
     pub fn http_addr(&self) -> anyhow::Result<SocketAddr> {
         self.http.parse().with_context(|| format!("http: {:?} is not an address like 0.0.0.0:8080", self.http))
+    }
+
+    /// The MQTTS listener's address: `None` without a certificate, or when `off`.
+    pub fn mqtts_addr(&self) -> anyhow::Result<Option<SocketAddr>> {
+        if self.mqtt.tls_cert.is_none() {
+            return Ok(None);
+        }
+        listener("mqtt.tls_listen", &self.mqtt.tls_listen, "0.0.0.0:8883")
     }
 
     /// The HTTPS listener's address: `None` without a certificate, or when `off`.

@@ -124,6 +124,13 @@ async fn a_tenant_scoped_token_sees_only_its_tenants_devices_and_rows() {
 }
 
 #[tokio::test]
+async fn statements_end_at_the_timeout_a_cancel_request_or_the_row_limit() {
+    // The door streams up to ten times the JSON answer's limit: 100 rows here.
+    let fleet = Fleet::start(&["--max-query-rows", "10"]).await;
+    fleet.client("limits", &[ADMIN_TOKEN]);
+}
+
+#[tokio::test]
 async fn pandas_reads_through_sqlalchemy_and_psycopg() {
     let fleet = Fleet::start(&[]).await;
     fleet.client("pandas", &[ADMIN_TOKEN]);

@@ -130,6 +130,39 @@ def pandas_read(host, port, token):
         expect("has_table, missing", sqlalchemy.inspect(conn).has_table("nothing_here"), False)
 
 
+def limits(host, port, token):
+    """A statement ends at the client's statement_timeout or its cancel request (57014), and a
+    result longer than the row limit fails (54000); the connection goes on serving."""
+    import threading
+    import time
+    slow = "SELECT count(*) FROM generate_series(1, 50000000000)"
+    with connect(host, port, token) as conn:
+        conn.execute("SET statement_timeout = '300ms'")
+        started = time.monotonic()
+        try:
+            conn.execute(slow)
+            sys.exit("a statement outlived statement_timeout")
+        except psycopg.errors.QueryCanceled:
+            conn.rollback()
+        if time.monotonic() - started > 20:
+            sys.exit("statement_timeout took more than 20 s to cut the statement")
+        conn.execute("SET statement_timeout = 0")
+        threading.Timer(0.5, conn.cancel).start()
+        try:
+            conn.execute(slow)
+            sys.exit("a cancel request did not stop the statement")
+        except psycopg.errors.QueryCanceled:
+            conn.rollback()
+        try:
+            conn.execute("SELECT * FROM generate_series(1, 1000)").fetchall()
+            sys.exit("1,000 rows passed a limit of 100")
+        except psycopg.errors.ProgramLimitExceeded as e:
+            conn.rollback()
+            if "max_query_rows" not in str(e):
+                sys.exit(f"the row limit's error does not name its setting: {e}")
+        expect("after the limits", conn.execute("SELECT count(*) FROM devices").fetchone()[0], 3)
+
+
 def tls(host, port, token, ca_file):
     with connect(host, port, token, sslmode="verify-ca", sslrootcert=ca_file) as conn:
         expect("over TLS", conn.execute("SELECT count(*) FROM devices").fetchone()[0], 3)
@@ -174,7 +207,7 @@ def tools(host, port, token):
 def main():
     scenario, host, port, *args = sys.argv[1:]
     scenarios = {"values": values, "prepared": prepared, "refusals": refusals, "tenant": tenant,
-                 "pandas": pandas_read, "tls": tls, "no_tls": no_tls, "tools": tools}
+                 "pandas": pandas_read, "tls": tls, "no_tls": no_tls, "tools": tools, "limits": limits}
     scenarios[scenario](host, int(port), *args)
     print("ok")
 

@@ -42,10 +42,14 @@ fn format_udf() -> ScalarUDF {
         let texts: Vec<&StringArray> = texts.iter().map(|a| a.as_string::<i32>()).collect();
         let formatted: StringArray = (0..rows)
             .map(|row| {
-                let value = |k: usize| texts.get(k).filter(|a| a.is_valid(row)).map(|a| a.value(row));
-                value(0).map(|pattern| format_one(pattern, |k| value(k + 1)))
+                let values: Vec<Option<&str>> = texts.iter().map(|a| a.is_valid(row).then(|| a.value(row))).collect();
+                match values.split_first() {
+                    Some((Some(pattern), args)) => format_one(pattern, args).map(Some),
+                    _ => Ok(None),
+                }
             })
-            .collect();
+            .collect::<Result<_, _>>()
+            .map_err(DataFusionError::Execution)?;
         let array: ArrayRef = Arc::new(formatted);
         Ok(if rows == 1 && args.iter().all(|a| matches!(a, ColumnarValue::Scalar(_))) {
             ColumnarValue::Scalar(ScalarValue::try_from_array(&array, 0)?)
@@ -61,9 +65,13 @@ fn format_udf() -> ScalarUDF {
     ))
 }
 
-fn format_one<'a>(pattern: &str, arg: impl Fn(usize) -> Option<&'a str>) -> String {
+/// One row of `format`, as PostgreSQL formats it: a `NULL` argument is empty for `%s` and `NULL`
+/// for `%L`; too few arguments, a `NULL` identifier or an unknown conversion is an error.
+fn format_one(pattern: &str, args: &[Option<&str>]) -> Result<String, String> {
     let mut out = String::new();
-    let (mut chars, mut next) = (pattern.chars(), 0);
+    let mut chars = pattern.chars();
+    let mut next = args.iter();
+    let mut arg = || next.next().copied().ok_or_else(|| "too few arguments for format()".to_string());
     while let Some(c) = chars.next() {
         if c != '%' {
             out.push(c);
@@ -71,26 +79,14 @@ fn format_one<'a>(pattern: &str, arg: impl Fn(usize) -> Option<&'a str>) -> Stri
         }
         match chars.next() {
             Some('%') => out.push('%'),
-            Some('s') => {
-                out.push_str(arg(next).unwrap_or(""));
-                next += 1;
-            }
-            Some('I') => {
-                out.push_str(&quote_ident(arg(next).unwrap_or("")));
-                next += 1;
-            }
-            Some('L') => {
-                out.push_str(&arg(next).map_or("NULL".to_string(), |v| format!("'{}'", v.replace('\'', "''"))));
-                next += 1;
-            }
-            Some(other) => {
-                out.push('%');
-                out.push(other);
-            }
-            None => out.push('%'),
+            Some('s') => out.push_str(arg()?.unwrap_or("")),
+            Some('I') => out.push_str(&quote_ident(arg()?.ok_or("null values cannot be formatted as an SQL identifier")?)),
+            Some('L') => out.push_str(&arg()?.map_or("NULL".to_string(), |v| format!("'{}'", v.replace('\'', "''")))),
+            Some(other) => return Err(format!("unrecognized format() type specifier \"{other}\"")),
+            None => return Err("unterminated format() type specifier".to_string()),
         }
     }
-    out
+    Ok(out)
 }
 
 /// An identifier as PostgreSQL writes it: bare when it is lower-case letters, digits and `_`,
@@ -165,8 +161,10 @@ mod tests {
 
     #[test]
     fn format_writes_values_identifiers_and_literals() {
-        let args = ["public", "Readings", "it's"];
-        assert_eq!(format_one("%I.%I = %L (%s%%)", |k| args.get(k).copied()), "public.\"Readings\" = 'it''s' (public%)");
+        let args = [Some("public"), Some("Readings"), Some("it's"), Some("100")];
+        assert_eq!(format_one("%I.%I = %L (%s%%)", &args).unwrap(), "public.\"Readings\" = 'it''s' (100%)");
+        assert_eq!(format_one("%L and %s", &[None, None]).unwrap(), "NULL and ");
+        assert!(format_one("%s.%s", &[Some("a")]).unwrap_err().contains("too few arguments"));
     }
 
     #[test]

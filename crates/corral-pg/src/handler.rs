@@ -21,6 +21,7 @@ use datafusion::execution::SendableRecordBatchStream;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::Statement as DfStatement;
+use datafusion::sql::sqlparser::ast;
 use datafusion_pg_catalog::sql::PostgresCompatibilityParser;
 use futures::{Sink, StreamExt, stream};
 use pgwire::api::cancel::DefaultCancelHandler;
@@ -67,32 +68,9 @@ impl Queries {
         C: ClientInfo + ?Sized,
     {
         match statement {
-            Statement::Query(query) => {
-                let timeout = statement::statement_timeout(client)
-                    .map_or(self.limits.statement_timeout, |t| t.min(self.limits.statement_timeout));
-                let deadline = Instant::now() + timeout;
-                let (ctx, plan) = self.parser.plan(client, query).await?;
-                let plan = match parameters {
-                    Some(values) => plan.with_param_values(values).map_err(from_datafusion)?,
-                    None => plan,
-                };
-                let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
-                let fields = Arc::new(arrow_schema_to_pg_fields(plan.schema().as_arrow(), format, Some(options))?);
-                let running = async {
-                    let df = ctx.execute_logical_plan(plan).await?;
-                    let mut batches = df.execute_stream().await?;
-                    // The first batch is where aggregations and sorts do their work: waited for
-                    // here, inside pgwire's cancel handling. Later batches stream to the client.
-                    let first = batches.next().await.transpose()?;
-                    Ok::<_, datafusion::error::DataFusionError>((batches, first))
-                };
-                let (batches, first) =
-                    timeout_at(deadline, running).await.map_err(|_| timed_out(timeout))?.map_err(from_datafusion)?;
-                let rows = Rows { batches, first, deadline, timeout, sent: 0, max: self.limits.max_rows, done: false };
-                Ok(Response::Query(QueryResponse::new(fields.clone(), rows.encode(fields))))
-            }
+            Statement::Query(query) => self.query(client, query, parameters, format).await,
             Statement::Set { name, value } => {
-                if name == "statement_timeout" && value != "0" && statement::parse_setting_duration(value).is_none() {
+                if name == "statement_timeout" && statement::parse_setting_duration(value).is_none() {
                     return Err(error("22023", format!("invalid value for parameter \"statement_timeout\": \"{value}\"")));
                 }
                 statement::remember(client, name, value);
@@ -113,6 +91,41 @@ impl Queries {
             Statement::NoEffect(tag) => Ok(Response::Execution(Tag::new(tag))),
             Statement::Refused(what) => Err(read_only(what)),
         }
+    }
+
+    /// Plans `query` in a new session, binds `parameters`, and computes its first batch under the
+    /// statement's deadline; the rest streams to the client (see [`Rows`]).
+    async fn query<C>(
+        &self,
+        client: &C,
+        query: &ast::Statement,
+        parameters: Option<ParamValues>,
+        format: &Format,
+    ) -> PgWireResult<Response>
+    where
+        C: ClientInfo + ?Sized,
+    {
+        let timeout =
+            statement::statement_timeout(client).map_or(self.limits.statement_timeout, |t| t.min(self.limits.statement_timeout));
+        let deadline = Instant::now() + timeout;
+        let (ctx, plan) = self.parser.plan(client, query).await?;
+        let plan = match parameters {
+            Some(values) => plan.with_param_values(values).map_err(from_datafusion)?,
+            None => plan,
+        };
+        let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
+        let fields = Arc::new(arrow_schema_to_pg_fields(plan.schema().as_arrow(), format, Some(options))?);
+        let running = async {
+            let df = ctx.execute_logical_plan(plan).await?;
+            let mut batches = df.execute_stream().await?;
+            // The first batch is where aggregations and sorts do their work: waited for here,
+            // inside pgwire's cancel handling. Later batches stream to the client.
+            let first = batches.next().await.transpose()?;
+            Ok::<_, datafusion::error::DataFusionError>((batches, first))
+        };
+        let (batches, first) = timeout_at(deadline, running).await.map_err(|_| timed_out(timeout))?.map_err(from_datafusion)?;
+        let rows = Rows { batches, first, deadline, timeout, sent: 0, max: self.limits.max_rows, done: false };
+        Ok(Response::Query(QueryResponse::new(fields.clone(), rows.encode(fields))))
     }
 }
 
@@ -260,7 +273,7 @@ impl Parser {
     async fn plan<C: ClientInfo + ?Sized>(
         &self,
         client: &C,
-        query: &datafusion::sql::sqlparser::ast::Statement,
+        query: &ast::Statement,
     ) -> PgWireResult<(SessionContext, LogicalPlan)> {
         let session = Session::of(client).ok_or_else(|| error("28000", "not logged in"))?;
         let ctx = self.catalog.session(&session).await?;

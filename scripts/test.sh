@@ -4,7 +4,7 @@
 # (coap-client, plain and DTLS), postgresql-client (psql) and nats-server (Debian packages; the rules crate publishes
 # actions to a real nats-server), libssl-dev and pkg-config (the build links OpenSSL for DTLS), the official InfluxDB Python clients, paho-mqtt, aiocoap, cbor2 and cryptography (PyPI; the
 # firmware agent verifies Ed25519 signatures), psycopg, SQLAlchemy and pandas (PyPI) and node-postgres
-# (npm) for the PostgreSQL door. The disk-full test mounts a small tmpfs and so needs root.
+# (npm) for the PostgreSQL door, pyarrow and DuckDB (PyPI) to read exports back. The disk-full test mounts a small tmpfs and so needs root.
 # Extra arguments go to `cargo test`, e.g. `scripts/test.sh -p corral --test crash`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,8 +37,9 @@ fi
 python3 -c "import influxdb_client, influxdb, paho.mqtt, aiocoap, cbor2, cryptography" 2>/dev/null ||
   python3 -m pip install -q --disable-pip-version-check influxdb-client==1.50.0 influxdb==5.3.2 paho-mqtt==2.1.0 \
     aiocoap==0.4.17 cbor2==6.2.1 cryptography==48.0.0
-python3 -c "import psycopg, sqlalchemy, pandas" 2>/dev/null ||
-  python3 -m pip install -q --disable-pip-version-check "psycopg[binary]==3.3.9" sqlalchemy==2.1.9 pandas==3.1.2
+python3 -c "import psycopg, sqlalchemy, pandas, pyarrow, duckdb" 2>/dev/null ||
+  python3 -m pip install -q --disable-pip-version-check "psycopg[binary]==3.3.9" sqlalchemy==2.1.9 pandas==3.1.2 \
+    pyarrow==26.0.1 duckdb==2.0.1
 
 browser=crates/corral/tests/browser
 test -d "$browser/node_modules/playwright-core" || npm ci --prefix "$browser" --no-audit --no-fund --loglevel=error

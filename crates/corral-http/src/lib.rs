@@ -32,6 +32,7 @@
 //!   `GET /api/v1/campaigns/{id}/devices`, `POST /api/v1/campaigns/{id}/start|pause|resume|cancel`
 //! - `POST /api/v1/ingest[/{table}]` (device token; JSON or SenML)
 //! - `POST /api/v1/query` (`{"sql": ...}`; `Accept: text/csv` for CSV)
+//! - `GET /api/v1/export?sql=...&format=csv|parquet` (the whole result, streamed as it is computed)
 //! - `POST /write`, `POST /api/v2/write` (InfluxDB line protocol, v1 and v2 APIs)
 //! - `GET/POST /api/v1/tokens`, `DELETE /api/v1/tokens/{id}`, `GET/PUT /api/v1/profiles[/{name}]`,
 //!   `GET/PATCH /api/v1/profiles/{name}/twin/desired` (the profile's desired defaults, which its
@@ -58,6 +59,7 @@ mod devices;
 mod devices_csv;
 mod encode;
 mod error;
+mod export;
 mod ingest;
 mod line_protocol;
 mod live;
@@ -169,6 +171,7 @@ pub fn router(state: AppState, pages: Router) -> Router {
         .route("/ingest", post(ingest::ingest_default))
         .route("/ingest/{table}", post(ingest::ingest_table))
         .route("/query", post(query::query))
+        .route("/export", get(export::export))
         .route("/tokens", post(admin::create_token).get(admin::list_tokens))
         .route("/tokens/{id}", axum::routing::delete(admin::revoke_token))
         .route("/profiles", get(admin::list_profiles))

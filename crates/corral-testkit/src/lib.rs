@@ -331,31 +331,44 @@ impl Drop for TestServer {
     }
 }
 
+/// Runs the openssl CLI in `dir`; panics with its error output when it fails.
+pub fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl").args(args).current_dir(dir).output().expect("openssl is installed");
+    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A self-signed P-256 CA, `<name>.pem` and `<name>.key` in `dir`, with subject CN `cn`, valid
+/// for two days.
+pub fn make_ca(dir: &Path, name: &str, cn: &str) {
+    let (subject, key, cert) = (format!("/CN={cn}"), format!("{name}.key"), format!("{name}.pem"));
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            &subject,
+            "-keyout",
+            &key,
+            "-out",
+            &cert,
+        ],
+    );
+}
+
 /// A CA (`ca.pem`) and a server certificate for 127.0.0.1 and localhost (`server.pem`,
 /// `server.key`) signed by it, and a second, unrelated CA (`other.pem`, `other.key`), made with the
 /// openssl CLI in `dir`.
 pub fn make_certificates(dir: &Path) {
-    let run = |args: &[&str]| {
-        let out = Command::new("openssl").args(args).current_dir(dir).output().expect("openssl is installed");
-        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    };
-    run(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=Test CA",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-    ]);
+    let run = |args: &[&str]| openssl(dir, args);
+    make_ca(dir, "ca", "Test CA");
     run(&[
         "req",
         "-newkey",
@@ -388,21 +401,5 @@ pub fn make_certificates(dir: &Path) {
         "-out",
         "server.pem",
     ]);
-    run(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=Other CA",
-        "-keyout",
-        "other.key",
-        "-out",
-        "other.pem",
-    ]);
+    make_ca(dir, "other", "Other CA");
 }

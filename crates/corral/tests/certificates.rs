@@ -3,7 +3,7 @@
 //! accepted, revoked, expired, from an unknown CA (certificates crafted with the openssl CLI) —
 //! and just-in-time registration.
 
-use corral_testkit::TestServer;
+use corral_testkit::{TestServer, openssl};
 use reqwest::Method;
 use serde_json::json;
 use std::path::Path;
@@ -11,11 +11,6 @@ use std::process::Command;
 
 const BIN: &str = env!("CARGO_BIN_EXE_corral");
 const PAHO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/mqtt_clients.py");
-
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl").args(args).current_dir(dir).output().expect("openssl is installed");
-    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-}
 
 /// A key and a CSR `<name>.key`, `<name>.csr` with subject CN `cn`.
 fn key_and_csr(dir: &Path, name: &str, cn: &str) {
@@ -43,26 +38,7 @@ fn key_and_csr(dir: &Path, name: &str, cn: &str) {
 /// nobody registered (`stranger`).
 fn setup(dir: &Path) {
     for (name, cn) in [("server-ca", "Server CA"), ("own", "Own Device CA"), ("stranger", "Stranger CA")] {
-        openssl(
-            dir,
-            &[
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-nodes",
-                "-days",
-                "2",
-                "-subj",
-                &format!("/CN={cn}"),
-                "-keyout",
-                &format!("{name}.key"),
-                "-out",
-                &format!("{name}.pem"),
-            ],
-        );
+        corral_testkit::make_ca(dir, name, cn);
     }
     key_and_csr(dir, "server", "localhost");
     std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1,DNS:localhost\n").unwrap();

@@ -154,17 +154,19 @@ async fn a_campaign_shows_its_progress_and_is_paused_in_chromium() {
         let (status, out) = server.call(Method::PATCH, &path, &tokens[device.as_str()], Some(body)).await;
         assert_eq!(status, 200, "{device}: {out}");
     }
-    // The rollout hears the reports in its next round.
+    // The rollout hears the reports in its next round. The failure reasons and the wave's states
+    // are written apart, so wait for both: waiting for the reasons alone raced the states.
     let mut progress = serde_json::Value::Null;
+    let settled = json!({"failed": 2, "rolled-back": 1});
     for _ in 0..100 {
         progress = server.admin(Method::GET, &format!("/api/v1/campaigns/{id}"), None).await.1;
-        if progress["failures"].as_array().is_some_and(|f| f.len() == 2) {
+        if progress["failures"].as_array().is_some_and(|f| f.len() == 2) && progress["waves"][0]["states"] == settled {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert_eq!(progress["failures"][0], json!({"reason": "flash write error", "devices": 2}), "{progress}");
-    assert_eq!(progress["waves"][0]["states"], json!({"failed": 2, "rolled-back": 1}), "{progress}");
+    assert_eq!(progress["waves"][0]["states"], settled, "{progress}");
     // The newest campaign: a draft whose name looks like HTML.
     let draft = json!({"name": "<b>draft</b> interval", "configuration": {"interval_s": 30}, "target": {"profile": "reefer"}, "start": false});
     let (status, draft) = server.admin(Method::POST, "/api/v1/campaigns", Some(draft)).await;

@@ -363,26 +363,35 @@ pub fn make_ca(dir: &Path, name: &str, cn: &str) {
     );
 }
 
+/// A P-256 key and a CSR, `<name>.key` and `<name>.csr` in `dir`, with subject CN `cn`.
+pub fn key_and_csr(dir: &Path, name: &str, cn: &str) {
+    let subject = format!("/CN={cn}");
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-subj",
+            &subject,
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.csr"),
+        ],
+    );
+}
+
 /// A CA (`ca.pem`) and a server certificate for 127.0.0.1 and localhost (`server.pem`,
 /// `server.key`) signed by it, and a second, unrelated CA (`other.pem`, `other.key`), made with the
 /// openssl CLI in `dir`.
 pub fn make_certificates(dir: &Path) {
     let run = |args: &[&str]| openssl(dir, args);
     make_ca(dir, "ca", "Test CA");
-    run(&[
-        "req",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-subj",
-        "/CN=localhost",
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-    ]);
+    key_and_csr(dir, "server", "localhost");
     std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1,DNS:localhost\n").unwrap();
     run(&[
         "x509",

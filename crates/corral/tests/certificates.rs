@@ -3,7 +3,7 @@
 //! accepted, revoked, expired, from an unknown CA (certificates crafted with the openssl CLI) —
 //! and just-in-time registration.
 
-use corral_testkit::{TestServer, openssl};
+use corral_testkit::{TestServer, key_and_csr, openssl};
 use reqwest::Method;
 use serde_json::json;
 use std::path::Path;
@@ -11,28 +11,6 @@ use std::process::Command;
 
 const BIN: &str = env!("CARGO_BIN_EXE_corral");
 const PAHO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/mqtt_clients.py");
-
-/// A key and a CSR `<name>.key`, `<name>.csr` with subject CN `cn`.
-fn key_and_csr(dir: &Path, name: &str, cn: &str) {
-    let subject = format!("/CN={cn}");
-    openssl(
-        dir,
-        &[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-subj",
-            &subject,
-            "-keyout",
-            &format!("{name}.key"),
-            "-out",
-            &format!("{name}.csr"),
-        ],
-    );
-}
 
 /// The MQTTS server's own CA and certificate, an operator's own device CA (`own`), and a CA
 /// nobody registered (`stranger`).

@@ -78,10 +78,7 @@ fn not_run_here(command: &str) -> Option<&'static str> {
 /// The files the examples read, made in `dir`.
 fn make_example_files(dir: &Path) {
     std::fs::write(dir.join("meter-fw-2.1.0.bin"), vec![0x5a; 4096]).unwrap();
-    let openssl = |args: &[&str]| {
-        let out = Command::new("openssl").args(args).current_dir(dir).output().expect("run openssl");
-        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    };
+    let openssl = |args: &[&str]| corral_testkit::openssl(dir, args);
     openssl(&[
         "req",
         "-x509",

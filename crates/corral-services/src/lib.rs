@@ -18,6 +18,7 @@
 //! | [`ArtifactDownloads`] | a firmware artifact, a piece at a time, for a door that cuts it into blocks | `corral-campaigns` |
 //! | [`SqlService`], [`SystemTable`] | read-only SQL (one statement, or a scoped session for a door that plans its own); the platform's own tables in it | `corral-store`; `devices`, `certificates` by the registry, `alarms` by the rules |
 //! | [`OnlineStatus`], [`Connections`] | whether devices are online; who holds a connection | `corral-rules` (offline windows), `corral-mqtt` |
+//! | [`DataLifecycle`] | retention per table and tenant, rollups, deleting a device's data | `corral-store` (`Lifecycle`) |
 //! | [`MetricsSource`] | Prometheus lines for `/metrics`, written with [`metrics::Exposition`] | every room that counts |
 //! | [`Clock`] | what time it is, for behaviour that depends on it (windows, absence, retries) | [`SystemClock`]; [`ManualClock`] in tests |
 //!
@@ -37,6 +38,7 @@ mod broker_users;
 mod clock;
 mod commands;
 mod identity;
+mod lifecycle;
 pub mod metrics;
 mod presence;
 mod sql;
@@ -47,6 +49,7 @@ pub use broker_users::{BrokerLogin, BrokerUsers, TopicAccess, TopicRule};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use commands::{Carried, Command, CommandBus, CommandOrder, CommandProgress, CommandResponse, Commands, IssueCommands};
 pub use identity::{Application, Caller, Credential, DeviceCaller, Identity, Reported, Role};
+pub use lifecycle::{DataLifecycle, Deletion, PolicySource, RetentionPolicy, RollupSpec, parse_duration};
 pub use metrics::MetricsSource;
 pub use presence::{Connection, Connections, DeviceFacts, OnlineStatus};
 pub use sql::{SqlResult, SqlService, SystemTable, read_only};

@@ -207,6 +207,30 @@ impl LatestRows {
         self.persisted = Some(batch);
     }
 
+    /// Drops the rows `deletes` names (a purge deleted them from the table) and, for a device
+    /// whose data is deleted, which columns it wrote. Returns whether anything changed.
+    pub fn forget(&mut self, deletes: impl Fn(&str, i64) -> bool, device_forgotten: Option<&str>) -> bool {
+        let live_before = self.live.len();
+        self.live.retain(|device, row| !deletes(device, row.time_ns));
+        let mut changed = self.live.len() != live_before;
+        if let Some(device) = device_forgotten {
+            changed |= self.written.remove(device).is_some();
+        }
+        if let Some(persisted) = &self.persisted {
+            let devices = persisted.column(1).as_string::<i32>();
+            let times = persisted.column(0).as_primitive::<TimestampNanosecondType>();
+            let keep: BooleanArray =
+                (0..persisted.num_rows()).map(|i| Some(!deletes(devices.value(i), times.value(i)))).collect();
+            if keep.false_count() > 0 {
+                let kept = filter_record_batch(persisted, &keep).expect("mask has the batch's length");
+                self.persisted_times.retain(|device, time| !deletes(device, *time));
+                self.persisted = Some(kept);
+                changed = true;
+            }
+        }
+        changed
+    }
+
     /// Adds the sets of column `written` of a file's batch; a file from before the sets were
     /// kept counts what its row holds.
     fn take_written(&mut self, batch: &RecordBatch, written: usize) {

@@ -36,11 +36,13 @@ mod buffer;
 mod error;
 mod json_functions;
 mod latest;
+mod lifecycle;
 mod manifest;
 pub mod metrics;
 mod persist;
 mod points;
 mod record;
+mod rollup;
 mod schema;
 mod scope;
 mod settings;
@@ -48,11 +50,13 @@ mod sql;
 mod store;
 
 pub use error::StoreError;
+pub use lifecycle::{Lifecycle, LifecyclePlatform, LifecycleSettings};
 pub use manifest::FileMeta;
+pub use rollup::Rollup;
 pub use schema::{Column, ColumnKind};
 pub use settings::StorageSettings;
 pub use sql::{QueryEngine, QueryOutput, SystemTables};
-pub use store::{Store, StoreConfig, TableSnapshot};
+pub use store::{AgeRule, CHANGE_GRANULE_NS, RowRule, Store, StoreConfig, TableSnapshot, TenantCutoff};
 
 /// The pipeline stores through the store: one WAL record per request, durable when it returns.
 #[async_trait::async_trait]

@@ -30,6 +30,10 @@ pub struct TableManifest {
     /// The file with each device's latest row as of this snapshot (relative path), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latest: Option<String>,
+    /// For a table a rollup reads: where rows landed that the rollup has not taken yet (see
+    /// `Store::changes`), kept here once those rows leave the WAL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changes: Option<std::collections::BTreeSet<i64>>,
 }
 
 /// One persisted Parquet file: a table's rows of one UTC day from one snapshot.
@@ -42,6 +46,10 @@ pub struct FileMeta {
     pub values: u64,
     pub min_time_ns: i64,
     pub max_time_ns: i64,
+    /// What the retention rule last checked against this file meant for it (see
+    /// `store/purge.rs`): the same mark again means nothing to delete.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purge_mark: Option<u64>,
 }
 
 impl Manifest {

@@ -54,6 +54,7 @@ pub fn write_table(dir: &Path, table: &str, batch: &RecordBatch, next_file_id: &
             values: values as u64,
             min_time_ns: times.values().iter().copied().min().unwrap_or(0),
             max_time_ns: times.values().iter().copied().max().unwrap_or(0),
+            purge_mark: None,
         });
     }
     Ok(files)

@@ -8,7 +8,7 @@ use crate::persist::NANOS_PER_DAY;
 use crate::points::{PointIndex, last_write_wins};
 use crate::schema::{NewColumns, TableSchema};
 use crate::{StoreError, record};
-use arrow::array::RecordBatch;
+use arrow::array::{AsArray, RecordBatch};
 use arrow::datatypes::SchemaRef;
 use corral_model::{Batch, Row};
 use corral_wal::{Wal, WalConfig};
@@ -21,6 +21,9 @@ use tokio::sync::{Notify, RwLock};
 
 mod compact;
 mod group;
+mod purge;
+
+pub use purge::{AgeRule, RowRule, TenantCutoff};
 
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
@@ -76,6 +79,32 @@ struct TableState {
     /// Which rows may repeat a stored point, and the UTC days of those in the buffer.
     points: PointIndex,
     dirty_days: BTreeSet<i64>,
+    /// For a table a rollup reads: the minutes (see [`CHANGE_GRANULE_NS`]) rows landed in since
+    /// the rollup last took them.
+    changes: Option<Changes>,
+}
+
+/// Rollups recompute the buckets whose rows changed; the store notes where rows land at this
+/// granularity (every rollup's bucket width is a multiple of it).
+pub const CHANGE_GRANULE_NS: i64 = 60_000_000_000;
+
+#[derive(Default)]
+struct Changes {
+    granules: BTreeSet<i64>,
+    /// The last granule noted: rows mostly arrive in time order, so most skip the set.
+    last: Option<i64>,
+}
+
+impl Changes {
+    fn note(&mut self, rows: &[Row]) {
+        for row in rows {
+            let granule = row.time_ns.div_euclid(CHANGE_GRANULE_NS);
+            if self.last != Some(granule) {
+                self.granules.insert(granule);
+                self.last = Some(granule);
+            }
+        }
+    }
 }
 
 impl TableState {
@@ -88,6 +117,9 @@ impl TableState {
             }
         }
         self.points.bound(|| self.latest.newest_times());
+        if let Some(changes) = &mut self.changes {
+            changes.note(rows);
+        }
         self.buffer.append(&self.schema, rows);
         self.latest.observe(rows, &self.schema);
         let bytes = estimate_bytes(rows, self.schema.columns().len());
@@ -117,10 +149,13 @@ struct State {
     oldest_unpersisted: Option<Instant>,
     /// Files compaction replaced, with when; deleted once their grace period is over.
     retired: Vec<(PathBuf, Instant)>,
+    /// Tables whose changes are noted (rollup sources), including some that have no rows yet.
+    watched: BTreeSet<String>,
 }
 
 impl State {
     fn table(&mut self, name: &str) -> &mut TableState {
+        let watched = self.watched.contains(name);
         self.tables.entry(name.to_string()).or_insert_with(|| {
             let schema = TableSchema::default();
             TableState {
@@ -131,6 +166,7 @@ impl State {
                 latest: LatestRows::default(),
                 points: PointIndex::default(),
                 dirty_days: BTreeSet::new(),
+                changes: watched.then(Changes::default),
             }
         })
     }
@@ -192,10 +228,20 @@ impl Store {
             });
         }
         manifest.remove_orphans(&config.dir).map_err(StoreError::io("removing unfinished snapshot files"))?;
-        let mut state =
-            State { tables: BTreeMap::new(), persisting: Vec::new(), manifest, oldest_unpersisted: None, retired: Vec::new() };
+        let watched = manifest.tables.iter().filter(|(_, t)| t.changes.is_some()).map(|(name, _)| name.clone()).collect();
+        let mut state = State {
+            tables: BTreeMap::new(),
+            persisting: Vec::new(),
+            manifest,
+            oldest_unpersisted: None,
+            retired: Vec::new(),
+            watched,
+        };
         for (name, t) in &state.manifest.tables.clone() {
             let table = state.table(name);
+            if let (Some(changes), Some(saved)) = (&mut table.changes, &t.changes) {
+                changes.granules.extend(saved);
+            }
             table.schema = TableSchema::from_columns(t.columns.clone());
             table.buffer = TableBuffer::new(&table.schema);
             if let Some(path) = &t.latest {
@@ -432,7 +478,11 @@ impl Store {
         {
             let state = self.state();
             for (name, table) in &state.tables {
-                manifest.tables.entry(name.clone()).or_default().columns = table.schema.columns().to_vec();
+                let saved = manifest.tables.entry(name.clone()).or_default();
+                saved.columns = table.schema.columns().to_vec();
+                // Rows leaving the WAL take their changes with them: the manifest keeps those a
+                // rollup has not taken yet.
+                saved.changes = table.changes.as_ref().map(|c| c.granules.clone());
             }
         }
         let mut replaced_latest = Vec::new();
@@ -542,6 +592,64 @@ impl Store {
         let state = self.state();
         let table = state.tables.get(name)?;
         Some(table.latest.batch(&table.schema))
+    }
+
+    /// Starts noting where `table`'s rows land (for a rollup that reads it), beginning with the
+    /// rows in the write buffer, which may be rows replayed from the WAL that no rollup saw.
+    pub fn watch_changes(&self, table: &str) {
+        let mut state = self.state();
+        state.watched.insert(table.to_string());
+        let Some(snapshot) = self.snapshot_locked(&mut state, table) else { return };
+        let live = state.tables.get_mut(table).expect("the snapshot found it");
+        let changes = live.changes.get_or_insert_with(Changes::default);
+        for batch in &snapshot.batches {
+            let times = batch.column(0).as_primitive::<arrow::datatypes::TimestampNanosecondType>();
+            changes.granules.extend(times.values().iter().map(|t| t.div_euclid(CHANGE_GRANULE_NS)));
+        }
+    }
+
+    /// Stops noting `table`'s changes (its last rollup is gone).
+    pub fn unwatch_changes(&self, table: &str) {
+        let mut state = self.state();
+        state.watched.remove(table);
+        if let Some(live) = state.tables.get_mut(table) {
+            live.changes = None;
+        }
+    }
+
+    /// The granules (Unix time / [`CHANGE_GRANULE_NS`]) where `table`'s rows landed and that
+    /// have not been acknowledged with [`Store::ack_changes`].
+    pub fn changes(&self, table: &str) -> Vec<i64> {
+        let state = self.state();
+        state.tables.get(table).and_then(|t| t.changes.as_ref()).map(|c| c.granules.iter().copied().collect()).unwrap_or_default()
+    }
+
+    /// Forgets granules a rollup has taken into its own durable queue.
+    pub fn ack_changes(&self, table: &str, granules: &[i64]) {
+        let mut state = self.state();
+        if let Some(changes) = state.tables.get_mut(table).and_then(|t| t.changes.as_mut()) {
+            granules.iter().for_each(|g| {
+                changes.granules.remove(g);
+            });
+            changes.last = None;
+        }
+    }
+
+    /// A table's columns, `time` and `device` first; `None` if there is no such table.
+    pub fn columns(&self, table: &str) -> Option<Vec<crate::Column>> {
+        self.state().tables.get(table).map(|t| t.schema.columns().to_vec())
+    }
+
+    /// The UTC days (days since 1970-01-01) that hold `table`'s rows, stored or buffered.
+    pub fn days_with_rows(&self, table: &str) -> BTreeSet<i64> {
+        let mut state = self.state();
+        let Some(snapshot) = self.snapshot_locked(&mut state, table) else { return BTreeSet::new() };
+        let mut days: BTreeSet<i64> = snapshot.files.iter().map(|f| f.min_time_ns.div_euclid(NANOS_PER_DAY)).collect();
+        for batch in &snapshot.batches {
+            let times = batch.column(0).as_primitive::<arrow::datatypes::TimestampNanosecondType>();
+            days.extend(times.values().iter().map(|t| t.div_euclid(NANOS_PER_DAY)));
+        }
+        days
     }
 
     pub fn table_names(&self) -> Vec<String> {

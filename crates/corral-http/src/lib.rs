@@ -33,6 +33,9 @@
 //! - `POST /api/v1/ingest[/{table}]` (device token; JSON or SenML)
 //! - `POST /api/v1/query` (`{"sql": ...}`; `Accept: text/csv` for CSV)
 //! - `GET /api/v1/export?sql=...&format=csv|parquet` (the whole result, streamed as it is computed)
+//! - `GET /api/v1/retention`, `PUT/DELETE /api/v1/retention/{table}` (`tenant` in the body or
+//!   query), `POST /api/v1/retention/enforce`; `GET/POST /api/v1/rollups`,
+//!   `DELETE /api/v1/rollups/{name}`; `DELETE /api/v1/devices/{id}/data` (its rows, everywhere)
 //! - `POST /write`, `POST /api/v2/write` (InfluxDB line protocol, v1 and v2 APIs)
 //! - `GET/POST /api/v1/tokens`, `DELETE /api/v1/tokens/{id}`, `GET/PUT /api/v1/profiles[/{name}]`,
 //!   `GET/PATCH /api/v1/profiles/{name}/twin/desired` (the profile's desired defaults, which its
@@ -54,6 +57,7 @@ mod campaigns;
 mod certificates;
 mod command_jobs;
 mod commands;
+mod data;
 mod device_commands;
 mod devices;
 mod devices_csv;
@@ -139,6 +143,8 @@ pub struct AppState {
     pub tracker: corral_commands::Tracker,
     /// Firmware artifacts and campaigns.
     pub rollouts: corral_campaigns::Rollouts,
+    /// Retention, rollups and deleting a device's data.
+    pub lifecycle: Arc<dyn corral_services::DataLifecycle>,
 }
 
 /// The HTTP routes; `pages` (the web console) are served beside them, under the same request
@@ -172,6 +178,12 @@ pub fn router(state: AppState, pages: Router) -> Router {
         .route("/ingest/{table}", post(ingest::ingest_table))
         .route("/query", post(query::query))
         .route("/export", get(export::export))
+        .route("/retention", get(data::list_retention))
+        .route("/retention/enforce", post(data::enforce_retention))
+        .route("/retention/{table}", axum::routing::put(data::set_retention).delete(data::remove_retention))
+        .route("/rollups", get(data::list_rollups).post(data::create_rollup))
+        .route("/rollups/{name}", axum::routing::delete(data::remove_rollup))
+        .route("/devices/{id}/data", axum::routing::delete(data::delete_device_data))
         .route("/tokens", post(admin::create_token).get(admin::list_tokens))
         .route("/tokens/{id}", axum::routing::delete(admin::revoke_token))
         .route("/profiles", get(admin::list_profiles))

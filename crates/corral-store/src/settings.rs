@@ -19,6 +19,14 @@ pub struct StorageSettings {
     pub backpressure_wait_secs: u64,
     /// WAL segment size, MiB.
     pub wal_segment_mb: u64,
+    /// How long each table keeps its rows, e.g. `{ telemetry = "30d", telemetry_1h = "730d" }`
+    /// (units s, m, h, d, w). Tables not named keep everything. Tenant policies are set through
+    /// the API (`corral data retention set TABLE KEEP --tenant T`).
+    pub retention: std::collections::BTreeMap<String, String>,
+    /// Seconds between two retention runs.
+    pub retention_check_secs: u64,
+    /// Seconds between two rollup refreshes (the newest buckets lag by up to this).
+    pub rollup_refresh_secs: u64,
 }
 
 impl Default for StorageSettings {
@@ -29,6 +37,9 @@ impl Default for StorageSettings {
             persist_age_secs: 600,
             backpressure_wait_secs: 10,
             wal_segment_mb: 64,
+            retention: Default::default(),
+            retention_check_secs: 3600,
+            rollup_refresh_secs: 60,
         }
     }
 }
@@ -42,7 +53,22 @@ impl StorageSettings {
         if self.persist_age_secs == 0 || self.wal_segment_mb == 0 {
             return Err("persist_age_secs and wal_segment_mb must be positive".into());
         }
+        if self.retention_check_secs == 0 || self.rollup_refresh_secs == 0 {
+            return Err("retention_check_secs and rollup_refresh_secs must be positive".into());
+        }
+        for (table, keep) in &self.retention {
+            corral_services::parse_duration(keep).map_err(|e| format!("retention.{table}: {e}"))?;
+        }
         Ok(())
+    }
+
+    /// What the lifecycle (retention, rollups) reads of these settings.
+    pub fn lifecycle_settings(&self) -> crate::LifecycleSettings {
+        crate::LifecycleSettings {
+            retention: self.retention.clone(),
+            retention_check: Duration::from_secs(self.retention_check_secs),
+            rollup_refresh: Duration::from_secs(self.rollup_refresh_secs),
+        }
     }
 
     /// The store in `dir` with these settings.

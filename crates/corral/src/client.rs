@@ -409,6 +409,12 @@ pub async fn sql(args: SqlArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The server's answer as it came, for `--json`.
+pub(crate) fn print_json(v: &Value) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
 pub(crate) fn cell(v: &Value) -> String {
     match v {
         Value::Null => String::new(),

@@ -134,3 +134,23 @@ impl corral_campaigns::Fleet for CampaignFleet {
         self.twins.reported_changes()
     }
 }
+
+/// What the store's lifecycle needs from the registry: a tenant's devices (for its retention
+/// policies) and the audit log (every deletion is recorded).
+pub struct LifecycleRegistry(pub Arc<dyn Registry>);
+
+#[async_trait]
+impl corral_store::LifecyclePlatform for LifecycleRegistry {
+    async fn tenant_devices(&self, tenant: &str) -> Result<std::collections::HashSet<String>, corral_model::WireError> {
+        let tenant = corral_model::TenantId::new(tenant).map_err(|e| corral_model::WireError::bad_input(e.to_string()))?;
+        let devices = self.0.devices_for_sql(Some(&tenant)).await.map_err(|e| e.to_wire())?;
+        Ok(devices.into_iter().map(|d| d.id.to_string()).collect())
+    }
+
+    async fn record_deletion(&self, deletion: &corral_services::Deletion) {
+        let detail = serde_json::to_value(deletion).unwrap_or_default();
+        if let Err(e) = self.0.record_audit(&Principal::system(), "data.delete", &deletion.table, None, detail).await {
+            tracing::error!(table = %deletion.table, error = %e, "audit entry for a deletion not written");
+        }
+    }
+}

@@ -11,6 +11,7 @@ mod broker_user_cli;
 mod ca_cli;
 mod client;
 mod config;
+mod data_cli;
 mod demo;
 mod glue;
 mod rules_cli;
@@ -82,6 +83,9 @@ enum Command {
     /// Inspect and retry action deliveries (webhooks, NATS, MQTT, commands).
     #[command(subcommand)]
     Outbox(rules_cli::OutboxCommand),
+    /// How long data is kept (retention per table and tenant), rollups, deleting a device's rows.
+    #[command(subcommand)]
+    Data(data_cli::DataCommand),
 }
 
 fn main() -> std::process::ExitCode {
@@ -134,6 +138,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Rule(cmd) => rules_cli::rule(cmd).await,
         Command::Alarm(cmd) => rules_cli::alarm(cmd).await,
         Command::Outbox(cmd) => rules_cli::outbox(cmd).await,
+        Command::Data(cmd) => data_cli::data(cmd).await,
     }
 }
 

@@ -1,6 +1,6 @@
 //! `corral rule|alarm|outbox`: rules, alarms and action deliveries of a running server.
 
-use crate::client::{Client, Conn, cell, print_table, serde_urlencoded};
+use crate::client::{Client, Conn, cell, print_json, print_table, serde_urlencoded};
 use anyhow::Context;
 use clap::Subcommand;
 use reqwest::Method;
@@ -137,11 +137,6 @@ pub enum OutboxCommand {
         #[command(flatten)]
         conn: Conn,
     },
-}
-
-fn print_json(v: &Value) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(v)?);
-    Ok(())
 }
 
 pub async fn rule(cmd: RuleCommand) -> anyhow::Result<()> {

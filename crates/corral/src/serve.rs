@@ -153,9 +153,21 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         Arc::new(corral_campaigns::CampaignsTable(campaign_book.clone())),
         Arc::new(corral_campaigns::CampaignDevicesTable(campaign_book.clone())),
     ])?;
-    let sql: Arc<dyn corral_services::SqlService> = Arc::new(
+    let engine = Arc::new(
         QueryEngine::new(store.clone(), tables, config.limits.query_memory_mb << 20).context("setting up the SQL engine")?,
     );
+    let sql: Arc<dyn corral_services::SqlService> = engine.clone();
+
+    // Retention and rollups over the store; they read tenants' devices from the registry.
+    let lifecycle = corral_store::Lifecycle::open(
+        store.clone(),
+        engine,
+        Arc::new(glue::LifecycleRegistry(registry.clone())),
+        clock.clone(),
+        config.storage.lifecycle_settings(),
+    )
+    .context("opening the data lifecycle (retention, rollups)")?;
+    let lifecycle_task = tokio::spawn(lifecycle.clone().run());
 
     // Campaigns follow their devices' reports from now on, and pick up where they were.
     let fleet = Arc::new(glue::CampaignFleet { registry: registry.clone(), sql: sql.clone(), twins: twins.clone() });
@@ -207,6 +219,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         twins: twins.clone(),
         tracker: tracker.clone(),
         rollouts,
+        lifecycle: Arc::new(lifecycle),
     };
 
     // Bound before the HTTP listener: its log line is the last, and tests wait for it.
@@ -288,6 +301,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         // Ingest has stopped: let the rules evaluate what was acknowledged before going.
         rules.settle(Duration::from_secs(5)).await;
         presence.abort();
+        lifecycle_task.abort();
         persister.abort();
         store.close().await.context("persisting the write buffer at shutdown")?;
         registry.flush_last_seen().await.context("flushing last_seen")?;

@@ -12,6 +12,10 @@
 //!   segments they cover. Start-up replays whatever the manifest does not cover.
 //! - [`Store::compact`] (every minute from the same task) rewrites a day partition that has
 //!   collected many small files as one, and deletes the replaced files after a grace period.
+//! - [`Store::purge`] deletes rows past their retention or of one device: whole files dropped,
+//!   straddling files rewritten, one manifest commit (`store/purge.rs`). [`Lifecycle`] holds the
+//!   retention policies and the rollups ([`Rollup`]: coarser tables recomputed from the minutes
+//!   where rows landed, see [`Store::changes`]) and runs them on a schedule.
 //! - [`QueryEngine`] runs read-only SQL over buffer and files together, plus the platform's own
 //!   tables ([`SystemTables`]: `devices`, `certificates`, `alarms`, `twins`, each a
 //!   `corral_services::SystemTable` implemented by the room that owns it). Their JSON text
@@ -19,7 +23,7 @@
 //!   and its siblings (`json_functions.rs`).
 //!
 //! Layout of the store's directory: `wal/` (segments), `tables/<table>/<YYYY-MM-DD>/<id>.parquet`,
-//! `manifest.json`.
+//! `manifest.json`, `lifecycle.json` (policies and rollups).
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), corral_store::StoreError> {

@@ -17,6 +17,7 @@ use corral_services::{Clock, DataLifecycle, Deletion, PolicySource, RetentionPol
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -75,6 +76,17 @@ struct Inner {
     /// One rollup refresh at a time (the task's and one a request asked for).
     refreshing: tokio::sync::Mutex<()>,
     wake: tokio::sync::Notify,
+    counters: Counters,
+}
+
+/// What `/metrics` shows of the lifecycle.
+#[derive(Default)]
+struct Counters {
+    retention_rows_deleted: AtomicU64,
+    device_rows_deleted: AtomicU64,
+    retention_failures: AtomicU64,
+    rollup_rows_written: AtomicU64,
+    rollup_failures: AtomicU64,
 }
 
 impl Lifecycle {
@@ -117,6 +129,7 @@ impl Lifecycle {
             saved: Mutex::new(saved),
             refreshing: tokio::sync::Mutex::new(()),
             wake: tokio::sync::Notify::new(),
+            counters: Counters::default(),
         };
         Ok(Lifecycle { inner: Arc::new(inner) })
     }
@@ -148,10 +161,12 @@ impl Lifecycle {
             if last_retention.is_none_or(|at| at.elapsed() >= self.inner.settings.retention_check) {
                 last_retention = Some(tokio::time::Instant::now());
                 if let Err(e) = self.enforce().await {
+                    self.inner.counters.retention_failures.fetch_add(1, Ordering::Relaxed);
                     tracing::error!(error = %e, "enforcing retention failed; trying again at the next check");
                 }
             }
             if let Err(e) = self.refresh_rollups().await {
+                self.inner.counters.rollup_failures.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(error = %e, "refreshing rollups failed; their queue is kept and retried");
             }
             let _ = tokio::time::timeout(self.inner.settings.rollup_refresh, self.inner.wake.notified()).await;
@@ -196,6 +211,8 @@ impl Lifecycle {
         let kept_from: BTreeMap<String, Option<i64>> = by_table.iter().map(|(t, r)| (t.clone(), r.default_ns)).collect();
         let rules = by_table.into_iter().map(|(table, rule)| (table, RowRule::Age(rule))).collect();
         let mut deletions = self.inner.store.purge(rules, "retention".into()).await?;
+        let rows: u64 = deletions.iter().map(|d| d.rows_deleted).sum();
+        self.inner.counters.retention_rows_deleted.fetch_add(rows, Ordering::Relaxed);
         for deletion in &mut deletions {
             deletion.kept_from = kept_from.get(&deletion.table).copied().flatten().map(rfc3339);
             self.inner.platform.record_deletion(deletion).await;
@@ -207,6 +224,8 @@ impl Lifecycle {
     pub async fn delete_device(&self, device: &str) -> Result<Vec<Deletion>, StoreError> {
         let rules = self.inner.store.table_names().into_iter().map(|t| (t, RowRule::Device(device.to_string()))).collect();
         let deletions = self.inner.store.purge(rules, format!("device {device}")).await?;
+        let rows: u64 = deletions.iter().map(|d| d.rows_deleted).sum();
+        self.inner.counters.device_rows_deleted.fetch_add(rows, Ordering::Relaxed);
         for deletion in &deletions {
             self.inner.platform.record_deletion(deletion).await;
         }
@@ -249,7 +268,9 @@ impl Lifecycle {
                 let (from, to) = range;
                 let from = floor.map_or(from, |floor| from.max(floor));
                 if from < to {
-                    written += checked.refresh(store, &self.inner.engine, from, to).await?;
+                    let rows = checked.refresh(store, &self.inner.engine, from, to).await?;
+                    self.inner.counters.rollup_rows_written.fetch_add(rows as u64, Ordering::Relaxed);
+                    written += rows;
                 }
                 let mut saved = self.saved();
                 if let Some(r) = saved.rollups.iter_mut().find(|r| r.spec.name == rollup.spec.name) {
@@ -275,6 +296,37 @@ impl Lifecycle {
             ));
         }
         Ok(())
+    }
+}
+
+impl corral_services::MetricsSource for Lifecycle {
+    fn render(&self, out: &mut String) {
+        let c = &self.inner.counters;
+        let mut out = corral_services::metrics::Exposition::new(out);
+        out.family("corral_rows_deleted_total", "Stored rows deleted, by why.", "counter")
+            .sample(&[("reason", "retention")], c.retention_rows_deleted.load(Ordering::Relaxed))
+            .sample(&[("reason", "device")], c.device_rows_deleted.load(Ordering::Relaxed));
+        out.counter(
+            "corral_retention_failures_total",
+            "Retention runs that failed (see the log).",
+            c.retention_failures.load(Ordering::Relaxed),
+        );
+        out.counter(
+            "corral_rollup_rows_written_total",
+            "Rollup rows (re)computed and written.",
+            c.rollup_rows_written.load(Ordering::Relaxed),
+        );
+        out.counter(
+            "corral_rollup_failures_total",
+            "Rollup refreshes that failed (see the log).",
+            c.rollup_failures.load(Ordering::Relaxed),
+        );
+        let pending: Vec<(String, usize)> = self.saved().rollups.iter().map(|r| (r.spec.name.clone(), r.pending.len())).collect();
+        let mut family =
+            out.family("corral_rollup_pending_days", "UTC days with buckets a rollup has yet to recompute.", "gauge");
+        for (name, days) in &pending {
+            family.sample(&[("rollup", name)], days);
+        }
     }
 }
 

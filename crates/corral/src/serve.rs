@@ -182,7 +182,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
 
     let ready = Arc::new(AtomicBool::new(false));
     let mut metrics_sources: Vec<Arc<dyn MetricsSource>> =
-        vec![Arc::new(store.clone()), Arc::new(rules.clone()), rollouts.metrics()];
+        vec![Arc::new(store.clone()), Arc::new(rules.clone()), rollouts.metrics(), Arc::new(lifecycle.clone())];
     if let Some(mqtt) = &mqtt {
         metrics_sources.push(Arc::new(corral_mqtt::DoorMetrics(mqtt.broker.clone(), door.connected())));
         if mqtt.tls.is_some() {

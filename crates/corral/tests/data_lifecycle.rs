@@ -167,4 +167,7 @@ async fn a_rollup_matches_the_raw_aggregate_and_follows_late_data() {
 
     let (status, out) = server.admin(Method::GET, "/api/v1/rollups", None).await;
     assert_eq!((status, out["rollups"][0]["name"].as_str()), (200, Some("readings_1h")), "{out}");
+    let metrics = server.http.get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let written = metrics.lines().find_map(|l| l.strip_prefix("corral_rollup_rows_written_total ")).expect(&metrics);
+    assert!(written.parse::<u64>().unwrap() >= 7, "{written}");
 }

@@ -32,7 +32,9 @@
 //!   `GET /api/v1/campaigns/{id}/devices`, `POST /api/v1/campaigns/{id}/start|pause|resume|cancel`
 //! - `POST /api/v1/ingest[/{table}]` (device token; JSON or SenML)
 //! - `POST /api/v1/query` (`{"sql": ...}`; `Accept: text/csv` for CSV)
-//! - `GET /api/v1/export?sql=...&format=csv|parquet` (the whole result, streamed as it is computed)
+//! - `GET /api/v1/export?sql=...&format=csv|parquet` (the whole result, streamed as it is computed);
+//!   `GET/POST /api/v1/exports`, `GET/DELETE /api/v1/exports/{name}`,
+//!   `POST /api/v1/exports/{name}/run` (scheduled exports to a directory or an S3 bucket)
 //! - `GET /api/v1/retention`, `PUT/DELETE /api/v1/retention/{table}` (`tenant` in the body or
 //!   query), `POST /api/v1/retention/enforce`; `GET/POST /api/v1/rollups`,
 //!   `DELETE /api/v1/rollups/{name}`; `DELETE /api/v1/devices/{id}/data` (its rows, everywhere)
@@ -64,6 +66,7 @@ mod devices_csv;
 mod encode;
 mod error;
 mod export;
+mod exports;
 mod ingest;
 mod line_protocol;
 mod live;
@@ -145,6 +148,8 @@ pub struct AppState {
     pub rollouts: corral_campaigns::Rollouts,
     /// Retention, rollups and deleting a device's data.
     pub lifecycle: Arc<dyn corral_services::DataLifecycle>,
+    /// Scheduled exports.
+    pub exports: Arc<dyn corral_exports::ExportBook>,
 }
 
 /// The HTTP routes; `pages` (the web console) are served beside them, under the same request
@@ -181,6 +186,9 @@ pub fn router(state: AppState, pages: Router) -> Router {
         .route("/retention", get(data::list_retention))
         .route("/retention/enforce", post(data::enforce_retention))
         .route("/retention/{table}", axum::routing::put(data::set_retention).delete(data::remove_retention))
+        .route("/exports", get(exports::list).post(exports::create))
+        .route("/exports/{name}", get(exports::show).delete(exports::remove))
+        .route("/exports/{name}/run", post(exports::run))
         .route("/rollups", get(data::list_rollups).post(data::create_rollup))
         .route("/rollups/{name}", axum::routing::delete(data::remove_rollup))
         .route("/devices/{id}/data", axum::routing::delete(data::delete_device_data))

@@ -234,3 +234,33 @@ impl corral_services::MetricsSource for Rules {
         self.render_metrics(out);
     }
 }
+
+/// Rule id of the alarms the platform raises about itself (no rule has id 0).
+pub const PLATFORM_RULE_ID: i64 = 0;
+
+/// Platform alarms go through the same book as the rules' alarms: listed, acknowledged, stored
+/// and published on MQTT the same way; they have no actions.
+#[async_trait]
+impl corral_services::PlatformAlarms for Rules {
+    async fn raise(&self, key: &str, tenant: Option<&str>, title: &str, message: &str) {
+        let raise = alarm::Transition::Raise {
+            rule_id: PLATFORM_RULE_ID,
+            rule: title.to_string(),
+            severity: Severity::Major,
+            message: message.to_string(),
+            tenant: tenant.unwrap_or_default().to_string(),
+            device: key.to_string(),
+            at_ns: self.inner.clock.now_ns(),
+            values: serde_json::json!({ "error": message }),
+        };
+        let state = self.inner.state.lock().await;
+        self.inner.settle(&state.engine, vec![raise]).await;
+    }
+
+    async fn clear(&self, key: &str) {
+        let clear =
+            alarm::Transition::Clear { rule_id: PLATFORM_RULE_ID, device: key.to_string(), at_ns: self.inner.clock.now_ns() };
+        let state = self.inner.state.lock().await;
+        self.inner.settle(&state.engine, vec![clear]).await;
+    }
+}

@@ -19,6 +19,7 @@
 //! | [`SqlService`], [`SystemTable`] | read-only SQL (one statement, or a scoped session for a door that plans its own); the platform's own tables in it | `corral-store`; `devices`, `certificates` by the registry, `alarms` by the rules |
 //! | [`OnlineStatus`], [`Connections`] | whether devices are online; who holds a connection | `corral-rules` (offline windows), `corral-mqtt` |
 //! | [`DataLifecycle`] | retention per table and tenant, rollups, deleting a device's data | `corral-store` (`Lifecycle`) |
+//! | [`PlatformAlarms`] | alarms about the platform itself (an export that keeps failing) | `corral-rules` |
 //! | [`MetricsSource`] | Prometheus lines for `/metrics`, written with [`metrics::Exposition`] | every room that counts |
 //! | [`Clock`] | what time it is, for behaviour that depends on it (windows, absence, retries) | [`SystemClock`]; [`ManualClock`] in tests |
 //!
@@ -33,6 +34,7 @@
 //! # }
 //! ```
 
+mod alarms;
 mod artifacts;
 mod broker_users;
 mod clock;
@@ -44,6 +46,7 @@ mod presence;
 mod sql;
 mod twins;
 
+pub use alarms::PlatformAlarms;
 pub use artifacts::ArtifactDownloads;
 pub use broker_users::{BrokerLogin, BrokerUsers, TopicAccess, TopicRule};
 pub use clock::{Clock, ManualClock, SystemClock};

@@ -88,6 +88,8 @@ pub struct TestServer {
     pub http: reqwest::Client,
     log: Arc<Mutex<Vec<String>>>,
     extra_args: Vec<String>,
+    /// Environment variables the server process gets (credentials for an S3 endpoint, say).
+    extra_env: Vec<(String, String)>,
 }
 
 impl TestServer {
@@ -102,14 +104,30 @@ impl TestServer {
         Self::start_in(binary, temp, dir, extra_args)
     }
 
+    /// Starts with extra flags and environment variables (kept across restarts).
+    pub async fn start_with_env(binary: &str, extra_args: &[&str], env: &[(&str, &str)]) -> TestServer {
+        let temp = tempfile::tempdir().expect("temp dir");
+        let dir = temp.path().to_path_buf();
+        let mut server = Self::new(binary, temp, dir, extra_args);
+        server.extra_env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        server.spawn();
+        server
+    }
+
     /// Starts with its data in `data_dir` (e.g. a small filesystem for disk-full tests).
     pub async fn start_in_dir(binary: &str, data_dir: &Path, extra_args: &[&str]) -> TestServer {
         Self::start_in(binary, tempfile::tempdir().expect("temp dir"), data_dir.to_path_buf(), extra_args)
     }
 
     fn start_in(binary: &str, temp: tempfile::TempDir, data_dir: PathBuf, extra_args: &[&str]) -> TestServer {
+        let mut server = Self::new(binary, temp, data_dir, extra_args);
+        server.spawn();
+        server
+    }
+
+    fn new(binary: &str, temp: tempfile::TempDir, data_dir: PathBuf, extra_args: &[&str]) -> TestServer {
         install_tls_provider();
-        let mut server = TestServer {
+        TestServer {
             binary: PathBuf::from(binary),
             _temp: temp,
             data_dir,
@@ -124,9 +142,8 @@ impl TestServer {
             http: reqwest::Client::new(),
             log: Arc::default(),
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
-        };
-        server.spawn();
-        server
+            extra_env: Vec::new(),
+        }
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -145,6 +162,7 @@ impl TestServer {
             .arg("--data-dir")
             .arg(&self.data_dir)
             .args(&self.extra_args)
+            .envs(self.extra_env.iter().map(|(k, v)| (k, v)))
             .env("CORRAL_ADMIN_TOKEN", ADMIN_TOKEN)
             .env("CORRAL_LOG", "info")
             .env_remove("CORRAL_HTTP")

@@ -13,6 +13,7 @@ mod client;
 mod config;
 mod data_cli;
 mod demo;
+mod export_cli;
 mod glue;
 mod rules_cli;
 mod serve;
@@ -86,6 +87,9 @@ enum Command {
     /// How long data is kept (retention per table and tenant), rollups, deleting a device's rows.
     #[command(subcommand)]
     Data(data_cli::DataCommand),
+    /// Scheduled exports of a table or query to Parquet/CSV in a folder or an S3 bucket.
+    #[command(subcommand)]
+    Export(export_cli::ExportCommand),
 }
 
 fn main() -> std::process::ExitCode {
@@ -139,6 +143,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Alarm(cmd) => rules_cli::alarm(cmd).await,
         Command::Outbox(cmd) => rules_cli::outbox(cmd).await,
         Command::Data(cmd) => data_cli::data(cmd).await,
+        Command::Export(cmd) => export_cli::export(cmd).await,
     }
 }
 

@@ -168,6 +168,11 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     )
     .context("opening the data lifecycle (retention, rollups)")?;
     let lifecycle_task = tokio::spawn(lifecycle.clone().run());
+    // Scheduled exports read through the same SQL; a failing one raises a platform alarm.
+    let exports =
+        corral_exports::Exports::open(&data_dir, config.exports.clone(), sql.clone(), Arc::new(rules.clone()), clock.clone())
+            .map_err(|e| anyhow::anyhow!("opening the exports: {e}"))?;
+    let exports_task = tokio::spawn(exports.clone().run());
 
     // Campaigns follow their devices' reports from now on, and pick up where they were.
     let fleet = Arc::new(glue::CampaignFleet { registry: registry.clone(), sql: sql.clone(), twins: twins.clone() });
@@ -181,8 +186,13 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     rollouts.start(true).await.context("resuming the campaigns")?;
 
     let ready = Arc::new(AtomicBool::new(false));
-    let mut metrics_sources: Vec<Arc<dyn MetricsSource>> =
-        vec![Arc::new(store.clone()), Arc::new(rules.clone()), rollouts.metrics(), Arc::new(lifecycle.clone())];
+    let mut metrics_sources: Vec<Arc<dyn MetricsSource>> = vec![
+        Arc::new(store.clone()),
+        Arc::new(rules.clone()),
+        rollouts.metrics(),
+        Arc::new(lifecycle.clone()),
+        Arc::new(exports.clone()),
+    ];
     if let Some(mqtt) = &mqtt {
         metrics_sources.push(Arc::new(corral_mqtt::DoorMetrics(mqtt.broker.clone(), door.connected())));
         if mqtt.tls.is_some() {
@@ -220,6 +230,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         tracker: tracker.clone(),
         rollouts,
         lifecycle: Arc::new(lifecycle),
+        exports: Arc::new(exports),
     };
 
     // Bound before the HTTP listener: its log line is the last, and tests wait for it.
@@ -302,6 +313,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         rules.settle(Duration::from_secs(5)).await;
         presence.abort();
         lifecycle_task.abort();
+        exports_task.abort();
         persister.abort();
         store.close().await.context("persisting the write buffer at shutdown")?;
         registry.flush_last_seen().await.context("flushing last_seen")?;

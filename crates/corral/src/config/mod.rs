@@ -4,7 +4,8 @@
 //! (`corral_store::StorageSettings`), `[mqtt]` (`corral_mqtt::MqttSettings`), `[coap]`
 //! (`corral_coap::CoapSettings`), `[rules]` (`corral_rules::RulesConfig`), `[twin]`
 //! (`corral_twin::TwinSettings`), `[commands]` (`corral_commands::CommandSettings`), `[campaigns]`
-//! (`corral_campaigns::CampaignSettings`), `[pg]` (`corral_pg::PgSettings`). The binary flattens
+//! (`corral_campaigns::CampaignSettings`), `[pg]` (`corral_pg::PgSettings`), `[exports]`
+//! (`corral_exports::ExportSettings`). The binary flattens
 //! them into [`Config`] beside the few keys of the server itself (`data_dir`, the HTTP
 //! listeners, `log`, `[limits]`). A field's doc comment is its documentation everywhere:
 //! `corral config` prints it above the key, the settings table of `docs/operations.md` is
@@ -54,6 +55,8 @@ pub struct Config {
     pub campaigns: corral_campaigns::CampaignSettings,
     /// The PostgreSQL wire protocol: the same SQL as `/api/v1/query`, for psql and BI tools.
     pub pg: corral_pg::PgSettings,
+    /// Scheduled exports to a directory or an S3-compatible bucket.
+    pub exports: corral_exports::ExportSettings,
 }
 
 /// `[limits]`: what one request or query may take (HTTP and the SQL engine).
@@ -88,6 +91,7 @@ impl Default for Config {
             commands: Default::default(),
             campaigns: Default::default(),
             pg: Default::default(),
+            exports: Default::default(),
         }
     }
 }
@@ -121,6 +125,7 @@ impl Config {
         self.https_addr()?;
         self.coap_addr()?;
         self.twin.validate().map_err(|e| anyhow::anyhow!("twin: {e}"))?;
+        self.exports.validate().map_err(|e| anyhow::anyhow!("exports: {e}"))?;
         self.campaigns.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
         self.coaps_addr()?;
         self.pg_addr()?;

@@ -40,6 +40,9 @@ python3 -c "import influxdb_client, influxdb, paho.mqtt, aiocoap, cbor2, cryptog
 python3 -c "import psycopg, sqlalchemy, pandas, pyarrow, duckdb" 2>/dev/null ||
   python3 -m pip install -q --disable-pip-version-check "psycopg[binary]==3.3.9" sqlalchemy==2.1.9 pandas==3.1.2 \
     pyarrow==26.0.1 duckdb==2.0.1
+# A local S3 server for the scheduled exports' tests, and the client that reads back what they wrote.
+python3 -c "import moto.server, boto3" 2>/dev/null ||
+  python3 -m pip install -q --disable-pip-version-check "moto[server]==5.2.6" boto3==1.44.18
 
 browser=crates/corral/tests/browser
 test -d "$browser/node_modules/playwright-core" || npm ci --prefix "$browser" --no-audit --no-fund --loglevel=error

@@ -226,7 +226,7 @@ impl Exports {
         let Some(job) = job else { return Err(WireError::new(ErrorKind::NotFound, format!("no export named {name}"))) };
         let export = Export::new(job.spec.clone())?;
         let started = self.inner.clock.now_ns();
-        let mut run = Run {
+        let run = Run {
             started_at: rfc3339(started),
             finished_at: String::new(),
             trigger: trigger.to_string(),
@@ -234,7 +234,30 @@ impl Exports {
             files: Vec::new(),
             error: None,
         };
-        let outcome = self.export_new_rows(&job, &export, started, &mut run).await;
+        // Its own task: a run that panics (a library's bug on some input) fails that run, not
+        // the scheduler.
+        let this = self.clone();
+        let work = export.clone();
+        let ran = tokio::spawn(async move {
+            let mut run = run;
+            let outcome = this.export_new_rows(&job, &work, started, &mut run).await;
+            (outcome, run)
+        })
+        .await;
+        let (outcome, mut run) = match ran {
+            Ok(done) => done,
+            Err(e) => {
+                let run = Run {
+                    started_at: rfc3339(started),
+                    finished_at: String::new(),
+                    trigger: trigger.to_string(),
+                    rows: 0,
+                    files: Vec::new(),
+                    error: None,
+                };
+                (Err(format!("the run stopped unexpectedly ({e}); see the server log")), run)
+            }
+        };
         let finished = self.inner.clock.now_ns();
         run.finished_at = rfc3339(finished);
         run.error = outcome.err();

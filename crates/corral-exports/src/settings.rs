@@ -34,6 +34,13 @@ impl ExportSettings {
         if self.retry_secs == 0 || self.alarm_after_failures == 0 {
             return Err("retry_secs and alarm_after_failures must be positive".into());
         }
+        if let Some(endpoint) = &self.s3_endpoint {
+            let (scheme, rest) = endpoint.split_once("://").unwrap_or(("", ""));
+            let host_ok = !rest.is_empty() && !rest.contains(char::is_whitespace) && !rest.contains('"');
+            if !matches!(scheme, "http" | "https") || !host_ok {
+                return Err(format!("s3_endpoint {endpoint:?}: write a URL such as http://minio:9000 (no quotes)"));
+            }
+        }
         Ok(())
     }
 }

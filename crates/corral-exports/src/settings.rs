@@ -9,11 +9,12 @@ use std::path::PathBuf;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ExportSettings {
-    /// Local destinations are folders under this directory [default: `<data-dir>/exports`].
+    /// Local destinations are folders under this directory (unset: `<data-dir>/exports`).
     pub dir: Option<PathBuf>,
     /// An S3-compatible endpoint (MinIO, Ceph, a cloud's S3 API), e.g. `http://minio:9000`;
     /// unset: AWS S3 (or `AWS_ENDPOINT_URL`).
     pub s3_endpoint: Option<String>,
+    /// The region requests are signed for (S3-compatible stores mostly accept any).
     pub s3_region: String,
     /// Seconds before the first retry of a failed run; each further failure doubles it, up to
     /// the export's own interval.

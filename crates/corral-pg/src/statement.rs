@@ -37,8 +37,129 @@ pub(crate) enum Transaction {
 
 /// Parses `sql` into statements, rewritten so DataFusion can plan PostgreSQL's catalog idioms.
 pub(crate) fn parse(parser: &PostgresCompatibilityParser, sql: &str) -> PgWireResult<Vec<Statement>> {
-    let statements = parser.parse(sql).map_err(|e| crate::error::error("42601", format!("syntax error: {e}")))?;
-    Ok(statements.into_iter().map(without_comments).map(classify).collect())
+    // datafusion-pg-catalog swaps the subquery with which Grafana reads `search_path` for `''`
+    // (it predates a `current_setting` function), which empties Grafana's column picker. Corral
+    // answers `current_setting`, so the column picker skips that swap and keeps the other
+    // rewrites. The table picker keeps it: it also sorts by the subquery, which DataFusion cannot
+    // plan, and with the swap it lists every table schema-qualified, which Grafana accepts.
+    let column_picker = sql.contains("current_setting('search_path')") && sql.contains("information_schema.columns");
+    let statements = if column_picker {
+        let dialect = datafusion::sql::sqlparser::dialect::PostgreSqlDialect {};
+        datafusion::sql::sqlparser::parser::Parser::parse_sql(&dialect, sql)
+            .map(|statements| statements.into_iter().map(|s| parser.rewrite(s)).collect::<Vec<_>>())
+    } else {
+        parser.parse(sql)
+    };
+    let statements = statements.map_err(|e| crate::error::error("42601", format!("syntax error: {e}")))?;
+    Ok(statements.into_iter().map(without_comments).map(with_pg_idioms).map(classify).collect())
+}
+
+/// PostgreSQL idioms DataFusion plans differently, rewritten into what it plans the same way.
+/// Grafana's table and column pickers use all three to read `search_path`:
+/// - bare `user` (a keyword in PostgreSQL, a column name to DataFusion) becomes `session_user`;
+/// - a function that returns one value, used as a table (`FROM string_to_array(...) s`), becomes
+///   a one-row derived table whose column is named after the alias, as PostgreSQL names it;
+/// - `generate_series(...) AS i` names its column `i` too (DataFusion calls it `value`).
+fn with_pg_idioms(mut statement: ast::Statement) -> ast::Statement {
+    struct Idioms;
+    impl ast::VisitorMut for Idioms {
+        type Break = ();
+
+        fn post_visit_expr(&mut self, expr: &mut Expr) -> std::ops::ControlFlow<()> {
+            // The parser reads `user` as a function called without parentheses.
+            let bare_user = match &*expr {
+                Expr::Identifier(ident) => ident.quote_style.is_none() && ident.value.eq_ignore_ascii_case("user"),
+                Expr::Function(f) => {
+                    matches!(f.args, ast::FunctionArguments::None)
+                        && f.name.0.len() == 1
+                        && f.name.0[0].as_ident().is_some_and(|i| i.quote_style.is_none() && i.value.eq_ignore_ascii_case("user"))
+                }
+                _ => false,
+            };
+            // `session_user`: what datafusion-pg-catalog turns `current_user` into.
+            if bare_user && let Some(session_user) = parse_expr("session_user") {
+                *expr = session_user;
+            }
+            name_the_in_subquery_column(expr);
+            if let Some(visible) = table_visibility(expr) {
+                *expr = visible;
+            }
+            std::ops::ControlFlow::Continue(())
+        }
+
+        fn post_visit_table_factor(&mut self, factor: &mut ast::TableFactor) -> std::ops::ControlFlow<()> {
+            if let Some(derived) = as_derived_table(factor) {
+                *factor = derived;
+            }
+            std::ops::ControlFlow::Continue(())
+        }
+    }
+    let _ = ast::VisitMut::visit(&mut statement, &mut Idioms);
+    statement
+}
+
+/// `x IN (SELECT <expression> ...)` as `x IN (SELECT <expression> AS in_value ...)`. DataFusion
+/// 55 mis-plans an unnamed column there when the expression is long (Grafana's column picker: the
+/// whole filter became `table_schema = ''` and the picker listed nothing); a name avoids it.
+fn name_the_in_subquery_column(expr: &mut Expr) {
+    let Expr::InSubquery { subquery, .. } = expr else { return };
+    let ast::SetExpr::Select(select) = subquery.body.as_mut() else { return };
+    if let [item @ ast::SelectItem::UnnamedExpr(_)] = select.projection.as_mut_slice() {
+        let ast::SelectItem::UnnamedExpr(value) = std::mem::replace(item, ast::SelectItem::Wildcard(Default::default())) else {
+            unreachable!("matched above")
+        };
+        *item = ast::SelectItem::ExprWithAlias { expr: value, alias: ast::Ident::new("in_value") };
+    }
+}
+
+/// `pg_table_is_visible(oid)` as "its schema is on the search path": datafusion-pg-catalog
+/// answers true for every table, so psql's `\d readings` described both `public.readings` and
+/// `latest.readings`; PostgreSQL shows only the one a bare name finds.
+fn table_visibility(expr: &Expr) -> Option<Expr> {
+    let Expr::Function(function) = expr else { return None };
+    let name = function.name.0.last()?.as_ident()?.value.to_lowercase();
+    let ast::FunctionArguments::List(list) = &function.args else { return None };
+    let [ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(oid))] = list.args.as_slice() else { return None };
+    if name != "pg_table_is_visible" {
+        return None;
+    }
+    parse_expr(&format!(
+        "({oid}) IN (SELECT visible_class.oid FROM pg_catalog.pg_class AS visible_class \
+         JOIN pg_catalog.pg_namespace AS visible_schema ON visible_schema.oid = visible_class.relnamespace \
+         WHERE visible_schema.nspname IN ('public', 'pg_catalog'))"
+    ))
+}
+
+/// Functions that return one value and that tools call in `FROM`.
+const VALUE_FUNCTIONS: [&str; 3] = ["string_to_array", "current_schemas", "parse_ident"];
+
+/// `f(args) AS a` as `(SELECT f(args) AS a) AS a`, or for a series `(SELECT value AS a FROM
+/// generate_series(args)) AS a`, when the alias names no columns of its own.
+fn as_derived_table(factor: &ast::TableFactor) -> Option<ast::TableFactor> {
+    let ast::TableFactor::Table { name, alias: Some(alias), args: Some(args), .. } = factor else { return None };
+    if !alias.columns.is_empty() {
+        return None;
+    }
+    let function = name.0.last()?.as_ident()?.value.to_lowercase();
+    let call = format!("{name}({})", args.args.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "));
+    let alias = &alias.name;
+    let derived = if VALUE_FUNCTIONS.contains(&function.as_str()) {
+        format!("SELECT * FROM (SELECT {call} AS {alias}) AS {alias}")
+    } else if function == "generate_series" || function == "range" {
+        format!("SELECT * FROM (SELECT value AS {alias} FROM {call}) AS {alias}")
+    } else {
+        return None;
+    };
+    let dialect = datafusion::sql::sqlparser::dialect::PostgreSqlDialect {};
+    let parsed = datafusion::sql::sqlparser::parser::Parser::parse_sql(&dialect, &derived).ok()?;
+    let ast::Statement::Query(query) = parsed.into_iter().next()? else { return None };
+    let ast::SetExpr::Select(select) = *query.body else { return None };
+    select.from.into_iter().next().map(|from| from.relation)
+}
+
+fn parse_expr(text: &str) -> Option<Expr> {
+    let dialect = datafusion::sql::sqlparser::dialect::PostgreSqlDialect {};
+    datafusion::sql::sqlparser::parser::Parser::new(&dialect).try_with_sql(text).ok()?.parse_expr().ok()
 }
 
 /// `col_description(...)`, `obj_description(...)` and `shobj_description(...)` become `NULL`
@@ -217,6 +338,37 @@ mod tests {
     fn comment_lookups_answer_null_without_evaluating_their_arguments() {
         let Statement::Query(query) = one("SELECT col_description(CAST('x.y' AS regclass), 1) AS c") else { panic!("a query") };
         assert_eq!(query.to_string(), "SELECT NULL AS c");
+    }
+
+    #[test]
+    fn grafanas_search_path_idioms_become_what_datafusion_plans() {
+        let Statement::Query(query) = one("SELECT CASE WHEN trim(s[i]) = '\"$user\"' THEN user ELSE trim(s[i]) END \
+             FROM generate_series(1, 2) AS i, string_to_array(current_setting('search_path'), ',') s")
+        else {
+            panic!("a query")
+        };
+        let text = query.to_string();
+        assert!(text.contains("THEN session_user ELSE"), "{text}");
+        assert!(text.contains("(SELECT value AS i FROM generate_series(1, 2)) AS i"), "{text}");
+        assert!(text.contains("(SELECT string_to_array(current_setting('search_path'), ',') AS s) AS s"), "{text}");
+        let Statement::Query(kept) = one("SELECT * FROM generate_series(1, 3) AS t(n), \"user\"") else { panic!("a query") };
+        assert_eq!(
+            kept.to_string(),
+            "SELECT * FROM generate_series(1, 3) AS t (n), \"user\"",
+            "named columns and quoted names stay"
+        );
+    }
+
+    #[test]
+    fn a_table_is_visible_when_its_schema_is_on_the_search_path() {
+        let Statement::Query(query) =
+            one("SELECT c.relname FROM pg_catalog.pg_class c WHERE pg_catalog.pg_table_is_visible(c.oid)")
+        else {
+            panic!("a query")
+        };
+        let text = query.to_string();
+        assert!(text.contains("(c.oid) IN (SELECT visible_class.oid FROM pg_catalog.pg_class"), "{text}");
+        assert!(text.contains("nspname IN ('public', 'pg_catalog')"), "{text}");
     }
 
     #[test]

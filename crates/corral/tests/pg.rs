@@ -84,6 +84,11 @@ async fn psql_lists_and_describes_tables_and_joins_telemetry_to_the_inventory() 
     assert!(out.contains(r#"Table "public.readings""#), "{out}");
     assert!(out.lines().any(|l| l.contains("temperature") && l.contains("double precision")), "{out}");
     assert!(out.lines().any(|l| l.contains("time") && l.contains("timestamp with time zone")), "{out}");
+    // A bare name finds the table on the search path, as in PostgreSQL; `latest` is named.
+    let out = fleet.psql(&[r"\d readings"]);
+    assert!(out.contains(r#"Table "public.readings""#) && !out.contains("latest.readings"), "{out}");
+    let out = fleet.psql(&[r"\d latest.readings"]);
+    assert!(out.contains(r#"Table "latest.readings""#), "{out}");
     let out = fleet.psql(&[
         "SELECT d.site, count(*) AS readings, max(r.temperature) AS warmest FROM readings r JOIN devices d USING (device) GROUP BY d.site ORDER BY d.site",
     ]);

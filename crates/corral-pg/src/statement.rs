@@ -80,7 +80,6 @@ fn with_pg_idioms(mut statement: ast::Statement) -> ast::Statement {
             if bare_user && let Some(session_user) = parse_expr("session_user") {
                 *expr = session_user;
             }
-            name_the_in_subquery_column(expr);
             if let Some(visible) = table_visibility(expr) {
                 *expr = visible;
             }
@@ -96,20 +95,6 @@ fn with_pg_idioms(mut statement: ast::Statement) -> ast::Statement {
     }
     let _ = ast::VisitMut::visit(&mut statement, &mut Idioms);
     statement
-}
-
-/// `x IN (SELECT <expression> ...)` as `x IN (SELECT <expression> AS in_value ...)`. DataFusion
-/// 55 mis-plans an unnamed column there when the expression is long (Grafana's column picker: the
-/// whole filter became `table_schema = ''` and the picker listed nothing); a name avoids it.
-fn name_the_in_subquery_column(expr: &mut Expr) {
-    let Expr::InSubquery { subquery, .. } = expr else { return };
-    let ast::SetExpr::Select(select) = subquery.body.as_mut() else { return };
-    if let [item @ ast::SelectItem::UnnamedExpr(_)] = select.projection.as_mut_slice() {
-        let ast::SelectItem::UnnamedExpr(value) = std::mem::replace(item, ast::SelectItem::Wildcard(Default::default())) else {
-            unreachable!("matched above")
-        };
-        *item = ast::SelectItem::ExprWithAlias { expr: value, alias: ast::Ident::new("in_value") };
-    }
 }
 
 /// `pg_table_is_visible(oid)` as "its schema is on the search path": datafusion-pg-catalog

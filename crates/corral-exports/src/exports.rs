@@ -38,6 +38,19 @@ pub struct Run {
     pub error: Option<String>,
 }
 
+impl Run {
+    fn starting(at_ns: i64, trigger: &str) -> Run {
+        Run {
+            started_at: rfc3339(at_ns),
+            finished_at: String::new(),
+            trigger: trigger.to_string(),
+            rows: 0,
+            files: Vec::new(),
+            error: None,
+        }
+    }
+}
+
 /// An export and where it stands.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ExportStatus {
@@ -226,14 +239,7 @@ impl Exports {
         let Some(job) = job else { return Err(WireError::new(ErrorKind::NotFound, format!("no export named {name}"))) };
         let export = Export::new(job.spec.clone())?;
         let started = self.inner.clock.now_ns();
-        let run = Run {
-            started_at: rfc3339(started),
-            finished_at: String::new(),
-            trigger: trigger.to_string(),
-            rows: 0,
-            files: Vec::new(),
-            error: None,
-        };
+        let run = Run::starting(started, trigger);
         // Its own task: a run that panics (a library's bug on some input) fails that run, not
         // the scheduler.
         let this = self.clone();
@@ -246,17 +252,7 @@ impl Exports {
         .await;
         let (outcome, mut run) = match ran {
             Ok(done) => done,
-            Err(e) => {
-                let run = Run {
-                    started_at: rfc3339(started),
-                    finished_at: String::new(),
-                    trigger: trigger.to_string(),
-                    rows: 0,
-                    files: Vec::new(),
-                    error: None,
-                };
-                (Err(format!("the run stopped unexpectedly ({e}); see the server log")), run)
-            }
+            Err(e) => (Err(format!("the run stopped unexpectedly ({e}); see the server log")), Run::starting(started, trigger)),
         };
         let finished = self.inner.clock.now_ns();
         run.finished_at = rfc3339(finished);

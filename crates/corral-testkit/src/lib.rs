@@ -253,6 +253,19 @@ impl TestServer {
         self.spawn();
     }
 
+    /// Runs the `corral` command line against this server as the admin; returns whether it
+    /// succeeded, its stdout and its stderr.
+    pub fn cli(&self, args: &[&str]) -> (bool, String, String) {
+        let out = Command::new(&self.binary)
+            .args(args)
+            .env("CORRAL_URL", &self.base)
+            .env("CORRAL_TOKEN", ADMIN_TOKEN)
+            .output()
+            .expect("run corral");
+        let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+        (out.status.success(), text(&out.stdout), text(&out.stderr))
+    }
+
     pub async fn admin(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
         self.call(method, path, ADMIN_TOKEN, body).await
     }

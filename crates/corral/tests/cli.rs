@@ -7,13 +7,7 @@ use std::process::Command;
 const BIN: &str = env!("CARGO_BIN_EXE_corral");
 
 fn corral(server: &TestServer, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(BIN)
-        .args(args)
-        .env("CORRAL_URL", &server.base)
-        .env("CORRAL_TOKEN", ADMIN_TOKEN)
-        .output()
-        .expect("run corral");
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    server.cli(args)
 }
 
 #[tokio::test]

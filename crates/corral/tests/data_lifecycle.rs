@@ -5,22 +5,15 @@
 use corral_testkit::{ADMIN_TOKEN, TestServer};
 use reqwest::Method;
 use serde_json::{Value, json};
-use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 const BIN: &str = env!("CARGO_BIN_EXE_corral");
 const DAY_MS: i64 = 86_400_000;
 
 fn corral(server: &TestServer, args: &[&str]) -> String {
-    let out = Command::new(BIN)
-        .args(args)
-        .env("CORRAL_URL", &server.base)
-        .env("CORRAL_TOKEN", ADMIN_TOKEN)
-        .output()
-        .expect("run corral");
-    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "corral {args:?} failed:\n{stdout}\n{stderr}");
-    stdout.into_owned()
+    let (ok, stdout, stderr) = server.cli(args);
+    assert!(ok, "corral {args:?} failed:\n{stdout}\n{stderr}");
+    stdout
 }
 
 fn now_ms() -> i64 {

@@ -3,7 +3,7 @@
 //! compared with the source; a missing bucket that fails runs until the alarm is raised, and the
 //! success that clears it.
 
-use corral_testkit::{ADMIN_TOKEN, TestServer};
+use corral_testkit::TestServer;
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::process::{Child, Command, Stdio};
@@ -87,13 +87,20 @@ async fn an_export_to_a_bucket_fails_until_the_bucket_exists_then_exports_every_
     let now = now_ms();
     readings(&server, "truck-1", "acme", &[(now - 2 * DAY_MS, 1.0), (now - DAY_MS, 2.0), (now - 600_000, 3.0)]).await;
 
-    let out = Command::new(BIN)
-        .args(["export", "add", "lake", "--table", "readings", "--to", "s3://lake/corral", "--every", "1h", "--delay", "1s"])
-        .env("CORRAL_URL", &server.base)
-        .env("CORRAL_TOKEN", ADMIN_TOKEN)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (ok, _, stderr) = server.cli(&[
+        "export",
+        "add",
+        "lake",
+        "--table",
+        "readings",
+        "--to",
+        "s3://lake/corral",
+        "--every",
+        "1h",
+        "--delay",
+        "1s",
+    ]);
+    assert!(ok, "{stderr}");
 
     // No bucket yet: runs fail, and the second failure in a row raises the alarm.
     let (status, out) = server.admin(Method::POST, "/api/v1/exports/lake/run", None).await;

@@ -5,10 +5,17 @@
 # flat peak. The rows come from generate_series, so this measures the export path (encode, stream),
 # not the store's read path.
 #
+# With --stored, the rows are first written to a table (line protocol, 100 registered trucks, one
+# reading per truck per second) and the export reads them back from the store: buffer and Parquet.
+# It checks the store holds every row, then reports the same figures.
+#
 #   scripts/bench-export.sh [ROWS]
+#   scripts/bench-export.sh --stored [ROWS]      # default 20000000
 set -euo pipefail
 cd "$(dirname "$0")/.."
-rows="${1:-100000000}"
+stored=false
+if [ "${1:-}" = "--stored" ]; then stored=true; shift; fi
+rows="${1:-$($stored && echo 20000000 || echo 100000000)}"
 cargo build --release --locked -p corral
 target="${CARGO_TARGET_DIR:-target}"
 data=$(mktemp -d "${TMPDIR:-/tmp}/corral-bench-export.XXXXXX")
@@ -20,6 +27,30 @@ trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$data"' EXIT
 until curl -sf localhost:18089/readyz >/dev/null; do sleep 0.2; done
 hwm() { awk '/VmHWM/ { print int($2 / 1024) }' "/proc/$pid/status"; }
 sql="SELECT v AS n, v * 0.5 AS x, concat('truck_', v % 1000) AS name FROM generate_series(1, $rows) AS t(v)"
+if $stored; then
+  for k in $(seq 0 99); do
+    curl -sf -X POST localhost:18089/api/v1/devices -H "Authorization: Bearer $token" -d "{\"id\": \"truck-$k\"}" >/dev/null
+  done
+  start=$(date +%s.%N)
+  python3 - "$rows" "$token" <<'PY'
+import sys, urllib.request
+rows, token = int(sys.argv[1]), sys.argv[2]
+base = 1_767_225_600 * 10**9  # 2026-01-01T00:00:00Z; one reading per truck per second
+chunk = 100_000
+for first in range(0, rows, chunk):
+    lines = "\n".join(
+        f"bench,device=truck-{i % 100} n={i}i,x={i * 0.5},speed={(i * 7) % 130}.5 {base + (i // 100) * 10**9}"
+        for i in range(first, min(first + chunk, rows)))
+    request = urllib.request.Request("http://localhost:18089/write", data=lines.encode(),
+                                     headers={"Authorization": f"Bearer {token}"})
+    urllib.request.urlopen(request).read()
+PY
+  echo "ingested $rows rows in $(echo "$(date +%s.%N) - $start" | bc) s"
+  stored_rows=$(curl -sf localhost:18089/api/v1/query -H "Authorization: Bearer $token" \
+    -d '{"sql": "SELECT count(*) FROM bench"}' | python3 -c 'import sys, json; print(json.load(sys.stdin)["rows"][0][0])')
+  [ "$stored_rows" = "$rows" ] || { echo "the store holds $stored_rows rows, not $rows" >&2; exit 1; }
+  sql="SELECT * FROM bench"
+fi
 echo "rows: $rows; peak RSS at start: $(hwm) MiB"
 for format in parquet csv; do
   start=$(date +%s.%N)

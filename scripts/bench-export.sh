@@ -52,7 +52,7 @@ PY
   sql="SELECT * FROM bench"
 fi
 echo "rows: $rows; peak RSS at start: $(hwm) MiB"
-for format in parquet csv; do
+for format in ${FORMATS:-parquet csv}; do
   start=$(date +%s.%N)
   bytes=$(curl -sf -G localhost:18089/api/v1/export -H "Authorization: Bearer $token" \
     --data-urlencode "sql=$sql" -d "format=$format" -o /dev/null -w '%{size_download}')

@@ -11,6 +11,7 @@
 #
 #   scripts/bench-export.sh [ROWS]
 #   scripts/bench-export.sh --stored [ROWS]      # default 20000000
+#   FORMATS="csv csv parquet" scripts/bench-export.sh --stored   # which exports run, in order
 set -euo pipefail
 cd "$(dirname "$0")/.."
 stored=false

@@ -177,7 +177,10 @@ impl Exports {
             let mut file = std::fs::File::create(&tmp)?;
             file.write_all(&bytes)?;
             file.sync_all()?;
-            std::fs::rename(&tmp, &self.inner.path)
+            std::fs::rename(&tmp, &self.inner.path)?;
+            // The rename is durable only once the directory is.
+            let dir = self.inner.path.parent().unwrap_or(std::path::Path::new("."));
+            std::fs::File::open(dir)?.sync_all()
         };
         write().map_err(|e| format!("writing {}: {e}", self.inner.path.display()))
     }
@@ -359,7 +362,7 @@ impl Exports {
         }
     }
 
-    /// Counters for `/metrics`.
+    /// How many exports' last run failed, for `/metrics`.
     fn failing(&self) -> usize {
         self.jobs().iter().filter(|j| j.failures > 0).count()
     }

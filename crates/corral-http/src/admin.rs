@@ -7,12 +7,29 @@ use crate::error::{ApiError, ApiResult};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
+use crate::extract::{Path, Query};
 use axum::http::StatusCode;
 use corral_model::TenantId;
 use corral_registry::{NewApiToken, Profile};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use crate::openapi::{Api, Operation};
+
+const TAG: &str = "admin";
+
+pub(crate) fn routes(api: Api) -> Api {
+    api
+        .post("/api/v1/tokens", create_token, Operation::new(TAG, "TODO"))
+        .get("/api/v1/tokens", list_tokens, Operation::new(TAG, "TODO"))
+        .delete("/api/v1/tokens/{id}", revoke_token, Operation::new(TAG, "TODO"))
+        .get("/api/v1/profiles", list_profiles, Operation::new(TAG, "TODO"))
+        .get("/api/v1/profiles/{name}", show_profile, Operation::new(TAG, "TODO"))
+        .put("/api/v1/profiles/{name}", put_profile, Operation::new(TAG, "TODO"))
+        .get("/api/v1/tenants", list_tenants, Operation::new(TAG, "TODO"))
+        .post("/api/v1/tenants", create_tenant, Operation::new(TAG, "TODO"))
+        .get("/api/v1/audit", audit, Operation::new(TAG, "TODO"))
+}
 
 pub async fn create_token(
     State(state): State<AppState>,

@@ -23,7 +23,8 @@ use crate::commands::{require_write, scope};
 use crate::error::{ApiError, ApiResult};
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Extension, Path, Query, State};
+use axum::extract::{Extension, State};
+use crate::extract::{Path, Query};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use corral_campaigns::{Artifact, NewArtifact};
@@ -31,6 +32,20 @@ use corral_model::TenantId;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use crate::openapi::{Api, Operation};
+
+const TAG: &str = "artifacts";
+
+pub(crate) fn routes(api: Api) -> Api {
+    api
+        .post("/api/v1/artifacts", upload, Operation::new(TAG, "TODO"))
+        .get("/api/v1/artifacts", list, Operation::new(TAG, "TODO"))
+        .get("/api/v1/artifacts/signing-key", signing_key, Operation::new(TAG, "TODO"))
+        .get("/api/v1/artifacts/{id}", show, Operation::new(TAG, "TODO"))
+        .get("/api/v1/artifacts/{id}/content", content, Operation::new(TAG, "TODO"))
+        .get("/api/v1/devices/{id}/artifacts/{artifact}", for_device, Operation::new(TAG, "TODO"))
+        .get("/api/v1/downloads/{artifact}/{device}/{expires}/{mac}", granted, Operation::new(TAG, "TODO"))
+}
 
 const DEFAULT_PAGE: usize = 100;
 const MAX_PAGE: usize = 1000;

@@ -10,13 +10,26 @@ use crate::error::ApiResult;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
+use axum::extract::State;
+use crate::extract::Path;
 use axum::http::StatusCode;
 use corral_model::TenantId;
 use corral_registry::{BrokerUser, generate_password};
 use corral_services::TopicRule;
 use serde::Deserialize;
 use serde_json::{Value, json};
+use crate::openapi::{Api, Operation};
+
+const TAG: &str = "broker-users";
+
+pub(crate) fn routes(api: Api) -> Api {
+    api
+        .post("/api/v1/broker-users", create, Operation::new(TAG, "TODO"))
+        .get("/api/v1/broker-users", list, Operation::new(TAG, "TODO"))
+        .get("/api/v1/broker-users/{name}", show, Operation::new(TAG, "TODO"))
+        .patch("/api/v1/broker-users/{name}", update, Operation::new(TAG, "TODO"))
+        .delete("/api/v1/broker-users/{name}", remove, Operation::new(TAG, "TODO"))
+}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -25,7 +25,8 @@ use crate::error::{ApiError, ApiResult};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
+use crate::extract::{Path, Query};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use corral_campaigns::{Action, Campaign, CampaignError, DeviceState, NewCampaign, Plan, Progress, Rollout};
@@ -34,6 +35,18 @@ use corral_registry::Target;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
+use crate::openapi::{Api, Operation};
+
+const TAG: &str = "campaigns";
+
+pub(crate) fn routes(api: Api) -> Api {
+    api
+        .post("/api/v1/campaigns", create, Operation::new(TAG, "TODO"))
+        .get("/api/v1/campaigns", list, Operation::new(TAG, "TODO"))
+        .get("/api/v1/campaigns/{id}", show, Operation::new(TAG, "TODO"))
+        .get("/api/v1/campaigns/{id}/devices", devices, Operation::new(TAG, "TODO"))
+        .post("/api/v1/campaigns/{id}/{action}", act, Operation::new(TAG, "TODO"))
+}
 
 const DEFAULT_PAGE: usize = 100;
 const MAX_PAGE: usize = 1000;

@@ -10,12 +10,28 @@ use crate::error::ApiResult;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
+use axum::extract::State;
+use crate::extract::Path;
 use axum::http::StatusCode;
 use corral_model::TenantId;
 use corral_registry::{AutoRegister, CertificateAuthority, Device, DeviceCertificate, DeviceStatus};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use crate::openapi::{Api, Operation};
+
+const TAG: &str = "certificates";
+
+pub(crate) fn routes(api: Api) -> Api {
+    api
+        .post("/api/v1/devices/{id}/certificate", issue, Operation::new(TAG, "TODO"))
+        .delete("/api/v1/devices/{id}/certificate/{which}", revoke, Operation::new(TAG, "TODO"))
+        .get("/api/v1/devices/{id}/certificates", list, Operation::new(TAG, "TODO"))
+        .post("/api/v1/devices/{id}/approve", approve, Operation::new(TAG, "TODO"))
+        .post("/api/v1/devices/{id}/reject", reject, Operation::new(TAG, "TODO"))
+        .post("/api/v1/cas", create_ca, Operation::new(TAG, "TODO"))
+        .get("/api/v1/cas", list_cas, Operation::new(TAG, "TODO"))
+        .get("/api/v1/cas/{id}", show_ca, Operation::new(TAG, "TODO"))
+}
 
 /// Body of `POST /api/v1/cas`: with `certificate` (PEM) it registers the operator's own CA,
 /// without it Corral creates one.

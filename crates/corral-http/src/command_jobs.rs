@@ -21,7 +21,8 @@ use crate::error::{ApiError, ApiResult};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
+use axum::extract::State;
+use crate::extract::Path;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use corral_commands::{CommandState, NewCommand};
@@ -30,6 +31,15 @@ use corral_registry::{Target, select_devices};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
+use crate::openapi::{Api, Operation};
+
+const TAG: &str = "commands";
+
+pub(crate) fn routes(api: Api) -> Api {
+    api
+        .post("/api/v1/command-jobs", create, Operation::new(TAG, "TODO"))
+        .get("/api/v1/command-jobs/{job}", show, Operation::new(TAG, "TODO"))
+}
 
 /// The most devices one job may address: a fleet-wide job in one transaction, bounded so a typo
 /// in `where` cannot queue millions of commands.

@@ -22,7 +22,8 @@ use crate::error::{ApiError, ApiResult};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
+use crate::extract::{Path, Query};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use corral_commands::{CommandError, CommandFilter, CommandState, MAX_PAGE, NewCommand, TrackedCommand};
@@ -31,6 +32,16 @@ use corral_registry::Principal;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::time::Duration;
+use crate::openapi::{Api, Operation};
+
+const TAG: &str = "commands";
+
+pub(crate) fn routes(api: Api) -> Api {
+    api
+        .post("/api/v1/devices/{id}/commands", create, Operation::new(TAG, "TODO"))
+        .get("/api/v1/commands", list, Operation::new(TAG, "TODO"))
+        .get("/api/v1/commands/{id}", show, Operation::new(TAG, "TODO"))
+}
 
 /// How long a device has to answer when the caller does not say.
 pub(crate) const DEFAULT_TIMEOUT_S: u64 = 300;

@@ -12,13 +12,29 @@ use crate::error::{ApiError, ApiResult};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
+use crate::extract::{Path, Query};
 use axum::http::StatusCode;
 use corral_model::TenantId;
 use corral_registry::Principal;
 use corral_services::{RetentionPolicy, RollupSpec};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use crate::openapi::{Api, Operation};
+
+const TAG: &str = "data";
+
+pub(crate) fn routes(api: Api) -> Api {
+    api
+        .get("/api/v1/retention", list_retention, Operation::new(TAG, "TODO"))
+        .post("/api/v1/retention/enforce", enforce_retention, Operation::new(TAG, "TODO"))
+        .put("/api/v1/retention/{table}", set_retention, Operation::new(TAG, "TODO"))
+        .delete("/api/v1/retention/{table}", remove_retention, Operation::new(TAG, "TODO"))
+        .get("/api/v1/rollups", list_rollups, Operation::new(TAG, "TODO"))
+        .post("/api/v1/rollups", create_rollup, Operation::new(TAG, "TODO"))
+        .delete("/api/v1/rollups/{name}", remove_rollup, Operation::new(TAG, "TODO"))
+        .delete("/api/v1/devices/{id}/data", delete_device_data, Operation::new(TAG, "TODO"))
+}
 
 fn require_admin(caller: &Principal) -> ApiResult<()> {
     if caller.is_admin() {

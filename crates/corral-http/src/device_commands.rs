@@ -22,7 +22,8 @@ use axum::Extension;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
+use crate::extract::{Path, Query};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use corral_commands::{CommandState, TrackedCommand};
@@ -31,6 +32,15 @@ use corral_services::DeviceCaller;
 use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::time::Instant;
+use crate::openapi::{Api, Operation};
+
+const TAG: &str = "device";
+
+pub(crate) fn routes(api: Api) -> Api {
+    api
+        .get("/api/v1/devices/{id}/commands/next", next, Operation::new(TAG, "TODO"))
+        .post("/api/v1/devices/{id}/commands/{command_id}/response", respond, Operation::new(TAG, "TODO"))
+}
 
 /// `?wait=` of the poll, in seconds.
 #[derive(Debug, Deserialize)]

@@ -8,19 +8,147 @@ use crate::error::ApiResult;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
+use crate::extract::{Path, Query};
 use axum::http::StatusCode;
+use crate::openapi::{Api, Operation};
 use corral_registry::{Device, DeviceFilter, DevicePage, DevicePatch, NewDevice};
-use serde_json::{Value, json};
+use serde::Serialize;
+
+const TAG: &str = "devices";
+
+pub(crate) fn routes(api: Api) -> Api {
+    api.post(
+        "/api/v1/devices",
+        create,
+        Operation::new(TAG, "Registers a device")
+            .describe("Answers with the device's token, shown only this once.")
+            .body::<NewDevice>()
+            .returns::<Created>(201, "Registered")
+            .errors(&[404, 409]),
+    )
+    .get(
+        "/api/v1/devices",
+        list,
+        Operation::new(TAG, "Lists devices, one page at a time")
+            .describe("With `Accept: text/csv`, every matching device as CSV (all pages).")
+            .query::<DeviceFilter>()
+            .returns::<Page>(200, "One page of devices")
+            .returns_raw(200, "text/csv", "Every matching device, one per line"),
+    )
+    .get("/api/v1/devices/{id}", show, Operation::new(TAG, "One device").path::<String>("id", "The device").returns::<Shown>(200, "The device"))
+    .patch(
+        "/api/v1/devices/{id}",
+        update,
+        Operation::new(TAG, "Changes a device (a merge patch)")
+            .path::<String>("id", "The device")
+            .body::<DevicePatch>()
+            .returns::<Device>(200, "The device as changed")
+            .errors(&[409]),
+    )
+    .delete(
+        "/api/v1/devices/{id}",
+        decommission,
+        Operation::new(TAG, "Decommissions a device")
+            .describe("Its credentials stop working at once; its record and data stay.")
+            .path::<String>("id", "The device")
+            .returns::<Device>(200, "The device, decommissioned"),
+    )
+    .post(
+        "/api/v1/devices/{id}/token",
+        rotate_token,
+        Operation::new(TAG, "Gives a device a new token")
+            .path::<String>("id", "The device")
+            .query::<RotateParams>()
+            .returns::<Rotated>(200, "The new token, shown only this once"),
+    )
+    .put(
+        "/api/v1/devices/{id}/psk",
+        set_psk,
+        Operation::new(TAG, "Sets the device's pre-shared key for CoAP over DTLS")
+            .describe("An empty body generates a random key. The key is in the answer this once only.")
+            .path::<String>("id", "The device")
+            .body::<SetPsk>()
+            .returns::<PskSet>(200, "The key"),
+    )
+    .get(
+        "/api/v1/devices/{id}/psk",
+        show_psk,
+        Operation::new(TAG, "Whether the device has a pre-shared key")
+            .path::<String>("id", "The device")
+            .returns::<PskState>(200, "Whether it has one (never the key)"),
+    )
+    .delete(
+        "/api/v1/devices/{id}/psk",
+        remove_psk,
+        Operation::new(TAG, "Removes the device's pre-shared key")
+            .path::<String>("id", "The device")
+            .returns_nothing(204, "Removed"),
+    )
+}
+
+/// A device just registered, with its token.
+#[derive(Serialize, schemars::JsonSchema)]
+pub struct Created {
+    device: Device,
+    /// The device's token: shown only this once.
+    token: String,
+}
+
+/// A device as the API shows it when reading: its record and whether it is online now.
+#[derive(Serialize, schemars::JsonSchema)]
+pub struct Shown {
+    #[serde(flatten)]
+    device: Device,
+    /// Connected now (MQTT, CoAP observe) or heard from within its profile's heartbeat.
+    online: bool,
+}
+
+#[derive(Serialize, schemars::JsonSchema)]
+pub struct Page {
+    devices: Vec<Shown>,
+    /// Devices matching the filter across all pages.
+    total: u64,
+    /// Pass as `after` (id order) or `offset` (any other order) for the next page; null on the last.
+    next: Option<String>,
+}
+
+#[derive(Serialize, schemars::JsonSchema)]
+pub struct Rotated {
+    device: String,
+    /// The new token: shown only this once.
+    token: String,
+    /// Until when the old token still works (RFC 3339), when `overlap_secs` was given.
+    old_token_valid_until: Option<String>,
+}
+
+#[derive(Serialize, schemars::JsonSchema)]
+pub struct PskSet {
+    device: String,
+    /// The PSK identity the device presents: its id.
+    identity: String,
+    /// The key as text, when it is printable.
+    key: Option<String>,
+    key_hex: String,
+    /// True when the key was generated.
+    generated: bool,
+}
+
+#[derive(Serialize, schemars::JsonSchema)]
+pub struct PskState {
+    device: String,
+    identity: String,
+    has_psk: bool,
+}
 
 pub async fn create(
     State(state): State<AppState>,
     Caller(caller): Caller,
     body: Result<Bytes, BytesRejection>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<Created>)> {
     let new: NewDevice = parse_json(body)?;
     let (device, token) = state.registry.create_device(&caller, new).await?;
-    Ok((StatusCode::CREATED, Json(json!({ "device": device, "token": token }))))
+    Ok((StatusCode::CREATED, Json(Created { device, token })))
 }
 
 /// One page as JSON, or with `Accept: text/csv` every matching device as CSV.
@@ -39,23 +167,14 @@ pub async fn list(
     let facts: Vec<_> = page.devices.iter().map(Device::scope_facts).collect();
     let online = state.online.online(&facts).await;
     let DevicePage { devices, total, next } = page;
-    let devices: Vec<Value> = devices.into_iter().zip(online).map(|(d, online)| with_online(d, online)).collect();
-    Ok(Json(json!({ "devices": devices, "total": total, "next": next })).into_response())
+    let devices = devices.into_iter().zip(online).map(|(device, online)| Shown { device, online }).collect();
+    Ok(Json(Page { devices, total, next }).into_response())
 }
 
-pub async fn show(State(state): State<AppState>, Caller(caller): Caller, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+pub async fn show(State(state): State<AppState>, Caller(caller): Caller, Path(id): Path<String>) -> ApiResult<Json<Shown>> {
     let device = state.registry.get_device(&caller, &id).await?;
     let online = state.online.online(&[device.scope_facts()]).await;
-    Ok(Json(with_online(device, online.first().copied().unwrap_or(false))))
-}
-
-/// A device as the API shows it when reading: its record and whether it is online now.
-fn with_online(device: Device, online: bool) -> Value {
-    let mut value = serde_json::to_value(device).unwrap_or_default();
-    if let Some(map) = value.as_object_mut() {
-        map.insert("online".into(), online.into());
-    }
-    value
+    Ok(Json(Shown { device, online: online.first().copied().unwrap_or(false) }))
 }
 
 pub async fn update(
@@ -76,7 +195,7 @@ pub async fn decommission(
     Ok(Json(state.registry.decommission_device(&caller, &id).await?))
 }
 
-#[derive(Debug, Default, serde::Deserialize)]
+#[derive(Debug, Default, serde::Deserialize, schemars::JsonSchema)]
 pub struct RotateParams {
     /// Seconds the old token keeps working (default 0: it stops at once).
     #[serde(default)]
@@ -88,18 +207,18 @@ pub async fn rotate_token(
     Caller(caller): Caller,
     Path(id): Path<String>,
     Query(params): Query<RotateParams>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Rotated>> {
     let token = state.registry.rotate_device_token_with_overlap(&caller, &id, params.overlap_secs).await?;
     let until = (params.overlap_secs > 0).then(|| {
         (chrono::Utc::now() + chrono::Duration::seconds(params.overlap_secs as i64))
             .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
     });
-    Ok(Json(json!({ "device": id, "token": token, "old_token_valid_until": until })))
+    Ok(Json(Rotated { device: id, token, old_token_valid_until: until }))
 }
 
 /// Body of `PUT /api/v1/devices/{id}/psk`: the factory's key as text (`key`) or in hex
 /// (`key_hex`), or neither for a random one.
-#[derive(Debug, Default, serde::Deserialize)]
+#[derive(Debug, Default, serde::Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetPsk {
     #[serde(default)]
@@ -115,7 +234,7 @@ pub async fn set_psk(
     Caller(caller): Caller,
     Path(id): Path<String>,
     body: Result<Bytes, BytesRejection>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<PskSet>> {
     let asked: SetPsk = crate::body::parse_json_or_default(body)?;
     let key = match (asked.key, asked.key_hex) {
         (Some(_), Some(_)) => return Err(crate::error::ApiError::bad_input("give key or key_hex, not both")),
@@ -125,14 +244,14 @@ pub async fn set_psk(
     };
     let generated = key.is_none();
     let key = state.registry.set_device_psk(&caller, &id, key).await?;
-    let text = std::str::from_utf8(&key).ok().filter(|t| t.chars().all(|c| c.is_ascii_graphic()));
-    Ok(Json(json!({ "device": id, "identity": id, "key": text, "key_hex": hex::encode(&key), "generated": generated })))
+    let text = std::str::from_utf8(&key).ok().filter(|t| t.chars().all(|c| c.is_ascii_graphic())).map(str::to_string);
+    Ok(Json(PskSet { identity: id.clone(), device: id, key: text, key_hex: hex::encode(&key), generated }))
 }
 
 /// Whether the device has a pre-shared key (the key itself is never shown again).
-pub async fn show_psk(State(state): State<AppState>, Caller(caller): Caller, Path(id): Path<String>) -> ApiResult<Json<Value>> {
-    let has = state.registry.has_device_psk(&caller, &id).await?;
-    Ok(Json(json!({ "device": id, "identity": id, "has_psk": has })))
+pub async fn show_psk(State(state): State<AppState>, Caller(caller): Caller, Path(id): Path<String>) -> ApiResult<Json<PskState>> {
+    let has_psk = state.registry.has_device_psk(&caller, &id).await?;
+    Ok(Json(PskState { identity: id.clone(), device: id, has_psk }))
 }
 
 pub async fn remove_psk(State(state): State<AppState>, Caller(caller): Caller, Path(id): Path<String>) -> ApiResult<StatusCode> {

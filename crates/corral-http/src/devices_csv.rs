@@ -10,13 +10,22 @@ use crate::AppState;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
+use crate::extract::Query;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use corral_model::{DeviceId, TenantId};
 use corral_registry::{Device, DeviceFilter, NewDevice};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use crate::openapi::{Api, Operation};
+
+const TAG: &str = "devices";
+
+pub(crate) fn routes(api: Api) -> Api {
+    api
+        .post("/api/v1/devices/import", import, Operation::new(TAG, "TODO"))
+}
 
 pub const COLUMNS: [&str; 8] = ["id", "profile", "site", "tenant", "tags", "attributes", "status", "last_seen"];
 /// Lines one import may hold: enough for a fleet's spreadsheet, bounded for the request.

@@ -12,7 +12,8 @@ use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use arrow::datatypes::SchemaRef;
 use axum::body::{Body, Bytes};
-use axum::extract::{Query, State};
+use axum::extract::State;
+use crate::extract::Query;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use corral_exports::{FileWriter, Format, Pending};
@@ -21,6 +22,14 @@ use futures::StreamExt;
 use serde::Deserialize;
 use std::sync::Arc;
 use tokio::sync::mpsc;
+use crate::openapi::{Api, Operation};
+
+const TAG: &str = "data";
+
+pub(crate) fn routes(api: Api) -> Api {
+    api
+        .get("/api/v1/export", export, Operation::new(TAG, "TODO"))
+}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -10,11 +10,24 @@ use crate::error::{ApiError, ApiResult};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
+use axum::extract::State;
+use crate::extract::Path;
 use axum::http::StatusCode;
 use corral_exports::ExportSpec;
 use corral_registry::Principal;
 use serde_json::{Value, json};
+use crate::openapi::{Api, Operation};
+
+const TAG: &str = "exports";
+
+pub(crate) fn routes(api: Api) -> Api {
+    api
+        .get("/api/v1/exports", list, Operation::new(TAG, "TODO"))
+        .post("/api/v1/exports", create, Operation::new(TAG, "TODO"))
+        .get("/api/v1/exports/{name}", show, Operation::new(TAG, "TODO"))
+        .delete("/api/v1/exports/{name}", remove, Operation::new(TAG, "TODO"))
+        .post("/api/v1/exports/{name}/run", run, Operation::new(TAG, "TODO"))
+}
 
 fn scope(caller: &Principal) -> Option<&str> {
     caller.tenant.as_ref().map(|t| t.as_str())

@@ -9,12 +9,22 @@ use crate::error::ApiResult;
 use axum::Extension;
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
+use crate::extract::{Path, Query};
 use axum::http::HeaderMap;
 use corral_ingest::decode::TelemetryFormat;
 use corral_model::{Door, Envelope, TableName};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use crate::openapi::{Api, Operation};
+
+const TAG: &str = "ingest";
+
+pub(crate) fn routes(api: Api) -> Api {
+    api
+        .post("/api/v1/ingest", ingest_default, Operation::new(TAG, "TODO"))
+        .post("/api/v1/ingest/{table}", ingest_table, Operation::new(TAG, "TODO"))
+}
 
 #[derive(Debug, Default, Deserialize)]
 pub struct IngestParams {

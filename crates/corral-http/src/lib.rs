@@ -67,10 +67,12 @@ mod encode;
 mod error;
 mod export;
 mod exports;
+mod extract;
 mod ingest;
 mod line_protocol;
 mod live;
 mod mqtt_ws;
+mod openapi;
 mod ops;
 mod profile_twin;
 mod query;
@@ -80,7 +82,6 @@ mod users;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
 use corral_ingest::Sink;
 use corral_ingest::decode::Limits;
 use corral_registry::Registry;
@@ -155,84 +156,44 @@ pub struct AppState {
 /// The HTTP routes; `pages` (the web console) are served beside them, under the same request
 /// metrics and limits.
 pub fn router(state: AppState, pages: Router) -> Router {
-    let api = Router::new()
-        .route("/devices", post(devices::create).get(devices::list))
-        .route("/devices/import", post(devices_csv::import))
-        .route("/devices/{id}", get(devices::show).patch(devices::update).delete(devices::decommission))
-        .route("/devices/{id}/token", post(devices::rotate_token))
-        .route("/devices/{id}/live", get(live::stream))
-        .route("/devices/{id}/commands", post(commands::create))
-        .route("/devices/{id}/commands/next", get(device_commands::next))
-        .route("/devices/{id}/commands/{command_id}/response", post(device_commands::respond))
-        .route("/commands", get(commands::list))
-        .route("/commands/{id}", get(commands::show))
-        .route("/command-jobs", post(command_jobs::create))
-        .route("/command-jobs/{job}", get(command_jobs::show))
-        .route("/devices/{id}/twin", get(twin::show))
-        .route("/devices/{id}/twin/desired", axum::routing::patch(twin::patch_desired))
-        .route("/devices/{id}/twin/reported", axum::routing::patch(twin::patch_reported))
-        .route("/devices/{id}/psk", axum::routing::put(devices::set_psk).get(devices::show_psk).delete(devices::remove_psk))
-        .route("/devices/{id}/certificate", post(certificates::issue))
-        .route("/devices/{id}/certificate/{which}", axum::routing::delete(certificates::revoke))
-        .route("/devices/{id}/certificates", get(certificates::list))
-        .route("/devices/{id}/approve", post(certificates::approve))
-        .route("/devices/{id}/reject", post(certificates::reject))
-        .route("/cas", post(certificates::create_ca).get(certificates::list_cas))
-        .route("/cas/{id}", get(certificates::show_ca))
-        .route("/ingest", post(ingest::ingest_default))
-        .route("/ingest/{table}", post(ingest::ingest_table))
-        .route("/query", post(query::query))
-        .route("/export", get(export::export))
-        .route("/retention", get(data::list_retention))
-        .route("/retention/enforce", post(data::enforce_retention))
-        .route("/retention/{table}", axum::routing::put(data::set_retention).delete(data::remove_retention))
-        .route("/exports", get(exports::list).post(exports::create))
-        .route("/exports/{name}", get(exports::show).delete(exports::remove))
-        .route("/exports/{name}/run", post(exports::run))
-        .route("/rollups", get(data::list_rollups).post(data::create_rollup))
-        .route("/rollups/{name}", axum::routing::delete(data::remove_rollup))
-        .route("/devices/{id}/data", axum::routing::delete(data::delete_device_data))
-        .route("/tokens", post(admin::create_token).get(admin::list_tokens))
-        .route("/tokens/{id}", axum::routing::delete(admin::revoke_token))
-        .route("/profiles", get(admin::list_profiles))
-        .route("/profiles/{name}", get(admin::show_profile).put(admin::put_profile))
-        .route("/profiles/{name}/twin/desired", get(profile_twin::show).patch(profile_twin::patch))
-        .route("/tenants", get(admin::list_tenants).post(admin::create_tenant))
-        .route("/audit", get(admin::audit))
-        .route("/rules", post(rules::create).get(rules::list))
-        .route("/rules/{id}", get(rules::show).put(rules::replace).delete(rules::delete))
-        .route("/alarms", get(rules::alarms))
-        .route("/alarms/{id}", get(rules::alarm))
-        .route("/alarms/{id}/ack", post(rules::acknowledge))
-        .route("/alarms/{id}/clear", post(rules::clear))
-        .route("/alarms/{id}/comments", post(rules::comment))
-        .route("/outbox", get(rules::outbox))
-        .route("/outbox/{id}/retry", post(rules::retry))
-        .route("/broker-users", post(broker_users::create).get(broker_users::list))
-        .route("/broker-users/{name}", get(broker_users::show).patch(broker_users::update).delete(broker_users::remove))
-        .route("/users", post(users::create).get(users::list))
-        .route("/users/{name}", axum::routing::delete(users::remove))
-        .route("/users/{name}/password", axum::routing::put(users::set_password))
-        .route("/artifacts", post(artifacts::upload).get(artifacts::list))
-        .route("/artifacts/signing-key", get(artifacts::signing_key))
-        .route("/artifacts/{id}", get(artifacts::show))
-        .route("/artifacts/{id}/content", get(artifacts::content))
-        .route("/devices/{id}/artifacts/{artifact}", get(artifacts::for_device))
-        .route("/downloads/{artifact}/{device}/{expires}/{mac}", get(artifacts::granted))
-        .route("/campaigns", post(campaigns::create).get(campaigns::list))
-        .route("/campaigns/{id}", get(campaigns::show))
-        .route("/campaigns/{id}/devices", get(campaigns::devices))
-        .route("/campaigns/{id}/{action}", post(campaigns::act));
-    Router::new()
-        .nest("/api/v1", api)
-        .route("/write", post(line_protocol::write))
-        .route("/api/v2/write", post(line_protocol::write))
-        .route("/healthz", get(ops::healthz))
-        .route("/readyz", get(ops::readyz))
-        .route("/metrics", get(ops::metrics))
-        .route("/mqtt", get(mqtt_ws::upgrade))
-        .fallback_service(pages.fallback(ops::not_found))
+    let (api, _) = api().finish();
+    api.fallback_service(pages.fallback(ops::not_found))
         .layer(axum::middleware::from_fn_with_state(state.clone(), ops::count_requests))
         .layer(DefaultBodyLimit::max(state.limits.max_body_bytes))
         .with_state(state)
+}
+
+/// The OpenAPI 3.1 document of every route [`router`] serves (`GET /api/v1/openapi.json`).
+pub fn openapi() -> serde_json::Value {
+    api().finish().1
+}
+
+/// Every route, each module adding its own with their descriptions.
+fn api() -> openapi::Api {
+    let modules: [fn(openapi::Api) -> openapi::Api; 23] = [
+        devices::routes,
+        devices_csv::routes,
+        live::routes,
+        commands::routes,
+        device_commands::routes,
+        command_jobs::routes,
+        twin::routes,
+        certificates::routes,
+        ingest::routes,
+        query::routes,
+        export::routes,
+        data::routes,
+        exports::routes,
+        admin::routes,
+        profile_twin::routes,
+        rules::routes,
+        broker_users::routes,
+        users::routes,
+        artifacts::routes,
+        campaigns::routes,
+        line_protocol::routes,
+        ops::routes,
+        mqtt_ws::routes,
+    ];
+    modules.into_iter().fold(openapi::Api::new(), |api, add| add(api))
 }

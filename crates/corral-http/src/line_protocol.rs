@@ -18,7 +18,8 @@ use crate::auth::bearer;
 use crate::body::read_body;
 use crate::error::{ApiError, ApiResult};
 use axum::body::{Body, Bytes};
-use axum::extract::{Query, State};
+use axum::extract::State;
+use crate::extract::Query;
 use axum::http::{HeaderMap, StatusCode, header};
 use corral_ingest::decode::{Precision, decode_line_protocol};
 use corral_model::{DeviceId, Door, Envelope, ErrorKind, TenantId};
@@ -27,6 +28,15 @@ use corral_services::{Caller, Credential, DeviceCaller};
 use serde::Deserialize;
 use std::collections::BTreeSet;
 use std::io::Read;
+use crate::openapi::{Api, Operation};
+
+const TAG: &str = "ingest";
+
+pub(crate) fn routes(api: Api) -> Api {
+    api
+        .post("/write", write, Operation::new(TAG, "TODO"))
+        .post("/api/v2/write", write, Operation::new(TAG, "TODO"))
+}
 
 #[derive(Debug, Default, Deserialize)]
 pub struct WriteParams {

@@ -10,7 +10,8 @@ use crate::AppState;
 use crate::auth::Caller;
 use crate::error::ApiResult;
 use async_trait::async_trait;
-use axum::extract::{Path, State};
+use axum::extract::State;
+use crate::extract::Path;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use corral_model::{Batch, Envelope, FieldValue};
@@ -21,6 +22,14 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::broadcast;
+use crate::openapi::{Api, Operation};
+
+const TAG: &str = "devices";
+
+pub(crate) fn routes(api: Api) -> Api {
+    api
+        .get("/api/v1/devices/{id}/live", stream, Operation::new(TAG, "TODO"))
+}
 
 /// One row as a live view sees it.
 #[derive(Debug, Clone, Serialize)]

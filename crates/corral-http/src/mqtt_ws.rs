@@ -12,6 +12,14 @@ use corral_model::{ErrorKind, WireError};
 use futures::{SinkExt, StreamExt};
 use std::net::SocketAddr;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+use crate::openapi::{Api, Operation};
+
+const TAG: &str = "mqtt";
+
+pub(crate) fn routes(api: Api) -> Api {
+    api
+        .get("/mqtt", upgrade, Operation::new(TAG, "TODO"))
+}
 
 /// Where WebSocket MQTT connections go: the binary hands them to the broker.
 #[async_trait]

@@ -9,6 +9,42 @@ use axum::response::{IntoResponse, Response};
 use corral_model::ErrorKind;
 use corral_services::metrics::Exposition;
 use std::sync::atomic::{AtomicU64, Ordering};
+use crate::openapi::{Api, Auth, Operation};
+
+const TAG: &str = "operations";
+
+pub(crate) fn routes(api: Api) -> Api {
+    api.get(
+        "/healthz",
+        healthz,
+        Operation::new(TAG, "Liveness: the process answers").auth(Auth::Anyone).returns::<Health>(200, "Alive"),
+    )
+    .get(
+        "/readyz",
+        readyz,
+        Operation::new(TAG, "Readiness: start-up (WAL replay, migrations) is done and it is not shutting down")
+            .auth(Auth::Anyone)
+            .returns::<Health>(200, "Ready"),
+    )
+    .get(
+        "/metrics",
+        metrics,
+        Operation::new(TAG, "Prometheus metrics")
+            .auth(Auth::Anyone)
+            .returns_raw(200, "text/plain", "The Prometheus text exposition format, version 0.0.4"),
+    )
+    .get(
+        "/api/v1/openapi.json",
+        openapi,
+        Operation::new(TAG, "This document").auth(Auth::Anyone).returns_raw(200, "application/json", "OpenAPI 3.1"),
+    )
+}
+
+#[derive(serde::Serialize, schemars::JsonSchema)]
+pub struct Health {
+    /// `ok` (alive) or `ready`.
+    status: &'static str,
+}
 
 /// HTTP requests answered, by status code.
 pub struct HttpMetrics {
@@ -46,13 +82,13 @@ pub async fn count_requests(State(state): State<AppState>, request: Request, nex
     response
 }
 
-pub async fn healthz() -> impl IntoResponse {
-    axum::Json(serde_json::json!({ "status": "ok" }))
+pub async fn healthz() -> axum::Json<Health> {
+    axum::Json(Health { status: "ok" })
 }
 
 pub async fn readyz(State(state): State<AppState>) -> Response {
     if state.ready.load(Ordering::Relaxed) {
-        axum::Json(serde_json::json!({ "status": "ready" })).into_response()
+        axum::Json(Health { status: "ready" }).into_response()
     } else {
         ApiError::new(ErrorKind::Unavailable, "not ready: starting up or shutting down").into_response()
     }
@@ -67,6 +103,13 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     let mut response = out.into_response();
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
     response
+}
+
+/// This API's OpenAPI 3.1 document, generated from the code that mounts the routes.
+pub async fn openapi() -> Response {
+    static DOCUMENT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let document = DOCUMENT.get_or_init(|| crate::openapi().to_string());
+    ([(header::CONTENT_TYPE, "application/json")], document.as_str()).into_response()
 }
 
 pub async fn not_found(request: Request) -> ApiError {

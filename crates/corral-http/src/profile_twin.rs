@@ -18,11 +18,21 @@ use crate::error::{ApiError, ApiResult};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
+use axum::extract::State;
+use crate::extract::Path;
 use axum::http::{HeaderMap, header};
 use corral_registry::Principal;
 use corral_twin::{ProfileDesired, TwinError};
 use serde_json::{Value, json};
+use crate::openapi::{Api, Operation};
+
+const TAG: &str = "twins";
+
+pub(crate) fn routes(api: Api) -> Api {
+    api
+        .get("/api/v1/profiles/{name}/twin/desired", show, Operation::new(TAG, "TODO"))
+        .patch("/api/v1/profiles/{name}/twin/desired", patch, Operation::new(TAG, "TODO"))
+}
 
 pub async fn show(State(state): State<AppState>, Caller(caller): Caller, Path(name): Path<String>) -> ApiResult<Json<Value>> {
     state.registry.get_profile(&caller, &name).await?;

@@ -12,6 +12,14 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use corral_model::ErrorKind;
 use serde::Deserialize;
+use crate::openapi::{Api, Operation};
+
+const TAG: &str = "data";
+
+pub(crate) fn routes(api: Api) -> Api {
+    api
+        .post("/api/v1/query", query, Operation::new(TAG, "TODO"))
+}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

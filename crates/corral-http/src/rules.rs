@@ -9,13 +9,33 @@ use crate::error::{ApiError, ApiResult};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
+use crate::extract::{Path, Query};
 use axum::http::StatusCode;
 use corral_model::TenantId;
 use corral_registry::Principal;
 use corral_rules::{AlarmFilter, AlarmStatus, RuleSpec};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use crate::openapi::{Api, Operation};
+
+const TAG: &str = "rules";
+
+pub(crate) fn routes(api: Api) -> Api {
+    api
+        .post("/api/v1/rules", create, Operation::new(TAG, "TODO"))
+        .get("/api/v1/rules", list, Operation::new(TAG, "TODO"))
+        .get("/api/v1/rules/{id}", show, Operation::new(TAG, "TODO"))
+        .put("/api/v1/rules/{id}", replace, Operation::new(TAG, "TODO"))
+        .delete("/api/v1/rules/{id}", delete, Operation::new(TAG, "TODO"))
+        .get("/api/v1/alarms", alarms, Operation::new(TAG, "TODO"))
+        .get("/api/v1/alarms/{id}", alarm, Operation::new(TAG, "TODO"))
+        .post("/api/v1/alarms/{id}/ack", acknowledge, Operation::new(TAG, "TODO"))
+        .post("/api/v1/alarms/{id}/clear", clear, Operation::new(TAG, "TODO"))
+        .post("/api/v1/alarms/{id}/comments", comment, Operation::new(TAG, "TODO"))
+        .get("/api/v1/outbox", outbox, Operation::new(TAG, "TODO"))
+        .post("/api/v1/outbox/{id}/retry", retry, Operation::new(TAG, "TODO"))
+}
 
 fn scope(caller: &Principal) -> Option<&str> {
     caller.tenant.as_ref().map(TenantId::as_str)

@@ -21,13 +21,24 @@ use axum::Extension;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
+use crate::extract::{Path, Query};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use corral_registry::{DEVICE_TOKEN_PREFIX, Device, Principal};
 use corral_services::DeviceCaller;
 use corral_twin::{Document, Twin, TwinError};
 use serde_json::{Value, json};
+use crate::openapi::{Api, Operation};
+
+const TAG: &str = "twins";
+
+pub(crate) fn routes(api: Api) -> Api {
+    api
+        .get("/api/v1/devices/{id}/twin", show, Operation::new(TAG, "TODO"))
+        .patch("/api/v1/devices/{id}/twin/desired", patch_desired, Operation::new(TAG, "TODO"))
+        .patch("/api/v1/devices/{id}/twin/reported", patch_reported, Operation::new(TAG, "TODO"))
+}
 
 /// A twin call's failure. Kept apart from [`ApiError`] only because a stale `If-Match` is HTTP's
 /// own 412, where the shared error vocabulary's `Conflict` means 409 on every other route.

@@ -10,12 +10,24 @@ use crate::error::ApiResult;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
+use axum::extract::State;
+use crate::extract::Path;
 use axum::http::StatusCode;
 use corral_model::TenantId;
 use corral_registry::{Role, generate_password};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use crate::openapi::{Api, Operation};
+
+const TAG: &str = "users";
+
+pub(crate) fn routes(api: Api) -> Api {
+    api
+        .post("/api/v1/users", create, Operation::new(TAG, "TODO"))
+        .get("/api/v1/users", list, Operation::new(TAG, "TODO"))
+        .delete("/api/v1/users/{name}", remove, Operation::new(TAG, "TODO"))
+        .put("/api/v1/users/{name}/password", set_password, Operation::new(TAG, "TODO"))
+}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -22,6 +22,17 @@ fn check_name(what: &'static str, value: &str, max_len: usize) -> Result<(), IdE
     Ok(())
 }
 
+/// The JSON Schema of a validated name: a string of at most `max` characters of `[A-Za-z0-9._-]`.
+fn name_schema(description: &str, max: u32) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "string",
+        "minLength": 1,
+        "maxLength": max,
+        "pattern": "^[A-Za-z0-9._-]+$",
+        "description": description,
+    })
+}
+
 macro_rules! name_type {
     ($(#[$doc:meta])* $name:ident, $what:literal, $max:expr) => {
         $(#[$doc])*
@@ -52,6 +63,15 @@ macro_rules! name_type {
         impl AsRef<str> for $name {
             fn as_ref(&self) -> &str {
                 &self.0
+            }
+        }
+
+        impl schemars::JsonSchema for $name {
+            fn schema_name() -> std::borrow::Cow<'static, str> {
+                stringify!($name).into()
+            }
+            fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+                name_schema(concat!("A ", $what, ": 1-", stringify!($max), " characters of [A-Za-z0-9._-]."), $max)
             }
         }
 
@@ -109,6 +129,21 @@ impl TableName {
     }
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+}
+
+impl schemars::JsonSchema for TableName {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "TableName".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "minLength": 1,
+            "maxLength": 64,
+            "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$",
+            "description": "A telemetry table: 1-64 characters of [A-Za-z0-9._-], starting with a letter or digit; not one of the platform's own tables.",
+        })
     }
 }
 

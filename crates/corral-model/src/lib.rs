@@ -18,6 +18,7 @@
 mod batch;
 mod error;
 mod ids;
+pub mod schema;
 
 pub use batch::{Batch, FieldType, FieldValue, Row};
 pub use error::{ErrorKind, WireError};

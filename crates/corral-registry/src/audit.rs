@@ -6,10 +6,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// One change: who, what, when.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct AuditEntry {
     pub id: i64,
     #[serde(with = "crate::time::rfc3339")]
+    #[schemars(with = "corral_model::schema::Rfc3339")]
     pub at: DateTime<Utc>,
     /// The principal's name, `system` for the platform itself.
     pub actor: String,

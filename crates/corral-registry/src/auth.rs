@@ -20,7 +20,7 @@ pub const PSK_MIN_BYTES: usize = 16;
 pub const PSK_MAX_BYTES: usize = 64;
 
 /// What an API token may do. Ordered from most to least powerful in the docs, not in `Ord`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Everything, including API tokens, tenants and profiles.
@@ -60,7 +60,7 @@ impl FromStr for Role {
 }
 
 /// An authenticated caller of the management API, as resolved from its API token.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Principal {
     pub token_id: i64,
     pub name: String,

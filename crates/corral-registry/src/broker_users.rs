@@ -11,16 +11,18 @@ use serde::Serialize;
 /// Rules one broker user may have.
 pub const MAX_TOPIC_RULES: usize = 100;
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct BrokerUser {
     pub name: String,
     pub tenant: Option<TenantId>,
     pub rules: Vec<TopicRule>,
     #[serde(with = "crate::time::rfc3339")]
+    #[schemars(with = "corral_model::schema::Rfc3339")]
     pub created_at: DateTime<Utc>,
     pub created_by: String,
     /// When its password or rules last changed.
     #[serde(with = "crate::time::rfc3339")]
+    #[schemars(with = "corral_model::schema::Rfc3339")]
     pub updated_at: DateTime<Utc>,
 }
 

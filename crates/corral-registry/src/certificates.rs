@@ -6,7 +6,7 @@ use corral_model::{DeviceId, TenantId};
 use serde::Serialize;
 
 /// A CA a tenant trusts for device certificates.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct CertificateAuthority {
     pub id: String,
     pub tenant: TenantId,
@@ -17,8 +17,10 @@ pub struct CertificateAuthority {
     pub subject: String,
     pub fingerprint: String,
     #[serde(with = "crate::time::rfc3339")]
+    #[schemars(with = "corral_model::schema::Rfc3339")]
     pub not_after: DateTime<Utc>,
     #[serde(with = "crate::time::rfc3339")]
+    #[schemars(with = "corral_model::schema::Rfc3339")]
     pub created_at: DateTime<Utc>,
     pub created_by: String,
     pub certificate: String,
@@ -51,20 +53,24 @@ pub struct NewCertificateAuthority {
 }
 
 /// A device certificate: issued by a managed CA, or first seen on an mTLS connection.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct DeviceCertificate {
     pub fingerprint: String,
     pub serial: String,
     pub device: DeviceId,
     pub ca: String,
     #[serde(with = "crate::time::rfc3339")]
+    #[schemars(with = "corral_model::schema::Rfc3339")]
     pub not_before: DateTime<Utc>,
     #[serde(with = "crate::time::rfc3339")]
+    #[schemars(with = "corral_model::schema::Rfc3339")]
     pub not_after: DateTime<Utc>,
     #[serde(with = "crate::time::rfc3339")]
+    #[schemars(with = "corral_model::schema::Rfc3339")]
     pub issued_at: DateTime<Utc>,
     pub issued_by: String,
     #[serde(with = "crate::time::rfc3339_opt")]
+    #[schemars(with = "corral_model::schema::Rfc3339OrNull")]
     pub revoked_at: Option<DateTime<Utc>>,
     pub revoked_by: Option<String>,
 }

@@ -14,7 +14,7 @@ const MAX_TAG_LEN: usize = 64;
 const MAX_SITE_LEN: usize = 128;
 const MAX_ATTRIBUTES_BYTES: usize = 16 * 1024;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum DeviceStatus {
     Active,
@@ -62,7 +62,7 @@ impl FromStr for DeviceStatus {
 
 /// A registered device. `last_seen` is the newest of the stored value and the not yet flushed
 /// in-memory one, so it is current to the last message.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Device {
     pub id: DeviceId,
     pub profile: Option<String>,
@@ -73,10 +73,13 @@ pub struct Device {
     pub status: DeviceStatus,
     pub gateway: Option<DeviceId>,
     #[serde(default, with = "crate::time::rfc3339_opt")]
+    #[schemars(with = "corral_model::schema::Rfc3339OrNull")]
     pub last_seen: Option<DateTime<Utc>>,
     #[serde(with = "crate::time::rfc3339")]
+    #[schemars(with = "corral_model::schema::Rfc3339")]
     pub created_at: DateTime<Utc>,
     #[serde(with = "crate::time::rfc3339")]
+    #[schemars(with = "corral_model::schema::Rfc3339")]
     pub updated_at: DateTime<Utc>,
 }
 
@@ -103,7 +106,7 @@ impl Device {
 /// Body of `POST /api/v1/devices`. `tenant` defaults to the caller's scope, else `default`.
 /// A `profile` nobody has declared yet is accepted and registered as an empty profile, so devices
 /// can be enrolled before their kind is described.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewDevice {
     pub id: DeviceId,
@@ -126,7 +129,7 @@ impl NewDevice {
 /// `profile`, `site` and `gateway` are clearable: `"site": null` removes the site.
 /// `attributes` and `tags` replace the whole value when present (send `{}` / `[]` to empty them;
 /// `null` for them, as for `status`, means "unchanged").
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DevicePatch {
     #[serde(default, deserialize_with = "present")]
@@ -147,7 +150,7 @@ fn present<'de, T: Deserialize<'de>, D: Deserializer<'de>>(d: D) -> Result<Optio
 
 /// Query of `GET /api/v1/devices`. Every filter narrows; `q` is a case-insensitive substring
 /// match over id, site, profile, tags and the attributes' JSON text.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct DeviceFilter {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tenant: Option<TenantId>,
@@ -178,7 +181,7 @@ pub struct DeviceFilter {
     pub offset: Option<u32>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct DevicePage {
     pub devices: Vec<Device>,
     /// Devices matching the filter across all pages.

@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 const REGISTRY_PAGE: u32 = 1000;
 
 /// Which devices to address; every given field narrows.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Target {
     #[serde(default, skip_serializing_if = "Option::is_none")]

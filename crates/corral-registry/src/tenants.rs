@@ -5,10 +5,11 @@ use corral_model::TenantId;
 use serde::{Deserialize, Serialize};
 
 /// A tenant: an id, a display name, when it was created.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Tenant {
     pub id: TenantId,
     pub name: Option<String>,
     #[serde(with = "crate::time::rfc3339")]
+    #[schemars(with = "corral_model::schema::Rfc3339")]
     pub created_at: DateTime<Utc>,
 }

@@ -17,15 +17,17 @@ pub const MIN_PASSWORD_CHARS: usize = 12;
 pub const SESSION_HOURS: i64 = 12;
 pub(crate) const SESSION_PREFIX: &str = "cus_";
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct User {
     pub name: String,
     pub role: Role,
     pub tenant: Option<TenantId>,
     #[serde(with = "crate::time::rfc3339")]
+    #[schemars(with = "corral_model::schema::Rfc3339")]
     pub created_at: DateTime<Utc>,
     pub created_by: String,
     #[serde(with = "crate::time::rfc3339")]
+    #[schemars(with = "corral_model::schema::Rfc3339")]
     pub password_changed_at: DateTime<Utc>,
 }
 

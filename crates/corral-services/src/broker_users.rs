@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
 /// What a topic rule allows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum TopicAccess {
     /// Receive messages on matching topics.
@@ -29,7 +29,7 @@ impl TopicAccess {
 
 /// One rule: an MQTT topic filter (`+`, `#`) in which `%u` stands for the user's name and `%c`
 /// for the client id it connects with, as in Mosquitto's `pattern` lines and EMQX's ACLs.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TopicRule {
     pub pattern: String,

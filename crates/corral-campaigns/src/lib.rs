@@ -26,7 +26,7 @@ mod rollout;
 mod sql;
 mod sqlite;
 
-pub use artifact::{Artifact, Artifacts, NewArtifact};
+pub use artifact::{Artifact, ArtifactManifest, Artifacts, NewArtifact};
 pub use book::{ArtifactCatalog, CampaignBook, WaveCount};
 pub use error::CampaignError;
 pub use fleet::{Fleet, satisfies};

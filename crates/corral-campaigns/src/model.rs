@@ -10,11 +10,12 @@ use std::fmt;
 use std::str::FromStr;
 
 /// Where a campaign is. `completed`, `aborted` and `cancelled` are final.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CampaignState {
     /// Created with `"start": false`; nothing is sent until it is started.
     Draft,
+    /// Notifying devices wave by wave and following their reports.
     Running,
     /// Paused by an operator: no device is notified; reports are still recorded.
     Paused,
@@ -58,17 +59,23 @@ impl FromStr for CampaignState {
 
 /// Where one device is in a campaign. The order is the order of the steps; a device only moves
 /// forward, and the last four are final.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
+#[schemars(rename = "CampaignDeviceState")]
 pub enum DeviceState {
     /// In the campaign, not told yet.
     Pending,
     /// Told (the firmware command was issued, the desired patch applied).
     Notified,
+    /// The device reports it is downloading.
     Downloading,
+    /// The device reports it has the whole image (or configuration).
     Downloaded,
+    /// The device reports it is installing.
     Installing,
+    /// The device reports it runs the new version (or holds the configuration).
     Succeeded,
+    /// The device reports it failed (with its reason).
     Failed,
     /// The device installed it, found it bad and went back to its previous version.
     RolledBack,
@@ -165,6 +172,24 @@ impl Serialize for WaveSize {
     }
 }
 
+/// On the wire: a whole number of devices above 0, or a string with a percentage above 0 and up
+/// to 100 (`"10%"`, `"2.5%"`).
+impl schemars::JsonSchema for WaveSize {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "WaveSize".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "A wave's cumulative size: a number of devices (`10`), or a percentage of the \
+                campaign's devices above 0 and up to 100 (`\"10%\"`).",
+            "anyOf": [
+                { "type": "integer", "format": "uint64", "minimum": 1 },
+                { "type": "string", "pattern": "^\\s*\\+?([0-9]+\\.?[0-9]*|\\.[0-9]+)([eE][+-]?[0-9]+)?\\s*%$" },
+            ],
+        })
+    }
+}
+
 impl<'de> Deserialize<'de> for WaveSize {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         use serde::de::Error;
@@ -184,10 +209,13 @@ impl<'de> Deserialize<'de> for WaveSize {
 
 /// When devices may be notified: every day from `start` to `end` (UTC, `HH:MM`); a window that
 /// ends before it starts runs over midnight (`22:00`–`04:00`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "MaintenanceWindow")]
 pub struct Window {
+    /// `HH:MM`, UTC: from when devices may be notified each day.
     pub start: String,
+    /// `HH:MM`, UTC: until when (exclusive); before `start` for a window over midnight.
     pub end: String,
 }
 
@@ -215,7 +243,7 @@ impl Window {
 }
 
 /// When to stop on failures within a wave; either or both.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AbortRule {
     /// Abort once more than this share of the wave's devices failed (0.2 = 20 %).
@@ -227,22 +255,29 @@ pub struct AbortRule {
 }
 
 /// How a campaign rolls out.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "CampaignPlan")]
 pub struct Plan {
+    /// The waves' cumulative sizes, 1 to 100 of them (`["1%", "10%", "100%"]`, `[10, 100]`); the
+    /// last wave always takes every remaining device. One wave of 100 % by default.
     #[serde(default = "Plan::one_wave")]
     pub waves: Vec<WaveSize>,
-    /// At most this many devices between notified and final at once.
+    /// At most this many devices between notified and final at once (at least 1; 100 by default).
     #[serde(default = "Plan::default_concurrency")]
     pub concurrency: u64,
     /// A wave's share of successes before the next one starts; below it, the campaign aborts.
+    /// Between 0 and 1; 0 (the default) lets every wave start whatever the previous one did.
     #[serde(default)]
     pub min_success_ratio: f64,
+    /// When to abort on failures within a wave; never, by default.
     #[serde(default)]
     pub abort: AbortRule,
-    /// A device that has not reached a final state this long after it was notified times out.
+    /// A device that has not reached a final state this long after it was notified times out
+    /// (1 second to 30 days; 3600 by default).
     #[serde(default = "Plan::default_device_timeout")]
     pub device_timeout_s: u64,
+    /// When devices may be notified each day; any time when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub window: Option<Window>,
     /// At most this many devices notified per minute, spread evenly over the minute: a campaign

@@ -37,12 +37,18 @@ const RESELECT_MS: i64 = 30_000;
 /// How many failure reasons a campaign's progress shows.
 const TOP_REASONS: usize = 10;
 
-/// An operator's action on a campaign.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// An operator's action on a campaign (parsed with [`FromStr`](std::str::FromStr); the schema
+/// names the words the API takes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, schemars::JsonSchema)]
+#[schemars(rename = "CampaignAction", rename_all = "lowercase")]
 pub enum Action {
+    /// Starts a draft campaign (created with `"start": false`).
     Start,
+    /// Pauses a running campaign: no device is notified; reports are still recorded.
     Pause,
+    /// Resumes a paused campaign.
     Resume,
+    /// Cancels a draft, running or paused campaign for good.
     Cancel,
 }
 

@@ -26,7 +26,7 @@ mod tracker;
 
 pub use error::CommandError;
 pub use ledger::{CommandFilter, CommandLedger};
-pub use model::{Answer, CommandState, NewCommand, TrackedCommand};
+pub use model::{Answer, CommandState, DeviceCommand, NewCommand, TrackedCommand};
 pub use sql::CommandsTable;
 pub use sqlite::{DATABASE_FILE, MAX_PAGE, SqliteLedger};
 pub use tracker::Tracker;

@@ -3,13 +3,13 @@
 
 use corral_model::{DeviceId, TenantId};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::fmt;
 use std::str::FromStr;
 
 /// Where a command is in its life. The order is the order of the steps: a command only ever moves
 /// forward, and the last four are final.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CommandState {
     /// Waiting for its device: created, not yet carried to it (the device is offline, or asleep).
@@ -72,17 +72,22 @@ impl FromStr for CommandState {
     }
 }
 
-/// One command and everything that happened to it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// One command and everything that happened to it. Times are Unix milliseconds.
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct TrackedCommand {
+    /// `cmd_` and 20 hex digits.
     pub id: String,
     pub device: DeviceId,
     pub tenant: TenantId,
+    /// What the device dispatches on.
     pub name: String,
+    /// What the device receives with the name (any JSON).
     pub payload: Value,
     pub state: CommandState,
     pub created_at_ms: i64,
+    /// When a door carried it to the device.
     pub sent_at_ms: Option<i64>,
+    /// When the transport acknowledged it.
     pub delivered_at_ms: Option<i64>,
     /// When it became final (answered or expired).
     pub finished_at_ms: Option<i64>,
@@ -94,17 +99,29 @@ pub struct TrackedCommand {
     pub response: Option<Value>,
     /// Why it failed, was rejected or expired, when known.
     pub reason: Option<String>,
-    /// The bulk job it belongs to.
+    /// The bulk job it belongs to (`job_` and 20 hex digits).
     pub job: Option<String>,
     /// Who created it (an API token's name, a console user, `rule:<id>`).
     pub created_by: String,
 }
 
 impl TrackedCommand {
-    /// What the device receives: `{"id", "name", "payload"}`, the same on every door.
+    /// What the device receives: `{"id", "name", "payload"}` ([`DeviceCommand`]), the same on
+    /// every door.
     pub fn body(&self) -> Vec<u8> {
-        serde_json::to_vec(&json!({ "id": self.id, "name": self.name, "payload": self.payload })).unwrap_or_default()
+        serde_json::to_vec(&DeviceCommand { id: &self.id, name: &self.name, payload: &self.payload }).unwrap_or_default()
     }
+}
+
+/// A command as its device receives it, on every door.
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+pub struct DeviceCommand<'a> {
+    /// The command's id: the device answers to it.
+    pub id: &'a str,
+    /// What to do.
+    pub name: &'a str,
+    /// Its arguments (any JSON; null when none were given).
+    pub payload: &'a Value,
 }
 
 /// A command to create.
@@ -147,6 +164,31 @@ pub struct Answer {
     pub state: CommandState,
     pub payload: Option<Value>,
     pub reason: Option<String>,
+}
+
+/// The wire shape [`Answer::parse`] reads. `properties` constrain only objects, so any other JSON
+/// value (taken as the payload of a success) matches too, as it should.
+impl schemars::JsonSchema for Answer {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "CommandAnswer".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "A device's answer to a command. Every field is optional, and unknown fields are ignored: \
+                an empty body, or an object without `status`, means succeeded. Any JSON that is not an object \
+                (and any body that is not JSON, as text) is the payload of a success.",
+            "properties": {
+                "status": {
+                    "description": "How it went: `succeeded` (also `success`, `ok`), `failed` (also `failure`, `error`) or `rejected` (the device would not: unknown command, bad payload, busy).",
+                    "type": "string",
+                    "enum": ["succeeded", "success", "ok", "failed", "failure", "error", "rejected"],
+                },
+                "payload": { "description": "The result, any JSON; kept as the command's `response`." },
+                "reason": { "description": "Why it failed or was rejected; a value that is not a string is kept as its JSON text." },
+            },
+        })
+    }
 }
 
 impl Answer {
@@ -204,6 +246,7 @@ fn random_id(prefix: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn states_move_forward_and_the_last_four_are_final() {

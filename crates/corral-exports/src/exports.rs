@@ -25,13 +25,20 @@ const NANOS_PER_DAY: i64 = 86_400_000_000_000;
 const RUNS_KEPT: usize = 20;
 
 /// One run, as the API shows it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+#[schemars(rename = "ExportRun")]
 pub struct Run {
+    /// RFC 3339.
+    #[schemars(with = "corral_model::schema::Rfc3339")]
     pub started_at: String,
+    /// RFC 3339.
+    #[schemars(with = "corral_model::schema::Rfc3339")]
     pub finished_at: String,
     /// `schedule`, `retry` or `manual`.
     pub trigger: String,
+    /// Rows exported, in all its files.
     pub rows: u64,
+    /// The files it wrote, one per UTC day with new rows.
     pub files: Vec<ExportedFile>,
     /// Why it failed; the files before the failure stay exported.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -52,16 +59,21 @@ impl Run {
 }
 
 /// An export and where it stands.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ExportStatus {
     pub spec: ExportSpec,
-    /// The tenant whose rows it exports (the creator's scope); `None`: every tenant's.
+    /// The tenant whose rows it exports (the creator's scope); null: every tenant's.
     pub tenant: Option<String>,
     pub created_by: String,
-    /// Rows older than this are exported (RFC 3339); `None` before the first run.
+    /// Rows older than this are exported (RFC 3339); null before the first run.
+    #[schemars(with = "corral_model::schema::Rfc3339OrNull")]
     pub exported_through: Option<String>,
+    /// Runs that failed since the last one that did not (retried with backoff).
     pub failures_in_a_row: u32,
+    /// When it runs next (RFC 3339).
+    #[schemars(with = "corral_model::schema::Rfc3339")]
     pub next_run_at: String,
+    /// Its latest runs (up to 20), newest first.
     pub runs: VecDeque<Run>,
 }
 

@@ -25,15 +25,20 @@ pub struct Target {
 }
 
 /// One file of an export, as listed in its manifest.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ExportedFile {
     /// Relative to the export's folder, e.g. `dt=2026-12-07/20261207T000000Z-20261207T010000Z.parquet`.
     pub path: String,
     pub rows: u64,
     pub bytes: u64,
     /// The window: rows with `from <= time < to` (RFC 3339).
+    #[schemars(with = "corral_model::schema::Rfc3339")]
     pub from: String,
+    /// The window's end (RFC 3339, exclusive).
+    #[schemars(with = "corral_model::schema::Rfc3339")]
     pub to: String,
+    /// When the file was written (RFC 3339).
+    #[schemars(with = "corral_model::schema::Rfc3339")]
     pub written_at: String,
 }
 

@@ -9,21 +9,23 @@ use serde::{Deserialize, Serialize};
 /// A scheduled export: every `every`, the rows of `table` (or of the query `sql`) whose `time`
 /// is newer than what the last run exported and older than `now - delay`, as one file per UTC
 /// day under `destination`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExportSpec {
     /// 1-64 of `[A-Za-z0-9_-]`; also the folder under the destination.
     pub name: String,
+    /// The table to export (its rows have a `time` column); or `sql`, not both.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub table: Option<String>,
     /// A read-only query whose result has a `time` column; instead of `table`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sql: Option<String>,
+    /// The files' format; `parquet` by default.
     #[serde(default)]
     pub format: Format,
     /// `s3://bucket/prefix`, or a relative folder under the server's `exports.dir`.
     pub destination: String,
-    /// How often it runs: `15m`, `1h`, `1d`.
+    /// How often it runs: `15m`, `1h`, `1d` (at least `1m`).
     pub every: String,
     /// How far behind the present a run stops, so rows that arrive a little late are still
     /// exported (`2m` by default).
@@ -31,6 +33,7 @@ pub struct ExportSpec {
     pub delay: Option<String>,
     /// Export from this time (RFC 3339); from the oldest stored row when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<corral_model::schema::Rfc3339>")]
     pub from: Option<String>,
 }
 

@@ -21,48 +21,165 @@ use crate::AppState;
 use crate::auth::Caller;
 use crate::commands::{require_write, scope};
 use crate::error::{ApiError, ApiResult};
+use crate::extract::{Path, Query};
+use crate::openapi::{Api, Auth, Operation};
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Extension, State};
-use crate::extract::{Path, Query};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use corral_campaigns::{Artifact, NewArtifact};
+use corral_campaigns::{Artifact, ArtifactManifest, NewArtifact};
 use corral_model::TenantId;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
-use crate::openapi::{Api, Operation};
 
 const TAG: &str = "artifacts";
 
+const RANGE: &str = "One byte range, `bytes=<first>-[<last>]` or `bytes=-<last n>`, to resume a download: answered \
+    with 206 and `Content-Range`. Several ranges, or a header that is not of this form, get the whole image (200).";
+const IF_RANGE: &str = "The `ETag` of the content already held (`\"sha256-<hex>\"`): the range is served only when it \
+    is still the same content, else the whole image.";
+const DOWNLOAD: &str = "Streams the image (`ETag`: its SHA-256, `Accept-Ranges: bytes`). A `Range` resumes a cut \
+    download (206 with `Content-Range`); a range that starts past the end is 416 with `Content-Range: bytes */<size>`.";
+
+/// The answers of the three downloads: the whole image, a range of it, or a range past its end.
+trait DownloadAnswers {
+    fn download_answers(self) -> Self;
+}
+
+impl DownloadAnswers for Operation {
+    fn download_answers(self) -> Self {
+        self.returns_raw(200, "application/octet-stream", "The whole image")
+            .answer_header(200, "ETag", "The content's SHA-256: `\"sha256-<hex>\"`")
+            .answer_header(200, "Accept-Ranges", "`bytes`")
+            .answer_header(200, "Content-Disposition", "`attachment; filename=\"<name>-<version>.bin\"`")
+            .returns_raw(206, "application/octet-stream", "The range asked for")
+            .answer_header(206, "Content-Range", "Which bytes: `bytes <first>-<last>/<size>`")
+            .answer_header(206, "ETag", "The content's SHA-256: `\"sha256-<hex>\"`")
+            .answer_header(206, "Accept-Ranges", "`bytes`")
+            .answer_header(206, "Content-Disposition", "`attachment; filename=\"<name>-<version>.bin\"`")
+            .returns_nothing(416, "The range starts past the end of the image")
+            .answer_header(416, "Content-Range", "The image's size: `bytes */<size>`")
+            .answer_header(416, "Accept-Ranges", "`bytes`")
+    }
+}
+
 pub(crate) fn routes(api: Api) -> Api {
-    api
-        .post("/api/v1/artifacts", upload, Operation::new(TAG, "TODO"))
-        .get("/api/v1/artifacts", list, Operation::new(TAG, "TODO"))
-        .get("/api/v1/artifacts/signing-key", signing_key, Operation::new(TAG, "TODO"))
-        .get("/api/v1/artifacts/{id}", show, Operation::new(TAG, "TODO"))
-        .get("/api/v1/artifacts/{id}/content", content, Operation::new(TAG, "TODO"))
-        .get("/api/v1/devices/{id}/artifacts/{artifact}", for_device, Operation::new(TAG, "TODO"))
-        .get("/api/v1/downloads/{artifact}/{device}/{expires}/{mac}", granted, Operation::new(TAG, "TODO"))
+    api.post(
+        "/api/v1/artifacts",
+        upload,
+        Operation::new(TAG, "Uploads a firmware image")
+            .describe(
+                "The body is the image, any content type, streamed to disk while it is hashed; at most \
+                `[campaigns] max_artifact_mb` (413 above it, nothing kept). Corral signs its manifest with the \
+                tenant's Ed25519 key, or checks the operator's own `signature` with `public_key` (both or neither; \
+                403 when it does not verify). A tenant already holding this name and version is 409. Operators and \
+                admins; audited as `artifact.upload`. `Location` names the new artifact.",
+            )
+            .query::<UploadParams>()
+            .raw_body("application/octet-stream", "The firmware image")
+            .returns::<ArtifactShown>(201, "Uploaded and signed")
+            .answer_header(201, "Location", "The new artifact: `/api/v1/artifacts/<id>`")
+            .errors(&[409]),
+    )
+    .get(
+        "/api/v1/artifacts",
+        list,
+        Operation::new(TAG, "Lists artifacts, one page at a time")
+            .describe("Newest first, of the caller's tenant (every tenant's for an unscoped token).")
+            .query::<PageParams>()
+            .returns::<ArtifactPage>(200, "One page of artifacts"),
+    )
+    .get(
+        "/api/v1/artifacts/signing-key",
+        signing_key,
+        Operation::new(TAG, "The tenant's public key that artifact manifests are signed with")
+            .describe("Devices verify each manifest's `signature` with it. The key is created on first use.")
+            .query::<KeyParams>()
+            .returns::<SigningKey>(200, "The tenant's Ed25519 public key"),
+    )
+    .get(
+        "/api/v1/artifacts/{id}",
+        show,
+        Operation::new(TAG, "One artifact")
+            .path::<String>("id", "The artifact (`art_…`)")
+            .returns::<ArtifactShown>(200, "The artifact with its manifest"),
+    )
+    .get(
+        "/api/v1/artifacts/{id}/content",
+        content,
+        Operation::new(TAG, "Downloads an artifact's image")
+            .describe(DOWNLOAD)
+            .path::<String>("id", "The artifact (`art_…`)")
+            .header("Range", RANGE)
+            .header("If-Range", IF_RANGE)
+            .download_answers(),
+    )
+    .get(
+        "/api/v1/devices/{id}/artifacts/{artifact}",
+        for_device,
+        Operation::new(TAG, "Downloads an artifact's image, as the device itself")
+            .describe(
+                "With the device's own token or, over HTTPS, its client certificate; a device downloads only as \
+                itself (403 otherwise) and only its own tenant's artifacts (404 otherwise). Streams the image \
+                (`ETag`: its SHA-256); a `Range` resumes a cut download (206), a range that starts past the end is \
+                416.",
+            )
+            .auth(Auth::Device)
+            .path::<String>("id", "The device downloading: the credential's own")
+            .path::<String>("artifact", "The artifact (`art_…`)")
+            .header("Range", RANGE)
+            .header("If-Range", IF_RANGE)
+            .download_answers(),
+    )
+    .get(
+        "/api/v1/downloads/{artifact}/{device}/{expires}/{mac}",
+        granted,
+        Operation::new(TAG, "Downloads an artifact's image by a signed link")
+            .describe(
+                "The short-lived, per-device link a firmware campaign hands out (in its `firmware.update` \
+                command): no credential, the MAC authorizes it. A forged or expired link is 403. Streams the image \
+                (`ETag`: its SHA-256); a `Range` resumes a cut download (206), a range that starts past the end is \
+                416.",
+            )
+            .auth(Auth::Anyone)
+            .path::<String>("artifact", "The artifact (`art_…`)")
+            .path::<String>("device", "The device the link was made for")
+            .path::<i64>("expires", "When the link expires, Unix milliseconds")
+            .path::<String>("mac", "HMAC-SHA256 of artifact, device and expiry, hex")
+            .header("Range", RANGE)
+            .header("If-Range", IF_RANGE)
+            .download_answers()
+            .errors(&[403]),
+    )
 }
 
 const DEFAULT_PAGE: usize = 100;
 const MAX_PAGE: usize = 1000;
 
-#[derive(Debug, Deserialize)]
+/// What an upload says about its image.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UploadParams {
+    /// The firmware's name: 1 to 128 of `A-Z a-z 0-9 . _ + -`.
     name: String,
+    /// Its version, the same characters; a tenant has one artifact per name and version.
     version: String,
+    /// The device profiles it fits, comma-separated (informational; none: any).
     #[serde(default)]
     profiles: Option<String>,
+    /// The hardware revisions it fits, comma-separated (informational; none: any).
     #[serde(default)]
     hardware: Option<String>,
+    /// The tenant it belongs to: an unscoped token's choice (`default` when absent); a scoped
+    /// token's own tenant only.
     #[serde(default)]
     tenant: Option<String>,
+    /// The operator's own Ed25519 signature over the manifest message, base64; with `public_key`.
     #[serde(default)]
     signature: Option<String>,
+    /// The operator's Ed25519 public key (32 bytes), base64; with `signature`.
     #[serde(default)]
     public_key: Option<String>,
 }
@@ -84,10 +201,36 @@ pub(crate) fn acting_tenant(caller: &corral_registry::Principal, named: Option<&
     }
 }
 
-pub fn artifact_json(artifact: &Artifact) -> Value {
-    let mut value = serde_json::to_value(artifact).unwrap_or_default();
-    value["manifest"] = artifact.manifest();
-    value
+/// An artifact as the API shows it: its record and the manifest a device is given.
+#[derive(Serialize, schemars::JsonSchema)]
+pub struct ArtifactShown {
+    #[serde(flatten)]
+    artifact: Artifact,
+    /// What a device is given and verifies before installing.
+    manifest: ArtifactManifest,
+}
+
+impl From<Artifact> for ArtifactShown {
+    fn from(artifact: Artifact) -> Self {
+        ArtifactShown { manifest: artifact.manifest(), artifact }
+    }
+}
+
+#[derive(Serialize, schemars::JsonSchema)]
+pub struct ArtifactPage {
+    artifacts: Vec<ArtifactShown>,
+    /// Pass as `after` for the next page; null on the last.
+    next: Option<String>,
+}
+
+/// A tenant's public signing key.
+#[derive(Serialize, schemars::JsonSchema)]
+pub struct SigningKey {
+    tenant: TenantId,
+    /// Always `ed25519`.
+    algorithm: &'static str,
+    /// The Ed25519 public key (32 bytes), base64.
+    public_key: String,
 }
 
 pub async fn upload(
@@ -114,12 +257,14 @@ pub async fn upload(
         tracing::error!(artifact = %artifact.id, error = %e, "audit entry not written");
     }
     let location = format!("/api/v1/artifacts/{}", artifact.id);
-    Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(artifact_json(&artifact))).into_response())
+    Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(ArtifactShown::from(artifact))).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub struct PageParams {
+    /// The last artifact id of the previous page (its `next`).
     after: Option<String>,
+    /// Artifacts per page: 100 by default, at most 1000 (larger values are lowered to it).
     limit: Option<usize>,
 }
 
@@ -127,21 +272,27 @@ pub async fn list(
     State(state): State<AppState>,
     Caller(caller): Caller,
     Query(page): Query<PageParams>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<ArtifactPage>> {
     let limit = page.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
     let artifacts =
         state.rollouts.artifacts().list(scope(&caller), page.after.as_deref(), limit).await.map_err(|e| ApiError(e.into()))?;
     let next = (artifacts.len() == limit).then(|| artifacts.last().map(|a| a.id.clone())).flatten();
-    Ok(Json(json!({ "artifacts": artifacts.iter().map(artifact_json).collect::<Vec<_>>(), "next": next })))
+    Ok(Json(ArtifactPage { artifacts: artifacts.into_iter().map(ArtifactShown::from).collect(), next }))
 }
 
-pub async fn show(State(state): State<AppState>, Caller(caller): Caller, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+pub async fn show(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<ArtifactShown>> {
     let artifact = state.rollouts.artifacts().get(&id, scope(&caller)).await.map_err(|e| ApiError(e.into()))?;
-    Ok(Json(artifact_json(&artifact)))
+    Ok(Json(artifact.into()))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub struct KeyParams {
+    /// The tenant whose key: an unscoped token's choice (`default` when absent); a scoped
+    /// token's own tenant only.
     tenant: Option<String>,
 }
 
@@ -149,10 +300,10 @@ pub async fn signing_key(
     State(state): State<AppState>,
     Caller(caller): Caller,
     Query(params): Query<KeyParams>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<SigningKey>> {
     let tenant = acting_tenant(&caller, params.tenant.as_deref())?;
     let key = state.rollouts.artifacts().public_key(tenant.as_str()).map_err(|e| ApiError(e.into()))?;
-    Ok(Json(json!({ "tenant": tenant, "algorithm": "ed25519", "public_key": key })))
+    Ok(Json(SigningKey { tenant, algorithm: "ed25519", public_key: key }))
 }
 
 pub async fn content(

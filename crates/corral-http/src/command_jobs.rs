@@ -18,27 +18,94 @@ use crate::auth::Caller;
 use crate::body::parse_json;
 use crate::commands::{require_write, scope, timeout_ms};
 use crate::error::{ApiError, ApiResult};
+use crate::extract::Path;
+use crate::openapi::{Api, Operation};
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
-use crate::extract::Path;
+use axum::extract::rejection::BytesRejection;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use corral_commands::{CommandState, NewCommand};
 use corral_model::{DeviceId, TenantId};
 use corral_registry::{Target, select_devices};
-use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
 use std::collections::BTreeMap;
-use crate::openapi::{Api, Operation};
 
 const TAG: &str = "commands";
 
 pub(crate) fn routes(api: Api) -> Api {
-    api
-        .post("/api/v1/command-jobs", create, Operation::new(TAG, "TODO"))
-        .get("/api/v1/command-jobs/{job}", show, Operation::new(TAG, "TODO"))
+    api.post(
+        "/api/v1/command-jobs",
+        create,
+        Operation::new(TAG, "Sends the same command to a selection of devices, as one job")
+            .describe(
+                "Operators and admins only. Every field of `target` narrows (at least one is required); `where` \
+                 is an SQL condition over the `devices` table. Only active devices the caller's tenant scope \
+                 covers are selected, at most 100000 (more is a 400: narrow the target), and none is a 400. All \
+                 commands are recorded in one transaction before the answer, then handed to the doors. The \
+                 answer has the job's `Location`.",
+            )
+            .body::<JobRequest>()
+            .returns::<JobCreated>(201, "The job, its commands recorded"),
+    )
+    .get(
+        "/api/v1/command-jobs/{job}",
+        show,
+        Operation::new(TAG, "A job's progress: its commands counted by state")
+            .describe("Follow one command with `GET /api/v1/commands?job=...`.")
+            .path::<String>("job", "The job (`job_...`)")
+            .returns::<JobProgress>(200, "The job's counts"),
+    )
+}
+
+/// A job just created.
+#[derive(Serialize, schemars::JsonSchema)]
+pub struct JobCreated {
+    /// The job's id: `job_` and 20 hex digits.
+    job: String,
+    /// Devices selected: one command each.
+    devices: usize,
+    counts: Counts,
+}
+
+/// A job's progress.
+#[derive(Serialize, schemars::JsonSchema)]
+pub struct JobProgress {
+    job: String,
+    counts: Counts,
+    /// Commands in the job (those not yet removed by the retention of finished commands).
+    total: u64,
+}
+
+/// Commands by state, `{"queued": 3, "succeeded": 1}`: only the states that have commands.
+#[derive(Serialize)]
+#[serde(transparent)]
+pub struct Counts(BTreeMap<&'static str, u64>);
+
+impl Counts {
+    fn new(counts: &BTreeMap<CommandState, u64>) -> Self {
+        Counts(counts.iter().map(|(state, n)| (state.as_str(), *n)).collect())
+    }
+}
+
+impl schemars::JsonSchema for Counts {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "CommandCounts".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let count = json!({"type": "integer", "format": "uint64", "minimum": 1});
+        let properties: serde_json::Map<String, Value> =
+            CommandState::ALL.iter().map(|state| (state.as_str().to_string(), count.clone())).collect();
+        schemars::json_schema!({
+            "type": "object",
+            "description": "Commands by state: only the states that have commands.",
+            "properties": properties,
+            "additionalProperties": false,
+        })
+    }
 }
 
 /// The most devices one job may address: a fleet-wide job in one transaction, bounded so a typo
@@ -46,13 +113,19 @@ pub(crate) fn routes(api: Api) -> Api {
 pub const MAX_JOB_DEVICES: usize = 100_000;
 
 /// Body of `POST /api/v1/command-jobs`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JobRequest {
+    /// What the devices dispatch on (1–128 bytes of printable text).
     name: String,
+    /// What each device receives with the name (any JSON; default null).
     #[serde(default)]
     payload: Value,
+    /// Seconds each device has to answer before its command expires: 1 to 604800 (7 days),
+    /// default 300.
+    #[schemars(range(min = 1, max = 604800))]
     timeout: Option<u64>,
+    /// Which devices: every field given narrows, at least one is required.
     target: Target,
 }
 
@@ -89,22 +162,22 @@ pub async fn create(
         tracing::error!(%job, error = %e, "audit entry not written");
     }
     tracing::info!(%job, devices = created.len(), by = %caller.name, "command job created");
-    let body = json!({ "job": job, "devices": created.len(), "counts": counts_json(&counts) });
-    Ok((StatusCode::CREATED, [(header::LOCATION, format!("/api/v1/command-jobs/{job}"))], Json(body)).into_response())
+    let location = format!("/api/v1/command-jobs/{job}");
+    let body = JobCreated { job, devices: created.len(), counts: Counts::new(&counts) };
+    Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(body)).into_response())
 }
 
-pub async fn show(State(state): State<AppState>, Caller(caller): Caller, Path(job): Path<String>) -> ApiResult<Json<Value>> {
+pub async fn show(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(job): Path<String>,
+) -> ApiResult<Json<JobProgress>> {
     let counts = state.tracker.job_counts(&job, scope(&caller)).await?;
     let total: u64 = counts.values().sum();
     if total == 0 {
         return Err(ApiError::new(corral_model::ErrorKind::NotFound, format!("no command job {job:?}")));
     }
-    Ok(Json(json!({ "job": job, "counts": counts_json(&counts), "total": total })))
-}
-
-/// `{"queued": 3, "succeeded": 1}`: the states that have commands.
-fn counts_json(counts: &BTreeMap<CommandState, u64>) -> Value {
-    Value::Object(counts.iter().map(|(state, n)| (state.as_str().to_string(), json!(n))).collect::<Map<_, _>>())
+    Ok(Json(JobProgress { job, counts: Counts::new(&counts), total }))
 }
 
 #[cfg(test)]

@@ -19,28 +19,65 @@ use crate::AppState;
 use crate::auth::Caller;
 use crate::body::parse_json;
 use crate::error::{ApiError, ApiResult};
+use crate::extract::{Path, Query};
+use crate::openapi::{Api, Operation};
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
-use crate::extract::{Path, Query};
+use axum::extract::rejection::BytesRejection;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use corral_commands::{CommandError, CommandFilter, CommandState, MAX_PAGE, NewCommand, TrackedCommand};
 use corral_model::{DeviceId, TenantId};
 use corral_registry::Principal;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::time::Duration;
-use crate::openapi::{Api, Operation};
 
 const TAG: &str = "commands";
 
 pub(crate) fn routes(api: Api) -> Api {
-    api
-        .post("/api/v1/devices/{id}/commands", create, Operation::new(TAG, "TODO"))
-        .get("/api/v1/commands", list, Operation::new(TAG, "TODO"))
-        .get("/api/v1/commands/{id}", show, Operation::new(TAG, "TODO"))
+    api.post(
+        "/api/v1/devices/{id}/commands",
+        create,
+        Operation::new(TAG, "Sends a tracked command to a device")
+            .describe(
+                "Operators and admins only. The command is recorded (durable) and handed to whichever door \
+                 reaches the device (MQTT, CoAP, an HTTP poll); a device that is away gets it when it is back, \
+                 until `timeout` passes and it expires. Without `wait` the answer is 201 at once. With `wait` \
+                 (at most 60 seconds) the request is held like a direct method: 200 once the command is final \
+                 (answered or expired), 202 with the command as it is when the wait ran out. Every answer has \
+                 the command's `Location`.",
+            )
+            .path::<String>("id", "The device")
+            .body::<CommandRequest>()
+            .returns::<TrackedCommand>(201, "Recorded (no `wait`)")
+            .returns::<TrackedCommand>(200, "Final within `wait`: answered or expired")
+            .returns::<TrackedCommand>(202, "Not final when `wait` ran out: as it is now"),
+    )
+    .get(
+        "/api/v1/commands",
+        list,
+        Operation::new(TAG, "Lists commands, oldest first, one page at a time")
+            .describe("Commands of the caller's tenant scope; finished ones are kept for the configured retention.")
+            .query::<ListParams>()
+            .returns::<CommandPage>(200, "One page of commands"),
+    )
+    .get(
+        "/api/v1/commands/{id}",
+        show,
+        Operation::new(TAG, "One command and everything that happened to it")
+            .path::<String>("id", "The command (`cmd_...`)")
+            .returns::<TrackedCommand>(200, "The command"),
+    )
+}
+
+/// One page of commands.
+#[derive(Serialize, schemars::JsonSchema)]
+pub struct CommandPage {
+    commands: Vec<TrackedCommand>,
+    /// Pass as `after` for the next page; null when this page is not full (the last).
+    next: Option<String>,
 }
 
 /// How long a device has to answer when the caller does not say.
@@ -91,17 +128,21 @@ pub(crate) fn location(command_id: &str) -> String {
 }
 
 /// Body of `POST /api/v1/devices/{id}/commands`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CommandRequest {
     /// What the device dispatches on (1–128 bytes of printable text; `/` is allowed, the
     /// command's id is what topics and paths carry).
     name: String,
+    /// What the device receives with the name (any JSON; default null).
     #[serde(default)]
     payload: Value,
-    /// Seconds the device has to answer before the command expires.
+    /// Seconds the device has to answer before the command expires: 1 to 604800 (7 days),
+    /// default 300.
+    #[schemars(range(min = 1, max = 604800))]
     timeout: Option<u64>,
-    /// Seconds to hold the request open for the device's answer.
+    /// Seconds to hold the request open for the device's answer, at most 60.
+    #[schemars(range(max = 60))]
     wait: Option<u64>,
 }
 
@@ -154,13 +195,22 @@ fn answer(status: StatusCode, command: TrackedCommand) -> Response {
     (status, [(header::LOCATION, location(&command.id))], Json(command)).into_response()
 }
 
-/// `?device=&state=&job=&after=&limit=` of `GET /api/v1/commands`.
-#[derive(Debug, Deserialize)]
+/// `?device=&state=&job=&after=&limit=` of `GET /api/v1/commands`; every filter given narrows.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub struct ListParams {
+    /// Only this device's commands.
+    #[schemars(with = "Option<DeviceId>")]
     device: Option<String>,
+    /// Only commands in this state.
+    #[schemars(with = "Option<CommandState>")]
     state: Option<String>,
+    /// Only this bulk job's commands.
     job: Option<String>,
+    /// Only commands created after this one: `next` of the previous page (an unknown id starts
+    /// at the first).
     after: Option<String>,
+    /// Commands per page: 1 to 1000, default 100.
+    #[schemars(range(min = 1, max = 1000))]
     limit: Option<usize>,
 }
 
@@ -168,7 +218,7 @@ pub async fn list(
     State(state): State<AppState>,
     Caller(caller): Caller,
     Query(params): Query<ListParams>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<CommandPage>> {
     let limit = params.limit.unwrap_or(DEFAULT_PAGE);
     if !(1..=MAX_PAGE).contains(&limit) {
         return Err(ApiError::bad_input(format!("limit is 1 to {MAX_PAGE}, not {limit}")));
@@ -183,7 +233,7 @@ pub async fn list(
     let commands = state.tracker.list(&filter, scope(&caller)).await?;
     // A full page may have more behind it: `after=<next>` continues.
     let next = (commands.len() == limit).then(|| commands.last().map(|c| c.id.clone())).flatten();
-    Ok(Json(json!({ "commands": commands, "next": next })))
+    Ok(Json(CommandPage { commands, next }))
 }
 
 pub async fn show(

@@ -9,31 +9,136 @@ use crate::AppState;
 use crate::auth::Caller;
 use crate::body::parse_json;
 use crate::error::{ApiError, ApiResult};
+use crate::extract::{Path, Query};
+use crate::openapi::{Api, Operation};
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
-use crate::extract::{Path, Query};
+use axum::extract::rejection::BytesRejection;
 use axum::http::StatusCode;
 use corral_model::TenantId;
 use corral_registry::Principal;
-use corral_services::{RetentionPolicy, RollupSpec};
-use serde::Deserialize;
+use corral_services::{Deletion, RetentionPolicy, RollupSpec};
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use crate::openapi::{Api, Operation};
 
 const TAG: &str = "data";
 
 pub(crate) fn routes(api: Api) -> Api {
-    api
-        .get("/api/v1/retention", list_retention, Operation::new(TAG, "TODO"))
-        .post("/api/v1/retention/enforce", enforce_retention, Operation::new(TAG, "TODO"))
-        .put("/api/v1/retention/{table}", set_retention, Operation::new(TAG, "TODO"))
-        .delete("/api/v1/retention/{table}", remove_retention, Operation::new(TAG, "TODO"))
-        .get("/api/v1/rollups", list_rollups, Operation::new(TAG, "TODO"))
-        .post("/api/v1/rollups", create_rollup, Operation::new(TAG, "TODO"))
-        .delete("/api/v1/rollups/{name}", remove_rollup, Operation::new(TAG, "TODO"))
-        .delete("/api/v1/devices/{id}/data", delete_device_data, Operation::new(TAG, "TODO"))
+    api.get(
+        "/api/v1/retention",
+        list_retention,
+        Operation::new(TAG, "Lists retention policies")
+            .describe("The configuration's first, then those set through the API; a scoped token sees the tables' own and its tenant's.")
+            .returns::<RetentionPolicies>(200, "The policies"),
+    )
+    .post(
+        "/api/v1/retention/enforce",
+        enforce_retention,
+        Operation::new(TAG, "Applies every retention policy now")
+            .describe("Rather than at the next scheduled run. Unscoped admins only; audited as `retention.enforce`.")
+            .returns::<Deletions>(200, "What was deleted, per table"),
+    )
+    .put(
+        "/api/v1/retention/{table}",
+        set_retention,
+        Operation::new(TAG, "Sets how long a table keeps rows")
+            .describe(
+                "Adds or replaces the policy for the table and tenant. Without `tenant`, the table's own policy \
+                (unscoped admins only); a tenant's policy overrides it for that tenant's devices, and a scoped admin \
+                sets only its own tenant's. A policy the configuration declares is changed only there (409). \
+                Audited as `retention.set`.",
+            )
+            .path::<String>("table", "The table")
+            .body::<PolicyBody>()
+            .returns::<PolicySet>(200, "The policy as set")
+            .errors(&[409]),
+    )
+    .delete(
+        "/api/v1/retention/{table}",
+        remove_retention,
+        Operation::new(TAG, "Removes a retention policy set through the API")
+            .describe(
+                "The table's own (unscoped admins only) or, with `tenant`, that tenant's; a scoped admin removes only \
+                its own tenant's. 404 when the API set no such policy. Audited as `retention.remove`.",
+            )
+            .path::<String>("table", "The table")
+            .query::<TenantParam>()
+            .returns_nothing(204, "Removed; the table's rows are kept as the remaining policies say"),
+    )
+    .get(
+        "/api/v1/rollups",
+        list_rollups,
+        Operation::new(TAG, "Lists rollups").returns::<Rollups>(200, "Every rollup"),
+    )
+    .post(
+        "/api/v1/rollups",
+        create_rollup,
+        Operation::new(TAG, "Creates a rollup")
+            .describe(
+                "A table kept up to date beside `source`: per device, tag set and `every` bucket, one row with a \
+                column per field and aggregate (`speed_avg`). It fills from the stored rows in the background. 409 \
+                when a table of that name exists. Unscoped admins only; audited as `rollup.create`.",
+            )
+            .body::<RollupSpec>()
+            .returns::<RollupCreated>(201, "Created; filling from stored rows")
+            .errors(&[409]),
+    )
+    .delete(
+        "/api/v1/rollups/{name}",
+        remove_rollup,
+        Operation::new(TAG, "Stops maintaining a rollup")
+            .describe("Its table keeps the rows it has (a retention policy removes them). Unscoped admins only; audited as `rollup.remove`.")
+            .path::<String>("name", "The rollup (its table)")
+            .returns_nothing(204, "No longer maintained"),
+    )
+    .delete(
+        "/api/v1/devices/{id}/data",
+        delete_device_data,
+        Operation::new(TAG, "Deletes every row a device wrote, in every table")
+            .describe(
+                "Rollups and its latest rows too. The device stays registered (decommission it separately). A \
+                scoped admin deletes only its own tenant's devices' rows; an unscoped admin also those of an id the \
+                registry no longer knows. Admins only; audited as `device.delete_data`.",
+            )
+            .path::<String>("id", "The device")
+            .returns::<DeviceDataDeleted>(200, "What was deleted"),
+    )
+}
+
+#[derive(Serialize, schemars::JsonSchema)]
+pub struct RetentionPolicies {
+    policies: Vec<RetentionPolicy>,
+}
+
+#[derive(Serialize, schemars::JsonSchema)]
+pub struct PolicySet {
+    policy: RetentionPolicy,
+}
+
+/// What a deletion removed, per table.
+#[derive(Serialize, schemars::JsonSchema)]
+pub struct Deletions {
+    deletions: Vec<Deletion>,
+}
+
+#[derive(Serialize, schemars::JsonSchema)]
+pub struct Rollups {
+    rollups: Vec<RollupSpec>,
+}
+
+#[derive(Serialize, schemars::JsonSchema)]
+pub struct RollupCreated {
+    rollup: RollupSpec,
+}
+
+#[derive(Serialize, schemars::JsonSchema)]
+pub struct DeviceDataDeleted {
+    /// The device whose rows were deleted.
+    device: String,
+    /// Rows deleted, in all tables.
+    rows_deleted: u64,
+    deletions: Vec<Deletion>,
 }
 
 fn require_admin(caller: &Principal) -> ApiResult<()> {
@@ -73,18 +178,22 @@ async fn audit(state: &AppState, caller: &Principal, action: &str, target: &str,
 }
 
 /// `GET /api/v1/retention`: every policy a caller's scope covers.
-pub async fn list_retention(State(state): State<AppState>, Caller(caller): Caller) -> ApiResult<Json<Value>> {
+pub async fn list_retention(State(state): State<AppState>, Caller(caller): Caller) -> ApiResult<Json<RetentionPolicies>> {
     let mut policies = state.lifecycle.retention_policies().await;
     if let Some(own) = &caller.tenant {
         policies.retain(|p| p.tenant.as_deref().is_none_or(|t| t == own.as_str()));
     }
-    Ok(Json(json!({ "policies": policies })))
+    Ok(Json(RetentionPolicies { policies }))
 }
 
-#[derive(Debug, Deserialize)]
+/// Body of `PUT /api/v1/retention/{table}`.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyBody {
+    /// How long rows are kept: a whole number and `s`, `m`, `h`, `d` or `w` (`90d`, `36h`, `2w`).
     keep: String,
+    /// The tenant whose devices' rows it covers; absent: the table's own policy (a scoped admin's
+    /// own tenant is taken instead).
     #[serde(default)]
     tenant: Option<String>,
 }
@@ -95,7 +204,7 @@ pub async fn set_retention(
     Caller(caller): Caller,
     Path(table): Path<String>,
     body: Result<Bytes, BytesRejection>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<PolicySet>> {
     let body: PolicyBody = parse_json(body)?;
     let tenant = policy_tenant(&caller, body.tenant)?;
     if tenant.is_none() {
@@ -104,12 +213,14 @@ pub async fn set_retention(
     let policy = RetentionPolicy { table, tenant, keep: body.keep, source: Default::default() };
     let policy = state.lifecycle.set_retention(policy).await?;
     audit(&state, &caller, "retention.set", &policy.table, policy.tenant.as_deref(), json!({ "keep": policy.keep })).await;
-    Ok(Json(json!({ "policy": policy })))
+    Ok(Json(PolicySet { policy }))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TenantParam {
+    /// The tenant whose policy; absent: the table's own (a scoped admin's own tenant is taken
+    /// instead).
     tenant: Option<String>,
 }
 
@@ -130,15 +241,15 @@ pub async fn remove_retention(
 }
 
 /// `POST /api/v1/retention/enforce`: apply every policy now; answers what was deleted.
-pub async fn enforce_retention(State(state): State<AppState>, Caller(caller): Caller) -> ApiResult<Json<Value>> {
+pub async fn enforce_retention(State(state): State<AppState>, Caller(caller): Caller) -> ApiResult<Json<Deletions>> {
     require_unscoped_admin(&caller, "enforcing retention")?;
     let deletions = state.lifecycle.enforce_retention().await?;
     audit(&state, &caller, "retention.enforce", "*", None, json!({ "deletions": deletions })).await;
-    Ok(Json(json!({ "deletions": deletions })))
+    Ok(Json(Deletions { deletions }))
 }
 
-pub async fn list_rollups(State(state): State<AppState>, Caller(_caller): Caller) -> ApiResult<Json<Value>> {
-    Ok(Json(json!({ "rollups": state.lifecycle.rollups().await })))
+pub async fn list_rollups(State(state): State<AppState>, Caller(_caller): Caller) -> ApiResult<Json<Rollups>> {
+    Ok(Json(Rollups { rollups: state.lifecycle.rollups().await }))
 }
 
 /// `POST /api/v1/rollups` with a [`RollupSpec`]; it fills from stored rows in the background.
@@ -146,12 +257,12 @@ pub async fn create_rollup(
     State(state): State<AppState>,
     Caller(caller): Caller,
     body: Result<Bytes, BytesRejection>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<RollupCreated>)> {
     require_unscoped_admin(&caller, "a rollup")?;
     let spec: RollupSpec = parse_json(body)?;
     let rollup = state.lifecycle.create_rollup(spec).await?;
     audit(&state, &caller, "rollup.create", &rollup.name, None, json!({ "rollup": rollup })).await;
-    Ok((StatusCode::CREATED, Json(json!({ "rollup": rollup }))))
+    Ok((StatusCode::CREATED, Json(RollupCreated { rollup })))
 }
 
 pub async fn remove_rollup(
@@ -171,7 +282,7 @@ pub async fn delete_device_data(
     State(state): State<AppState>,
     Caller(caller): Caller,
     Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<DeviceDataDeleted>> {
     require_admin(&caller)?;
     // Also the tenant check: another tenant's device is not found. An unscoped admin may delete
     // the rows of an id the registry no longer knows (a device removed before its data was).
@@ -184,5 +295,5 @@ pub async fn delete_device_data(
     let rows: u64 = deletions.iter().map(|d| d.rows_deleted).sum();
     let detail = json!({ "rows": rows, "deletions": deletions });
     audit(&state, &caller, "device.delete_data", &device, tenant.as_deref(), detail).await;
-    Ok(Json(json!({ "device": device, "rows_deleted": rows, "deletions": deletions })))
+    Ok(Json(DeviceDataDeleted { device, rows_deleted: rows, deletions }))
 }

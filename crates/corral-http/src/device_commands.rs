@@ -18,33 +18,67 @@ use crate::AppState;
 use crate::auth::ClientCertificate;
 use crate::commands::patience;
 use crate::error::{ApiError, ApiResult};
+use crate::extract::{Path, Query};
+use crate::openapi::{Api, Auth, Operation};
 use axum::Extension;
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
-use crate::extract::{Path, Query};
+use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use corral_commands::{CommandState, TrackedCommand};
+use corral_commands::{Answer, CommandState, DeviceCommand, TrackedCommand};
 use corral_model::{DeviceId, Door};
 use corral_services::DeviceCaller;
 use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::time::Instant;
-use crate::openapi::{Api, Operation};
 
 const TAG: &str = "device";
 
 pub(crate) fn routes(api: Api) -> Api {
-    api
-        .get("/api/v1/devices/{id}/commands/next", next, Operation::new(TAG, "TODO"))
-        .post("/api/v1/devices/{id}/commands/{command_id}/response", respond, Operation::new(TAG, "TODO"))
+    api.get(
+        "/api/v1/devices/{id}/commands/next",
+        next,
+        Operation::new(TAG, "Takes the device's oldest command not yet received (a poll)")
+            .describe(
+                "For devices that cannot hold a connection open (MQTT, CoAP Observe). The answer is the \
+                 delivery: the command is marked `delivered` as it is handed over, and the next poll gets the \
+                 next one. With `wait` (at most 60 seconds) the request is held until a command arrives (a long \
+                 poll); nothing by then, or none waiting without `wait`, is 204. A device may poll only its own \
+                 commands (another device's id is a 403).",
+            )
+            .auth(Auth::Device)
+            .path::<String>("id", "The device; its own id")
+            .query::<PollParams>()
+            .returns::<DeviceCommand<'static>>(200, "The command, now delivered")
+            .returns_nothing(204, "No command waiting (within `wait`)"),
+    )
+    .post(
+        "/api/v1/devices/{id}/commands/{command_id}/response",
+        respond,
+        Operation::new(TAG, "The device's answer to one of its commands")
+            .describe(
+                "Makes the command final (succeeded, failed or rejected), whatever door delivered it. A \
+                 command that is final already (answered, or expired) is a 409: the late answer changes \
+                 nothing. A command that is not this device's is a 404; another device's id in the path is a \
+                 403. The body is read leniently: empty, or JSON without `status`, means succeeded, and a body \
+                 that is not JSON is kept as text.",
+            )
+            .auth(Auth::Device)
+            .path::<String>("id", "The device; its own id")
+            .path::<String>("command_id", "The command (`cmd_...`)")
+            .body::<Answer>()
+            .returns::<TrackedCommand>(200, "The command, final")
+            .errors(&[409]),
+    )
 }
 
 /// `?wait=` of the poll, in seconds.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub struct PollParams {
+    /// Seconds to hold the request until a command arrives, at most 60 (default 0: answer at once).
+    #[schemars(range(max = 60))]
     wait: Option<u64>,
 }
 

@@ -5,13 +5,13 @@ use crate::AppState;
 use crate::auth::Caller;
 use crate::body::parse_json;
 use crate::error::ApiResult;
+use crate::extract::{Path, Query};
+use crate::openapi::{Api, Operation};
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
-use crate::extract::{Path, Query};
+use axum::extract::rejection::BytesRejection;
 use axum::http::StatusCode;
-use crate::openapi::{Api, Operation};
 use corral_registry::{Device, DeviceFilter, DevicePage, DevicePatch, NewDevice};
 use serde::Serialize;
 
@@ -24,7 +24,7 @@ pub(crate) fn routes(api: Api) -> Api {
         Operation::new(TAG, "Registers a device")
             .describe("Answers with the device's token, shown only this once.")
             .body::<NewDevice>()
-            .returns::<Created>(201, "Registered")
+            .returns::<DeviceCreated>(201, "Registered")
             .errors(&[404, 409]),
     )
     .get(
@@ -33,10 +33,14 @@ pub(crate) fn routes(api: Api) -> Api {
         Operation::new(TAG, "Lists devices, one page at a time")
             .describe("With `Accept: text/csv`, every matching device as CSV (all pages).")
             .query::<DeviceFilter>()
-            .returns::<Page>(200, "One page of devices")
+            .returns::<DeviceList>(200, "One page of devices")
             .returns_raw(200, "text/csv", "Every matching device, one per line"),
     )
-    .get("/api/v1/devices/{id}", show, Operation::new(TAG, "One device").path::<String>("id", "The device").returns::<Shown>(200, "The device"))
+    .get(
+        "/api/v1/devices/{id}",
+        show,
+        Operation::new(TAG, "One device").path::<String>("id", "The device").returns::<DeviceShown>(200, "The device"),
+    )
     .patch(
         "/api/v1/devices/{id}",
         update,
@@ -52,7 +56,8 @@ pub(crate) fn routes(api: Api) -> Api {
         Operation::new(TAG, "Decommissions a device")
             .describe("Its credentials stop working at once; its record and data stay.")
             .path::<String>("id", "The device")
-            .returns::<Device>(200, "The device, decommissioned"),
+            .returns::<Device>(200, "The device, decommissioned")
+            .errors(&[409]),
     )
     .post(
         "/api/v1/devices/{id}/token",
@@ -60,7 +65,8 @@ pub(crate) fn routes(api: Api) -> Api {
         Operation::new(TAG, "Gives a device a new token")
             .path::<String>("id", "The device")
             .query::<RotateParams>()
-            .returns::<Rotated>(200, "The new token, shown only this once"),
+            .returns::<TokenRotated>(200, "The new token, shown only this once")
+            .errors(&[409]),
     )
     .put(
         "/api/v1/devices/{id}/psk",
@@ -69,7 +75,9 @@ pub(crate) fn routes(api: Api) -> Api {
             .describe("An empty body generates a random key. The key is in the answer this once only.")
             .path::<String>("id", "The device")
             .body::<SetPsk>()
-            .returns::<PskSet>(200, "The key"),
+            .body_optional()
+            .returns::<PskSet>(200, "The key")
+            .errors(&[409]),
     )
     .get(
         "/api/v1/devices/{id}/psk",
@@ -83,13 +91,14 @@ pub(crate) fn routes(api: Api) -> Api {
         remove_psk,
         Operation::new(TAG, "Removes the device's pre-shared key")
             .path::<String>("id", "The device")
-            .returns_nothing(204, "Removed"),
+            .returns_nothing(204, "Removed")
+            .errors(&[409]),
     )
 }
 
 /// A device just registered, with its token.
 #[derive(Serialize, schemars::JsonSchema)]
-pub struct Created {
+pub struct DeviceCreated {
     device: Device,
     /// The device's token: shown only this once.
     token: String,
@@ -97,7 +106,7 @@ pub struct Created {
 
 /// A device as the API shows it when reading: its record and whether it is online now.
 #[derive(Serialize, schemars::JsonSchema)]
-pub struct Shown {
+pub struct DeviceShown {
     #[serde(flatten)]
     device: Device,
     /// Connected now (MQTT, CoAP observe) or heard from within its profile's heartbeat.
@@ -105,8 +114,8 @@ pub struct Shown {
 }
 
 #[derive(Serialize, schemars::JsonSchema)]
-pub struct Page {
-    devices: Vec<Shown>,
+pub struct DeviceList {
+    devices: Vec<DeviceShown>,
     /// Devices matching the filter across all pages.
     total: u64,
     /// Pass as `after` (id order) or `offset` (any other order) for the next page; null on the last.
@@ -114,7 +123,7 @@ pub struct Page {
 }
 
 #[derive(Serialize, schemars::JsonSchema)]
-pub struct Rotated {
+pub struct TokenRotated {
     device: String,
     /// The new token: shown only this once.
     token: String,
@@ -145,10 +154,10 @@ pub async fn create(
     State(state): State<AppState>,
     Caller(caller): Caller,
     body: Result<Bytes, BytesRejection>,
-) -> ApiResult<(StatusCode, Json<Created>)> {
+) -> ApiResult<(StatusCode, Json<DeviceCreated>)> {
     let new: NewDevice = parse_json(body)?;
     let (device, token) = state.registry.create_device(&caller, new).await?;
-    Ok((StatusCode::CREATED, Json(Created { device, token })))
+    Ok((StatusCode::CREATED, Json(DeviceCreated { device, token })))
 }
 
 /// One page as JSON, or with `Accept: text/csv` every matching device as CSV.
@@ -167,14 +176,14 @@ pub async fn list(
     let facts: Vec<_> = page.devices.iter().map(Device::scope_facts).collect();
     let online = state.online.online(&facts).await;
     let DevicePage { devices, total, next } = page;
-    let devices = devices.into_iter().zip(online).map(|(device, online)| Shown { device, online }).collect();
-    Ok(Json(Page { devices, total, next }).into_response())
+    let devices = devices.into_iter().zip(online).map(|(device, online)| DeviceShown { device, online }).collect();
+    Ok(Json(DeviceList { devices, total, next }).into_response())
 }
 
-pub async fn show(State(state): State<AppState>, Caller(caller): Caller, Path(id): Path<String>) -> ApiResult<Json<Shown>> {
+pub async fn show(State(state): State<AppState>, Caller(caller): Caller, Path(id): Path<String>) -> ApiResult<Json<DeviceShown>> {
     let device = state.registry.get_device(&caller, &id).await?;
     let online = state.online.online(&[device.scope_facts()]).await;
-    Ok(Json(Shown { device, online: online.first().copied().unwrap_or(false) }))
+    Ok(Json(DeviceShown { device, online: online.first().copied().unwrap_or(false) }))
 }
 
 pub async fn update(
@@ -207,13 +216,13 @@ pub async fn rotate_token(
     Caller(caller): Caller,
     Path(id): Path<String>,
     Query(params): Query<RotateParams>,
-) -> ApiResult<Json<Rotated>> {
+) -> ApiResult<Json<TokenRotated>> {
     let token = state.registry.rotate_device_token_with_overlap(&caller, &id, params.overlap_secs).await?;
     let until = (params.overlap_secs > 0).then(|| {
         (chrono::Utc::now() + chrono::Duration::seconds(params.overlap_secs as i64))
             .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
     });
-    Ok(Json(Rotated { device: id, token, old_token_valid_until: until }))
+    Ok(Json(TokenRotated { device: id, token, old_token_valid_until: until }))
 }
 
 /// Body of `PUT /api/v1/devices/{id}/psk`: the factory's key as text (`key`) or in hex
@@ -249,7 +258,11 @@ pub async fn set_psk(
 }
 
 /// Whether the device has a pre-shared key (the key itself is never shown again).
-pub async fn show_psk(State(state): State<AppState>, Caller(caller): Caller, Path(id): Path<String>) -> ApiResult<Json<PskState>> {
+pub async fn show_psk(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<PskState>> {
     let has_psk = state.registry.has_device_psk(&caller, &id).await?;
     Ok(Json(PskState { identity: id.clone(), device: id, has_psk }))
 }

@@ -9,22 +9,83 @@
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
-use axum::Json;
-use axum::extract::State;
 use crate::extract::Query;
+use crate::openapi::{Api, Operation};
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use corral_model::{DeviceId, TenantId};
 use corral_registry::{Device, DeviceFilter, NewDevice};
-use serde::Deserialize;
-use serde_json::{Value, json};
-use crate::openapi::{Api, Operation};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 const TAG: &str = "devices";
 
 pub(crate) fn routes(api: Api) -> Api {
-    api
-        .post("/api/v1/devices/import", import, Operation::new(TAG, "TODO"))
+    api.post(
+        "/api/v1/devices/import",
+        import,
+        Operation::new(TAG, "Registers devices from a CSV file")
+            .describe(
+                "The first line names the columns (any order, any case): `id` (required), `profile`, `site`, \
+                 `tenant`, `tags` (separated by `;`), `attributes` (a JSON object); `status` and `last_seen`, \
+                 as an export writes them, are accepted and ignored. At most 10000 devices per file. Each \
+                 line is registered on its own: the answer lists the lines accepted (with each new device's \
+                 token, shown only this once) and those rejected with the reason, and the accepted ones are \
+                 registered even when others are not. With `dry_run=true` nothing is registered: the answer \
+                 previews what would be. Operators and admins only, even for a preview.",
+            )
+            .query::<ImportParams>()
+            .raw_body("text/csv", "The devices, one per line after the header line (RFC 4180 quoting)")
+            .returns::<DeviceImport>(200, "What was registered (or would be) and what was not"),
+    )
+}
+
+/// The outcome of an import: every line after the header is accepted or rejected.
+#[derive(Serialize, schemars::JsonSchema)]
+pub struct DeviceImport {
+    /// True for a preview: nothing was registered.
+    dry_run: bool,
+    accepted: Vec<DeviceImportAccepted>,
+    rejected: Vec<DeviceImportRejected>,
+}
+
+/// A line whose device was registered, or in a preview would be.
+#[derive(Serialize, schemars::JsonSchema)]
+#[serde(untagged)]
+pub enum DeviceImportAccepted {
+    /// Registered (not a preview).
+    Registered {
+        /// The line of the file it starts on (counting from 1).
+        line: usize,
+        id: DeviceId,
+        /// The new device's token: shown only this once.
+        token: String,
+    },
+    /// Would be registered (a preview).
+    Previewed {
+        /// The line of the file it starts on (counting from 1).
+        line: usize,
+        id: DeviceId,
+        profile: Option<String>,
+        site: Option<String>,
+        /// The tenant given on the line; null: the caller's scope, or `default`.
+        tenant: Option<TenantId>,
+    },
+}
+
+/// A line that was not registered (or in a preview would not be), and why.
+#[derive(Serialize, schemars::JsonSchema)]
+pub struct DeviceImportRejected {
+    /// The line of the file it starts on (counting from 1).
+    line: usize,
+    /// The line's first field (its id when `id` is the first column).
+    id: Option<String>,
+    /// Why it was not registered.
+    error: String,
 }
 
 pub const COLUMNS: [&str; 8] = ["id", "profile", "site", "tenant", "tags", "attributes", "status", "last_seen"];
@@ -144,8 +205,9 @@ pub fn parse(text: &str) -> Result<Vec<(usize, Vec<String>)>, String> {
     Ok(records)
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 pub struct ImportParams {
+    /// Preview only: check every line and answer what would be registered, registering nothing.
     #[serde(default)]
     dry_run: bool,
 }
@@ -176,13 +238,15 @@ pub async fn import(
     State(state): State<AppState>,
     Caller(caller): Caller,
     Query(params): Query<ImportParams>,
-    body: String,
-) -> ApiResult<Json<Value>> {
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<DeviceImport>> {
     // A preview promises what the import would do: only for those who may import.
     if !caller.can_write() {
         return Err(ApiError::forbidden(format!("role {} may only read; importing registers devices", caller.role)));
     }
-    let records = parse(&body).map_err(ApiError::bad_input)?;
+    let body = body?;
+    let text = std::str::from_utf8(&body).map_err(|e| ApiError::bad_input(format!("the file is not UTF-8 text: {e}")))?;
+    let records = parse(text).map_err(ApiError::bad_input)?;
     let Some(((_, header), lines)) = records.split_first() else {
         return Err(ApiError::bad_input(
             "the file is empty; the first line names the columns (id,profile,site,tenant,tags,attributes)",
@@ -201,34 +265,41 @@ pub async fn import(
         return Err(ApiError::bad_input("no id column"));
     }
     let (mut accepted, mut rejected, mut seen) = (Vec::new(), Vec::new(), std::collections::HashSet::new());
+    let reject = |line: usize, id: Option<String>, error: String| DeviceImportRejected { line, id, error };
     for (line, fields) in lines {
+        let line = *line;
         let new = match new_device(&header, fields) {
             Ok(new) => new,
             Err(why) => {
-                rejected.push(json!({ "line": line, "id": fields.first(), "error": why }));
+                rejected.push(reject(line, fields.first().cloned(), why));
                 continue;
             }
         };
         let id = new.id.to_string();
         if !seen.insert(id.clone()) {
-            rejected.push(json!({ "line": line, "id": id, "error": "the same id is on an earlier line" }));
+            rejected.push(reject(line, Some(id), "the same id is on an earlier line".into()));
             continue;
         }
         if params.dry_run {
             // A preview checks what it can without writing: the id must be free and visible.
             match state.registry.get_device(&corral_registry::Principal::system(), &id).await {
-                Ok(_) => rejected.push(json!({ "line": line, "id": id, "error": format!("device {id} already exists") })),
-                Err(_) => accepted
-                    .push(json!({ "line": line, "id": id, "profile": new.profile, "site": new.site, "tenant": new.tenant })),
+                Ok(_) => rejected.push(reject(line, Some(id.clone()), format!("device {id} already exists"))),
+                Err(_) => accepted.push(DeviceImportAccepted::Previewed {
+                    line,
+                    id: new.id,
+                    profile: new.profile,
+                    site: new.site,
+                    tenant: new.tenant,
+                }),
             }
             continue;
         }
         match state.registry.create_device(&caller, new).await {
-            Ok((device, token)) => accepted.push(json!({ "line": line, "id": device.id, "token": token })),
-            Err(e) => rejected.push(json!({ "line": line, "id": id, "error": e.to_wire().message })),
+            Ok((device, token)) => accepted.push(DeviceImportAccepted::Registered { line, id: device.id, token }),
+            Err(e) => rejected.push(reject(line, Some(id), e.to_wire().message)),
         }
     }
-    Ok(Json(json!({ "dry_run": params.dry_run, "accepted": accepted, "rejected": rejected })))
+    Ok(Json(DeviceImport { dry_run: params.dry_run, accepted, rejected }))
 }
 
 #[cfg(test)]

@@ -9,9 +9,26 @@ use chrono::{DateTime, SecondsFormat};
 use corral_services::SqlResult;
 use serde_json::{Value, json};
 
-pub fn to_json(result: &SqlResult) -> Value {
-    let columns: Vec<&str> = result.schema.fields().iter().map(|f| f.name().as_str()).collect();
-    let types: Vec<String> = result.schema.fields().iter().map(|f| type_name(f.data_type())).collect();
+/// A query's result as JSON.
+#[derive(serde::Serialize, schemars::JsonSchema)]
+pub struct QueryAnswer {
+    /// The columns' names, in order.
+    columns: Vec<String>,
+    /// The columns' types: `timestamp`, `float`, `integer`, `unsigned`, `boolean`, `string`, or
+    /// another SQL type's name.
+    types: Vec<String>,
+    /// Rows, each a value per column: numbers, strings, booleans, timestamps as RFC 3339 text (UTC,
+    /// as many fractional digits as needed), null for no value.
+    rows: Vec<Vec<Value>>,
+    /// How many rows `rows` holds.
+    row_count: usize,
+    /// True when more rows matched than the answer holds (the row limit cut it).
+    truncated: bool,
+}
+
+pub fn to_json(result: &SqlResult) -> QueryAnswer {
+    let columns = result.schema.fields().iter().map(|f| f.name().clone()).collect();
+    let types = result.schema.fields().iter().map(|f| type_name(f.data_type())).collect();
     let mut rows: Vec<Vec<Value>> = Vec::new();
     for batch in &result.batches {
         let start = rows.len();
@@ -22,7 +39,7 @@ pub fn to_json(result: &SqlResult) -> Value {
             }
         }
     }
-    json!({ "columns": columns, "types": types, "rows": rows, "row_count": rows.len(), "truncated": result.truncated })
+    QueryAnswer { columns, types, row_count: rows.len(), rows, truncated: result.truncated }
 }
 
 /// Names a user recognises from SQL, not Arrow's internals.

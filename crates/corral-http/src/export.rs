@@ -10,10 +10,11 @@
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
+use crate::extract::Query;
+use crate::openapi::{Api, Operation};
 use arrow::datatypes::SchemaRef;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
-use crate::extract::Query;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use corral_exports::{FileWriter, Format, Pending};
@@ -22,20 +23,34 @@ use futures::StreamExt;
 use serde::Deserialize;
 use std::sync::Arc;
 use tokio::sync::mpsc;
-use crate::openapi::{Api, Operation};
 
 const TAG: &str = "data";
 
 pub(crate) fn routes(api: Api) -> Api {
-    api
-        .get("/api/v1/export", export, Operation::new(TAG, "TODO"))
+    api.get(
+        "/api/v1/export",
+        export,
+        Operation::new(TAG, "Exports a query's whole result as a CSV or Parquet file")
+            .describe(
+                "Read-only SQL, within the caller's tenant scope as for `/api/v1/query`, with no row limit: the file \
+                is written while the result is computed (`Content-Disposition: attachment; filename=\"export.csv\"` \
+                or `export.parquet`). A query that cannot be planned is 400 before anything is sent; one that fails \
+                while running ends the body early (an incomplete transfer), after the 200.",
+            )
+            .query::<ExportParams>()
+            .returns_raw(200, "text/csv", "The result as CSV with a header line (`format=csv`)")
+            .returns_raw(200, "application/vnd.apache.parquet", "The result as a Parquet file (`format=parquet`)")
+            .answer_header(200, "Content-Disposition", "`attachment; filename=\"export.csv\"` (or `export.parquet`)"),
+    )
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExportParams {
+    /// A read-only SQL query.
     sql: String,
     /// `csv` (the default) or `parquet`.
+    #[schemars(with = "Option<Format>")]
     format: Option<String>,
 }
 

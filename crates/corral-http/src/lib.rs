@@ -8,47 +8,18 @@
 //! `Arc<dyn corral_pki::Pki>`), never their concrete types. This crate never touches storage
 //! directly.
 //!
-//! Routes (all JSON; errors are `{"error": "..."}` with the status that fits):
-//! - `POST/GET /api/v1/devices` (`Accept: text/csv` exports), `POST /api/v1/devices/import` (CSV),
-//!   `GET/PATCH/DELETE /api/v1/devices/{id}`,
-//!   `POST /api/v1/devices/{id}/token`, `PUT/GET/DELETE /api/v1/devices/{id}/psk`,
-//!   `GET /api/v1/devices/{id}/live` (server-sent events of its readings),
-//!   `POST /api/v1/devices/{id}/commands` (a tracked command to the device through whichever
-//!   door it uses; `wait` for its answer), `GET /api/v1/devices/{id}/commands/next` (the device
-//!   polls, long poll with `wait`) and `POST /api/v1/devices/{id}/commands/{command_id}/response`
-//!   (its answer; both with the device's own credential),
-//!   `GET /api/v1/devices/{id}/twin` (API token or the device's own token),
-//!   `PATCH /api/v1/devices/{id}/twin/desired` (operator/admin, `If-Match`),
-//!   `PATCH /api/v1/devices/{id}/twin/reported` (the device's own token)
-//! - `GET /api/v1/commands?device=&state=&job=&after=&limit=`, `GET /api/v1/commands/{id}`;
-//!   `POST /api/v1/command-jobs` (one command to the devices a target selects),
-//!   `GET /api/v1/command-jobs/{job}` (its counts by state)
-//! - `POST/GET /api/v1/artifacts` (firmware upload, streamed and signed), `GET /api/v1/artifacts/{id}`,
-//!   `GET /api/v1/artifacts/signing-key`, `GET /api/v1/artifacts/{id}/content`,
-//!   `GET /api/v1/devices/{id}/artifacts/{artifact}` (the device's own credential),
-//!   `GET /api/v1/downloads/{artifact}/{device}/{expires}/{mac}` (a campaign's short-lived URL);
-//!   every download honours `Range`
-//! - `POST/GET /api/v1/campaigns`, `GET /api/v1/campaigns/{id}` (progress per wave),
-//!   `GET /api/v1/campaigns/{id}/devices`, `POST /api/v1/campaigns/{id}/start|pause|resume|cancel`
-//! - `POST /api/v1/ingest[/{table}]` (device token; JSON or SenML)
-//! - `POST /api/v1/query` (`{"sql": ...}`; `Accept: text/csv` for CSV)
-//! - `GET /api/v1/export?sql=...&format=csv|parquet` (the whole result, streamed as it is computed);
-//!   `GET/POST /api/v1/exports`, `GET/DELETE /api/v1/exports/{name}`,
-//!   `POST /api/v1/exports/{name}/run` (scheduled exports to a directory or an S3 bucket)
-//! - `GET /api/v1/retention`, `PUT/DELETE /api/v1/retention/{table}` (`tenant` in the body or
-//!   query), `POST /api/v1/retention/enforce`; `GET/POST /api/v1/rollups`,
-//!   `DELETE /api/v1/rollups/{name}`; `DELETE /api/v1/devices/{id}/data` (its rows, everywhere)
-//! - `POST /write`, `POST /api/v2/write` (InfluxDB line protocol, v1 and v2 APIs)
-//! - `GET/POST /api/v1/tokens`, `DELETE /api/v1/tokens/{id}`, `GET/PUT /api/v1/profiles[/{name}]`,
-//!   `GET/PATCH /api/v1/profiles/{name}/twin/desired` (the profile's desired defaults, which its
-//!   devices' twins inherit; PATCH by an unscoped operator/admin),
-//!   `GET/POST /api/v1/tenants`, `GET /api/v1/audit`
-//! - `GET/POST /api/v1/rules`, `GET/PUT/DELETE /api/v1/rules/{id}`; `GET /api/v1/alarms`,
-//!   `GET /api/v1/alarms/{id}`, `POST /api/v1/alarms/{id}/ack|clear|comments`;
-//!   `GET /api/v1/outbox`, `POST /api/v1/outbox/{id}/retry`
-//! - `GET/POST /api/v1/users`, `PUT /api/v1/users/{name}/password`, `DELETE /api/v1/users/{name}`
-//! - `GET /healthz`, `GET /readyz`, `GET /metrics`; every other path goes to the console's pages
-//! - `GET /mqtt`: MQTT over WebSocket (subprotocol `mqtt`), handed to a [`MqttOverWebSocket`]
+//! Routes: each module mounts its own through the `openapi` module's builder, which records each one's
+//! description (parameters, bodies, answers, errors, who may call it) as it mounts it, so the
+//! OpenAPI 3.1 document at `GET /api/v1/openapi.json` (and [`openapi()`]) lists every route the
+//! router serves. Errors are always `{"error": "..."}` with the status that fits. In short:
+//! devices and their credentials (`/api/v1/devices`, CSV import and export, tokens, PSKs,
+//! certificates, CAs, approval of just-in-time registrations), live readings (SSE), tracked
+//! commands and command jobs, twins and profile defaults, ingest (`/api/v1/ingest`, InfluxDB's
+//! `/write` and `/api/v2/write`), SQL (`/api/v1/query`), streamed exports and scheduled ones,
+//! retention, rollups and deleting a device's data, API tokens, profiles, tenants, audit, rules,
+//! alarms and the outbox, broker users, console users, firmware artifacts and campaigns;
+//! `GET /healthz`, `/readyz`, `/metrics`; `GET /mqtt` (MQTT over WebSocket, handed to a
+//! [`MqttOverWebSocket`]). Every other path goes to the console's pages.
 
 mod admin;
 mod artifacts;

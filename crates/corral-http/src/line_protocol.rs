@@ -17,9 +17,10 @@ use crate::AppState;
 use crate::auth::bearer;
 use crate::body::read_body;
 use crate::error::{ApiError, ApiResult};
+use crate::extract::Query;
+use crate::openapi::{Api, Auth, Operation};
 use axum::body::{Body, Bytes};
 use axum::extract::State;
-use crate::extract::Query;
 use axum::http::{HeaderMap, StatusCode, header};
 use corral_ingest::decode::{Precision, decode_line_protocol};
 use corral_model::{DeviceId, Door, Envelope, ErrorKind, TenantId};
@@ -28,23 +29,67 @@ use corral_services::{Caller, Credential, DeviceCaller};
 use serde::Deserialize;
 use std::collections::BTreeSet;
 use std::io::Read;
-use crate::openapi::{Api, Operation};
 
 const TAG: &str = "ingest";
 
+const WRITE: &str = "One point per line: `measurement[,tag=value...] field=value[,field=value...] [timestamp]`; each \
+    measurement is a table. The credential is a device token (every line is that device's; a `device` tag, if \
+    any, must name it), or an operator's or admin's API token (each line names its device in the device tag; a \
+    tenant-scoped token only its tenant's registered devices), or on HTTPS a device's client certificate. It \
+    may come as `Authorization: Token <t>` or `Bearer <t>`, as the password of HTTP basic auth, or as `p`. \
+    All or nothing: a bad line is a 400 naming it, and nothing of the request is stored. The answer comes \
+    once the data is durable. `db`, `rp`, `bucket` and `org` are accepted and ignored.";
+
 pub(crate) fn routes(api: Api) -> Api {
-    api
-        .post("/write", write, Operation::new(TAG, "TODO"))
-        .post("/api/v2/write", write, Operation::new(TAG, "TODO"))
+    api.post(
+        "/write",
+        write,
+        Operation::new(TAG, "Stores InfluxDB line protocol (the InfluxDB v1 write API)")
+            .describe(WRITE)
+            .auth(Auth::ApiOrDevice)
+            .query::<WriteParams>()
+            .header("Content-Encoding", "`gzip` for a compressed body (the limit applies after decompression too)")
+            .raw_body("text/plain", "InfluxDB line protocol, one point per line")
+            .returns_nothing(204, "Stored durably (or the body held no point)"),
+    )
+    .post(
+        "/api/v2/write",
+        write,
+        Operation::new(TAG, "Stores InfluxDB line protocol (the InfluxDB v2 write API)")
+            .describe(WRITE)
+            .auth(Auth::ApiOrDevice)
+            .query::<WriteParams>()
+            .header("Content-Encoding", "`gzip` for a compressed body (the limit applies after decompression too)")
+            .raw_body("text/plain", "InfluxDB line protocol, one point per line")
+            .returns_nothing(204, "Stored durably (or the body held no point)"),
+    )
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 pub struct WriteParams {
+    /// The unit of the lines' timestamps: `ns` (default), `us`, `ms`, `s`, `m` or `h` (v1's `n`
+    /// and `u` too).
+    #[schemars(extend("enum" = ["", "n", "ns", "u", "us", "µ", "µs", "μ", "μs", "ms", "s", "m", "h"]))]
     precision: Option<String>,
     /// v1: the token may come as the password.
     p: Option<String>,
     /// The tag naming each line's device when an API token writes (default `device`).
     device_tag: Option<String>,
+    /// v1: the user name; ignored.
+    #[allow(dead_code)]
+    u: Option<String>,
+    /// v1: the database; ignored (each measurement is a table).
+    #[allow(dead_code)]
+    db: Option<String>,
+    /// v1: the retention policy; ignored.
+    #[allow(dead_code)]
+    rp: Option<String>,
+    /// v2: the bucket; ignored (each measurement is a table).
+    #[allow(dead_code)]
+    bucket: Option<String>,
+    /// v2: the organisation; ignored.
+    #[allow(dead_code)]
+    org: Option<String>,
 }
 
 /// `POST /write` (v1) and `POST /api/v2/write` (v2): the same handler, since the two APIs differ

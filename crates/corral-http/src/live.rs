@@ -9,9 +9,10 @@
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::ApiResult;
+use crate::extract::Path;
+use crate::openapi::{Api, Operation};
 use async_trait::async_trait;
 use axum::extract::State;
-use crate::extract::Path;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use corral_model::{Batch, Envelope, FieldValue};
@@ -22,13 +23,25 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::broadcast;
-use crate::openapi::{Api, Operation};
 
 const TAG: &str = "devices";
 
 pub(crate) fn routes(api: Api) -> Api {
-    api
-        .get("/api/v1/devices/{id}/live", stream, Operation::new(TAG, "TODO"))
+    api.get(
+        "/api/v1/devices/{id}/live",
+        stream,
+        Operation::new(TAG, "A device's readings as they arrive (server-sent events)")
+            .describe(
+                "Each row of the device is sent once it is durable, as a `reading` event whose data is JSON: \
+                 `{\"device\", \"table\", \"time\" (RFC 3339, to the nanosecond), \"values\" (field: value)}`. A \
+                 listener that falls behind skips ahead and gets a `lagged` event with how many readings it \
+                 missed. A comment every 15 s keeps proxies from closing an idle stream. The credential is \
+                 checked again every 30 s: the stream ends when it no longer holds (signed out, revoked, \
+                 expired). Only readings from after the request are sent.",
+            )
+            .path::<String>("id", "The device")
+            .returns_raw(200, "text/event-stream", "The stream, open until the client or the credential goes"),
+    )
 }
 
 /// One row as a live view sees it.

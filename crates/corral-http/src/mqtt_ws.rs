@@ -4,7 +4,9 @@
 
 use crate::AppState;
 use crate::error::ApiError;
+use crate::openapi::{Api, Auth, Operation};
 use async_trait::async_trait;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, State};
 use axum::response::{IntoResponse, Response};
@@ -12,13 +14,25 @@ use corral_model::{ErrorKind, WireError};
 use futures::{SinkExt, StreamExt};
 use std::net::SocketAddr;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
-use crate::openapi::{Api, Operation};
 
 const TAG: &str = "mqtt";
 
 pub(crate) fn routes(api: Api) -> Api {
-    api
-        .get("/mqtt", upgrade, Operation::new(TAG, "TODO"))
+    api.get(
+        "/mqtt",
+        upgrade,
+        Operation::new(TAG, "MQTT 3.1.1 and 5.0 over WebSocket")
+            .describe(
+                "A WebSocket upgrade (subprotocol `mqtt`); each binary message then carries MQTT bytes, served \
+                 by the broker exactly like a TCP connection. Clients authenticate in MQTT's CONNECT, as on \
+                 TCP, not on this request. A request that is not a WebSocket upgrade is a 400 (426 when the \
+                 connection cannot be upgraded); with MQTT off (`--mqtt off`) the path is a 404.",
+            )
+            .auth(Auth::Anyone)
+            .header("Sec-WebSocket-Protocol", "`mqtt`, which the answer then confirms")
+            .returns_nothing(101, "Switching to the WebSocket protocol")
+            .errors(&[404, 426]),
+    )
 }
 
 /// Where WebSocket MQTT connections go: the binary hands them to the broker.
@@ -34,10 +48,19 @@ const PIPE_BYTES: usize = 16 * 1024;
 pub async fn upgrade(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     let Some(broker) = state.mqtt_ws.clone() else {
         return ApiError(WireError::new(ErrorKind::NotFound, "MQTT is off on this server (--mqtt off)")).into_response();
+    };
+    // Not a WebSocket upgrade: the API's JSON error, with axum's status (400, or 426 when the
+    // connection cannot be upgraded).
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(rejection) => {
+            let body = serde_json::json!({ "error": format!("GET /mqtt is MQTT over WebSocket: {}", rejection.body_text()) });
+            return (rejection.status(), axum::Json(body)).into_response();
+        }
     };
     // MQTT over WebSocket requires the `mqtt` subprotocol (MQTT 5 spec 6.0); axum answers with it
     // when the client offers it.

@@ -57,6 +57,9 @@ pub(crate) struct Operation {
     headers: Vec<(&'static str, &'static str)>,
     body: Option<Body>,
     answers: Vec<Answer>,
+    /// Headers of the answers: (status, name, description).
+    answer_headers: Vec<(u16, &'static str, &'static str)>,
+    body_optional: bool,
     errors: BTreeSet<u16>,
 }
 
@@ -73,6 +76,8 @@ impl Operation {
             headers: Vec::new(),
             body: None,
             answers: Vec::new(),
+            answer_headers: Vec::new(),
+            body_optional: false,
             errors: BTreeSet::new(),
         }
     }
@@ -108,6 +113,18 @@ impl Operation {
     /// A JSON request body of type `T`.
     pub(crate) fn body<T: JsonSchema>(mut self) -> Self {
         self.body = Some(Body::Json(SchemaGenerator::subschema_for::<T>));
+        self
+    }
+
+    /// The body may be left out (an empty body means the defaults).
+    pub(crate) fn body_optional(mut self) -> Self {
+        self.body_optional = true;
+        self
+    }
+
+    /// A header an answer with `status` always carries (`ETag`, `Location`).
+    pub(crate) fn answer_header(mut self, status: u16, name: &'static str, description: &'static str) -> Self {
+        self.answer_headers.push((status, name, description));
         self
     }
 
@@ -262,22 +279,28 @@ impl Api {
         match &op.body {
             Some(Body::Json(schema)) => {
                 let schema = schema(&mut self.input).to_value();
-                operation["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": schema}}});
+                operation["requestBody"] =
+                    json!({"required": !op.body_optional, "content": {"application/json": {"schema": schema}}});
             }
             Some(Body::Raw { media, description }) => {
-                operation["requestBody"] =
-                    json!({"required": true, "description": description, "content": {*media: {"schema": {"type": "string"}}}});
+                operation["requestBody"] = json!({"required": !op.body_optional, "description": description, "content": {*media: {"schema": {"type": "string"}}}});
             }
             None => {}
         }
         let mut responses = Map::new();
         for answer in &op.answers {
             // One status may come in several media types (JSON, or CSV when asked for).
-            let response = responses.entry(answer.status.to_string()).or_insert_with(|| json!({"description": answer.description}));
+            let response =
+                responses.entry(answer.status.to_string()).or_insert_with(|| json!({"description": answer.description}));
             if let Some((media, schema)) = answer.content {
                 let schema = schema.map_or_else(|| json!({}), |schema| schema(&mut self.output).to_value());
                 response["content"][media] = json!({"schema": schema});
             }
+        }
+        for (status, name, description) in &op.answer_headers {
+            let response = responses.get_mut(&status.to_string());
+            let response = response.unwrap_or_else(|| panic!("{method} {path}: header {name} for an answer {status} it lacks"));
+            response["headers"][*name] = json!({"description": description, "required": true, "schema": {"type": "string"}});
         }
         for status in op.usual_errors(!names.is_empty()) {
             responses.entry(status.to_string()).or_insert_with(|| error_response(status));
@@ -303,12 +326,15 @@ impl Api {
                 schemas.insert(target.clone(), schema);
             }
         }
-        schemas.insert("Error".into(), json!({
-            "type": "object",
-            "description": "Every error: what went wrong and, where it helps, what to do about it.",
-            "properties": {"error": {"type": "string"}},
-            "required": ["error"],
-        }));
+        schemas.insert(
+            "Error".into(),
+            json!({
+                "type": "object",
+                "description": "Every error: what went wrong and, where it helps, what to do about it.",
+                "properties": {"error": {"type": "string"}},
+                "required": ["error"],
+            }),
+        );
         let mut paths = Value::Object(self.paths.into_iter().map(|(path, ops)| (path.to_string(), Value::Object(ops))).collect());
         rename_refs(&mut paths, &renames);
         let document = json!({
@@ -350,11 +376,12 @@ fn error_response(status: u16) -> Value {
         400 => "The request is malformed: a parameter, the body or a header is invalid.",
         401 => "No credential, or one that is unknown, expired or revoked.",
         403 => "The credential may not do this (its role or tenant scope).",
-        404 => "What the path names does not exist (or is outside the caller's tenant).",
+        404 => "What the request names does not exist (or is outside the caller's tenant).",
         409 => "It conflicts with what exists.",
         412 => "The `If-Match` version is not the current one.",
         413 => "The body is larger than the limit; nothing was stored.",
         416 => "The range is outside the content.",
+        426 => "The request must be a WebSocket upgrade.",
         429 => "Too many requests; retry later.",
         500 => "A fault of the server; nothing acknowledged was lost.",
         503 => "Starting up, shutting down or overloaded; retry after `Retry-After` seconds.",
@@ -394,9 +421,10 @@ fn operation_id(method: &str, path: &str) -> String {
 /// The query string's parameters: one per property of the query type's object schema. `null`
 /// is dropped from their types: an absent parameter is how a query string says "none".
 fn query_parameters(path: &str, schema: Value) -> Vec<Value> {
-    let properties = schema.get("properties").and_then(Value::as_object).unwrap_or_else(|| {
-        panic!("{path}: the query type must be a struct with named fields, its schema is {schema}")
-    });
+    let properties = schema
+        .get("properties")
+        .and_then(Value::as_object)
+        .unwrap_or_else(|| panic!("{path}: the query type must be a struct with named fields, its schema is {schema}"));
     let required: BTreeSet<&str> =
         schema.get("required").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).collect();
     properties
@@ -524,8 +552,11 @@ mod tests {
             .get("/things/{id}", nothing, Operation::new("things", "One thing").path::<i64>("id", "Its number").query::<Filter>())
             .finish();
         let parameters = doc["paths"]["/things/{id}"]["get"]["parameters"].as_array().unwrap().clone();
-        assert_eq!(parameters[0], json!({"name": "id", "in": "path", "required": true, "description": "Its number",
-            "schema": {"type": "integer", "format": "int64"}}));
+        assert_eq!(
+            parameters[0],
+            json!({"name": "id", "in": "path", "required": true, "description": "Its number",
+            "schema": {"type": "integer", "format": "int64"}})
+        );
         let name = parameters.iter().find(|p| p["name"] == "name").unwrap();
         assert_eq!(name["schema"]["type"], "string", "null is not a query value: {name}");
         assert_eq!(name["description"], "Only these.");

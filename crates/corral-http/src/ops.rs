@@ -2,6 +2,7 @@
 
 use crate::AppState;
 use crate::error::ApiError;
+use crate::openapi::{Api, Auth, Operation};
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
@@ -9,7 +10,6 @@ use axum::response::{IntoResponse, Response};
 use corral_model::ErrorKind;
 use corral_services::metrics::Exposition;
 use std::sync::atomic::{AtomicU64, Ordering};
-use crate::openapi::{Api, Auth, Operation};
 
 const TAG: &str = "operations";
 
@@ -29,9 +29,11 @@ pub(crate) fn routes(api: Api) -> Api {
     .get(
         "/metrics",
         metrics,
-        Operation::new(TAG, "Prometheus metrics")
-            .auth(Auth::Anyone)
-            .returns_raw(200, "text/plain", "The Prometheus text exposition format, version 0.0.4"),
+        Operation::new(TAG, "Prometheus metrics").auth(Auth::Anyone).returns_raw(
+            200,
+            "text/plain",
+            "The Prometheus text exposition format, version 0.0.4",
+        ),
     )
     .get(
         "/api/v1/openapi.json",

@@ -15,26 +15,64 @@
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
+use crate::extract::Path;
+use crate::openapi::{Api, Operation};
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
-use crate::extract::Path;
+use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, header};
 use corral_registry::Principal;
-use corral_twin::{ProfileDesired, TwinError};
-use serde_json::{Value, json};
-use crate::openapi::{Api, Operation};
+use corral_twin::{Document, ProfileDesired, TwinDocument, TwinError};
+use serde::Serialize;
+use serde_json::json;
 
 const TAG: &str = "twins";
 
 pub(crate) fn routes(api: Api) -> Api {
-    api
-        .get("/api/v1/profiles/{name}/twin/desired", show, Operation::new(TAG, "TODO"))
-        .patch("/api/v1/profiles/{name}/twin/desired", patch, Operation::new(TAG, "TODO"))
+    api.get(
+        "/api/v1/profiles/{name}/twin/desired",
+        show,
+        Operation::new(TAG, "A profile's desired defaults")
+            .describe(
+                "Every device of the profile inherits them key by key unless its own desired document overrides \
+                 the key. A profile without defaults has an empty document at version 0.",
+            )
+            .path::<String>("name", "The profile")
+            .returns::<ProfileDefaults>(200, "The defaults and their version"),
+    )
+    .patch(
+        "/api/v1/profiles/{name}/twin/desired",
+        patch,
+        Operation::new(TAG, "Changes a profile's desired defaults (a merge patch)")
+            .describe(
+                "Operators and admins without a tenant scope only: a profile's devices may belong to every \
+                 tenant. An RFC 7386 merge patch (`null` deletes a key). Each of the profile's twins whose \
+                 effective desired document changes gets a new version in the same transaction. `If-Match` is \
+                 refused (400) rather than ignored: there is no compare-and-set for defaults.",
+            )
+            .path::<String>("name", "The profile")
+            .header("If-Match", "Not supported here: any value is refused with 400.")
+            .body::<Document>()
+            .returns::<ProfileDefaults>(200, "The defaults as changed and their version"),
+    )
 }
 
-pub async fn show(State(state): State<AppState>, Caller(caller): Caller, Path(name): Path<String>) -> ApiResult<Json<Value>> {
+/// A profile's desired defaults: `{"profile", "version", "desired"}`, the shape of the device
+/// route's answer.
+#[derive(Serialize, schemars::JsonSchema)]
+pub struct ProfileDefaults {
+    profile: String,
+    /// The defaults' version, also `desired.version`.
+    version: u64,
+    desired: TwinDocument,
+}
+
+pub async fn show(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Json<ProfileDefaults>> {
     state.registry.get_profile(&caller, &name).await?;
     let defaults = state.twins.profile_defaults(&name).await.map_err(twin_error)?;
     Ok(Json(answer(defaults)))
@@ -46,7 +84,7 @@ pub async fn patch(
     Path(name): Path<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<ProfileDefaults>> {
     may_change_profiles(&caller)?;
     if headers.contains_key(header::IF_MATCH) {
         return Err(ApiError::bad_input(
@@ -81,9 +119,8 @@ fn may_change_profiles(caller: &Principal) -> ApiResult<()> {
     Ok(())
 }
 
-/// `{"profile", "version", "desired"}`, the shape of the device route's answer.
-fn answer(defaults: ProfileDesired) -> Value {
-    json!({ "profile": defaults.profile, "version": defaults.desired.version, "desired": defaults.desired })
+fn answer(defaults: ProfileDesired) -> ProfileDefaults {
+    ProfileDefaults { profile: defaults.profile, version: defaults.desired.version, desired: defaults.desired }
 }
 
 /// The store's 400 and 413 keep their status; storage details stay in the log.

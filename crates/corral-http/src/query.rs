@@ -3,8 +3,9 @@
 use crate::AppState;
 use crate::auth::Caller;
 use crate::body::parse_json;
-use crate::encode::{to_csv, to_json};
+use crate::encode::{QueryAnswer, to_csv, to_json};
 use crate::error::{ApiError, ApiResult};
+use crate::openapi::{Api, Operation};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
@@ -12,18 +13,33 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use corral_model::ErrorKind;
 use serde::Deserialize;
-use crate::openapi::{Api, Operation};
 
 const TAG: &str = "data";
 
 pub(crate) fn routes(api: Api) -> Api {
-    api
-        .post("/api/v1/query", query, Operation::new(TAG, "TODO"))
+    api.post(
+        "/api/v1/query",
+        query,
+        Operation::new(TAG, "Runs a read-only SQL query")
+            .describe(
+                "DataFusion SQL over the telemetry tables (schema `public`; `latest` holds each device's newest \
+                 row) and the platform's own (`devices`, `certificates`, `alarms`, `twins`, `commands`, `campaigns`...); a tenant-scoped \
+                 caller sees only its tenant's rows. Statements that change anything are refused (400). The \
+                 JSON answer holds at most the server's row limit (`truncated` says more matched); with \
+                 `Accept: text/csv` the answer is CSV, up to ten times that limit, with the header \
+                 `x-corral-truncated: true` when cut. A query running longer than the server's timeout is a 503.",
+            )
+            .body::<QueryRequest>()
+            .returns::<QueryAnswer>(200, "The result")
+            .returns_raw(200, "text/csv", "The result as CSV, a header line first (with `Accept: text/csv`)"),
+    )
 }
 
-#[derive(Debug, Deserialize)]
+/// Body of `POST /api/v1/query`.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct QueryRequest {
+    /// One read-only SQL statement.
     sql: String,
     /// Lower the row limit for this query (never above the server's).
     limit: Option<usize>,

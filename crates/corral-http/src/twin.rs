@@ -17,27 +17,100 @@
 use crate::AppState;
 use crate::auth::{Caller, ClientCertificate};
 use crate::error::{ApiError, ApiResult};
+use crate::extract::{Path, Query};
+use crate::openapi::{Api, Auth, Operation};
 use axum::Extension;
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
-use crate::extract::{Path, Query};
+use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use corral_model::DeviceId;
 use corral_registry::{DEVICE_TOKEN_PREFIX, Device, Principal};
 use corral_services::DeviceCaller;
-use corral_twin::{Document, Twin, TwinError};
+use corral_twin::{DesiredChanges, Document, Twin, TwinDocument, TwinError};
+use serde::Serialize;
 use serde_json::{Value, json};
-use crate::openapi::{Api, Operation};
 
 const TAG: &str = "twins";
 
 pub(crate) fn routes(api: Api) -> Api {
-    api
-        .get("/api/v1/devices/{id}/twin", show, Operation::new(TAG, "TODO"))
-        .patch("/api/v1/devices/{id}/twin/desired", patch_desired, Operation::new(TAG, "TODO"))
-        .patch("/api/v1/devices/{id}/twin/reported", patch_reported, Operation::new(TAG, "TODO"))
+    api.get(
+        "/api/v1/devices/{id}/twin",
+        show,
+        Operation::new(TAG, "A device's twin: desired, reported and the delta")
+            .describe(
+                "An application reads any device its scope covers; a device reads only its own twin (another \
+                 device's id is a 403). The whole twin carries the desired version as its `ETag`. With \
+                 `since=N`, only what changed in desired since version N: the patches in order, or the whole \
+                 desired document when they are no longer kept (or N is ahead of the server).",
+            )
+            .auth(Auth::ApiOrDevice)
+            .path::<String>("id", "The device")
+            .query::<Since>()
+            .returns::<TwinAnswer>(200, "The twin, or with `since` the desired changes"),
+    )
+    .patch(
+        "/api/v1/devices/{id}/twin/desired",
+        patch_desired,
+        Operation::new(TAG, "Changes a device's desired document (a merge patch)")
+            .describe(
+                "Operators and admins only. An RFC 7386 merge patch of the device's own desired keys: `null` \
+                 deletes a key (a profile default then shows through again). A patch that changes nothing \
+                 makes no new version. With `If-Match` the patch applies only to that version (412 when the \
+                 desired document moved on). The answer carries the new version as its `ETag`. The device \
+                 hears of the new version on the doors it uses.",
+            )
+            .path::<String>("id", "The device")
+            .header("If-Match", "The desired version the patch was made against: `3`, `\"3\"` or `W/\"3\"` (the `ETag` read); `*` or absent: whatever the current one is.")
+            .body::<Document>()
+            .returns::<DesiredPatched>(200, "The new effective desired document and its version")
+            .errors(&[412]),
+    )
+    .patch(
+        "/api/v1/devices/{id}/twin/reported",
+        patch_reported,
+        Operation::new(TAG, "The device reports its state (a merge patch)")
+            .describe(
+                "An RFC 7386 merge patch of the reported document from the device itself (another device's id \
+                 is a 403): `null` deletes a key. Answered once the change is durable. A patch that changes \
+                 nothing makes no new version.",
+            )
+            .auth(Auth::Device)
+            .path::<String>("id", "The device; its own id")
+            .body::<Document>()
+            .returns::<ReportedPatched>(200, "The new reported document and its version"),
+    )
+}
+
+/// `GET .../twin`: the whole twin, or with `?since=N` the desired changes since version N.
+#[derive(Serialize, schemars::JsonSchema)]
+#[serde(untagged)]
+pub enum TwinAnswer {
+    /// The whole twin (without `since`).
+    Twin(Twin),
+    /// What changed in desired since version `since` (with `since`).
+    Changes(DesiredChanges),
+}
+
+/// A device's desired document just patched.
+#[derive(Serialize, schemars::JsonSchema)]
+pub struct DesiredPatched {
+    device: DeviceId,
+    /// The desired version now, also in the `ETag`.
+    version: u64,
+    /// The effective desired document (profile defaults with the device's overrides).
+    desired: TwinDocument,
+}
+
+/// A device's reported document just patched.
+#[derive(Serialize, schemars::JsonSchema)]
+pub struct ReportedPatched {
+    device: DeviceId,
+    /// The reported version now.
+    version: u64,
+    reported: TwinDocument,
 }
 
 /// A twin call's failure. Kept apart from [`ApiError`] only because a stale `If-Match` is HTTP's
@@ -104,8 +177,9 @@ async fn reader(state: &AppState, headers: &HeaderMap, certificate: Option<&Clie
 }
 
 /// `?since=N` of `GET .../twin`.
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, schemars::JsonSchema)]
 pub struct Since {
+    /// The desired version the device last applied: answer only what changed since.
     since: Option<u64>,
 }
 
@@ -123,8 +197,8 @@ pub async fn show(
     match since {
         // The twin was read in the caller's scope just above, so the device is one it may see.
         // (No ETag: the changes may reach past the version read above.)
-        Some(since) => Ok(Json(state.twins.changes_since(&twin.device, since).await?).into_response()),
-        None => Ok(with_etag(twin.desired.version, Json(twin))),
+        Some(since) => Ok(Json(TwinAnswer::Changes(state.twins.changes_since(&twin.device, since).await?)).into_response()),
+        None => Ok(with_etag(twin.desired.version, Json(TwinAnswer::Twin(twin)))),
     }
 }
 
@@ -154,7 +228,7 @@ pub async fn patch_desired(
         }
     }
     let version = desired.version;
-    Ok(with_etag(version, Json(json!({ "device": device.id, "version": version, "desired": desired }))))
+    Ok(with_etag(version, Json(DesiredPatched { device: device.id, version, desired })))
 }
 
 pub async fn patch_reported(
@@ -163,14 +237,14 @@ pub async fn patch_reported(
     certificate: Option<Extension<ClientCertificate>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> TwinResult<Json<Value>> {
+) -> TwinResult<Json<ReportedPatched>> {
     // Authenticate before parsing: a stranger learns nothing from our parser.
     let caller = crate::auth::device(&state, &headers, certificate.as_deref()).await?;
     let device = own(&caller, &id)?;
     let patch = parse_patch(body)?;
     device_twin(&state, &device).await?;
     let reported = state.twins.patch_reported(&device.id, &patch).await?;
-    Ok(Json(json!({ "device": device.id, "version": reported.version, "reported": reported })))
+    Ok(Json(ReportedPatched { device: device.id, version: reported.version, reported }))
 }
 
 /// A device may touch only its own twin.

@@ -16,10 +16,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 /// A device certificate just issued: the record, the certificate, and the key if Corral made
-/// it (returned this once, never stored).
+/// it (returned this once, never stored). As the REST API answers it.
+#[derive(serde::Serialize, schemars::JsonSchema)]
 pub struct IssuedCertificate {
     pub record: DeviceCertificate,
+    /// The certificate (PEM).
     pub certificate: String,
+    /// The private key Corral made (PEM), shown only this once; absent when the request had a CSR.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub private_key: Option<String>,
 }
 

@@ -13,12 +13,16 @@ pub const MAX_TOPIC_RULES: usize = 100;
 
 #[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct BrokerUser {
+    /// The user name it connects with.
     pub name: String,
+    /// The tenant whose messages it is confined to; null: unscoped.
     pub tenant: Option<TenantId>,
+    /// The topics it may use.
     pub rules: Vec<TopicRule>,
     #[serde(with = "crate::time::rfc3339")]
     #[schemars(with = "corral_model::schema::Rfc3339")]
     pub created_at: DateTime<Utc>,
+    /// Who created it (a token's or user's name).
     pub created_by: String,
     /// When its password or rules last changed.
     #[serde(with = "crate::time::rfc3339")]

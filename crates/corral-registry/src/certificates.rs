@@ -8,26 +8,36 @@ use serde::Serialize;
 /// A CA a tenant trusts for device certificates.
 #[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct CertificateAuthority {
+    /// `ca-` and 12 hex digits.
     pub id: String,
+    /// The tenant whose devices' certificates it vouches for.
     pub tenant: TenantId,
+    /// A name for people.
     pub name: String,
     /// True when Corral holds its key and issues certificates; false for an operator's own CA
     /// that Corral only verifies against.
     pub managed: bool,
+    /// The certificate's subject (distinguished name).
     pub subject: String,
+    /// SHA-256 of the certificate (DER), lowercase hex.
     pub fingerprint: String,
+    /// When the CA certificate expires.
     #[serde(with = "crate::time::rfc3339")]
     #[schemars(with = "corral_model::schema::Rfc3339")]
     pub not_after: DateTime<Utc>,
     #[serde(with = "crate::time::rfc3339")]
     #[schemars(with = "corral_model::schema::Rfc3339")]
     pub created_at: DateTime<Utc>,
+    /// Who registered it (a token's or user's name).
     pub created_by: String,
+    /// The CA certificate (PEM), for devices and servers to trust.
     pub certificate: String,
     /// Just-in-time registration: the first connection of an unknown device with a certificate
     /// of this CA creates it, with `register_profile` and `register_status`.
     pub auto_register: bool,
+    /// The profile devices registered by their certificate get.
     pub register_profile: Option<String>,
+    /// The status they start in: `active`, or `pending-approval`.
     pub register_status: DeviceStatus,
 }
 
@@ -55,9 +65,12 @@ pub struct NewCertificateAuthority {
 /// A device certificate: issued by a managed CA, or first seen on an mTLS connection.
 #[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct DeviceCertificate {
+    /// SHA-256 of the certificate (DER), lowercase hex.
     pub fingerprint: String,
+    /// The serial number, lowercase hex.
     pub serial: String,
     pub device: DeviceId,
+    /// The id of the CA that issued it.
     pub ca: String,
     #[serde(with = "crate::time::rfc3339")]
     #[schemars(with = "corral_model::schema::Rfc3339")]
@@ -65,13 +78,17 @@ pub struct DeviceCertificate {
     #[serde(with = "crate::time::rfc3339")]
     #[schemars(with = "corral_model::schema::Rfc3339")]
     pub not_after: DateTime<Utc>,
+    /// When Corral issued it, or first saw it on a connection.
     #[serde(with = "crate::time::rfc3339")]
     #[schemars(with = "corral_model::schema::Rfc3339")]
     pub issued_at: DateTime<Utc>,
+    /// Who issued it (a token's or user's name; `first use` for one first seen on a connection).
     pub issued_by: String,
+    /// When it was revoked; null while it is valid.
     #[serde(with = "crate::time::rfc3339_opt")]
     #[schemars(with = "corral_model::schema::Rfc3339OrNull")]
     pub revoked_at: Option<DateTime<Utc>>,
+    /// Who revoked it; null while it is valid.
     pub revoked_by: Option<String>,
 }
 

@@ -53,6 +53,8 @@ impl ValueType {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AttributeDecl {
+    /// The attribute, and its column in the SQL `devices` table (not one of that table's own
+    /// columns).
     pub name: String,
     pub r#type: ValueType,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -62,8 +64,10 @@ pub struct AttributeDecl {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FieldDecl {
+    /// The telemetry field (not `time` or `device`).
     pub name: String,
     pub r#type: ValueType,
+    /// Its unit, for people (`°C`, `kWh`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unit: Option<String>,
 }
@@ -72,10 +76,13 @@ pub struct FieldDecl {
 #[serde(deny_unknown_fields)]
 pub struct Profile {
     pub name: String,
+    /// At most 1024 characters.
     #[serde(default)]
     pub description: Option<String>,
+    /// The attributes its devices carry (at most 256).
     #[serde(default)]
     pub attributes: Vec<AttributeDecl>,
+    /// The telemetry fields its devices send (at most 256).
     #[serde(default)]
     pub telemetry: Vec<FieldDecl>,
 }

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Tenant {
     pub id: TenantId,
+    /// A display name; null when none was given (or the tenant was created implicitly).
     pub name: Option<String>,
     #[serde(with = "crate::time::rfc3339")]
     #[schemars(with = "corral_model::schema::Rfc3339")]

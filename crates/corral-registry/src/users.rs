@@ -19,12 +19,15 @@ pub(crate) const SESSION_PREFIX: &str = "cus_";
 
 #[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct User {
+    /// The name to sign in with.
     pub name: String,
     pub role: Role,
+    /// The tenant the user is confined to; null: unscoped (every tenant).
     pub tenant: Option<TenantId>,
     #[serde(with = "crate::time::rfc3339")]
     #[schemars(with = "corral_model::schema::Rfc3339")]
     pub created_at: DateTime<Utc>,
+    /// Who created it (a token's or user's name).
     pub created_by: String,
     #[serde(with = "crate::time::rfc3339")]
     #[schemars(with = "corral_model::schema::Rfc3339")]

@@ -8,7 +8,8 @@ use crate::spec::{AlarmEvent, Severity};
 use serde::{Serialize, Serializer};
 use std::collections::{HashMap, HashSet};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// Where an alarm is in its lifecycle: active → acknowledged → cleared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AlarmStatus {
     Active,
@@ -35,29 +36,39 @@ impl AlarmStatus {
 }
 
 /// One alarm, as stored and as the API shows it. Times are Unix nanoseconds, shown as RFC 3339.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Alarm {
     pub id: i64,
+    /// The rule that raised it; 0 for alarms the platform raises about itself.
     pub rule_id: i64,
+    /// The rule's name (or the platform alarm's title).
     pub rule: String,
     pub tenant: String,
+    /// The device it is about (for a platform alarm, what it is about).
     pub device: String,
     pub severity: Severity,
     pub status: AlarmStatus,
     pub message: String,
     /// Messages that matched while the alarm was open (the first included).
     pub count: i64,
+    /// When it was raised.
     #[serde(serialize_with = "rfc3339")]
+    #[schemars(with = "corral_model::schema::Rfc3339")]
     pub first_at: i64,
+    /// The last matching message.
     #[serde(serialize_with = "rfc3339")]
+    #[schemars(with = "corral_model::schema::Rfc3339")]
     pub last_at: i64,
     /// The fields of the last matching message.
     pub last_values: serde_json::Value,
     pub acknowledged_by: Option<String>,
     #[serde(serialize_with = "rfc3339_opt")]
+    #[schemars(with = "corral_model::schema::Rfc3339OrNull")]
     pub acknowledged_at: Option<i64>,
+    /// Who cleared it: a person or token, or `rule` when its clear condition came true.
     pub cleared_by: Option<String>,
     #[serde(serialize_with = "rfc3339_opt")]
+    #[schemars(with = "corral_model::schema::Rfc3339OrNull")]
     pub cleared_at: Option<i64>,
 }
 

@@ -14,22 +14,28 @@ use serde::Serialize;
 use sqlx::{Row, SqlitePool};
 use std::sync::atomic::Ordering;
 
-/// A stored rule.
-#[derive(Debug, Clone, Serialize)]
+/// A stored rule: its spec (webhook secrets shown as `********`) with its id and history.
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Rule {
     pub id: i64,
     #[serde(flatten)]
     pub spec: RuleSpec,
+    #[schemars(with = "corral_model::schema::Rfc3339")]
     pub created_at: String,
+    #[schemars(with = "corral_model::schema::Rfc3339")]
     pub updated_at: String,
+    /// The token or user that created it.
     pub created_by: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// A comment on an alarm.
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Comment {
     pub id: i64,
     pub alarm_id: i64,
+    #[schemars(with = "corral_model::schema::Rfc3339")]
     pub at: String,
+    /// The token or user that wrote it.
     pub author: String,
     pub text: String,
 }

@@ -82,20 +82,32 @@ pub(crate) fn entry(event: AlarmEvent, alarm: &Alarm, index: usize, action: &Act
     }
 }
 
-/// An entry as the API shows it (secrets redacted).
-#[derive(Debug, Clone, Serialize)]
+/// An entry as the API shows it (secrets redacted): one action of one alarm event.
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Entry {
     pub id: i64,
+    /// Unique per delivery, `alarm-<alarm>-<event>-<action index>`; receivers use it to drop
+    /// duplicates (delivery is at least once).
     pub idempotency_key: String,
     pub alarm_id: i64,
     pub rule_id: i64,
+    /// The alarm event that triggered it.
+    #[schemars(with = "AlarmEvent")]
     pub event: String,
     pub action: ActionSpec,
+    /// `pending` (waiting or retrying), `delivered` or `dead` (given up on).
+    #[schemars(extend("enum" = ["pending", "delivered", "dead"]))]
     pub state: String,
+    /// Delivery attempts made since it was created or last retried.
     pub attempts: i64,
+    /// When the next attempt is due.
+    #[schemars(with = "corral_model::schema::Rfc3339")]
     pub next_attempt_at: String,
+    /// Why the last attempt failed.
     pub last_error: Option<String>,
+    #[schemars(with = "corral_model::schema::Rfc3339")]
     pub created_at: String,
+    #[schemars(with = "corral_model::schema::Rfc3339OrNull")]
     pub delivered_at: Option<String>,
 }
 

@@ -5,16 +5,20 @@ use crate::condition::Condition;
 use crate::window::parse_duration_ns;
 use serde::{Deserialize, Serialize};
 
-/// A rule as submitted. `condition` rules watch each message; `absence` rules watch the clock.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+/// A rule as submitted. `condition` rules watch each message; `absence` rules watch the clock:
+/// give exactly one of the two.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RuleSpec {
+    /// 1 to 128 characters (trimmed).
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
-    /// The tenant whose devices the rule watches; `None`: every tenant (unscoped tokens only).
+    /// The tenant whose devices the rule watches; null: every tenant (unscoped tokens only). A
+    /// tenant-scoped token's rules are always its own tenant's.
     #[serde(default)]
     pub tenant: Option<String>,
+    /// Narrows the devices within the tenant; empty: all of them.
     #[serde(default)]
     pub scope: Scope,
     /// The telemetry table whose messages the condition reads.
@@ -34,10 +38,13 @@ pub struct RuleSpec {
     pub absence: Option<String>,
     #[serde(default)]
     pub severity: Severity,
+    /// The alarm's message.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// What happens on the alarm's events: at most 16 actions.
     #[serde(default)]
     pub actions: Vec<ActionSpec>,
+    /// A disabled rule raises no alarms.
     #[serde(default = "yes")]
     pub enabled: bool,
 }
@@ -50,7 +57,7 @@ fn yes() -> bool {
 }
 
 /// Which devices a rule watches, narrowed within its tenant. Empty: all of them.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Scope {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -59,11 +66,13 @@ pub struct Scope {
     pub site: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tag: Option<String>,
+    /// One device's id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// How serious an alarm is.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Severity {
     Critical,
@@ -87,7 +96,7 @@ impl Severity {
 }
 
 /// The moments of an alarm's life an action can follow.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AlarmEvent {
     Raised,
@@ -117,21 +126,25 @@ fn command_timeout_s() -> u64 {
 
 /// Where an alarm event goes. `topic` and `subject` may use `{device}`, `{tenant}`, `{rule}` and
 /// `{event}`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ActionSpec {
     /// JSON POST signed with HMAC-SHA256 (`X-Corral-Signature`). A secret is generated when
     /// none is given, returned once, and never shown again.
     Webhook {
         url: String,
+        /// The signing secret. Answers show it as `********`; sending `********` back (or no
+        /// secret) keeps the stored one for the same URL, or generates one.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         secret: Option<String>,
+        /// The alarm events that trigger it.
         #[serde(default = "raised_only")]
         on: Vec<AlarmEvent>,
     },
     /// Republish the event on an MQTT topic.
     Mqtt {
         topic: String,
+        /// The alarm events that trigger it.
         #[serde(default = "raised_only")]
         on: Vec<AlarmEvent>,
     },
@@ -141,8 +154,10 @@ pub enum ActionSpec {
         name: String,
         #[serde(default)]
         payload: serde_json::Value,
+        /// Seconds the device has to answer.
         #[serde(default = "command_timeout_s")]
         timeout_s: u64,
+        /// The alarm events that trigger it.
         #[serde(default = "raised_only")]
         on: Vec<AlarmEvent>,
     },
@@ -150,6 +165,7 @@ pub enum ActionSpec {
     Nats {
         url: String,
         subject: String,
+        /// The alarm events that trigger it.
         #[serde(default = "raised_only")]
         on: Vec<AlarmEvent>,
     },

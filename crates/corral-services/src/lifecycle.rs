@@ -8,10 +8,11 @@ use serde::{Deserialize, Serialize};
 
 /// Keep `table`'s rows (of `tenant`'s devices, if set) for `keep`; older rows are deleted.
 /// A tenant's policy for a table overrides the table's own for that tenant's devices.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RetentionPolicy {
     pub table: String,
+    /// The tenant whose devices' rows it covers; absent: the table's own policy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tenant: Option<String>,
     /// How long rows are kept, as written: `90d`, `36h`, `2w`, `45m`.
@@ -22,20 +23,25 @@ pub struct RetentionPolicy {
     pub source: PolicySource,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// Where a retention policy comes from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum PolicySource {
+    /// Set through REST or the CLI.
     #[default]
     Api,
+    /// From the server's configuration (`storage.retention`); changed only there.
     Config,
 }
 
 /// An operator-defined rollup: `source` summarised per device, tag set and `every` bucket into
 /// the table `name` (one row per bucket, a column per field and aggregate, e.g. `speed_avg`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RollupSpec {
+    /// The rollup's table: a new table name.
     pub name: String,
+    /// The table of raw rows it summarises (not another rollup, not itself).
     pub source: String,
     /// Bucket width: `1m`, `15m`, `1h`, `1d`.
     pub every: String,
@@ -48,17 +54,19 @@ pub struct RollupSpec {
 }
 
 /// What one deletion removed from one table.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Deletion {
     pub table: String,
     /// `retention`, or `device <id>` for a device's data deleted on request.
     pub reason: String,
     pub rows_deleted: u64,
-    /// Files dropped whole, and files rewritten without the deleted rows.
+    /// Files dropped whole.
     pub files_dropped: u64,
+    /// Files rewritten without the deleted rows.
     pub files_rewritten: u64,
     /// For retention: the oldest time kept, RFC 3339 (per tenant policy, the table's own).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "corral_model::schema::Rfc3339")]
     pub kept_from: Option<String>,
 }
 

@@ -14,9 +14,11 @@ use std::collections::BTreeMap;
 /// only then, so a patch that changes nothing (a device reporting the same values again, a retried
 /// request) is accepted without a new version, a history entry or a notification. A twin starts
 /// at version 0 with an empty document.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct TwinDocument {
+    /// The document: a JSON object.
     pub document: Document,
+    /// Grows by one with each change of the document; 0 for a document never changed.
     pub version: u64,
     /// Top-level key → Unix milliseconds of the change that last gave it a new value (a change
     /// anywhere inside the key counts). A deleted key loses its entry with the key. After a
@@ -47,7 +49,7 @@ impl TwinDocument {
 }
 
 /// A device's twin as an application or the device reads it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Twin {
     pub device: DeviceId,
     pub tenant: TenantId,
@@ -58,8 +60,10 @@ pub struct Twin {
     pub desired: TwinDocument,
     /// The device's own desired keys (what `patch_desired` wrote), without the profile's.
     pub desired_overrides: Document,
+    /// What the device last said it is.
     pub reported: TwinDocument,
-    /// See [`delta`].
+    /// What the device still has to do: every top-level desired key whose value is absent from
+    /// reported or differs from it, with the desired value.
     pub delta: Document,
 }
 
@@ -87,19 +91,28 @@ pub fn delta(desired: &Document, reported: &Document) -> Document {
 }
 
 /// What a device that last applied desired version `since` must do to catch up.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum DesiredChanges {
     /// Apply `patches` in order, as merge patches, to the document of version `since`: the
     /// result is the document of `version`. Empty when the device is up to date.
-    Patches { version: u64, patches: Vec<DesiredPatch> },
+    Patches {
+        /// The desired version now.
+        version: u64,
+        /// Oldest first.
+        patches: Vec<DesiredPatch>,
+    },
     /// The patches since then are no longer kept (or the device's version is not one this
     /// server ever had): replace the whole document with this one.
-    Full { desired: TwinDocument, reason: FullReason },
+    Full {
+        /// The whole effective desired document and its version.
+        desired: TwinDocument,
+        reason: FullReason,
+    },
 }
 
 /// Why [`DesiredChanges::Full`] was answered instead of patches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum FullReason {
     /// The device's version is older than the oldest patch kept (the history is bounded).
@@ -109,11 +122,13 @@ pub enum FullReason {
 }
 
 /// One change of a desired document, as kept in the bounded history.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct DesiredPatch {
     /// The version this patch produced.
     pub version: u64,
+    /// An RFC 7386 merge patch (`null` deletes a key).
     pub patch: Document,
+    /// When it was made, Unix milliseconds.
     pub at_ms: i64,
 }
 

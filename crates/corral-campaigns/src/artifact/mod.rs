@@ -20,7 +20,6 @@ use corral_model::{DeviceId, TenantId, WireError};
 use corral_services::{ArtifactDownloads, Clock};
 use futures::Stream;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
@@ -29,12 +28,14 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 pub const DEFAULT_MAX_BYTES: u64 = 2 << 30;
 
 /// One uploaded artifact: what it is, what it fits, and its manifest.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Artifact {
+    /// `art_` and 16 hex digits.
     pub id: String,
     pub tenant: TenantId,
     pub name: String,
     pub version: String,
+    /// Bytes.
     pub size: u64,
     /// Lowercase hex.
     pub sha256: String,
@@ -42,29 +43,50 @@ pub struct Artifact {
     pub signature: String,
     /// The key that signed it, base64: the tenant's own (`signed_by: corral`) or the operator's.
     pub public_key: String,
+    /// `corral` (the tenant's key) or `operator` (a signature given on upload).
     pub signed_by: String,
-    /// The profiles and hardware revisions it fits (informational; empty: any).
+    /// The profiles it fits (informational; empty: any).
     pub profiles: Vec<String>,
+    /// The hardware revisions it fits (informational; empty: any).
     pub hardware: Vec<String>,
+    /// When it was uploaded, Unix milliseconds.
     pub created_at_ms: i64,
     pub created_by: String,
 }
 
+/// What a device is given and verifies: rebuild [`manifest_message`] from `name`, `version`,
+/// `size` and `sha256`, check `signature` with the trusted key, then check the download's SHA-256
+/// and size.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+pub struct ArtifactManifest {
+    pub id: String,
+    pub name: String,
+    pub version: String,
+    /// Bytes.
+    pub size: u64,
+    /// Lowercase hex.
+    pub sha256: String,
+    /// Ed25519 over the manifest message, base64.
+    pub signature: String,
+    /// The key that signed it, base64.
+    pub public_key: String,
+    /// `corral` or `operator`.
+    pub signed_by: String,
+}
+
 impl Artifact {
-    /// What a device is given and verifies: rebuild [`manifest_message`] from `name`, `version`,
-    /// `size` and `sha256`, check `signature` with the trusted key, then check the download's
-    /// SHA-256 and size.
-    pub fn manifest(&self) -> Value {
-        json!({
-            "id": self.id,
-            "name": self.name,
-            "version": self.version,
-            "size": self.size,
-            "sha256": self.sha256,
-            "signature": self.signature,
-            "public_key": self.public_key,
-            "signed_by": self.signed_by,
-        })
+    /// What a device is given and verifies (see [`ArtifactManifest`]).
+    pub fn manifest(&self) -> ArtifactManifest {
+        ArtifactManifest {
+            id: self.id.clone(),
+            name: self.name.clone(),
+            version: self.version.clone(),
+            size: self.size,
+            sha256: self.sha256.clone(),
+            signature: self.signature.clone(),
+            public_key: self.public_key.clone(),
+            signed_by: self.signed_by.clone(),
+        }
     }
 
     /// An `ETag` for the content: its digest, so a resumed download can tell it is the same file.

@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # The whole test suite. Tests drive the real server with real clients, so this first installs
-# what they use when it is missing: curl, gzip, jq, openssl, iproute2, mosquitto-clients, libcoap3-bin
-# (coap-client, plain and DTLS), postgresql-client (psql) and nats-server (Debian packages; the rules crate publishes
-# actions to a real nats-server), libssl-dev and pkg-config (the build links OpenSSL for DTLS), the official InfluxDB Python clients, paho-mqtt, aiocoap, cbor2 and cryptography (PyPI; the
-# firmware agent verifies Ed25519 signatures), psycopg, SQLAlchemy and pandas (PyPI) and node-postgres
-# (npm) for the PostgreSQL door, pyarrow and DuckDB (PyPI) to read exports back. The disk-full test mounts a small tmpfs and so needs root.
+# what they use when it is missing: curl, gzip, jq, openssl, iproute2, mosquitto-clients,
+# libcoap3-bin (coap-client, plain and DTLS), postgresql-client (psql) and nats-server (Debian
+# packages; the rules crate publishes actions to a real nats-server), libssl-dev and pkg-config
+# (the build links OpenSSL for DTLS), the official InfluxDB Python clients, paho-mqtt, aiocoap,
+# cbor2 and cryptography (PyPI; the firmware agent verifies Ed25519 signatures), psycopg,
+# SQLAlchemy and pandas (PyPI) and node-postgres (npm) for the PostgreSQL door, pyarrow and DuckDB
+# (PyPI) to read exports back, and schemathesis (PyPI) to fuzz the REST API against its OpenAPI
+# document. The disk-full test mounts a small tmpfs and the OpenAPI fuzzing runs the server in a
+# network namespace, so both need root.
 # Extra arguments go to `cargo test`, e.g. `scripts/test.sh -p corral --test crash`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -43,6 +47,9 @@ python3 -c "import psycopg, sqlalchemy, pandas, pyarrow, duckdb" 2>/dev/null ||
 # A local S3 server for the scheduled exports' tests, and the client that reads back what they wrote.
 python3 -c "import moto.server, boto3" 2>/dev/null ||
   python3 -m pip install -q --disable-pip-version-check "moto[server]==5.2.6" boto3==1.44.18
+# Property-based tests of the REST API against its own OpenAPI document.
+python3 -c "import schemathesis" 2>/dev/null ||
+  python3 -m pip install -q --disable-pip-version-check schemathesis==4.32.5
 
 browser=crates/corral/tests/browser
 test -d "$browser/node_modules/playwright-core" || npm ci --prefix "$browser" --no-audit --no-fund --loglevel=error

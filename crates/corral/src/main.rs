@@ -90,6 +90,9 @@ enum Command {
     /// Scheduled exports of a table or query to Parquet/CSV in a folder or an S3 bucket.
     #[command(subcommand)]
     Export(export_cli::ExportCommand),
+    /// Print the REST API's OpenAPI 3.1 document (as served at /api/v1/openapi.json), e.g. to
+    /// generate a client: `corral openapi > corral-openapi.json`.
+    Openapi,
 }
 
 fn main() -> std::process::ExitCode {
@@ -144,6 +147,10 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Outbox(cmd) => rules_cli::outbox(cmd).await,
         Command::Data(cmd) => data_cli::data(cmd).await,
         Command::Export(cmd) => export_cli::export(cmd).await,
+        Command::Openapi => {
+            println!("{:#}", corral_http::openapi());
+            Ok(())
+        }
     }
 }
 

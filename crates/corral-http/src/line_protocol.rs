@@ -41,28 +41,22 @@ const WRITE: &str = "One point per line: `measurement[,tag=value...] field=value
     once the data is durable. `db`, `rp`, `bucket` and `org` are accepted and ignored.";
 
 pub(crate) fn routes(api: Api) -> Api {
-    api.post(
-        "/write",
-        write,
-        Operation::new(TAG, "Stores InfluxDB line protocol (the InfluxDB v1 write API)")
-            .describe(WRITE)
-            .auth(Auth::ApiOrDevice)
-            .query::<WriteParams>()
-            .header("Content-Encoding", "`gzip` for a compressed body (the limit applies after decompression too)")
-            .raw_body("text/plain", "InfluxDB line protocol, one point per line")
-            .returns_nothing(204, "Stored durably (or the body held no point)"),
-    )
-    .post(
+    api.post("/write", write, write_operation("Stores InfluxDB line protocol (the InfluxDB v1 write API)")).post(
         "/api/v2/write",
         write,
-        Operation::new(TAG, "Stores InfluxDB line protocol (the InfluxDB v2 write API)")
-            .describe(WRITE)
-            .auth(Auth::ApiOrDevice)
-            .query::<WriteParams>()
-            .header("Content-Encoding", "`gzip` for a compressed body (the limit applies after decompression too)")
-            .raw_body("text/plain", "InfluxDB line protocol, one point per line")
-            .returns_nothing(204, "Stored durably (or the body held no point)"),
+        write_operation("Stores InfluxDB line protocol (the InfluxDB v2 write API)"),
     )
+}
+
+/// Both write APIs take the same request and answer alike.
+fn write_operation(summary: &'static str) -> Operation {
+    Operation::new(TAG, summary)
+        .describe(WRITE)
+        .auth(Auth::ApiOrDevice)
+        .query::<WriteParams>()
+        .header("Content-Encoding", "`gzip` for a compressed body (the limit applies after decompression too)")
+        .raw_body("text/plain", "InfluxDB line protocol, one point per line")
+        .returns_nothing(204, "Stored durably (or the body held no point)")
 }
 
 #[derive(Debug, Default, Deserialize, schemars::JsonSchema)]

@@ -52,7 +52,7 @@ pub(crate) fn routes(api: Api) -> Api {
 fn write_operation(summary: &'static str) -> Operation {
     Operation::new(TAG, summary)
         .describe(WRITE)
-        .auth(Auth::ApiOrDevice)
+        .auth(Auth::Influx)
         .query::<WriteParams>()
         .header("Content-Encoding", "`gzip` for a compressed body (the limit applies after decompression too)")
         .raw_body("text/plain", "InfluxDB line protocol, one point per line")

@@ -30,6 +30,9 @@ pub(crate) enum Auth {
     Device,
     /// Either an application or the device itself.
     ApiOrDevice,
+    /// InfluxDB's write APIs: an API or device token as `Bearer`/`Token`, as the password of HTTP
+    /// basic auth, or as the `p` query parameter (no console session).
+    Influx,
     /// Anyone (health, metrics, this document, signed download links).
     Anyone,
 }
@@ -355,6 +358,10 @@ impl Api {
                         "description": "A console session; requests that change something also send its CSRF token in `x-csrf-token`."},
                     "device": {"type": "http", "scheme": "bearer",
                         "description": "A device's own token (or, over HTTPS, its client certificate)."},
+                    "basic": {"type": "http", "scheme": "basic",
+                        "description": "InfluxDB clients: any user name, an API or device token as the password."},
+                    "query_token": {"type": "apiKey", "in": "query", "name": "p",
+                        "description": "InfluxDB v1 clients: an API or device token as `p`."},
                 },
             },
         });
@@ -367,6 +374,7 @@ fn security(auth: Auth) -> Value {
         Auth::Api => json!([{"token": []}, {"session": []}]),
         Auth::Device => json!([{"device": []}]),
         Auth::ApiOrDevice => json!([{"token": []}, {"session": []}, {"device": []}]),
+        Auth::Influx => json!([{"token": []}, {"device": []}, {"basic": []}, {"query_token": []}]),
         Auth::Anyone => json!([]),
     }
 }

@@ -18,8 +18,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 type SchemaFn = fn(&mut SchemaGenerator) -> Schema;
 
-/// Where request schemas' shared definitions go until [`Api::finish`] names them.
+/// Where request schemas' shared definitions go until [`Api::finish`] names them (a JSON pointer;
+/// references to them start with `#` and end with the name).
 const INPUT_DEFS: &str = "/components/schemas/__input__";
+const INPUT_REF: &str = "#/components/schemas/__input__/";
 
 /// Who may call an operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -507,7 +509,7 @@ fn rename_refs(value: &mut Value, renames: &BTreeMap<String, String>) {
     match value {
         Value::Object(map) => {
             if let Some(Value::String(reference)) = map.get_mut("$ref")
-                && let Some(name) = reference.strip_prefix(concat!("#", "/components/schemas/__input__/"))
+                && let Some(name) = reference.strip_prefix(INPUT_REF)
             {
                 let name = renames.get(name).cloned().unwrap_or_else(|| name.to_string());
                 *reference = format!("#/components/schemas/{name}");

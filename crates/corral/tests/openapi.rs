@@ -1,5 +1,5 @@
 //! The OpenAPI document against the server that serves it: every operation it lists is a route
-//! (not the console's fallback), and schemathesis, fuzzing every operation with an API token of
+//! (not the console's fallback), `corral openapi` prints the same document, and schemathesis, fuzzing every operation with an API token of
 //! each role, finds no 5xx and no answer the document does not describe. The fuzzed server runs
 //! in a network namespace of its own with only a loopback interface (needs root, as CI has):
 //! rules and exports the fuzzer invents may name any webhook or bucket, and nothing may leave.
@@ -37,6 +37,10 @@ async fn every_documented_operation_is_a_route() {
     let (status, document) = server.admin(reqwest::Method::GET, "/api/v1/openapi.json", None).await;
     assert_eq!(status, 200);
     assert_eq!(document["openapi"], "3.1.0");
+    // `corral openapi` prints the same document without a server.
+    let printed = Command::new(BIN).arg("openapi").output().expect("corral openapi");
+    assert!(printed.status.success());
+    assert_eq!(serde_json::from_slice::<Value>(&printed.stdout).unwrap(), document, "corral openapi differs from the served one");
     let paths = document["paths"].as_object().expect("paths");
     assert!(paths.len() > 60, "only {} paths documented", paths.len());
     let client = reqwest::Client::new();

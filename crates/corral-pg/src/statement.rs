@@ -38,11 +38,12 @@ pub(crate) enum Transaction {
 /// Parses `sql` into statements, rewritten so DataFusion can plan PostgreSQL's catalog idioms.
 pub(crate) fn parse(parser: &PostgresCompatibilityParser, sql: &str) -> PgWireResult<Vec<Statement>> {
     // datafusion-pg-catalog swaps the subquery with which Grafana reads `search_path` for `''`
-    // (it predates a `current_setting` function), which empties Grafana's column picker. Corral
-    // answers `current_setting`, so the column picker skips that swap and keeps the other
-    // rewrites. The table picker keeps it: it also sorts by the subquery, which DataFusion cannot
-    // plan, and with the swap it lists every table schema-qualified, which Grafana accepts.
-    let column_picker = sql.contains("current_setting('search_path')") && sql.contains("information_schema.columns");
+    // (it predates a `current_setting` function), which empties Grafana's column picker and makes
+    // its table picker list every table schema-qualified. Corral answers `current_setting`, so
+    // Grafana's pickers skip that swap and keep the other rewrites; `with_pg_idioms` then turns
+    // the subquery into the list it evaluates to.
+    let column_picker = sql.contains("current_setting('search_path')")
+        && (sql.contains("information_schema.columns") || sql.contains("information_schema.tables"));
     let statements = if column_picker {
         let dialect = datafusion::sql::sqlparser::dialect::PostgreSqlDialect {};
         datafusion::sql::sqlparser::parser::Parser::parse_sql(&dialect, sql)
@@ -83,6 +84,9 @@ fn with_pg_idioms(mut statement: ast::Statement) -> ast::Statement {
             if let Some(visible) = table_visibility(expr) {
                 *expr = visible;
             }
+            if let Some(on_path) = on_search_path(expr) {
+                *expr = on_path;
+            }
             std::ops::ControlFlow::Continue(())
         }
 
@@ -113,6 +117,18 @@ fn table_visibility(expr: &Expr) -> Option<Expr> {
          JOIN pg_catalog.pg_namespace AS visible_schema ON visible_schema.oid = visible_class.relnamespace \
          WHERE visible_schema.nspname IN ('public', 'pg_catalog'))"
     ))
+}
+
+/// `x IN (SELECT ... current_setting('search_path') ...)`, Grafana's "is this schema on the search
+/// path", as the list that subquery evaluates to: `x IN (session_user, 'public')`, since the
+/// search path here is always `"$user", public`. DataFusion plans the list anywhere; the
+/// subquery not in `ORDER BY`, where Grafana's table picker sorts by it (bare names first).
+fn on_search_path(expr: &Expr) -> Option<Expr> {
+    let Expr::InSubquery { expr: tested, subquery, negated } = expr else { return None };
+    if !subquery.to_string().contains("current_setting('search_path')") {
+        return None;
+    }
+    parse_expr(&format!("({tested}) {}IN (session_user, 'public')", if *negated { "NOT " } else { "" }))
 }
 
 /// Functions that return one value and that tools call in `FROM`.
@@ -342,6 +358,17 @@ mod tests {
             "SELECT * FROM generate_series(1, 3) AS t (n), \"user\"",
             "named columns and quoted names stay"
         );
+    }
+
+    #[test]
+    fn grafanas_search_path_subquery_becomes_the_list_it_evaluates_to() {
+        let picker = "SELECT table_name FROM information_schema.tables ORDER BY CASE WHEN quote_ident(table_schema) IN \
+             (SELECT CASE WHEN trim(s[i]) = '\"$user\"' THEN user ELSE trim(s[i]) END FROM generate_series(1, 2) AS i, \
+             string_to_array(current_setting('search_path'), ',') s) THEN 0 ELSE 1 END";
+        let Statement::Query(query) = one(picker) else { panic!("a query") };
+        let text = query.to_string();
+        assert!(text.contains("ORDER BY CASE WHEN (quote_ident(table_schema)) IN (session_user, 'public') THEN 0"), "{text}");
+        assert!(!text.contains("current_setting"), "{text}");
     }
 
     #[test]

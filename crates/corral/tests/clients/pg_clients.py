@@ -197,7 +197,10 @@ def tools(host, port, token):
                 continue
             cells = [(result.get_value(r, c) or b"").decode(errors="replace")
                      for r in range(result.ntuples) for c in range(result.nfields)]
-            if must_contain is not None and not any(must_contain in cell for cell in cells):
+            exact = must_contain is not None and must_contain.startswith("=")
+            if must_contain is not None and not any(
+                cell == must_contain[1:] if exact else must_contain in cell for cell in cells
+            ):
                 failed.append(f"{tool}: {what}: no row holds {must_contain!r} ({result.ntuples} rows)")
     print(f"{len(QUERIES) - len(failed)} of {len(QUERIES)} tool queries answered")
     if failed:

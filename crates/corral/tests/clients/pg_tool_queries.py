@@ -4,7 +4,7 @@ Collected from each tool's source (or, for Metabase's sync, a capture of it agai
 see docs/sql.md for the versions. Each entry: (tool, what, sql, params, must_contain). `params` None
 means the simple query protocol, as the tool sends it; a list means the extended protocol with `$n`
 bound to those texts (JDBC `?` written as the driver sends it, `$1`). `must_contain`: a value some
-row must hold (None: any answer but an error).
+row must hold (`=text`: a cell equal to `text`; None: any answer but an error).
 """
 
 QUERIES = [
@@ -22,7 +22,7 @@ QUERIES = [
      None, None),
     ('grafana', 'table picker',
      'SELECT\n    CASE WHEN \n          quote_ident(table_schema) IN (\n          SELECT\n            CASE WHEN trim(s[i]) = \'"$user"\' THEN user ELSE trim(s[i]) END\n          FROM\n            generate_series(\n              array_lower(string_to_array(current_setting(\'search_path\'),\',\'),1),\n              array_upper(string_to_array(current_setting(\'search_path\'),\',\'),1)\n            ) as i,\n            string_to_array(current_setting(\'search_path\'),\',\') s\n          )\n      THEN quote_ident(table_name)\n      ELSE quote_ident(table_schema) || \'.\' || quote_ident(table_name)\n    END AS "table"\n    FROM information_schema.tables\n    WHERE quote_ident(table_schema) NOT IN (\'information_schema\',\n                             \'pg_catalog\',\n                             \'_timescaledb_cache\',\n                             \'_timescaledb_catalog\',\n                             \'_timescaledb_internal\',\n                             \'_timescaledb_config\',\n                             \'timescaledb_information\',\n                             \'timescaledb_experimental\')\n    ORDER BY CASE WHEN \n          quote_ident(table_schema) IN (\n          SELECT\n            CASE WHEN trim(s[i]) = \'"$user"\' THEN user ELSE trim(s[i]) END\n          FROM\n            generate_series(\n              array_lower(string_to_array(current_setting(\'search_path\'),\',\'),1),\n              array_upper(string_to_array(current_setting(\'search_path\'),\',\'),1)\n            ) as i,\n            string_to_array(current_setting(\'search_path\'),\',\') s\n          ) THEN 0 ELSE 1 END, 1',
-     None, 'readings'),
+     None, '=readings'),
     ('grafana', 'column picker, unqualified (the table resolved through search_path)',
      'SELECT quote_ident(column_name) AS "column", data_type AS "type"\n    FROM information_schema.columns\n    WHERE\n      CASE WHEN array_length(parse_ident(\'readings\'),1) = 2\n        THEN quote_ident(table_schema) = (parse_ident(\'readings\'))[1]\n          AND quote_ident(table_name) = (parse_ident(\'readings\'))[2]\n        ELSE quote_ident(table_name) = \'readings\'\n          AND \n          quote_ident(table_schema) IN (\n          SELECT\n            CASE WHEN trim(s[i]) = \'"$user"\' THEN user ELSE trim(s[i]) END\n          FROM\n            generate_series(\n              array_lower(string_to_array(current_setting(\'search_path\'),\',\'),1),\n              array_upper(string_to_array(current_setting(\'search_path\'),\',\'),1)\n            ) as i,\n            string_to_array(current_setting(\'search_path\'),\',\') s\n          )\n      END',
      None, 'temperature'),

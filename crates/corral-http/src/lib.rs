@@ -127,8 +127,11 @@ pub struct AppState {
 /// The HTTP routes; `pages` (the web console) are served beside them, under the same request
 /// metrics and limits.
 pub fn router(state: AppState, pages: Router) -> Router {
-    let (api, _) = api().finish();
+    let (api, document) = api().finish();
+    // The document of the very routes mounted here, rendered once and served as is.
+    let document = ops::OpenApiDocument(document.to_string().into());
     api.fallback_service(pages.fallback(ops::not_found))
+        .layer(axum::Extension(document))
         .layer(axum::middleware::from_fn_with_state(state.clone(), ops::count_requests))
         .layer(DefaultBodyLimit::max(state.limits.max_body_bytes))
         .with_state(state)

@@ -107,11 +107,13 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     response
 }
 
+/// The OpenAPI document of the router's routes, as JSON text (an extension of every request).
+#[derive(Clone)]
+pub struct OpenApiDocument(pub axum::body::Bytes);
+
 /// This API's OpenAPI 3.1 document, generated from the code that mounts the routes.
-pub async fn openapi() -> Response {
-    static DOCUMENT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    let document = DOCUMENT.get_or_init(|| crate::openapi().to_string());
-    ([(header::CONTENT_TYPE, "application/json")], document.as_str()).into_response()
+pub async fn openapi(axum::Extension(OpenApiDocument(document)): axum::Extension<OpenApiDocument>) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], document).into_response()
 }
 
 pub async fn not_found(request: Request) -> ApiError {
